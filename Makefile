@@ -1,0 +1,33 @@
+# cmr-node — quick start: `make run` (set up and run the node), `make test` (set up and test).
+SHELL := /bin/bash
+VENV := .venv/bin
+CONFIG ?=
+
+.PHONY: setup run test test-fast lint bench demo clean
+
+setup:
+	@deploy/setup.sh
+
+run: setup
+	$(VENV)/cmr-node run $(if $(CONFIG),--config $(CONFIG),)
+
+test: setup
+	$(VENV)/python -m pytest -ra $(PYTEST_ARGS)
+
+test-fast: setup
+	$(VENV)/python -m pytest -ra -m "not e2e and not slow" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/ruff check node plugins models tests bench
+	$(VENV)/mypy
+
+bench: setup
+	$(VENV)/python -m bench.run
+
+# Send a synthetic MOLLI T1 map study to a running node (make run in another terminal).
+demo: setup
+	$(VENV)/python -m models.phantoms --out build/demo --seed 7 --vendor siemens
+	$(VENV)/cmr-node send build/demo --port 11112 --called-aet CMRNODE
+
+clean:
+	rm -rf build cmr-data .pytest_cache

@@ -1,0 +1,726 @@
+"""Native MOLLI T1-map phantoms of short-axis slices, with exact labels and truth values.
+
+A phantom slice is rendered from a :class:`~models.phantoms.anatomy.HeartCase` with
+partial-volume fractions, turned into a T1 map in milliseconds by signal-weighted mixing of
+the subject's tissue T1 values, then given what real MOLLI maps show: limited acquired
+resolution (k-space truncation, Gibbs ringing and interpolation), breathing/motion blur,
+a smooth bias, occasional off-resonance bands near the heart-lung interface, fitting
+noise that grows where signal is low, and lung / air either masked to zero or filled with
+fit noise.
+
+:func:`make_molli_source` produces the inversion-recovery source images of a phantom slice
+from the three-parameter Look-Locker model ``S(TI) = A - B exp(-TI / T1*)`` with
+``T1* = T1 / (B/A - 1)``.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from models.phantoms.anatomy import (
+    LEVELS,
+    STRUCTURE_TISSUE,
+    HeartCase,
+    RenderedSlice,
+    Structure,
+    make_heart_case,
+    render_slice,
+)
+from models.phantoms.tissues import PROTON_DENSITY, T2_MS, Tissue, check_field_strength
+from plugins.api import Label
+
+__all__ = [
+    "BackgroundMode",
+    "HeartCase",
+    "PhantomSlice",
+    "T1MapAcquisition",
+    "make_heart_case",
+    "make_molli_source",
+    "make_t1map_slice",
+    "make_t1map_stack",
+    "molli_inversion_times",
+    "sample_geometry",
+    "sample_t1map_acquisition",
+]
+
+logger = logging.getLogger(__name__)
+
+F32 = npt.NDArray[np.float32]
+
+MAX_T1_MS = 4500.0
+"""Largest value written into a synthetic map (scanners clip fits at a few seconds)."""
+
+COMMON_MATRICES: tuple[tuple[int, int], ...] = (
+    (192, 256), (218, 256), (256, 218), (256, 256), (224, 224), (240, 240),
+    (208, 256), (176, 208), (160, 192), (288, 288), (256, 192),
+)
+"""(rows, cols) matrices of reconstructed MOLLI maps seen on clinical scanners."""
+
+FOV_RANGE_MM = (300.0, 400.0)
+SPACING_RANGE_MM = (1.0, 2.5)
+HEART_MARGIN_MM = 6.0
+
+
+class BackgroundMode(enum.StrEnum):
+    """How a map shows pixels with too little signal to fit (air, lung)."""
+
+    ZERO = "zero"
+    NOISE = "noise"
+    FIT = "fit"
+
+
+@dataclass(frozen=True)
+class T1MapAcquisition:
+    """Imaging properties shared by the slices of one MOLLI T1-map series.
+
+    Attributes
+    ----------
+    noise_sd_ms
+        Fitting-noise SD in myocardium (ms).
+    kspace_fraction
+        Acquired fraction of the reconstructed k-space extent along (rows, cols); the
+        rest is zero-filled (interpolation), giving blur and Gibbs ringing.
+    background
+        Appearance of pixels below ``signal_threshold``.
+    signal_threshold
+        Relative signal (0..1) below which a pixel is treated as background.
+    motion_blur_mm
+        Length of residual in-plane motion blur.
+    motion_angle_rad
+        Direction of that blur.
+    bias_fraction
+        Peak relative amplitude of the smooth T1 bias over the field of view.
+    streak_probability
+        Probability of an off-resonance band per slice.
+    """
+
+    noise_sd_ms: float
+    kspace_fraction: tuple[float, float]
+    background: BackgroundMode
+    signal_threshold: float
+    motion_blur_mm: float
+    motion_angle_rad: float
+    bias_fraction: float
+    streak_probability: float
+
+
+def sample_t1map_acquisition(rng: np.random.Generator, field_strength_t: float = 1.5
+                             ) -> T1MapAcquisition:
+    """Draw the imaging properties of one T1-map series."""
+    field = check_field_strength(field_strength_t)
+    noise = float(rng.uniform(20.0, 40.0)) * (0.9 if field == 3.0 else 1.0)
+    phase_fraction = float(rng.uniform(0.45, 0.8))
+    read_fraction = float(rng.uniform(0.5, 0.9))
+    fractions = (phase_fraction, read_fraction) if rng.random() < 0.5 else (
+        read_fraction, phase_fraction)
+    modes = list(BackgroundMode)
+    background = modes[int(rng.choice(len(modes), p=[0.35, 0.35, 0.3]))]
+    return T1MapAcquisition(
+        noise_sd_ms=noise,
+        kspace_fraction=fractions,
+        background=background,
+        signal_threshold=float(rng.uniform(0.15, 0.3)),
+        motion_blur_mm=float(rng.choice([0.0, rng.uniform(0.5, 4.0)], p=[0.4, 0.6])),
+        motion_angle_rad=float(rng.uniform(0.0, np.pi)),
+        bias_fraction=float(rng.uniform(0.0, 0.03)),
+        streak_probability=0.15,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class PhantomSlice:
+    """One synthetic short-axis T1 map with its exact labels and truth values.
+
+    Attributes
+    ----------
+    t1_ms
+        float32 (rows, cols): the map in ms, noise and artefacts included.
+    labels
+        uint8 (rows, cols) :class:`plugins.api.Label` values.
+    pixel_spacing
+        (row spacing, col spacing) in mm.
+    level
+        ``"basal"``, ``"mid"`` or ``"apical"``.
+    truth
+        ``myocardium_t1_mean_ms`` (mean of ``t1_ms`` over myocardium),
+        ``myocardium_t1_true_ms`` (noise-free remote tissue value, diffuse disease included),
+        ``myocardium_t1_sd_ms``, ``myocardium_t1_noise_free_mean_ms`` (mean of the
+        noise-free map over myocardium), ``blood_t1_mean_ms`` (mean over the LV pool
+        label), ``blood_t1_true_ms``, ``myocardium_area_mm2``, ``lv_blood_area_mm2``,
+        ``rv_blood_area_mm2``, ``lesion_area_mm2``, ``lesion_t1_true_ms`` (0 without
+        lesion), ``wall_thickness_mm``, ``field_strength_t``, ``haematocrit``,
+        ``diffuse_rise_ms``, ``long_axis_position``.
+    t1_clean_ms
+        float32: the noise- and artefact-free partial-volume map.
+    signal
+        float32: relative equilibrium signal (0 air .. ~1 fat / blood).
+    rendered
+        Partial-volume fractions of each structure.
+    heart
+        The subject.
+    """
+
+    t1_ms: F32
+    labels: npt.NDArray[np.uint8]
+    pixel_spacing: tuple[float, float]
+    level: str
+    truth: dict[str, float]
+    t1_clean_ms: F32 | None = None
+    signal: F32 | None = None
+    rendered: RenderedSlice | None = None
+    heart: HeartCase | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, cols)."""
+        return (int(self.t1_ms.shape[0]), int(self.t1_ms.shape[1]))
+
+    @property
+    def field_strength_t(self) -> float:
+        """Field strength the phantom simulates."""
+        return float(self.truth["field_strength_t"])
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry of the image
+# --------------------------------------------------------------------------------------------
+
+
+def sample_geometry(
+    rng: np.random.Generator,
+    shape: tuple[int, int] | None = None,
+    pixel_spacing: tuple[float, float] | None = None,
+) -> tuple[tuple[int, int], tuple[float, float]]:
+    """Complete a (matrix, pixel spacing) pair the way clinical MOLLI protocols do.
+
+    Missing parts are drawn so that the field of view is 300–400 mm and the spacing
+    1.0–2.5 mm.
+
+    Raises
+    ------
+    ValueError
+        If a given matrix or spacing is not positive.
+    """
+    if shape is not None:
+        rows, cols = int(shape[0]), int(shape[1])
+        if rows <= 0 or cols <= 0:
+            raise ValueError(f"Image matrix must be positive, got {shape}")
+    if pixel_spacing is not None:
+        spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
+        if min(spacing) <= 0:
+            raise ValueError(f"Pixel spacing must be positive, got {pixel_spacing}")
+    if shape is None and pixel_spacing is None:
+        rows, cols = COMMON_MATRICES[int(rng.integers(len(COMMON_MATRICES)))]
+        fov = float(rng.uniform(*FOV_RANGE_MM))
+        step = float(np.clip(fov / max(rows, cols), *SPACING_RANGE_MM))
+        spacing = (round(step, 5), round(step, 5))
+    elif shape is None:
+        fov = float(rng.uniform(*FOV_RANGE_MM))
+        cols = max(int(round(fov / spacing[1])), 32)
+        rows = max(int(round(cols * float(rng.uniform(0.75, 1.0)) * spacing[1] / spacing[0])),
+                   32)
+    elif pixel_spacing is None:
+        fov = float(rng.uniform(*FOV_RANGE_MM))
+        step = float(np.clip(fov / max(rows, cols), *SPACING_RANGE_MM))
+        spacing = (round(step, 5), round(step, 5))
+    return (rows, cols), spacing
+
+
+def _fit_heart_in_view(
+    case: HeartCase, shape: tuple[int, int], spacing: tuple[float, float]
+) -> tuple[float, float]:
+    """Shift (mm) that keeps the heart inside the field of view, or (0, 0)."""
+    left, right, up, down = case.heart_extent_mm()
+    half_w = shape[1] * spacing[1] / 2.0 - HEART_MARGIN_MM
+    half_h = shape[0] * spacing[0] / 2.0 - HEART_MARGIN_MM
+    shifts = []
+    for centre, lo, hi, half in (
+        (case.centre_mm[0], left, right, half_w),
+        (case.centre_mm[1], up, down, half_h),
+    ):
+        if lo + hi > 2 * half:  # cannot fit: centre the heart's extent
+            shifts.append((lo - hi) / 2.0 - centre)
+        elif centre - lo < -half:
+            shifts.append(-half - (centre - lo))
+        elif centre + hi > half:
+            shifts.append(half - (centre + hi))
+        else:
+            shifts.append(0.0)
+    return (shifts[0], shifts[1])
+
+
+# --------------------------------------------------------------------------------------------
+# Map synthesis
+# --------------------------------------------------------------------------------------------
+
+
+def _structure_t1(case: HeartCase) -> dict[Structure, float]:
+    values = case.tissues.native_t1_ms
+    return {s: float(values.get(t, 0.0)) for s, t in STRUCTURE_TISSUE.items()}
+
+
+def _pixel_angles(rendered: RenderedSlice, case: HeartCase) -> F32:
+    rows, cols = rendered.labels.shape
+    dy, dx = rendered.pixel_spacing
+    r0, c0 = rendered.lv_centre_px
+    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    x = (xx - c0) * dx
+    y = (yy - r0) * dy
+    c, s = math.cos(case.rotation_rad), math.sin(case.rotation_rad)
+    return np.arctan2(-s * x + c * y, c * x + s * y).astype(np.float32)
+
+
+def _clean_map(rendered: RenderedSlice, case: HeartCase) -> tuple[F32, F32]:
+    """Signal-weighted partial-volume T1 map and relative signal map."""
+    t1 = _structure_t1(case)
+    myo_structures = {Structure.LV_MYOCARDIUM, Structure.LV_LESION, Structure.PAPILLARY_MUSCLE,
+                      Structure.RV_WALL, Structure.RV_TRABECULAE}
+    angles = _pixel_angles(rendered, case)
+    # Septal T1 is usually slightly higher than lateral.
+    gradient = (0.5 * case.tissues.septal_lateral_gradient_ms * -np.cos(angles)).astype(
+        np.float32)
+    weighted = np.zeros(rendered.labels.shape, dtype=np.float32)
+    signal = np.zeros_like(weighted)
+    for structure in Structure:
+        frac = rendered.fractions[int(structure)]
+        if not frac.any():
+            continue
+        tissue = STRUCTURE_TISSUE[structure]
+        weight = frac * PROTON_DENSITY[tissue]
+        value: F32 | float = t1[structure]
+        if structure in myo_structures:
+            value = t1[structure] + gradient
+        if structure is Structure.LV_LESION:
+            value = value + rendered.lesion_rise_ms
+        weighted += weight * value
+        signal += weight
+    clean = np.where(signal > 1e-6, weighted / np.maximum(signal, 1e-6), 0.0)
+    return clean.astype(np.float32), signal.astype(np.float32)
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], order: int = 2) -> F32:
+    """Random smooth field with values in about [-1, 1]."""
+    rows, cols = shape
+    y = np.linspace(-1.0, 1.0, rows)[:, None]
+    x = np.linspace(-1.0, 1.0, cols)[None, :]
+    field = np.zeros(shape)
+    for i in range(order + 1):
+        for j in range(order + 1 - i):
+            if i + j:
+                field = field + rng.normal(0.0, 1.0 / (i + j)) * (x**i) * (y**j)
+    peak = float(np.abs(field).max()) or 1.0
+    return (field / peak).astype(np.float32)
+
+
+def _kspace_window(shape: tuple[int, int], fraction: tuple[float, float]) -> npt.NDArray[
+        np.float64]:
+    """Separable k-space window: acquired fraction with a raised-cosine edge, zero outside."""
+    windows = []
+    for n, frac in zip(shape, fraction, strict=True):
+        k = np.abs(np.fft.fftfreq(n)) * 2.0  # 0 centre .. 1 edge
+        edge = 0.15
+        w = np.clip((frac - k) / (edge * frac), 0.0, 1.0)
+        windows.append(0.5 - 0.5 * np.cos(np.pi * w))
+    return np.outer(windows[0], windows[1])
+
+
+def _lowpass(image: npt.NDArray[np.float32], window: npt.NDArray[np.float64]) -> F32:
+    return np.real(np.fft.ifft2(np.fft.fft2(image) * window)).astype(np.float32)
+
+
+def _motion_blur(image: F32, signal: F32, acq: T1MapAcquisition,
+                 spacing: tuple[float, float]) -> tuple[F32, F32]:
+    length_px = acq.motion_blur_mm / min(spacing)
+    if length_px < 0.5:
+        return image, signal
+    n = max(int(math.ceil(length_px)) * 2 + 1, 3)
+    kernel = np.zeros((n, n), dtype=np.float32)
+    c = n // 2
+    for t in np.linspace(-0.5, 0.5, 4 * n):
+        r = c + t * length_px * math.sin(acq.motion_angle_rad)
+        q = c + t * length_px * math.cos(acq.motion_angle_rad)
+        kernel[int(round(r)), int(round(q))] += 1.0
+    kernel /= kernel.sum()
+    weighted = ndimage.convolve(image * signal, kernel, mode="nearest")
+    blurred_signal = ndimage.convolve(signal, kernel, mode="nearest")
+    out = np.where(blurred_signal > 1e-6, weighted / np.maximum(blurred_signal, 1e-6), 0.0)
+    return out.astype(np.float32), blurred_signal.astype(np.float32)
+
+
+def _off_resonance_band(
+    rng: np.random.Generator, rendered: RenderedSlice, case: HeartCase
+) -> F32:
+    """Additive T1 error (ms) of a bSSFP off-resonance band near the lateral heart-lung border."""
+    rows, cols = rendered.labels.shape
+    dy, dx = rendered.pixel_spacing
+    r0, c0 = rendered.lv_centre_px
+    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
+    x = (xx - c0) * dx
+    y = (yy - r0) * dy
+    # A curved band (arc of a large circle) crossing the inferolateral / lateral wall.
+    theta = case.rotation_rad + float(rng.uniform(-0.6, 1.2))
+    r_epi = case.lv.mean_epi_radius(rendered.position)
+    radius = float(rng.uniform(60.0, 160.0))
+    dist = r_epi * float(rng.uniform(0.6, 1.1))
+    cx = (dist + radius) * math.cos(theta)
+    cy = (dist + radius) * math.sin(theta)
+    d = np.abs(np.hypot(x - cx, y - cy) - radius)
+    width = float(rng.uniform(1.5, 4.0))
+    profile = np.exp(-0.5 * (d / width) ** 2)
+    amplitude = float(rng.choice([-1.0, 1.0], p=[0.7, 0.3])) * float(rng.uniform(150.0, 500.0))
+    return (amplitude * profile).astype(np.float32)
+
+
+def _t1_map(
+    rng: np.random.Generator,
+    rendered: RenderedSlice,
+    case: HeartCase,
+    acq: T1MapAcquisition,
+) -> tuple[F32, F32, F32]:
+    """Noisy map, clean map and signal map of one slice."""
+    clean, signal = _clean_map(rendered, case)
+    shape = clean.shape
+    spacing = rendered.pixel_spacing
+    image, blurred_signal = _motion_blur(clean, signal, acq, spacing)
+    image = image * (1.0 + acq.bias_fraction * _smooth_field(rng, shape))
+    if rng.random() < acq.streak_probability:
+        image = image + _off_resonance_band(rng, rendered, case)
+    window = _kspace_window(shape, acq.kspace_fraction)
+    image = _lowpass(image, window)
+    blurred_signal = np.clip(_lowpass(blurred_signal, window), 0.0, None)
+    # Fitting noise: grows with T1 and where signal is low; deeper tissue (coil distance,
+    # parallel-imaging g-factor) is noisier.  Interpolation correlates it spatially.
+    myo_t1 = case.tissues.myocardium_t1_ms
+    pd_myo = PROTON_DENSITY[Tissue.MYOCARDIUM]
+    rel_signal = np.maximum(blurred_signal / pd_myo, 0.05)
+    depth = 1.0 + 0.2 * _smooth_field(rng, shape, order=2)
+    sd = acq.noise_sd_ms * (np.clip(image, 50.0, None) / myo_t1) ** 1.2 / np.sqrt(rel_signal)
+    sd = sd * depth
+    white = rng.standard_normal(shape).astype(np.float32)
+    correlated = _lowpass(white, window)
+    correlated /= float(correlated.std()) or 1.0
+    noisy = image + sd * correlated
+    low = blurred_signal < acq.signal_threshold * pd_myo
+    if acq.background is BackgroundMode.ZERO:
+        noisy = np.where(low, 0.0, noisy)
+    elif acq.background is BackgroundMode.NOISE:
+        speckle = rng.gamma(1.5, 900.0, size=shape) * (rng.random(shape) < 0.7)
+        noisy = np.where(low, speckle, noisy)
+    else:
+        wild = rng.uniform(0.0, MAX_T1_MS, size=shape) * (rng.random(shape) < 0.3)
+        noisy = np.where(low & (wild > 0), wild, noisy)
+    noisy = np.clip(noisy, 0.0, MAX_T1_MS).astype(np.float32)
+    return noisy, clean, signal
+
+
+def _truth(
+    t1: F32, clean: F32, labels: npt.NDArray[np.uint8], rendered: RenderedSlice,
+    case: HeartCase
+) -> dict[str, float]:
+    area = rendered.pixel_spacing[0] * rendered.pixel_spacing[1]
+    myo = labels == Label.MYOCARDIUM
+    lv = labels == Label.LV_BLOOD_POOL
+    rv = labels == Label.RV_BLOOD_POOL
+    lesion_px = myo & (rendered.lesion_fraction >= 0.5)
+    lesion_t1 = 0.0
+    if lesion_px.any():
+        lesion_t1 = case.tissues.myocardium_t1_ms + float(
+            np.mean(rendered.lesion_rise_ms[lesion_px]))
+    theta = np.linspace(-np.pi, np.pi, 180, endpoint=False)
+    return {
+        "myocardium_t1_mean_ms": float(t1[myo].mean()) if myo.any() else 0.0,
+        "myocardium_t1_sd_ms": float(t1[myo].std()) if myo.any() else 0.0,
+        "myocardium_t1_true_ms": float(case.tissues.myocardium_t1_ms),
+        "myocardium_t1_noise_free_mean_ms": float(clean[myo].mean()) if myo.any() else 0.0,
+        "blood_t1_mean_ms": float(t1[lv].mean()) if lv.any() else 0.0,
+        "blood_t1_true_ms": float(case.tissues.blood_t1_ms),
+        "myocardium_area_mm2": float(myo.sum() * area),
+        "lv_blood_area_mm2": float(lv.sum() * area),
+        "rv_blood_area_mm2": float(rv.sum() * area),
+        "lesion_area_mm2": float(lesion_px.sum() * area),
+        "lesion_t1_true_ms": lesion_t1,
+        "wall_thickness_mm": float(np.mean(case.lv.wall_thickness(theta, rendered.position))),
+        "field_strength_t": float(case.field_strength_t),
+        "haematocrit": float(case.tissues.haematocrit),
+        "diffuse_rise_ms": float(case.tissues.diffuse_rise_ms),
+        "long_axis_position": float(rendered.position),
+    }
+
+
+def _check_level(level: str) -> str:
+    if level not in LEVELS:
+        raise ValueError(f"Unknown short-axis level {level!r}; expected one of {LEVELS}")
+    return level
+
+
+def _resolve_case(
+    rng: np.random.Generator, field_strength_t: float, heart: HeartCase | None
+) -> HeartCase:
+    field = check_field_strength(field_strength_t)
+    if heart is None:
+        return make_heart_case(rng, field_strength_t=field)
+    if check_field_strength(heart.field_strength_t) != field:
+        raise ValueError(
+            f"The heart case was made for {heart.field_strength_t:g} T but "
+            f"field_strength_t={field_strength_t:g}; pass the case's field strength"
+        )
+    return heart
+
+
+def _make_slice(
+    rng: np.random.Generator,
+    case: HeartCase,
+    level: str,
+    shape: tuple[int, int],
+    spacing: tuple[float, float],
+    acquisition: T1MapAcquisition,
+    shift: tuple[float, float],
+) -> PhantomSlice:
+    rendered = render_slice(case, level, shape, spacing, centre_shift_mm=shift)
+    t1, clean, signal = _t1_map(rng, rendered, case, acquisition)
+    truth = _truth(t1, clean, rendered.labels, rendered, case)
+    logger.debug("phantom %s slice %dx%d: myocardium %.0f ms", level, shape[0], shape[1],
+                 truth["myocardium_t1_mean_ms"])
+    return PhantomSlice(
+        t1_ms=t1,
+        labels=rendered.labels,
+        pixel_spacing=spacing,
+        level=level,
+        truth=truth,
+        t1_clean_ms=clean,
+        signal=signal,
+        rendered=rendered,
+        heart=case,
+    )
+
+
+def make_t1map_slice(
+    rng: np.random.Generator,
+    *,
+    field_strength_t: float = 1.5,
+    level: str = "mid",
+    shape: tuple[int, int] | None = None,
+    pixel_spacing: tuple[float, float] | None = None,
+    heart: HeartCase | None = None,
+    acquisition: T1MapAcquisition | None = None,
+) -> PhantomSlice:
+    """Make one synthetic native T1 map of a short-axis slice.
+
+    Parameters
+    ----------
+    rng
+        Random generator; the same state gives the same slice.
+    field_strength_t
+        1.5 or 3 (tesla).  Must match ``heart`` when one is given.
+    level
+        ``"basal"``, ``"mid"`` or ``"apical"``.
+    shape, pixel_spacing
+        (rows, cols) and (row, col) spacing in mm; drawn from clinical protocols if ``None``.
+    heart
+        The subject; a new one is drawn if ``None``.
+    acquisition
+        Imaging properties; drawn if ``None``.
+
+    Returns
+    -------
+    PhantomSlice
+        The map, labels and truth.
+
+    Raises
+    ------
+    ValueError
+        For an unknown level or field strength, or a heart of another field strength.
+    """
+    _check_level(level)
+    case = _resolve_case(rng, field_strength_t, heart)
+    (rows, cols), spacing = sample_geometry(rng, shape, pixel_spacing)
+    acq = acquisition or sample_t1map_acquisition(rng, case.field_strength_t)
+    shift = _fit_heart_in_view(case, (rows, cols), spacing)
+    return _make_slice(rng, case, level, (rows, cols), spacing, acq, shift)
+
+
+def make_t1map_stack(
+    rng: np.random.Generator,
+    *,
+    field_strength_t: float = 1.5,
+    levels: Sequence[str] = LEVELS,
+    shape: tuple[int, int] | None = None,
+    pixel_spacing: tuple[float, float] | None = None,
+    heart: HeartCase | None = None,
+    acquisition: T1MapAcquisition | None = None,
+) -> tuple[HeartCase, list[PhantomSlice]]:
+    """Make the short-axis T1 maps of one subject (same matrix, spacing and anatomy).
+
+    Parameters
+    ----------
+    rng
+        Random generator.
+    field_strength_t
+        1.5 or 3 (tesla).
+    levels
+        Levels to render, in the order returned (normally base to apex).
+    shape, pixel_spacing, heart, acquisition
+        As for :func:`make_t1map_slice`.
+
+    Returns
+    -------
+    tuple of HeartCase and list of PhantomSlice
+        The subject and one slice per level.
+    """
+    for level in levels:
+        _check_level(level)
+    case = _resolve_case(rng, field_strength_t, heart)
+    (rows, cols), spacing = sample_geometry(rng, shape, pixel_spacing)
+    acq = acquisition or sample_t1map_acquisition(rng, case.field_strength_t)
+    shift = _fit_heart_in_view(case, (rows, cols), spacing)
+    slices = [_make_slice(rng, case, level, (rows, cols), spacing, acq, shift)
+              for level in levels]
+    return case, slices
+
+
+# --------------------------------------------------------------------------------------------
+# MOLLI source images
+# --------------------------------------------------------------------------------------------
+
+_SCHEME_RE = re.compile(r"^\s*(\d+)(s?)((?:\s*\(\s*\d+s?\s*\)\s*\d+s?)*)\s*$")
+_SCHEME_PART_RE = re.compile(r"\(\s*(\d+)(s?)\s*\)\s*(\d+)(s?)")
+FLIP_ANGLE_DEG = 35.0
+
+
+def molli_inversion_times(
+    scheme: str = "5(3)3",
+    *,
+    heart_rate_bpm: float = 60.0,
+    first_ti_ms: float = 110.0,
+    ti_increment_ms: float = 80.0,
+) -> npt.NDArray[np.float64]:
+    """Inversion times (ms, acquisition order) of a MOLLI scheme.
+
+    ``"5(3)3"`` means 5 images after the first inversion, 3 recovery heartbeats, 3 images
+    after the second; an ``s`` suffix counts seconds instead of heartbeats (``"5s(3s)3s"``).
+    Each inversion's first TI is ``first_ti_ms`` plus ``ti_increment_ms`` per preceding
+    inversion; later images follow one RR interval apart.
+
+    Raises
+    ------
+    ValueError
+        If the scheme is not of that form or the timing is implausible.
+    """
+    match = _SCHEME_RE.match(scheme)
+    if match is None:
+        raise ValueError(f"MOLLI scheme {scheme!r} is not of the form 5(3)3 or 4s(1s)3s(1s)2s")
+    if not 30.0 <= heart_rate_bpm <= 200.0:
+        raise ValueError(f"Heart rate {heart_rate_bpm} bpm is implausible")
+    rr = 60000.0 / heart_rate_bpm
+    if first_ti_ms <= 0 or first_ti_ms >= rr:
+        raise ValueError(f"First TI {first_ti_ms} ms must lie within one RR interval ({rr:.0f})")
+    counts = [(int(match.group(1)), bool(match.group(2)))]
+    for part in _SCHEME_PART_RE.finditer(match.group(3)):
+        counts.append((int(part.group(3)), bool(part.group(4))))
+    tis: list[float] = []
+    for index, (count, seconds) in enumerate(counts):
+        n_images = max(1, int(count * 1000.0 // rr)) if seconds else count
+        start = first_ti_ms + index * ti_increment_ms
+        tis.extend(start + k * rr for k in range(n_images))
+    return np.asarray(tis, dtype=np.float64)
+
+
+def _look_locker_parameters(t1_ms: npt.ArrayLike, t2_ms: npt.ArrayLike, pd: npt.ArrayLike
+                            ) -> tuple[npt.NDArray[np.float64], ...]:
+    """(A, B, T1*) of the three-parameter model for tissues of given T1, T2, PD.
+
+    A follows the bSSFP steady state (~ sqrt(T2/T1)); the readout shortens T1* with
+    ``T1 / T1* = 1 + 0.045 sqrt(T1/T2)`` so that ``T1 = T1* (B/A - 1)`` holds exactly.
+    """
+    t1 = np.maximum(np.asarray(t1_ms, dtype=np.float64), 1.0)
+    t2 = np.maximum(np.asarray(t2_ms, dtype=np.float64), 1.0)
+    ratio = 1.0 + 0.045 * np.sqrt(t1 / t2)
+    t1_star = t1 / ratio
+    a = np.asarray(pd, dtype=np.float64) * np.sqrt(np.minimum(t2 / t1, 1.0))
+    b = a * (1.0 + ratio)
+    return a, b, t1_star
+
+
+def make_molli_source(
+    rng: np.random.Generator,
+    phantom_slice: PhantomSlice,
+    scheme: str = "5(3)3",
+    *,
+    heart_rate_bpm: float | None = None,
+    first_ti_ms: float | None = None,
+    ti_increment_ms: float = 80.0,
+    snr: float | None = None,
+) -> tuple[F32, npt.NDArray[np.float64]]:
+    """Inversion-recovery magnitude images from which a MOLLI map of the slice is fitted.
+
+    Each pixel sums the signed Look-Locker signals of the tissues it contains (partial
+    volume in the signal domain), then complex Gaussian noise is added and the magnitude
+    taken (Rician statistics, signal nulling near ``TI = T1* ln(B/A)``).
+
+    Parameters
+    ----------
+    rng
+        Random generator.
+    phantom_slice
+        The slice whose noise-free T1 values are imaged.
+    scheme
+        MOLLI sampling scheme, e.g. ``"5(3)3"``, ``"3(3)3(3)5"``, ``"4s(1s)3s(1s)2s"``.
+    heart_rate_bpm
+        Heart rate; drawn from 55–85 bpm if ``None``.
+    first_ti_ms
+        Shortest inversion time; drawn from 100–120 ms if ``None``.
+    ti_increment_ms
+        Offset of each further inversion's first TI.
+    snr
+        Signal-to-noise ratio of blood at full recovery; drawn from 40–90 if ``None``.
+
+    Returns
+    -------
+    images, inversion_times_ms
+        float32 (n, rows, cols) magnitudes (arbitrary units, ~0–1000) and the TIs (ms)
+        in acquisition order.
+    """
+    hr = float(rng.uniform(55.0, 85.0)) if heart_rate_bpm is None else float(heart_rate_bpm)
+    ti0 = float(rng.uniform(100.0, 120.0)) if first_ti_ms is None else float(first_ti_ms)
+    tis = molli_inversion_times(scheme, heart_rate_bpm=hr, first_ti_ms=ti0,
+                                ti_increment_ms=ti_increment_ms)
+    shape = phantom_slice.shape
+    signal = np.zeros((tis.size, *shape), dtype=np.float64)
+    rendered = phantom_slice.rendered
+    case = phantom_slice.heart
+    if rendered is not None and case is not None:
+        t1_values = _structure_t1(case)
+        for structure in Structure:
+            frac = rendered.fractions[int(structure)]
+            if not frac.any():
+                continue
+            tissue = STRUCTURE_TISSUE[structure]
+            t1: npt.NDArray[np.float64] | float = t1_values[structure]
+            if structure is Structure.LV_LESION:
+                t1 = t1_values[structure] + rendered.lesion_rise_ms.astype(np.float64)
+            a, b, t1s = _look_locker_parameters(t1, T2_MS[tissue], PROTON_DENSITY[tissue])
+            signal += frac[None] * (a - b * np.exp(-tis[:, None, None] / t1s))
+    else:
+        clean = phantom_slice.t1_clean_ms if phantom_slice.t1_clean_ms is not None else (
+            phantom_slice.t1_ms)
+        pd = phantom_slice.signal if phantom_slice.signal is not None else np.where(
+            clean > 0, PROTON_DENSITY[Tissue.MYOCARDIUM], 0.0)
+        a, b, t1s = _look_locker_parameters(clean, T2_MS[Tissue.MYOCARDIUM], pd)
+        signal = a[None] - b[None] * np.exp(-tis[:, None, None] / t1s[None])
+    blood_a, _, _ = _look_locker_parameters(
+        1600.0, T2_MS[Tissue.BLOOD], PROTON_DENSITY[Tissue.BLOOD])
+    scale = 1000.0 / float(blood_a)
+    snr_value = float(rng.uniform(40.0, 90.0)) if snr is None else float(snr)
+    sigma = 1000.0 / snr_value
+    noise = rng.normal(0.0, sigma, size=(2, *signal.shape))
+    images = np.hypot(signal * scale + noise[0], noise[1]).astype(np.float32)
+    return images, tis

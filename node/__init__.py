@@ -1,0 +1,10 @@
+"""cmr-node: a DICOM node that analyses cardiac MR T1 maps and LGE and returns SEG, SR and a summary."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("cmr-node")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,619 @@
+"""The durable catalog (SQLite): instances, series, jobs, outbox and an event log.
+
+Every state change that the node acknowledges to a peer is committed here first (WAL journal,
+``synchronous=FULL``), so the node resumes exactly where it stopped after ``kill -9``.
+
+States
+------
+series:  receiving -> complete -> routed | unrouted   (a late instance re-opens it: receiving,
+         generation + 1)
+jobs:    queued -> running -> done | failed            (superseded when a newer generation of the
+         same series is queued; running -> queued again after a crash)
+outbox:  pending -> sent | failed | superseded
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS instances (
+    sop_instance_uid    TEXT PRIMARY KEY,
+    series_instance_uid TEXT NOT NULL,
+    study_instance_uid  TEXT NOT NULL,
+    sop_class_uid       TEXT NOT NULL,
+    transfer_syntax_uid TEXT,
+    path                TEXT NOT NULL,
+    size_bytes          INTEGER NOT NULL,
+    calling_aet         TEXT,
+    received_at         REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS instances_series ON instances(series_instance_uid);
+CREATE TABLE IF NOT EXISTS series (
+    series_instance_uid TEXT PRIMARY KEY,
+    study_instance_uid  TEXT NOT NULL,
+    modality            TEXT,
+    description         TEXT,
+    expected_count      INTEGER,
+    instance_count      INTEGER NOT NULL DEFAULT 0,
+    first_received      REAL NOT NULL,
+    last_received       REAL NOT NULL,
+    generation          INTEGER NOT NULL DEFAULT 0,
+    state               TEXT NOT NULL DEFAULT 'receiving',
+    completed_at        REAL,
+    analysis            TEXT,
+    route_reason        TEXT
+);
+CREATE INDEX IF NOT EXISTS series_state ON series(state);
+CREATE TABLE IF NOT EXISTS jobs (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    series_instance_uid TEXT NOT NULL,
+    analysis            TEXT NOT NULL,
+    generation          INTEGER NOT NULL,
+    state               TEXT NOT NULL DEFAULT 'queued',
+    attempts            INTEGER NOT NULL DEFAULT 0,
+    not_before          REAL NOT NULL DEFAULT 0,
+    created_at          REAL NOT NULL,
+    started_at          REAL,
+    finished_at         REAL,
+    error               TEXT,
+    timings             TEXT,
+    result_dir          TEXT,
+    summary             TEXT,
+    UNIQUE (series_instance_uid, analysis, generation)
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, not_before);
+CREATE TABLE IF NOT EXISTS outbox (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id              INTEGER NOT NULL REFERENCES jobs(id),
+    destination         TEXT NOT NULL,
+    path                TEXT NOT NULL,
+    sop_instance_uid    TEXT NOT NULL,
+    sop_class_uid       TEXT NOT NULL,
+    kind                TEXT NOT NULL,
+    state               TEXT NOT NULL DEFAULT 'pending',
+    attempts            INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at     REAL NOT NULL DEFAULT 0,
+    last_status         INTEGER,
+    last_error          TEXT,
+    created_at          REAL NOT NULL,
+    sent_at             REAL,
+    UNIQUE (job_id, destination, sop_instance_uid)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS events (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    at                  REAL NOT NULL,
+    kind                TEXT NOT NULL,
+    series_instance_uid TEXT,
+    message             TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class InstanceRecord:
+    """An instance stored in the spool, as recorded in the catalog."""
+
+    sop_instance_uid: str
+    series_instance_uid: str
+    study_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str | None
+    path: Path
+    size_bytes: int
+    calling_aet: str | None
+    modality: str | None
+    series_description: str | None
+    expected_count: int | None
+
+
+@dataclass(frozen=True)
+class SeriesState:
+    """Where a series stands after an instance arrived."""
+
+    series_instance_uid: str
+    instance_count: int
+    expected_count: int | None
+    generation: int
+    last_received: float
+    reopened: bool
+
+
+@dataclass(frozen=True)
+class Job:
+    """One analysis of one generation of one series."""
+
+    id: int
+    series_instance_uid: str
+    analysis: str
+    generation: int
+    attempts: int
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """One output object to deliver to one destination."""
+
+    id: int
+    job_id: int
+    destination: str
+    path: Path
+    sop_instance_uid: str
+    sop_class_uid: str
+    kind: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    """A written output file the outbox must deliver."""
+
+    path: Path
+    sop_instance_uid: str
+    sop_class_uid: str
+    kind: str
+
+
+class Catalog:
+    """Thread-safe access to the SQLite catalog (one connection, serialised writes)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(
+            str(path), timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.execute("PRAGMA busy_timeout=30000")
+        self._conn.executescript(_SCHEMA)
+        self._conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        """A write transaction (BEGIN IMMEDIATE ... COMMIT), rolled back on error."""
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self._conn.execute(sql, params).fetchall())
+
+    # ---------------------------------------------------------------- instances and series
+
+    def record_instance(self, rec: InstanceRecord, now: float | None = None) -> SeriesState:
+        """Record a stored instance and update its series; re-opens a completed series.
+
+        A re-sent instance (same SOP Instance UID) replaces the earlier record and counts as
+        news for its series (the series is analysed again once complete).
+        """
+        now = time.time() if now is None else now
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO instances(sop_instance_uid, series_instance_uid, study_instance_uid,"
+                " sop_class_uid, transfer_syntax_uid, path, size_bytes, calling_aet, received_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(sop_instance_uid) DO UPDATE SET"
+                " series_instance_uid=excluded.series_instance_uid,"
+                " study_instance_uid=excluded.study_instance_uid,"
+                " sop_class_uid=excluded.sop_class_uid,"
+                " transfer_syntax_uid=excluded.transfer_syntax_uid, path=excluded.path,"
+                " size_bytes=excluded.size_bytes, calling_aet=excluded.calling_aet,"
+                " received_at=excluded.received_at",
+                (
+                    rec.sop_instance_uid,
+                    rec.series_instance_uid,
+                    rec.study_instance_uid,
+                    rec.sop_class_uid,
+                    rec.transfer_syntax_uid,
+                    str(rec.path),
+                    rec.size_bytes,
+                    rec.calling_aet,
+                    now,
+                ),
+            )
+            count = cur.execute(
+                "SELECT COUNT(*) FROM instances WHERE series_instance_uid=?",
+                (rec.series_instance_uid,),
+            ).fetchone()[0]
+            row = cur.execute(
+                "SELECT state, generation, expected_count FROM series"
+                " WHERE series_instance_uid=?",
+                (rec.series_instance_uid,),
+            ).fetchone()
+            reopened = False
+            if row is None:
+                generation = 0
+                expected = rec.expected_count
+                cur.execute(
+                    "INSERT INTO series(series_instance_uid, study_instance_uid, modality,"
+                    " description, expected_count, instance_count, first_received,"
+                    " last_received) VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        rec.series_instance_uid,
+                        rec.study_instance_uid,
+                        rec.modality,
+                        rec.series_description,
+                        expected,
+                        count,
+                        now,
+                        now,
+                    ),
+                )
+            else:
+                generation = int(row["generation"])
+                expected = rec.expected_count or row["expected_count"]
+                if row["state"] != "receiving":
+                    generation += 1
+                    reopened = True
+                cur.execute(
+                    "UPDATE series SET instance_count=?, last_received=?, generation=?,"
+                    " state='receiving', expected_count=?, completed_at=NULL"
+                    " WHERE series_instance_uid=?",
+                    (count, now, generation, expected, rec.series_instance_uid),
+                )
+        if reopened:
+            self.record_event(
+                "series_reopened",
+                rec.series_instance_uid,
+                f"instance {rec.sop_instance_uid} arrived after completion; generation {generation}",
+            )
+        return SeriesState(rec.series_instance_uid, count, expected, generation, now, reopened)
+
+    def receiving_series(self) -> list[SeriesState]:
+        """Series still waiting for completion (to reschedule after a restart)."""
+        rows = self._query(
+            "SELECT series_instance_uid, instance_count, expected_count, generation,"
+            " last_received FROM series WHERE state='receiving'"
+        )
+        return [
+            SeriesState(
+                r["series_instance_uid"],
+                r["instance_count"],
+                r["expected_count"],
+                r["generation"],
+                r["last_received"],
+                False,
+            )
+            for r in rows
+        ]
+
+    def completed_unrouted(self) -> list[tuple[str, int]]:
+        """Series marked complete whose routing did not happen (crash in between)."""
+        rows = self._query(
+            "SELECT series_instance_uid, generation FROM series WHERE state='complete'"
+        )
+        return [(r["series_instance_uid"], int(r["generation"])) for r in rows]
+
+    def complete_series(self, series_uid: str, generation: int) -> bool:
+        """Mark a series complete if it is still at ``generation``; False if it moved on."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE series SET state='complete', completed_at=? WHERE series_instance_uid=?"
+                " AND generation=? AND state='receiving'",
+                (time.time(), series_uid, generation),
+            )
+            return cur.rowcount == 1
+
+    def series_generation(self, series_uid: str) -> tuple[str, int] | None:
+        """(state, generation) of a series, or None if unknown."""
+        rows = self._query(
+            "SELECT state, generation FROM series WHERE series_instance_uid=?", (series_uid,)
+        )
+        return (rows[0]["state"], int(rows[0]["generation"])) if rows else None
+
+    def instance_paths(self, series_uid: str) -> list[Path]:
+        """Spool paths of a series' instances, in arrival order."""
+        rows = self._query(
+            "SELECT path FROM instances WHERE series_instance_uid=? ORDER BY received_at",
+            (series_uid,),
+        )
+        return [Path(r["path"]) for r in rows]
+
+    def route_series(
+        self, series_uid: str, generation: int, analyses: Sequence[str], reason: str
+    ) -> list[int]:
+        """Record the routing decision and queue one job per analysis; returns the job ids.
+
+        Queued jobs of older generations of the same series and analysis are superseded, and
+        so are outputs of older generations not yet delivered.
+        """
+        now = time.time()
+        job_ids: list[int] = []
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE series SET state=?, analysis=?, route_reason=?"
+                " WHERE series_instance_uid=? AND generation=?",
+                (
+                    "routed" if analyses else "unrouted",
+                    ",".join(analyses) or None,
+                    reason,
+                    series_uid,
+                    generation,
+                ),
+            )
+            for analysis in analyses:
+                cur.execute(
+                    "UPDATE jobs SET state='superseded', finished_at=?"
+                    " WHERE series_instance_uid=? AND analysis=? AND generation<?"
+                    " AND state IN ('queued', 'failed')",
+                    (now, series_uid, analysis, generation),
+                )
+                cur.execute(
+                    "UPDATE outbox SET state='superseded' WHERE state='pending' AND job_id IN"
+                    " (SELECT id FROM jobs WHERE series_instance_uid=? AND analysis=?"
+                    " AND generation<?)",
+                    (series_uid, analysis, generation),
+                )
+                cur.execute(
+                    "INSERT OR IGNORE INTO jobs(series_instance_uid, analysis, generation,"
+                    " created_at) VALUES (?,?,?,?)",
+                    (series_uid, analysis, generation, now),
+                )
+                row = cur.execute(
+                    "SELECT id FROM jobs WHERE series_instance_uid=? AND analysis=?"
+                    " AND generation=?",
+                    (series_uid, analysis, generation),
+                ).fetchone()
+                job_ids.append(int(row["id"]))
+            cur.execute(
+                "INSERT INTO events(at, kind, series_instance_uid, message) VALUES (?,?,?,?)",
+                (now, "routed" if analyses else "unrouted", series_uid, reason),
+            )
+        return job_ids
+
+    # ---------------------------------------------------------------- jobs
+
+    def requeue_interrupted(self) -> int:
+        """Put jobs that were running when the node stopped back in the queue."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE jobs SET state='queued', error=COALESCE(error || '; ', '') ||"
+                " 'interrupted by node restart' WHERE state='running'"
+            )
+            return cur.rowcount
+
+    def claim_job(self, now: float | None = None) -> Job | None:
+        """Take the oldest due queued job and mark it running."""
+        now = time.time() if now is None else now
+        with self._tx() as cur:
+            row = cur.execute(
+                "SELECT id, series_instance_uid, analysis, generation, attempts FROM jobs"
+                " WHERE state='queued' AND not_before<=? ORDER BY id LIMIT 1",
+                (now,),
+            ).fetchone()
+            if row is None:
+                return None
+            cur.execute(
+                "UPDATE jobs SET state='running', attempts=attempts+1, started_at=?"
+                " WHERE id=?",
+                (now, row["id"]),
+            )
+        return Job(
+            int(row["id"]),
+            row["series_instance_uid"],
+            row["analysis"],
+            int(row["generation"]),
+            int(row["attempts"]) + 1,
+        )
+
+    def next_job_due(self) -> float | None:
+        """Earliest ``not_before`` of queued jobs, or None when the queue is empty."""
+        rows = self._query("SELECT MIN(not_before) AS t FROM jobs WHERE state='queued'")
+        value = rows[0]["t"]
+        return float(value) if value is not None else None
+
+    def finish_job(
+        self,
+        job: Job,
+        outputs: Sequence[OutputFile],
+        destinations: Sequence[str],
+        *,
+        result_dir: Path,
+        timings: dict[str, float],
+        summary: dict[str, Any],
+    ) -> bool:
+        """Mark a job done and queue its outputs for every destination, atomically.
+
+        Returns False (and queues nothing) when a newer generation of the series superseded
+        the job while it ran.
+        """
+        now = time.time()
+        with self._tx() as cur:
+            newer = cur.execute(
+                "SELECT 1 FROM jobs WHERE series_instance_uid=? AND analysis=? AND generation>?",
+                (job.series_instance_uid, job.analysis, job.generation),
+            ).fetchone()
+            state = "superseded" if newer else "done"
+            cur.execute(
+                "UPDATE jobs SET state=?, finished_at=?, timings=?, result_dir=?, summary=?,"
+                " error=NULL WHERE id=?",
+                (state, now, json.dumps(timings), str(result_dir), json.dumps(summary), job.id),
+            )
+            if newer:
+                return False
+            for out in outputs:
+                for dest in destinations:
+                    cur.execute(
+                        "INSERT OR IGNORE INTO outbox(job_id, destination, path,"
+                        " sop_instance_uid, sop_class_uid, kind, created_at)"
+                        " VALUES (?,?,?,?,?,?,?)",
+                        (
+                            job.id,
+                            dest,
+                            str(out.path),
+                            out.sop_instance_uid,
+                            out.sop_class_uid,
+                            out.kind,
+                            now,
+                        ),
+                    )
+        return True
+
+    def fail_job(self, job: Job, error: str, retry_at: float | None) -> None:
+        """Record a failure; re-queue at ``retry_at`` or mark failed for good."""
+        with self._tx() as cur:
+            if retry_at is None:
+                cur.execute(
+                    "UPDATE jobs SET state='failed', finished_at=?, error=? WHERE id=?",
+                    (time.time(), error, job.id),
+                )
+            else:
+                cur.execute(
+                    "UPDATE jobs SET state='queued', not_before=?, error=? WHERE id=?",
+                    (retry_at, error, job.id),
+                )
+
+    def retry_job(self, job_id: int) -> bool:
+        """Queue a failed job again (an operator's retry)."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE jobs SET state='queued', not_before=0, attempts=0 WHERE id=?"
+                " AND state='failed'",
+                (job_id,),
+            )
+            return cur.rowcount == 1
+
+    # ---------------------------------------------------------------- outbox
+
+    def due_outbox(self, now: float | None = None, limit: int = 200) -> list[OutboxItem]:
+        """Pending deliveries whose retry time has come, oldest first."""
+        now = time.time() if now is None else now
+        rows = self._query(
+            "SELECT id, job_id, destination, path, sop_instance_uid, sop_class_uid, kind,"
+            " attempts FROM outbox WHERE state='pending' AND next_attempt_at<=?"
+            " ORDER BY id LIMIT ?",
+            (now, limit),
+        )
+        return [
+            OutboxItem(
+                int(r["id"]),
+                int(r["job_id"]),
+                r["destination"],
+                Path(r["path"]),
+                r["sop_instance_uid"],
+                r["sop_class_uid"],
+                r["kind"],
+                int(r["attempts"]),
+            )
+            for r in rows
+        ]
+
+    def next_outbox_due(self) -> float | None:
+        """Earliest retry time among pending deliveries."""
+        rows = self._query("SELECT MIN(next_attempt_at) AS t FROM outbox WHERE state='pending'")
+        value = rows[0]["t"]
+        return float(value) if value is not None else None
+
+    def mark_sent(self, item_id: int, status: int, warning: str | None = None) -> None:
+        """The destination accepted the object."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE outbox SET state='sent', sent_at=?, attempts=attempts+1, last_status=?,"
+                " last_error=? WHERE id=? AND state='pending'",
+                (time.time(), status, warning, item_id),
+            )
+
+    def mark_send_failed(
+        self, item_id: int, error: str, status: int | None, next_attempt_at: float | None
+    ) -> None:
+        """The delivery failed; retry at ``next_attempt_at`` or give up when None."""
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE outbox SET attempts=attempts+1, last_error=?, last_status=?,"
+                " next_attempt_at=COALESCE(?, next_attempt_at),"
+                " state=CASE WHEN ? IS NULL THEN 'failed' ELSE state END"
+                " WHERE id=? AND state='pending'",
+                (error, status, next_attempt_at, next_attempt_at, item_id),
+            )
+
+    # ---------------------------------------------------------------- events and status
+
+    def record_event(self, kind: str, series_uid: str | None, message: str) -> None:
+        """Append a human-readable event (rejections, routing decisions, failures)."""
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO events(at, kind, series_instance_uid, message) VALUES (?,?,?,?)",
+                (time.time(), kind, series_uid, message),
+            )
+
+    def recent_series(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Most recently received series with their state and routing reason."""
+        return [
+            dict(r)
+            for r in self._query(
+                "SELECT * FROM series ORDER BY last_received DESC LIMIT ?", (limit,)
+            )
+        ]
+
+    def recent_jobs(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Most recent jobs with state, attempts, error and timings."""
+        rows = self._query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
+        out = []
+        for r in rows:
+            item = dict(r)
+            for key in ("timings", "summary"):
+                item[key] = json.loads(item[key]) if item[key] else None
+            out.append(item)
+        return out
+
+    def outbox_items(self, job_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Outbox rows (all, or of one job), newest first."""
+        if job_id is None:
+            rows = self._query("SELECT * FROM outbox ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            rows = self._query(
+                "SELECT * FROM outbox WHERE job_id=? ORDER BY id DESC LIMIT ?", (job_id, limit)
+            )
+        return [dict(r) for r in rows]
+
+    def recent_events(self, limit: int = 20) -> list[dict[str, Any]]:
+        """Most recent events."""
+        return [
+            dict(r)
+            for r in self._query("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
+        ]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Row counts by state for series, jobs and outbox."""
+        result: dict[str, dict[str, int]] = {}
+        for table in ("series", "jobs", "outbox"):
+            rows = self._query(f"SELECT state, COUNT(*) AS n FROM {table} GROUP BY state")
+            result[table] = {r["state"]: int(r["n"]) for r in rows}
+        result["instances"] = {
+            "stored": int(self._query("SELECT COUNT(*) AS n FROM instances")[0]["n"])
+        }
+        return result

@@ -1,0 +1,378 @@
+"""The ``cmr-node`` command line.
+
+``cmr-node run``                      start the node (listener, workers, sender, status endpoint)
+``cmr-node analyse IN --out OUT``     analyse every recognised series under IN, offline
+``cmr-node route PATH...``            dry run: which rule matches each series, or why none does
+``cmr-node status``                   recent series, jobs, deliveries and events
+``cmr-node send PATH... --port N``    send DICOM files to a peer (a scanner's role, for demos)
+``cmr-node echo --port N``            C-ECHO a peer
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import logging.handlers
+import signal
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from node import __version__
+from node.settings import Settings, SettingsError, load_settings
+
+logger = logging.getLogger(__name__)
+
+
+def _setup_logging(level: str, log_file: Path | None = None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(
+            logging.handlers.RotatingFileHandler(log_file, maxBytes=10_000_000, backupCount=5)
+        )
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(Path(args.config) if args.config else None)
+    overrides: dict[str, Any] = {}
+    for key in ("data_dir", "ae_title", "listen_port", "stable_age_s", "http_port", "listen_host"):
+        value = getattr(args, key, None)
+        if value is not None:
+            overrides[key] = Path(value).resolve() if key == "data_dir" else value
+    return settings.with_overrides(**overrides)
+
+
+# ------------------------------------------------------------------------------------ run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the node until SIGINT/SIGTERM."""
+    from node.service import Node
+
+    settings = _settings(args)
+    _setup_logging(settings.log_level, settings.data_dir / "logs" / "node.log")
+    node = Node(settings)
+    node.start()
+
+    def _stop(signum: int, _frame: object) -> None:
+        logger.info("signal %d: stopping", signum)
+        node.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    node.wait()
+    return 0
+
+
+# ------------------------------------------------------------------------------------ analyse
+
+
+def group_series(paths: Sequence[Path]) -> tuple[dict[str, list[Path]], list[str]]:
+    """Group DICOM files by SeriesInstanceUID; returns the groups and notes on skipped files."""
+    from pydicom import dcmread
+
+    groups: dict[str, list[Path]] = defaultdict(list)
+    notes = []
+    for path in paths:
+        try:
+            ds = dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+            uid = str(ds.SeriesInstanceUID)
+        except Exception as exc:
+            notes.append(f"{path}: not a readable DICOM file ({type(exc).__name__})")
+            continue
+        groups[uid].append(path)
+    return dict(groups), notes
+
+
+def _files_under(root: Path) -> list[Path]:
+    if root.is_file():
+        return [root]
+    return sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def cmd_analyse(args: argparse.Namespace) -> int:
+    """Analyse every recognised series under INPUT, write outputs and results.json to OUT."""
+    from node.pipeline import (
+        RESULTS_SCHEMA,
+        result_summary,
+        run_analysis,
+        write_json,
+        write_outputs,
+        writer_settings,
+    )
+    from node.router import SeriesFacts, load_rules, route
+    from node.service import read_headers
+    from plugins import PLUGIN_NAMES
+    from plugins.api import AnalysisError
+
+    settings = _settings(args)
+    _setup_logging("WARNING" if not args.verbose else "INFO")
+    root = Path(args.input)
+    if not root.exists():
+        print(f"error: {root} does not exist", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rules = load_rules(settings.rules_file)
+    available = frozenset(PLUGIN_NAMES) & settings.enabled_analyses()
+    writer = writer_settings(settings.manufacturer, settings.institution_name)
+    groups, notes = group_series(_files_under(root))
+    for note in notes:
+        print(f"skipped file {note}")
+    entries: list[dict[str, Any]] = []
+    for series_uid, paths in sorted(groups.items()):
+        headers = read_headers(paths)
+        first = headers[0] if headers else None
+        label = (
+            f"series {first.get('SeriesNumber', '?')} "
+            f"'{first.get('SeriesDescription', '')}' ({len(paths)} files)"
+            if first is not None
+            else f"series {series_uid}"
+        )
+        entry: dict[str, Any] = {
+            "series_instance_uid": series_uid,
+            "series_description": str(first.get("SeriesDescription", "")) if first else "",
+            "series_number": str(first.get("SeriesNumber", "")) if first else "",
+            "files": len(paths),
+        }
+        decision = route(rules, SeriesFacts.from_datasets(headers), available)
+        reason = "; ".join(decision.explanation)
+        analysis = args.analysis or decision.analysis
+        if analysis is None:
+            entry.update(status="skipped", reason=reason)
+            print(f"skipped {label}: {reason}")
+            entries.append(entry)
+            continue
+        started = time.perf_counter()
+        try:
+            run = run_analysis(
+                paths, analysis, settings.analysis_options.get(analysis, {}), writer
+            )
+            files = write_outputs(run, out / series_uid)
+            summary = result_summary(run, files)
+            summary["outputs"] = {
+                k: {**v, "file": f"{series_uid}/{v['file']}"}
+                for k, v in summary["outputs"].items()
+            }
+            entry.update(summary)
+            entry["route"] = reason
+            values = ", ".join(
+                f"{k}={v['value']}" for k, v in summary["global"].items() if v["value"] is not None
+            )
+            flags = [f["code"] for f in summary["qc_flags"]]
+            print(
+                f"analysed {label} as {analysis} in {time.perf_counter() - started:.1f} s: "
+                f"{values}{'; QC: ' + ', '.join(flags) if flags else ''}"
+            )
+        except AnalysisError as exc:
+            entry.update(status="failed", analysis=analysis, reason=str(exc))
+            print(f"failed {label} ({analysis}): {exc}")
+        except Exception as exc:
+            logger.exception("unexpected error analysing %s", series_uid)
+            entry.update(
+                status="failed", analysis=analysis, reason=f"{type(exc).__name__}: {exc}"
+            )
+            print(f"failed {label} ({analysis}): unexpected {type(exc).__name__}: {exc}")
+        entries.append(entry)
+    write_json(
+        out / "results.json",
+        {
+            "schema": RESULTS_SCHEMA,
+            "node_version": __version__,
+            "input": str(root.resolve()),
+            "series": entries,
+        },
+    )
+    analysed = sum(1 for e in entries if e.get("status") == "analysed")
+    print(f"{analysed} of {len(entries)} series analysed; results in {out / 'results.json'}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ route
+
+
+def cmd_route(args: argparse.Namespace) -> int:
+    """Explain the routing decision for each series under the given paths."""
+    from node.router import SeriesFacts, format_explanation, load_rules, route
+    from node.service import read_headers
+    from plugins import PLUGIN_NAMES
+
+    settings = _settings(args)
+    rules = load_rules(settings.rules_file)
+    available = frozenset(PLUGIN_NAMES) & settings.enabled_analyses()
+    files: list[Path] = []
+    for p in args.paths:
+        files.extend(_files_under(Path(p)))
+    groups, notes = group_series(files)
+    for note in notes:
+        print(f"skipped file {note}")
+    for series_uid, paths in sorted(groups.items()):
+        headers = read_headers(paths)
+        decision = route(rules, SeriesFacts.from_datasets(headers), available)
+        print(f"== series {series_uid} ({len(paths)} files)")
+        print(format_explanation(decision))
+        print()
+    return 0
+
+
+# ------------------------------------------------------------------------------------ status
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print recent series, jobs, deliveries and events from the catalog."""
+    from node.catalog import Catalog
+    from node.status import format_report, status_report
+
+    settings = _settings(args)
+    if not settings.catalog_path.exists():
+        print(f"no catalog at {settings.catalog_path}: the node has not run with this data_dir")
+        return 1
+    catalog = Catalog(settings.catalog_path)
+    report = status_report(catalog, limit=args.limit)
+    catalog.close()
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(format_report(report))
+    return 0
+
+
+# ------------------------------------------------------------------------------------ send / echo
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    """Send DICOM files to a peer in one association, as a scanner would."""
+    from pydicom import dcmread
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    from node.dimse import NoDelayAE, is_accepted
+
+    _setup_logging("WARNING")
+    files: list[Path] = []
+    for p in args.paths:
+        files.extend(_files_under(Path(p)))
+    datasets = []
+    for path in files:
+        try:
+            datasets.append(dcmread(path))
+        except Exception as exc:
+            print(f"skipped {path}: {exc}", file=sys.stderr)
+    ae = NoDelayAE(ae_title=args.calling_aet)
+    for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
+        ts = sorted(
+            {str(ds.file_meta.TransferSyntaxUID) for ds in datasets if str(ds.SOPClassUID) == sop_class}
+            | {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+        )
+        ae.add_requested_context(sop_class, ts)
+    assoc = ae.associate(args.host, args.port, ae_title=args.called_aet)
+    if not assoc.is_established:
+        print(f"association with {args.called_aet}@{args.host}:{args.port} failed", file=sys.stderr)
+        return 1
+    failures = 0
+    try:
+        for ds in datasets:
+            status = assoc.send_c_store(ds)
+            code = int(status.Status) if "Status" in status else None
+            if code is None or not is_accepted(code):
+                failures += 1
+                print(f"{ds.SOPInstanceUID}: status {code}", file=sys.stderr)
+    finally:
+        assoc.release()
+    print(f"sent {len(datasets) - failures} of {len(datasets)} instances")
+    return 0 if failures == 0 else 1
+
+
+def cmd_echo(args: argparse.Namespace) -> int:
+    """C-ECHO a peer."""
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    from node.dimse import NoDelayAE
+
+    ae = NoDelayAE(ae_title=args.calling_aet)
+    ae.add_requested_context(Verification)
+    assoc = ae.associate(args.host, args.port, ae_title=args.called_aet)
+    if not assoc.is_established:
+        print("association failed", file=sys.stderr)
+        return 1
+    status = assoc.send_c_echo()
+    assoc.release()
+    ok = "Status" in status and int(status.Status) == 0
+    print("echo ok" if ok else f"echo failed: {status}")
+    return 0 if ok else 1
+
+
+# ------------------------------------------------------------------------------------ main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``cmr-node``."""
+    parser = argparse.ArgumentParser(prog="cmr-node", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"cmr-node {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", help="site configuration (TOML); default $CMR_NODE_CONFIG")
+        p.add_argument("--data-dir", dest="data_dir", help="override node.data_dir")
+        return p
+
+    p = with_config(sub.add_parser("run", help="run the node"))
+    p.add_argument("--ae-title", dest="ae_title")
+    p.add_argument("--port", dest="listen_port", type=int)
+    p.add_argument("--host", dest="listen_host")
+    p.add_argument("--stable-age", dest="stable_age_s", type=float)
+    p.add_argument("--http-port", dest="http_port", type=int)
+    p.set_defaults(func=cmd_run)
+
+    p = with_config(sub.add_parser("analyse", aliases=["analyze"], help="analyse files offline"))
+    p.add_argument("input", help="folder (searched recursively) or file")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--analysis", help="force this analysis for every series (skip routing)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_analyse)
+
+    p = with_config(sub.add_parser("route", help="explain routing of series (dry run)"))
+    p.add_argument("paths", nargs="+")
+    p.set_defaults(func=cmd_route)
+
+    p = with_config(sub.add_parser("status", help="show series, jobs, deliveries"))
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_status)
+
+    for name, func in (("send", cmd_send), ("echo", cmd_echo)):
+        p = sub.add_parser(name, help=f"C-{name.upper()} to a peer")
+        if name == "send":
+            p.add_argument("paths", nargs="+")
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=11112)
+        p.add_argument("--called-aet", default="CMRNODE")
+        p.add_argument("--calling-aet", default="CMRSCU")
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``cmr-node``."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SettingsError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

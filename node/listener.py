@@ -1,0 +1,325 @@
+"""The node's DICOM listener: a Storage SCP (C-STORE) and Verification SCP (C-ECHO).
+
+An instance is written to the spool atomically and recorded in the catalog *before* the
+response is sent, so a Success status means the instance survives a crash.
+
+C-STORE statuses answered (PS3.4 B.2.3)
+---------------------------------------
+0x0000 Success
+    Stored and recorded.
+0xA700 Refused: Out of Resources
+    Free disk space below ``min_free_disk_mb``, disk full while writing, or catalog
+    unavailable. Nothing is kept; the sender may retry later.
+0xA900 Error: Data Set does not match SOP Class
+    The data set's SOP Class/Instance UID differs from the request's Affected SOP Class/
+    Instance UID.
+0xC000 Error: Cannot understand
+    The data set cannot be parsed, lacks Study/Series/SOP Instance UIDs, has malformed UIDs,
+    or its Pixel Data is shorter than its Rows x Columns x Frames x Samples x Bits.
+0x0110 Processing failure
+    Any other unexpected failure while storing.
+
+Every refusal is logged and recorded in the catalog's event log with its reason.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from pydicom import Dataset, dcmread
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from node.catalog import Catalog, InstanceRecord, SeriesState
+from node.dimse import NoDelayAE, NoDelayServer, StoreRejected, StoreStatus
+from node.settings import Settings
+from node.spool import free_space_mb, instance_path, safe_uid, write_atomic
+
+logger = logging.getLogger(__name__)
+
+ERROR_COMMENT_MAX = 64
+UNCOMPRESSED_SYNTAXES = frozenset(
+    {
+        "1.2.840.10008.1.2",  # Implicit VR Little Endian
+        "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+        "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired)
+        "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
+    }
+)
+ENHANCED_SOP_CLASSES = frozenset(
+    {
+        "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image Storage
+        "1.2.840.10008.5.1.4.1.1.4.4",  # Legacy Converted Enhanced MR Image Storage
+    }
+)
+
+
+REQUIRED_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+def _expected_pixel_bytes(ds: Dataset) -> int | None:
+    """Length uncompressed Pixel Data must have, or None when it cannot be computed."""
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits = int(ds.BitsAllocated)
+        samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    pixels = rows * cols * samples * frames
+    return (pixels + 7) // 8 if bits == 1 else pixels * (bits // 8)
+
+
+def validate_instance(ds: Dataset, affected_sop_class: str, affected_sop_instance: str) -> None:
+    """Check that a received data set can be stored and analysed later.
+
+    Raises
+    ------
+    StoreRejected
+        With the status to answer and the reason.
+    """
+    missing = [kw for kw in REQUIRED_KEYWORDS if kw not in ds]
+    if missing:
+        raise StoreRejected(StoreStatus.CANNOT_UNDERSTAND, f"missing {', '.join(missing)}")
+    try:
+        for elem in ds:  # forces parsing of every top-level element
+            _ = elem.value
+        sop_class = str(ds.SOPClassUID)
+        sop_uid = str(ds.SOPInstanceUID)
+        safe_uid(str(ds.StudyInstanceUID))
+        safe_uid(str(ds.SeriesInstanceUID))
+        safe_uid(sop_uid)
+    except AttributeError as exc:
+        raise StoreRejected(
+            StoreStatus.CANNOT_UNDERSTAND, f"missing required attribute: {exc}"
+        ) from exc
+    except ValueError as exc:
+        raise StoreRejected(StoreStatus.CANNOT_UNDERSTAND, str(exc)) from exc
+    except Exception as exc:  # pydicom raises many types on malformed input
+        raise StoreRejected(
+            StoreStatus.CANNOT_UNDERSTAND, f"data set cannot be parsed: {exc}"
+        ) from exc
+    if sop_class != affected_sop_class:
+        raise StoreRejected(
+            StoreStatus.DATASET_MISMATCH,
+            f"SOP Class {sop_class} differs from request {affected_sop_class}",
+        )
+    if sop_uid != affected_sop_instance:
+        raise StoreRejected(
+            StoreStatus.DATASET_MISMATCH, "SOP Instance UID differs from the request"
+        )
+    if "PixelData" in ds:
+        ts = str(ds.file_meta.TransferSyntaxUID) if "file_meta" in ds.__dict__ else ""
+        expected = _expected_pixel_bytes(ds)
+        if ts in UNCOMPRESSED_SYNTAXES and expected is not None:
+            actual = len(ds.PixelData)
+            if actual < expected:
+                raise StoreRejected(
+                    StoreStatus.CANNOT_UNDERSTAND,
+                    f"Pixel Data truncated: {actual} of {expected} bytes",
+                )
+
+
+def _expected_count(ds: Dataset) -> int | None:
+    """Number of instances the series will hold, when the header states it reliably."""
+    if str(ds.SOPClassUID) in ENHANCED_SOP_CLASSES:
+        return None
+    value = ds.get("ImagesInAcquisition")
+    try:
+        count = int(value) if value not in (None, "") else 0
+    except (TypeError, ValueError):
+        return None
+    return count if 0 < count <= 10000 else None
+
+
+class StorageListener:
+    """The node's Storage and Verification SCP.
+
+    Parameters
+    ----------
+    settings
+        AE title, address, allowed calling AE titles, spool folder, free-space limit.
+    catalog
+        Where each stored instance is recorded.
+    on_stored
+        Called after an instance is stored and recorded (from the association thread).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        on_stored: Callable[[SeriesState, Dataset], None],
+    ) -> None:
+        self._settings = settings
+        self._catalog = catalog
+        self._on_stored = on_stored
+        self._server: NoDelayServer | None = None
+        self._thread: threading.Thread | None = None
+        self.ae = NoDelayAE(ae_title=settings.ae_title)
+        self.ae.maximum_pdu_size = 0  # no limit: fewer, larger P-DATA PDUs
+        self.ae.network_timeout = 60
+        self.ae.acse_timeout = 30
+        self.ae.dimse_timeout = 60
+        self.ae.maximum_associations = 16
+        if settings.allowed_calling_aets:
+            self.ae.require_calling_aet = list(settings.allowed_calling_aets)
+        self.ae.add_supported_context(Verification)
+        for context in AllStoragePresentationContexts:
+            self.ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The (host, port) the listener is bound to."""
+        if self._server is None:
+            raise RuntimeError("listener not started")
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> tuple[str, int]:
+        """Start accepting associations in a background thread; returns the bound address."""
+        handlers = [
+            (evt.EVT_C_STORE, self._handle_store),
+            (evt.EVT_C_ECHO, self._handle_echo),
+            (evt.EVT_ACCEPTED, self._log_association, ["accepted"]),
+            (evt.EVT_REJECTED, self._log_association, ["rejected"]),
+        ]
+        address = (self._settings.listen_host, self._settings.listen_port)
+        server = self.ae.make_server(address, evt_handlers=handlers, server_class=NoDelayServer)
+        self._server = server
+        self.ae._servers.append(server)  # pynetdicom's shutdown() expects its own bookkeeping
+        self._thread = threading.Thread(
+            target=server.serve_forever, name="dicom-listener", daemon=True
+        )
+        self._thread.start()
+        logger.info("DICOM listener %s on %s:%d", self._settings.ae_title, *self.address)
+        return self.address
+
+    def stop(self) -> None:
+        """Stop accepting associations and close the socket."""
+        if self._server is not None:
+            self._server.shutdown()  # also closes the socket
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    # ------------------------------------------------------------------ handlers
+
+    def _log_association(self, event: Any, outcome: str) -> None:
+        requestor = event.assoc.requestor
+        logger.info(
+            "association %s: calling AE %s from %s:%s",
+            outcome,
+            requestor.ae_title,
+            requestor.address,
+            requestor.port,
+        )
+        if outcome == "rejected":
+            self._catalog.record_event(
+                "association_rejected",
+                None,
+                f"calling AE {requestor.ae_title!r} from {requestor.address} rejected",
+            )
+
+    def _handle_echo(self, event: Any) -> int:
+        """C-ECHO: 0x0000 Success."""
+        return 0x0000
+
+    def _handle_store(self, event: Any) -> Dataset:
+        """C-STORE: store durably, record, then answer (see module docstring for statuses)."""
+        calling = str(event.assoc.requestor.ae_title)
+        request = event.request
+        status = Dataset()
+        try:
+            self._store(event, calling)
+            status.Status = StoreStatus.SUCCESS
+            return status
+        except StoreRejected as exc:
+            rejected = exc
+        except Exception as exc:
+            logger.exception("unexpected failure storing %s", request.AffectedSOPInstanceUID)
+            rejected = StoreRejected(StoreStatus.PROCESSING_FAILURE, f"processing failure: {exc}")
+        logger.warning(
+            "C-STORE of %s from %s refused (0x%04X): %s",
+            request.AffectedSOPInstanceUID,
+            calling,
+            rejected.status,
+            rejected.reason,
+        )
+        try:
+            self._catalog.record_event(
+                "store_refused",
+                None,
+                f"0x{int(rejected.status):04X} {request.AffectedSOPInstanceUID} from {calling}:"
+                f" {rejected.reason}",
+            )
+        except Exception:  # the catalog itself may be what failed
+            logger.exception("could not record refusal")
+        status.Status = int(rejected.status)
+        status.ErrorComment = rejected.reason[:ERROR_COMMENT_MAX]
+        return status
+
+    def _store(self, event: Any, calling: str) -> None:
+        settings = self._settings
+        if free_space_mb(settings.spool_dir) < settings.min_free_disk_mb:
+            raise StoreRejected(StoreStatus.OUT_OF_RESOURCES, "node disk space below limit")
+        raw = event.encoded_dataset(include_meta=True)
+        try:
+            ds = dcmread(io.BytesIO(raw))
+        except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
+            raise StoreRejected(
+                StoreStatus.CANNOT_UNDERSTAND, f"data set cannot be parsed: {exc}"
+            ) from exc
+        request = event.request
+        validate_instance(
+            ds, str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID)
+        )
+        path = instance_path(
+            settings.spool_dir,
+            str(ds.StudyInstanceUID),
+            str(ds.SeriesInstanceUID),
+            str(ds.SOPInstanceUID),
+        )
+        try:
+            write_atomic(path, raw)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreRejected(StoreStatus.OUT_OF_RESOURCES, "node disk full") from exc
+            raise StoreRejected(
+                StoreStatus.OUT_OF_RESOURCES, f"cannot write spool: {exc.strerror}"
+            ) from exc
+        record = InstanceRecord(
+            sop_instance_uid=str(ds.SOPInstanceUID),
+            series_instance_uid=str(ds.SeriesInstanceUID),
+            study_instance_uid=str(ds.StudyInstanceUID),
+            sop_class_uid=str(ds.SOPClassUID),
+            transfer_syntax_uid=str(UID(event.context.transfer_syntax)),
+            path=path,
+            size_bytes=len(raw),
+            calling_aet=calling,
+            modality=str(ds.get("Modality", "")) or None,
+            series_description=str(ds.get("SeriesDescription", "")) or None,
+            expected_count=_expected_count(ds),
+        )
+        try:
+            state = self._catalog.record_instance(record)
+        except Exception as exc:
+            raise StoreRejected(
+                StoreStatus.OUT_OF_RESOURCES, f"catalog unavailable: {exc}"
+            ) from exc
+        logger.debug(
+            "stored %s series %s (%d/%s)",
+            record.sop_instance_uid,
+            record.series_instance_uid,
+            state.instance_count,
+            state.expected_count,
+        )
+        self._on_stored(state, ds)

@@ -1,0 +1,158 @@
+"""The outbox sender: delivers output objects to each destination by C-STORE.
+
+A row leaves the ``pending`` state only when the destination answered Success or a Warning
+status (the object was kept). Failures are retried with exponential backoff; nothing is
+removed before acceptance. A destination that is down does not delay the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from node.catalog import Catalog, OutboxItem
+from node.dimse import NoDelayAE, is_accepted
+from node.settings import Destination, Settings
+
+logger = logging.getLogger(__name__)
+
+IDLE_POLL_S = 1.0
+
+
+class OutboxSender:
+    """Background thread that drains the outbox.
+
+    Parameters
+    ----------
+    settings
+        Destinations, retry policy and the node's AE title.
+    catalog
+        The durable outbox.
+    """
+
+    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+        self._settings = settings
+        self._catalog = catalog
+        self._destinations = {d.name: d for d in settings.destinations}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the sender thread."""
+        self._thread = threading.Thread(target=self._loop, name="outbox-sender", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Tell the sender that new rows are due."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop after the current association."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                due = self._catalog.due_outbox()
+                if due:
+                    self.deliver(due)
+                    continue
+            except Exception:
+                logger.exception("outbox pass failed")
+            self._wake.wait(IDLE_POLL_S)
+            self._wake.clear()
+
+    def _backoff(self, attempts: int) -> float:
+        policy = self._settings.sender
+        return float(min(policy.retry_max_s, policy.retry_initial_s * 2 ** max(0, attempts)))
+
+    def _failed(self, item: OutboxItem, error: str, status: int | None) -> None:
+        policy = self._settings.sender
+        attempts = item.attempts + 1
+        give_up = policy.max_attempts and attempts >= policy.max_attempts
+        next_at = None if give_up else time.time() + self._backoff(item.attempts)
+        self._catalog.mark_send_failed(item.id, error, status, next_at)
+        logger.warning(
+            "delivery of %s to %s failed (attempt %d): %s%s",
+            item.sop_instance_uid,
+            item.destination,
+            attempts,
+            error,
+            "; giving up" if give_up else "",
+        )
+
+    def deliver(self, items: Sequence[OutboxItem]) -> None:
+        """Send due rows, one association per destination."""
+        by_destination: dict[str, list[OutboxItem]] = defaultdict(list)
+        for item in items:
+            by_destination[item.destination].append(item)
+        for name, batch in by_destination.items():
+            destination = self._destinations.get(name)
+            if destination is None:
+                for item in batch:
+                    self._failed(item, f"destination {name!r} is no longer configured", None)
+                continue
+            self._send_batch(destination, batch)
+
+    def _send_batch(self, destination: Destination, batch: list[OutboxItem]) -> None:
+        ae = NoDelayAE(ae_title=self._settings.ae_title)
+        ae.network_timeout = self._settings.sender.network_timeout_s
+        ae.acse_timeout = self._settings.sender.network_timeout_s
+        ae.dimse_timeout = self._settings.sender.network_timeout_s
+        ae.connection_timeout = min(10.0, self._settings.sender.network_timeout_s)
+        for sop_class in sorted({item.sop_class_uid for item in batch}):
+            ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+        if not assoc.is_established:
+            reason = "association rejected" if assoc.is_rejected else "cannot connect"
+            for item in batch:
+                self._failed(
+                    item,
+                    f"{reason} ({destination.ae_title}@{destination.host}:{destination.port})",
+                    None,
+                )
+            return
+        try:
+            for item in batch:
+                if self._stop.is_set() or not assoc.is_established:
+                    break
+                self._send_one(assoc, item)
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+    def _send_one(self, assoc: object, item: OutboxItem) -> None:
+        try:
+            ds = dcmread(item.path)
+        except (OSError, ValueError) as exc:
+            self._failed(item, f"output file unreadable: {exc}", None)
+            return
+        status = assoc.send_c_store(ds)  # type: ignore[attr-defined]
+        code = int(status.Status) if "Status" in status else None
+        if code is not None and is_accepted(code):
+            warning = None
+            if code != 0:
+                warning = f"warning 0x{code:04X} {status.get('ErrorComment', '')}".strip()
+            self._catalog.mark_sent(item.id, code, warning)
+            logger.info(
+                "delivered %s %s to %s (0x%04X)",
+                item.kind,
+                item.sop_instance_uid,
+                item.destination,
+                code,
+            )
+        elif code is None:
+            self._failed(item, "no response (association aborted or timed out)", None)
+        else:
+            comment = status.get("ErrorComment", "")
+            self._failed(item, f"refused 0x{code:04X} {comment}".strip(), code)

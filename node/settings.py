@@ -1,0 +1,212 @@
+"""The node's typed settings: loaded once at start from the embedded defaults and a site file."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+DEFAULTS_PATH = Path(__file__).with_name("defaults") / "node.toml"
+CONFIG_ENV = "CMR_NODE_CONFIG"
+AE_TITLE_MAX = 16
+
+
+class SettingsError(ValueError):
+    """The configuration is invalid; the message says which key and why."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A DICOM peer (PACS) that receives every output by C-STORE."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    """Retry policy of the outbox."""
+
+    retry_initial_s: float = 2.0
+    retry_max_s: float = 300.0
+    max_attempts: int = 0
+    network_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the node needs to run, resolved to absolute paths."""
+
+    data_dir: Path
+    ae_title: str = "CMRNODE"
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 11112
+    allowed_calling_aets: tuple[str, ...] = ()
+    stable_age_s: float = 30.0
+    min_free_disk_mb: int = 200
+    worker_count: int = 1
+    max_job_attempts: int = 3
+    http_host: str = "127.0.0.1"
+    http_port: int = 8089
+    rules_file: Path | None = None
+    log_level: str = "INFO"
+    sender: SenderSettings = field(default_factory=SenderSettings)
+    destinations: tuple[Destination, ...] = ()
+    manufacturer: str = "cmr-node project"
+    institution_name: str | None = None
+    analysis_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where received instances are stored."""
+        return self.data_dir / "spool"
+
+    @property
+    def results_dir(self) -> Path:
+        """Where outputs of analyses are written before sending."""
+        return self.data_dir / "results"
+
+    @property
+    def catalog_path(self) -> Path:
+        """The SQLite catalog of instances, series, jobs and outbox."""
+        return self.data_dir / "catalog.sqlite3"
+
+    def enabled_analyses(self) -> frozenset[str]:
+        """Names of analyses the site has not disabled."""
+        return frozenset(
+            name for name, opts in self.analysis_options.items() if opts.get("enabled", True)
+        )
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields replaced (command-line options)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _ae_title(value: Any, key: str) -> str:
+    title = str(value).strip()
+    if not title or len(title) > AE_TITLE_MAX or "\\" in title:
+        raise SettingsError(f"{key}: AE title must be 1-16 characters without backslash: {value!r}")
+    return title
+
+
+def _port(value: Any, key: str, *, allow_zero: bool = False) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{key}: not a port number: {value!r}") from exc
+    if not (0 if allow_zero else 1) <= port <= 65535:
+        raise SettingsError(f"{key}: port out of range: {port}")
+    return port
+
+
+def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
+    """Build validated settings from a parsed configuration (defaults already merged)."""
+    node = dict(raw.get("node", {}))
+    sender = dict(raw.get("sender", {}))
+    writer = dict(raw.get("writer", {}))
+
+    def path(value: str) -> Path:
+        p = Path(os.path.expanduser(value))
+        return p if p.is_absolute() else (base_dir / p).resolve()
+
+    destinations = []
+    for i, item in enumerate(raw.get("destination", [])):
+        key = f"destination[{i}]"
+        try:
+            destinations.append(
+                Destination(
+                    name=str(item.get("name") or f"destination-{i}"),
+                    ae_title=_ae_title(item["ae_title"], f"{key}.ae_title"),
+                    host=str(item["host"]),
+                    port=_port(item["port"], f"{key}.port"),
+                )
+            )
+        except KeyError as exc:
+            raise SettingsError(f"{key}: missing key {exc.args[0]!r}") from exc
+    names = [d.name for d in destinations]
+    if len(set(names)) != len(names):
+        raise SettingsError(f"destination names must be unique: {names}")
+
+    stable_age = float(node.get("stable_age_s", 30.0))
+    if stable_age <= 0:
+        raise SettingsError("node.stable_age_s must be positive")
+    workers = int(node.get("worker_count", 1))
+    if workers < 1:
+        raise SettingsError("node.worker_count must be at least 1")
+    rules = str(node.get("rules_file", "") or "")
+    return Settings(
+        data_dir=path(str(node.get("data_dir", "./cmr-data"))),
+        ae_title=_ae_title(node.get("ae_title", "CMRNODE"), "node.ae_title"),
+        listen_host=str(node.get("listen_host", "127.0.0.1")),
+        listen_port=_port(node.get("listen_port", 11112), "node.listen_port", allow_zero=True),
+        allowed_calling_aets=tuple(
+            _ae_title(a, "node.allowed_calling_aets") for a in node.get("allowed_calling_aets", [])
+        ),
+        stable_age_s=stable_age,
+        min_free_disk_mb=int(node.get("min_free_disk_mb", 200)),
+        worker_count=workers,
+        max_job_attempts=max(1, int(node.get("max_job_attempts", 3))),
+        http_host=str(node.get("http_host", "127.0.0.1")),
+        http_port=_port(node.get("http_port", 8089), "node.http_port", allow_zero=True),
+        rules_file=path(rules) if rules else None,
+        log_level=str(node.get("log_level", "INFO")).upper(),
+        sender=SenderSettings(
+            retry_initial_s=float(sender.get("retry_initial_s", 2.0)),
+            retry_max_s=float(sender.get("retry_max_s", 300.0)),
+            max_attempts=int(sender.get("max_attempts", 0)),
+            network_timeout_s=float(sender.get("network_timeout_s", 30.0)),
+        ),
+        destinations=tuple(destinations),
+        manufacturer=str(writer.get("manufacturer", "cmr-node project")),
+        institution_name=str(writer.get("institution_name") or "") or None,
+        analysis_options={k: dict(v) for k, v in dict(raw.get("analysis", {})).items()},
+    )
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Load the embedded defaults, then the site file (argument or ``CMR_NODE_CONFIG``).
+
+    Parameters
+    ----------
+    path
+        Site configuration (TOML). Relative paths inside it resolve against its folder;
+        without a site file they resolve against the current directory.
+
+    Raises
+    ------
+    SettingsError
+        When the file cannot be read or a value is invalid.
+    """
+    with DEFAULTS_PATH.open("rb") as fh:
+        raw: dict[str, Any] = tomllib.load(fh)
+    base_dir = Path.cwd()
+    if path is None and os.environ.get(CONFIG_ENV):
+        path = Path(os.environ[CONFIG_ENV])
+    if path is not None:
+        try:
+            with path.open("rb") as fh:
+                site = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"cannot read configuration {path}: {exc}") from exc
+        raw = _merge(raw, site)
+        base_dir = path.resolve().parent
+        logger.info("configuration loaded from %s", path)
+    return settings_from_mapping(raw, base_dir)

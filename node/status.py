@@ -1,0 +1,193 @@
+"""What the node is doing: a status report for the command line and a small HTTP endpoint.
+
+HTTP routes (JSON, bound to ``http_host``, loopback by default):
+
+``GET /healthz``            liveness and version
+``GET /status``             counts by state, recent series, jobs, outbox rows and events
+``GET /jobs/<id>``          one job with its outbox rows and results.json
+``POST /jobs/<id>/retry``   queue a failed job again
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from node import __version__
+from node.catalog import Catalog
+
+logger = logging.getLogger(__name__)
+
+_JOB_RE = re.compile(r"^/jobs/(\d+)(/retry)?$")
+
+
+def status_report(catalog: Catalog, limit: int = 20) -> dict[str, Any]:
+    """Counts and the most recent series, jobs, deliveries and events."""
+    return {
+        "version": __version__,
+        "generated_at": time.time(),
+        "counts": catalog.counts(),
+        "series": catalog.recent_series(limit),
+        "jobs": catalog.recent_jobs(limit),
+        "outbox": catalog.outbox_items(limit=limit),
+        "events": catalog.recent_events(limit),
+    }
+
+
+def job_detail(catalog: Catalog, job_id: int) -> dict[str, Any] | None:
+    """One job with its deliveries and, when written, its results.json."""
+    jobs = [j for j in catalog.recent_jobs(limit=1_000_000) if j["id"] == job_id]
+    if not jobs:
+        return None
+    job = jobs[0]
+    results = None
+    if job.get("result_dir"):
+        path = Path(job["result_dir"]) / "results.json"
+        if path.exists():
+            results = json.loads(path.read_text())
+    return {"job": job, "outbox": catalog.outbox_items(job_id=job_id), "results": results}
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def _short(uid: str | None, width: int = 24) -> str:
+    if not uid:
+        return "-"
+    return uid if len(uid) <= width else "…" + uid[-(width - 1) :]
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The status report as text tables for a terminal."""
+    lines = [f"cmr-node {report['version']}"]
+    counts = report["counts"]
+    lines.append(
+        "instances stored: {}   series: {}   jobs: {}   outbox: {}".format(
+            counts["instances"]["stored"],
+            dict(counts["series"]) or "{}",
+            dict(counts["jobs"]) or "{}",
+            dict(counts["outbox"]) or "{}",
+        )
+    )
+    lines.append("")
+    lines.append("SERIES (most recent first)")
+    lines.append(f"{'last received':19}  {'series UID':24}  {'n':>4}  {'state':9}  description / route")
+    for s in report["series"]:
+        lines.append(
+            f"{_when(s['last_received']):19}  {_short(s['series_instance_uid']):24}"
+            f"  {s['instance_count']:>4}  {s['state']:9}  {s.get('description') or ''}"
+            f" -> {s.get('analysis') or '-'}: {s.get('route_reason') or ''}"
+        )
+    lines.append("")
+    lines.append("JOBS")
+    lines.append(f"{'id':>5}  {'analysis':8}  {'state':10}  {'try':>3}  {'total s':>7}  series / error")
+    for j in report["jobs"]:
+        timings = j.get("timings") or {}
+        total = timings.get("total_s")
+        summary = j.get("summary") or {}
+        detail = j.get("error") or ", ".join(
+            f"{k}={v}" for k, v in (summary.get("values") or {}).items() if v is not None
+        )
+        flags = summary.get("qc_flags") or []
+        if flags:
+            detail += f"  QC: {', '.join(flags)}"
+        lines.append(
+            f"{j['id']:>5}  {j['analysis']:8}  {j['state']:10}  {j['attempts']:>3}"
+            f"  {total if total is None else f'{total:7.2f}'!s:>7}"
+            f"  {_short(j['series_instance_uid'])}  {detail}"
+        )
+    lines.append("")
+    lines.append("OUTBOX")
+    for o in report["outbox"]:
+        lines.append(
+            f"{o['id']:>5}  job {o['job_id']:<4} {o['kind']:13} -> {o['destination']:10}"
+            f" {o['state']:10} tries {o['attempts']}  {o.get('last_error') or ''}"
+        )
+    lines.append("")
+    lines.append("EVENTS")
+    for e in report["events"]:
+        lines.append(f"{_when(e['at'])}  {e['kind']:20}  {_short(e['series_instance_uid'])}  {e['message']}")
+    return "\n".join(lines)
+
+
+class StatusServer:
+    """The HTTP status endpoint, in a background thread."""
+
+    def __init__(
+        self, catalog: Catalog, host: str, port: int, on_retry: Callable[[], None]
+    ) -> None:
+        self._catalog = catalog
+        self._on_retry = on_retry
+        handler = self._make_handler()
+        self._server = ThreadingHTTPServer((host, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="status-http", daemon=True
+        )
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound (host, port)."""
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        """Serve in the background."""
+        self._thread.start()
+        logger.info("status endpoint on http://%s:%d/status", *self.address)
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _make_handler(self) -> type[BaseHTTPRequestHandler]:
+        catalog = self._catalog
+        on_retry = self._on_retry
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = f"cmr-node/{__version__}"
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                logger.debug("http %s", format % args)
+
+            def _send(self, code: int, payload: Any) -> None:
+                body = json.dumps(payload, default=str).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802
+                path = self.path.split("?", 1)[0]
+                if path == "/healthz":
+                    self._send(200, {"status": "ok", "version": __version__})
+                elif path == "/status":
+                    self._send(200, status_report(catalog))
+                elif (m := _JOB_RE.match(path)) and not m.group(2):
+                    detail = job_detail(catalog, int(m.group(1)))
+                    self._send(200 if detail else 404, detail or {"error": "no such job"})
+                else:
+                    self._send(404, {"error": "not found"})
+
+            def do_POST(self) -> None:  # noqa: N802
+                m = _JOB_RE.match(self.path)
+                if m and m.group(2):
+                    ok = catalog.retry_job(int(m.group(1)))
+                    if ok:
+                        on_retry()
+                    self._send(200 if ok else 409, {"retried": ok})
+                else:
+                    self._send(404, {"error": "not found"})
+
+        return Handler

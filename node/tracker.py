@@ -1,0 +1,108 @@
+"""Decides when a series is complete.
+
+A series is complete when the number of instances announced in its headers
+(ImagesInAcquisition) has arrived, or when no instance arrived for ``stable_age_s`` seconds.
+A late instance re-opens the series (the catalog raises its generation) and the timer starts
+again, so the series is analysed anew and its outputs replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from node.catalog import Catalog, SeriesState
+
+logger = logging.getLogger(__name__)
+
+
+class SeriesTracker:
+    """Schedules the completion check of every series that is receiving instances.
+
+    Parameters
+    ----------
+    catalog
+        Source of truth for series state (survives restarts).
+    stable_age_s
+        Quiet time after which a series without a known instance count is complete.
+    on_complete
+        Called with (series UID, generation) once the series is marked complete; runs in a
+        scheduler thread and may take time (routing reads headers).
+    """
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        stable_age_s: float,
+        on_complete: Callable[[str, int], None],
+    ) -> None:
+        self._catalog = catalog
+        self._stable_age_s = stable_age_s
+        self._on_complete = on_complete
+        self._scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=2)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        )
+
+    def start(self) -> None:
+        """Start the scheduler and re-arm the series left receiving by a previous run."""
+        self._scheduler.start()
+        pending = self._catalog.receiving_series()
+        for state in pending:
+            self.instance_stored(state)
+        if pending:
+            logger.info("re-armed completion timers of %d series after start", len(pending))
+        for series_uid, generation in self._catalog.completed_unrouted():
+            logger.info("routing series %s left complete but unrouted", series_uid)
+            self._scheduler.add_job(
+                self._route_safely, args=[series_uid, generation], id=f"{series_uid}-route"
+            )
+
+    def stop(self) -> None:
+        """Stop the scheduler (pending checks are re-armed at the next start)."""
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=True)
+
+    def instance_stored(self, state: SeriesState) -> None:
+        """Schedule the completion check of the instance's series."""
+        if state.expected_count and state.instance_count >= state.expected_count:
+            due = time.time()
+        else:
+            due = state.last_received + self._stable_age_s
+        self._scheduler.add_job(
+            self._check,
+            trigger="date",
+            run_date=datetime.fromtimestamp(due),
+            args=[state.series_instance_uid, state.generation],
+            id=state.series_instance_uid,
+            replace_existing=True,
+        )
+
+    def _check(self, series_uid: str, generation: int) -> None:
+        if not self._catalog.complete_series(series_uid, generation):
+            logger.debug("series %s moved on from generation %d", series_uid, generation)
+            return
+        logger.info("series %s complete (generation %d)", series_uid, generation)
+        self._route_safely(series_uid, generation)
+
+    def _route_safely(self, series_uid: str, generation: int) -> None:
+        try:
+            self._on_complete(series_uid, generation)
+        except Exception as exc:
+            logger.exception("completion handling of series %s failed", series_uid)
+            self._catalog.record_event(
+                "complete_failed", series_uid, f"routing failed: {exc}; retry in 60 s"
+            )
+            self._scheduler.add_job(
+                self._route_safely,
+                trigger="date",
+                run_date=datetime.now() + timedelta(seconds=60),
+                args=[series_uid, generation],
+                id=f"{series_uid}-retry",
+                replace_existing=True,
+            )

@@ -1,0 +1,986 @@
+"""Native T1-map analysis: LV segmentation, myocardial and blood T1, quality control.
+
+The analysis is a pure function of a :class:`~plugins.api.LoadedSeries`.  Segmentation is
+delegated to a :class:`~plugins.t1map.segmenter.Segmenter`; everything below works on the
+returned label images only, so a trained network can replace the classical segmenter.
+
+Conservative myocardial core
+----------------------------
+Myocardial T1 is averaged over the *middle of the wall*, not the whole segmented myocardium.
+Pixels near the endocardium mix myocardium with blood (T1 ~60 % higher) through partial
+volume, trabeculae and motion; pixels near the epicardium mix it with epicardial fat, lung
+or liver (T1 40–70 % lower).  A few per cent of such pixels move the mean by tens of ms, far
+more than the ~20–30 ms that separate normal from diseased myocardium.  A pixel is kept in the
+core when its centre is
+
+* deeper than ``CORE_MARGIN_PX`` pixels from both the endocardial and the epicardial border
+  (so its footprint and the ~1 pixel blur of the map stay inside the wall), and
+* inside the middle part of the local wall, ``CORE_FRACTION`` to ``1 - CORE_FRACTION`` of the
+  local endocardium-to-epicardium depth.
+
+For a normal 8–10 mm wall at 1.4 mm pixels that keeps about the middle half of the wall,
+in line with the SCMR/EACVI recommendation to draw T1 regions of interest conservatively in
+the mid-wall, away from blood pool and epicardial borders (Messroghli et al., JCMR 2017;19:75).
+
+Slice levels
+------------
+Parallel slices are ordered along their normal.  With three or more slice positions the
+first, middle and last thirds are basal, mid and apical; the end whose LV cavity is larger is
+basal (the LV tapers towards the apex).  With fewer than three positions, or when no cavity
+area is known, the level is "unknown".
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from plugins import codes
+from plugins.api import (
+    AnalysisError,
+    AnalysisResult,
+    Code,
+    Label,
+    LoadedSeries,
+    Measurement,
+    Provenance,
+    QCFlag,
+    SegmentDefinition,
+    Severity,
+    SliceResult,
+    SourceFrame,
+)
+from plugins.t1map.segmenter import (
+    ClassicalSegmenter,
+    SegmentationOutput,
+    Segmenter,
+    TissueRanges,
+    polar_sample,
+    tissue_ranges,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ALGORITHM_NAME",
+    "NAME",
+    "VERSION",
+    "QCCode",
+    "analyse",
+]
+
+NAME: Final = "t1map"
+VERSION: Final = "0.1.0"
+ALGORITHM_NAME: Final = "cmr-node t1map"
+
+CORE_FRACTION: Final = 0.2
+"""Fraction of the local wall depth excluded at each border."""
+CORE_MARGIN_PX: Final = 0.75
+"""Minimum depth (pixels) of a core pixel centre below either border."""
+MIN_CORE_PIXELS: Final = 20
+"""Fewer core pixels than this makes a slice mean unreliable (SD/sqrt(n) > ~10 ms)."""
+MYOCARDIUM_AREA_MM2: Final = (250.0, 5000.0)
+"""Plausible short-axis myocardial area, apex to hypertrophied base."""
+WALL_THICKNESS_MM: Final = (3.0, 18.0)
+"""Plausible median LV wall thickness of a slice (thin apex to severe hypertrophy)."""
+MIN_RING_CLOSURE: Final = 0.9
+"""Fraction of rays from the LV centre that must cross myocardium."""
+MAX_UNCERTAINTY: Final = 0.35
+"""Segmenter uncertainty above which the contour is flagged as doubtful."""
+MAX_CORE_SD_FRACTION: Final = 0.12
+"""Core T1 SD above this fraction of the mean suggests artefact or contamination."""
+PARALLEL_COSINE: Final = 0.99
+"""Normals with |cos| above this are treated as parallel (same stack)."""
+
+_S_TO_MS = 1000.0
+
+
+class QCCode:
+    """Stable codes of the quality-control flags this analysis raises."""
+
+    UNITS_NOT_MS = "units_not_ms"
+    UNITS_CONVERTED = "units_converted"
+    FIELD_STRENGTH_UNKNOWN = "field_strength_unknown"
+    SLICE_UNSEGMENTABLE = "slice_unsegmentable"
+    MYOCARDIUM_AREA_IMPLAUSIBLE = "myocardium_area_implausible"
+    MYOCARDIUM_RING_OPEN = "myocardium_ring_open"
+    WALL_THICKNESS_IMPLAUSIBLE = "wall_thickness_implausible"
+    SEGMENTATION_UNCERTAIN = "segmentation_uncertain"
+    TOO_FEW_CORE_PIXELS = "too_few_core_pixels"
+    T1_OUT_OF_RANGE = "t1_out_of_range"
+    T1_HETEROGENEOUS = "t1_heterogeneous"
+    BLOOD_T1_IMPLAUSIBLE = "blood_t1_implausible"
+    SLICES_MISSING = "slices_missing"
+    NOT_SHORT_AXIS_STACK = "not_short_axis_stack"
+    NO_SLICE_ANALYSED = "no_slice_analysed"
+
+
+SEGMENTS: Final[tuple[SegmentDefinition, ...]] = (
+    codes.SEGMENT_LV_BLOOD_POOL,
+    codes.SEGMENT_MYOCARDIUM,
+    codes.SEGMENT_RV_BLOOD_POOL,
+)
+
+
+@dataclass
+class _SliceStats:
+    """Numbers measured on one slice (before turning them into Measurements)."""
+
+    frame_index: int
+    labels: npt.NDArray[np.uint8]
+    core: npt.NDArray[np.bool_]
+    core_values: npt.NDArray[np.float64]
+    blood_values: npt.NDArray[np.float64]
+    myocardium_area_mm2: float
+    lv_area_mm2: float
+    wall_thickness_mm: float | None
+    ring_closure: float
+    uncertainty: float | None
+    details: Mapping[str, Any]
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry point
+# --------------------------------------------------------------------------------------------
+
+
+def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
+    """Segment the LV and measure native myocardial and blood T1 on every slice.
+
+    Parameters
+    ----------
+    series
+        A loaded T1 map series (pixel values in ms, or seconds, which are converted).
+    options
+        Optional settings:
+
+        ``segmenter``
+            A :class:`~plugins.t1map.segmenter.Segmenter` (default: the classical one).
+        ``field_strength_t``
+            Field strength in tesla overriding the header's MagneticFieldStrength.
+        ``min_core_pixels``
+            Override of :data:`MIN_CORE_PIXELS`.
+
+    Returns
+    -------
+    plugins.api.AnalysisResult
+        Per-slice labels, core masks and measurements; series-level global T1; QC flags.
+        Slices that cannot be segmented are absent from ``slices`` and carry a FAILURE flag.
+
+    Raises
+    ------
+    plugins.api.AnalysisError
+        If the series has no frames.
+    """
+    if not series.frames:
+        raise AnalysisError(f"Series {series.series_instance_uid} has no frames to analyse.")
+
+    segmenter: Segmenter = options.get("segmenter") or ClassicalSegmenter()
+    min_core = int(options.get("min_core_pixels", MIN_CORE_PIXELS))
+    flags: list[QCFlag] = []
+
+    field = _field_strength(series, options)
+    if field is None:
+        flags.append(
+            QCFlag(
+                QCCode.FIELD_STRENGTH_UNKNOWN,
+                Severity.WARNING,
+                "Field strength is unknown (no MagneticFieldStrength): T1 thresholds and "
+                "plausibility ranges span both 1.5 T and 3 T, so out-of-range checks are "
+                "weaker.",
+            )
+        )
+    ranges = tissue_ranges(field)
+
+    scale, unit_flag = _unit_scale(series.frames)
+    if unit_flag is not None:
+        flags.append(unit_flag)
+    provenance = _provenance(segmenter)
+    if scale is None:
+        return _empty_result(series, flags, provenance, "pixel values are not T1 in ms")
+
+    stack = _stack_indices(series.frames)
+    off_stack = [i for i in range(len(series.frames)) if i not in set(stack)]
+    if off_stack:
+        flags.append(
+            QCFlag(
+                QCCode.NOT_SHORT_AXIS_STACK,
+                Severity.INFO,
+                f"{len(off_stack)} frame(s) are not parallel to the main slice stack; they "
+                "are analysed but get no basal/mid/apical level.",
+            )
+        )
+
+    stats: dict[int, _SliceStats] = {}
+    for index, frame in enumerate(series.frames):
+        t1 = np.asarray(frame.pixels, dtype=np.float32) * np.float32(scale)
+        try:
+            output = segmenter.segment(t1, frame.pixel_spacing, field)
+        except Exception as exc:  # a segmenter bug must not lose the other slices
+            logger.exception("Segmenter %s failed on frame %d", segmenter.name, index)
+            output = SegmentationOutput(
+                np.zeros(t1.shape, np.uint8), 1.0, f"segmenter error: {exc}"
+            )
+        slice_stats = _measure_slice(index, frame, t1, output)
+        if slice_stats is None:
+            flags.append(
+                QCFlag(
+                    QCCode.SLICE_UNSEGMENTABLE,
+                    Severity.FAILURE,
+                    "No LV myocardium found on this slice"
+                    + (f": {output.reason}." if output.reason else ".")
+                    + " No values are reported for it.",
+                    frame_index=index,
+                )
+            )
+            continue
+        stats[index] = slice_stats
+
+    levels = _levels(series.frames, stack, stats)
+    slices: list[SliceResult] = []
+    table: list[dict[str, Any]] = []
+    failed_slices: set[int] = set()
+    for index in range(len(series.frames)):
+        slice_stats = stats.get(index)
+        if slice_stats is None:
+            table.append(_table_row(series.frames[index], index, levels[index], None, []))
+            continue
+        slice_flags = _slice_flags(slice_stats, ranges, min_core)
+        flags.extend(slice_flags)
+        if any(flag.severity is Severity.FAILURE for flag in slice_flags):
+            failed_slices.add(index)
+        slices.append(
+            SliceResult(
+                frame_index=index,
+                labels=slice_stats.labels,
+                measurements=_slice_measurements(slice_stats, min_core),
+                level=levels[index],
+                analysed_region=slice_stats.core,
+            )
+        )
+        table.append(
+            _table_row(series.frames[index], index, levels[index], slice_stats, slice_flags)
+        )
+
+    usable = [s for i, s in sorted(stats.items()) if i not in failed_slices]
+    series_measurements = _series_measurements(usable)
+    flags.extend(_series_flags(series, stack, stats, usable, levels, ranges))
+
+    extra = {
+        "slices": table,
+        "method": _method_details(segmenter, field, ranges, scale, min_core),
+    }
+    logger.info(
+        "t1map %s: %d/%d slice(s) analysed, %d flag(s)",
+        series.series_instance_uid,
+        len(usable),
+        len(series.frames),
+        len(flags),
+    )
+    return AnalysisResult(
+        analysis=NAME,
+        series_instance_uid=series.series_instance_uid,
+        segments=SEGMENTS,
+        slices=tuple(slices),
+        measurements=series_measurements,
+        qc_flags=tuple(flags),
+        provenance=provenance,
+        extra=extra,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------
+
+
+def _field_strength(series: LoadedSeries, options: Mapping[str, Any]) -> float | None:
+    value = options.get("field_strength_t")
+    if value is not None:
+        return float(value)
+    field = series.field_strength_t
+    if field is None or not math.isfinite(field) or field <= 0:
+        return None
+    # Some scanners store gauss or millitesla; tesla values lie between 0.1 and 11.7.
+    if field > 1000:
+        field = field / 10000.0
+    elif field > 20:
+        field = field / 1000.0
+    return field
+
+
+def _unit_scale(frames: Sequence[SourceFrame]) -> tuple[float | None, QCFlag | None]:
+    """Factor from the frames' units to ms, and a flag describing any doubt."""
+    units = {frame.units for frame in frames}
+    if units == {"ms"}:
+        return 1.0, None
+    if units == {"s"}:
+        return _S_TO_MS, QCFlag(
+            QCCode.UNITS_CONVERTED,
+            Severity.INFO,
+            "The map is stored in seconds; values were converted to ms.",
+        )
+    if units <= {"1", ""}:
+        sample = np.concatenate([np.ravel(frame.pixels) for frame in frames])
+        high = float(np.percentile(sample, 99)) if sample.size else 0.0
+        if high < 100.0:
+            return None, QCFlag(
+                QCCode.UNITS_NOT_MS,
+                Severity.FAILURE,
+                "The map declares no unit and its values (99th percentile "
+                f"{high:.3g}) are far below T1 in ms; it is not analysed.",
+            )
+        return 1.0, QCFlag(
+            QCCode.UNITS_NOT_MS,
+            Severity.WARNING,
+            "The map declares no unit (no real-world value mapping and not recognised as a "
+            "T1 map); pixel values were assumed to be T1 in ms.",
+        )
+    return None, QCFlag(
+        QCCode.UNITS_NOT_MS,
+        Severity.FAILURE,
+        f"The map's values are in {', '.join(sorted(units))}, not ms; it is not analysed.",
+    )
+
+
+def _stack_indices(frames: Sequence[SourceFrame]) -> list[int]:
+    """Indices of the frames parallel to the most common slice orientation."""
+    normals = [frame.normal for frame in frames]
+    best: list[int] = []
+    for reference in normals:
+        members = [
+            i for i, n in enumerate(normals) if abs(float(np.dot(n, reference))) > PARALLEL_COSINE
+        ]
+        if len(members) > len(best):
+            best = members
+    return best
+
+
+# --------------------------------------------------------------------------------------------
+# Per-slice measurement
+# --------------------------------------------------------------------------------------------
+
+
+def conservative_core(
+    labels: npt.NDArray[np.uint8],
+    spacing: tuple[float, float],
+    *,
+    fraction: float = CORE_FRACTION,
+    margin_px: float = CORE_MARGIN_PX,
+) -> npt.NDArray[np.bool_]:
+    """Myocardial pixels in the middle of the wall (see module documentation).
+
+    Parameters
+    ----------
+    labels
+        Label image with ``Label.MYOCARDIUM`` and ``Label.LV_BLOOD_POOL``.
+    spacing
+        (row, column) pixel spacing in mm.
+    fraction
+        Fraction of the local wall depth excluded at each border.
+    margin_px
+        Minimum depth, in pixels, of a core pixel centre below either border.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean core mask.
+    """
+    myocardium = labels == Label.MYOCARDIUM
+    if not myocardium.any():
+        return myocardium
+    lv = labels == Label.LV_BLOOD_POOL
+    outside = ~(myocardium | lv)
+    pixel = float(np.sqrt(spacing[0] * spacing[1]))
+    # Distance from each pixel centre to the nearest centre of the neighbouring region, minus
+    # half a pixel: the depth of the pixel centre below the border between them.
+    d_epi = ndimage.distance_transform_edt(~outside, sampling=spacing) - 0.5 * pixel
+    if lv.any():
+        d_endo = ndimage.distance_transform_edt(~lv, sampling=spacing) - 0.5 * pixel
+    else:
+        d_endo = np.full(labels.shape, np.inf)
+    total = d_endo + d_epi
+    with np.errstate(invalid="ignore", divide="ignore"):
+        depth = np.where(np.isfinite(total), d_endo / total, 0.5)
+    margin = margin_px * pixel
+    return np.asarray(
+        myocardium
+        & (d_endo >= margin)
+        & (d_epi >= margin)
+        & (depth >= fraction)
+        & (depth <= 1.0 - fraction),
+        dtype=bool,
+    )
+
+
+def _blood_values(
+    t1: npt.NDArray[np.float32], lv: npt.NDArray[np.bool_], spacing: tuple[float, float]
+) -> npt.NDArray[np.float64]:
+    """LV blood T1 samples: at least 2 mm from the endocardium, papillary muscles removed."""
+    if not lv.any():
+        return np.empty(0)
+    inner = ndimage.distance_transform_edt(lv, sampling=spacing) >= 2.0
+    if np.count_nonzero(inner) < 5:
+        inner = lv
+    values = np.asarray(t1[inner], dtype=np.float64)
+    median = float(np.median(values))
+    mad = 1.4826 * float(np.median(np.abs(values - median)))
+    # Papillary muscles and trabeculae have myocardial T1, far below blood: drop the low tail.
+    keep = values >= median - max(3.0 * mad, 0.05 * median)
+    return values[keep]
+
+
+def ray_wall_profile(
+    labels: npt.NDArray[np.uint8],
+    spacing: tuple[float, float],
+    n_angles: int = 72,
+) -> tuple[float, float | None]:
+    """Ring closure and median wall thickness from rays cast from the LV centre.
+
+    Returns
+    -------
+    tuple[float, float | None]
+        Fraction of rays that cross myocardium, and the median myocardial thickness (mm)
+        along those rays (``None`` when no ray does).
+    """
+    myocardium = labels == Label.MYOCARDIUM
+    heart = myocardium | (labels == Label.LV_BLOOD_POOL)
+    rr, cc = np.nonzero(heart)
+    if rr.size == 0:
+        return 0.0, None
+    centre = (float(rr.mean() * spacing[0]), float(cc.mean() * spacing[1]))
+    extent = float(np.hypot(np.ptp(rr) * spacing[0], np.ptp(cc) * spacing[1])) + 5.0
+    step = 0.25 * min(spacing)
+    radii = np.arange(0.0, extent, step)
+    angles = np.linspace(0.0, 2 * np.pi, n_angles, endpoint=False)
+    hits = polar_sample(myocardium.astype(np.float64), centre, spacing, angles, radii, order=0)
+    counts = (hits >= 0.5).sum(axis=1)
+    crossed = counts > 0
+    closure = float(np.mean(crossed))
+    thickness = float(np.median(counts[crossed] * step)) if crossed.any() else None
+    return closure, thickness
+
+
+def _measure_slice(
+    index: int, frame: SourceFrame, t1: npt.NDArray[np.float32], output: SegmentationOutput
+) -> _SliceStats | None:
+    labels = np.asarray(output.labels, dtype=np.uint8)
+    if labels.shape != t1.shape:
+        raise AnalysisError(
+            f"Segmenter returned labels of shape {labels.shape} for a frame of shape {t1.shape}."
+        )
+    myocardium = labels == Label.MYOCARDIUM
+    if not myocardium.any():
+        return None
+    spacing = frame.pixel_spacing
+    pixel_area = spacing[0] * spacing[1]
+    lv = labels == Label.LV_BLOOD_POOL
+    core = conservative_core(labels, spacing)
+    closure, thickness = ray_wall_profile(labels, spacing)
+    return _SliceStats(
+        frame_index=index,
+        labels=labels,
+        core=core,
+        core_values=np.asarray(t1[core], dtype=np.float64),
+        blood_values=_blood_values(t1, lv, spacing),
+        myocardium_area_mm2=float(np.count_nonzero(myocardium)) * pixel_area,
+        lv_area_mm2=float(np.count_nonzero(lv)) * pixel_area,
+        wall_thickness_mm=thickness,
+        ring_closure=closure,
+        uncertainty=output.uncertainty,
+        details=dict(output.details),
+    )
+
+
+def _stat(values: npt.NDArray[np.float64], kind: str) -> float | None:
+    if values.size == 0:
+        return None
+    if kind == "mean":
+        return float(np.mean(values))
+    if kind == "median":
+        return float(np.median(values))
+    if kind == "sd":
+        return float(np.std(values, ddof=1)) if values.size > 1 else None
+    raise ValueError(kind)
+
+
+def _t1_measurements(
+    prefix: str,
+    region: Label,
+    values: npt.NDArray[np.float64],
+    reason: str | None,
+    statistics: Sequence[tuple[str, Code]] = (
+        ("mean", codes.MEAN),
+        ("median", codes.MEDIAN),
+        ("sd", codes.STANDARD_DEVIATION),
+    ),
+) -> list[Measurement]:
+    measurements: list[Measurement] = []
+    for kind, derivation in statistics:
+        value = _stat(values, kind) if reason is None else None
+        measurements.append(
+            Measurement(
+                key=f"{prefix}_t1_{kind}_ms",
+                name=codes.T1,
+                value=None if value is None else round(value, 2),
+                unit=codes.UCUM_MILLISECOND,
+                region=region,
+                derivation=derivation,
+                reason=reason if reason is not None else (None if value is not None else
+                                                          "too few pixels"),
+            )
+        )
+    return measurements
+
+
+def _slice_measurements(stats: _SliceStats, min_core: int) -> tuple[Measurement, ...]:
+    n_core = int(stats.core_values.size)
+    core_reason = None if n_core > 0 else "no conservative-core pixels (wall too thin)"
+    measurements = _t1_measurements("myocardium", Label.MYOCARDIUM, stats.core_values,
+                                    core_reason)
+    measurements.append(
+        Measurement(
+            key="myocardium_core_pixels",
+            name=codes.NUMBER_OF_PIXELS,
+            value=float(n_core),
+            unit=codes.UCUM_PIXELS,
+            region=Label.MYOCARDIUM,
+        )
+    )
+    measurements.append(
+        Measurement(
+            key="myocardium_area_mm2",
+            name=codes.AREA,
+            value=round(stats.myocardium_area_mm2, 1),
+            unit=codes.UCUM_SQUARE_MILLIMETER,
+            region=Label.MYOCARDIUM,
+        )
+    )
+    measurements.append(
+        Measurement(
+            key="myocardium_wall_thickness_median_mm",
+            name=codes.WALL_THICKNESS,
+            value=None if stats.wall_thickness_mm is None else round(stats.wall_thickness_mm, 2),
+            unit=codes.UCUM_MILLIMETER,
+            region=Label.MYOCARDIUM,
+            derivation=codes.MEDIAN,
+            reason=None if stats.wall_thickness_mm is not None else "no ray crosses the wall",
+        )
+    )
+    measurements.append(
+        Measurement(
+            key="lv_blood_pool_area_mm2",
+            name=codes.AREA,
+            value=round(stats.lv_area_mm2, 1),
+            unit=codes.UCUM_SQUARE_MILLIMETER,
+            region=Label.LV_BLOOD_POOL,
+        )
+    )
+    blood_reason = None if stats.blood_values.size else "no LV blood pool found"
+    measurements.extend(
+        _t1_measurements(
+            "lv_blood",
+            Label.LV_BLOOD_POOL,
+            stats.blood_values,
+            blood_reason,
+            statistics=(("mean", codes.MEAN),),
+        )
+    )
+    del min_core
+    return tuple(measurements)
+
+
+# --------------------------------------------------------------------------------------------
+# Quality control
+# --------------------------------------------------------------------------------------------
+
+
+def _range_text(ranges: TissueRanges) -> str:
+    if ranges.field_strength_t is None:
+        return "for an unknown field strength (1.5 T and 3 T ranges combined)"
+    return f"at {ranges.field_strength_t:g} T"
+
+
+def _slice_flags(stats: _SliceStats, ranges: TissueRanges, min_core: int) -> list[QCFlag]:
+    index = stats.frame_index
+    flags: list[QCFlag] = []
+    low_area, high_area = MYOCARDIUM_AREA_MM2
+    if not low_area <= stats.myocardium_area_mm2 <= high_area:
+        flags.append(
+            QCFlag(
+                QCCode.MYOCARDIUM_AREA_IMPLAUSIBLE,
+                Severity.WARNING,
+                f"Segmented myocardium area {stats.myocardium_area_mm2:.0f} mm2 is outside the "
+                f"plausible {low_area:.0f}-{high_area:.0f} mm2.",
+                index,
+            )
+        )
+    if stats.ring_closure < MIN_RING_CLOSURE:
+        flags.append(
+            QCFlag(
+                QCCode.MYOCARDIUM_RING_OPEN,
+                Severity.WARNING,
+                f"The myocardial ring is open: only {100 * stats.ring_closure:.0f} % of "
+                "directions from the LV centre cross myocardium.",
+                index,
+            )
+        )
+    low_wall, high_wall = WALL_THICKNESS_MM
+    if stats.wall_thickness_mm is None or not low_wall <= stats.wall_thickness_mm <= high_wall:
+        shown = "unknown" if stats.wall_thickness_mm is None else (
+            f"{stats.wall_thickness_mm:.1f} mm"
+        )
+        flags.append(
+            QCFlag(
+                QCCode.WALL_THICKNESS_IMPLAUSIBLE,
+                Severity.WARNING,
+                f"Median wall thickness {shown} is outside the plausible "
+                f"{low_wall:g}-{high_wall:g} mm.",
+                index,
+            )
+        )
+    if stats.uncertainty is not None and stats.uncertainty > MAX_UNCERTAINTY:
+        flags.append(
+            QCFlag(
+                QCCode.SEGMENTATION_UNCERTAIN,
+                Severity.WARNING,
+                f"The segmenter reports low confidence ({stats.uncertainty:.2f}) for this slice.",
+                index,
+            )
+        )
+    n_core = stats.core_values.size
+    if n_core == 0:
+        flags.append(
+            QCFlag(
+                QCCode.TOO_FEW_CORE_PIXELS,
+                Severity.FAILURE,
+                "No myocardial pixels lie far enough from both borders to measure T1 without "
+                "partial volume.",
+                index,
+            )
+        )
+    elif n_core < min_core:
+        flags.append(
+            QCFlag(
+                QCCode.TOO_FEW_CORE_PIXELS,
+                Severity.WARNING,
+                f"Only {n_core} core pixels (fewer than {min_core}): the slice mean is "
+                "imprecise.",
+                index,
+            )
+        )
+    mean = _stat(stats.core_values, "mean")
+    if mean is not None:
+        low, high = ranges.myocardium
+        if not low <= mean <= high:
+            flags.append(
+                QCFlag(
+                    QCCode.T1_OUT_OF_RANGE,
+                    Severity.WARNING,
+                    f"Myocardial T1 {mean:.0f} ms is outside the physiological "
+                    f"{low:.0f}-{high:.0f} ms {_range_text(ranges)}: check the map and the "
+                    "contours.",
+                    index,
+                )
+            )
+        sd = _stat(stats.core_values, "sd")
+        if sd is not None and sd > MAX_CORE_SD_FRACTION * mean:
+            flags.append(
+                QCFlag(
+                    QCCode.T1_HETEROGENEOUS,
+                    Severity.WARNING,
+                    f"Myocardial T1 varies widely (SD {sd:.0f} ms): artefact, contour "
+                    "contamination or focal disease; review the map.",
+                    index,
+                )
+            )
+    blood = _stat(stats.blood_values, "mean")
+    low_blood, high_blood = ranges.blood_plausible
+    if blood is None or not low_blood <= blood <= high_blood:
+        shown = "not measurable" if blood is None else f"{blood:.0f} ms"
+        flags.append(
+            QCFlag(
+                QCCode.BLOOD_T1_IMPLAUSIBLE,
+                Severity.WARNING,
+                f"LV blood T1 {shown} is outside the plausible {low_blood:.0f}-"
+                f"{high_blood:.0f} ms {_range_text(ranges)}.",
+                index,
+            )
+        )
+    return flags
+
+
+def _series_flags(
+    series: LoadedSeries,
+    stack: Sequence[int],
+    stats: Mapping[int, _SliceStats],
+    usable: Sequence[_SliceStats],
+    levels: Sequence[str],
+    ranges: TissueRanges,
+) -> list[QCFlag]:
+    flags: list[QCFlag] = []
+    if not usable:
+        flags.append(
+            QCFlag(
+                QCCode.NO_SLICE_ANALYSED,
+                Severity.FAILURE,
+                "No slice could be analysed: no global myocardial T1 is reported.",
+            )
+        )
+        return flags
+    present = {levels[s.frame_index] for s in usable}
+    expected = {"basal", "mid", "apical"}
+    missing = sorted(expected - present)
+    if len(stack) >= 3 and missing:
+        flags.append(
+            QCFlag(
+                QCCode.SLICES_MISSING,
+                Severity.WARNING,
+                f"No analysed slice at level(s) {', '.join(missing)}: the global value does "
+                "not cover the whole ventricle.",
+            )
+        )
+    elif len(stack) < 3:
+        flags.append(
+            QCFlag(
+                QCCode.SLICES_MISSING,
+                Severity.INFO,
+                f"The series has {len(stack)} short-axis slice position(s), fewer than "
+                "basal, mid and apical.",
+            )
+        )
+    values = np.concatenate([s.core_values for s in usable])
+    if values.size:
+        mean = float(values.mean())
+        low, high = ranges.myocardium
+        if not low <= mean <= high:
+            flags.append(
+                QCFlag(
+                    QCCode.T1_OUT_OF_RANGE,
+                    Severity.WARNING,
+                    f"Global myocardial T1 {mean:.0f} ms is outside the physiological "
+                    f"{low:.0f}-{high:.0f} ms {_range_text(ranges)}.",
+                )
+            )
+    del series, stats
+    return flags
+
+
+# --------------------------------------------------------------------------------------------
+# Series level
+# --------------------------------------------------------------------------------------------
+
+
+def _series_measurements(usable: Sequence[_SliceStats]) -> tuple[Measurement, ...]:
+    reason = None if usable else "no slice could be analysed"
+    core = (
+        np.concatenate([s.core_values for s in usable]) if usable else np.empty(0, np.float64)
+    )
+    blood = (
+        np.concatenate([s.blood_values for s in usable]) if usable else np.empty(0, np.float64)
+    )
+    if reason is None and core.size == 0:
+        reason = "no conservative-core pixels on any slice"
+    measurements = _t1_measurements("global_myocardium", Label.MYOCARDIUM, core, reason)
+    measurements.append(
+        Measurement(
+            key="global_myocardium_core_pixels",
+            name=codes.NUMBER_OF_PIXELS,
+            value=float(core.size),
+            unit=codes.UCUM_PIXELS,
+            region=Label.MYOCARDIUM,
+        )
+    )
+    blood_reason = None if blood.size else (reason or "no LV blood pool found")
+    measurements.extend(
+        _t1_measurements(
+            "global_lv_blood",
+            Label.LV_BLOOD_POOL,
+            blood,
+            blood_reason,
+            statistics=(("mean", codes.MEAN),),
+        )
+    )
+    return tuple(measurements)
+
+
+def _levels(
+    frames: Sequence[SourceFrame], stack: Sequence[int], stats: Mapping[int, _SliceStats]
+) -> list[str]:
+    """basal / mid / apical for the stack frames, "unknown" otherwise."""
+    levels = ["unknown"] * len(frames)
+    if not stack:
+        return levels
+    normal = frames[stack[0]].normal
+    location = {
+        i: float(np.dot(normal, np.asarray(frames[i].image_position))) for i in stack
+    }
+    positions = sorted({round(value, 1) for value in location.values()})
+    if len(positions) < 3:
+        return levels
+    rank = {position: k for k, position in enumerate(positions)}
+    third = {i: min(2, rank[round(location[i], 1)] * 3 // len(positions)) for i in stack}
+
+    def mean_area(which: int) -> float | None:
+        areas = [stats[i].lv_area_mm2 for i in stack if third[i] == which and i in stats]
+        return float(np.mean(areas)) if areas else None
+
+    first, last = mean_area(0), mean_area(2)
+    if first is None or last is None or first == last:
+        return levels
+    names = ("basal", "mid", "apical") if first > last else ("apical", "mid", "basal")
+    for i in stack:
+        levels[i] = names[third[i]]
+    return levels
+
+
+# --------------------------------------------------------------------------------------------
+# Provenance and extra
+# --------------------------------------------------------------------------------------------
+
+
+def _provenance(segmenter: Segmenter) -> Provenance:
+    core_text = (
+        f"T1 statistics over a conservative mid-wall core (inner and outer {CORE_FRACTION:.0%} "
+        f"of the wall and pixels within {CORE_MARGIN_PX:g} pixel of a border excluded)."
+    )
+    if segmenter.weights_sha256 is None:
+        method = (
+            f"LV segmentation by {segmenter.name} {segmenter.version} (classical, no trained "
+            "weights): field-strength-specific T1 thresholds, blood-pool detection and a polar "
+            f"border search. {core_text}"
+        )
+        return Provenance(ALGORITHM_NAME, VERSION, method)
+    method = (
+        f"LV segmentation by the trained model {segmenter.name} {segmenter.version}. {core_text}"
+    )
+    return Provenance(
+        ALGORITHM_NAME,
+        VERSION,
+        method,
+        model_name=segmenter.name,
+        model_version=segmenter.version,
+        model_sha256=segmenter.weights_sha256,
+    )
+
+
+def _empty_result(
+    series: LoadedSeries, flags: list[QCFlag], provenance: Provenance, reason: str
+) -> AnalysisResult:
+    flags = [
+        *flags,
+        QCFlag(
+            QCCode.NO_SLICE_ANALYSED,
+            Severity.FAILURE,
+            f"No slice was analysed: {reason}.",
+        ),
+    ]
+    measurements = (
+        *_t1_measurements("global_myocardium", Label.MYOCARDIUM, np.empty(0), reason),
+        *_t1_measurements(
+            "global_lv_blood",
+            Label.LV_BLOOD_POOL,
+            np.empty(0),
+            reason,
+            statistics=(("mean", codes.MEAN),),
+        ),
+    )
+    return AnalysisResult(
+        analysis=NAME,
+        series_instance_uid=series.series_instance_uid,
+        segments=SEGMENTS,
+        slices=(),
+        measurements=tuple(measurements),
+        qc_flags=tuple(flags),
+        provenance=provenance,
+        extra={"slices": [], "method": {"not_analysed_reason": reason}},
+    )
+
+
+def _round(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def _table_row(
+    frame: SourceFrame,
+    index: int,
+    level: str,
+    stats: _SliceStats | None,
+    flags: Sequence[QCFlag],
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "frame_index": index,
+        "sop_instance_uid": frame.sop_instance_uid,
+        "frame_number": frame.frame_number,
+        "slice_location_mm": round(frame.slice_location, 2),
+        "level": level,
+    }
+    if stats is None:
+        row["status"] = "not segmented"
+        return row
+    failed = any(flag.severity is Severity.FAILURE for flag in flags)
+    row.update(
+        {
+            "status": "failed" if failed else "analysed",
+            "myocardium_t1_mean_ms": _round(_stat(stats.core_values, "mean")),
+            "myocardium_t1_median_ms": _round(_stat(stats.core_values, "median")),
+            "myocardium_t1_sd_ms": _round(_stat(stats.core_values, "sd")),
+            "myocardium_core_pixels": int(stats.core_values.size),
+            "myocardium_area_mm2": _round(stats.myocardium_area_mm2, 1),
+            "lv_blood_pool_area_mm2": _round(stats.lv_area_mm2, 1),
+            "lv_blood_t1_mean_ms": _round(_stat(stats.blood_values, "mean")),
+            "wall_thickness_median_mm": _round(stats.wall_thickness_mm),
+            "ring_closure": _round(stats.ring_closure, 3),
+            "segmentation_uncertainty": _round(stats.uncertainty, 3),
+            "qc_flags": [flag.code for flag in flags],
+            "segmenter": dict(stats.details),
+        }
+    )
+    return row
+
+
+def _method_details(
+    segmenter: Segmenter,
+    field: float | None,
+    ranges: TissueRanges,
+    scale: float,
+    min_core: int,
+) -> dict[str, Any]:
+    return {
+        "algorithm": ALGORITHM_NAME,
+        "version": VERSION,
+        "segmenter": {
+            "name": segmenter.name,
+            "version": segmenter.version,
+            "weights_sha256": segmenter.weights_sha256,
+            "kind": "classical, no trained weights"
+            if segmenter.weights_sha256 is None
+            else "trained model",
+        },
+        "field_strength_t": field,
+        "unit_scale_to_ms": scale,
+        "ranges_ms": {
+            "blood_search": list(ranges.blood),
+            "myocardium_plausible": list(ranges.myocardium),
+            "blood_plausible": list(ranges.blood_plausible),
+        },
+        "core": {
+            "fraction_excluded_each_border": CORE_FRACTION,
+            "min_margin_px": CORE_MARGIN_PX,
+            "min_core_pixels": min_core,
+            "description": "myocardial pixels in the middle of the local wall depth, away from "
+            "blood pool and epicardial borders",
+        },
+        "blood": "LV blood pool at least 2 mm from the endocardium, papillary-muscle pixels "
+        "(low tail) removed",
+        "series_statistics": "pixel-weighted over the cores of all slices without FAILURE flags",
+        "levels": "thirds of the ordered slice positions; the end with the larger LV cavity is "
+        "basal; 'unknown' with fewer than three positions",
+    }

@@ -1,0 +1,642 @@
+"""LV segmentation of native T1 maps behind a replaceable interface.
+
+:class:`Segmenter` is what the T1-map analysis needs from a segmentation method.  The trained
+network (a later model) implements the same protocol, so it replaces
+:class:`ClassicalSegmenter` without touching the measurement and QC code.
+
+:class:`ClassicalSegmenter` needs no training data.  It uses the fact that a T1 map is
+quantitative: blood, myocardium, liver and fat have known T1 ranges at a given field strength,
+so thresholds can be stated in milliseconds.
+
+1. **LV blood pool.**  Pixels of the (3x3 median-filtered) map with blood-range T1 form
+   connected regions.  Each region of plausible size is scored by how completely it is
+   surrounded by myocardial-range T1 (the LV cavity is ringed by myocardium; the RV cavity
+   only on its septal side, the aorta and other vessels not at all), by its solidity and
+   roundness (the RV is a crescent) and by its distance from the image centre.  The best
+   region is the LV blood pool.
+2. **Local thresholds.**  Blood and myocardial T1 of *this* subject are estimated from the
+   LV region and the ring around it; the endocardial threshold is their midpoint (the 50 %
+   partial-volume point), and the myocardial band reaches down to 82 % of the myocardial T1,
+   well above liver (~60 %) and fat (~30 %).
+3. **Endocardial border.**  Along rays from the LV centre (every 3 degrees) the border is
+   where the profile crosses the endocardial threshold at the edge of the blood region.
+   Papillary muscles and trabeculae inside the cavity are kept in the blood pool: the radius
+   is smoothed over angle by a morphological closing (fills dips up to ~50 degrees wide,
+   i.e. muscles attached to the wall) after an opening that removes narrow outward leaks.
+4. **Epicardial border.**  Dynamic programming over angle chooses a wall thickness per ray
+   that keeps in-band samples inside the wall and out-of-band samples (fat, lung, liver, RV
+   blood) just outside it, with a penalty on thickness changes between neighbouring rays and
+   thickness limited to 2.5–20 mm.
+5. **RV blood pool.**  The largest other blood-range region touching the LV epicardium.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from plugins.api import FloatImage, Label, LabelImage
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ClassicalSegmenter",
+    "SegmentationOutput",
+    "Segmenter",
+    "TissueRanges",
+    "tissue_ranges",
+]
+
+CLASSICAL_NAME: Final = "cmr-node classical T1-threshold polar segmenter"
+CLASSICAL_VERSION: Final = "0.1.0"
+
+
+@dataclass(frozen=True)
+class SegmentationOutput:
+    """What a segmenter returns for one slice.
+
+    Attributes
+    ----------
+    labels
+        Label image (``plugins.api.Label`` values: LV blood pool, myocardium, RV blood pool
+        when found), same shape as the input map.
+    uncertainty
+        Optional scalar in [0, 1] for the slice (0 confident, 1 no evidence).
+    reason
+        Why nothing was segmented, if ``labels`` holds no myocardium.
+    details
+        JSON-serialisable facts about how the segmentation was found (for audit).
+    """
+
+    labels: LabelImage
+    uncertainty: float | None = None
+    reason: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """A method that segments the LV on one native T1 map slice."""
+
+    name: str
+    version: str
+    weights_sha256: str | None
+    """SHA-256 of the model weights; ``None`` for a classical method."""
+
+    def segment(
+        self,
+        t1_ms: FloatImage,
+        pixel_spacing: tuple[float, float],
+        field_strength_t: float | None,
+    ) -> SegmentationOutput:
+        """Segment one slice.
+
+        Parameters
+        ----------
+        t1_ms
+            T1 map in milliseconds, shape (rows, columns).
+        pixel_spacing
+            (row spacing, column spacing) in mm.
+        field_strength_t
+            Main field strength in tesla, ``None`` if unknown.
+        """
+        ...
+
+
+# --------------------------------------------------------------------------------------------
+# Field-strength dependent T1 ranges
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TissueRanges:
+    """Native MOLLI T1 ranges (ms) used to find and check structures.
+
+    Attributes
+    ----------
+    blood
+        T1 range searched for blood pools (covers haematocrit 0.30–0.55 with noise).
+    myocardium
+        Physiologically plausible native myocardial T1 (normal to severe diffuse disease).
+    blood_plausible
+        Physiologically plausible blood T1 (haematocrit extremes).
+    field_strength_t
+        Field strength the ranges are for, ``None`` if unknown (then the union of the
+        1.5 T and 3 T ranges is used).
+    """
+
+    blood: tuple[float, float]
+    myocardium: tuple[float, float]
+    blood_plausible: tuple[float, float]
+    field_strength_t: float | None
+
+
+# MOLLI native T1, ms.  1.5 T: myocardium 950-1050 healthy, up to ~1300 in amyloid/oedema;
+# blood 1400-1870 for haematocrit 0.50-0.34 (Treibel 2016).  3 T: myocardium 1100-1250
+# healthy (up to ~1500), blood ~1650-2200.  Liver 550-650 / 750-850, fat 250-430.
+_RANGES: Final[Mapping[float, TissueRanges]] = {
+    1.5: TissueRanges((1280.0, 2300.0), (800.0, 1400.0), (1250.0, 2100.0), 1.5),
+    3.0: TissueRanges((1480.0, 2700.0), (950.0, 1650.0), (1450.0, 2450.0), 3.0),
+}
+
+
+def tissue_ranges(field_strength_t: float | None) -> TissueRanges:
+    """T1 ranges for a field strength, interpolated linearly between 1.5 T and 3 T.
+
+    Parameters
+    ----------
+    field_strength_t
+        Field strength in tesla; ``None`` gives the union of the 1.5 T and 3 T ranges.
+        Values outside 1.5–3 T are clamped to the nearer table (T1 data are tabulated
+        only for these two).
+
+    Returns
+    -------
+    TissueRanges
+        The ranges in ms.
+    """
+    low, high = _RANGES[1.5], _RANGES[3.0]
+    if field_strength_t is None:
+        return TissueRanges(
+            (low.blood[0], high.blood[1]),
+            (low.myocardium[0], high.myocardium[1]),
+            (low.blood_plausible[0], high.blood_plausible[1]),
+            None,
+        )
+    weight = float(np.clip((field_strength_t - 1.5) / 1.5, 0.0, 1.0))
+
+    def mix(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+        return (a[0] + weight * (b[0] - a[0]), a[1] + weight * (b[1] - a[1]))
+
+    return TissueRanges(
+        mix(low.blood, high.blood),
+        mix(low.myocardium, high.myocardium),
+        mix(low.blood_plausible, high.blood_plausible),
+        float(field_strength_t),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Polar geometry helpers (shared with the analysis QC)
+# --------------------------------------------------------------------------------------------
+
+
+def circular_filter(
+    values: npt.NDArray[np.float64], size: int, kind: str
+) -> npt.NDArray[np.float64]:
+    """Median, grey opening or grey closing of a periodic 1-D signal."""
+    size = max(1, int(size) | 1)
+    if kind == "median":
+        return np.asarray(ndimage.median_filter(values, size=size, mode="wrap"), np.float64)
+    if kind == "opening":
+        return np.asarray(ndimage.grey_opening(values, size=size, mode="wrap"), np.float64)
+    if kind == "closing":
+        return np.asarray(ndimage.grey_closing(values, size=size, mode="wrap"), np.float64)
+    raise ValueError(f"unknown filter {kind!r}")
+
+
+def polar_sample(
+    image: npt.NDArray[Any],
+    centre_mm: tuple[float, float],
+    spacing: tuple[float, float],
+    angles: npt.NDArray[np.float64],
+    radii_mm: npt.NDArray[np.float64],
+    order: int = 1,
+) -> npt.NDArray[np.float64]:
+    """Sample an image on rays from a centre, shape (angles, radii); outside the image is 0."""
+    rows = centre_mm[0] + np.outer(np.sin(angles), radii_mm)
+    cols = centre_mm[1] + np.outer(np.cos(angles), radii_mm)
+    coords = np.stack([rows / spacing[0], cols / spacing[1]])
+    return np.asarray(
+        ndimage.map_coordinates(
+            np.asarray(image, dtype=np.float64), coords, order=order, mode="constant", cval=0.0
+        ),
+        dtype=np.float64,
+    )
+
+
+def pixel_polar_coordinates(
+    shape: tuple[int, int], centre_mm: tuple[float, float], spacing: tuple[float, float]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Radius (mm) and angle (rad, [0, 2 pi)) of every pixel centre about a centre."""
+    rr, cc = np.indices(shape, dtype=np.float64)
+    dy = rr * spacing[0] - centre_mm[0]
+    dx = cc * spacing[1] - centre_mm[1]
+    return np.hypot(dy, dx), np.mod(np.arctan2(dy, dx), 2 * np.pi)
+
+
+def radius_at(
+    radius_by_angle: npt.NDArray[np.float64],
+    angles: npt.NDArray[np.float64],
+    query: npt.NDArray[np.float64],
+) -> npt.NDArray[np.float64]:
+    """Periodic linear interpolation of a radius function of angle."""
+    step = 2 * np.pi / angles.size
+    extended_angles = np.concatenate([angles, [angles[0] + 2 * np.pi]])
+    extended = np.concatenate([radius_by_angle, radius_by_angle[:1]])
+    del step
+    return np.interp(np.mod(query - angles[0], 2 * np.pi) + angles[0], extended_angles, extended)
+
+
+# --------------------------------------------------------------------------------------------
+# Classical segmenter
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A blood-range region considered as LV blood pool."""
+
+    label: int
+    mask: npt.NDArray[np.bool_]
+    area_mm2: float
+    solidity: float
+    roundness: float
+    ring_coverage: float
+    centre_offset: float
+    score: float
+
+
+class ClassicalSegmenter:
+    """Threshold-and-polar-search LV segmentation of a native T1 map (no trained weights).
+
+    Parameters
+    ----------
+    n_angles
+        Number of rays (angular resolution of the borders).
+    lv_area_mm2
+        Plausible LV blood-pool area range of a short-axis slice (apex to base).
+    wall_mm
+        Allowed myocardial wall thickness range.
+    """
+
+    name: str = CLASSICAL_NAME
+    version: str = CLASSICAL_VERSION
+    weights_sha256: str | None = None
+
+    def __init__(
+        self,
+        *,
+        n_angles: int = 120,
+        lv_area_mm2: tuple[float, float] = (150.0, 5000.0),
+        wall_mm: tuple[float, float] = (2.5, 20.0),
+    ) -> None:
+        self.n_angles = int(n_angles)
+        self.lv_area_mm2 = lv_area_mm2
+        self.wall_mm = wall_mm
+
+    # ---------------------------------------------------------------------------------------
+    def segment(
+        self,
+        t1_ms: FloatImage,
+        pixel_spacing: tuple[float, float],
+        field_strength_t: float | None,
+    ) -> SegmentationOutput:
+        """Segment LV blood pool, myocardium and RV blood pool on one slice.
+
+        Parameters
+        ----------
+        t1_ms
+            T1 map in milliseconds, shape (rows, columns).
+        pixel_spacing
+            (row spacing, column spacing) in mm.
+        field_strength_t
+            Main field strength in tesla, ``None`` if unknown.
+
+        Returns
+        -------
+        SegmentationOutput
+            Labels; when no LV is found, an all-background image and the reason.
+        """
+        image = np.nan_to_num(np.asarray(t1_ms, dtype=np.float64), nan=0.0, posinf=0.0,
+                              neginf=0.0)
+        spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
+        ranges = tissue_ranges(field_strength_t)
+        empty = np.zeros(image.shape, dtype=np.uint8)
+        if image.ndim != 2 or min(image.shape) < 16:
+            return SegmentationOutput(empty, 1.0, f"image of shape {image.shape} is too small")
+
+        smooth = np.asarray(ndimage.median_filter(image, size=3), dtype=np.float64)
+        candidates, blood_labels = self._candidates(smooth, spacing, ranges)
+        if not candidates:
+            return SegmentationOutput(
+                empty,
+                1.0,
+                "no region with blood-pool T1 that is ringed by myocardial T1 "
+                f"(blood range {ranges.blood[0]:.0f}-{ranges.blood[1]:.0f} ms)",
+                {"field_strength_t": field_strength_t},
+            )
+        best = max(candidates, key=lambda c: c.score)
+        logger.debug(
+            "LV candidate: area %.0f mm2, solidity %.2f, roundness %.2f, ring %.2f, score %.2f",
+            best.area_mm2,
+            best.solidity,
+            best.roundness,
+            best.ring_coverage,
+            best.score,
+        )
+        return self._borders(smooth, spacing, ranges, best, blood_labels)
+
+    # ---------------------------------------------------------------------------------------
+    def _candidates(
+        self,
+        smooth: npt.NDArray[np.float64],
+        spacing: tuple[float, float],
+        ranges: TissueRanges,
+    ) -> tuple[list[_Candidate], npt.NDArray[np.int32]]:
+        pixel_area = spacing[0] * spacing[1]
+        blood = (smooth >= ranges.blood[0]) & (smooth <= ranges.blood[1])
+        # Open with a ~1.5 mm element to cut thin bridges (noise, thin RV wall partial volume).
+        radius_px = max(1, round(1.5 / min(spacing)))
+        blood = ndimage.binary_opening(blood, structure=_disk(radius_px, spacing))
+        labels, n = ndimage.label(blood)
+        labels = labels.astype(np.int32)
+        if n == 0:
+            return [], labels
+        areas = ndimage.sum_labels(np.ones_like(labels), labels, index=np.arange(1, n + 1))
+        shape = smooth.shape
+        half_diag = 0.5 * np.hypot(shape[0] * spacing[0], shape[1] * spacing[1])
+        centre_mm = (0.5 * (shape[0] - 1) * spacing[0], 0.5 * (shape[1] - 1) * spacing[1])
+
+        candidates: list[_Candidate] = []
+        for index in range(1, n + 1):
+            area = float(areas[index - 1]) * pixel_area
+            if not self.lv_area_mm2[0] <= area <= self.lv_area_mm2[1]:
+                continue
+            region = labels == index
+            filled = ndimage.binary_fill_holes(region)
+            rr, cc = np.nonzero(filled)
+            if rr.size < 8:
+                continue
+            # Solidity, roundness from second moments in mm.
+            y = rr * spacing[0]
+            x = cc * spacing[1]
+            cov = np.cov(np.stack([y, x]))
+            eigen = np.sort(np.linalg.eigvalsh(cov))
+            roundness = float(np.sqrt(max(eigen[0], 1e-9) / max(eigen[1], 1e-9)))
+            solidity = _solidity(filled)
+            centre = (float(y.mean()), float(x.mean()))
+            offset = float(np.hypot(centre[0] - centre_mm[0], centre[1] - centre_mm[1]))
+            ring = _ring_coverage(smooth, filled, spacing, ranges)
+            if ring < 0.55 or solidity < 0.7 or roundness < 0.35:
+                continue
+            score = (
+                ring**2
+                * solidity
+                * min(1.0, roundness / 0.7)
+                * (1.0 - 0.5 * min(1.0, offset / half_diag))
+            )
+            candidates.append(
+                _Candidate(index, filled, area, solidity, roundness, ring, offset, score)
+            )
+        return candidates, labels
+
+    # ---------------------------------------------------------------------------------------
+    def _borders(
+        self,
+        smooth: npt.NDArray[np.float64],
+        spacing: tuple[float, float],
+        ranges: TissueRanges,
+        lv: _Candidate,
+        blood_labels: npt.NDArray[np.int32],
+    ) -> SegmentationOutput:
+        shape = smooth.shape
+        empty = np.zeros(shape, dtype=np.uint8)
+        rr, cc = np.nonzero(lv.mask)
+        centre = (float(rr.mean() * spacing[0]), float(cc.mean() * spacing[1]))
+
+        # Subject-specific blood and myocardial T1 from the cavity and the ring around it.
+        inner = ndimage.binary_erosion(lv.mask, iterations=1)
+        blood_t1 = float(np.median(smooth[inner if inner.any() else lv.mask]))
+        distance_out = ndimage.distance_transform_edt(~lv.mask, sampling=spacing)
+        ring = (distance_out > 1.5) & (distance_out <= 6.0)
+        ring_values = smooth[ring]
+        ring_values = ring_values[
+            (ring_values >= ranges.myocardium[0] * 0.9) & (ring_values < blood_t1 * 0.92)
+        ]
+        if ring_values.size < 10:
+            return SegmentationOutput(
+                empty, 1.0, "no myocardial T1 found around the LV blood pool"
+            )
+        myo_t1 = float(np.median(ring_values))
+        endo_threshold = 0.5 * (blood_t1 + myo_t1)
+        band_low = 0.82 * myo_t1
+        band_high = endo_threshold
+
+        step = 0.5 * min(spacing)
+        r_eq = float(np.sqrt(lv.area_mm2 / np.pi))
+        radii = np.arange(0.0, 2.0 * r_eq + self.wall_mm[1] + 10.0, step)
+        angles = np.linspace(0.0, 2 * np.pi, self.n_angles, endpoint=False)
+        profile = polar_sample(smooth, centre, spacing, angles, radii, order=1)
+        mask_profile = polar_sample(lv.mask.astype(np.float64), centre, spacing, angles, radii)
+
+        # Endocardial radius: crossing of the threshold at the edge of the cavity region.
+        r_endo_raw = np.empty(angles.size)
+        for i in range(angles.size):
+            inside = mask_profile[i] >= 0.5
+            exit_index = int(np.argmin(inside)) if not inside.all() else radii.size - 1
+            start = max(0, exit_index - round(1.5 * min(spacing) / step))
+            below = np.nonzero(profile[i, start:] < endo_threshold)[0]
+            j = start + (int(below[0]) if below.size else radii.size - 1 - start)
+            if 0 < j < radii.size and profile[i, j - 1] != profile[i, j]:
+                frac = (profile[i, j - 1] - endo_threshold) / (profile[i, j - 1] - profile[i, j])
+                r_endo_raw[i] = radii[j - 1] + float(np.clip(frac, 0.0, 1.0)) * step
+            else:
+                r_endo_raw[i] = radii[min(j, radii.size - 1)]
+        degrees_per_ray = 360.0 / angles.size
+        r_endo = circular_filter(r_endo_raw, round(15 / degrees_per_ray), "opening")
+        r_endo = circular_filter(r_endo, round(50 / degrees_per_ray), "closing")
+        r_endo = circular_filter(r_endo, round(9 / degrees_per_ray), "median")
+
+        # Epicardial border by dynamic programming over (angle, wall thickness).
+        thickness = np.arange(self.wall_mm[0], self.wall_mm[1] + step / 2, step)
+        in_band = ((profile >= band_low) & (profile <= band_high)).astype(np.float64)
+        cost = _epicardial_costs(in_band, radii, r_endo, thickness, step)
+        path = _circular_dp(cost, max_jump=max(1, round(0.8 / step)), jump_penalty=0.3)
+        wall = thickness[path]
+        wall = circular_filter(wall, round(9 / degrees_per_ray), "median")
+        r_epi = r_endo + wall
+
+        radius, theta = pixel_polar_coordinates(shape, centre, spacing)
+        endo_at = radius_at(r_endo, angles, theta)
+        epi_at = radius_at(r_epi, angles, theta)
+        labels = np.zeros(shape, dtype=np.uint8)
+        labels[radius <= endo_at] = Label.LV_BLOOD_POOL
+        labels[(radius > endo_at) & (radius <= epi_at)] = Label.MYOCARDIUM
+
+        # RV blood pool: the largest other blood region touching the LV epicardium.
+        heart = labels > 0
+        near = ndimage.distance_transform_edt(~heart, sampling=spacing) <= 4.0
+        rv_index = 0
+        rv_area = 0.0
+        for index in np.unique(blood_labels[near & ~heart]):
+            if index == 0 or index == lv.label:
+                continue
+            area = float(np.count_nonzero(blood_labels == index)) * spacing[0] * spacing[1]
+            if area > rv_area and area >= 100.0:
+                rv_index, rv_area = int(index), area
+        if rv_index:
+            labels[(blood_labels == rv_index) & ~heart] = Label.RV_BLOOD_POOL
+
+        evidence = float(
+            np.mean(
+                [
+                    _wall_evidence(in_band[i], radii, r_endo[i], wall[i], step)
+                    for i in range(angles.size)
+                ]
+            )
+        )
+        uncertainty = float(np.clip(1.0 - evidence, 0.0, 1.0))
+        details = {
+            "centre_mm": [round(centre[0], 2), round(centre[1], 2)],
+            "blood_t1_estimate_ms": round(blood_t1, 1),
+            "myocardium_t1_estimate_ms": round(myo_t1, 1),
+            "endocardial_threshold_ms": round(endo_threshold, 1),
+            "myocardial_band_ms": [round(band_low, 1), round(band_high, 1)],
+            "lv_candidate": {
+                "area_mm2": round(lv.area_mm2, 1),
+                "solidity": round(lv.solidity, 3),
+                "roundness": round(lv.roundness, 3),
+                "ring_coverage": round(lv.ring_coverage, 3),
+            },
+            "rv_found": bool(rv_index),
+            "wall_thickness_median_mm": round(float(np.median(wall)), 2),
+        }
+        return SegmentationOutput(labels, uncertainty, None, details)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _disk(radius_px: int, spacing: tuple[float, float]) -> npt.NDArray[np.bool_]:
+    """A structuring element that is a disk in mm (ellipse in pixels)."""
+    radius_mm = radius_px * min(spacing)
+    ry = max(1, int(np.floor(radius_mm / spacing[0])))
+    rx = max(1, int(np.floor(radius_mm / spacing[1])))
+    yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
+    return np.asarray(
+        (yy * spacing[0]) ** 2 + (xx * spacing[1]) ** 2 <= radius_mm**2 + 1e-9, dtype=bool
+    )
+
+
+def _solidity(mask: npt.NDArray[np.bool_]) -> float:
+    """Area over convex-hull area."""
+    from skimage.morphology import convex_hull_image
+
+    hull = convex_hull_image(mask)
+    hull_area = float(np.count_nonzero(hull))
+    return float(np.count_nonzero(mask)) / hull_area if hull_area else 0.0
+
+
+def _ring_coverage(
+    smooth: npt.NDArray[np.float64],
+    region: npt.NDArray[np.bool_],
+    spacing: tuple[float, float],
+    ranges: TissueRanges,
+    n_sectors: int = 36,
+) -> float:
+    """Fraction of angular sectors around a region whose 1.5–6 mm ring is mostly myocardial."""
+    distance = ndimage.distance_transform_edt(~region, sampling=spacing)
+    ring = (distance > 1.5) & (distance <= 6.0)
+    if not ring.any():
+        return 0.0
+    rr, cc = np.nonzero(region)
+    centre = (rr.mean() * spacing[0], cc.mean() * spacing[1])
+    yy, xx = np.nonzero(ring)
+    sector = (
+        (np.mod(np.arctan2(yy * spacing[0] - centre[0], xx * spacing[1] - centre[1]), 2 * np.pi))
+        / (2 * np.pi)
+        * n_sectors
+    ).astype(int) % n_sectors
+    values = smooth[yy, xx]
+    myocardial = (values >= ranges.myocardium[0]) & (values <= ranges.myocardium[1])
+    counts = np.bincount(sector, minlength=n_sectors)
+    hits = np.bincount(sector, weights=myocardial.astype(np.float64), minlength=n_sectors)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fraction = np.where(counts > 0, hits / np.maximum(counts, 1), 0.0)
+    return float(np.mean(fraction >= 0.5))
+
+
+def _epicardial_costs(
+    in_band: npt.NDArray[np.float64],
+    radii: npt.NDArray[np.float64],
+    r_endo: npt.NDArray[np.float64],
+    thickness: npt.NDArray[np.float64],
+    step: float,
+    outside_mm: float = 3.0,
+) -> npt.NDArray[np.float64]:
+    """Cost of each (ray, wall thickness): out-of-band samples inside, in-band just outside."""
+    n_angles = in_band.shape[0]
+    n_out = max(1, round(outside_mm / step))
+    cost = np.empty((n_angles, thickness.size))
+    for i in range(n_angles):
+        start = int(np.searchsorted(radii, r_endo[i]))
+        band = in_band[i, start:]
+        if band.size == 0:
+            cost[i] = thickness.size
+            continue
+        out_cum = np.concatenate([[0.0], np.cumsum(1.0 - band)])
+        in_cum = np.concatenate([[0.0], np.cumsum(band)])
+        ends = np.minimum(np.round(thickness / step).astype(int), band.size)
+        after = np.minimum(ends + n_out, band.size)
+        inside_wrong = out_cum[ends]
+        outside_wrong = in_cum[after] - in_cum[ends]
+        # Rays running off the profile (image edge) count the missing samples as wrong.
+        missing = (ends + n_out) - after
+        cost[i] = inside_wrong + outside_wrong + missing
+    return cost
+
+
+def _circular_dp(
+    cost: npt.NDArray[np.float64], *, max_jump: int, jump_penalty: float
+) -> npt.NDArray[np.int64]:
+    """Minimum-cost path over angles with bounded state changes, approximately periodic.
+
+    The angle sequence is unrolled three times and the middle turn of the optimal path is
+    returned, so the start and end of the turn agree with their neighbours.
+    """
+    n_angles, n_states = cost.shape
+    tripled = np.concatenate([cost, cost, cost])
+    total = tripled[0].copy()
+    back = np.zeros(tripled.shape, dtype=np.int64)
+    states = np.arange(n_states)
+    for i in range(1, tripled.shape[0]):
+        best = np.full(n_states, np.inf)
+        arg = np.zeros(n_states, dtype=np.int64)
+        for jump in range(-max_jump, max_jump + 1):
+            source = states - jump
+            valid = (source >= 0) & (source < n_states)
+            candidate = np.full(n_states, np.inf)
+            candidate[valid] = total[source[valid]] + jump_penalty * abs(jump)
+            better = candidate < best
+            best[better] = candidate[better]
+            arg[better] = source[better]
+        total = best + tripled[i]
+        back[i] = arg
+    path = np.empty(tripled.shape[0], dtype=np.int64)
+    path[-1] = int(np.argmin(total))
+    for i in range(tripled.shape[0] - 1, 0, -1):
+        path[i - 1] = back[i, path[i]]
+    return path[n_angles : 2 * n_angles]
+
+
+def _wall_evidence(
+    in_band: npt.NDArray[np.float64],
+    radii: npt.NDArray[np.float64],
+    r_endo: float,
+    wall: float,
+    step: float,
+) -> float:
+    """Fraction of samples inside the chosen wall that have myocardial T1."""
+    start = int(np.searchsorted(radii, r_endo))
+    stop = min(in_band.size, start + max(1, round(wall / step)))
+    segment = in_band[start:stop]
+    return float(segment.mean()) if segment.size else 0.0

@@ -1,0 +1,51 @@
+"""Settings: embedded defaults, site overrides, validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node.settings import SettingsError, load_settings
+
+
+def test_defaults_load_without_site_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("CMR_NODE_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    s = load_settings()
+    assert s.ae_title == "CMRNODE" and s.listen_port == 11112
+    assert s.data_dir == tmp_path / "cmr-data"
+    assert s.catalog_path.parent == s.data_dir
+    assert "t1map" in s.enabled_analyses()
+
+
+def test_site_file_overrides_and_resolves_paths(tmp_path: Path) -> None:
+    cfg = tmp_path / "site" / "node.toml"
+    cfg.parent.mkdir()
+    cfg.write_text(
+        '[node]\ndata_dir = "data"\nae_title = "CARDIO"\nallowed_calling_aets = ["MR1"]\n'
+        '[[destination]]\nname = "pacs"\nae_title = "PACS"\nhost = "10.0.0.5"\nport = 104\n'
+        "[analysis.t1map]\nenabled = false\n"
+    )
+    s = load_settings(cfg)
+    assert s.data_dir == cfg.parent / "data"
+    assert s.ae_title == "CARDIO" and s.allowed_calling_aets == ("MR1",)
+    assert s.destinations[0].port == 104
+    assert "t1map" not in s.enabled_analyses()
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ('[node]\nae_title = "A_TITLE_MUCH_TOO_LONG"\n', "AE title"),
+        ("[node]\nlisten_port = 70000\n", "port"),
+        ('[[destination]]\nname = "x"\nhost = "h"\nport = 1\n', "ae_title"),
+        ("[node]\nstable_age_s = 0\n", "stable_age_s"),
+        ("not toml at all [", "cannot read"),
+    ],
+)
+def test_invalid_settings_are_explained(tmp_path: Path, body: str, message: str) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(body)
+    with pytest.raises(SettingsError, match=message):
+        load_settings(cfg)
