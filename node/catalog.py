@@ -250,8 +250,7 @@ class Catalog:
                 (rec.series_instance_uid,),
             ).fetchone()[0]
             row = cur.execute(
-                "SELECT state, generation, expected_count FROM series"
-                " WHERE series_instance_uid=?",
+                "SELECT state, generation, expected_count FROM series WHERE series_instance_uid=?",
                 (rec.series_instance_uid,),
             ).fetchone()
             reopened = False
@@ -289,7 +288,8 @@ class Catalog:
             self.record_event(
                 "series_reopened",
                 rec.series_instance_uid,
-                f"instance {rec.sop_instance_uid} arrived after completion; generation {generation}",
+                f"instance {rec.sop_instance_uid} arrived after completion;"
+                f" generation {generation}",
             )
         return SeriesState(rec.series_instance_uid, count, expected, generation, now, reopened)
 
@@ -418,8 +418,7 @@ class Catalog:
             if row is None:
                 return None
             cur.execute(
-                "UPDATE jobs SET state='running', attempts=attempts+1, started_at=?"
-                " WHERE id=?",
+                "UPDATE jobs SET state='running', attempts=attempts+1, started_at=? WHERE id=?",
                 (now, row["id"]),
             )
         return Job(
@@ -603,8 +602,7 @@ class Catalog:
     def recent_events(self, limit: int = 20) -> list[dict[str, Any]]:
         """Most recent events."""
         return [
-            dict(r)
-            for r in self._query("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
+            dict(r) for r in self._query("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
         ]
 
     def counts(self) -> dict[str, dict[str, int]]:

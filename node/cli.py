@@ -113,7 +113,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
         write_outputs,
         writer_settings,
     )
-    from node.router import SeriesFacts, load_rules, route
+    from node.router import load_rules, route
     from node.service import read_headers
     from plugins import PLUGIN_NAMES
     from plugins.api import AnalysisError
@@ -148,7 +148,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
             "series_number": str(first.get("SeriesNumber", "")) if first else "",
             "files": len(paths),
         }
-        decision = route(rules, SeriesFacts.from_datasets(headers), available)
+        decision = route(rules, rules.facts(headers), available)
         reason = "; ".join(decision.explanation)
         analysis = args.analysis or decision.analysis
         if analysis is None:
@@ -158,14 +158,11 @@ def cmd_analyse(args: argparse.Namespace) -> int:
             continue
         started = time.perf_counter()
         try:
-            run = run_analysis(
-                paths, analysis, settings.analysis_options.get(analysis, {}), writer
-            )
+            run = run_analysis(paths, analysis, settings.analysis_options.get(analysis, {}), writer)
             files = write_outputs(run, out / series_uid)
             summary = result_summary(run, files)
             summary["outputs"] = {
-                k: {**v, "file": f"{series_uid}/{v['file']}"}
-                for k, v in summary["outputs"].items()
+                k: {**v, "file": f"{series_uid}/{v['file']}"} for k, v in summary["outputs"].items()
             }
             entry.update(summary)
             entry["route"] = reason
@@ -182,9 +179,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
             print(f"failed {label} ({analysis}): {exc}")
         except Exception as exc:
             logger.exception("unexpected error analysing %s", series_uid)
-            entry.update(
-                status="failed", analysis=analysis, reason=f"{type(exc).__name__}: {exc}"
-            )
+            entry.update(status="failed", analysis=analysis, reason=f"{type(exc).__name__}: {exc}")
             print(f"failed {label} ({analysis}): unexpected {type(exc).__name__}: {exc}")
         entries.append(entry)
     write_json(
@@ -206,7 +201,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
 
 def cmd_route(args: argparse.Namespace) -> int:
     """Explain the routing decision for each series under the given paths."""
-    from node.router import SeriesFacts, format_explanation, load_rules, route
+    from node.router import format_explanation, load_rules, route
     from node.service import read_headers
     from plugins import PLUGIN_NAMES
 
@@ -221,7 +216,7 @@ def cmd_route(args: argparse.Namespace) -> int:
         print(f"skipped file {note}")
     for series_uid, paths in sorted(groups.items()):
         headers = read_headers(paths)
-        decision = route(rules, SeriesFacts.from_datasets(headers), available)
+        decision = route(rules, rules.facts(headers), available)
         print(f"== series {series_uid} ({len(paths)} files)")
         print(format_explanation(decision))
         print()
@@ -273,7 +268,11 @@ def cmd_send(args: argparse.Namespace) -> int:
     ae = NoDelayAE(ae_title=args.calling_aet)
     for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
         ts = sorted(
-            {str(ds.file_meta.TransferSyntaxUID) for ds in datasets if str(ds.SOPClassUID) == sop_class}
+            {
+                str(ds.file_meta.TransferSyntaxUID)
+                for ds in datasets
+                if str(ds.SOPClassUID) == sop_class
+            }
             | {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
         )
         ae.add_requested_context(sop_class, ts)

@@ -46,7 +46,7 @@ def is_accepted(status: int) -> bool:
     return status == StoreStatus.SUCCESS or (status & 0xF000) == 0xB000
 
 
-class StoreRejected(Exception):
+class StoreError(Exception):
     """An instance the listener refuses; carries the DICOM status to answer with.
 
     Parameters

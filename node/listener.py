@@ -38,7 +38,7 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, ev
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from node.catalog import Catalog, InstanceRecord, SeriesState
-from node.dimse import NoDelayAE, NoDelayServer, StoreRejected, StoreStatus
+from node.dimse import NoDelayAE, NoDelayServer, StoreError, StoreStatus
 from node.settings import Settings
 from node.spool import free_space_mb, instance_path, safe_uid, write_atomic
 
@@ -82,12 +82,12 @@ def validate_instance(ds: Dataset, affected_sop_class: str, affected_sop_instanc
 
     Raises
     ------
-    StoreRejected
+    StoreError
         With the status to answer and the reason.
     """
     missing = [kw for kw in REQUIRED_KEYWORDS if kw not in ds]
     if missing:
-        raise StoreRejected(StoreStatus.CANNOT_UNDERSTAND, f"missing {', '.join(missing)}")
+        raise StoreError(StoreStatus.CANNOT_UNDERSTAND, f"missing {', '.join(missing)}")
     try:
         for elem in ds:  # forces parsing of every top-level element
             _ = elem.value
@@ -97,22 +97,22 @@ def validate_instance(ds: Dataset, affected_sop_class: str, affected_sop_instanc
         safe_uid(str(ds.SeriesInstanceUID))
         safe_uid(sop_uid)
     except AttributeError as exc:
-        raise StoreRejected(
+        raise StoreError(
             StoreStatus.CANNOT_UNDERSTAND, f"missing required attribute: {exc}"
         ) from exc
     except ValueError as exc:
-        raise StoreRejected(StoreStatus.CANNOT_UNDERSTAND, str(exc)) from exc
+        raise StoreError(StoreStatus.CANNOT_UNDERSTAND, str(exc)) from exc
     except Exception as exc:  # pydicom raises many types on malformed input
-        raise StoreRejected(
+        raise StoreError(
             StoreStatus.CANNOT_UNDERSTAND, f"data set cannot be parsed: {exc}"
         ) from exc
     if sop_class != affected_sop_class:
-        raise StoreRejected(
+        raise StoreError(
             StoreStatus.DATASET_MISMATCH,
             f"SOP Class {sop_class} differs from request {affected_sop_class}",
         )
     if sop_uid != affected_sop_instance:
-        raise StoreRejected(
+        raise StoreError(
             StoreStatus.DATASET_MISMATCH, "SOP Instance UID differs from the request"
         )
     if "PixelData" in ds:
@@ -121,7 +121,7 @@ def validate_instance(ds: Dataset, affected_sop_class: str, affected_sop_instanc
         if ts in UNCOMPRESSED_SYNTAXES and expected is not None:
             actual = len(ds.PixelData)
             if actual < expected:
-                raise StoreRejected(
+                raise StoreError(
                     StoreStatus.CANNOT_UNDERSTAND,
                     f"Pixel Data truncated: {actual} of {expected} bytes",
                 )
@@ -242,11 +242,11 @@ class StorageListener:
             self._store(event, calling)
             status.Status = StoreStatus.SUCCESS
             return status
-        except StoreRejected as exc:
+        except StoreError as exc:
             rejected = exc
         except Exception as exc:
             logger.exception("unexpected failure storing %s", request.AffectedSOPInstanceUID)
-            rejected = StoreRejected(StoreStatus.PROCESSING_FAILURE, f"processing failure: {exc}")
+            rejected = StoreError(StoreStatus.PROCESSING_FAILURE, f"processing failure: {exc}")
         logger.warning(
             "C-STORE of %s from %s refused (0x%04X): %s",
             request.AffectedSOPInstanceUID,
@@ -270,18 +270,16 @@ class StorageListener:
     def _store(self, event: Any, calling: str) -> None:
         settings = self._settings
         if free_space_mb(settings.spool_dir) < settings.min_free_disk_mb:
-            raise StoreRejected(StoreStatus.OUT_OF_RESOURCES, "node disk space below limit")
+            raise StoreError(StoreStatus.OUT_OF_RESOURCES, "node disk space below limit")
         raw = event.encoded_dataset(include_meta=True)
         try:
             ds = dcmread(io.BytesIO(raw))
         except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
-            raise StoreRejected(
+            raise StoreError(
                 StoreStatus.CANNOT_UNDERSTAND, f"data set cannot be parsed: {exc}"
             ) from exc
         request = event.request
-        validate_instance(
-            ds, str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID)
-        )
+        validate_instance(ds, str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID))
         path = instance_path(
             settings.spool_dir,
             str(ds.StudyInstanceUID),
@@ -292,8 +290,8 @@ class StorageListener:
             write_atomic(path, raw)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise StoreRejected(StoreStatus.OUT_OF_RESOURCES, "node disk full") from exc
-            raise StoreRejected(
+                raise StoreError(StoreStatus.OUT_OF_RESOURCES, "node disk full") from exc
+            raise StoreError(
                 StoreStatus.OUT_OF_RESOURCES, f"cannot write spool: {exc.strerror}"
             ) from exc
         record = InstanceRecord(
@@ -312,7 +310,7 @@ class StorageListener:
         try:
             state = self._catalog.record_instance(record)
         except Exception as exc:
-            raise StoreRejected(
+            raise StoreError(
                 StoreStatus.OUT_OF_RESOURCES, f"catalog unavailable: {exc}"
             ) from exc
         logger.debug(

@@ -10,7 +10,7 @@ from pydicom import Dataset, dcmread
 
 from node.catalog import Catalog, SeriesState
 from node.listener import StorageListener
-from node.router import RuleSet, SeriesFacts, load_rules, route
+from node.router import RuleSet, load_rules, route
 from node.sender import OutboxSender
 from node.settings import Settings
 from node.status import StatusServer
@@ -96,7 +96,7 @@ class Node:
         if not headers:
             self.catalog.route_series(series_uid, generation, [], "no readable instance")
             return
-        decision = route(self.rules, SeriesFacts.from_datasets(headers), self.available)
+        decision = route(self.rules, self.rules.facts(headers), self.available)
         reason = "; ".join(decision.explanation)
         analyses = [decision.analysis] if decision.analysis else []
         job_ids = self.catalog.route_series(series_uid, generation, analyses, reason)

@@ -80,7 +80,9 @@ def format_report(report: dict[str, Any]) -> str:
     )
     lines.append("")
     lines.append("SERIES (most recent first)")
-    lines.append(f"{'last received':19}  {'series UID':24}  {'n':>4}  {'state':9}  description / route")
+    lines.append(
+        f"{'last received':19}  {'series UID':24}  {'n':>4}  {'state':9}  description / route"
+    )
     for s in report["series"]:
         lines.append(
             f"{_when(s['last_received']):19}  {_short(s['series_instance_uid']):24}"
@@ -89,7 +91,9 @@ def format_report(report: dict[str, Any]) -> str:
         )
     lines.append("")
     lines.append("JOBS")
-    lines.append(f"{'id':>5}  {'analysis':8}  {'state':10}  {'try':>3}  {'total s':>7}  series / error")
+    lines.append(
+        f"{'id':>5}  {'analysis':8}  {'state':10}  {'try':>3}  {'total s':>7}  series / error"
+    )
     for j in report["jobs"]:
         timings = j.get("timings") or {}
         total = timings.get("total_s")
@@ -115,7 +119,9 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append("EVENTS")
     for e in report["events"]:
-        lines.append(f"{_when(e['at'])}  {e['kind']:20}  {_short(e['series_instance_uid'])}  {e['message']}")
+        lines.append(
+            f"{_when(e['at'])}  {e['kind']:20}  {_short(e['series_instance_uid'])}  {e['message']}"
+        )
     return "\n".join(lines)
 
 
@@ -157,7 +163,7 @@ class StatusServer:
         class Handler(BaseHTTPRequestHandler):
             server_version = f"cmr-node/{__version__}"
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 logger.debug("http %s", format % args)
 
             def _send(self, code: int, payload: Any) -> None:
@@ -168,7 +174,7 @@ class StatusServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/healthz":
                     self._send(200, {"status": "ok", "version": __version__})
@@ -180,7 +186,7 @@ class StatusServer:
                 else:
                     self._send(404, {"error": "not found"})
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 m = _JOB_RE.match(self.path)
                 if m and m.group(2):
                     ok = catalog.retry_job(int(m.group(1)))

@@ -152,14 +152,14 @@ class NodeProcess:
         dest = ""
         if self.pacs_port is not None:
             dest = (
-                "[[destination]]\nname = \"pacs\"\nae_title = \"TESTPACS\"\n"
-                f"host = \"127.0.0.1\"\nport = {self.pacs_port}\n"
+                '[[destination]]\nname = "pacs"\nae_title = "TESTPACS"\n'
+                f'host = "127.0.0.1"\nport = {self.pacs_port}\n'
             )
         self.config_path.write_text(
             "[node]\n"
-            f"data_dir = \"{self.data_dir}\"\nae_title = \"{self.ae_title}\"\n"
+            f'data_dir = "{self.data_dir}"\nae_title = "{self.ae_title}"\n'
             f"listen_port = {self.port}\nstable_age_s = {self.stable_age_s}\nhttp_port = 0\n"
-            "min_free_disk_mb = 1\nlog_level = \"INFO\"\n"
+            'min_free_disk_mb = 1\nlog_level = "INFO"\n'
             f"{self.extra_config}\n"
             "[sender]\nretry_initial_s = 0.5\nretry_max_s = 2.0\nnetwork_timeout_s = 10\n"
             f"{dest}"
@@ -229,7 +229,11 @@ class NodeProcess:
 
 
 def send_files(
-    paths: list[Path], port: int, *, called: str = "CMRNODE", calling: str = "SCANNER",
+    paths: list[Path],
+    port: int,
+    *,
+    called: str = "CMRNODE",
+    calling: str = "SCANNER",
     raw: bool = False,
 ) -> list[int | None]:
     """C-STORE files with pynetdicom (``raw``: send file bytes without decoding)."""
@@ -241,7 +245,11 @@ def send_files(
     ae = NoDelayAE(ae_title=calling)
     for sop_class in sorted({str(d.SOPClassUID) for d in datasets}):
         syntaxes = sorted(
-            {str(d.file_meta.TransferSyntaxUID) for d in datasets if str(d.SOPClassUID) == sop_class}
+            {
+                str(d.file_meta.TransferSyntaxUID)
+                for d in datasets
+                if str(d.SOPClassUID) == sop_class
+            }
         )
         ae.add_requested_context(sop_class, syntaxes)
     assoc = ae.associate("127.0.0.1", port, ae_title=called)
@@ -259,7 +267,9 @@ def send_files(
     return statuses
 
 
-def storescu(paths: list[Path], port: int, *, called: str = "CMRNODE") -> subprocess.CompletedProcess[str]:
+def storescu(
+    paths: list[Path], port: int, *, called: str = "CMRNODE"
+) -> subprocess.CompletedProcess[str]:
     """Send files with dcmtk's storescu (a real scanner-like sender)."""
     return subprocess.run(
         ["storescu", "-aet", "SCANNER", "-aec", called, "127.0.0.1", str(port), *map(str, paths)],

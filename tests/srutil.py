@@ -49,7 +49,10 @@ def sr_numbers(sr: Dataset) -> list[SrNumber]:
         children = list(container.get("ContentSequence", []))
         local_site = site
         for child in children:
-            if child.get("ValueType") == "CODE" and _code_meaning(child, "ConceptNameCodeSequence") == "Finding Site":
+            if (
+                child.get("ValueType") == "CODE"
+                and _code_meaning(child, "ConceptNameCodeSequence") == "Finding Site"
+            ):
                 local_site = _code_meaning(child, "ConceptCodeSequence")
         for child in children:
             vt = child.get("ValueType")

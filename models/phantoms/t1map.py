@@ -56,7 +56,7 @@ logger = logging.getLogger(__name__)
 
 F32 = npt.NDArray[np.float32]
 
-MAX_T1_MS = 4500.0
+MAX_T1_MS = 4095.0
 """Largest value written into a synthetic map (scanners clip fits at a few seconds)."""
 
 COMMON_MATRICES: tuple[tuple[int, int], ...] = (
@@ -307,7 +307,7 @@ def _clean_map(rendered: RenderedSlice, case: HeartCase) -> tuple[F32, F32]:
     return clean.astype(np.float32), signal.astype(np.float32)
 
 
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], order: int = 2) -> F32:
+def smooth_field(rng: np.random.Generator, shape: tuple[int, int], order: int = 2) -> F32:
     """Random smooth field with values in about [-1, 1]."""
     rows, cols = shape
     y = np.linspace(-1.0, 1.0, rows)[:, None]
@@ -321,7 +321,7 @@ def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], order: int =
     return (field / peak).astype(np.float32)
 
 
-def _kspace_window(shape: tuple[int, int], fraction: tuple[float, float]) -> npt.NDArray[
+def kspace_window(shape: tuple[int, int], fraction: tuple[float, float]) -> npt.NDArray[
         np.float64]:
     """Separable k-space window: acquired fraction with a raised-cosine edge, zero outside."""
     windows = []
@@ -333,7 +333,7 @@ def _kspace_window(shape: tuple[int, int], fraction: tuple[float, float]) -> npt
     return np.outer(windows[0], windows[1])
 
 
-def _lowpass(image: npt.NDArray[np.float32], window: npt.NDArray[np.float64]) -> F32:
+def lowpass(image: npt.NDArray[np.float32], window: npt.NDArray[np.float64]) -> F32:
     return np.real(np.fft.ifft2(np.fft.fft2(image) * window)).astype(np.float32)
 
 
@@ -391,22 +391,22 @@ def _t1_map(
     shape = clean.shape
     spacing = rendered.pixel_spacing
     image, blurred_signal = _motion_blur(clean, signal, acq, spacing)
-    image = image * (1.0 + acq.bias_fraction * _smooth_field(rng, shape))
+    image = image * (1.0 + acq.bias_fraction * smooth_field(rng, shape))
     if rng.random() < acq.streak_probability:
         image = image + _off_resonance_band(rng, rendered, case)
-    window = _kspace_window(shape, acq.kspace_fraction)
-    image = _lowpass(image, window)
-    blurred_signal = np.clip(_lowpass(blurred_signal, window), 0.0, None)
+    window = kspace_window(shape, acq.kspace_fraction)
+    image = lowpass(image, window)
+    blurred_signal = np.clip(lowpass(blurred_signal, window), 0.0, None)
     # Fitting noise: grows with T1 and where signal is low; deeper tissue (coil distance,
     # parallel-imaging g-factor) is noisier.  Interpolation correlates it spatially.
     myo_t1 = case.tissues.myocardium_t1_ms
     pd_myo = PROTON_DENSITY[Tissue.MYOCARDIUM]
     rel_signal = np.maximum(blurred_signal / pd_myo, 0.05)
-    depth = 1.0 + 0.2 * _smooth_field(rng, shape, order=2)
+    depth = 1.0 + 0.2 * smooth_field(rng, shape, order=2)
     sd = acq.noise_sd_ms * (np.clip(image, 50.0, None) / myo_t1) ** 1.2 / np.sqrt(rel_signal)
     sd = sd * depth
     white = rng.standard_normal(shape).astype(np.float32)
-    correlated = _lowpass(white, window)
+    correlated = lowpass(white, window)
     correlated /= float(correlated.std()) or 1.0
     noisy = image + sd * correlated
     low = blurred_signal < acq.signal_threshold * pd_myo

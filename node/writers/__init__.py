@@ -205,6 +205,15 @@ def weights_text(provenance: Provenance) -> str:
     return f"{model or 'model'} weights sha256 {provenance.model_sha256}"
 
 
+def frame_description(result: AnalysisResult, frame_index: int) -> str:
+    """Return how a frame is named to a reader: its level if analysed, and its 1-based number."""
+    number = f"frame {frame_index + 1}"
+    for slice_result in result.slices:
+        if slice_result.frame_index == frame_index and slice_result.level != "unknown":
+            return f"{slice_result.level}, {number}"
+    return number
+
+
 def _input_series_number(series: LoadedSeries, sources: Sequence[pydicom.Dataset]) -> int:
     candidates = [series.header.get("SeriesNumber")]
     candidates += [getattr(ds, "SeriesNumber", None) for ds in sources[:1]]

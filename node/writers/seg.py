@@ -233,9 +233,14 @@ def build_segmentation(
             omit_empty_frames=True,
         )
     except (ValueError, TypeError, AttributeError) as exc:
-        raise WriterError(f"Cannot build the SEG of series {series.series_instance_uid}: {exc}") from exc
+        raise WriterError(
+            f"Cannot build the SEG of series {series.series_instance_uid}: {exc}"
+        ) from exc
     seg.ImageComments = DISCLAIMER
     logger.debug(
-        "SEG %s: %d segments, %d frames", identity.sop_instance_uid, len(segments), seg.NumberOfFrames
+        "SEG %s: %d segments, %d frames",
+        identity.sop_instance_uid,
+        len(segments),
+        seg.NumberOfFrames,
     )
     return seg

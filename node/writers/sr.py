@@ -36,6 +36,7 @@ from node.writers import (
     WriterSettings,
     algorithm_family,
     algorithm_parameters,
+    frame_description,
     weights_text,
 )
 from node.writers.seg import segment_tracking_uid, to_pydicom_code, used_segments
@@ -94,7 +95,9 @@ def _open(polygon: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     return polygon
 
 
-def _bridge(outer: npt.NDArray[np.float64], hole: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+def _bridge(
+    outer: npt.NDArray[np.float64], hole: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
     """Join a hole into an outer polygon through a zero-width cut at their closest points.
 
     Both polygons are open (no repeated vertex) and of opposite orientation, so the joined
@@ -115,7 +118,9 @@ def component_polygon(component: npt.NDArray[np.bool_]) -> npt.NDArray[np.float6
     at the end.
     """
     padded = np.pad(component.astype(np.float64), 1)
-    contours = [c - 1.0 for c in measure.find_contours(padded, 0.5) if len(c) > MIN_POLYGON_VERTICES]
+    contours = [
+        c - 1.0 for c in measure.find_contours(padded, 0.5) if len(c) > MIN_POLYGON_VERTICES
+    ]
     if not contours:
         raise WriterError("A labelled region is too small to outline.")
     contours.sort(key=lambda c: abs(polygon_area(c)), reverse=True)
@@ -215,11 +220,14 @@ def _text(name: PydicomCode, value: str) -> hd.sr.TextContentItem:
     )
 
 
-def qc_text(flag: QCFlag, series: LoadedSeries | None = None) -> hd.sr.TextContentItem:
-    """Return a quality-control flag as a TEXT qualitative evaluation."""
+def qc_text(flag: QCFlag, result: AnalysisResult | None = None) -> hd.sr.TextContentItem:
+    """Return a quality-control flag as a TEXT qualitative evaluation.
+
+    With ``result``, a flag about one frame names the frame (level and 1-based number).
+    """
     where = ""
-    if series is not None and flag.frame_index is not None:
-        where = f" [frame {flag.frame_index}]"
+    if result is not None and flag.frame_index is not None:
+        where = f" [{frame_description(result, flag.frame_index)}]"
     return _text(QC_CONCEPTS[flag.severity], f"{flag.code}{where}: {flag.message}")
 
 
@@ -236,7 +244,9 @@ def _append_to_group(
 
 def _observation_context(settings: WriterSettings) -> hd.sr.ObservationContext:
     device_uid = uid_from_parts(
-        "device", settings.manufacturer, settings.manufacturer_model_name,
+        "device",
+        settings.manufacturer,
+        settings.manufacturer_model_name,
         settings.device_serial_number,
     )
     return hd.sr.ObservationContext(
@@ -253,7 +263,9 @@ def _observation_context(settings: WriterSettings) -> hd.sr.ObservationContext:
     )
 
 
-def _document_texts(result: AnalysisResult, extra: Sequence[hd.sr.ContentItem]) -> hd.sr.ContainerContentItem:
+def _document_texts(
+    result: AnalysisResult, extra: Sequence[hd.sr.ContentItem]
+) -> hd.sr.ContainerContentItem:
     container = hd.sr.ContainerContentItem(
         name=QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
     )
@@ -367,7 +379,9 @@ def _slice_groups(
             if measurements:
                 logger.warning(
                     "Frame %d: %d measurements of %s have no contour; left out of the SR",
-                    slice_result.frame_index, len(measurements), definition.name,
+                    slice_result.frame_index,
+                    len(measurements),
+                    definition.name,
                 )
             continue
         for part, polygon in enumerate(polygons):
@@ -443,10 +457,14 @@ def build_roi_report(
         return None
     referenced = {series.frames[s.frame_index].sop_instance_uid for s in result.slices}
     evidence = [ds for ds in sources if str(ds.SOPInstanceUID) in referenced]
-    series_flags = [qc_text(flag, series) for flag in result.qc_flags if flag.frame_index is None]
+    series_flags = [qc_text(flag, result) for flag in result.qc_flags if flag.frame_index is None]
     return _report_document(
-        result, groups, series_flags,
-        settings=settings, identity=identity, evidence=evidence,
+        result,
+        groups,
+        series_flags,
+        settings=settings,
+        identity=identity,
+        evidence=evidence,
     )
 
 
@@ -503,8 +521,11 @@ def build_summary_report(
                     segment_tracking_uid(result, label)
                     if label in segments
                     else derived_uid(
-                        result.series_instance_uid, result.analysis,
-                        result.provenance.algorithm_version, "region", label.name,
+                        result.series_instance_uid,
+                        result.analysis,
+                        result.provenance.algorithm_version,
+                        "region",
+                        label.name,
                     )
                 ),
                 identifier=f"{name} (all slices)",
@@ -544,8 +565,11 @@ def build_summary_report(
             hd.sr.MeasurementsAndQualitativeEvaluations(
                 tracking_identifier=hd.sr.TrackingIdentifier(
                     uid=derived_uid(
-                        result.series_instance_uid, result.analysis,
-                        result.provenance.algorithm_version, "region", "none",
+                        result.series_instance_uid,
+                        result.analysis,
+                        result.provenance.algorithm_version,
+                        "region",
+                        "none",
                     ),
                     identifier="no series-level values",
                 ),
@@ -556,6 +580,10 @@ def build_summary_report(
     if segmentation is not None:
         evidence.append(segmentation)
     return _report_document(
-        result, groups, [qc_text(flag, series) for flag in result.qc_flags],
-        settings=settings, identity=identity, evidence=evidence,
+        result,
+        groups,
+        [qc_text(flag, result) for flag in result.qc_flags],
+        settings=settings,
+        identity=identity,
+        evidence=evidence,
     )

@@ -21,7 +21,14 @@ from PIL import Image, ImageDraw, ImageFont
 from skimage import measure
 
 from node.uids import DerivedObjectIdentity
-from node.writers import WriterError, WriterSettings, display_name, weights_text
+from node.writers import (
+    SHORT_DISCLAIMER,
+    WriterError,
+    WriterSettings,
+    display_name,
+    frame_description,
+    weights_text,
+)
 from plugins.api import (
     DISCLAIMER,
     AnalysisResult,
@@ -45,7 +52,10 @@ BACKGROUND = (16, 18, 22)
 PANEL = (30, 33, 40)
 TEXT = (230, 232, 236)
 MUTED = (150, 156, 168)
-CORE_COLOUR = (255, 214, 10)
+CORE_COLOURS = ((0, 229, 255), (60, 255, 60), (255, 64, 255), (255, 214, 10))
+"""Candidate colours of the analysed-region overlay, in order of preference."""
+MIN_COLOUR_DISTANCE = 150.0
+"""RGB distance from every segment colour that an overlay colour needs to be told apart."""
 SEVERITY_COLOURS: dict[Severity, tuple[int, int, int]] = {
     Severity.INFO: (120, 180, 255),
     Severity.WARNING: (255, 170, 40),
@@ -58,6 +68,7 @@ GAP = 24
 TEXT_SIZE = 19
 SMALL_SIZE = 16
 TITLE_SIZE = 30
+INDENT = 16
 CORE_ALPHA = 0.30
 CONTOUR_WIDTH = 2
 SCALE_BAR_MM = 20.0
@@ -65,6 +76,22 @@ MS_WINDOW_1_5T = (0.0, 2000.0)
 MS_WINDOW_3T = (0.0, 2500.0)
 HIGH_FIELD_T = 2.0
 """Field strengths above this (tesla) get the wider T1 window."""
+
+
+def core_colour(segments: Sequence[SegmentDefinition]) -> tuple[int, int, int]:
+    """Return the first overlay colour distinct from every segment colour (else the most)."""
+    if not segments:
+        return CORE_COLOURS[0]
+    colours = np.asarray([d.colour_rgb for d in segments], dtype=np.float64)
+
+    def distance(candidate: tuple[int, int, int]) -> float:
+        return float(np.min(np.linalg.norm(colours - np.asarray(candidate), axis=1)))
+
+    for candidate in CORE_COLOURS:
+        if distance(candidate) >= MIN_COLOUR_DISTANCE:
+            return candidate
+    return max(CORE_COLOURS, key=distance)
+
 
 UNIT_SYMBOLS = {"mm2": "mm²", "cm2": "cm²", "mm3": "mm³", "cm3": "cm³", "ml": "mL", "1": ""}
 MEAN_MEANINGS = {"mean"}
@@ -101,7 +128,9 @@ def format_number(value: float) -> str:
 
 
 def unit_symbol(unit_code: str) -> str:
-    """Return how a UCUM unit is printed."""
+    """Return how a UCUM unit is printed (annotations such as ``{pixels}`` lose their braces)."""
+    if unit_code.startswith("{") and unit_code.endswith("}"):
+        return unit_code[1:-1]
     return UNIT_SYMBOLS.get(unit_code, unit_code)
 
 
@@ -122,9 +151,7 @@ def measurement_lines(measurements: Sequence[Measurement]) -> list[str]:
         grouped.setdefault((m.name.meaning, m.unit.value), []).append(m)
     lines = []
     for (name, unit), items in grouped.items():
-        by_derivation = {
-            (m.derivation.meaning.lower() if m.derivation else ""): m for m in items
-        }
+        by_derivation = {(m.derivation.meaning.lower() if m.derivation else ""): m for m in items}
         mean = next((by_derivation[k] for k in MEAN_MEANINGS if k in by_derivation), None)
         sd = next((by_derivation[k] for k in SD_MEANINGS if k in by_derivation), None)
         parts: list[str] = []
@@ -181,7 +208,9 @@ def display_window(result: AnalysisResult, series: LoadedSeries) -> tuple[float,
         try:
             low, high = (float(v) for v in window)
         except (TypeError, ValueError) as exc:
-            raise WriterError(f"extra['display_window'] must be (low, high), got {window!r}") from exc
+            raise WriterError(
+                f"extra['display_window'] must be (low, high), got {window!r}"
+            ) from exc
         if high > low:
             return low, high
         raise WriterError(f"extra['display_window'] must have low < high, got {window!r}")
@@ -209,8 +238,8 @@ def crop_box(result: AnalysisResult, shape: tuple[int, int]) -> tuple[int, int, 
     size = max(r[-1] - r[0] + 1, c[-1] - c[0] + 1)
     size = min(max(int(size * 1.6), 32), max(rows, columns))
     centre_r, centre_c = (r[0] + r[-1] + 1) / 2, (c[0] + c[-1] + 1) / 2
-    r0 = int(round(min(max(centre_r - size / 2, 0), max(rows - size, 0))))
-    c0 = int(round(min(max(centre_c - size / 2, 0), max(columns - size, 0))))
+    r0 = round(min(max(centre_r - size / 2, 0), max(rows - size, 0)))
+    c0 = round(min(max(centre_c - size / 2, 0), max(columns - size, 0)))
     return r0, min(r0 + size, rows), c0, min(c0 + size, columns)
 
 
@@ -252,6 +281,7 @@ def render_tile(
         return [(float(p[1]), float(p[0])) for p in points]
 
     core = slice_result.analysed_region
+    overlay_colour = core_colour(segments)
     if core is not None and core.any():
         overlay = np.zeros((size, size), dtype=np.uint8)
         core_crop = Image.fromarray(core[r0:r1, c0:c1].astype(np.uint8) * 255, mode="L")
@@ -259,22 +289,31 @@ def render_tile(
         overlay_image = Image.fromarray(overlay, mode="L")
         overlay_image.paste(core_crop, ((size - width) // 2, (size - height) // 2))
         alpha = overlay_image.point(lambda v: int(v * CORE_ALPHA))
-        tile.paste(Image.new("RGB", (size, size), CORE_COLOUR), (0, 0), alpha)
+        tile.paste(Image.new("RGB", (size, size), overlay_colour), (0, 0), alpha)
     draw = ImageDraw.Draw(tile)
     if core is not None and core.any():
         for contour in _contours(core):
-            draw.line(to_xy(contour), fill=CORE_COLOUR, width=1)
+            draw.line(to_xy(contour), fill=overlay_colour, width=1)
     for definition in segments:
         mask = slice_result.labels == definition.label
         for contour in _contours(mask):
-            draw.line(to_xy(contour), fill=definition.colour_rgb, width=CONTOUR_WIDTH, joint="curve")
+            draw.line(
+                to_xy(contour), fill=definition.colour_rgb, width=CONTOUR_WIDTH, joint="curve"
+            )
     # Scale bar, bottom right.
     bar = SCALE_BAR_MM / pixel_spacing[1] * scale
     if bar < size / 2:
-        x1, y = size - 14, size - 16
-        draw.line([(x1 - bar, y), (x1, y)], fill=TEXT, width=3)
+        x1, y = size - 14, size - 14
         label = f"{SCALE_BAR_MM:.0f} mm"
         small = font(SMALL_SIZE)
+        width_text = small.getlength(label)
+        left = min(x1 - bar, x1 - bar / 2 - width_text / 2) - 6
+        shade = Image.new("L", tile.size, 0)
+        ImageDraw.Draw(shade).rounded_rectangle(
+            [left, y - SMALL_SIZE - 10, size - 6, size - 6], radius=4, fill=150
+        )
+        tile.paste(Image.new("RGB", tile.size, (0, 0, 0)), (0, 0), shade)
+        draw.line([(x1 - bar, y), (x1, y)], fill=TEXT, width=3)
         draw.text((x1 - bar / 2, y - 4), label, fill=TEXT, font=small, anchor="md")
     return tile
 
@@ -290,6 +329,7 @@ class _Line:
     colour: tuple[int, int, int] = TEXT
     size: int = TEXT_SIZE
     bold: bool = False
+    indent: int = 0
 
 
 def _line_height(line: _Line) -> int:
@@ -299,14 +339,16 @@ def _line_height(line: _Line) -> int:
 def _wrap_lines(lines: Sequence[_Line], width: float) -> list[_Line]:
     wrapped = []
     for line in lines:
-        for part in wrap(line.text, font(line.size, bold=line.bold), width) or [""]:
-            wrapped.append(_Line(part, line.colour, line.size, line.bold))
+        typeface = font(line.size, bold=line.bold)
+        for part in wrap(line.text, typeface, width - line.indent) or [""]:
+            wrapped.append(_Line(part, line.colour, line.size, line.bold, line.indent))
     return wrapped
 
 
 def _draw_lines(draw: ImageDraw.ImageDraw, lines: Sequence[_Line], x: float, y: float) -> float:
     for line in lines:
-        draw.text((x, y), line.text, fill=line.colour, font=font(line.size, bold=line.bold))
+        typeface = font(line.size, bold=line.bold)
+        draw.text((x + line.indent, y), line.text, fill=line.colour, font=typeface)
         y += _line_height(line)
     return y
 
@@ -315,10 +357,10 @@ def _height(lines: Sequence[_Line]) -> int:
     return sum(_line_height(line) for line in lines)
 
 
-def _flag_line(flag: QCFlag, levels: Mapping[int, str], size: int = TEXT_SIZE) -> _Line:
+def _flag_line(flag: QCFlag, result: AnalysisResult, size: int = TEXT_SIZE) -> _Line:
     where = ""
     if flag.frame_index is not None:
-        where = f"{levels.get(flag.frame_index, f'frame {flag.frame_index}')}: "
+        where = f"{frame_description(result, flag.frame_index)}: "
     return _Line(
         f"{flag.severity.value.upper()}  {where}{flag.message} ({flag.code})",
         SEVERITY_COLOURS[flag.severity],
@@ -337,7 +379,7 @@ def _region_lines(
         colour = definition.colour_rgb if definition else TEXT
         lines.append(_Line(name, _readable(colour), bold=True))
         for text in measurement_lines([m for m in measurements if m.region == region]):
-            lines.append(_Line(f"   {text}"))
+            lines.append(_Line(text, indent=INDENT))
     return lines
 
 
@@ -353,11 +395,13 @@ def _readable(colour: tuple[int, int, int]) -> tuple[int, int, int]:
 def _slice_order(result: AnalysisResult, series: LoadedSeries) -> list[SliceResult]:
     """Slices from base to apex when levels say so, else in series order."""
     rank = {"basal": 0, "mid": 1, "apical": 2}
-    return sorted(
-        result.slices,
-        key=lambda s: (rank.get(s.level, 1), s.frame_index),
-    ) if all(s.level in rank for s in result.slices) else sorted(
-        result.slices, key=lambda s: s.frame_index
+    return (
+        sorted(
+            result.slices,
+            key=lambda s: (rank.get(s.level, 1), s.frame_index),
+        )
+        if all(s.level in rank for s in result.slices)
+        else sorted(result.slices, key=lambda s: s.frame_index)
     )
 
 
@@ -365,7 +409,6 @@ def render_summary(result: AnalysisResult, series: LoadedSeries) -> Image.Image:
     """Render the summary page of ``result`` as an RGB image."""
     slices = _slice_order(result, series)
     definitions = {d.label: d for d in result.segments}
-    levels = {s.frame_index: s.level for s in result.slices}
     window = display_window(result, series)
     columns = 3 if len(slices) <= 9 else 4
     tile = 400 if columns == 3 else 300
@@ -378,7 +421,11 @@ def render_summary(result: AnalysisResult, series: LoadedSeries) -> Image.Image:
     for s in slices:
         lines = [_Line(f"{s.level}  (frame {s.frame_index + 1})", TEXT, TEXT_SIZE + 2, True)]
         lines += _region_lines(s.measurements, definitions)
-        lines += [_flag_line(f, levels, SMALL_SIZE) for f in result.qc_flags if f.frame_index == s.frame_index]
+        lines += [
+            _flag_line(f, result, SMALL_SIZE)
+            for f in result.qc_flags
+            if f.frame_index == s.frame_index
+        ]
         captions.append(_wrap_lines(lines, text_width))
     rows_of_slices = [slices[i : i + columns] for i in range(0, len(slices), columns)]
     caption_rows = [captions[i : i + columns] for i in range(0, len(captions), columns)]
@@ -391,22 +438,38 @@ def render_summary(result: AnalysisResult, series: LoadedSeries) -> Image.Image:
         subtitle_parts.append(f"{series.field_strength_t:g} T")
     subtitle_parts.append(f"{len(result.slices)} of {len(series.frames)} frames analysed")
     subtitle = _Line("  ·  ".join(p for p in subtitle_parts if p), MUTED)
+    header = [title, subtitle, _Line(SHORT_DISCLAIMER, DISCLAIMER_COLOUR, SMALL_SIZE, True)]
+    if result.has_failure:
+        header.append(
+            _Line(
+                "QC FAILURE: values flagged below should not be used",
+                SEVERITY_COLOURS[Severity.FAILURE],
+                TEXT_SIZE,
+                True,
+            )
+        )
+    if not slices:
+        header.append(_Line("No slice was analysed.", SEVERITY_COLOURS[Severity.WARNING]))
 
     summary_lines = [_Line("All slices", TEXT, TEXT_SIZE + 2, True)]
     summary_lines += _region_lines(result.measurements, definitions) or [
         _Line("no series-level values", MUTED)
     ]
     qc_lines = [_Line("Quality control", TEXT, TEXT_SIZE + 2, True)]
-    qc_lines += [_flag_line(f, levels) for f in result.qc_flags] or [_Line("no flags", MUTED)]
-    legend = [
-        _Line(
-            "Contours: " + ", ".join(d.name for d in result.segments if d.label in _used(result))
-            + ("; shaded: analysed region" if any(s.analysed_region is not None for s in slices)
-               else ""),
-            MUTED,
-            SMALL_SIZE,
+    qc_lines += [_flag_line(f, result) for f in result.qc_flags] or [_Line("no flags", MUTED)]
+    contoured = [d.name for d in result.segments if d.label in _used(result)]
+    legend = []
+    if contoured:
+        shaded = any(s.analysed_region is not None for s in slices)
+        legend.append(
+            _Line(
+                "Contours: "
+                + ", ".join(contoured)
+                + ("; shaded: region the statistics use" if shaded else ""),
+                MUTED,
+                SMALL_SIZE,
+            )
         )
-    ]
     footer = [
         _Line(
             f"Algorithm {provenance.algorithm_name} {provenance.algorithm_version}; "
@@ -423,21 +486,26 @@ def render_summary(result: AnalysisResult, series: LoadedSeries) -> Image.Image:
     legend = _wrap_lines(legend, full_width)
     footer = _wrap_lines(footer, full_width)
 
-    header_height = _height([title, subtitle]) + GAP
-    tiles_height = sum(
-        tile + 12 + max(_height(c) for c in row) + GAP for row in caption_rows
-    )
+    header_height = _height(header) + GAP
+    tiles_height = sum(tile + 12 + max(_height(c) for c in row) + GAP for row in caption_rows)
     panel_height = max(_height(summary_lines), _height(qc_lines)) + 2 * 16
     height = (
-        MARGIN + header_height + _height(legend) + 8 + tiles_height + panel_height + GAP
-        + _height(footer) + MARGIN
+        MARGIN
+        + header_height
+        + _height(legend)
+        + 8
+        + tiles_height
+        + panel_height
+        + GAP
+        + _height(footer)
+        + MARGIN
     )
     height += height % 2
     page = Image.new("RGB", (page_width, height), BACKGROUND)
     draw = ImageDraw.Draw(page)
 
     y = float(MARGIN)
-    y = _draw_lines(draw, [title, subtitle], MARGIN, y)
+    y = _draw_lines(draw, header, MARGIN, y)
     _draw_colour_bar(draw, window, series, page_width - MARGIN - 260, MARGIN + 8, 260)
     y += GAP
     y = _draw_lines(draw, legend, MARGIN, y) + 8
@@ -446,8 +514,13 @@ def render_summary(result: AnalysisResult, series: LoadedSeries) -> Image.Image:
             x = MARGIN + column * (tile + GAP)
             frame = series.frames[s.frame_index]
             image = render_tile(
-                frame.pixels, s, result.segments, window,
-                crop_box(result, frame.pixels.shape), tile, frame.pixel_spacing,
+                frame.pixels,
+                s,
+                result.segments,
+                window,
+                crop_box(result, frame.pixels.shape),
+                tile,
+                frame.pixel_spacing,
             )
             page.paste(image, (int(x), int(y)))
             _draw_lines(draw, caption, x, y + tile + 12)
@@ -484,8 +557,11 @@ def _draw_colour_bar(
     small = font(SMALL_SIZE)
     draw.text((x, y + 20), _with_unit(format_number(window[0]), units), fill=MUTED, font=small)
     draw.text(
-        (x + width, y + 20), _with_unit(format_number(window[1]), units), fill=MUTED,
-        font=small, anchor="ra",
+        (x + width, y + 20),
+        _with_unit(format_number(window[1]), units),
+        fill=MUTED,
+        font=small,
+        anchor="ra",
     )
 
 

@@ -56,6 +56,36 @@ __all__ = [
 CLASSICAL_NAME: Final = "cmr-node classical T1-threshold polar segmenter"
 CLASSICAL_VERSION: Final = "0.1.0"
 
+BAND_LOW_FRACTION: Final = 0.80
+"""Myocardial band lower edge, fraction of the subject's myocardial T1 (liver ~0.6, fat ~0.3)."""
+BAND_LOW_ZERO_FRACTION: Final = 0.66
+"""Below this fraction of myocardial T1 a sample has no myocardial membership at all."""
+BAND_HIGH_FRACTION: Final = 0.2
+"""Myocardial band upper edge: myocardial T1 plus this fraction of the blood-myocardium gap.
+Lung (MOLLI T1 ~1.25-1.3x myocardium) must fall outside; the endocardial border uses the
+50 % point instead."""
+BAND_HIGH_ZERO_FRACTION: Final = 0.35
+"""Above myocardial T1 plus this fraction of the gap a sample has no membership."""
+ENDO_MAX_FILL_MM: Final = 20.0
+"""Deepest concavity of the cavity outline filled by the convex hull (papillary muscles)."""
+MAX_BLOOD_SPREAD: Final = 0.15
+"""Largest robust relative spread (1.4826 MAD / median) of a blood region's raw T1."""
+ENDO_LEAK_TOLERANCE_MM: Final = 3.0
+"""How far the endocardial radius may exceed its smooth (2nd-harmonic) fit."""
+WALL_JUMP_MM: Final = 0.8
+"""Largest change of wall thickness between neighbouring rays (3 degrees apart)."""
+JUMP_PENALTY: Final = 0.5
+"""Cost (mm of misclassified profile) per mm of thickness change between rays."""
+INSIDE_WEIGHT: Final = 1.5
+"""Weight of non-myocardial samples inside the wall relative to myocardial samples outside:
+including fat, lung or blood biases T1, excluding a sliver of myocardium does not."""
+OUTSIDE_MM: Final = 2.0
+"""Depth beyond the epicardial border over which myocardial samples count against it."""
+THICKNESS_TOLERANCE_MM: Final = 2.0
+"""Deviation from the slice's typical wall thickness that costs nothing."""
+THICKNESS_PRIOR_WEIGHT: Final = 0.3
+"""Cost per mm of deviation beyond the tolerance."""
+
 
 @dataclass(frozen=True)
 class SegmentationOutput:
@@ -323,7 +353,8 @@ class ClassicalSegmenter:
             return SegmentationOutput(empty, 1.0, f"image of shape {image.shape} is too small")
 
         smooth = np.asarray(ndimage.median_filter(image, size=3), dtype=np.float64)
-        candidates, blood_labels = self._candidates(smooth, spacing, ranges)
+        smoothness = _smoothness(image, smooth)
+        candidates, blood_labels = self._candidates(image, smooth, smoothness, spacing, ranges)
         if not candidates:
             return SegmentationOutput(
                 empty,
@@ -341,12 +372,14 @@ class ClassicalSegmenter:
             best.ring_coverage,
             best.score,
         )
-        return self._borders(smooth, spacing, ranges, best, blood_labels)
+        return self._borders(image, smooth, smoothness, spacing, ranges, best, blood_labels)
 
     # ---------------------------------------------------------------------------------------
     def _candidates(
         self,
+        image: npt.NDArray[np.float64],
         smooth: npt.NDArray[np.float64],
+        smoothness: npt.NDArray[np.float64],
         spacing: tuple[float, float],
         ranges: TissueRanges,
     ) -> tuple[list[_Candidate], npt.NDArray[np.int32]]:
@@ -383,7 +416,9 @@ class ClassicalSegmenter:
             solidity = _solidity(filled)
             centre = (float(y.mean()), float(x.mean()))
             offset = float(np.hypot(centre[0] - centre_mm[0], centre[1] - centre_mm[1]))
-            ring = _ring_coverage(smooth, filled, spacing, ranges)
+            if _spread(image, region) > MAX_BLOOD_SPREAD:
+                continue  # lung or air filled with fit noise, not blood
+            ring = _ring_coverage(smooth, smoothness, filled, spacing, ranges)
             if ring < 0.55 or solidity < 0.7 or roundness < 0.35:
                 continue
             score = (
@@ -400,7 +435,9 @@ class ClassicalSegmenter:
     # ---------------------------------------------------------------------------------------
     def _borders(
         self,
+        image: npt.NDArray[np.float64],
         smooth: npt.NDArray[np.float64],
+        smoothness: npt.NDArray[np.float64],
         spacing: tuple[float, float],
         ranges: TissueRanges,
         lv: _Candidate,
@@ -408,8 +445,7 @@ class ClassicalSegmenter:
     ) -> SegmentationOutput:
         shape = smooth.shape
         empty = np.zeros(shape, dtype=np.uint8)
-        rr, cc = np.nonzero(lv.mask)
-        centre = (float(rr.mean() * spacing[0]), float(cc.mean() * spacing[1]))
+        centre = _inscribed_centre(lv.mask, spacing)
 
         # Subject-specific blood and myocardial T1 from the cavity and the ring around it.
         inner = ndimage.binary_erosion(lv.mask, iterations=1)
@@ -426,8 +462,12 @@ class ClassicalSegmenter:
             )
         myo_t1 = float(np.median(ring_values))
         endo_threshold = 0.5 * (blood_t1 + myo_t1)
-        band_low = 0.82 * myo_t1
-        band_high = endo_threshold
+        band = _Band(
+            low=BAND_LOW_FRACTION * myo_t1,
+            low_zero=BAND_LOW_ZERO_FRACTION * myo_t1,
+            high=myo_t1 + BAND_HIGH_FRACTION * (blood_t1 - myo_t1),
+            high_zero=myo_t1 + BAND_HIGH_ZERO_FRACTION * (blood_t1 - myo_t1),
+        )
 
         step = 0.5 * min(spacing)
         r_eq = float(np.sqrt(lv.area_mm2 / np.pi))
@@ -436,31 +476,33 @@ class ClassicalSegmenter:
         profile = polar_sample(smooth, centre, spacing, angles, radii, order=1)
         mask_profile = polar_sample(lv.mask.astype(np.float64), centre, spacing, angles, radii)
 
-        # Endocardial radius: crossing of the threshold at the edge of the cavity region.
-        r_endo_raw = np.empty(angles.size)
-        for i in range(angles.size):
-            inside = mask_profile[i] >= 0.5
-            exit_index = int(np.argmin(inside)) if not inside.all() else radii.size - 1
-            start = max(0, exit_index - round(1.5 * min(spacing) / step))
-            below = np.nonzero(profile[i, start:] < endo_threshold)[0]
-            j = start + (int(below[0]) if below.size else radii.size - 1 - start)
-            if 0 < j < radii.size and profile[i, j - 1] != profile[i, j]:
-                frac = (profile[i, j - 1] - endo_threshold) / (profile[i, j - 1] - profile[i, j])
-                r_endo_raw[i] = radii[j - 1] + float(np.clip(frac, 0.0, 1.0)) * step
-            else:
-                r_endo_raw[i] = radii[min(j, radii.size - 1)]
+        r_endo_raw = _endocardial_crossings(profile, mask_profile, radii, endo_threshold, step,
+                                            min(spacing))
         degrees_per_ray = 360.0 / angles.size
+        # Narrow outward spikes (noise, gaps between trabeculae) are removed by an angular
+        # opening; broad outward leaks (into the RV through a bright septal lesion, into the
+        # outflow tract) by clipping to a robust smooth fit; papillary muscles and trabeculae
+        # attached to the wall, which make the cavity region concave, by taking the convex
+        # hull of the cavity outline (the short-axis LV cavity is convex).
         r_endo = circular_filter(r_endo_raw, round(15 / degrees_per_ray), "opening")
-        r_endo = circular_filter(r_endo, round(50 / degrees_per_ray), "closing")
+        reference = _robust_harmonic_fit(angles, r_endo, order=2)
+        r_endo = np.minimum(r_endo, reference + ENDO_LEAK_TOLERANCE_MM)
+        r_endo = np.minimum(_convex_hull_radius(angles, r_endo), r_endo + ENDO_MAX_FILL_MM)
         r_endo = circular_filter(r_endo, round(9 / degrees_per_ray), "median")
 
-        # Epicardial border by dynamic programming over (angle, wall thickness).
+        # Epicardial border by dynamic programming over (angle, wall thickness): a first pass
+        # finds the typical thickness, a second pass adds a weak prior towards it.
         thickness = np.arange(self.wall_mm[0], self.wall_mm[1] + step / 2, step)
-        in_band = ((profile >= band_low) & (profile <= band_high)).astype(np.float64)
-        cost = _epicardial_costs(in_band, radii, r_endo, thickness, step)
-        path = _circular_dp(cost, max_jump=max(1, round(0.8 / step)), jump_penalty=0.3)
-        wall = thickness[path]
-        wall = circular_filter(wall, round(9 / degrees_per_ray), "median")
+        texture = polar_sample(smoothness, centre, spacing, angles, radii, order=1)
+        membership = band.membership(profile) * texture
+        cost = _epicardial_costs(membership, radii, r_endo, thickness, step)
+        max_jump = max(1, round(WALL_JUMP_MM / step))
+        path = _circular_dp(cost, max_jump=max_jump, jump_penalty=JUMP_PENALTY * step)
+        typical = float(np.median(thickness[path]))
+        excess = np.maximum(np.abs(thickness - typical) - THICKNESS_TOLERANCE_MM, 0.0)
+        cost = cost + THICKNESS_PRIOR_WEIGHT * excess[np.newaxis, :]
+        path = _circular_dp(cost, max_jump=max_jump, jump_penalty=JUMP_PENALTY * step)
+        wall = circular_filter(thickness[path], round(9 / degrees_per_ray), "median")
         r_epi = r_endo + wall
 
         radius, theta = pixel_polar_coordinates(shape, centre, spacing)
@@ -469,6 +511,7 @@ class ClassicalSegmenter:
         labels = np.zeros(shape, dtype=np.uint8)
         labels[radius <= endo_at] = Label.LV_BLOOD_POOL
         labels[(radius > endo_at) & (radius <= epi_at)] = Label.MYOCARDIUM
+        in_band = membership
 
         # RV blood pool: the largest other blood region touching the LV epicardium.
         heart = labels > 0
@@ -478,8 +521,11 @@ class ClassicalSegmenter:
         for index in np.unique(blood_labels[near & ~heart]):
             if index == 0 or index == lv.label:
                 continue
-            area = float(np.count_nonzero(blood_labels == index)) * spacing[0] * spacing[1]
-            if area > rv_area and area >= 100.0:
+            region = blood_labels == index
+            area = float(np.count_nonzero(region)) * spacing[0] * spacing[1]
+            if area < 100.0 or area <= rv_area or _spread(image, region) > MAX_BLOOD_SPREAD:
+                continue
+            if area > rv_area:
                 rv_index, rv_area = int(index), area
         if rv_index:
             labels[(blood_labels == rv_index) & ~heart] = Label.RV_BLOOD_POOL
@@ -498,7 +544,7 @@ class ClassicalSegmenter:
             "blood_t1_estimate_ms": round(blood_t1, 1),
             "myocardium_t1_estimate_ms": round(myo_t1, 1),
             "endocardial_threshold_ms": round(endo_threshold, 1),
-            "myocardial_band_ms": [round(band_low, 1), round(band_high, 1)],
+            "myocardial_band_ms": [round(band.low, 1), round(band.high, 1)],
             "lv_candidate": {
                 "area_mm2": round(lv.area_mm2, 1),
                 "solidity": round(lv.solidity, 3),
@@ -527,6 +573,141 @@ def _disk(radius_px: int, spacing: tuple[float, float]) -> npt.NDArray[np.bool_]
     )
 
 
+@dataclass(frozen=True)
+class _Band:
+    """Soft membership of T1 values in the myocardial range (1 inside, linear ramps)."""
+
+    low: float
+    low_zero: float
+    high: float
+    high_zero: float
+
+    def membership(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        rising = np.clip((values - self.low_zero) / max(self.low - self.low_zero, 1e-6), 0, 1)
+        falling = np.clip(
+            (self.high_zero - values) / max(self.high_zero - self.high, 1e-6), 0, 1
+        )
+        return np.asarray(np.minimum(rising, falling), dtype=np.float64)
+
+
+def _smoothness(
+    image: npt.NDArray[np.float64], smooth: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """1 where the raw map is locally smooth (tissue), 0 where it is speckle (lung, air fits).
+
+    The local 3x3 median absolute deviation from the median-filtered map, relative to it, is
+    ~0.03 in myocardium and blood and stays low across a straight tissue edge, but is ~0.5 in
+    lung or air filled with fit noise.
+    """
+    deviation = np.abs(image - smooth)
+    local_mad = np.asarray(ndimage.median_filter(deviation, size=3), dtype=np.float64)
+    relative = local_mad / np.maximum(smooth, 100.0)
+    return np.clip((0.2 - relative) / 0.1, 0.0, 1.0)
+
+
+def _spread(image: npt.NDArray[np.float64], region: npt.NDArray[np.bool_]) -> float:
+    """Robust relative spread (1.4826 MAD / median) of raw values in a region's interior."""
+    inner = ndimage.binary_erosion(region, iterations=1)
+    values = image[inner if np.count_nonzero(inner) >= 10 else region]
+    median = float(np.median(values))
+    if median <= 0:
+        return np.inf
+    return 1.4826 * float(np.median(np.abs(values - median))) / median
+
+
+def _inscribed_centre(
+    mask: npt.NDArray[np.bool_], spacing: tuple[float, float]
+) -> tuple[float, float]:
+    """Centre (mm) of the largest inscribed disk: robust to regions attached to the cavity."""
+    distance = ndimage.distance_transform_edt(mask, sampling=spacing)
+    peak = float(distance.max())
+    rr, cc = np.nonzero(distance >= 0.85 * peak)
+    return float(rr.mean() * spacing[0]), float(cc.mean() * spacing[1])
+
+
+def _endocardial_crossings(
+    profile: npt.NDArray[np.float64],
+    mask_profile: npt.NDArray[np.float64],
+    radii: npt.NDArray[np.float64],
+    threshold: float,
+    step: float,
+    pixel_mm: float,
+) -> npt.NDArray[np.float64]:
+    """Per ray, where the profile falls below ``threshold`` at the edge of the cavity region.
+
+    The search starts 1.5 pixels inside the region's edge, so islands of myocardial T1 fully
+    inside the cavity (papillary muscles) are passed over; the crossing is interpolated
+    linearly between samples.
+    """
+    n_angles = profile.shape[0]
+    result = np.empty(n_angles)
+    back = round(1.5 * pixel_mm / step)
+    for i in range(n_angles):
+        inside = mask_profile[i] >= 0.5
+        exit_index = int(np.argmin(inside)) if not inside.all() else radii.size - 1
+        start = max(0, exit_index - back)
+        below = np.nonzero(profile[i, start:] < threshold)[0]
+        j = start + (int(below[0]) if below.size else radii.size - 1 - start)
+        if 0 < j < radii.size and profile[i, j - 1] != profile[i, j]:
+            frac = (profile[i, j - 1] - threshold) / (profile[i, j - 1] - profile[i, j])
+            result[i] = radii[j - 1] + float(np.clip(frac, 0.0, 1.0)) * step
+        else:
+            result[i] = radii[min(j, radii.size - 1)]
+    return result
+
+
+def _convex_hull_radius(
+    angles: npt.NDArray[np.float64], radius: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float64]:
+    """Radius, along each ray, of the convex hull of a star-shaped outline about the origin."""
+    from scipy.spatial import ConvexHull, QhullError
+
+    points = np.stack([radius * np.cos(angles), radius * np.sin(angles)], axis=1)
+    try:
+        hull = ConvexHull(points)
+    except (QhullError, ValueError):
+        return radius
+    result = radius.copy()
+    directions = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    # Each hull facet is a line n.x + d = 0 with outward normal n (origin inside: d < 0).
+    # A ray t*u meets it at t = -d / (n.u) when n.u > 0; the hull radius is the nearest hit.
+    normals = hull.equations[:, :2]
+    offsets = hull.equations[:, 2]
+    dots = directions @ normals.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hits = np.where(dots > 1e-9, -offsets[np.newaxis, :] / dots, np.inf)
+    nearest = hits.min(axis=1)
+    valid = np.isfinite(nearest) & (nearest > 0)
+    result[valid] = np.maximum(radius[valid], nearest[valid])
+    return result
+
+
+def _robust_harmonic_fit(
+    angles: npt.NDArray[np.float64],
+    radius: npt.NDArray[np.float64],
+    order: int = 2,
+    iterations: int = 8,
+) -> npt.NDArray[np.float64]:
+    """Low-order Fourier fit of a radius function, with Tukey-biweight reweighting."""
+    columns = [np.ones_like(angles)]
+    for k in range(1, order + 1):
+        columns += [np.cos(k * angles), np.sin(k * angles)]
+    design = np.stack(columns, axis=1)
+    weights = np.ones_like(radius)
+    fit = np.full_like(radius, float(np.median(radius)))
+    for _ in range(iterations):
+        w = np.sqrt(weights)
+        coefficients, *_ = np.linalg.lstsq(design * w[:, None], radius * w, rcond=None)
+        fit = design @ coefficients
+        residual = radius - fit
+        scale = max(1.4826 * float(np.median(np.abs(residual))), 0.5)
+        u = residual / (4.685 * scale)
+        weights = np.where(np.abs(u) < 1, (1 - u**2) ** 2, 0.0)
+        if np.count_nonzero(weights) < 2 * order + 2:
+            break
+    return np.asarray(fit, dtype=np.float64)
+
+
 def _solidity(mask: npt.NDArray[np.bool_]) -> float:
     """Area over convex-hull area."""
     from skimage.morphology import convex_hull_image
@@ -538,6 +719,7 @@ def _solidity(mask: npt.NDArray[np.bool_]) -> float:
 
 def _ring_coverage(
     smooth: npt.NDArray[np.float64],
+    smoothness: npt.NDArray[np.float64],
     region: npt.NDArray[np.bool_],
     spacing: tuple[float, float],
     ranges: TissueRanges,
@@ -557,7 +739,11 @@ def _ring_coverage(
         * n_sectors
     ).astype(int) % n_sectors
     values = smooth[yy, xx]
-    myocardial = (values >= ranges.myocardium[0]) & (values <= ranges.myocardium[1])
+    myocardial = (
+        (values >= ranges.myocardium[0])
+        & (values <= ranges.myocardium[1])
+        & (smoothness[yy, xx] >= 0.5)
+    )
     counts = np.bincount(sector, minlength=n_sectors)
     hits = np.bincount(sector, weights=myocardial.astype(np.float64), minlength=n_sectors)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -566,22 +752,23 @@ def _ring_coverage(
 
 
 def _epicardial_costs(
-    in_band: npt.NDArray[np.float64],
+    membership: npt.NDArray[np.float64],
     radii: npt.NDArray[np.float64],
     r_endo: npt.NDArray[np.float64],
     thickness: npt.NDArray[np.float64],
     step: float,
-    outside_mm: float = 3.0,
+    outside_mm: float = OUTSIDE_MM,
 ) -> npt.NDArray[np.float64]:
-    """Cost of each (ray, wall thickness): out-of-band samples inside, in-band just outside."""
-    n_angles = in_band.shape[0]
+    """Cost (mm) of each (ray, wall thickness): non-myocardial profile inside the wall plus
+    myocardial profile in the ``outside_mm`` just outside it."""
+    n_angles = membership.shape[0]
     n_out = max(1, round(outside_mm / step))
     cost = np.empty((n_angles, thickness.size))
     for i in range(n_angles):
         start = int(np.searchsorted(radii, r_endo[i]))
-        band = in_band[i, start:]
+        band = membership[i, start:]
         if band.size == 0:
-            cost[i] = thickness.size
+            cost[i] = thickness.size * step
             continue
         out_cum = np.concatenate([[0.0], np.cumsum(1.0 - band)])
         in_cum = np.concatenate([[0.0], np.cumsum(band)])
@@ -591,7 +778,7 @@ def _epicardial_costs(
         outside_wrong = in_cum[after] - in_cum[ends]
         # Rays running off the profile (image edge) count the missing samples as wrong.
         missing = (ends + n_out) - after
-        cost[i] = inside_wrong + outside_wrong + missing
+        cost[i] = (INSIDE_WEIGHT * inside_wrong + outside_wrong + missing) * step
     return cost
 
 
@@ -629,7 +816,7 @@ def _circular_dp(
 
 
 def _wall_evidence(
-    in_band: npt.NDArray[np.float64],
+    membership: npt.NDArray[np.float64],
     radii: npt.NDArray[np.float64],
     r_endo: float,
     wall: float,
@@ -637,6 +824,6 @@ def _wall_evidence(
 ) -> float:
     """Fraction of samples inside the chosen wall that have myocardial T1."""
     start = int(np.searchsorted(radii, r_endo))
-    stop = min(in_band.size, start + max(1, round(wall / step)))
-    segment = in_band[start:stop]
+    stop = min(membership.size, start + max(1, round(wall / step)))
+    segment = membership[start:stop]
     return float(segment.mean()) if segment.size else 0.0

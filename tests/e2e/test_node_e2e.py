@@ -13,13 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom import dcmread
-
 from models.phantoms.dicom_series import (
     non_cardiac_mr_series_datasets,
     t1map_series_datasets,
     write_series,
 )
+from pydicom import dcmread
+
 from models.phantoms.t1map import PhantomSlice, make_t1map_stack
 from tests.netutil import (
     NodeProcess,
@@ -48,11 +48,24 @@ T1_TOLERANCE_MS = 25.0
 RESULT_TIMEOUT_S = 90.0
 
 
-def _study(tmp: Path, seed: int, *, vendor: str = "siemens", field: float = 1.5,
-           n_slices: int = 3, expected_count: bool = True) -> tuple[list[Path], list[PhantomSlice], list]:
+def _study(
+    tmp: Path,
+    seed: int,
+    *,
+    vendor: str = "siemens",
+    field: float = 1.5,
+    n_slices: int = 3,
+    expected_count: bool = True,
+) -> tuple[list[Path], list[PhantomSlice], list]:
     rng = np.random.default_rng(seed)
-    levels = ("basal", "mid", "apical") if n_slices == 3 else tuple(
-        ["basal"] * (n_slices // 3) + ["mid"] * (n_slices - 2 * (n_slices // 3)) + ["apical"] * (n_slices // 3)
+    levels = (
+        ("basal", "mid", "apical")
+        if n_slices == 3
+        else tuple(
+            ["basal"] * (n_slices // 3)
+            + ["mid"] * (n_slices - 2 * (n_slices // 3))
+            + ["apical"] * (n_slices // 3)
+        )
     )
     _, slices = make_t1map_stack(rng, field_strength_t=field, levels=levels)
     datasets = t1map_series_datasets(slices, vendor=vendor, field_strength_t=field, rng=rng)
@@ -152,7 +165,7 @@ def test_pynetdicom_series_without_count_completes_after_stable_age(
 
 
 def test_late_instance_replaces_outputs(tmp_path: Path, node: NodeProcess, pacs: TestPacs) -> None:
-    paths, slices, datasets = _study(tmp_path, seed=303, vendor="ge", expected_count=False)
+    paths, _, datasets = _study(tmp_path, seed=303, vendor="ge", expected_count=False)
     assert send_files(paths[:2], node.port) == [0, 0]
     first = _outputs_for(pacs)
     first_uids = set(pacs.count_by_uid())

@@ -7,7 +7,9 @@ from pathlib import Path
 from node.catalog import Catalog, InstanceRecord, OutputFile
 
 
-def _record(tmp: Path, sop: str, series: str = "1.2.3", expected: int | None = None) -> InstanceRecord:
+def _record(
+    tmp: Path, sop: str, series: str = "1.2.3", expected: int | None = None
+) -> InstanceRecord:
     return InstanceRecord(
         sop_instance_uid=sop,
         series_instance_uid=series,
@@ -59,7 +61,9 @@ def test_newer_generation_supersedes_queued_job_and_running_job_outputs(tmp_path
     assert cat.due_outbox() == []
     job = cat.claim_job()
     assert job is not None and job.id == job1
-    assert cat.finish_job(job, [out], ["pacs", "backup"], result_dir=tmp_path, timings={}, summary={})
+    assert cat.finish_job(
+        job, [out], ["pacs", "backup"], result_dir=tmp_path, timings={}, summary={}
+    )
     due = cat.due_outbox()
     assert sorted(i.destination for i in due) == ["backup", "pacs"]
 
