@@ -1,6 +1,6 @@
 """Time to result: from the last acknowledged instance of a T1 map series to its last output.
 
-The node runs as its own process with one destination, a test PACS (``tests.netutil.TestPacs``)
+The node runs as its own process with one destination, a test PACS (``tests.netutil.PacsScp``)
 in the benchmark's process. A run sends a 3-slice MOLLI T1 map series in one association and
 records the wall-clock time at which the node acknowledged the last instance. The run ends
 when the PACS holds every object the node queued for the job (its outbox rows); the time to
@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from models.phantoms.dicom_series import t1map_series_datasets, write_series
 from pydicom import dcmread
 
 from bench.ingest import BenchError, Sender, StoreRun, send_timed
+from models.phantoms.dicom_series import StudyInfo, t1map_series_datasets, write_series
 from models.phantoms.t1map import make_t1map_stack
-from tests.netutil import NodeProcess, TestPacs
+from tests.netutil import NodeProcess, PacsScp
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,14 @@ RESULT_TIMEOUT_S = 180.0
 POLL_S = 0.1
 #: Job states after which a job does no more work.
 FINAL_JOB_STATES = frozenset({"done", "failed", "superseded"})
+#: Steps of a run, in the order they happen, timed from the acknowledgement of the last instance.
+BREAKDOWN_STEPS = ("complete", "job_started", "job_finished", "delivered")
+#: Order in which the node's job timings are reported (others follow alphabetically).
+JOB_TIMING_ORDER = ("load_s", "analyse_s", "write_s", "total_s")
+
+
+def _timing_order(key: str) -> tuple[int, str]:
+    return (JOB_TIMING_ORDER.index(key) if key in JOB_TIMING_ORDER else len(JOB_TIMING_ORDER), key)
 
 
 class Completeness(enum.StrEnum):
@@ -58,7 +66,11 @@ def write_t1map_study(seed: int, out_dir: Path, completeness: Completeness) -> l
     rng = np.random.default_rng(seed)
     _, slices = make_t1map_stack(rng, field_strength_t=FIELD_STRENGTH_T, levels=LEVELS)
     datasets = t1map_series_datasets(
-        slices, vendor="siemens", field_strength_t=FIELD_STRENGTH_T, rng=rng
+        slices,
+        vendor="siemens",
+        study=StudyInfo.synthetic(seed),  # UIDs derive from the study's seed: one per run
+        field_strength_t=FIELD_STRENGTH_T,
+        rng=rng,
     )
     if completeness is Completeness.UNKNOWN:
         for ds in datasets:
@@ -147,7 +159,7 @@ def _wait_for_job(node: NodeProcess, series_uid: str, deadline: float) -> dict[s
 
 
 def _wait_for_delivery(
-    node: NodeProcess, pacs: TestPacs, job_id: int, deadline: float
+    node: NodeProcess, pacs: PacsScp, job_id: int, deadline: float
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Outbox rows of a job once all are delivered, and the first arrival time of each UID."""
     while True:
@@ -181,7 +193,7 @@ def _wait_for_delivery(
 
 def measure_result(
     node: NodeProcess,
-    pacs: TestPacs,
+    pacs: PacsScp,
     paths: Sequence[Path],
     case: Completeness,
     *,
@@ -269,8 +281,8 @@ class LatencyResult:
     def median_breakdown(self, case: Completeness) -> dict[str, float]:
         """Median of each breakdown step and job timing over the successful runs."""
         done = [r for r in self.runs[case] if r.seconds is not None]
-        keys = sorted({k for r in done for k in r.breakdown})
-        timing_keys = sorted({k for r in done for k in r.job_timings})
+        keys = [k for k in BREAKDOWN_STEPS if any(k in r.breakdown for r in done)]
+        timing_keys = sorted({k for r in done for k in r.job_timings}, key=_timing_order)
         out = {k: statistics.median(r.breakdown[k] for r in done if k in r.breakdown) for k in keys}
         for key in timing_keys:
             out[f"job.{key}"] = statistics.median(
@@ -306,11 +318,12 @@ class LatencyResult:
 
 def measure_latency(
     node: NodeProcess,
-    pacs: TestPacs,
+    pacs: PacsScp,
     studies: Mapping[Completeness, Sequence[Sequence[Path]]],
     *,
     stable_age_s: float,
     cold: Sequence[Path] | None = None,
+    into: LatencyResult | None = None,
 ) -> LatencyResult:
     """Run every time-to-result measurement, alternating the two cases.
 
@@ -325,8 +338,11 @@ def measure_latency(
     cold
         A series with known completeness sent first, reported apart: the node's first
         analysis after start (models loaded, caches cold).
+    into
+        Filled run by run (so an interrupted benchmark keeps the runs done); a new one if
+        None.
     """
-    result = LatencyResult(stable_age_s)
+    result = into if into is not None else LatencyResult(stable_age_s)
     timeout = stable_age_s + RESULT_TIMEOUT_S
     if cold is not None:
         result.cold = measure_result(node, pacs, cold, Completeness.KNOWN, timeout_s=timeout)

@@ -21,7 +21,6 @@ import signal
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,7 +49,7 @@ from bench.latency import (
     measure_latency,
     write_t1map_study,
 )
-from tests.netutil import REPO, NodeProcess, TestPacs
+from tests.netutil import REPO, NodeProcess, PacsScp
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +111,15 @@ def _mb(n: float) -> str:
     return f"{n / 2**20:.0f} MiB"
 
 
-def _s(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
+def _s(value: float | None, digits: int = 2, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}{unit}"
+
+
+def _start_node(node: NodeProcess) -> None:
+    """Start a node process with a fresh data folder and configuration (ports of this run)."""
+    shutil.rmtree(node.workdir, ignore_errors=True)
+    node.write_config()
+    node.start(timeout=NODE_START_TIMEOUT_S)
 
 
 @contextlib.contextmanager
@@ -158,10 +164,19 @@ class Benchmark:
         try:
             body()
         except Exception as exc:
-            logger.error("%s failed: %s", name, exc)
-            logger.debug("%s", traceback.format_exc())
+            logger.error("%s failed: %s", name, exc, exc_info=self.args.verbose)
             self.errors[name] = f"{type(exc).__name__}: {exc}"
         logger.info("%s took %.0f s", name, time.perf_counter() - t0)
+
+    def record_memory(self, key: str, node: NodeProcess) -> None:
+        """Keep a running node process's peak and current RSS (before it is stopped)."""
+        if node.proc is None or node.proc.poll() is not None:
+            logger.warning("%s: node process not running, no memory figure", key)
+            return
+        try:
+            self.memory[key] = read_memory(node.proc.pid)
+        except OSError as exc:
+            logger.warning("%s: cannot read memory: %s", key, exc)
 
     # ------------------------------------------------------------------ ingest
 
@@ -183,23 +198,25 @@ class Benchmark:
                 extra_config=NO_ANALYSIS_CONFIG,
             )
             stack.callback(node.stop)
-            node.start(timeout=NODE_START_TIMEOUT_S)
-            storescp = StorescpProcess(self.workdir / "storescp")
-            stack.callback(storescp.stop)
-            storescp.start()
-            orthanc = OrthancProcess(self.workdir / "orthanc")
-            stack.callback(orthanc.stop)
-            orthanc.start()
-            targets = [
-                IngestTarget("node", node.port, node.ae_title),
-                IngestTarget("storescp", storescp.port, storescp.ae_title),
-                IngestTarget("orthanc", orthanc.port, orthanc.ae_title),
-            ]
+            _start_node(node)
+            targets = [IngestTarget("node", node.port, node.ae_title)]
+            for other in (
+                StorescpProcess(self.workdir / "storescp"),
+                OrthancProcess(self.workdir / "orthanc"),
+            ):
+                stack.callback(other.stop)
+                try:
+                    other.start()
+                except (BenchError, OSError) as exc:  # measure the others all the same
+                    logger.error("%s not measured: %s", other.name, exc)
+                    self.errors[f"ingest {other.name}"] = f"{type(exc).__name__}: {exc}"
+                    continue
+                targets.append(IngestTarget(other.name, other.port, other.ae_title))
             try:
-                self.ingest = measure_ingest(targets, sets, sender=self.sender, warmup=warmup)
+                self.ingest = IngestResult(self.sender, args.instances, 0)
+                measure_ingest(targets, sets, warmup=warmup, into=self.ingest)
             finally:
-                if node.proc is not None:
-                    self.memory["ingest_node"] = read_memory(node.proc.pid)
+                self.record_memory("ingest_node", node)
 
     # ------------------------------------------------------------------ time to result
 
@@ -215,20 +232,21 @@ class Benchmark:
                 seed += 1
                 studies[case].append(write_t1map_study(seed, data / f"{case}-{i + 1}", case))
         with contextlib.ExitStack() as stack:
-            pacs = TestPacs(self.workdir / "pacs").start()
+            pacs = PacsScp(self.workdir / "pacs").start()
             stack.callback(pacs.stop)
             node = NodeProcess(
                 self.workdir / "result-node", pacs.port, stable_age_s=args.stable_age
             )
             stack.callback(node.stop)
-            node.start(timeout=NODE_START_TIMEOUT_S)
+            _start_node(node)
             try:
-                self.latency = measure_latency(
-                    node, pacs, studies, stable_age_s=args.stable_age, cold=cold
-                )
+                self.latency = LatencyResult(args.stable_age)
+                measure_latency(
+                    node, pacs, studies, stable_age_s=args.stable_age, cold=cold,
+                    into=self.latency,
+                )  # fmt: skip
             finally:
-                if node.proc is not None:
-                    self.memory["result_node"] = read_memory(node.proc.pid)
+                self.record_memory("result_node", node)
         for case in Completeness:
             if self.latency.median(case) is None:
                 raise BenchError(f"no successful time-to-result run with completeness {case}")
@@ -241,7 +259,7 @@ class Benchmark:
         known = self.latency.median(Completeness.KNOWN) if self.latency else None
         out.append(Target(
             "time to result, completeness from headers (median)",
-            f"<= {TIME_TO_RESULT_TARGET_S:.1f} s", f"{_s(known)} s",
+            f"<= {TIME_TO_RESULT_TARGET_S:.1f} s", _s(known, unit=" s"),
             None if known is None else known <= TIME_TO_RESULT_TARGET_S,
         ))  # fmt: skip
         unknown = self.latency.median(Completeness.UNKNOWN) if self.latency else None
@@ -249,14 +267,15 @@ class Benchmark:
         out.append(Target(
             "time to result, completeness by stable_age (median)",
             f"<= stable_age + {TIME_TO_RESULT_TARGET_S:.1f} s = {limit:.1f} s",
-            f"{_s(unknown)} s",
+            _s(unknown, unit=" s"),
             None if unknown is None else unknown <= limit,
         ))  # fmt: skip
         node_rate = self.ingest.median_rate("node") if self.ingest else None
         orthanc_rate = self.ingest.median_rate("orthanc") if self.ingest else None
         out.append(Target(
             "node ingest rate (median)",
-            f">= Orthanc's ({_s(orthanc_rate, 0)}/s)", f"{_s(node_rate, 0)}/s",
+            f">= Orthanc's ({_s(orthanc_rate, 0, '/s')})",
+            _s(node_rate, 0, "/s"),
             None if node_rate is None or orthanc_rate is None else node_rate >= orthanc_rate,
         ))  # fmt: skip
         peaks = [m["peak_rss_bytes"] for m in self.memory.values() if "peak_rss_bytes" in m]
@@ -361,7 +380,7 @@ class Benchmark:
                 cold = lat.cold
                 lines.append(
                     f"  first run after node start (cold, not in the medians):"
-                    f" {_s(cold.seconds)} s" + (f" ({cold.error})" if cold.error else "")
+                    f" {_s(cold.seconds, unit=' s')}" + (f" ({cold.error})" if cold.error else "")
                 )
             lines.append("")
         if self.memory:
@@ -418,19 +437,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
+    # Readiness probes log refused connections as errors; failures are reported by the bench.
+    logging.getLogger("pynetdicom").setLevel(logging.CRITICAL)
     if args.workdir is not None:
         workdir = args.workdir.resolve()
         workdir.mkdir(parents=True, exist_ok=True)
     else:
         workdir = Path(tempfile.mkdtemp(prefix="cmr-bench-"))
     bench = Benchmark(workdir, args)
+    status = 0
     try:
-        with _terminate_as_exit():
-            if "ingest" not in args.skip:
-                bench.section("ingest", bench.run_ingest)
-            if "latency" not in args.skip:
-                bench.section("time to result", bench.run_latency)
+        try:
+            with _terminate_as_exit():
+                if "ingest" not in args.skip:
+                    bench.section("ingest", bench.run_ingest)
+                if "latency" not in args.skip:
+                    bench.section("time to result", bench.run_latency)
+        except (KeyboardInterrupt, SystemExit) as exc:  # processes are stopped by now
+            status = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 130
+            bench.errors["interrupted"] = f"stopped by {type(exc).__name__} before the end"
         report = bench.report()
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -441,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"scratch folder kept: {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    return 1 if bench.errors else 0
+    return status or (1 if bench.errors else 0)
 
 
 if __name__ == "__main__":

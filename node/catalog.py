@@ -328,6 +328,25 @@ class Catalog:
             )
             return cur.rowcount == 1
 
+    def series_state(self, series_uid: str) -> tuple[str, SeriesState] | None:
+        """(state, counts and timing) of a series, or None if unknown."""
+        rows = self._query(
+            "SELECT state, instance_count, expected_count, generation, last_received"
+            " FROM series WHERE series_instance_uid=?",
+            (series_uid,),
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return r["state"], SeriesState(
+            series_uid,
+            int(r["instance_count"]),
+            r["expected_count"],
+            int(r["generation"]),
+            float(r["last_received"]),
+            False,
+        )
+
     def series_generation(self, series_uid: str) -> tuple[str, int] | None:
         """(state, generation) of a series, or None if unknown."""
         rows = self._query(

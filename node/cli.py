@@ -114,7 +114,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
         writer_settings,
     )
     from node.router import load_rules, route
-    from node.service import read_headers
+    from node.service import read_headers, route_reason
     from plugins import PLUGIN_NAMES
     from plugins.api import AnalysisError
 
@@ -149,7 +149,8 @@ def cmd_analyse(args: argparse.Namespace) -> int:
             "files": len(paths),
         }
         decision = route(rules, rules.facts(headers), available)
-        reason = "; ".join(decision.explanation)
+        reason = route_reason(decision)
+        entry["route"] = reason
         analysis = args.analysis or decision.analysis
         if analysis is None:
             entry.update(status="skipped", reason=reason)
@@ -165,7 +166,6 @@ def cmd_analyse(args: argparse.Namespace) -> int:
                 k: {**v, "file": f"{series_uid}/{v['file']}"} for k, v in summary["outputs"].items()
             }
             entry.update(summary)
-            entry["route"] = reason
             values = ", ".join(
                 f"{k}={v['value']}" for k, v in summary["global"].items() if v["value"] is not None
             )

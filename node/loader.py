@@ -111,7 +111,7 @@ FRAME_ATTRIBUTE_KEYWORDS: tuple[str, ...] = (
 UNIT_MS = "ms"
 UNIT_ONE = "1"
 
-_T1_MAP_PATTERN = re.compile(r"\bT1[\s_\-]*MAP", re.IGNORECASE)
+_T1_MAP_PATTERN = re.compile(r"(?<![A-Z0-9])T1[\s_\-]*MAP", re.IGNORECASE)
 _MS_UNIT_CODES = frozenset({"ms", "msec", "millisecond", "milliseconds"})
 _PHILIPS_PRIVATE_SCALE_SLOPE = (0x2005, 0x100E)
 

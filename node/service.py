@@ -10,7 +10,7 @@ from pydicom import Dataset, dcmread
 
 from node.catalog import Catalog, SeriesState
 from node.listener import StorageListener
-from node.router import RuleSet, load_rules, route
+from node.router import RouteDecision, RuleSet, load_rules, route
 from node.sender import OutboxSender
 from node.settings import Settings
 from node.status import StatusServer
@@ -19,6 +19,13 @@ from node.worker import WorkerPool
 from plugins import PLUGIN_NAMES
 
 logger = logging.getLogger(__name__)
+
+
+def route_reason(decision: RouteDecision) -> str:
+    """One line per analysis: matched, or the deciding reasons it was not."""
+    reasons = [trace.summary() for trace in decision.traces]
+    reasons.extend(decision.warnings)
+    return "; ".join(reasons) or "; ".join(decision.explanation)
 
 
 def read_headers(paths: list[Path]) -> list[Dataset]:
@@ -97,7 +104,7 @@ class Node:
             self.catalog.route_series(series_uid, generation, [], "no readable instance")
             return
         decision = route(self.rules, self.rules.facts(headers), self.available)
-        reason = "; ".join(decision.explanation)
+        reason = route_reason(decision)
         analyses = [decision.analysis] if decision.analysis else []
         job_ids = self.catalog.route_series(series_uid, generation, analyses, reason)
         if job_ids:

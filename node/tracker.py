@@ -9,6 +9,7 @@ again, so the series is analysed anew and its outputs replaced.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -44,6 +45,8 @@ class SeriesTracker:
         self._catalog = catalog
         self._stable_age_s = stable_age_s
         self._on_complete = on_complete
+        self._lock = threading.Lock()
+        self._armed: dict[str, float] = {}
         self._scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=2)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -69,26 +72,62 @@ class SeriesTracker:
             self._scheduler.shutdown(wait=True)
 
     def instance_stored(self, state: SeriesState) -> None:
-        """Schedule the completion check of the instance's series."""
-        if state.expected_count and state.instance_count >= state.expected_count:
-            due = time.time()
-        else:
-            due = state.last_received + self._stable_age_s
+        """Arm the completion check of the instance's series.
+
+        One timer per series: it is armed by the first instance, re-armed at once when the
+        announced count is reached, and otherwise re-arms itself when it finds the series
+        still receiving (cheap on the hot path: no scheduler call per instance).
+        """
+        count_reached = bool(state.expected_count) and state.instance_count >= (
+            state.expected_count or 0
+        )
+        with self._lock:
+            armed = self._armed.get(state.series_instance_uid)
+            if armed is not None and not count_reached:
+                return
+            due = time.time() if count_reached else state.last_received + self._stable_age_s
+            self._armed[state.series_instance_uid] = due
+        self._arm(state.series_instance_uid, due)
+
+    def _arm(self, series_uid: str, due: float) -> None:
         self._scheduler.add_job(
             self._check,
             trigger="date",
             run_date=datetime.fromtimestamp(due),
-            args=[state.series_instance_uid, state.generation],
-            id=state.series_instance_uid,
+            args=[series_uid],
+            id=series_uid,
             replace_existing=True,
         )
 
-    def _check(self, series_uid: str, generation: int) -> None:
-        if not self._catalog.complete_series(series_uid, generation):
-            logger.debug("series %s moved on from generation %d", series_uid, generation)
+    def _check(self, series_uid: str) -> None:
+        with self._lock:
+            self._armed.pop(series_uid, None)
+        found = self._catalog.series_state(series_uid)
+        if found is None or found[0] != "receiving":
             return
-        logger.info("series %s complete (generation %d)", series_uid, generation)
-        self._route_safely(series_uid, generation)
+        _, state = found
+        count_reached = bool(state.expected_count) and state.instance_count >= (
+            state.expected_count or 0
+        )
+        quiet_until = state.last_received + self._stable_age_s
+        if not count_reached and time.time() < quiet_until:
+            with self._lock:
+                if series_uid in self._armed:  # re-armed meanwhile by a count reached
+                    return
+                self._armed[series_uid] = quiet_until
+            self._arm(series_uid, quiet_until)
+            return
+        if not self._catalog.complete_series(series_uid, state.generation):
+            logger.debug("series %s moved on from generation %d", series_uid, state.generation)
+            return
+        logger.info(
+            "series %s complete (generation %d, %d instances%s)",
+            series_uid,
+            state.generation,
+            state.instance_count,
+            ", count from headers" if count_reached else "",
+        )
+        self._route_safely(series_uid, state.generation)
 
     def _route_safely(self, series_uid: str, generation: int) -> None:
         try:

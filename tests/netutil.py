@@ -57,7 +57,7 @@ class Receipt:
 
 
 @dataclass
-class TestPacs:
+class PacsScp:
     """A Storage SCP standing in for PACS: keeps every object it receives on disk."""
 
     folder: Path
@@ -68,7 +68,7 @@ class TestPacs:
     _server: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def start(self) -> TestPacs:
+    def start(self) -> PacsScp:
         ae = AE(ae_title=self.ae_title)
         ae.supported_contexts = StoragePresentationContexts
         ae.add_supported_context(Verification)
@@ -183,7 +183,7 @@ class NodeProcess:
     def _echo_ok(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"node exited with {self.proc.returncode}: {self.log_tail()}")
-        ae = AE(ae_title="PROBE")
+        ae = AE(ae_title="SCANNER")
         ae.add_requested_context(Verification)
         ae.acse_timeout = 2
         ae.connection_timeout = 1

@@ -15,7 +15,7 @@ class SrNumber:
     value: float
     unit: str
     derivation: str | None
-    finding_site: str | None
+    finding: str | None
     referenced_sop_uids: tuple[str, ...]
 
 
@@ -45,19 +45,19 @@ def sr_numbers(sr: Dataset) -> list[SrNumber]:
     """
     found: list[SrNumber] = []
 
-    def walk(container: Dataset, refs: tuple[str, ...], site: str | None) -> None:
+    def walk(container: Dataset, refs: tuple[str, ...], finding: str | None) -> None:
         children = list(container.get("ContentSequence", []))
-        local_site = site
+        local_finding = finding
         for child in children:
             if (
                 child.get("ValueType") == "CODE"
-                and _code_meaning(child, "ConceptNameCodeSequence") == "Finding Site"
+                and _code_meaning(child, "ConceptNameCodeSequence") == "Finding"
             ):
-                local_site = _code_meaning(child, "ConceptCodeSequence")
+                local_finding = _code_meaning(child, "ConceptCodeSequence")
         for child in children:
             vt = child.get("ValueType")
             if vt == "CONTAINER":
-                walk(child, _referenced_images(child) or refs, local_site)
+                walk(child, _referenced_images(child) or refs, local_finding)
             elif vt == "NUM" and child.get("MeasuredValueSequence"):
                 mv = child.MeasuredValueSequence[0]
                 derivation = None
@@ -70,7 +70,7 @@ def sr_numbers(sr: Dataset) -> list[SrNumber]:
                         value=float(mv.NumericValue),
                         unit=str(mv.MeasurementUnitsCodeSequence[0].CodeValue),
                         derivation=derivation,
-                        finding_site=local_site,
+                        finding=local_finding,
                         referenced_sop_uids=refs,
                     )
                 )

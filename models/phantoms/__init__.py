@@ -1,0 +1,29 @@
+"""Synthetic cardiac MR phantoms: anatomy, native T1 maps, MOLLI source images, DICOM series.
+
+The T1-map API (``make_t1map_slice``, ``make_t1map_stack``, ``PhantomSlice``,
+``make_heart_case``) lives in :mod:`models.phantoms.t1map`; DICOM writing in
+:mod:`models.phantoms.dicom_series`; the command line in ``python -m models.phantoms``.
+"""
+
+from models.phantoms.anatomy import HeartCase, Phenotype, Structure, render_slice
+from models.phantoms.t1map import (
+    PhantomSlice,
+    make_heart_case,
+    make_molli_source,
+    make_t1map_slice,
+    make_t1map_stack,
+)
+from models.phantoms.tissues import Tissue
+
+__all__ = [
+    "HeartCase",
+    "PhantomSlice",
+    "Phenotype",
+    "Structure",
+    "Tissue",
+    "make_heart_case",
+    "make_molli_source",
+    "make_t1map_slice",
+    "make_t1map_stack",
+    "render_slice",
+]

@@ -80,6 +80,7 @@ class Structure(enum.IntEnum):
     LV_BLOOD = 19
     PAPILLARY_MUSCLE = 20
     PERICARDIAL_FLUID = 21
+    VESSEL = 22
 
 
 STRUCTURE_TISSUE: Mapping[Structure, Tissue] = {
@@ -105,6 +106,7 @@ STRUCTURE_TISSUE: Mapping[Structure, Tissue] = {
     Structure.LV_BLOOD: Tissue.BLOOD,
     Structure.PAPILLARY_MUSCLE: Tissue.MYOCARDIUM,
     Structure.PERICARDIAL_FLUID: Tissue.FLUID,
+    Structure.VESSEL: Tissue.BLOOD,
 }
 """Tissue each structure is made of (a lesion is myocardium with a different T1)."""
 
@@ -361,6 +363,28 @@ class Body:
 
 
 @dataclass(frozen=True)
+class Vessel:
+    """A blood vessel crossing the slice (pulmonary or hepatic vessel, IVC).
+
+    ``offset_mm`` is its position relative to the LV centre at ``s = 0.5``; it moves by
+    ``drift_mm_per_s`` along the long axis and is drawn only inside ``host`` structures.
+    """
+
+    offset_mm: tuple[float, float]
+    radius_mm: float
+    drift_mm_per_s: tuple[float, float]
+    host: Structure
+
+    def at(self, centre: tuple[float, float], s: float) -> Ellipse:
+        """Cross-section at long-axis position ``s`` given the LV centre."""
+        return Ellipse(
+            centre[0] + self.offset_mm[0] + self.drift_mm_per_s[0] * (s - 0.5),
+            centre[1] + self.offset_mm[1] + self.drift_mm_per_s[1] * (s - 0.5),
+            self.radius_mm, self.radius_mm,
+        )
+
+
+@dataclass(frozen=True)
 class Organ:
     """An abdominal organ: an ellipse that moves and grows along the heart's long axis."""
 
@@ -406,6 +430,8 @@ class HeartCase:
         Abdominal organs (``None`` if absent in this subject).
     stomach_has_gas
         Whether the stomach holds gas (otherwise fluid).
+    vessels
+        Pulmonary and hepatic vessels and the inferior vena cava.
     aorta
         Descending aorta.
     mediastinal_fat
@@ -432,6 +458,7 @@ class HeartCase:
     spleen: Organ | None
     stomach: Organ | None
     stomach_has_gas: bool
+    vessels: tuple[Vessel, ...]
     aorta: Ellipse
     mediastinal_fat: Ellipse
     tissues: TissueProperties
@@ -548,12 +575,12 @@ def _sample_lv(rng: np.random.Generator, phenotype: Phenotype) -> LeftVentricle:
     )
     return LeftVentricle(
         endo_radius_mm=endo,
-        ellipticity=float(rng.uniform(0.0, 0.1)),
+        ellipticity=float(rng.uniform(0.0, 0.14)),
         ellipse_angle_rad=float(rng.uniform(0, np.pi)),
         endo_irregularity=Harmonics.random(rng, range(3, 8), 0.05),
         epi_irregularity=Harmonics.random(rng, range(3, 6), 0.02),
         wall_thickness_mm=wall,
-        wall_variation=Harmonics.random(rng, range(1, 5), 0.1),
+        wall_variation=Harmonics.random(rng, range(1, 5), 0.15),
         septal_thickening=septal,
         apex_taper=float(rng.uniform(0.8, 1.4)),
         papillary=tuple(papillary),
@@ -628,10 +655,14 @@ def _sample_body(
     anterior_y = by - half_depth
     breast = None
     if rng.random() < 0.3:
+        # Left breast: on the anterior chest wall, to the subject's left (image right).
+        along = math.radians(rng.uniform(-75.0, -50.0))
         breast = Ellipse(
-            bx + float(rng.uniform(40.0, 100.0)), anterior_y + float(rng.uniform(0.0, 15.0)),
-            float(rng.uniform(55.0, 85.0)), float(rng.uniform(30.0, 55.0)),
-            math.radians(rng.uniform(-15.0, 15.0)), Harmonics.random(rng, range(2, 4), 0.04),
+            bx + half_width * math.cos(along) * 0.95,
+            by + half_depth * math.sin(along) * 0.95,
+            float(rng.uniform(45.0, 70.0)), float(rng.uniform(22.0, 40.0)),
+            along + np.pi / 2 + math.radians(rng.uniform(-10.0, 10.0)),
+            Harmonics.random(rng, range(2, 4), 0.04),
         )
     sternum = Ellipse(
         bx + float(rng.uniform(-8.0, 8.0)), anterior_y + fat[0] + muscle[0] * 0.6,
@@ -669,6 +700,38 @@ def _sample_body(
     )
     body = Body(outline, fat, muscle, breast, sternum, tuple(ribs), vertebra, spinal_canal)
     return body, aorta, mediastinal
+
+
+def _sample_vessels(
+    rng: np.random.Generator, r_epi: float, liver: Ellipse, hx: float, hy: float
+) -> tuple[Vessel, ...]:
+    """Pulmonary vessels around the heart, hepatic veins and the IVC in the liver."""
+    vessels = []
+    for _ in range(int(rng.integers(6, 18))):
+        angle = float(rng.uniform(-np.pi, np.pi))
+        dist = r_epi + float(rng.uniform(15.0, 90.0))
+        vessels.append(Vessel(
+            (dist * math.cos(angle), dist * math.sin(angle)),
+            float(rng.uniform(1.2, 3.5)) * (1.4 if dist < r_epi + 35 else 0.8),
+            (float(rng.normal(0.0, 25.0)), float(rng.normal(0.0, 25.0))),
+            Structure.LUNG,
+        ))
+    for _ in range(int(rng.integers(2, 6))):
+        angle = float(rng.uniform(-np.pi, np.pi))
+        frac = float(rng.uniform(0.2, 0.7))
+        vessels.append(Vessel(
+            (liver.cx - hx + frac * liver.a * math.cos(angle),
+             liver.cy - hy + frac * liver.b * math.sin(angle)),
+            float(rng.uniform(2.0, 5.0)),
+            (float(rng.normal(0.0, 15.0)), float(rng.normal(0.0, 15.0))),
+            Structure.LIVER,
+        ))
+    # Inferior vena cava: near the upper medial edge of the liver, below the RV.
+    vessels.append(Vessel(
+        (-r_epi * float(rng.uniform(0.6, 1.3)), r_epi + float(rng.uniform(15.0, 40.0))),
+        float(rng.uniform(8.0, 12.0)), (0.0, float(rng.uniform(-30.0, 0.0))), Structure.LIVER,
+    ))
+    return tuple(vessels)
 
 
 def make_heart_case(
@@ -752,6 +815,7 @@ def make_heart_case(
     levels = {
         name: float(rng.uniform(*LEVEL_POSITION_RANGES[name])) for name in LEVELS
     }
+    vessels = _sample_vessels(rng, lv.endo_radius_mm + lv.wall_thickness_mm, liver.shape, hx, hy)
     case = HeartCase(
         phenotype=chosen,
         centre_mm=centre,
@@ -761,12 +825,13 @@ def make_heart_case(
         rv=rv,
         epicardial_fat_mm=float(rng.uniform(1.0, 6.0)),
         epicardial_fat_variation=Harmonics.random(rng, range(1, 7), 2.0),
-        pericardial_effusion_mm=float(rng.uniform(1.0, 4.0)) if rng.random() < 0.15 else 0.0,
+        pericardial_effusion_mm=float(rng.uniform(1.0, 3.0)) if rng.random() < 0.1 else 0.0,
         body=body,
         liver=liver,
         spleen=spleen,
         stomach=stomach,
         stomach_has_gas=bool(rng.random() < 0.5),
+        vessels=vessels,
         aorta=aorta,
         mediastinal_fat=mediastinal,
         tissues=tissues,
@@ -1077,12 +1142,17 @@ def _paint_body(canvas: _Canvas, case: HeartCase, s: float, shift: tuple[float, 
     mediastinal = moved(case.mediastinal_fat)
     canvas.paint(Structure.MEDIASTINAL_FAT, mediastinal.inside, mediastinal.bbox(),
                  over=(*cavity, Structure.SKELETAL_MUSCLE))
+    cx, cy = case.lv_centre(s)
+    for vessel in case.vessels:
+        ves = vessel.at((cx + shift[0], cy + shift[1]), s)
+        canvas.paint(Structure.VESSEL, ves.inside, ves.bbox(), over=(vessel.host,))
 
 
 _HEART_OVER: tuple[Structure, ...] = (
     Structure.LUNG, Structure.MEDIASTINAL_FAT, Structure.SKELETAL_MUSCLE, Structure.LIVER,
     Structure.DESCENDING_AORTA, Structure.STOMACH_WALL, Structure.SPLEEN,
     Structure.STOMACH_FLUID, Structure.STOMACH_GAS, Structure.SUBCUTANEOUS_FAT,
+    Structure.VESSEL,
 )
 """Structures the heart and its fat may displace (not bone, not air outside the body)."""
 
@@ -1096,7 +1166,9 @@ def _paint_heart(canvas: _Canvas, case: HeartCase, s: float, shift: tuple[float,
     lv = case.lv
     rv = case.rv
     r_epi_mean = lv.mean_epi_radius(s)
-    rv_scale = rv.scale(s)
+    # Keep at least ~6 mm of RV cavity beyond the septum, even near the apex.
+    r_septum = float(lv.epi_radius(np.array([np.pi]), s)[0])
+    rv_scale = max(rv.scale(s), ((r_septum + 6.0) / r_epi_mean - rv.offset_x) / rv.axis_x)
     rv_centre = _to_image(
         r_epi_mean * math.hypot(rv.offset_x, rv.offset_y),
         math.atan2(-rv.offset_y, -rv.offset_x),
@@ -1209,7 +1281,7 @@ def _lesion_mask(lesion: Lesion, theta: FloatArray, depth: FloatArray
 
 def _labels_from_fractions(fractions: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
     """Majority label per pixel, then close the myocardial ring around the LV pool."""
-    per_label = np.zeros((len(_LABELS),) + fractions.shape[1:], dtype=np.float32)
+    per_label = np.zeros((len(_LABELS), *fractions.shape[1:]), dtype=np.float32)
     for structure, label in STRUCTURE_LABEL.items():
         per_label[int(label)] += fractions[int(structure)]
     labels = np.argmax(per_label, axis=0).astype(np.uint8)

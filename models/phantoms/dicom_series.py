@@ -33,11 +33,12 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
+    UID,
     ExplicitVRLittleEndian,
     MRImageStorage,
-    UID,
     generate_uid,
 )
+from pydicom.valuerep import DA, TM
 
 from models.phantoms.maps import ContrastState, ecv_map, postcontrast_t1_map, t2_map
 from models.phantoms.t1map import PhantomSlice, make_molli_source
@@ -370,14 +371,20 @@ def stored_to_physical(ds: Dataset) -> npt.NDArray[np.float64]:
     """Values of a written instance in physical units (RWV mapping first, then rescale).
 
     A reference decoder for tests: the node's own loader must reach the same values.
+    Multi-frame instances return (frames, rows, cols) using the shared functional groups.
     """
     stored = ds.pixel_array.astype(np.float64)
-    rwv_items = ds.get("RealWorldValueMappingSequence")
+    source: Dataset = ds
+    if "SharedFunctionalGroupsSequence" in ds:
+        source = ds.SharedFunctionalGroupsSequence[0]
+    rwv_items = source.get("RealWorldValueMappingSequence")
     if rwv_items:
         item = rwv_items[0]
         return stored * float(item.RealWorldValueSlope) + float(item.RealWorldValueIntercept)
-    slope = float(ds.get("RescaleSlope", 1.0))
-    intercept = float(ds.get("RescaleIntercept", 0.0))
+    if "PixelValueTransformationSequence" in source:
+        source = source.PixelValueTransformationSequence[0]
+    slope = float(source.get("RescaleSlope", 1.0))
+    intercept = float(source.get("RescaleIntercept", 0.0))
     return stored * slope + intercept
 
 
@@ -466,7 +473,7 @@ def _base_dataset(
     ds.DeviceSerialNumber = f"{study.seed % 99991:05d}"
     ds.SoftwareVersions = profile.software_versions
     ds.ProtocolName = spec.protocol
-    ds.HeartRate = str(int(round(study.heart_rate_bpm)))
+    ds.HeartRate = str(round(study.heart_rate_bpm))
     ds.ReceiveCoilName = profile.receive_coil
     ds.TransmitCoilName = "Body"
     ds.InPlanePhaseEncodingDirection = "ROW"
@@ -774,7 +781,7 @@ def t2map_series_datasets(
         SeriesKind.T2MAP, v, series_number, None,
         description=profile.t2map_description, protocol=profile.t2map_description,
         image_type=profile.t2map_image_type, sequence_name=profile.t2_sequence_name,
-        scanning_sequence=("GR",), sequence_variant=("SK", "SP"), scan_options=("",),
+        scanning_sequence=("GR",), sequence_variant=("SK", "SP"), scan_options=("CG",),
         seconds_after_start=900.0, flip_angle_deg=70.0,
     )
     return _map_series(
@@ -944,6 +951,7 @@ def t1map_enhanced_dataset(
     for ds in datasets:
         copy = Dataset()
         copy.update(ds)
+        copy.file_meta = ds.file_meta
         # highdicom copies private tags; drop them, and RWV mapping goes per frame.
         copy.remove_private_tags()
         legacy.append(copy)
@@ -960,6 +968,21 @@ def t1map_enhanced_dataset(
     except (ValueError, TypeError, AttributeError) as exc:
         raise ValueError(f"Cannot convert the T1-map series to multi-frame: {exc}") from exc
     enhanced.SeriesDescription = str(datasets[0].SeriesDescription) + " MF"
+    # The converted instance references its sources only through the Conversion Source
+    # Attributes; a Referenced Series Sequence without referenced instances is invalid.
+    if "ReferencedSeriesSequence" in enhanced:
+        del enhanced.ReferencedSeriesSequence
+    # Replace creation times and generated UIDs so that the same seed gives the same file.
+    created_date, created_time = st.time_after(700.0)
+    enhanced.InstanceCreationDate = DA(created_date)
+    enhanced.InstanceCreationTime = TM(created_time)
+    for item in enhanced.get("ContributingEquipmentSequence", []):
+        if "ContributionDateTime" in item:
+            item.ContributionDateTime = created_date + created_time
+    organization = _uid(st.seed, "dimension-organization", series_number)
+    for name in ("DimensionOrganizationSequence", "DimensionIndexSequence"):
+        for item in enhanced.get(name, []):
+            item.DimensionOrganizationUID = organization
     _file_meta(enhanced)
     return enhanced
 

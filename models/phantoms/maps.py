@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from models.phantoms.anatomy import STRUCTURE_TISSUE, Structure
+from models.phantoms.anatomy import STRUCTURE_TISSUE, HeartCase, RenderedSlice, Structure
 from models.phantoms.t1map import PhantomSlice, kspace_window, lowpass
 from models.phantoms.tissues import PROTON_DENSITY, Tissue, check_field_strength
 
@@ -95,9 +95,7 @@ def _mix(
     phantom: PhantomSlice, value: Mapping[Structure, float | F32]
 ) -> tuple[F32, F32]:
     """Signal-weighted partial-volume mixture of per-structure values, and the signal map."""
-    rendered = phantom.rendered
-    if rendered is None:
-        raise ValueError("The phantom slice carries no anatomy (rendered fractions)")
+    rendered, _ = _anatomy(phantom)
     weighted = np.zeros(phantom.shape, dtype=np.float32)
     signal = np.zeros_like(weighted)
     for structure in Structure:
@@ -126,7 +124,8 @@ def _finish(
     return np.clip(noisy, 0.0, maximum).astype(np.float32)
 
 
-def _rendered(phantom: PhantomSlice) -> tuple[object, object]:
+def _anatomy(phantom: PhantomSlice) -> tuple[RenderedSlice, HeartCase]:
+    """The slice's rendered anatomy and subject, which derived maps need."""
     if phantom.rendered is None or phantom.heart is None:
         raise ValueError("The phantom slice carries no anatomy; make it with make_t1map_slice")
     return phantom.rendered, phantom.heart
@@ -134,14 +133,13 @@ def _rendered(phantom: PhantomSlice) -> tuple[object, object]:
 
 def t2_map(rng: np.random.Generator, phantom: PhantomSlice) -> F32:
     """T2 map (ms) of the slice's anatomy, with noise, as a T2-prepared bSSFP map shows it."""
-    rendered, _ = _rendered(phantom)
+    rendered, _ = _anatomy(phantom)
     table = T2_MAP_MS[check_field_strength(phantom.field_strength_t)]
     scale = float(rng.normal(1.0, 0.04))
     values: dict[Structure, float | F32] = {
         s: table[STRUCTURE_TISSUE[s]] * scale for s in Structure
     }
-    assert phantom.rendered is not None
-    lesion = phantom.rendered.lesion_rise_ms > 0
+    lesion = rendered.lesion_rise_ms > 0
     values[Structure.LV_LESION] = np.where(
         lesion, table[Tissue.MYOCARDIUM] * scale + LESION_T2_RISE_MS,
         table[Tissue.MYOCARDIUM] * scale).astype(np.float32)
@@ -150,8 +148,8 @@ def t2_map(rng: np.random.Generator, phantom: PhantomSlice) -> F32:
 
 
 def _post_t1_values(phantom: PhantomSlice, state: ContrastState) -> dict[Structure, float]:
-    assert phantom.heart is not None
-    tissues = phantom.heart.tissues
+    _, case = _anatomy(phantom)
+    tissues = case.tissues
     hct = tissues.haematocrit
     d_r1_blood = 1.0 / state.blood_t1_post_ms - 1.0 / tissues.blood_t1_ms
     values: dict[Structure, float] = {}
@@ -178,10 +176,10 @@ def postcontrast_t1_map(
 
     Lesion pixels get the lesion ECV; native T1 of each tissue comes from the subject.
     """
-    _rendered(phantom)
-    values = _post_t1_values(phantom, state)
-    clean, signal = _mix(phantom, values)  # type: ignore[arg-type]
-    myo = values[Structure.LV_MYOCARDIUM]
+    post = _post_t1_values(phantom, state)
+    values: dict[Structure, float | F32] = dict(post)
+    clean, signal = _mix(phantom, values)
+    myo = post[Structure.LV_MYOCARDIUM]
     image = _finish(rng, clean, signal, 12.0, myo, 4095.0)
     truth = {
         "myocardium_t1_post_true_ms": float(myo),
@@ -195,9 +193,8 @@ def ecv_map(
     rng: np.random.Generator, phantom: PhantomSlice, state: ContrastState
 ) -> tuple[F32, dict[str, float]]:
     """ECV map in percent of the slice, and its truth values."""
-    _rendered(phantom)
-    assert phantom.heart is not None
-    hct = phantom.heart.tissues.haematocrit
+    _, case = _anatomy(phantom)
+    hct = case.tissues.haematocrit
     values: dict[Structure, float | F32] = {}
     for structure in Structure:
         tissue = STRUCTURE_TISSUE[structure]

@@ -27,6 +27,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from models.phantoms.anatomy import (
+    LEVEL_POSITION_RANGES,
     LEVELS,
     STRUCTURE_TISSUE,
     HeartCase,
@@ -86,9 +87,9 @@ class T1MapAcquisition:
     ----------
     noise_sd_ms
         Fitting-noise SD in myocardium (ms).
-    kspace_fraction
-        Acquired fraction of the reconstructed k-space extent along (rows, cols); the
-        rest is zero-filled (interpolation), giving blur and Gibbs ringing.
+    acquired_resolution_mm
+        Acquired (before interpolation) resolution along (rows, cols); clinical MOLLI
+        acquires about 1.4–2.4 mm and scanners interpolate, which blurs and rings.
     background
         Appearance of pixels below ``signal_threshold``.
     signal_threshold
@@ -104,7 +105,7 @@ class T1MapAcquisition:
     """
 
     noise_sd_ms: float
-    kspace_fraction: tuple[float, float]
+    acquired_resolution_mm: tuple[float, float]
     background: BackgroundMode
     signal_threshold: float
     motion_blur_mm: float
@@ -112,27 +113,32 @@ class T1MapAcquisition:
     bias_fraction: float
     streak_probability: float
 
+    def kspace_fraction(self, pixel_spacing: tuple[float, float]) -> tuple[float, float]:
+        """Acquired fraction of the k-space extent of a map with this pixel spacing."""
+        rows = min(1.0, pixel_spacing[0] / self.acquired_resolution_mm[0])
+        cols = min(1.0, pixel_spacing[1] / self.acquired_resolution_mm[1])
+        return (max(rows, 0.3), max(cols, 0.3))
+
 
 def sample_t1map_acquisition(rng: np.random.Generator, field_strength_t: float = 1.5
                              ) -> T1MapAcquisition:
     """Draw the imaging properties of one T1-map series."""
     field = check_field_strength(field_strength_t)
     noise = float(rng.uniform(20.0, 40.0)) * (0.9 if field == 3.0 else 1.0)
-    phase_fraction = float(rng.uniform(0.45, 0.8))
-    read_fraction = float(rng.uniform(0.5, 0.9))
-    fractions = (phase_fraction, read_fraction) if rng.random() < 0.5 else (
-        read_fraction, phase_fraction)
+    phase_mm = float(rng.uniform(1.6, 2.4))
+    read_mm = float(rng.uniform(1.3, 1.9))
+    resolution = (phase_mm, read_mm) if rng.random() < 0.5 else (read_mm, phase_mm)
     modes = list(BackgroundMode)
     background = modes[int(rng.choice(len(modes), p=[0.35, 0.35, 0.3]))]
     return T1MapAcquisition(
         noise_sd_ms=noise,
-        kspace_fraction=fractions,
+        acquired_resolution_mm=resolution,
         background=background,
         signal_threshold=float(rng.uniform(0.15, 0.3)),
-        motion_blur_mm=float(rng.choice([0.0, rng.uniform(0.5, 4.0)], p=[0.4, 0.6])),
+        motion_blur_mm=float(rng.choice([0.0, rng.uniform(0.5, 3.0)], p=[0.4, 0.6])),
         motion_angle_rad=float(rng.uniform(0.0, np.pi)),
-        bias_fraction=float(rng.uniform(0.0, 0.03)),
-        streak_probability=0.15,
+        bias_fraction=float(rng.uniform(0.0, 0.02)),
+        streak_probability=0.1,
     )
 
 
@@ -158,9 +164,14 @@ class PhantomSlice:
         label), ``blood_t1_true_ms``, ``myocardium_area_mm2``, ``lv_blood_area_mm2``,
         ``rv_blood_area_mm2``, ``lesion_area_mm2``, ``lesion_t1_true_ms`` (0 without
         lesion), ``wall_thickness_mm``, ``field_strength_t``, ``haematocrit``,
-        ``diffuse_rise_ms``, ``long_axis_position``.
+        ``diffuse_rise_ms``, ``long_axis_position``, ``off_resonance_band`` (1 if the
+        slice has an off-resonance band artefact, else 0).
     t1_clean_ms
         float32: the noise- and artefact-free partial-volume map.
+    t1_noiseless_ms
+        float32: the map with every artefact (blur, ringing, bias, off-resonance band) but
+        before fitting noise and background masking; ``t1_ms - t1_noiseless_ms`` is the
+        noise.
     signal
         float32: relative equilibrium signal (0 air .. ~1 fat / blood).
     rendered
@@ -175,6 +186,7 @@ class PhantomSlice:
     level: str
     truth: dict[str, float]
     t1_clean_ms: F32 | None = None
+    t1_noiseless_ms: F32 | None = None
     signal: F32 | None = None
     rendered: RenderedSlice | None = None
     heart: HeartCase | None = None
@@ -225,8 +237,8 @@ def sample_geometry(
         spacing = (round(step, 5), round(step, 5))
     elif shape is None:
         fov = float(rng.uniform(*FOV_RANGE_MM))
-        cols = max(int(round(fov / spacing[1])), 32)
-        rows = max(int(round(cols * float(rng.uniform(0.75, 1.0)) * spacing[1] / spacing[0])),
+        cols = max(round(fov / spacing[1]), 32)
+        rows = max(round(cols * float(rng.uniform(0.75, 1.0)) * spacing[1] / spacing[0]),
                    32)
     elif pixel_spacing is None:
         fov = float(rng.uniform(*FOV_RANGE_MM))
@@ -279,12 +291,33 @@ def _pixel_angles(rendered: RenderedSlice, case: HeartCase) -> F32:
     return np.arctan2(-s * x + c * y, c * x + s * y).astype(np.float32)
 
 
-def _clean_map(rendered: RenderedSlice, case: HeartCase) -> tuple[F32, F32]:
+TEXTURE_AMPLITUDE: dict[Tissue, float] = {
+    Tissue.AIR: 0.0, Tissue.LUNG: 0.1, Tissue.FAT: 0.08, Tissue.SKELETAL_MUSCLE: 0.03,
+    Tissue.LIVER: 0.03, Tissue.SPLEEN: 0.02, Tissue.BLOOD: 0.012, Tissue.MYOCARDIUM: 0.008,
+    Tissue.BONE_MARROW: 0.06, Tissue.FLUID: 0.03,
+}
+"""Relative spatial T1 variation within a tissue (texture, inflow, fat/water mixture)."""
+
+
+def _texture(rng: np.random.Generator, shape: tuple[int, int],
+             spacing: tuple[float, float]) -> F32:
+    """Smooth zero-mean unit-SD random field with 3 mm and 12 mm correlation lengths."""
+    field = np.zeros(shape, dtype=np.float32)
+    for scale_mm, weight in ((3.0, 0.6), (12.0, 0.8)):
+        sigma = (scale_mm / spacing[0], scale_mm / spacing[1])
+        part = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
+        field += weight * part / (float(part.std()) or 1.0)
+    return field / (float(field.std()) or 1.0)
+
+
+def _clean_map(rng: np.random.Generator, rendered: RenderedSlice, case: HeartCase
+               ) -> tuple[F32, F32]:
     """Signal-weighted partial-volume T1 map and relative signal map."""
     t1 = _structure_t1(case)
     myo_structures = {Structure.LV_MYOCARDIUM, Structure.LV_LESION, Structure.PAPILLARY_MUSCLE,
                       Structure.RV_WALL, Structure.RV_TRABECULAE}
     angles = _pixel_angles(rendered, case)
+    texture = _texture(rng, rendered.labels.shape, rendered.pixel_spacing)
     # Septal T1 is usually slightly higher than lateral.
     gradient = (0.5 * case.tissues.septal_lateral_gradient_ms * -np.cos(angles)).astype(
         np.float32)
@@ -296,9 +329,9 @@ def _clean_map(rendered: RenderedSlice, case: HeartCase) -> tuple[F32, F32]:
             continue
         tissue = STRUCTURE_TISSUE[structure]
         weight = frac * PROTON_DENSITY[tissue]
-        value: F32 | float = t1[structure]
+        value: F32 = t1[structure] * (1.0 + TEXTURE_AMPLITUDE[tissue] * texture)
         if structure in myo_structures:
-            value = t1[structure] + gradient
+            value = value + gradient
         if structure is Structure.LV_LESION:
             value = value + rendered.lesion_rise_ms
         weighted += weight * value
@@ -327,7 +360,7 @@ def kspace_window(shape: tuple[int, int], fraction: tuple[float, float]) -> npt.
     windows = []
     for n, frac in zip(shape, fraction, strict=True):
         k = np.abs(np.fft.fftfreq(n)) * 2.0  # 0 centre .. 1 edge
-        edge = 0.15
+        edge = 0.5
         w = np.clip((frac - k) / (edge * frac), 0.0, 1.0)
         windows.append(0.5 - 0.5 * np.cos(np.pi * w))
     return np.outer(windows[0], windows[1])
@@ -342,13 +375,13 @@ def _motion_blur(image: F32, signal: F32, acq: T1MapAcquisition,
     length_px = acq.motion_blur_mm / min(spacing)
     if length_px < 0.5:
         return image, signal
-    n = max(int(math.ceil(length_px)) * 2 + 1, 3)
+    n = max(math.ceil(length_px) * 2 + 1, 3)
     kernel = np.zeros((n, n), dtype=np.float32)
     c = n // 2
     for t in np.linspace(-0.5, 0.5, 4 * n):
         r = c + t * length_px * math.sin(acq.motion_angle_rad)
         q = c + t * length_px * math.cos(acq.motion_angle_rad)
-        kernel[int(round(r)), int(round(q))] += 1.0
+        kernel[round(r), round(q)] += 1.0
     kernel /= kernel.sum()
     weighted = ndimage.convolve(image * signal, kernel, mode="nearest")
     blurred_signal = ndimage.convolve(signal, kernel, mode="nearest")
@@ -375,8 +408,11 @@ def _off_resonance_band(
     cy = (dist + radius) * math.sin(theta)
     d = np.abs(np.hypot(x - cx, y - cy) - radius)
     width = float(rng.uniform(1.5, 4.0))
-    profile = np.exp(-0.5 * (d / width) ** 2)
-    amplitude = float(rng.choice([-1.0, 1.0], p=[0.7, 0.3])) * float(rng.uniform(150.0, 500.0))
+    # Limited extent along the arc (a band segment, centred where it passes the heart).
+    along = np.angle(np.exp(1j * (np.arctan2(y - cy, x - cx) - (theta + np.pi)))) * radius
+    extent = float(rng.uniform(10.0, 25.0))
+    profile = np.exp(-0.5 * (d / width) ** 2) * np.exp(-0.5 * (along / extent) ** 2)
+    amplitude = float(rng.choice([-1.0, 1.0], p=[0.7, 0.3])) * float(rng.uniform(100.0, 300.0))
     return (amplitude * profile).astype(np.float32)
 
 
@@ -385,17 +421,26 @@ def _t1_map(
     rendered: RenderedSlice,
     case: HeartCase,
     acq: T1MapAcquisition,
-) -> tuple[F32, F32, F32]:
-    """Noisy map, clean map and signal map of one slice."""
-    clean, signal = _clean_map(rendered, case)
+) -> tuple[F32, F32, F32, F32, bool]:
+    """Noisy, noiseless, clean and signal maps of one slice; whether it has a band."""
+    clean, signal = _clean_map(rng, rendered, case)
     shape = clean.shape
     spacing = rendered.pixel_spacing
     image, blurred_signal = _motion_blur(clean, signal, acq, spacing)
     image = image * (1.0 + acq.bias_fraction * smooth_field(rng, shape))
-    if rng.random() < acq.streak_probability:
+    band = bool(rng.random() < acq.streak_probability)
+    if band:
         image = image + _off_resonance_band(rng, rendered, case)
-    window = kspace_window(shape, acq.kspace_fraction)
-    image = lowpass(image, window)
+    # Limited acquired resolution (zero-filled interpolation: blur and Gibbs ringing).
+    # Pixels without signal carry no T1, so they are first filled from nearby tissue, so
+    # that lung and air do not drag tissue values towards zero.
+    window = kspace_window(shape, acq.kspace_fraction(spacing))
+    floor = 0.05 * PROTON_DENSITY[Tissue.MYOCARDIUM]
+    sigma = (4.0 / spacing[0], 4.0 / spacing[1])
+    spread = ndimage.gaussian_filter(image * blurred_signal, sigma) / np.maximum(
+        ndimage.gaussian_filter(blurred_signal, sigma), 1e-3)
+    filled = np.where(blurred_signal > floor, image, spread).astype(np.float32)
+    image = lowpass(filled, window)
     blurred_signal = np.clip(lowpass(blurred_signal, window), 0.0, None)
     # Fitting noise: grows with T1 and where signal is low; deeper tissue (coil distance,
     # parallel-imaging g-factor) is noisier.  Interpolation correlates it spatially.
@@ -419,7 +464,7 @@ def _t1_map(
         wild = rng.uniform(0.0, MAX_T1_MS, size=shape) * (rng.random(shape) < 0.3)
         noisy = np.where(low & (wild > 0), wild, noisy)
     noisy = np.clip(noisy, 0.0, MAX_T1_MS).astype(np.float32)
-    return noisy, clean, signal
+    return noisy, image.astype(np.float32), clean, signal, band
 
 
 def _truth(
@@ -484,10 +529,13 @@ def _make_slice(
     spacing: tuple[float, float],
     acquisition: T1MapAcquisition,
     shift: tuple[float, float],
+    position: float | None = None,
 ) -> PhantomSlice:
-    rendered = render_slice(case, level, shape, spacing, centre_shift_mm=shift)
-    t1, clean, signal = _t1_map(rng, rendered, case, acquisition)
+    where: str | float = level if position is None else position
+    rendered = render_slice(case, where, shape, spacing, centre_shift_mm=shift)
+    t1, noiseless, clean, signal, band = _t1_map(rng, rendered, case, acquisition)
     truth = _truth(t1, clean, rendered.labels, rendered, case)
+    truth["off_resonance_band"] = 1.0 if band else 0.0
     logger.debug("phantom %s slice %dx%d: myocardium %.0f ms", level, shape[0], shape[1],
                  truth["myocardium_t1_mean_ms"])
     return PhantomSlice(
@@ -497,6 +545,7 @@ def _make_slice(
         level=level,
         truth=truth,
         t1_clean_ms=clean,
+        t1_noiseless_ms=noiseless,
         signal=signal,
         rendered=rendered,
         heart=case,
@@ -567,7 +616,9 @@ def make_t1map_stack(
     field_strength_t
         1.5 or 3 (tesla).
     levels
-        Levels to render, in the order returned (normally base to apex).
+        Levels to render, in the order returned (normally base to apex).  A level named
+        more than once gives slices spread over that level's long-axis range, so that
+        e.g. ``("basal",) * 4 + ("mid",) * 4 + ("apical",) * 4`` is a 12-slice stack.
     shape, pixel_spacing, heart, acquisition
         As for :func:`make_t1map_slice`.
 
@@ -582,9 +633,26 @@ def make_t1map_stack(
     (rows, cols), spacing = sample_geometry(rng, shape, pixel_spacing)
     acq = acquisition or sample_t1map_acquisition(rng, case.field_strength_t)
     shift = _fit_heart_in_view(case, (rows, cols), spacing)
-    slices = [_make_slice(rng, case, level, (rows, cols), spacing, acq, shift)
-              for level in levels]
+    positions = _stack_positions(case, levels)
+    slices = [_make_slice(rng, case, level, (rows, cols), spacing, acq, shift, position)
+              for level, position in zip(levels, positions, strict=True)]
     return case, slices
+
+
+def _stack_positions(case: HeartCase, levels: Sequence[str]) -> list[float]:
+    """Long-axis position of each slice; repeated levels spread over that level's range."""
+    counts = {level: levels.count(level) for level in set(levels)}
+    seen: dict[str, int] = {}
+    positions = []
+    for level in levels:
+        index = seen.get(level, 0)
+        seen[level] = index + 1
+        if counts[level] == 1:
+            positions.append(case.position(level))
+            continue
+        low, high = LEVEL_POSITION_RANGES[level]
+        positions.append(low + (high - low) * index / (counts[level] - 1))
+    return positions
 
 
 # --------------------------------------------------------------------------------------------

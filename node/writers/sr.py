@@ -11,6 +11,8 @@ Two documents are written for a result:
   (or one TID 1501 group per region when there is no SEG), the quality-control flags, the
   method and the disclaimer.
 
+Both are Comprehensive SR documents (2-D SCOORD only), the SR class viewers support most widely.
+
 A measurement without a value is never written as a number: it becomes a qualitative
 evaluation whose value is the CID 42 concept "Measurement failure", plus a comment that gives
 the reason.
@@ -28,6 +30,7 @@ import pydicom
 from pydicom.sr.codedict import codes
 from pydicom.sr.coding import Code as PydicomCode
 from scipy import ndimage
+from scipy.spatial import cKDTree
 from skimage import measure
 
 from node.uids import DerivedObjectIdentity, derived_uid, uid_from_parts
@@ -103,8 +106,9 @@ def _bridge(
     Both polygons are open (no repeated vertex) and of opposite orientation, so the joined
     polygon encloses the outer area minus the hole.
     """
-    distances = np.linalg.norm(outer[:, None, :] - hole[None, :, :], axis=2)
-    i, j = np.unravel_index(int(np.argmin(distances)), distances.shape)
+    distances, nearest = cKDTree(outer).query(hole)
+    j = int(np.argmin(distances))
+    i = int(nearest[j])
     hole_loop = np.concatenate([hole[j:], hole[: j + 1]])
     return np.concatenate([outer[: i + 1], hole_loop, outer[i:]])
 
@@ -296,7 +300,7 @@ def _report_document(
     settings: WriterSettings,
     identity: DerivedObjectIdentity,
     evidence: Sequence[pydicom.Dataset],
-) -> hd.sr.Comprehensive3DSR:
+) -> hd.sr.ComprehensiveSR:
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(settings),
         procedure_reported=to_pydicom_code(settings.procedure_reported),
@@ -305,7 +309,7 @@ def _report_document(
     )
     report[0].ContentSequence.append(_document_texts(result, document_texts))
     try:
-        document = hd.sr.Comprehensive3DSR(
+        document = hd.sr.ComprehensiveSR(
             evidence=list(evidence),
             content=report[0],
             series_instance_uid=identity.series_instance_uid,
@@ -431,7 +435,7 @@ def build_roi_report(
     *,
     settings: WriterSettings,
     identity: DerivedObjectIdentity,
-) -> hd.sr.Comprehensive3DSR | None:
+) -> hd.sr.ComprehensiveSR | None:
     """Build the TID 1500 report with one planar ROI group per analysed slice and region.
 
     Parameters
@@ -445,7 +449,7 @@ def build_roi_report(
 
     Returns
     -------
-    highdicom.sr.Comprehensive3DSR or None
+    highdicom.sr.ComprehensiveSR or None
         ``None`` when no slice has a region to outline.
     """
     segments = used_segments(result)
@@ -457,7 +461,13 @@ def build_roi_report(
         return None
     referenced = {series.frames[s.frame_index].sop_instance_uid for s in result.slices}
     evidence = [ds for ds in sources if str(ds.SOPInstanceUID) in referenced]
-    series_flags = [qc_text(flag, result) for flag in result.qc_flags if flag.frame_index is None]
+    # Flags of the series, or of frames without a group, go to the document level.
+    analysed = {s.frame_index for s in result.slices}
+    series_flags = [
+        qc_text(flag, result)
+        for flag in result.qc_flags
+        if flag.frame_index is None or flag.frame_index not in analysed
+    ]
     return _report_document(
         result,
         groups,
@@ -481,7 +491,7 @@ def build_summary_report(
     settings: WriterSettings,
     identity: DerivedObjectIdentity,
     segmentation: pydicom.Dataset | None,
-) -> hd.sr.Comprehensive3DSR:
+) -> hd.sr.ComprehensiveSR:
     """Build the TID 1500 report of the series-level values, QC flags and method.
 
     Parameters
@@ -498,7 +508,7 @@ def build_summary_report(
 
     Returns
     -------
-    highdicom.sr.Comprehensive3DSR
+    highdicom.sr.ComprehensiveSR
     """
     segments = used_segments(result) if segmentation is not None else {}
     algorithm = sr_algorithm_identification(result)

@@ -8,7 +8,6 @@ algorithm with its version and weights hash, and the disclaimer.  All text is bu
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -69,6 +68,9 @@ TEXT_SIZE = 19
 SMALL_SIZE = 16
 TITLE_SIZE = 30
 INDENT = 16
+MIN_TEXT_LUMINANCE = 110.0
+"""Coloured text darker than this (0–255 luma) is lightened to stay legible."""
+LIGHTEN_FRACTION = 0.5
 CORE_ALPHA = 0.30
 CONTOUR_WIDTH = 2
 SCALE_BAR_MM = 20.0
@@ -384,15 +386,15 @@ def _region_lines(
 
 
 def _readable(colour: tuple[int, int, int]) -> tuple[int, int, int]:
-    """Lighten a segment colour until it reads well on the dark background."""
+    """Return a segment colour, lightened if it would read poorly on the dark background."""
     luminance = 0.2126 * colour[0] + 0.7152 * colour[1] + 0.0722 * colour[2]
-    if luminance >= 110:
+    if luminance >= MIN_TEXT_LUMINANCE:
         return colour
-    mix = 0.5
-    return tuple(round(c + (255 - c) * mix) for c in colour)  # type: ignore[return-value]
+    red, green, blue = (round(c + (255 - c) * LIGHTEN_FRACTION) for c in colour)
+    return red, green, blue
 
 
-def _slice_order(result: AnalysisResult, series: LoadedSeries) -> list[SliceResult]:
+def _slice_order(result: AnalysisResult) -> list[SliceResult]:
     """Slices from base to apex when levels say so, else in series order."""
     rank = {"basal": 0, "mid": 1, "apical": 2}
     return (
@@ -407,7 +409,7 @@ def _slice_order(result: AnalysisResult, series: LoadedSeries) -> list[SliceResu
 
 def render_summary(result: AnalysisResult, series: LoadedSeries) -> Image.Image:
     """Render the summary page of ``result`` as an RGB image."""
-    slices = _slice_order(result, series)
+    slices = _slice_order(result)
     definitions = {d.label: d for d in result.segments}
     window = display_window(result, series)
     columns = 3 if len(slices) <= 9 else 4
@@ -634,6 +636,4 @@ def build_summary_image(
         f"Rendered by cmr-node {settings.software_versions} from the analysed frames and "
         f"{result.provenance.algorithm_name} {result.provenance.algorithm_version} results"
     )[:1024]
-    if math.prod(pixels.shape[:2]) == 0:
-        raise WriterError("The summary page is empty.")
     return image

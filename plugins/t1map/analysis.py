@@ -90,6 +90,10 @@ MYOCARDIUM_AREA_MM2: Final = (250.0, 5000.0)
 """Plausible short-axis myocardial area, apex to hypertrophied base."""
 WALL_THICKNESS_MM: Final = (3.0, 18.0)
 """Plausible median LV wall thickness of a slice (thin apex to severe hypertrophy)."""
+MIN_WALL_PIXELS: Final = 3.0
+"""Median wall thickness, in pixels, below which no core pixel is free of partial volume:
+one pixel clear of each border plus about one pixel of blur (acquired resolution is coarser
+than the reconstructed pixel)."""
 MIN_RING_CLOSURE: Final = 0.9
 """Fraction of rays from the LV centre that must cross myocardium."""
 MAX_UNCERTAINTY: Final = 0.35
@@ -112,6 +116,7 @@ class QCCode:
     MYOCARDIUM_AREA_IMPLAUSIBLE = "myocardium_area_implausible"
     MYOCARDIUM_RING_OPEN = "myocardium_ring_open"
     WALL_THICKNESS_IMPLAUSIBLE = "wall_thickness_implausible"
+    THIN_WALL_PARTIAL_VOLUME = "thin_wall_partial_volume"
     SEGMENTATION_UNCERTAIN = "segmentation_uncertain"
     TOO_FEW_CORE_PIXELS = "too_few_core_pixels"
     T1_OUT_OF_RANGE = "t1_out_of_range"
@@ -144,6 +149,7 @@ class _SliceStats:
     ring_closure: float
     uncertainty: float | None
     details: Mapping[str, Any]
+    pixel_mm: float
 
 
 # --------------------------------------------------------------------------------------------
@@ -496,6 +502,7 @@ def _measure_slice(
         ring_closure=closure,
         uncertainty=output.uncertainty,
         details=dict(output.details),
+        pixel_mm=float(np.sqrt(pixel_area)),
     )
 
 
@@ -646,6 +653,18 @@ def _slice_flags(stats: _SliceStats, ranges: TissueRanges, min_core: int) -> lis
                 index,
             )
         )
+    if stats.wall_thickness_mm is not None:
+        pixels_across = stats.wall_thickness_mm / stats.pixel_mm
+        if pixels_across < MIN_WALL_PIXELS:
+            flags.append(
+                QCFlag(
+                    QCCode.THIN_WALL_PARTIAL_VOLUME,
+                    Severity.WARNING,
+                    f"The wall is only {pixels_across:.1f} pixels thick: every pixel mixes "
+                    "myocardium with blood or epicardial tissue, so T1 is biased.",
+                    index,
+                )
+            )
     if stats.uncertainty is not None and stats.uncertainty > MAX_UNCERTAINTY:
         flags.append(
             QCFlag(
@@ -827,15 +846,15 @@ def _levels(
         return levels
     rank = {position: k for k, position in enumerate(positions)}
     third = {i: min(2, rank[round(location[i], 1)] * 3 // len(positions)) for i in stack}
-
-    def mean_area(which: int) -> float | None:
-        areas = [stats[i].lv_area_mm2 for i in stack if third[i] == which and i in stats]
-        return float(np.mean(areas)) if areas else None
-
-    first, last = mean_area(0), mean_area(2)
-    if first is None or last is None or first == last:
+    # Which end is basal: the LV cavity shrinks towards the apex, so the sign of the
+    # regression of cavity area on position (over the segmented slices) tells the direction.
+    measured = [(rank[round(location[i], 1)], stats[i].lv_area_mm2) for i in stack if i in stats]
+    ranks = np.asarray([r for r, _ in measured], dtype=np.float64)
+    areas = np.asarray([a for _, a in measured], dtype=np.float64)
+    if ranks.size < 2 or np.ptp(ranks) == 0 or np.ptp(areas) == 0:
         return levels
-    names = ("basal", "mid", "apical") if first > last else ("apical", "mid", "basal")
+    slope = float(np.polyfit(ranks, areas, 1)[0])
+    names = ("basal", "mid", "apical") if slope < 0 else ("apical", "mid", "basal")
     for i in stack:
         levels[i] = names[third[i]]
     return levels

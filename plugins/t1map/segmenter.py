@@ -60,16 +60,31 @@ BAND_LOW_FRACTION: Final = 0.80
 """Myocardial band lower edge, fraction of the subject's myocardial T1 (liver ~0.6, fat ~0.3)."""
 BAND_LOW_ZERO_FRACTION: Final = 0.66
 """Below this fraction of myocardial T1 a sample has no myocardial membership at all."""
-BAND_HIGH_FRACTION: Final = 0.2
-"""Myocardial band upper edge: myocardial T1 plus this fraction of the blood-myocardium gap.
-Lung (MOLLI T1 ~1.25-1.3x myocardium) must fall outside; the endocardial border uses the
-50 % point instead."""
-BAND_HIGH_ZERO_FRACTION: Final = 0.35
+BAND_HIGH_FRACTION: Final = 0.5
+"""Myocardial band upper edge: myocardial T1 plus this fraction of the blood-myocardium gap,
+so that focal lesions (oedema, infarct: +80 to +350 ms) stay in the wall.  Lung, whose MOLLI
+T1 also lies in this band, is excluded by its noise texture, not by its T1."""
+BAND_HIGH_ZERO_FRACTION: Final = 0.7
 """Above myocardial T1 plus this fraction of the gap a sample has no membership."""
+ENDO_THRESHOLD_FRACTION: Final = 0.5
+"""The endocardial border is where T1 falls below myocardium + this fraction of the
+blood-myocardium gap: the 50 % partial-volume point.  (Higher fractions keep more of a bright
+subendocardial lesion in the wall but put blood partial volume into it; on the phantoms 0.5
+gave the smallest T1 error.)"""
+BLOOD_MODE_TOLERANCE: Final = 0.13
+"""Blood pools are searched within this fraction below the subject's blood T1 (the mode of
+smooth blood-range pixels): wide enough for noise, narrow enough to leave out lesions."""
 ENDO_MAX_FILL_MM: Final = 20.0
 """Deepest concavity of the cavity outline filled by the convex hull (papillary muscles)."""
 MAX_BLOOD_SPREAD: Final = 0.15
 """Largest robust relative spread (1.4826 MAD / median) of a blood region's raw T1."""
+MAX_MYOCARDIUM_BLOOD_RATIO: Final = 0.88
+"""Largest myocardium/blood T1 ratio accepted (normal ~0.6-0.7; amyloid with a high
+haematocrit approaches 0.85).  Above it the "wall" is partial volume, not myocardium."""
+WILD_FRACTION: Final = 0.25
+"""Relative distance from the local median that marks a pixel as a fit failure."""
+MAX_WILD_FRACTION: Final = 0.08
+"""Largest fraction of fit-failure pixels in a region accepted as blood."""
 ENDO_LEAK_TOLERANCE_MM: Final = 3.0
 """How far the endocardial radius may exceed its smooth (2nd-harmonic) fit."""
 WALL_JUMP_MM: Final = 0.8
@@ -314,7 +329,7 @@ class ClassicalSegmenter:
         self,
         *,
         n_angles: int = 120,
-        lv_area_mm2: tuple[float, float] = (150.0, 5000.0),
+        lv_area_mm2: tuple[float, float] = (150.0, 7000.0),
         wall_mm: tuple[float, float] = (2.5, 20.0),
     ) -> None:
         self.n_angles = int(n_angles)
@@ -384,7 +399,11 @@ class ClassicalSegmenter:
         ranges: TissueRanges,
     ) -> tuple[list[_Candidate], npt.NDArray[np.int32]]:
         pixel_area = spacing[0] * spacing[1]
-        blood = (smooth >= ranges.blood[0]) & (smooth <= ranges.blood[1])
+        low = ranges.blood[0]
+        mode = _blood_mode(smooth, smoothness, ranges, pixel_area)
+        if mode is not None:
+            low = max(low, (1.0 - BLOOD_MODE_TOLERANCE) * mode)
+        blood = (smooth >= low) & (smooth <= ranges.blood[1])
         # Open with a ~1.5 mm element to cut thin bridges (noise, thin RV wall partial volume).
         radius_px = max(1, round(1.5 / min(spacing)))
         blood = ndimage.binary_opening(blood, structure=_disk(radius_px, spacing))
@@ -397,40 +416,69 @@ class ClassicalSegmenter:
         half_diag = 0.5 * np.hypot(shape[0] * spacing[0], shape[1] * spacing[1])
         centre_mm = (0.5 * (shape[0] - 1) * spacing[0], 0.5 * (shape[1] - 1) * spacing[1])
 
+        wild = _wild(image, smooth)
         candidates: list[_Candidate] = []
         for index in range(1, n + 1):
             area = float(areas[index - 1]) * pixel_area
-            if not self.lv_area_mm2[0] <= area <= self.lv_area_mm2[1]:
+            if area < self.lv_area_mm2[0]:
                 continue
-            region = labels == index
-            filled = ndimage.binary_fill_holes(region)
-            rr, cc = np.nonzero(filled)
-            if rr.size < 8:
-                continue
-            # Solidity, roundness from second moments in mm.
-            y = rr * spacing[0]
-            x = cc * spacing[1]
-            cov = np.cov(np.stack([y, x]))
-            eigen = np.sort(np.linalg.eigvalsh(cov))
-            roundness = float(np.sqrt(max(eigen[0], 1e-9) / max(eigen[1], 1e-9)))
-            solidity = _solidity(filled)
-            centre = (float(y.mean()), float(x.mean()))
-            offset = float(np.hypot(centre[0] - centre_mm[0], centre[1] - centre_mm[1]))
-            if _spread(image, region) > MAX_BLOOD_SPREAD:
+            component = labels == index
+            if (
+                _spread(image, component) > MAX_BLOOD_SPREAD
+                or float(np.mean(wild[component])) > MAX_WILD_FRACTION
+            ):
                 continue  # lung or air filled with fit noise, not blood
-            ring = _ring_coverage(smooth, smoothness, filled, spacing, ranges)
-            if ring < 0.55 or solidity < 0.7 or roundness < 0.35:
-                continue
-            score = (
-                ring**2
-                * solidity
-                * min(1.0, roundness / 0.7)
-                * (1.0 - 0.5 * min(1.0, offset / half_diag))
-            )
-            candidates.append(
-                _Candidate(index, filled, area, solidity, roundness, ring, offset, score)
-            )
+            # The LV and RV cavities merge where the septum is thin or partial-volumed: also
+            # consider the parts of a component separated at its necks.
+            regions = [component, *_split_at_necks(component, spacing)]
+            for region in regions:
+                region_area = float(np.count_nonzero(region)) * pixel_area
+                if not self.lv_area_mm2[0] <= region_area <= self.lv_area_mm2[1]:
+                    continue
+                candidate = self._evaluate(
+                    index, region, region_area, smooth, smoothness, spacing, ranges,
+                    centre_mm, half_diag,
+                )
+                if candidate is not None:
+                    candidates.append(candidate)
         return candidates, labels
+
+    def _evaluate(
+        self,
+        index: int,
+        region: npt.NDArray[np.bool_],
+        area: float,
+        smooth: npt.NDArray[np.float64],
+        smoothness: npt.NDArray[np.float64],
+        spacing: tuple[float, float],
+        ranges: TissueRanges,
+        centre_mm: tuple[float, float],
+        half_diag: float,
+    ) -> _Candidate | None:
+        """Score a blood region as LV cavity, ``None`` if it cannot be one."""
+        filled = ndimage.binary_fill_holes(region)
+        rr, cc = np.nonzero(filled)
+        if rr.size < 8:
+            return None
+        # Roundness from second moments in mm; solidity from the convex hull.
+        y = rr * spacing[0]
+        x = cc * spacing[1]
+        eigen = np.sort(np.linalg.eigvalsh(np.cov(np.stack([y, x]))))
+        roundness = float(np.sqrt(max(eigen[0], 1e-9) / max(eigen[1], 1e-9)))
+        solidity = _solidity(filled)
+        if solidity < 0.7 or roundness < 0.35:
+            return None
+        ring = _wall_fraction(smooth, smoothness, filled, spacing, ranges, self.wall_mm)
+        if ring < 0.55:
+            return None
+        offset = float(np.hypot(y.mean() - centre_mm[0], x.mean() - centre_mm[1]))
+        score = (
+            ring**2
+            * solidity
+            * min(1.0, roundness / 0.7)
+            * (1.0 - 0.5 * min(1.0, offset / half_diag))
+        )
+        return _Candidate(index, filled, area, solidity, roundness, ring, offset, score)
 
     # ---------------------------------------------------------------------------------------
     def _borders(
@@ -461,7 +509,14 @@ class ClassicalSegmenter:
                 empty, 1.0, "no myocardial T1 found around the LV blood pool"
             )
         myo_t1 = float(np.median(ring_values))
-        endo_threshold = 0.5 * (blood_t1 + myo_t1)
+        if myo_t1 > MAX_MYOCARDIUM_BLOOD_RATIO * blood_t1:
+            return SegmentationOutput(
+                empty,
+                1.0,
+                f"the tissue around the blood pool ({myo_t1:.0f} ms) is not distinct from "
+                f"blood ({blood_t1:.0f} ms): wall too thin to resolve or not myocardium",
+            )
+        endo_threshold = myo_t1 + ENDO_THRESHOLD_FRACTION * (blood_t1 - myo_t1)
         band = _Band(
             low=BAND_LOW_FRACTION * myo_t1,
             low_zero=BAND_LOW_ZERO_FRACTION * myo_t1,
@@ -514,21 +569,8 @@ class ClassicalSegmenter:
         in_band = membership
 
         # RV blood pool: the largest other blood region touching the LV epicardium.
-        heart = labels > 0
-        near = ndimage.distance_transform_edt(~heart, sampling=spacing) <= 4.0
-        rv_index = 0
-        rv_area = 0.0
-        for index in np.unique(blood_labels[near & ~heart]):
-            if index == 0 or index == lv.label:
-                continue
-            region = blood_labels == index
-            area = float(np.count_nonzero(region)) * spacing[0] * spacing[1]
-            if area < 100.0 or area <= rv_area or _spread(image, region) > MAX_BLOOD_SPREAD:
-                continue
-            if area > rv_area:
-                rv_index, rv_area = int(index), area
-        if rv_index:
-            labels[(blood_labels == rv_index) & ~heart] = Label.RV_BLOOD_POOL
+        labels = _add_rv(labels, image, smooth, blood_labels > 0, spacing)
+        rv_found = bool(np.any(labels == Label.RV_BLOOD_POOL))
 
         evidence = float(
             np.mean(
@@ -551,7 +593,7 @@ class ClassicalSegmenter:
                 "roundness": round(lv.roundness, 3),
                 "ring_coverage": round(lv.ring_coverage, 3),
             },
-            "rv_found": bool(rv_index),
+            "rv_found": rv_found,
             "wall_thickness_median_mm": round(float(np.median(wall)), 2),
         }
         return SegmentationOutput(labels, uncertainty, None, details)
@@ -590,19 +632,103 @@ class _Band:
         return np.asarray(np.minimum(rising, falling), dtype=np.float64)
 
 
+def _blood_mode(
+    smooth: npt.NDArray[np.float64],
+    smoothness: npt.NDArray[np.float64],
+    ranges: TissueRanges,
+    pixel_area: float,
+    min_area_mm2: float = 150.0,
+) -> float | None:
+    """Most frequent T1 among smooth pixels in the blood range: the subject's blood T1.
+
+    The LV and RV cavities hold most blood-range pixels of a short-axis map.  ``None`` when
+    fewer than ``min_area_mm2`` of such pixels exist.
+    """
+    values = smooth[(smooth >= ranges.blood[0]) & (smooth <= ranges.blood[1]) & (smoothness >= 1)]
+    if values.size * pixel_area < min_area_mm2:
+        return None
+    bins = np.arange(ranges.blood[0], ranges.blood[1] + 20.0, 20.0)
+    counts, edges = np.histogram(values, bins=bins)
+    counts = ndimage.uniform_filter1d(counts.astype(np.float64), size=5, mode="constant")
+    peak = int(np.argmax(counts))
+    return float(0.5 * (edges[peak] + edges[peak + 1]))
+
+
+def _split_at_necks(
+    region: npt.NDArray[np.bool_], spacing: tuple[float, float], depth_mm: float = 3.0
+) -> list[npt.NDArray[np.bool_]]:
+    """Parts of a region separated at narrow necks (distance-transform watershed).
+
+    Returns an empty list when the region has a single core (no maxima of the distance to
+    its edge that stand ``depth_mm`` above the neck between them).
+    """
+    from skimage.morphology import h_maxima
+    from skimage.segmentation import watershed
+
+    distance = ndimage.distance_transform_edt(region, sampling=spacing)
+    markers, n_markers = ndimage.label(h_maxima(distance, depth_mm))
+    if n_markers < 2:
+        return []
+    parts = watershed(-distance, markers, mask=region)
+    return [np.asarray(parts == k) for k in range(1, n_markers + 1)]
+
+
+def _add_rv(
+    labels: npt.NDArray[np.uint8],
+    image: npt.NDArray[np.float64],
+    smooth: npt.NDArray[np.float64],
+    blood: npt.NDArray[np.bool_],
+    spacing: tuple[float, float],
+) -> npt.NDArray[np.uint8]:
+    """Label as RV blood pool the largest blood region (>= 100 mm2) within 4 mm of the LV."""
+    heart = labels > 0
+    rest, n = ndimage.label(blood & ~heart)
+    if n == 0:
+        return labels
+    near = ndimage.distance_transform_edt(~heart, sampling=spacing) <= 4.0
+    wild = _wild(image, smooth)
+    best, best_area = 0, 100.0
+    for index in np.unique(rest[near]):
+        if index == 0:
+            continue
+        region = rest == index
+        area = float(np.count_nonzero(region)) * spacing[0] * spacing[1]
+        if (
+            area < best_area
+            or _spread(image, region) > MAX_BLOOD_SPREAD
+            or float(np.mean(wild[region])) > MAX_WILD_FRACTION
+        ):
+            continue
+        best, best_area = int(index), area
+    result = labels.copy()
+    if best:
+        result[rest == best] = Label.RV_BLOOD_POOL
+    return result
+
+
+def _wild(image: npt.NDArray[np.float64], smooth: npt.NDArray[np.float64]) -> npt.NDArray[
+        np.bool_]:
+    """Pixels far (more than 25 %) from their 3x3 median: fit failures, never tissue noise."""
+    return np.asarray(np.abs(image - smooth) > WILD_FRACTION * np.maximum(smooth, 100.0))
+
+
 def _smoothness(
     image: npt.NDArray[np.float64], smooth: npt.NDArray[np.float64]
 ) -> npt.NDArray[np.float64]:
-    """1 where the raw map is locally smooth (tissue), 0 where it is speckle (lung, air fits).
+    """1 where the raw map is locally smooth (tissue), 0 where it is noise (lung, air fits).
 
-    The local 3x3 median absolute deviation from the median-filtered map, relative to it, is
-    ~0.03 in myocardium and blood and stays low across a straight tissue edge, but is ~0.5 in
-    lung or air filled with fit noise.
+    Two local measures: the 3x3 median absolute deviation from the median-filtered map,
+    relative to it (~0.03 in myocardium and blood, low across a straight tissue edge, ~0.5 in
+    speckle), and the fraction of "wild" pixels in a 5x5 window (0 in tissue; lung and air
+    with failed fits have 20 % or more even where the remaining pixels look like tissue).
     """
     deviation = np.abs(image - smooth)
     local_mad = np.asarray(ndimage.median_filter(deviation, size=3), dtype=np.float64)
     relative = local_mad / np.maximum(smooth, 100.0)
-    return np.clip((0.2 - relative) / 0.1, 0.0, 1.0)
+    mad_term = np.clip((0.2 - relative) / 0.1, 0.0, 1.0)
+    wild_fraction = ndimage.uniform_filter(_wild(image, smooth).astype(np.float64), size=5)
+    wild_term = np.clip((0.2 - wild_fraction) / 0.1, 0.0, 1.0)
+    return np.asarray(np.minimum(mad_term, wild_term), dtype=np.float64)
 
 
 def _spread(image: npt.NDArray[np.float64], region: npt.NDArray[np.bool_]) -> float:
@@ -717,38 +843,58 @@ def _solidity(mask: npt.NDArray[np.bool_]) -> float:
     return float(np.count_nonzero(mask)) / hull_area if hull_area else 0.0
 
 
-def _ring_coverage(
+def _wall_fraction(
     smooth: npt.NDArray[np.float64],
     smoothness: npt.NDArray[np.float64],
     region: npt.NDArray[np.bool_],
     spacing: tuple[float, float],
     ranges: TissueRanges,
-    n_sectors: int = 36,
+    wall_mm: tuple[float, float],
+    n_angles: int = 72,
 ) -> float:
-    """Fraction of angular sectors around a region whose 1.5–6 mm ring is mostly myocardial."""
-    distance = ndimage.distance_transform_edt(~region, sampling=spacing)
-    ring = (distance > 1.5) & (distance <= 6.0)
-    if not ring.any():
-        return 0.0
+    """Fraction of rays from a region on which a wall of myocardial T1 of plausible thickness
+    follows the region's edge.
+
+    The LV cavity is ringed by a 3–20 mm wall of myocardial T1.  The RV cavity has such a
+    wall only on its septal side; a vessel surrounded by fat or air has none; a vessel
+    surrounded by lung (whose MOLLI T1 can fall in the myocardial range at 3 T) has a
+    "wall" that does not end.
+    """
+    centre = _inscribed_centre(region, spacing)
     rr, cc = np.nonzero(region)
-    centre = (rr.mean() * spacing[0], cc.mean() * spacing[1])
-    yy, xx = np.nonzero(ring)
-    sector = (
-        (np.mod(np.arctan2(yy * spacing[0] - centre[0], xx * spacing[1] - centre[1]), 2 * np.pi))
-        / (2 * np.pi)
-        * n_sectors
-    ).astype(int) % n_sectors
-    values = smooth[yy, xx]
-    myocardial = (
-        (values >= ranges.myocardium[0])
-        & (values <= ranges.myocardium[1])
-        & (smoothness[yy, xx] >= 0.5)
+    extent = float(
+        np.max(np.hypot(rr * spacing[0] - centre[0], cc * spacing[1] - centre[1]))
     )
-    counts = np.bincount(sector, minlength=n_sectors)
-    hits = np.bincount(sector, weights=myocardial.astype(np.float64), minlength=n_sectors)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fraction = np.where(counts > 0, hits / np.maximum(counts, 1), 0.0)
-    return float(np.mean(fraction >= 0.5))
+    step = 0.5 * min(spacing)
+    radii = np.arange(0.0, extent + wall_mm[1] + 8.0, step)
+    angles = np.linspace(0.0, 2 * np.pi, n_angles, endpoint=False)
+    profile = polar_sample(smooth, centre, spacing, angles, radii)
+    texture = polar_sample(smoothness, centre, spacing, angles, radii)
+    inside = polar_sample(region.astype(np.float64), centre, spacing, angles, radii) >= 0.5
+    myocardial = (
+        (profile >= ranges.myocardium[0]) & (profile <= ranges.myocardium[1]) & (texture >= 0.5)
+    )
+    transition = max(1, round(2.0 / step))  # partial-volume samples allowed before the wall
+    gap = max(1, round(1.0 / step))  # shorter interruptions (noise) do not end the wall
+    ok = 0
+    for i in range(n_angles):
+        exit_index = int(np.argmin(inside[i])) if not inside[i].all() else radii.size
+        ray = myocardial[i, exit_index:]
+        first = np.nonzero(ray[:transition + 1])[0]
+        if first.size == 0:
+            continue
+        run_start = int(first[0])
+        outside = ~ray[run_start:]
+        # End of the wall: first run of `gap` consecutive non-myocardial samples.
+        if outside.size >= gap:
+            window = np.convolve(outside.astype(int), np.ones(gap, dtype=int), "valid")
+            ends = np.nonzero(window == gap)[0]
+            length = float(ends[0]) * step if ends.size else np.inf
+        else:
+            length = np.inf
+        if wall_mm[0] <= length <= wall_mm[1]:
+            ok += 1
+    return ok / n_angles
 
 
 def _epicardial_costs(

@@ -13,17 +13,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydicom import dcmread
+from pydicom.uid import generate_uid
+
 from models.phantoms.dicom_series import (
+    StudyInfo,
     non_cardiac_mr_series_datasets,
     t1map_series_datasets,
     write_series,
 )
-from pydicom import dcmread
-
 from models.phantoms.t1map import PhantomSlice, make_t1map_stack
 from tests.netutil import (
     NodeProcess,
-    TestPacs,
+    PacsScp,
     dciodvfy_errors,
     send_files,
     storescu,
@@ -68,7 +70,9 @@ def _study(
         )
     )
     _, slices = make_t1map_stack(rng, field_strength_t=field, levels=levels)
-    datasets = t1map_series_datasets(slices, vendor=vendor, field_strength_t=field, rng=rng)
+    datasets = t1map_series_datasets(
+        slices, vendor=vendor, field_strength_t=field, rng=rng, study=StudyInfo.synthetic(seed)
+    )
     if not expected_count:
         for ds in datasets:
             if "ImagesInAcquisition" in ds:
@@ -77,7 +81,7 @@ def _study(
     return paths, slices, datasets
 
 
-def _outputs_for(pacs: TestPacs, minimum: int = 3) -> dict[str, list]:
+def _outputs_for(pacs: PacsScp, minimum: int = 3) -> dict[str, list]:
     def ready() -> dict[str, list] | None:
         latest = pacs.latest_by_uid()
         kinds: dict[str, list] = {"seg": [], "sr": [], "sc": []}
@@ -97,14 +101,14 @@ def _outputs_for(pacs: TestPacs, minimum: int = 3) -> dict[str, list]:
 
 
 @pytest.fixture()
-def pacs(tmp_path: Path) -> Iterator[TestPacs]:
-    server = TestPacs(tmp_path / "pacs").start()
+def pacs(tmp_path: Path) -> Iterator[PacsScp]:
+    server = PacsScp(tmp_path / "pacs").start()
     yield server
     server.stop()
 
 
 @pytest.fixture()
-def node(tmp_path: Path, pacs: TestPacs) -> Iterator[NodeProcess]:
+def node(tmp_path: Path, pacs: PacsScp) -> Iterator[NodeProcess]:
     proc = NodeProcess(tmp_path / "node", pacs.port, stable_age_s=2.0).start()
     yield proc
     proc.stop()
@@ -119,7 +123,7 @@ def _check_t1_values(srs: list, datasets: list, slices: list[PhantomSlice]) -> N
             if num.unit != "ms" or num.derivation != "Mean" or len(num.referenced_sop_uids) != 1:
                 continue
             truth = by_uid.get(num.referenced_sop_uids[0])
-            if truth is None or not (num.finding_site or "").lower().startswith("myocard"):
+            if truth is None or not (num.finding or "").lower().startswith("myocard"):
                 continue
             expected = truth.truth["myocardium_t1_true_ms"]
             assert abs(num.value - expected) <= T1_TOLERANCE_MS, (num, expected)
@@ -128,7 +132,7 @@ def _check_t1_values(srs: list, datasets: list, slices: list[PhantomSlice]) -> N
 
 
 def test_storescu_series_comes_back_as_seg_sr_and_summary(
-    tmp_path: Path, node: NodeProcess, pacs: TestPacs
+    tmp_path: Path, node: NodeProcess, pacs: PacsScp
 ) -> None:
     paths, slices, datasets = _study(tmp_path, seed=101, vendor="siemens")
     started = time.time()
@@ -154,7 +158,7 @@ def test_storescu_series_comes_back_as_seg_sr_and_summary(
 
 
 def test_pynetdicom_series_without_count_completes_after_stable_age(
-    tmp_path: Path, node: NodeProcess, pacs: TestPacs
+    tmp_path: Path, node: NodeProcess, pacs: PacsScp
 ) -> None:
     paths, slices, datasets = _study(tmp_path, seed=202, vendor="philips", expected_count=False)
     assert send_files(paths, node.port) == [0, 0, 0]
@@ -164,7 +168,7 @@ def test_pynetdicom_series_without_count_completes_after_stable_age(
     _check_t1_values(kinds["sr"], datasets, slices)
 
 
-def test_late_instance_replaces_outputs(tmp_path: Path, node: NodeProcess, pacs: TestPacs) -> None:
+def test_late_instance_replaces_outputs(tmp_path: Path, node: NodeProcess, pacs: PacsScp) -> None:
     paths, _, datasets = _study(tmp_path, seed=303, vendor="ge", expected_count=False)
     assert send_files(paths[:2], node.port) == [0, 0]
     first = _outputs_for(pacs)
@@ -188,7 +192,7 @@ def test_late_instance_replaces_outputs(tmp_path: Path, node: NodeProcess, pacs:
     assert [(r["generation"], r["state"]) for r in jobs] == [(0, "done"), (1, "done")]
 
 
-def test_kill_during_analysis_resumes_after_restart(tmp_path: Path, pacs: TestPacs) -> None:
+def test_kill_during_analysis_resumes_after_restart(tmp_path: Path, pacs: PacsScp) -> None:
     node = NodeProcess(tmp_path / "node", pacs.port, stable_age_s=1.0).start()
     try:
         paths, _, _ = _study(tmp_path, seed=404, n_slices=12)
@@ -208,7 +212,7 @@ def test_kill_during_analysis_resumes_after_restart(tmp_path: Path, pacs: TestPa
 
 
 def test_pacs_down_at_first_gets_results_when_up(tmp_path: Path) -> None:
-    pacs = TestPacs(tmp_path / "pacs")  # not started: the port refuses connections
+    pacs = PacsScp(tmp_path / "pacs")  # not started: the port refuses connections
     node = NodeProcess(tmp_path / "node", pacs.port, stable_age_s=1.0).start()
     try:
         paths, _, _ = _study(tmp_path, seed=505)
@@ -229,7 +233,7 @@ def test_pacs_down_at_first_gets_results_when_up(tmp_path: Path) -> None:
         pacs.stop()
 
 
-def test_calling_ae_allowlist(tmp_path: Path, pacs: TestPacs) -> None:
+def test_calling_ae_allowlist(tmp_path: Path, pacs: PacsScp) -> None:
     node = NodeProcess(
         tmp_path / "node", pacs.port, extra_config='allowed_calling_aets = ["SCANNER"]'
     ).start()
@@ -245,7 +249,7 @@ def test_calling_ae_allowlist(tmp_path: Path, pacs: TestPacs) -> None:
 
 
 def test_bad_input_gets_clear_answers_and_node_keeps_serving(
-    tmp_path: Path, node: NodeProcess, pacs: TestPacs
+    tmp_path: Path, node: NodeProcess, pacs: PacsScp
 ) -> None:
     rng = np.random.default_rng(707)
     bad = tmp_path / "bad"
@@ -259,20 +263,23 @@ def test_bad_input_gets_clear_answers_and_node_keeps_serving(
 
     # 2. MR T1 map without PixelSpacing: stored, routed, job fails with the reason.
     no_spacing = [dcmread(p) for p in paths]
+    no_spacing_series = generate_uid()
     for ds in no_spacing:
         del ds.PixelSpacing
-        ds.SeriesInstanceUID = ds.SeriesInstanceUID + ".9"
+        ds.SeriesInstanceUID = no_spacing_series
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ns_paths = write_series(no_spacing, bad / "nospacing")
     assert send_files(ns_paths, node.port) == [0, 0, 0]
 
     # 3. A non-cardiac MR series: stored, recorded as not routed with a reason.
-    brain = non_cardiac_mr_series_datasets(rng)
+    brain = non_cardiac_mr_series_datasets(rng=rng, study=StudyInfo.synthetic(707))
     brain_paths = write_series(brain, bad / "brain")
     assert set(send_files(brain_paths, node.port)) == {0}
 
     # 4. A non-image SOP class (Basic Text SR from another system): stored, not analysed.
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import ExplicitVRLittleEndian
 
     text_sr = Dataset()
     text_sr.file_meta = FileMetaDataset()
@@ -293,8 +300,8 @@ def test_bad_input_gets_clear_answers_and_node_keeps_serving(
     from pydicom.encaps import encapsulate
 
     j2k = dcmread(paths[1])
-    j2k.SeriesInstanceUID = j2k.SeriesInstanceUID + ".8"
-    j2k.SOPInstanceUID = j2k.SOPInstanceUID + ".8"
+    j2k.SeriesInstanceUID = generate_uid()
+    j2k.SOPInstanceUID = generate_uid()
     j2k.file_meta.MediaStorageSOPInstanceUID = j2k.SOPInstanceUID
     j2k.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.90"
     j2k.PixelData = encapsulate([b"\xff\x4f\xff\x51" + b"\x00" * 64])

@@ -332,7 +332,7 @@ def roundtrip(dataset: pydicom.Dataset, path: Path) -> pydicom.Dataset:
 
 def measurement_report(ds: pydicom.Dataset) -> hd.sr.MeasurementReport:
     """The TID 1500 content of an SR dataset, parsed by highdicom."""
-    content = hd.sr.Comprehensive3DSR.from_dataset(ds).content
+    content = hd.sr.ComprehensiveSR.from_dataset(ds).content
     assert isinstance(content, hd.sr.MeasurementReport)
     return content
 
