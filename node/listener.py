@@ -40,7 +40,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from node.catalog import Catalog, InstanceRecord, SeriesState
 from node.dimse import NoDelayAE, NoDelayServer, StoreError, StoreStatus
 from node.settings import Settings
-from node.spool import free_space_mb, instance_path, safe_uid, write_atomic
+from node.spool import free_space_mb, instance_path, safe_uid, write_new_or_replace
 
 logger = logging.getLogger(__name__)
 
@@ -329,7 +329,7 @@ class StorageListener:
             str(ds.SOPInstanceUID),
         )
         try:
-            write_atomic(path, raw)
+            write_new_or_replace(path, raw)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StoreError(StoreStatus.OUT_OF_RESOURCES, "node disk full") from exc

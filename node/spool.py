@@ -64,6 +64,34 @@ def write_atomic(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def write_new_or_replace(path: Path, data: bytes) -> None:
+    """Durably write ``data`` at ``path``: directly if the file is new, atomically if not.
+
+    A new file is created with ``O_EXCL`` under its final name and fsynced (one journal
+    commit instead of two for temp file + rename). A crash mid-write can leave a partial
+    file there, but nothing refers to it: the catalog records a path only after this
+    returns, and a later write of the same path goes through :func:`write_atomic`.
+    An existing file (a re-sent instance) is replaced atomically, so the acknowledged
+    version stays intact until the new one is complete.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        write_atomic(path, data)
+        return
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        raise
+    fsync_dir(path.parent)
+
+
 def instance_path(spool_dir: Path, study_uid: str, series_uid: str, sop_uid: str) -> Path:
     """Where a received instance is stored."""
     return spool_dir / safe_uid(study_uid) / safe_uid(series_uid) / f"{safe_uid(sop_uid)}.dcm"

@@ -864,10 +864,10 @@ class RenderedSlice:
         pixel, with LV blood-pool pixels that touch anything but myocardium relabelled
         myocardium so that the myocardium always encloses the pool.
     lesion_fraction
-        float32 (rows, cols): fraction of each pixel in a focal lesion, by lesion index
-        in ``lesion_rise_ms`` order, summed (lesions do not overlap in T1, the later wins).
+        float32 (rows, cols): fraction of each pixel inside any focal lesion.
     lesion_rise_ms
-        float32 (rows, cols): T1 rise of the lesion present in the pixel (0 elsewhere).
+        float32 (rows, cols): T1 rise of the lesion present in the pixel (0 elsewhere;
+        where two lesions meet, the later one's).
     position
         Long-axis position ``s``.
     lv_centre_px
@@ -943,6 +943,7 @@ class _Canvas:
         mask: npt.NDArray[np.bool_],
         over: tuple[Structure, ...] | None = None,
     ) -> None:
+        """Set ``structure`` where ``mask`` holds in a window (only over ``over`` if given)."""
         block = self.index[rows, cols]
         if over is not None:
             mask = mask & np.isin(block, np.array([int(s) for s in over], dtype=np.uint8))
@@ -955,6 +956,7 @@ class _Canvas:
         bbox: tuple[float, float, float, float] | None = None,
         over: tuple[Structure, ...] | None = None,
     ) -> None:
+        """Set ``structure`` on sub-pixels inside a shape (only over ``over`` if given)."""
         win = self.window(bbox)
         if win is None:
             return

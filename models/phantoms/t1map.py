@@ -367,6 +367,7 @@ def kspace_window(shape: tuple[int, int], fraction: tuple[float, float]) -> npt.
 
 
 def lowpass(image: npt.NDArray[np.float32], window: npt.NDArray[np.float64]) -> F32:
+    """Image filtered by a k-space ``window`` (from :func:`kspace_window`)."""
     return np.real(np.fft.ifft2(np.fft.fft2(image) * window)).astype(np.float32)
 
 

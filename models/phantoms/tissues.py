@@ -22,8 +22,9 @@ Sources (values in ms, mean ± SD unless stated):
   interstitium: synthetic extracellular volume quantification without hematocrit
   sampling", JACC Cardiovasc Imaging 2016;9:54 — synthetic haematocrit
   Hct = 866 / T1_blood − 0.1232 at 1.5 T (MOLLI), inverted here to derive blood T1 from a
-  sampled haematocrit.  At 3 T MOLLI blood T1 is ~1.18× the 1.5 T value (~1800–1950 ms,
-  von Knobelsdorff-Brenkenhoff 2013 and Popescu 2021 report blood pools in this range).
+  sampled haematocrit.  At 3 T the generator scales that value by 1.18 (an assumption,
+  chosen so that typical haematocrits give the ~1800–1950 ms blood T1 that 3 T MOLLI
+  studies commonly report).
 * Liver, spleen, subcutaneous fat, bone marrow, paravertebral muscle.  de Bazelaire CM et
   al., "MR imaging relaxation times of abdominal and pelvic tissues measured in vivo at
   3.0 T: preliminary results", Radiology 2004;230:652 — 3 T: liver 809 ± 71, spleen

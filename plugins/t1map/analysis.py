@@ -90,7 +90,7 @@ MYOCARDIUM_AREA_MM2: Final = (250.0, 5000.0)
 """Plausible short-axis myocardial area, apex to hypertrophied base."""
 WALL_THICKNESS_MM: Final = (3.0, 18.0)
 """Plausible median LV wall thickness of a slice (thin apex to severe hypertrophy)."""
-MIN_WALL_PIXELS: Final = 3.0
+MIN_WALL_PIXELS: Final = 3.5
 """Median wall thickness, in pixels, below which no core pixel is free of partial volume:
 one pixel clear of each border plus about one pixel of blur (acquired resolution is coarser
 than the reconstructed pixel)."""
@@ -98,7 +98,7 @@ MIN_RING_CLOSURE: Final = 0.9
 """Fraction of rays from the LV centre that must cross myocardium."""
 MAX_UNCERTAINTY: Final = 0.35
 """Segmenter uncertainty above which the contour is flagged as doubtful."""
-MAX_CORE_SD_FRACTION: Final = 0.12
+MAX_CORE_SD_FRACTION: Final = 0.08
 """Core T1 SD above this fraction of the mean suggests artefact or contamination."""
 PARALLEL_COSINE: Final = 0.99
 """Normals with |cos| above this are treated as parallel (same stack)."""

@@ -71,6 +71,10 @@ ENDO_THRESHOLD_FRACTION: Final = 0.5
 blood-myocardium gap: the 50 % partial-volume point.  (Higher fractions keep more of a bright
 subendocardial lesion in the wall but put blood partial volume into it; on the phantoms 0.5
 gave the smallest T1 error.)"""
+PLATEAU_FRACTION: Final = 0.85
+"""Where T1 leaves the blood plateau: myocardium + this fraction of the blood-myocardium gap."""
+LESION_STEP_MM: Final = 2.0
+"""A blood-to-border step this much longer than the slice's median marks a bright lesion."""
 BLOOD_MODE_TOLERANCE: Final = 0.13
 """Blood pools are searched within this fraction below the subject's blood T1 (the mode of
 smooth blood-range pixels): wide enough for noise, narrow enough to leave out lesions."""
@@ -533,6 +537,17 @@ class ClassicalSegmenter:
 
         r_endo_raw = _endocardial_crossings(profile, mask_profile, radii, endo_threshold, step,
                                             min(spacing))
+        # A bright subendocardial lesion (T1 above the 50 % point) shows as a plateau of
+        # intermediate T1 before the crossing, where a normal border is a short blurred step.
+        # Rays whose step from the blood plateau to the 50 % point is much longer than usual
+        # get the border at the start of the step plus the usual step length.
+        plateau_threshold = myo_t1 + PLATEAU_FRACTION * (blood_t1 - myo_t1)
+        r_plateau = _endocardial_crossings(profile, mask_profile, radii, plateau_threshold,
+                                           step, min(spacing))
+        step_length = np.clip(r_endo_raw - r_plateau, 0.0, None)
+        usual = float(np.median(step_length))
+        lesion_rays = step_length > usual + LESION_STEP_MM
+        r_endo_raw = np.where(lesion_rays, r_plateau + usual, r_endo_raw)
         degrees_per_ray = 360.0 / angles.size
         # Narrow outward spikes (noise, gaps between trabeculae) are removed by an angular
         # opening; broad outward leaks (into the RV through a bright septal lesion, into the

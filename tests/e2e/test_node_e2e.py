@@ -22,7 +22,7 @@ from models.phantoms.dicom_series import (
     t1map_series_datasets,
     write_series,
 )
-from models.phantoms.t1map import PhantomSlice, make_t1map_stack
+from models.phantoms.t1map import PhantomSlice, make_heart_case, make_t1map_stack
 from tests.netutil import (
     NodeProcess,
     PacsScp,
@@ -69,7 +69,10 @@ def _study(
             + ["apical"] * (n_slices // 3)
         )
     )
-    _, slices = make_t1map_stack(rng, field_strength_t=field, levels=levels)
+    # Lesion-free hearts: the e2e tests check the path, so the truth is the tissue T1 itself
+    # (accuracy with focal lesions is the plugin tests' business).
+    heart = make_heart_case(rng, field_strength_t=field, lesion_probability=0.0)
+    _, slices = make_t1map_stack(rng, field_strength_t=field, levels=levels, heart=heart)
     datasets = t1map_series_datasets(
         slices, vendor=vendor, field_strength_t=field, rng=rng, study=StudyInfo.synthetic(seed)
     )
