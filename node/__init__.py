@@ -1,4 +1,4 @@
-"""cmr-node: a DICOM node that analyses cardiac MR T1 maps and LGE and returns SEG, SR and a summary."""
+"""cmr-node: a DICOM node that analyses cardiac MR and returns SEG, SR and a summary image."""
 
 from importlib.metadata import PackageNotFoundError, version
 

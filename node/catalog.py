@@ -1,7 +1,11 @@
 """The durable catalog (SQLite): instances, series, jobs, outbox and an event log.
 
-Every state change that the node acknowledges to a peer is committed here first (WAL journal,
-``synchronous=FULL``), so the node resumes exactly where it stopped after ``kill -9``.
+Every state change is committed here before the node acknowledges it to a peer (WAL journal).
+With ``synchronous=NORMAL`` a committed transaction survives a crash of the process
+(``kill -9``); a power loss may undo the last transactions, which is safe because each of
+them can be redone: received instances are rebuilt from the fsynced spool at start
+(``node.listener.reconcile_spool``), a job that loses its "done" runs again, and an output
+that loses its "sent" is sent again with the same UIDs.
 
 States
 ------
@@ -181,7 +185,7 @@ class Catalog:
         )
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA foreign_keys=ON")
         self._conn.execute("PRAGMA busy_timeout=30000")
         self._conn.executescript(_SCHEMA)
@@ -353,6 +357,10 @@ class Catalog:
             "SELECT state, generation FROM series WHERE series_instance_uid=?", (series_uid,)
         )
         return (rows[0]["state"], int(rows[0]["generation"])) if rows else None
+
+    def known_paths(self) -> set[str]:
+        """Spool paths of every recorded instance."""
+        return {r["path"] for r in self._query("SELECT path FROM instances")}
 
     def instance_paths(self, series_uid: str) -> list[Path]:
         """Spool paths of a series' instances, in arrival order."""

@@ -30,6 +30,8 @@ import logging
 import struct
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset, dcmread
@@ -45,14 +47,10 @@ from node.spool import free_space_mb, instance_path, safe_uid, write_new_or_repl
 logger = logging.getLogger(__name__)
 
 ERROR_COMMENT_MAX = 64
-UNCOMPRESSED_SYNTAXES = frozenset(
-    {
-        "1.2.840.10008.1.2",  # Implicit VR Little Endian
-        "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
-        "1.2.840.10008.1.2.2",  # Explicit VR Big Endian (retired)
-        "1.2.840.10008.1.2.1.99",  # Deflated Explicit VR Little Endian
-    }
-)
+IMPLICIT_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+EXPLICIT_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+DEFLATED_SYNTAXES = frozenset({"1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.8.1"})
+UNDEFINED_LENGTH = 0xFFFFFFFF
 ENHANCED_SOP_CLASSES = frozenset(
     {
         "1.2.840.10008.5.1.4.1.1.4.1",  # Enhanced MR Image Storage
@@ -117,7 +115,64 @@ def _expected_pixel_bytes(ds: Dataset) -> int | None:
     return (pixels + 7) // 8 if bits == 1 else pixels * (bits // 8)
 
 
-def validate_instance(ds: Dataset, affected_sop_class: str, affected_sop_instance: str) -> None:
+@dataclass(frozen=True)
+class ReceivedHeader:
+    """A received instance parsed up to its Pixel Data.
+
+    Attributes
+    ----------
+    dataset
+        Every element before Pixel Data.
+    pixel_bytes
+        (bytes present, bytes declared) of a native Pixel Data element; ``None`` when there
+        is none, or it is encapsulated (compressed), or the transfer syntax is deflated.
+    """
+
+    dataset: Dataset
+    pixel_bytes: tuple[int, int] | None
+
+
+def parse_header(raw: bytes, transfer_syntax: str) -> ReceivedHeader:
+    """Parse a received file up to its Pixel Data and measure the Pixel Data element.
+
+    Parsing stops before the pixels: a quarter of the cost of a full read, which matters
+    once per received instance.
+
+    Raises
+    ------
+    StoreError
+        0xC000 when the bytes are not a parsable DICOM data set.
+    """
+    stream = io.BytesIO(raw)
+    try:
+        ds = dcmread(stream, stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError) as exc:
+        raise StoreError(
+            StoreStatus.CANNOT_UNDERSTAND, f"data set cannot be parsed: {exc}"
+        ) from exc
+    measured: tuple[int, int] | None = None
+    position = stream.tell()
+    header = raw[position : position + 12]
+    if transfer_syntax not in DEFLATED_SYNTAXES and len(header) >= 8:
+        little = transfer_syntax != EXPLICIT_BIG_ENDIAN
+        order = "<" if little else ">"
+        group, element = struct.unpack(order + "HH", header[:4])
+        if (group, element) == (0x7FE0, 0x0010):
+            if transfer_syntax == IMPLICIT_LITTLE_ENDIAN:
+                length, header_size = struct.unpack("<I", header[4:8])[0], 8
+            else:
+                length, header_size = (
+                    struct.unpack(order + "I", header[8:12].rjust(4, b"\0"))[0],
+                    12,
+                )
+            if length != UNDEFINED_LENGTH:
+                measured = (len(raw) - position - header_size, length)
+    return ReceivedHeader(ds, measured)
+
+
+def validate_instance(
+    received: ReceivedHeader, affected_sop_class: str, affected_sop_instance: str
+) -> None:
     """Check that a received data set can be stored and analysed later.
 
     Raises
@@ -125,6 +180,7 @@ def validate_instance(ds: Dataset, affected_sop_class: str, affected_sop_instanc
     StoreError
         With the status to answer and the reason.
     """
+    ds = received.dataset
     missing = [kw for kw in REQUIRED_KEYWORDS if kw not in ds]
     if missing:
         raise StoreError(StoreStatus.CANNOT_UNDERSTAND, f"missing {', '.join(missing)}")
@@ -151,16 +207,19 @@ def validate_instance(ds: Dataset, affected_sop_class: str, affected_sop_instanc
         )
     if sop_uid != affected_sop_instance:
         raise StoreError(StoreStatus.DATASET_MISMATCH, "SOP Instance UID differs from the request")
-    if "PixelData" in ds:
-        ts = str(ds.file_meta.TransferSyntaxUID) if "file_meta" in ds.__dict__ else ""
+    if received.pixel_bytes is not None:
         expected = _expected_pixel_bytes(ds)
-        if ts in UNCOMPRESSED_SYNTAXES and expected is not None:
-            actual = len(ds.PixelData)
-            if actual < expected:
-                raise StoreError(
-                    StoreStatus.CANNOT_UNDERSTAND,
-                    f"Pixel Data truncated: {actual} of {expected} bytes",
-                )
+        available, declared = received.pixel_bytes
+        if expected is not None and declared < expected:
+            raise StoreError(
+                StoreStatus.CANNOT_UNDERSTAND,
+                f"Pixel Data truncated: {declared} bytes for an image of {expected}",
+            )
+        if available < declared:
+            raise StoreError(
+                StoreStatus.CANNOT_UNDERSTAND,
+                f"Pixel Data truncated: {available} of {declared} bytes",
+            )
 
 
 def _expected_count(ds: Dataset) -> int | None:
@@ -173,6 +232,72 @@ def _expected_count(ds: Dataset) -> int | None:
     except (TypeError, ValueError):
         return None
     return count if 0 < count <= 10000 else None
+
+
+def instance_record(
+    ds: Dataset, path: Path, size_bytes: int, calling_aet: str | None, transfer_syntax: str
+) -> InstanceRecord:
+    """The catalog record of a stored instance, from its header."""
+    return InstanceRecord(
+        sop_instance_uid=str(ds.SOPInstanceUID),
+        series_instance_uid=str(ds.SeriesInstanceUID),
+        study_instance_uid=str(ds.StudyInstanceUID),
+        sop_class_uid=str(ds.SOPClassUID),
+        transfer_syntax_uid=transfer_syntax,
+        path=path,
+        size_bytes=size_bytes,
+        calling_aet=calling_aet,
+        modality=str(ds.get("Modality", "")) or None,
+        series_description=str(ds.get("SeriesDescription", "")) or None,
+        expected_count=_expected_count(ds),
+    )
+
+
+def reconcile_spool(spool_dir: Path, catalog: Catalog) -> tuple[int, int]:
+    """Record spool files the catalog does not know; set aside unreadable ones.
+
+    The spool file is fsynced before a C-STORE is acknowledged, the catalog row after it
+    with ``synchronous=NORMAL``: a power loss can lose the row, never the file. This runs at
+    start, before the listener accepts associations. A partial file left by a crash during
+    a write (never acknowledged) fails to parse and is moved to ``spool/../quarantine``.
+
+    Returns
+    -------
+    tuple of int
+        (files recovered, files quarantined).
+    """
+    known = catalog.known_paths()
+    recovered = quarantined = 0
+    for path in sorted(spool_dir.rglob("*.dcm")) if spool_dir.exists() else []:
+        if str(path) in known:
+            continue
+        try:
+            raw = path.read_bytes()
+            transfer_syntax = str(
+                dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
+            )
+            received = parse_header(raw, transfer_syntax)
+            ds = received.dataset
+            validate_instance(received, str(ds.SOPClassUID), str(ds.SOPInstanceUID))
+            calling = str(ds.file_meta.get("SourceApplicationEntityTitle", "")).strip() or None
+            record = instance_record(ds, path, len(raw), calling, transfer_syntax)
+        except Exception as exc:
+            target = spool_dir.parent / "quarantine" / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            path.replace(target)
+            quarantined += 1
+            catalog.record_event("spool_quarantined", None, f"{path.name}: {exc}")
+            continue
+        catalog.record_instance(record, now=path.stat().st_mtime)
+        catalog.record_event(
+            "spool_recovered", record.series_instance_uid, f"{path.name} recorded at start"
+        )
+        recovered += 1
+    if recovered or quarantined:
+        logger.warning(
+            "spool reconciliation: %d files recorded, %d quarantined", recovered, quarantined
+        )
+    return recovered, quarantined
 
 
 class StorageListener:
@@ -315,13 +440,11 @@ class StorageListener:
             transfer_syntax,
             calling,
         ) + event.encoded_dataset(include_meta=False)
-        try:
-            ds = dcmread(io.BytesIO(raw))
-        except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
-            raise StoreError(
-                StoreStatus.CANNOT_UNDERSTAND, f"data set cannot be parsed: {exc}"
-            ) from exc
-        validate_instance(ds, str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID))
+        received = parse_header(raw, transfer_syntax)
+        validate_instance(
+            received, str(request.AffectedSOPClassUID), str(request.AffectedSOPInstanceUID)
+        )
+        ds = received.dataset
         path = instance_path(
             settings.spool_dir,
             str(ds.StudyInstanceUID),
@@ -336,19 +459,7 @@ class StorageListener:
             raise StoreError(
                 StoreStatus.OUT_OF_RESOURCES, f"cannot write spool: {exc.strerror}"
             ) from exc
-        record = InstanceRecord(
-            sop_instance_uid=str(ds.SOPInstanceUID),
-            series_instance_uid=str(ds.SeriesInstanceUID),
-            study_instance_uid=str(ds.StudyInstanceUID),
-            sop_class_uid=str(ds.SOPClassUID),
-            transfer_syntax_uid=transfer_syntax,
-            path=path,
-            size_bytes=len(raw),
-            calling_aet=calling,
-            modality=str(ds.get("Modality", "")) or None,
-            series_description=str(ds.get("SeriesDescription", "")) or None,
-            expected_count=_expected_count(ds),
-        )
+        record = instance_record(ds, path, len(raw), calling, transfer_syntax)
         try:
             state = self._catalog.record_instance(record)
         except Exception as exc:

@@ -9,7 +9,7 @@ from pathlib import Path
 from pydicom import Dataset, dcmread
 
 from node.catalog import Catalog, SeriesState
-from node.listener import StorageListener
+from node.listener import StorageListener, reconcile_spool
 from node.router import RouteDecision, RuleSet, load_rules, route
 from node.sender import OutboxSender
 from node.settings import Settings
@@ -67,6 +67,7 @@ class Node:
 
     def start(self) -> None:
         """Start every part; work left by a previous run resumes."""
+        reconcile_spool(self.settings.spool_dir, self.catalog)
         self.sender.start()
         self.workers.start()
         self.tracker.start()

@@ -73,7 +73,7 @@ subendocardial lesion in the wall but put blood partial volume into it; on the p
 gave the smallest T1 error.)"""
 PLATEAU_FRACTION: Final = 0.85
 """Where T1 leaves the blood plateau: myocardium + this fraction of the blood-myocardium gap."""
-LESION_STEP_MM: Final = 2.0
+LESION_STEP_MM: Final = 3.0
 """A blood-to-border step this much longer than the slice's median marks a bright lesion."""
 BLOOD_MODE_TOLERANCE: Final = 0.13
 """Blood pools are searched within this fraction below the subject's blood T1 (the mode of

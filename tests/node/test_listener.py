@@ -123,3 +123,27 @@ def test_out_of_resources_when_disk_below_limit(tmp_path: Path) -> None:
     finally:
         h.listener.stop()
         h.catalog.close()
+
+
+def test_spool_reconciliation_records_orphans_and_quarantines_partial_files(
+    tmp_path: Path,
+) -> None:
+    """A spool file whose catalog row was lost (power loss) is recorded again at start."""
+    from node.listener import reconcile_spool
+    from node.spool import instance_path
+
+    h = Harness(tmp_path)
+    ds = _mr()
+    orphan = instance_path(
+        h.settings.spool_dir, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID
+    )
+    orphan.parent.mkdir(parents=True)
+    ds.save_as(orphan, enforce_file_format=True)
+    partial = orphan.with_name("1.2.3.4.dcm")
+    partial.write_bytes(orphan.read_bytes()[:300])
+    assert reconcile_spool(h.settings.spool_dir, h.catalog) == (1, 1)
+    assert h.catalog.instance_paths(str(ds.SeriesInstanceUID)) == [orphan]
+    assert not partial.exists()
+    assert (h.settings.data_dir / "quarantine" / "1.2.3.4.dcm").exists()
+    assert reconcile_spool(h.settings.spool_dir, h.catalog) == (0, 0)
+    h.catalog.close()
