@@ -134,9 +134,7 @@ class _ValueMapping:
     def apply(self, stored: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
         """Stored values mapped to physical values (float32)."""
         if self.lut is not None:
-            index = np.clip(
-                stored.astype(np.int64) - self.lut_first_stored, 0, self.lut.size - 1
-            )
+            index = np.clip(stored.astype(np.int64) - self.lut_first_stored, 0, self.lut.size - 1)
             return self.lut[index].astype(np.float32)
         values = stored.astype(np.float64) * self.slope + self.intercept
         return values.astype(np.float32)
@@ -183,9 +181,7 @@ def load_series(datasets: Sequence[Dataset]) -> LoadedSeries:
     image_datasets = [ds for ds in datasets if "PixelData" in ds]
     skipped = len(datasets) - len(image_datasets)
     if skipped:
-        logger.info(
-            "Series %s: skipping %d instance(s) without pixel data", series_uid, skipped
-        )
+        logger.info("Series %s: skipping %d instance(s) without pixel data", series_uid, skipped)
     if not image_datasets:
         raise LoadError(
             f"The series {series_uid} has {len(datasets)} instance(s) but no image frames "
@@ -210,9 +206,7 @@ def load_series(datasets: Sequence[Dataset]) -> LoadedSeries:
         )
     units = {frame.units for frame in frames}
     if len(units) != 1:
-        logger.warning(
-            "Series %s: frames carry different units %s", series_uid, sorted(units)
-        )
+        logger.warning("Series %s: frames carry different units %s", series_uid, sorted(units))
 
     frames = _sorted_frames(frames)
     study_uid = str(image_datasets[0].get("StudyInstanceUID", ""))

@@ -21,13 +21,29 @@ core when its centre is
 For a normal 8–10 mm wall at 1.4 mm pixels that keeps about the middle half of the wall,
 in line with the SCMR/EACVI recommendation to draw T1 regions of interest conservatively in
 the mid-wall, away from blood pool and epicardial borders (Messroghli et al., JCMR 2017;19:75).
+On the synthetic MOLLI phantoms, excluding 15-35 % per border changed the mean absolute error
+only between 10 and 12 ms, and the true contours with the same core rule did no better
+(9-13 ms): what remains is partial volume and noise of the map itself, so the slices where
+it is large are flagged rather than hidden (see below).  The statistics are over the raw
+map; no outlier trimming, so focal disease stays in the mean (the median is reported too).
+
+Quality control
+---------------
+Every flag has a stable code (:class:`QCCode`).  Per slice: myocardium area, ring closure and
+wall thickness implausible; wall thinner than 3.5 pixels (partial volume everywhere); few
+core pixels; T1 outside the physiological range for the field strength; heterogeneous core
+T1 (SD > 8 % of the mean) or one 60-degree sector deviating by > 10 % (focal disease or an
+artefact such as an off-resonance band); implausible blood T1; segmentation uncertain;
+slice not segmentable (FAILURE, no values).  Per series: unknown field strength, units not
+ms (FAILURE when the values cannot be T1 in ms), missing levels, no slice analysed.
 
 Slice levels
 ------------
 Parallel slices are ordered along their normal.  With three or more slice positions the
-first, middle and last thirds are basal, mid and apical; the end whose LV cavity is larger is
-basal (the LV tapers towards the apex).  With fewer than three positions, or when no cavity
-area is known, the level is "unknown".
+first, middle and last thirds are basal, mid and apical; the end towards which the LV cavity
+area grows (sign of the regression of cavity area on position over the segmented slices) is
+basal, as the LV tapers towards the apex.  With fewer than three positions, or when fewer
+than two slices were segmented, the level is "unknown".
 """
 
 from __future__ import annotations
@@ -99,6 +115,13 @@ MIN_RING_CLOSURE: Final = 0.9
 MAX_UNCERTAINTY: Final = 0.35
 """Segmenter uncertainty above which the contour is flagged as doubtful."""
 MAX_CORE_SD_FRACTION: Final = 0.08
+MAX_SECTOR_DEVIATION_FRACTION: Final = 0.10
+"""Largest deviation of one 60-degree sector's core mean from the median sector, as a fraction
+of the slice mean (~100 ms at 1.5 T).  Noise moves a sector mean by < 10 ms, the normal
+septal-lateral difference is < 25 ms and partial volume in a thin or blurred sector adds up to
+~60 ms on the phantoms; focal lesions and off-resonance bands exceed it."""
+N_SECTORS: Final = 6
+MIN_SECTOR_PIXELS: Final = 10
 """Core T1 SD above this fraction of the mean suggests artefact or contamination."""
 PARALLEL_COSINE: Final = 0.99
 """Normals with |cos| above this are treated as parallel (same stack)."""
@@ -121,6 +144,7 @@ class QCCode:
     TOO_FEW_CORE_PIXELS = "too_few_core_pixels"
     T1_OUT_OF_RANGE = "t1_out_of_range"
     T1_HETEROGENEOUS = "t1_heterogeneous"
+    T1_REGIONAL_VARIATION = "t1_regional_variation"
     BLOOD_T1_IMPLAUSIBLE = "blood_t1_implausible"
     SLICES_MISSING = "slices_missing"
     NOT_SHORT_AXIS_STACK = "not_short_axis_stack"
@@ -150,6 +174,7 @@ class _SliceStats:
     uncertainty: float | None
     details: Mapping[str, Any]
     pixel_mm: float
+    sector_spread_ms: float | None
 
 
 # --------------------------------------------------------------------------------------------
@@ -266,7 +291,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             SliceResult(
                 frame_index=index,
                 labels=slice_stats.labels,
-                measurements=_slice_measurements(slice_stats, min_core),
+                measurements=_slice_measurements(slice_stats),
                 level=levels[index],
                 analysed_region=slice_stats.core,
             )
@@ -277,7 +302,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
 
     usable = [s for i, s in sorted(stats.items()) if i not in failed_slices]
     series_measurements = _series_measurements(usable)
-    flags.extend(_series_flags(series, stack, stats, usable, levels, ranges))
+    flags.extend(_series_flags(stack, usable, levels, ranges))
 
     extra = {
         "slices": table,
@@ -503,7 +528,35 @@ def _measure_slice(
         uncertainty=output.uncertainty,
         details=dict(output.details),
         pixel_mm=float(np.sqrt(pixel_area)),
+        sector_spread_ms=_sector_spread(t1, core, labels, spacing),
     )
+
+
+def _sector_spread(
+    t1: npt.NDArray[np.float32],
+    core: npt.NDArray[np.bool_],
+    labels: npt.NDArray[np.uint8],
+    spacing: tuple[float, float],
+) -> float | None:
+    """Largest |sector mean - median sector mean| of the core over 60-degree sectors (ms)."""
+    heart = (labels == Label.MYOCARDIUM) | (labels == Label.LV_BLOOD_POOL)
+    rr, cc = np.nonzero(heart)
+    if rr.size == 0 or not core.any():
+        return None
+    centre = (float(rr.mean() * spacing[0]), float(cc.mean() * spacing[1]))
+    yy, xx = np.nonzero(core)
+    angle = np.mod(np.arctan2(yy * spacing[0] - centre[0], xx * spacing[1] - centre[1]), 2 * np.pi)
+    sector = np.minimum((angle / (2 * np.pi) * N_SECTORS).astype(int), N_SECTORS - 1)
+    values = np.asarray(t1[yy, xx], dtype=np.float64)
+    means = [
+        float(values[sector == k].mean())
+        for k in range(N_SECTORS)
+        if np.count_nonzero(sector == k) >= MIN_SECTOR_PIXELS
+    ]
+    if len(means) < 3:
+        return None
+    middle = float(np.median(means))
+    return max(abs(m - middle) for m in means)
 
 
 def _stat(values: npt.NDArray[np.float64], kind: str) -> float | None:
@@ -540,18 +593,18 @@ def _t1_measurements(
                 unit=codes.UCUM_MILLISECOND,
                 region=region,
                 derivation=derivation,
-                reason=reason if reason is not None else (None if value is not None else
-                                                          "too few pixels"),
+                reason=reason
+                if reason is not None
+                else (None if value is not None else "too few pixels"),
             )
         )
     return measurements
 
 
-def _slice_measurements(stats: _SliceStats, min_core: int) -> tuple[Measurement, ...]:
+def _slice_measurements(stats: _SliceStats) -> tuple[Measurement, ...]:
     n_core = int(stats.core_values.size)
     core_reason = None if n_core > 0 else "no conservative-core pixels (wall too thin)"
-    measurements = _t1_measurements("myocardium", Label.MYOCARDIUM, stats.core_values,
-                                    core_reason)
+    measurements = _t1_measurements("myocardium", Label.MYOCARDIUM, stats.core_values, core_reason)
     measurements.append(
         Measurement(
             key="myocardium_core_pixels",
@@ -600,7 +653,6 @@ def _slice_measurements(stats: _SliceStats, min_core: int) -> tuple[Measurement,
             statistics=(("mean", codes.MEAN),),
         )
     )
-    del min_core
     return tuple(measurements)
 
 
@@ -641,8 +693,8 @@ def _slice_flags(stats: _SliceStats, ranges: TissueRanges, min_core: int) -> lis
         )
     low_wall, high_wall = WALL_THICKNESS_MM
     if stats.wall_thickness_mm is None or not low_wall <= stats.wall_thickness_mm <= high_wall:
-        shown = "unknown" if stats.wall_thickness_mm is None else (
-            f"{stats.wall_thickness_mm:.1f} mm"
+        shown = (
+            "unknown" if stats.wall_thickness_mm is None else (f"{stats.wall_thickness_mm:.1f} mm")
         )
         flags.append(
             QCFlag(
@@ -690,8 +742,7 @@ def _slice_flags(stats: _SliceStats, ranges: TissueRanges, min_core: int) -> lis
             QCFlag(
                 QCCode.TOO_FEW_CORE_PIXELS,
                 Severity.WARNING,
-                f"Only {n_core} core pixels (fewer than {min_core}): the slice mean is "
-                "imprecise.",
+                f"Only {n_core} core pixels (fewer than {min_core}): the slice mean is imprecise.",
                 index,
             )
         )
@@ -720,6 +771,19 @@ def _slice_flags(stats: _SliceStats, ranges: TissueRanges, min_core: int) -> lis
                     index,
                 )
             )
+        if stats.sector_spread_ms is not None and (
+            stats.sector_spread_ms > MAX_SECTOR_DEVIATION_FRACTION * mean
+        ):
+            flags.append(
+                QCFlag(
+                    QCCode.T1_REGIONAL_VARIATION,
+                    Severity.WARNING,
+                    f"One wall region differs from the rest by {stats.sector_spread_ms:.0f} ms: "
+                    "focal disease or an artefact (e.g. an off-resonance band); the slice mean "
+                    "mixes them.",
+                    index,
+                )
+            )
     blood = _stat(stats.blood_values, "mean")
     low_blood, high_blood = ranges.blood_plausible
     if blood is None or not low_blood <= blood <= high_blood:
@@ -737,9 +801,7 @@ def _slice_flags(stats: _SliceStats, ranges: TissueRanges, min_core: int) -> lis
 
 
 def _series_flags(
-    series: LoadedSeries,
     stack: Sequence[int],
-    stats: Mapping[int, _SliceStats],
     usable: Sequence[_SliceStats],
     levels: Sequence[str],
     ranges: TissueRanges,
@@ -788,7 +850,6 @@ def _series_flags(
                     f"{low:.0f}-{high:.0f} ms {_range_text(ranges)}.",
                 )
             )
-    del series, stats
     return flags
 
 
@@ -799,12 +860,8 @@ def _series_flags(
 
 def _series_measurements(usable: Sequence[_SliceStats]) -> tuple[Measurement, ...]:
     reason = None if usable else "no slice could be analysed"
-    core = (
-        np.concatenate([s.core_values for s in usable]) if usable else np.empty(0, np.float64)
-    )
-    blood = (
-        np.concatenate([s.blood_values for s in usable]) if usable else np.empty(0, np.float64)
-    )
+    core = np.concatenate([s.core_values for s in usable]) if usable else np.empty(0, np.float64)
+    blood = np.concatenate([s.blood_values for s in usable]) if usable else np.empty(0, np.float64)
     if reason is None and core.size == 0:
         reason = "no conservative-core pixels on any slice"
     measurements = _t1_measurements("global_myocardium", Label.MYOCARDIUM, core, reason)
@@ -838,9 +895,7 @@ def _levels(
     if not stack:
         return levels
     normal = frames[stack[0]].normal
-    location = {
-        i: float(np.dot(normal, np.asarray(frames[i].image_position))) for i in stack
-    }
+    location = {i: float(np.dot(normal, np.asarray(frames[i].image_position))) for i in stack}
     positions = sorted({round(value, 1) for value in location.values()})
     if len(positions) < 3:
         return levels

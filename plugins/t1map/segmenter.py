@@ -8,26 +8,43 @@ network (a later model) implements the same protocol, so it replaces
 quantitative: blood, myocardium, liver and fat have known T1 ranges at a given field strength,
 so thresholds can be stated in milliseconds.
 
-1. **LV blood pool.**  Pixels of the (3x3 median-filtered) map with blood-range T1 form
-   connected regions.  Each region of plausible size is scored by how completely it is
-   surrounded by myocardial-range T1 (the LV cavity is ringed by myocardium; the RV cavity
-   only on its septal side, the aorta and other vessels not at all), by its solidity and
-   roundness (the RV is a crescent) and by its distance from the image centre.  The best
-   region is the LV blood pool.
-2. **Local thresholds.**  Blood and myocardial T1 of *this* subject are estimated from the
-   LV region and the ring around it; the endocardial threshold is their midpoint (the 50 %
-   partial-volume point), and the myocardial band reaches down to 82 % of the myocardial T1,
-   well above liver (~60 %) and fat (~30 %).
-3. **Endocardial border.**  Along rays from the LV centre (every 3 degrees) the border is
-   where the profile crosses the endocardial threshold at the edge of the blood region.
-   Papillary muscles and trabeculae inside the cavity are kept in the blood pool: the radius
-   is smoothed over angle by a morphological closing (fills dips up to ~50 degrees wide,
-   i.e. muscles attached to the wall) after an opening that removes narrow outward leaks.
-4. **Epicardial border.**  Dynamic programming over angle chooses a wall thickness per ray
-   that keeps in-band samples inside the wall and out-of-band samples (fat, lung, liver, RV
-   blood) just outside it, with a penalty on thickness changes between neighbouring rays and
-   thickness limited to 2.5–20 mm.
-5. **RV blood pool.**  The largest other blood-range region touching the LV epicardium.
+Two texture measures separate tissue from lung and air, whose fitted "T1" can fall in any
+range: the local median absolute deviation from the 3x3 median-filtered map, and the local
+fraction of "wild" pixels (more than 25 % off their local median).  Tissue scores low on
+both, lung and air filled with fit noise high.
+
+1. **Blood pools.**  The subject's blood T1 is the mode of smooth blood-range pixels (the
+   LV and RV cavities dominate them); blood is searched between 87 % of that mode and the
+   field-strength maximum, which leaves out lesions brighter than myocardium.  Connected
+   regions (after a 1.5 mm opening) that are noisy are dropped; regions merged through a thin
+   septum are also split at their necks (distance-transform watershed).
+2. **LV cavity.**  Each candidate of plausible area (150-7000 mm2) near the centre of the
+   field of view is scored by the fraction of rays from it that meet a 2.5-20 mm wall of
+   myocardial T1 (the LV is ringed by myocardium; the RV only on its septal side; vessels in
+   fat have no wall, vessels in lung a wall that never ends), its solidity and roundness (the
+   RV is a crescent) and its distance from the image centre.  The best one is the LV.
+3. **Local thresholds.**  Blood and myocardial T1 of *this* subject come from the cavity and
+   the 1.5-6 mm ring around it (which must be homogeneous and distinctly darker than blood).
+   The endocardial border is the 50 % partial-volume point between them; the myocardial
+   band runs from 80 % of myocardial T1 (liver ~60 %, fat ~30 %) to half-way to blood (so
+   focal lesions stay in the wall), weighted by the tissue texture.
+4. **Endocardial border.**  Along 120 rays from the centre of the largest disk inscribed in
+   the cavity, the border is where the profile crosses the threshold at the cavity's edge.
+   A long plateau of intermediate T1 before the crossing marks a bright subendocardial
+   lesion, whose start is used instead.  Narrow outward spikes are removed by an angular
+   opening and broad leaks by clipping to a robust 2nd-order Fourier fit; papillary
+   muscles and trabeculae attached to the wall are put in the blood pool by taking the
+   convex hull of the outline (the short-axis LV cavity is convex).
+5. **Epicardial border.**  Dynamic programming over angle chooses the wall thickness per ray
+   that keeps myocardial samples inside the wall and non-myocardial ones (fat, lung, liver,
+   RV blood) in the 2 mm just outside, with wrongly included samples weighted 1.5x (they
+   bias T1; a lost sliver of myocardium does not), a penalty on thickness changes between
+   neighbouring rays and a weak prior towards the slice's typical thickness.
+6. **RV blood pool.**  The largest other smooth blood region within 4 mm of the LV.
+
+Known limits: walls thinner than ~2.5 pixels next to blood-like T1 (effusion) are not
+resolved (the slice fails); D-shaped cavities (septal flattening) are made convex; a bright
+lesion covering most of the wall can make the slice fail the homogeneity check.
 """
 
 from __future__ import annotations
@@ -80,8 +97,15 @@ BLOOD_MODE_TOLERANCE: Final = 0.13
 smooth blood-range pixels): wide enough for noise, narrow enough to leave out lesions."""
 ENDO_MAX_FILL_MM: Final = 20.0
 """Deepest concavity of the cavity outline filled by the convex hull (papillary muscles)."""
-MAX_BLOOD_SPREAD: Final = 0.15
+MAX_BLOOD_SPREAD: Final = 0.10
 """Largest robust relative spread (1.4826 MAD / median) of a blood region's raw T1."""
+MIN_WALL_FRACTION: Final = 0.6
+"""Fraction of rays from a candidate cavity that must meet a wall of myocardial T1."""
+CENTRAL_FRACTION: Final = 0.8
+"""The LV cavity centre must lie in this central fraction of the field of view (per axis)."""
+MAX_WALL_SPREAD: Final = 0.13
+"""Largest robust relative spread of T1 in the ring around the LV cavity: myocardium is
+homogeneous (noise ~3-5 %; a focal lesion covers less than half the ring)."""
 MAX_MYOCARDIUM_BLOOD_RATIO: Final = 0.88
 """Largest myocardium/blood T1 ratio accepted (normal ~0.6-0.7; amyloid with a high
 haematocrit approaches 0.85).  Above it the "wall" is partial volume, not myocardium."""
@@ -286,10 +310,8 @@ def radius_at(
     query: npt.NDArray[np.float64],
 ) -> npt.NDArray[np.float64]:
     """Periodic linear interpolation of a radius function of angle."""
-    step = 2 * np.pi / angles.size
     extended_angles = np.concatenate([angles, [angles[0] + 2 * np.pi]])
     extended = np.concatenate([radius_by_angle, radius_by_angle[:1]])
-    del step
     return np.interp(np.mod(query - angles[0], 2 * np.pi) + angles[0], extended_angles, extended)
 
 
@@ -363,8 +385,7 @@ class ClassicalSegmenter:
         SegmentationOutput
             Labels; when no LV is found, an all-background image and the reason.
         """
-        image = np.nan_to_num(np.asarray(t1_ms, dtype=np.float64), nan=0.0, posinf=0.0,
-                              neginf=0.0)
+        image = np.nan_to_num(np.asarray(t1_ms, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
         ranges = tissue_ranges(field_strength_t)
         empty = np.zeros(image.shape, dtype=np.uint8)
@@ -440,8 +461,15 @@ class ClassicalSegmenter:
                 if not self.lv_area_mm2[0] <= region_area <= self.lv_area_mm2[1]:
                     continue
                 candidate = self._evaluate(
-                    index, region, region_area, smooth, smoothness, spacing, ranges,
-                    centre_mm, half_diag,
+                    index,
+                    region,
+                    region_area,
+                    smooth,
+                    smoothness,
+                    spacing,
+                    ranges,
+                    centre_mm,
+                    half_diag,
                 )
                 if candidate is not None:
                     candidates.append(candidate)
@@ -473,9 +501,17 @@ class ClassicalSegmenter:
         if solidity < 0.7 or roundness < 0.35:
             return None
         ring = _wall_fraction(smooth, smoothness, filled, spacing, ranges, self.wall_mm)
-        if ring < 0.55:
+        if ring < MIN_WALL_FRACTION:
             return None
         offset = float(np.hypot(y.mean() - centre_mm[0], x.mean() - centre_mm[1]))
+        # Cardiac prescriptions centre the heart: a cavity in the outer 10 % of the field of
+        # view on either axis is not the LV.
+        extent = (2 * centre_mm[0] + spacing[0], 2 * centre_mm[1] + spacing[1])
+        if (
+            abs(y.mean() - centre_mm[0]) > CENTRAL_FRACTION * 0.5 * extent[0]
+            or abs(x.mean() - centre_mm[1]) > CENTRAL_FRACTION * 0.5 * extent[1]
+        ):
+            return None
         score = (
             ring**2
             * solidity
@@ -509,10 +545,16 @@ class ClassicalSegmenter:
             (ring_values >= ranges.myocardium[0] * 0.9) & (ring_values < blood_t1 * 0.92)
         ]
         if ring_values.size < 10:
-            return SegmentationOutput(
-                empty, 1.0, "no myocardial T1 found around the LV blood pool"
-            )
+            return SegmentationOutput(empty, 1.0, "no myocardial T1 found around the LV blood pool")
         myo_t1 = float(np.median(ring_values))
+        ring_spread = 1.4826 * float(np.median(np.abs(ring_values - myo_t1))) / myo_t1
+        if ring_spread > MAX_WALL_SPREAD:
+            return SegmentationOutput(
+                empty,
+                1.0,
+                f"the tissue around the blood pool varies too much in T1 (relative spread "
+                f"{ring_spread:.2f}) to be myocardium",
+            )
         if myo_t1 > MAX_MYOCARDIUM_BLOOD_RATIO * blood_t1:
             return SegmentationOutput(
                 empty,
@@ -535,15 +577,17 @@ class ClassicalSegmenter:
         profile = polar_sample(smooth, centre, spacing, angles, radii, order=1)
         mask_profile = polar_sample(lv.mask.astype(np.float64), centre, spacing, angles, radii)
 
-        r_endo_raw = _endocardial_crossings(profile, mask_profile, radii, endo_threshold, step,
-                                            min(spacing))
+        r_endo_raw = _endocardial_crossings(
+            profile, mask_profile, radii, endo_threshold, step, min(spacing)
+        )
         # A bright subendocardial lesion (T1 above the 50 % point) shows as a plateau of
         # intermediate T1 before the crossing, where a normal border is a short blurred step.
         # Rays whose step from the blood plateau to the 50 % point is much longer than usual
         # get the border at the start of the step plus the usual step length.
         plateau_threshold = myo_t1 + PLATEAU_FRACTION * (blood_t1 - myo_t1)
-        r_plateau = _endocardial_crossings(profile, mask_profile, radii, plateau_threshold,
-                                           step, min(spacing))
+        r_plateau = _endocardial_crossings(
+            profile, mask_profile, radii, plateau_threshold, step, min(spacing)
+        )
         step_length = np.clip(r_endo_raw - r_plateau, 0.0, None)
         usual = float(np.median(step_length))
         lesion_rays = step_length > usual + LESION_STEP_MM
@@ -641,9 +685,7 @@ class _Band:
 
     def membership(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         rising = np.clip((values - self.low_zero) / max(self.low - self.low_zero, 1e-6), 0, 1)
-        falling = np.clip(
-            (self.high_zero - values) / max(self.high_zero - self.high, 1e-6), 0, 1
-        )
+        falling = np.clip((self.high_zero - values) / max(self.high_zero - self.high, 1e-6), 0, 1)
         return np.asarray(np.minimum(rising, falling), dtype=np.float64)
 
 
@@ -680,11 +722,13 @@ def _split_at_necks(
     from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
-    distance = ndimage.distance_transform_edt(region, sampling=spacing)
+    # Fill holes first: papillary muscles inside the cavity must not create necks.
+    filled = ndimage.binary_fill_holes(region)
+    distance = ndimage.distance_transform_edt(filled, sampling=spacing)
     markers, n_markers = ndimage.label(h_maxima(distance, depth_mm))
     if n_markers < 2:
         return []
-    parts = watershed(-distance, markers, mask=region)
+    parts = watershed(-distance, markers, mask=filled)
     return [np.asarray(parts == k) for k in range(1, n_markers + 1)]
 
 
@@ -721,8 +765,7 @@ def _add_rv(
     return result
 
 
-def _wild(image: npt.NDArray[np.float64], smooth: npt.NDArray[np.float64]) -> npt.NDArray[
-        np.bool_]:
+def _wild(image: npt.NDArray[np.float64], smooth: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
     """Pixels far (more than 25 %) from their 3x3 median: fit failures, never tissue noise."""
     return np.asarray(np.abs(image - smooth) > WILD_FRACTION * np.maximum(smooth, 100.0))
 
@@ -877,9 +920,7 @@ def _wall_fraction(
     """
     centre = _inscribed_centre(region, spacing)
     rr, cc = np.nonzero(region)
-    extent = float(
-        np.max(np.hypot(rr * spacing[0] - centre[0], cc * spacing[1] - centre[1]))
-    )
+    extent = float(np.max(np.hypot(rr * spacing[0] - centre[0], cc * spacing[1] - centre[1])))
     step = 0.5 * min(spacing)
     radii = np.arange(0.0, extent + wall_mm[1] + 8.0, step)
     angles = np.linspace(0.0, 2 * np.pi, n_angles, endpoint=False)
@@ -895,7 +936,7 @@ def _wall_fraction(
     for i in range(n_angles):
         exit_index = int(np.argmin(inside[i])) if not inside[i].all() else radii.size
         ray = myocardial[i, exit_index:]
-        first = np.nonzero(ray[:transition + 1])[0]
+        first = np.nonzero(ray[: transition + 1])[0]
         if first.size == 0:
             continue
         run_start = int(first[0])

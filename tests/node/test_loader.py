@@ -110,7 +110,7 @@ def test_enhanced_multiframe_matches_single_frame_series(stack: list) -> None:
     classic = load_series(single)
 
     assert len(multi.frames) == len(classic.frames) == len(stack)
-    assert sorted(f.frame_number for f in multi.frames) == [1, 2, 3]
+    assert sorted(f.frame_number or 0 for f in multi.frames) == [1, 2, 3]
     for mf, sf in zip(multi.frames, classic.frames, strict=True):
         assert mf.sop_instance_uid == str(enhanced.SOPInstanceUID)
         assert mf.units == "ms"
@@ -122,8 +122,16 @@ def test_enhanced_multiframe_matches_single_frame_series(stack: list) -> None:
 
 def test_series_header_and_frame_attributes(stack: list) -> None:
     series = load_series(_datasets(stack, "siemens"))
-    for keyword in ("SeriesDescription", "ProtocolName", "SequenceName", "StudyDescription",
-                    "BodyPartExamined", "SeriesNumber", "PatientID", "ManufacturerModelName"):
+    for keyword in (
+        "SeriesDescription",
+        "ProtocolName",
+        "SequenceName",
+        "StudyDescription",
+        "BodyPartExamined",
+        "SeriesNumber",
+        "PatientID",
+        "ManufacturerModelName",
+    ):
         assert keyword in series.header, keyword
     assert is_t1_map(series.header)
     frame = series.frames[0]
