@@ -334,7 +334,8 @@ class StorageListener:
             self.ae.require_calling_aet = list(settings.allowed_calling_aets)
         self.ae.add_supported_context(Verification)
         for context in AllStoragePresentationContexts:
-            self.ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+            if context.abstract_syntax is not None:
+                self.ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -346,7 +347,7 @@ class StorageListener:
 
     def start(self) -> tuple[str, int]:
         """Start accepting associations in a background thread; returns the bound address."""
-        handlers = [
+        handlers: list[Any] = [
             (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_C_ECHO, self._handle_echo),
             (evt.EVT_ACCEPTED, self._log_association, ["accepted"]),
@@ -354,6 +355,7 @@ class StorageListener:
         ]
         address = (self._settings.listen_host, self._settings.listen_port)
         server = self.ae.make_server(address, evt_handlers=handlers, server_class=NoDelayServer)
+        assert isinstance(server, NoDelayServer)
         self._server = server
         self.ae._servers.append(server)  # pynetdicom's shutdown() expects its own bookkeeping
         self._thread = threading.Thread(

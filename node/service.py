@@ -30,7 +30,7 @@ def route_reason(decision: RouteDecision) -> str:
 
 def read_headers(paths: list[Path]) -> list[Dataset]:
     """Headers (no pixel data) of the readable files among ``paths``."""
-    headers = []
+    headers: list[Dataset] = []
     for path in paths:
         try:
             headers.append(dcmread(path, stop_before_pixels=True))
