@@ -402,6 +402,140 @@ class Organ:
         )
 
 
+class ScarShape(enum.StrEnum):
+    """Transmural distribution of a region of late gadolinium enhancement."""
+
+    SUBENDOCARDIAL = "subendocardial"
+    """From the endocardium outwards (ischaemic wavefront; transmural when deep enough)."""
+    MIDWALL = "midwall"
+    """A band inside the wall that spares endo- and epicardium."""
+    SUBEPICARDIAL = "subepicardial"
+    """From the epicardium inwards."""
+    FOCAL = "focal"
+    """An ellipsoidal patch inside the wall (RV insertion points, patchy HCM fibrosis)."""
+
+
+@dataclass(frozen=True)
+class ScarRegion:
+    """One region of late-enhancing myocardium, defined in the heart's own coordinates.
+
+    A region is a function of the heart-local angle ``theta``, the transmural depth
+    (0 endocardium .. 1 epicardium) and the long-axis position ``s``, so every slice of a
+    subject cuts the same three-dimensional scar.
+
+    Attributes
+    ----------
+    shape
+        Transmural distribution.
+    angle_rad
+        Circumferential centre at the middle of ``s_range`` (heart-local angle).
+    half_width_rad
+        Circumferential half extent at the middle of ``s_range``.
+    s_range
+        Long-axis extent (0 base .. 1 apex); the region narrows towards both ends.
+    depth
+        Transmural extent: for subendocardial ``(0, transmurality)``, subepicardial
+        ``(1 - transmurality, 1)``, mid-wall and focal ``(centre - half, centre + half)``.
+        A transmurality above 1 makes the centre of the region transmural.
+    ecv
+        Extracellular volume fraction of the scar (its enhancement).
+    twist_rad
+        Change of the circumferential centre from base to apex end of ``s_range``.
+    edge
+        Irregularity of the circumferential and transmural borders.
+    mvo
+        Microvascular obstruction core as (fraction of the half width, depth from, depth to
+        as fractions of the local transmurality), or ``None``.
+    mvo_ecv
+        Apparent extracellular volume of the obstructed core (little contrast reaches it).
+    """
+
+    shape: ScarShape
+    angle_rad: float
+    half_width_rad: float
+    s_range: tuple[float, float]
+    depth: tuple[float, float]
+    ecv: float
+    twist_rad: float = 0.0
+    edge: Harmonics = field(default_factory=Harmonics)
+    mvo: tuple[float, float, float] | None = None
+    mvo_ecv: float = 0.1
+
+    def masks(
+        self, theta: FloatArray, depth: FloatArray, s: float
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        """(scar, microvascular obstruction) membership of myocardial points at ``s``."""
+        lo, hi = self.s_range
+        empty = np.zeros(np.shape(theta), dtype=bool)
+        if not lo < s < hi:
+            return empty, empty
+        u = (s - 0.5 * (lo + hi)) / max(0.5 * (hi - lo), 1e-6)
+        if self.shape is ScarShape.FOCAL:
+            taper = math.sqrt(max(1.0 - u * u, 0.0))
+        else:
+            taper = math.sqrt(max(1.0 - u**4, 0.0))
+        if taper <= 0.0:
+            return empty, empty
+        centre = self.angle_rad + self.twist_rad * 0.5 * u
+        rough = self.edge(theta + 2.1 * s)
+        half = self.half_width_rad * taper * (1.0 + 0.6 * rough)
+        ratio = np.abs(_wrap(theta - centre)) / np.maximum(half, 1e-6)
+        inside = ratio < 1.0
+        profile = np.sqrt(np.clip(1.0 - ratio**2, 0.0, 1.0))
+        d_lo, d_hi = self.depth
+        wobble = 0.5 * rough
+        if self.shape is ScarShape.SUBENDOCARDIAL:
+            reach = d_hi * (0.35 + 0.65 * profile) * (1.0 + wobble)
+            radial = depth < reach
+        elif self.shape is ScarShape.SUBEPICARDIAL:
+            reach = (1.0 - d_lo) * (0.35 + 0.65 * profile) * (1.0 + wobble)
+            radial = depth > 1.0 - reach
+        else:
+            mid = 0.5 * (d_lo + d_hi) + 0.3 * wobble * (d_hi - d_lo)
+            thick = 0.5 * (d_hi - d_lo) * (0.3 + 0.7 * profile)
+            if self.shape is ScarShape.FOCAL:
+                thick = 0.5 * (d_hi - d_lo) * profile
+            radial = np.abs(depth - mid) < thick
+        scar = inside & radial
+        if self.mvo is None or self.shape is not ScarShape.SUBENDOCARDIAL or abs(u) > 0.75:
+            return scar, empty
+        width, m_lo, m_hi = self.mvo
+        core = ratio < width * math.sqrt(max(1.0 - (u / 0.75) ** 2, 0.0))
+        local = np.minimum(d_hi * (0.35 + 0.65 * profile), 1.0)
+        mvo = scar & core & (depth >= m_lo * local) & (depth < m_hi * local)
+        return scar, mvo
+
+
+@dataclass(frozen=True)
+class Scar:
+    """A subject's late-enhancing scar: its pattern name and its regions."""
+
+    pattern: str
+    regions: tuple[ScarRegion, ...] = ()
+
+    def masks(
+        self, theta: FloatArray, depth: FloatArray, s: float
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        """Union of the regions' (scar, microvascular obstruction) memberships."""
+        scar = np.zeros(np.shape(theta), dtype=bool)
+        mvo = np.zeros_like(scar)
+        for region in self.regions:
+            s_mask, m_mask = region.masks(theta, depth, s)
+            scar |= s_mask
+            mvo |= m_mask
+        return scar, mvo
+
+    def region_ecv(
+        self, theta: FloatArray, depth: FloatArray, s: float
+    ) -> npt.NDArray[np.float64]:
+        """ECV of the scar at each point (the last region covering it wins; 0 outside)."""
+        ecv = np.zeros(np.shape(theta), dtype=np.float64)
+        for region in self.regions:
+            s_mask, _ = region.masks(theta, depth, s)
+            ecv = np.where(s_mask, region.ecv, ecv)
+        return ecv
+
+
 @dataclass(frozen=True)
 class HeartCase:
     """One synthetic subject: anatomy, tissue properties and myocardial lesions.
@@ -442,6 +576,9 @@ class HeartCase:
         Focal myocardial lesions.
     level_positions
         Long-axis position ``s`` of the basal, mid and apical slices.
+    scar
+        Late-enhancing myocardial scar (fibrosis, infarct) that LGE images show, or
+        ``None``.  Only LGE phantoms use it; T1 maps are unaffected.
     """
 
     phenotype: Phenotype
@@ -464,6 +601,7 @@ class HeartCase:
     tissues: TissueProperties
     lesions: tuple[Lesion, ...]
     level_positions: Mapping[str, float]
+    scar: Scar | None = None
 
     @property
     def field_strength_t(self) -> float:
@@ -501,6 +639,10 @@ class HeartCase:
     def with_tissues(self, tissues: TissueProperties) -> HeartCase:
         """The same anatomy with other tissue values (e.g. at another field strength)."""
         return dataclasses.replace(self, tissues=tissues)
+
+    def with_scar(self, scar: Scar | None) -> HeartCase:
+        """The same subject with another late-enhancing scar (``None`` for none)."""
+        return dataclasses.replace(self, scar=scar)
 
 
 def _wrap(angle: FloatArray) -> FloatArray:
@@ -1293,3 +1435,138 @@ def _labels_from_fractions(fractions: npt.NDArray[np.float32]) -> npt.NDArray[np
         touching = lv & ndimage.binary_dilation(outside, structure=np.ones((3, 3), bool))
         labels[touching] = Label.MYOCARDIUM
     return labels
+
+
+# --------------------------------------------------------------------------------------------
+# Late-enhancing scar and RV insertion points
+# --------------------------------------------------------------------------------------------
+
+
+def rv_insertion_angles(case: HeartCase, s: float) -> tuple[float, float]:
+    """Heart-local angles (rad) of the anterior and inferior RV insertion points at ``s``.
+
+    They are the ends of the arc of the LV epicardium that the right ventricle (cavity and
+    free wall) covers, found with the same RV shape that :func:`render_slice` draws.  The
+    anterior point is returned in [-pi, 0), the inferior one in [0, pi).
+    """
+    lv = case.lv
+    rv = case.rv
+    r_epi_mean = lv.mean_epi_radius(s)
+    r_septum = float(lv.epi_radius(np.array([np.pi]), s)[0])
+    rv_scale = max(rv.scale(s), ((r_septum + 6.0) / r_epi_mean - rv.offset_x) / rv.axis_x)
+    # Heart-local frame: LV centre at the origin, no rotation.
+    rv_centre = _to_image(
+        r_epi_mean * math.hypot(rv.offset_x, rv.offset_y),
+        math.atan2(-rv.offset_y, -rv.offset_x), (0.0, 0.0), 0.0,
+    )
+    rv_outer = Ellipse(
+        rv_centre[0], rv_centre[1], r_epi_mean * rv.axis_x * rv_scale,
+        r_epi_mean * rv.axis_y * rv_scale, rv.angle_rad, rv.irregularity,
+    )
+    offsets = np.linspace(0.0, np.pi, 721)
+    found = []
+    for sign in (1.0, -1.0):  # +: towards anterior (theta past pi wraps to -pi), -: inferior
+        theta = _wrap(np.pi + sign * offsets)
+        radius = lv.epi_radius(theta, s) + 1.0
+        covered = rv_outer.inside(radius * np.cos(theta), radius * np.sin(theta),
+                                  rv.wall_thickness_mm)
+        end = int(np.argmin(covered)) if not covered.all() else offsets.size - 1
+        found.append(float(_wrap(np.array(np.pi + sign * offsets[max(end - 1, 0)]))))
+    anterior, inferior = found
+    if anterior >= 0.0:  # RV does not reach the epicardium: use typical positions
+        anterior = -2.0 * np.pi / 3.0
+    if inferior < 0.0 or inferior > np.pi - 1e-3:
+        inferior = 2.0 * np.pi / 3.0
+    return anterior, inferior
+
+
+@dataclass(frozen=True)
+class ScarFractions:
+    """Partial-volume fractions of scar in one short-axis slice.
+
+    Attributes
+    ----------
+    myocardium
+        float32 (rows, cols): fraction of each pixel that is LV myocardium (scar included),
+        the same sub-pixels :func:`render_slice` paints as LV myocardium or lesion.
+    scar
+        float32: fraction of each pixel that is scar (microvascular obstruction included).
+    mvo
+        float32: fraction of each pixel that is microvascular obstruction.
+    scar_ecv
+        float32: mean ECV of the scar sub-pixels in each pixel (0 without scar).
+    """
+
+    myocardium: npt.NDArray[np.float32]
+    scar: npt.NDArray[np.float32]
+    mvo: npt.NDArray[np.float32]
+    scar_ecv: npt.NDArray[np.float32]
+
+
+def render_scar(
+    case: HeartCase,
+    level: str | float,
+    shape: tuple[int, int],
+    pixel_spacing: tuple[float, float],
+    *,
+    supersample: int | None = None,
+    centre_shift_mm: tuple[float, float] = (0.0, 0.0),
+) -> ScarFractions:
+    """Render the subject's scar on the pixel grid of :func:`render_slice`.
+
+    Parameters are those of :func:`render_slice` (use the same values to get fractions
+    that line up with its structures).
+
+    Returns
+    -------
+    ScarFractions
+        Myocardium, scar and microvascular-obstruction fractions and scar ECV.
+    """
+    rows, cols = (int(shape[0]), int(shape[1]))
+    spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
+    if min(spacing) <= 0:
+        raise ValueError(f"Pixel spacing must be positive, got {spacing}")
+    ss = supersample or choose_supersample(spacing)
+    s = case.position(level)
+    canvas = _Canvas((rows, cols), spacing, ss)
+    cx, cy = case.lv_centre(s)
+    centre = (cx + float(centre_shift_mm[0]), cy + float(centre_shift_mm[1]))
+    lv = case.lv
+    reach = float(np.max(lv.epi_radius(_TABLE_THETA, s))) + 2.0
+    fine_myo = np.zeros(canvas.index.shape, dtype=np.float32)
+    fine_scar = np.zeros_like(fine_myo)
+    fine_mvo = np.zeros_like(fine_myo)
+    fine_ecv = np.zeros_like(fine_myo)
+    win = canvas.window((centre[0] - reach, centre[0] + reach,
+                         centre[1] - reach, centre[1] + reach))
+    if win is not None:
+        rws, cls, x, y = win
+        r, theta = _local(x, y, centre, case.rotation_rad)
+        idx = _table_index(theta)
+        endo = lv.endo_radius(_TABLE_THETA, s)[idx]
+        epi = lv.epi_radius(_TABLE_THETA, s)[idx]
+        myo = (r < epi) & (r >= endo)
+        fine_myo[rws, cls] = myo
+        if case.scar is not None and case.scar.regions and myo.any():
+            depth = (r[myo] - endo[myo]) / np.maximum(epi[myo] - endo[myo], 1e-3)
+            scar, mvo = case.scar.masks(theta[myo], depth, s)
+            ecv = case.scar.region_ecv(theta[myo], depth, s)
+            for target, values in ((fine_scar, scar), (fine_mvo, mvo),
+                                   (fine_ecv, np.where(scar, ecv, 0.0))):
+                block = np.zeros(myo.shape, dtype=np.float32)
+                block[myo] = values
+                target[rws, cls] = block
+
+    def pool(fine: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        return fine.reshape(rows, ss, cols, ss).mean(axis=(1, 3), dtype=np.float64).astype(
+            np.float32)
+
+    scar_fraction = pool(fine_scar)
+    ecv_sum = pool(fine_ecv)
+    scar_ecv = np.where(scar_fraction > 0, ecv_sum / np.maximum(scar_fraction, 1e-9), 0.0)
+    return ScarFractions(
+        myocardium=pool(fine_myo),
+        scar=scar_fraction,
+        mvo=pool(fine_mvo),
+        scar_ecv=scar_ecv.astype(np.float32),
+    )
