@@ -137,6 +137,7 @@ class NodeProcess:
     stable_age_s: float = 2.0
     extra_config: str = ""
     ae_title: str = "CMRNODE"
+    http_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -158,7 +159,8 @@ class NodeProcess:
         self.config_path.write_text(
             "[node]\n"
             f'data_dir = "{self.data_dir}"\nae_title = "{self.ae_title}"\n'
-            f"listen_port = {self.port}\nstable_age_s = {self.stable_age_s}\nhttp_port = 0\n"
+            f"listen_port = {self.port}\nstable_age_s = {self.stable_age_s}\n"
+            f"http_port = {self.http_port}\n"
             'min_free_disk_mb = 1\nlog_level = "INFO"\n'
             f"{self.extra_config}\n"
             "[sender]\nretry_initial_s = 0.5\nretry_max_s = 2.0\nnetwork_timeout_s = 10\n"

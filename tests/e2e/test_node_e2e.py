@@ -342,3 +342,39 @@ def test_bad_input_gets_clear_answers_and_node_keeps_serving(
     assert any("truncated" in e["message"].lower() for e in refused)
     assert node.echo_ok()
     assert pacs.received() == []
+
+
+def test_status_endpoint_reports_series_jobs_and_deliveries(tmp_path: Path, pacs: PacsScp) -> None:
+    import json
+    import urllib.request
+
+    from tests.netutil import free_port
+
+    http_port = free_port()
+    node = NodeProcess(tmp_path / "node", pacs.port, http_port=http_port).start()
+    base = f"http://127.0.0.1:{http_port}"
+
+    def get(path: str) -> dict:
+        with urllib.request.urlopen(base + path, timeout=10) as response:
+            return json.loads(response.read())
+
+    try:
+        assert get("/healthz")["status"] == "ok"
+        paths, _, datasets = _study(tmp_path, seed=808)
+        assert send_files(paths, node.port) == [0, 0, 0]
+        _outputs_for(pacs)
+        wait_for(lambda: get("/status")["counts"]["outbox"].get("sent", 0) >= 3, 30)
+        report = get("/status")
+        [series] = report["series"]
+        assert series["series_instance_uid"] == str(datasets[0].SeriesInstanceUID)
+        assert series["state"] == "routed" and series["analysis"] == "t1map"
+        [job] = report["jobs"]
+        assert job["state"] == "done" and job["timings"]["total_s"] > 0
+        assert "global_myocardium_t1_mean_ms" in job["summary"]["values"]
+        detail = get(f"/jobs/{job['id']}")
+        assert detail["results"]["analysis"] == "t1map"
+        assert {o["state"] for o in detail["outbox"]} == {"sent"}
+        with pytest.raises(urllib.error.HTTPError):
+            get("/jobs/999")
+    finally:
+        node.stop()
