@@ -43,6 +43,7 @@ def _setup_logging(level: str, log_file: Path | None = None) -> None:
     )
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("highdicom").setLevel(logging.WARNING)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -264,7 +265,9 @@ def cmd_send(args: argparse.Namespace) -> int:
         try:
             datasets.append(dcmread(path))
         except Exception as exc:
-            print(f"skipped {path}: {exc}", file=sys.stderr)
+            print(
+                f"skipped {path}: not a readable DICOM file ({type(exc).__name__})", file=sys.stderr
+            )
     ae = NoDelayAE(ae_title=args.calling_aet)
     for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
         ts = sorted(
