@@ -90,8 +90,8 @@ class PacsScp:
             self._server = None
 
     def _on_store(self, event: Any) -> int:
-        if self.status != 0:
-            return self.status
+        if self.status != 0 and (self.status & 0xF000) != 0xB000:
+            return self.status  # a failure: nothing kept
         raw = event.encoded_dataset()
         ds = event.dataset
         with self._lock:
@@ -107,7 +107,7 @@ class PacsScp:
                     str(event.assoc.requestor.ae_title),
                 )
             )
-        return 0x0000
+        return self.status
 
     def received(self) -> list[Receipt]:
         with self._lock:

@@ -1,0 +1,130 @@
+"""The outbox sender against a real Storage SCP that refuses, warns, then accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydicom import Dataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from node.catalog import Catalog, InstanceRecord, OutputFile
+from node.sender import OutboxSender
+from node.settings import Destination, SenderSettings, Settings
+from tests.netutil import PacsScp, free_port, wait_for
+
+SC = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def _output(folder: Path) -> OutputFile:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = SC
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "OT"
+    ds.Rows = ds.Columns = 8
+    ds.SamplesPerPixel = 1
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.PixelData = np.zeros(64, np.uint8).tobytes()
+    path = folder / "summary.dcm"
+    folder.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+    return OutputFile(path, str(ds.SOPInstanceUID), SC, "summary-image")
+
+
+def _queued(tmp: Path, destinations: list[str]) -> Catalog:
+    cat = Catalog(tmp / "catalog.sqlite3")
+    cat.record_instance(
+        InstanceRecord(
+            "1.1",
+            "1.2.3",
+            "1.2",
+            "1.2.840.10008.5.1.4.1.1.4",
+            None,
+            tmp / "x.dcm",
+            1,
+            None,
+            "MR",
+            None,
+            None,
+        )
+    )
+    cat.complete_series("1.2.3", 0)
+    cat.route_series("1.2.3", 0, ["t1map"], "matched")
+    job = cat.claim_job()
+    assert job is not None
+    cat.finish_job(
+        job, [_output(tmp / "out")], destinations, result_dir=tmp, timings={}, summary={}
+    )
+    return cat
+
+
+def _settings(tmp: Path, destinations: tuple[Destination, ...]) -> Settings:
+    return Settings(
+        data_dir=tmp,
+        destinations=destinations,
+        sender=SenderSettings(retry_initial_s=0.1, retry_max_s=0.2, network_timeout_s=5),
+    )
+
+
+def test_refusal_is_retried_until_accepted(tmp_path: Path) -> None:
+    pacs = PacsScp(tmp_path / "pacs", status=0xA700).start()
+    dest = Destination("pacs", "TESTPACS", "127.0.0.1", pacs.port)
+    cat = _queued(tmp_path, ["pacs"])
+    sender = OutboxSender(_settings(tmp_path, (dest,)), cat)
+    sender.start()
+    try:
+        wait_for(lambda: cat.outbox_items()[0]["attempts"] >= 2, 20)
+        row = cat.outbox_items()[0]
+        assert row["state"] == "pending" and row["last_status"] == 0xA700
+        assert pacs.received() == []
+        pacs.status = 0x0000
+        wait_for(lambda: cat.outbox_items()[0]["state"] == "sent", 20)
+        assert len(pacs.received()) == 1
+    finally:
+        sender.stop()
+        pacs.stop()
+
+
+def test_warning_status_counts_as_delivered(tmp_path: Path) -> None:
+    pacs = PacsScp(tmp_path / "pacs", status=0xB000).start()
+    dest = Destination("pacs", "TESTPACS", "127.0.0.1", pacs.port)
+    cat = _queued(tmp_path, ["pacs"])
+    sender = OutboxSender(_settings(tmp_path, (dest,)), cat)
+    sender.start()
+    try:
+        wait_for(lambda: cat.outbox_items()[0]["state"] == "sent", 20)
+        row = cat.outbox_items()[0]
+        assert row["last_status"] == 0xB000 and "warning" in row["last_error"]
+    finally:
+        sender.stop()
+        pacs.stop()
+
+
+def test_a_down_destination_does_not_hold_back_another(tmp_path: Path) -> None:
+    pacs = PacsScp(tmp_path / "pacs").start()
+    up = Destination("up", "TESTPACS", "127.0.0.1", pacs.port)
+    down = Destination("down", "NOBODY", "127.0.0.1", free_port())
+    cat = _queued(tmp_path, ["down", "up"])
+    sender = OutboxSender(_settings(tmp_path, (down, up)), cat)
+    sender.start()
+    try:
+        wait_for(
+            lambda: {r["destination"]: r["state"] for r in cat.outbox_items()}.get("up") == "sent",
+            20,
+        )
+        states = {r["destination"]: r for r in cat.outbox_items()}
+        assert (
+            states["down"]["state"] == "pending"
+            and "cannot connect" in states["down"]["last_error"]
+        )
+    finally:
+        sender.stop()
+        pacs.stop()
