@@ -173,6 +173,13 @@ class OutputFile:
     kind: str
 
 
+def _job_dict(row: sqlite3.Row) -> dict[str, Any]:
+    item = dict(row)
+    for key in ("timings", "summary"):
+        item[key] = json.loads(item[key]) if item[key] else None
+    return item
+
+
 class Catalog:
     """Thread-safe access to the SQLite catalog (one connection, serialised writes)."""
 
@@ -608,13 +615,12 @@ class Catalog:
     def recent_jobs(self, limit: int = 20) -> list[dict[str, Any]]:
         """Most recent jobs with state, attempts, error and timings."""
         rows = self._query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", (limit,))
-        out = []
-        for r in rows:
-            item = dict(r)
-            for key in ("timings", "summary"):
-                item[key] = json.loads(item[key]) if item[key] else None
-            out.append(item)
-        return out
+        return [_job_dict(r) for r in rows]
+
+    def job(self, job_id: int) -> dict[str, Any] | None:
+        """One job by id, or None."""
+        rows = self._query("SELECT * FROM jobs WHERE id=?", (job_id,))
+        return _job_dict(rows[0]) if rows else None
 
     def outbox_items(self, job_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Outbox rows (all, or of one job), newest first."""

@@ -44,10 +44,9 @@ def status_report(catalog: Catalog, limit: int = 20) -> dict[str, Any]:
 
 def job_detail(catalog: Catalog, job_id: int) -> dict[str, Any] | None:
     """One job with its deliveries and, when written, its results.json."""
-    jobs = [j for j in catalog.recent_jobs(limit=1_000_000) if j["id"] == job_id]
-    if not jobs:
+    job = catalog.job(job_id)
+    if job is None:
         return None
-    job = jobs[0]
     results = None
     if job.get("result_dir"):
         path = Path(job["result_dir"]) / "results.json"
