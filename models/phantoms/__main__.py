@@ -3,17 +3,20 @@
 Example::
 
     python -m models.phantoms --out /tmp/study --vendor philips --field 3 --seed 7 \\
-        --with-negatives
+        --with-negatives --with-lge
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from models.phantoms.dicom_series import Vendor
+from models.phantoms.dicom_series import Vendor, write_lge_study_series
+from models.phantoms.lge import ScarPattern
 from models.phantoms.study import TRUTH_FILE, write_synthetic_study
 
 
@@ -34,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "brain series")
     parser.add_argument("--with-enhanced", action="store_true",
                         help="also write the T1 map as a multi-frame instance")
+    parser.add_argument("--with-lge", action="store_true",
+                        help="also write LGE PSIR and magnitude series, a matched cine series "
+                        "and a TI scout of the same subject")
+    parser.add_argument("--scar-pattern", choices=[p.value for p in ScarPattern], default=None,
+                        help="scar of the LGE series (default: random, possibly none)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     return parser
 
@@ -48,6 +56,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.out, seed=args.seed, vendor=args.vendor, field_strength_t=args.field,
             with_negatives=args.with_negatives, with_enhanced=args.with_enhanced,
         )
+        if args.with_lge:
+            lge = write_lge_study_series(
+                args.out, seed=args.seed, vendor=args.vendor, field_strength_t=args.field,
+                scar_pattern=args.scar_pattern,
+            )
+            truth["series"].extend(lge["series"])
+            truth["lge"] = lge["lge"]
+            (Path(args.out) / TRUTH_FILE).write_text(
+                json.dumps(truth, indent=2, sort_keys=True) + "\n")
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
