@@ -6,6 +6,7 @@
 ``cmr-node status``                   recent series, jobs, deliveries and events
 ``cmr-node send PATH... --port N``    send DICOM files to a peer (a scanner's role, for demos)
 ``cmr-node echo --port N``            C-ECHO a peer
+``cmr-node radiomics train|export|lvrr``  rad-score training, cohort export, LVRR probability
 """
 
 from __future__ import annotations
@@ -353,6 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_status)
+
+    from plugins.radiomics.cli import add_radiomics_commands
+
+    add_radiomics_commands(sub)
 
     for name, func in (("send", cmd_send), ("echo", cmd_echo)):
         p = sub.add_parser(name, help=f"C-{name.upper()} to a peer")
