@@ -51,6 +51,7 @@ import numpy as np
 import numpy.typing as npt
 import SimpleITK as sitk  # noqa: N813 (the library's documented alias)
 from scipy import ndimage
+from threadpoolctl import threadpool_limits
 
 logger = logging.getLogger(__name__)
 
@@ -621,7 +622,9 @@ def extract_features(
     extractor = _extractor(settings)
     image = _as_volume(prepared.image, sitk.sitkFloat64)
     mask = _as_volume(prepared.mask, sitk.sitkUInt8)
-    with warnings.catch_warnings():
+    # One BLAS thread: pyradiomics computes eigenvalues of many tiny GLCM matrices, and
+    # multi-threaded BLAS on a busy 2-core machine made that 10x slower (0.7 s -> 7.6 s).
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         # LBP on float images: the map is continuous, the warning concerns integer images.
         warnings.filterwarnings("ignore", message="Applying `local_binary_pattern`")
         try:
