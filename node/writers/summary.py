@@ -39,6 +39,7 @@ from plugins.api import (
     Severity,
     SliceResult,
 )
+from plugins.cardiac.bullseye import render_bullseye
 
 logger = logging.getLogger(__name__)
 
@@ -488,6 +489,8 @@ def render_summary(result: AnalysisResult, series: LoadedSeries) -> Image.Image:
     legend = _wrap_lines(legend, full_width)
     footer = _wrap_lines(footer, full_width)
 
+    bullseye = render_segment_bullseye(result)
+    bullseye_height = bullseye.height + GAP if bullseye is not None else 0
     header_height = _height(header) + GAP
     tiles_height = sum(tile + 12 + max(_height(c) for c in row) + GAP for row in caption_rows)
     panel_height = max(_height(summary_lines), _height(qc_lines)) + 2 * 16
@@ -499,6 +502,7 @@ def render_summary(result: AnalysisResult, series: LoadedSeries) -> Image.Image:
         + tiles_height
         + panel_height
         + GAP
+        + bullseye_height
         + _height(footer)
         + MARGIN
     )
@@ -533,8 +537,41 @@ def render_summary(result: AnalysisResult, series: LoadedSeries) -> Image.Image:
     _draw_lines(draw, summary_lines, MARGIN + 8, y + 8)
     _draw_lines(draw, qc_lines, MARGIN + half + GAP, y + 8)
     y += panel_height + GAP
+    if bullseye is not None:
+        page.paste(bullseye, (MARGIN, int(y)))
+        y += bullseye_height
     _draw_lines(draw, footer, MARGIN, y)
     return page
+
+
+BULLSEYE_SIZE = 360
+
+
+def render_segment_bullseye(result: AnalysisResult) -> Image.Image | None:
+    """The AHA bullseye of ``result.extra["aha"]`` (per-segment means), if the result has one."""
+    block = result.extra.get("aha")
+    if not isinstance(block, Mapping):
+        return None
+    segments = block.get("segments") or {}
+    values: dict[int, float | None] = {
+        int(number): (item.get("mean") if isinstance(item, Mapping) else None)
+        for number, item in segments.items()
+    }
+    finite = [v for v in values.values() if v is not None]
+    if not finite:
+        return None
+    low, high = block.get("display_range") or (min(finite), max(finite))
+    if high <= low:
+        low, high = low - 1.0, high + 1.0
+    array = render_bullseye(
+        values,
+        title=f"{block.get('quantity', '')} per AHA segment".strip(),
+        unit=str(block.get("unit", "")),
+        vmin=float(low),
+        vmax=float(high),
+        size_px=BULLSEYE_SIZE,
+    )
+    return Image.fromarray(array)
 
 
 def _used(result: AnalysisResult) -> set[int]:

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -73,6 +74,7 @@ from plugins.api import (
     SliceResult,
     SourceFrame,
 )
+from plugins.t1map.regional import aha_t1
 from plugins.t1map.segmenter import (
     ClassicalSegmenter,
     SegmentationOutput,
@@ -81,6 +83,7 @@ from plugins.t1map.segmenter import (
     polar_sample,
     tissue_ranges,
 )
+from plugins.t1map.texture import mid_slice_radiomics
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +136,8 @@ class QCCode:
     """Stable codes of the quality-control flags this analysis raises."""
 
     UNITS_NOT_MS = "units_not_ms"
+    SEGMENTERS_DISAGREE = "segmenters_disagree"
+    SOURCE_FRAMES_EXCLUDED = "source_frames_excluded"
     UNITS_CONVERTED = "units_converted"
     FIELD_STRENGTH_UNKNOWN = "field_strength_unknown"
     SLICE_UNSEGMENTABLE = "slice_unsegmentable"
@@ -182,6 +187,32 @@ class _SliceStats:
 # --------------------------------------------------------------------------------------------
 
 
+#: Independent cross-check of a trained segmenter: when the classical segmenter's core T1
+#: differs from the trained one's by more than this, the slice is flagged for review. 30 ms
+#: is just inside MOLLI's own test-retest limits of agreement (about -39 to +34 ms): a
+#: disagreement larger than the measurement's reproducibility is a contour question.
+CROSS_CHECK_T1_MS: Final = 30.0
+
+_MAP_IMAGE_TYPE = re.compile(r"^T1[ _]?MAP$|^T1$", re.IGNORECASE)
+
+
+def source_image_frames(frames: Sequence[SourceFrame]) -> set[int]:
+    """Frames that are not T1 maps in a series that also holds T1-map frames.
+
+    Philips may store the MOLLI source images and the fitted map in one series; only
+    frames whose ImageType names a T1 map are analysed then. When no frame says it is a
+    map, nothing is excluded (the router already decided the series is a map).
+    """
+    is_map = []
+    for frame in frames:
+        image_type = frame.attributes.get("ImageType") or ()
+        values = [image_type] if isinstance(image_type, str) else list(image_type)
+        is_map.append(any(_MAP_IMAGE_TYPE.match(str(v).strip()) for v in values))
+    if not any(is_map) or all(is_map):
+        return set()
+    return {i for i, flag in enumerate(is_map) if not flag}
+
+
 def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     """Segment the LV and measure native myocardial and blood T1 on every slice.
 
@@ -193,7 +224,8 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         Optional settings:
 
         ``segmenter``
-            A :class:`~plugins.t1map.segmenter.Segmenter` (default: the classical one).
+            A :class:`~plugins.t1map.segmenter.Segmenter` (default: the trained U-Net of
+            :mod:`models.t1seg`, or the classical one with an INFO flag if it is unavailable).
         ``field_strength_t``
             Field strength in tesla overriding the header's MagneticFieldStrength.
         ``min_core_pixels``
@@ -213,9 +245,17 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     if not series.frames:
         raise AnalysisError(f"Series {series.series_instance_uid} has no frames to analyse.")
 
-    segmenter: Segmenter = options.get("segmenter") or ClassicalSegmenter()
-    min_core = int(options.get("min_core_pixels", MIN_CORE_PIXELS))
     flags: list[QCFlag] = []
+    segmenter: Segmenter | None = options.get("segmenter")
+    if segmenter is None:
+        # The trained U-Net if its weights are present and verified; torch loads only here.
+        from models.t1seg.segmenter import default_segmenter
+
+        segmenter, unavailable = default_segmenter()
+        if unavailable is not None:
+            flags.append(unavailable)
+        segmenter = segmenter or ClassicalSegmenter()
+    min_core = int(options.get("min_core_pixels", MIN_CORE_PIXELS))
 
     field = _field_strength(series, options)
     if field is None:
@@ -249,8 +289,26 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             )
         )
 
+    excluded = source_image_frames(series.frames)
+    if excluded:
+        flags.append(
+            QCFlag(
+                QCCode.SOURCE_FRAMES_EXCLUDED,
+                Severity.INFO,
+                f"{len(excluded)} frame(s) of this series are not T1 maps by their ImageType "
+                "(e.g. MOLLI source images stored with the map) and were not analysed.",
+            )
+        )
+    cross_checker = (
+        ClassicalSegmenter()
+        if options.get("cross_check", True) and segmenter.weights_sha256 is not None
+        else None
+    )
+    cross_checks: dict[int, dict[str, float]] = {}
     stats: dict[int, _SliceStats] = {}
     for index, frame in enumerate(series.frames):
+        if index in excluded:
+            continue
         t1 = np.asarray(frame.pixels, dtype=np.float32) * np.float32(scale)
         try:
             output = segmenter.segment(t1, frame.pixel_spacing, field)
@@ -260,6 +318,10 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
                 np.zeros(t1.shape, np.uint8), 1.0, f"segmenter error: {exc}"
             )
         slice_stats = _measure_slice(index, frame, t1, output)
+        if slice_stats is not None and cross_checker is not None:
+            check = _cross_check(index, frame, t1, slice_stats, cross_checker, field)
+            if check is not None:
+                cross_checks[index] = check
         if slice_stats is None:
             flags.append(
                 QCFlag(
@@ -284,6 +346,18 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             table.append(_table_row(series.frames[index], index, levels[index], None, []))
             continue
         slice_flags = _slice_flags(slice_stats, ranges, min_core)
+        check = cross_checks.get(index)
+        if check is not None and abs(check["t1_difference_ms"]) > CROSS_CHECK_T1_MS:
+            slice_flags.append(
+                QCFlag(
+                    QCCode.SEGMENTERS_DISAGREE,
+                    Severity.WARNING,
+                    f"The classical segmenter's myocardial T1 differs by "
+                    f"{check['t1_difference_ms']:+.0f} ms (myocardium overlap Dice "
+                    f"{check['myocardium_dice']:.2f}): review the contour.",
+                    frame_index=index,
+                )
+            )
         flags.extend(slice_flags)
         if any(flag.severity is Severity.FAILURE for flag in slice_flags):
             failed_slices.add(index)
@@ -304,10 +378,27 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     series_measurements = _series_measurements(usable)
     flags.extend(_series_flags(stack, usable, levels, ranges))
 
-    extra = {
+    extra: dict[str, Any] = {
         "slices": table,
         "method": _method_details(segmenter, field, ranges, scale, min_core),
     }
+    if cross_checks:
+        extra["cross_check"] = {
+            "method": "classical segmenter",
+            "threshold_ms": CROSS_CHECK_T1_MS,
+            "slices": {str(i): c for i, c in sorted(cross_checks.items())},
+        }
+    good = [s for s in slices if s.frame_index not in failed_slices]
+    aha_block, aha_flags = aha_t1(series, good, scale, field)
+    flags.extend(aha_flags)
+    if aha_block is not None:
+        extra["aha"] = aha_block
+    radiomics_block, radiomics_flags = mid_slice_radiomics(
+        series, slices, failed_slices, scale, options
+    )
+    flags.extend(radiomics_flags)
+    if radiomics_block is not None:
+        extra["radiomics"] = radiomics_block
     logger.info(
         "t1map %s: %d/%d slice(s) analysed, %d flag(s)",
         series.series_instance_uid,
@@ -497,6 +588,33 @@ def ray_wall_profile(
     closure = float(np.mean(crossed))
     thickness = float(np.median(counts[crossed] * step)) if crossed.any() else None
     return closure, thickness
+
+
+def _cross_check(
+    index: int,
+    frame: SourceFrame,
+    t1: npt.NDArray[np.float32],
+    primary: _SliceStats,
+    checker: Segmenter,
+    field: float | None,
+) -> dict[str, float] | None:
+    """Core T1 and myocardium overlap of an independent segmenter on the same slice."""
+    try:
+        other = _measure_slice(index, frame, t1, checker.segment(t1, frame.pixel_spacing, field))
+    except Exception:  # the check must never cost the primary result
+        logger.exception("cross-check segmenter failed on frame %d", index)
+        return None
+    if other is None or not other.core_values.size or not primary.core_values.size:
+        return None
+    a = primary.labels == Label.MYOCARDIUM
+    b = other.labels == Label.MYOCARDIUM
+    dice = 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+    difference = float(primary.core_values.mean() - other.core_values.mean())
+    return {
+        "classical_t1_mean_ms": round(float(other.core_values.mean()), 1),
+        "t1_difference_ms": round(difference, 1),
+        "myocardium_dice": round(dice, 3),
+    }
 
 
 def _measure_slice(

@@ -70,6 +70,7 @@ MIN_ANALYSED_FRACTION = 0.9
 T1_DOUBT_FLAGS = frozenset(
     {
         QCCode.THIN_WALL_PARTIAL_VOLUME,
+        QCCode.SEGMENTERS_DISAGREE,
         QCCode.T1_HETEROGENEOUS,
         QCCode.T1_REGIONAL_VARIATION,
         QCCode.TOO_FEW_CORE_PIXELS,
@@ -309,8 +310,17 @@ def test_result_structure_and_provenance(stack_result: tuple[list[Any], Analysis
     provenance = result.provenance
     assert provenance.algorithm_name == ALGORITHM_NAME == "cmr-node t1map"
     assert provenance.algorithm_version == VERSION
-    assert "classical, no trained weights" in provenance.method
-    assert provenance.model_sha256 is None
+    # The default is the trained U-Net, named with its verified weights hash.
+    weights = json.loads((Path(__file__).parents[2] / "models/weights/t1map_unet.json").read_text())
+    assert provenance.model_sha256 == weights["weights_sha256"]
+    assert "trained model" in provenance.method
+    assert set(result.extra["cross_check"]["slices"]) == {str(s.frame_index) for s in result.slices}
+    classical = analyse(
+        _series_from_slices(_slices, field=3.0), {"segmenter": ClassicalSegmenter()}
+    )
+    assert "classical, no trained weights" in classical.provenance.method
+    assert classical.provenance.model_sha256 is None
+    assert "cross_check" not in classical.extra, "no cross-check of the classical method"
     text = json.dumps(result.extra)
     assert "myocardium_t1_mean_ms" in text
     assert len(result.extra["slices"]) == 3

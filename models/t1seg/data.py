@@ -1,0 +1,295 @@
+"""Training data for the T1-map U-Net: phantom cache and on-the-fly augmentation.
+
+Phantom short-axis T1 maps (:mod:`models.phantoms.t1map`) are rendered once per subject
+seed into a cache of native-resolution maps and exact labels (:func:`generate_cache`), because
+rendering (~0.16 s per slice) is much slower than a training step needs.  Every training
+sample is then drawn from the cache and warped onto the network grid with a random rotation
+(any angle), flip, zoom and shift in one linear interpolation, after which intensity
+augmentations are applied in milliseconds (global T1 scaling, smooth bias, blur, noise,
+clipping).  The network input is T1 / :data:`~models.t1seg.segmenter.T1_SCALE_MS`: no
+per-image normalisation, so what the network learns stays tied to physical T1.
+
+Subject seeds of the training cache and of the held-out evaluation set
+(:data:`TRAIN_SEED_START`, :data:`EVAL_SEED_START`) never overlap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from models.phantoms.t1map import PhantomSlice, make_t1map_stack
+from models.t1seg.segmenter import (
+    GRID_SIZE,
+    GRID_SPACING_MM,
+    N_CLASSES,
+    T1_SCALE_MS,
+    grid_affine,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "EVAL_SEED_START",
+    "TRAIN_SEED_START",
+    "AugmentationSettings",
+    "CachedSlice",
+    "augment",
+    "generate_cache",
+    "generator_fingerprint",
+    "load_cache",
+    "make_batch",
+    "phantom_subject",
+]
+
+TRAIN_SEED_START: Final = 100_000
+"""First subject seed of the training cache; subject ``k`` uses seed ``TRAIN_SEED_START + k``."""
+EVAL_SEED_START: Final = 900_000
+"""First subject seed of the held-out evaluation set (never used in training)."""
+LEVELS_PER_SUBJECT: Final = ("basal", "mid", "apical")
+FIELD_STRENGTHS_T: Final = (1.5, 3.0)
+CHUNK_SUBJECTS: Final = 50
+"""Subjects per cache file."""
+
+F32 = npt.NDArray[np.float32]
+U8 = npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True)
+class CachedSlice:
+    """One phantom slice as stored in the training cache.
+
+    Attributes
+    ----------
+    t1_ms
+        float32 map (rows, cols) in ms.
+    labels
+        uint8 exact labels (0 background, 1 LV blood, 2 myocardium, 3 RV blood).
+    pixel_spacing
+        (row, col) spacing in mm.
+    field_strength_t
+        1.5 or 3.
+    level
+        ``"basal"``, ``"mid"`` or ``"apical"``.
+    """
+
+    t1_ms: F32
+    labels: U8
+    pixel_spacing: tuple[float, float]
+    field_strength_t: float
+    level: str
+
+
+GENERATOR_FILES: Final = ("anatomy.py", "t1map.py", "tissues.py")
+"""Sources of ``models.phantoms`` that the T1-map phantoms depend on."""
+
+
+def generator_fingerprint() -> str:
+    """SHA-256 over the T1-map generator's source files (identifies the generator version)."""
+    digest = hashlib.sha256()
+    root = Path(__file__).resolve().parent.parent / "phantoms"
+    for name in GENERATOR_FILES:
+        digest.update(name.encode())
+        digest.update((root / name).read_bytes())
+    return digest.hexdigest()
+
+
+def phantom_subject(seed: int) -> list[PhantomSlice]:
+    """The basal, mid and apical phantom slices of the subject with this seed.
+
+    The field strength alternates with the seed's parity (even 1.5 T, odd 3 T); everything
+    else (anatomy, phenotype, matrix, spacing, acquisition) is drawn from the seed.
+    """
+    rng = np.random.default_rng(seed)
+    field = FIELD_STRENGTHS_T[seed % 2]
+    _, slices = make_t1map_stack(rng, field_strength_t=field, levels=LEVELS_PER_SUBJECT)
+    return slices
+
+
+def generate_cache(directory: Path, n_subjects: int, seed_start: int = TRAIN_SEED_START) -> None:
+    """Render ``n_subjects`` phantom subjects into ``directory`` (existing chunks are kept).
+
+    Parameters
+    ----------
+    directory
+        Output directory; one ``chunk_XXXX.npz`` per :data:`CHUNK_SUBJECTS` subjects.
+    n_subjects
+        Number of subjects (three slices each).
+    seed_start
+        Seed of the first subject.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    n_chunks = math.ceil(n_subjects / CHUNK_SUBJECTS)
+    for chunk in range(n_chunks):
+        path = directory / f"chunk_{chunk:04d}.npz"
+        if path.exists():
+            continue
+        started = time.perf_counter()
+        arrays: dict[str, npt.NDArray[np.generic]] = {}
+        meta: list[tuple[float, float, float, int]] = []
+        first = chunk * CHUNK_SUBJECTS
+        for k in range(first, min(first + CHUNK_SUBJECTS, n_subjects)):
+            for phantom in phantom_subject(seed_start + k):
+                i = len(meta)
+                arrays[f"t1_{i}"] = phantom.t1_ms.astype(np.float32)
+                arrays[f"labels_{i}"] = phantom.labels.astype(np.uint8)
+                meta.append((*phantom.pixel_spacing, phantom.field_strength_t,
+                             LEVELS_PER_SUBJECT.index(phantom.level)))
+        arrays["meta"] = np.asarray(meta, dtype=np.float64)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
+        tmp.rename(path)
+        logger.info("cache chunk %d/%d: %d slices in %.0f s", chunk + 1, n_chunks, len(meta),
+                    time.perf_counter() - started)
+
+
+def load_cache(directory: Path, max_chunks: int | None = None) -> list[CachedSlice]:
+    """All slices of the cache chunks in ``directory`` (sorted by chunk name)."""
+    paths = sorted(directory.glob("chunk_[0-9][0-9][0-9][0-9].npz"))
+    if max_chunks is not None:
+        paths = paths[:max_chunks]
+    slices: list[CachedSlice] = []
+    for path in paths:
+        with np.load(path) as data:
+            meta = data["meta"]
+            for i, (row_mm, col_mm, field, level) in enumerate(meta):
+                slices.append(
+                    CachedSlice(
+                        data[f"t1_{i}"],
+                        data[f"labels_{i}"],
+                        (float(row_mm), float(col_mm)),
+                        float(field),
+                        LEVELS_PER_SUBJECT[int(level)],
+                    )
+                )
+    return slices
+
+
+@dataclass(frozen=True)
+class AugmentationSettings:
+    """Ranges of the random augmentations (all applied independently per sample)."""
+
+    zoom: tuple[float, float] = (0.8, 1.25)
+    """Factor on the grid spacing (heart size relative to the grid)."""
+    shift_mm: float = 30.0
+    """Largest shift of the grid centre along each axis."""
+    t1_scale: tuple[float, float] = (0.85, 1.15)
+    """Global T1 factor (vendor, sequence and field-strength differences)."""
+    bias_fraction: float = 0.08
+    """Largest relative amplitude of a smooth multiplicative bias."""
+    blur_probability: float = 0.3
+    blur_sigma_px: tuple[float, float] = (0.3, 1.2)
+    noise_probability: float = 0.5
+    noise_sd_ms: tuple[float, float] = (0.0, 50.0)
+    clip_probability: float = 0.1
+    clip_ms: tuple[float, float] = (2200.0, 4000.0)
+    """Some scanners clip fitted T1 at a few seconds."""
+
+
+def _smooth_field(rng: np.random.Generator, size: int) -> F32:
+    coarse = rng.standard_normal((4, 4)).astype(np.float32)
+    field = ndimage.zoom(coarse, size / 4.0, order=3)[:size, :size]
+    peak = float(np.abs(field).max()) or 1.0
+    return (field / peak).astype(np.float32)
+
+
+def augment(
+    item: CachedSlice,
+    rng: np.random.Generator,
+    settings: AugmentationSettings | None = None,
+    grid_size: int = GRID_SIZE,
+) -> tuple[F32, U8]:
+    """A randomly transformed network input and its label image on the network grid.
+
+    Parameters
+    ----------
+    item
+        Cached slice.
+    rng
+        Random generator.
+    settings
+        Augmentation ranges; the defaults if ``None``.
+    grid_size
+        Side of the square network grid.
+
+    Returns
+    -------
+    image, labels
+        float32 (grid, grid) input (T1 / ``T1_SCALE_MS``) and uint8 (grid, grid) labels.
+    """
+    s = settings or AugmentationSettings()
+    angle = float(rng.uniform(0.0, 2.0 * math.pi))
+    flip = bool(rng.random() < 0.5)
+    zoom = float(math.exp(rng.uniform(math.log(s.zoom[0]), math.log(s.zoom[1]))))
+    shift = (float(rng.uniform(-s.shift_mm, s.shift_mm)),
+             float(rng.uniform(-s.shift_mm, s.shift_mm)))
+    matrix, offset = grid_affine(item.t1_ms.shape, item.pixel_spacing, grid_size,
+                                 GRID_SPACING_MM * zoom, angle, flip, shift)
+    out = (grid_size, grid_size)
+    image = ndimage.affine_transform(item.t1_ms, matrix, offset, out, order=1, cval=0.0)
+    one_hot = np.stack([(item.labels == k).astype(np.float32) for k in range(N_CLASSES)])
+    warped = np.stack([
+        ndimage.affine_transform(one_hot[k], matrix, offset, out, order=1,
+                                 cval=1.0 if k == 0 else 0.0)
+        for k in range(N_CLASSES)
+    ])
+    labels = np.argmax(warped, axis=0).astype(np.uint8)
+
+    image = image * float(rng.uniform(*s.t1_scale))
+    if s.bias_fraction > 0:
+        image = image * (1.0 + float(rng.uniform(0, s.bias_fraction)) *
+                         _smooth_field(rng, grid_size))
+    if rng.random() < s.blur_probability:
+        image = ndimage.gaussian_filter(image, float(rng.uniform(*s.blur_sigma_px)))
+    if rng.random() < s.noise_probability:
+        sd = float(rng.uniform(*s.noise_sd_ms))
+        noise = rng.standard_normal(out).astype(np.float32) * sd
+        image = np.where(image > 0, image + noise, image)
+    if rng.random() < s.clip_probability:
+        image = np.minimum(image, float(rng.uniform(*s.clip_ms)))
+    image = np.clip(image, 0.0, None) / T1_SCALE_MS
+    return image.astype(np.float32), labels
+
+
+def make_batch(
+    items: Sequence[CachedSlice],
+    indices: Sequence[int],
+    rng: np.random.Generator,
+    settings: AugmentationSettings | None = None,
+) -> tuple[F32, npt.NDArray[np.int64]]:
+    """Augmented inputs (batch, 1, grid, grid) and targets (batch, grid, grid)."""
+    images, labels = zip(*(augment(items[i], rng, settings) for i in indices), strict=True)
+    return (np.stack(images)[:, None].astype(np.float32),
+            np.stack(labels).astype(np.int64))
+
+
+def iterate_batches(
+    items: Sequence[CachedSlice], batch_size: int, rng: np.random.Generator,
+    settings: AugmentationSettings | None = None,
+) -> Iterator[tuple[F32, npt.NDArray[np.int64]]]:
+    """Endless shuffled augmented batches over ``items``."""
+    while True:
+        order = rng.permutation(len(items))
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            yield make_batch(items, order[start:start + batch_size].tolist(), rng, settings)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    parser = argparse.ArgumentParser(description="Render the phantom training cache.")
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--subjects", type=int, default=1000)
+    args = parser.parse_args()
+    generate_cache(args.directory, args.subjects)
