@@ -16,7 +16,7 @@ from node.settings import Settings
 from node.status import StatusServer
 from node.tracker import SeriesTracker
 from node.worker import WorkerPool
-from plugins import PLUGIN_NAMES
+from plugins import PLUGIN_NAMES, warm_up
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,9 @@ class Node:
     def start(self) -> None:
         """Start every part; work left by a previous run resumes."""
         reconcile_spool(self.settings.spool_dir, self.catalog)
+        threading.Thread(
+            target=warm_up, args=(sorted(self.available),), name="warm-up", daemon=True
+        ).start()
         self.sender.start()
         self.workers.start()
         self.tracker.start()

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Iterable
 from typing import cast
 
 from plugins.api import AnalysisPlugin
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PLUGIN_NAMES", "UnknownPluginError", "get_plugin"]
+__all__ = ["PLUGIN_NAMES", "UnknownPluginError", "get_plugin", "warm_up"]
 
 _PLUGIN_MODULES: dict[str, str] = {
     "t1map": "plugins.t1map",
@@ -59,3 +60,18 @@ def get_plugin(name: str) -> AnalysisPlugin:
     module = importlib.import_module(module_name)
     logger.debug("Loaded analysis plugin %s from %s", name, module_name)
     return cast(AnalysisPlugin, module)
+
+
+def warm_up(names: Iterable[str]) -> None:
+    """Import the named plugins and let each load what it needs (models, libraries) ahead of
+    the first series; a plugin opts in with a module-level ``warm_up()``. Failures are
+    logged, not raised: the first analysis will meet and report them."""
+    for name in names:
+        try:
+            module = get_plugin(name)
+            hook = getattr(module, "warm_up", None)
+            if callable(hook):
+                hook()
+            logger.info("analysis %s ready", name)
+        except Exception:
+            logger.exception("warm-up of analysis %s failed", name)

@@ -7,6 +7,8 @@ for the replaceable segmentation interface.
 
 from __future__ import annotations
 
+import contextlib
+
 from plugins.t1map.analysis import ALGORITHM_NAME, NAME, VERSION, QCCode, analyse, conservative_core
 from plugins.t1map.segmenter import (
     ClassicalSegmenter,
@@ -15,6 +17,16 @@ from plugins.t1map.segmenter import (
     TissueRanges,
     tissue_ranges,
 )
+
+
+def warm_up() -> None:
+    """Load the trained segmenter (torch and weights) and the radiomics library now."""
+    from models.t1seg.segmenter import default_segmenter
+
+    default_segmenter()
+    with contextlib.suppress(ImportError):  # the optional radiomics extra
+        import radiomics  # noqa: F401  (import cost paid before the first series)
+
 
 __all__ = [
     "ALGORITHM_NAME",
@@ -28,4 +40,5 @@ __all__ = [
     "analyse",
     "conservative_core",
     "tissue_ranges",
+    "warm_up",
 ]
