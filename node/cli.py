@@ -373,10 +373,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cmr-node``."""
+    from node.router import RulesError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except SettingsError as exc:
+    except (SettingsError, RulesError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
 

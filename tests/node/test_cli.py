@@ -21,8 +21,18 @@ T1_TOLERANCE_MS = 25.0
 def _study(out: Path, vendor: str, seed: int, field: float = 1.5) -> dict:
     subprocess.run(
         [
-            sys.executable, "-m", "models.phantoms", "--out", str(out), "--vendor", vendor,
-            "--seed", str(seed), "--field", str(field), "--with-negatives",
+            sys.executable,
+            "-m",
+            "models.phantoms",
+            "--out",
+            str(out),
+            "--vendor",
+            vendor,
+            "--seed",
+            str(seed),
+            "--field",
+            str(field),
+            "--with-negatives",
         ],
         cwd=REPO,
         check=True,
@@ -117,3 +127,17 @@ def test_status_reads_the_catalog(tmp_path: Path, capsys: pytest.CaptureFixture[
     report = json.loads(capsys.readouterr().out)
     assert report["counts"]["series"] == {"unrouted": 1}
     assert main(["status", "--data-dir", str(tmp_path / "empty")]) == 1
+
+
+def test_a_bad_rules_file_is_a_configuration_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(
+        'extends = "default"\n[[t1map.identify]]\nid = "x"\n'
+        'attribute = "NoSuchKeyword"\nregex = "a"\n'
+    )
+    config = tmp_path / "node.toml"
+    config.write_text(f'[node]\nrules_file = "{rules}"\n')
+    assert main(["route", str(tmp_path), "--config", str(config)]) == 2
+    assert "configuration error" in capsys.readouterr().err
