@@ -31,7 +31,7 @@ import datetime
 import enum
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -815,6 +815,24 @@ def t2map_series_datasets(
     )
 
 
+def _contrast_maps(
+    slices: Sequence[PhantomSlice],
+    make_map: Callable[..., tuple[npt.NDArray[np.float32], Any]],
+    vendor: str | Vendor,
+    study: StudyInfo | None,
+    series_number: int,
+    rng: np.random.Generator | None,
+    contrast: ContrastState | None,
+) -> tuple[Vendor, StudyInfo, ContrastState, list[npt.NDArray[np.float32]]]:
+    """Vendor, study, contrast state and one map per slice for a post-contrast series."""
+    _check_slices(slices)
+    v = _resolve_vendor(vendor)
+    st = _study(study)
+    generator = rng if rng is not None else np.random.default_rng([st.seed, series_number])
+    state = contrast or ContrastState.sample(generator)
+    return v, st, state, [make_map(generator, s, state)[0] for s in slices]
+
+
 def postcontrast_t1map_series_datasets(
     slices: Sequence[PhantomSlice],
     *,
@@ -827,12 +845,9 @@ def postcontrast_t1map_series_datasets(
     slice_gap_mm: float = 8.0,
 ) -> list[Dataset]:
     """Post-contrast MOLLI T1-map series (ContrastBolusAgent set, "POST" in the name)."""
-    _check_slices(slices)
-    v = _resolve_vendor(vendor)
-    st = _study(study)
-    generator = rng if rng is not None else np.random.default_rng([st.seed, series_number])
-    state = contrast or ContrastState.sample(generator)
-    maps = [postcontrast_t1_map(generator, s, state)[0] for s in slices]
+    v, st, state, maps = _contrast_maps(
+        slices, postcontrast_t1_map, vendor, study, series_number, rng, contrast
+    )
     profile = VENDOR_PROFILES[v]
     spec = _spec(
         SeriesKind.T1MAP_POST, v, series_number, None,
@@ -858,12 +873,9 @@ def ecv_map_series_datasets(
     slice_gap_mm: float = 8.0,
 ) -> list[Dataset]:
     """ECV-map series (percent), derived from pre- and post-contrast maps."""
-    _check_slices(slices)
-    v = _resolve_vendor(vendor)
-    st = _study(study)
-    generator = rng if rng is not None else np.random.default_rng([st.seed, series_number])
-    state = contrast or ContrastState.sample(generator)
-    maps = [ecv_map(generator, s, state)[0] for s in slices]
+    v, st, state, maps = _contrast_maps(
+        slices, ecv_map, vendor, study, series_number, rng, contrast
+    )
     profile = VENDOR_PROFILES[v]
     spec = _spec(
         SeriesKind.ECV, v, series_number, None,
