@@ -23,7 +23,13 @@ import numpy as np
 from pydicom import dcmread
 
 from bench.ingest import BenchError, Sender, StoreRun, send_timed
-from models.phantoms.dicom_series import StudyInfo, t1map_series_datasets, write_series
+from models.phantoms.dicom_series import (
+    StudyInfo,
+    lge_series_datasets,
+    t1map_series_datasets,
+    write_series,
+)
+from models.phantoms.lge import ISCHAEMIC_PATTERNS, make_lge_stack
 from models.phantoms.t1map import make_t1map_stack
 from tests.netutil import NodeProcess, PacsScp
 
@@ -76,6 +82,25 @@ def write_t1map_study(seed: int, out_dir: Path, completeness: Completeness) -> l
         for ds in datasets:
             if "ImagesInAcquisition" in ds:
                 del ds.ImagesInAcquisition
+    return list(write_series(datasets, out_dir))
+
+
+LGE_SLICES = 12
+"""Slices of the LGE stack of the LGE time-to-result benchmark (the issue's figure)."""
+
+
+def write_lge_study(seed: int, out_dir: Path, n_slices: int = LGE_SLICES) -> list[Path]:
+    """Write a synthetic short-axis PSIR LGE series (Siemens-like, 1.5 T, ischaemic scar).
+
+    ImagesInAcquisition is set, so the node knows the series is complete at its last instance.
+    """
+    rng = np.random.default_rng(seed)
+    pattern = ISCHAEMIC_PATTERNS[seed % len(ISCHAEMIC_PATTERNS)]
+    _, slices = make_lge_stack(rng, n_slices=n_slices, field_strength_t=FIELD_STRENGTH_T,
+                               scar_pattern=pattern)
+    datasets = lge_series_datasets(slices, vendor="siemens", study=StudyInfo.synthetic(seed))
+    for ds in datasets:
+        ds.ImagesInAcquisition = len(datasets)
     return list(write_series(datasets, out_dir))
 
 

@@ -18,6 +18,7 @@ import os
 import platform
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -44,9 +45,14 @@ from bench.ingest import (
 )
 from bench.latency import (
     EXPECTED_OUTPUTS,
+    LGE_SLICES,
+    RESULT_TIMEOUT_S,
     Completeness,
     LatencyResult,
+    ResultRun,
     measure_latency,
+    measure_result,
+    write_lge_study,
     write_t1map_study,
 )
 from tests.netutil import REPO, NodeProcess, PacsScp
@@ -57,6 +63,7 @@ SCHEMA = "cmr-node/bench/1"
 DEFAULT_OUTPUT = REPO / "build" / "bench.json"
 #: Targets from the issue.
 TIME_TO_RESULT_TARGET_S = 3.0
+LGE_TIME_TO_RESULT_TARGET_S = 5.0
 PEAK_RSS_TARGET_BYTES = 10**9
 #: Bound on starting a node process (imports of torch and the models included).
 NODE_START_TIMEOUT_S = 180.0
@@ -153,6 +160,9 @@ class Benchmark:
         self.sender = Sender(args.sender)
         self.ingest: IngestResult | None = None
         self.latency: LatencyResult | None = None
+        self.lge_runs: list[ResultRun] = []
+        self.molli_fit: dict[str, Any] | None = None
+        self.lge_cold: ResultRun | None = None
         self.memory: dict[str, dict[str, int]] = {}
         self.errors: dict[str, str] = {}
         self.started = datetime.now(UTC)
@@ -251,6 +261,42 @@ class Benchmark:
             if self.latency.median(case) is None:
                 raise BenchError(f"no successful time-to-result run with completeness {case}")
 
+    def run_lge_latency(self) -> None:
+        """Time to result of 12-slice LGE series (completeness known from the headers)."""
+        args = self.args
+        data = self.workdir / "lge-data"
+        seeds = [SEED + 100 + i for i in range(args.latency_runs + 1)]
+        studies = [write_lge_study(seed, data / f"lge-{seed}") for seed in seeds]
+        with contextlib.ExitStack() as stack:
+            pacs = PacsScp(self.workdir / "lge-pacs").start()
+            stack.callback(pacs.stop)
+            node = NodeProcess(self.workdir / "lge-node", pacs.port, stable_age_s=args.stable_age)
+            stack.callback(node.stop)
+            _start_node(node)
+            timeout = args.stable_age + RESULT_TIMEOUT_S
+            try:
+                self.lge_cold = measure_result(node, pacs, studies[0], Completeness.KNOWN,
+                                               timeout_s=timeout)
+                for paths in studies[1:]:
+                    self.lge_runs.append(
+                        measure_result(node, pacs, paths, Completeness.KNOWN, timeout_s=timeout)
+                    )
+            finally:
+                self.record_memory("lge_node", node)
+        if self.lge_median() is None:
+            raise BenchError("no successful LGE time-to-result run")
+
+    def run_molli_fit(self) -> None:
+        """Time of the MOLLI T1 fit of one 256 x 256 x 8 slice on one thread."""
+        from bench.molli_fit import time_fit
+
+        self.molli_fit = time_fit(7)
+
+    def lge_median(self) -> float | None:
+        """Median LGE time to result of the successful (warm) runs."""
+        times = [r.seconds for r in self.lge_runs if r.seconds is not None]
+        return statistics.median(times) if times else None
+
     # ------------------------------------------------------------------ report
 
     def targets(self) -> list[Target]:
@@ -269,6 +315,18 @@ class Benchmark:
             f"<= stable_age + {TIME_TO_RESULT_TARGET_S:.1f} s = {limit:.1f} s",
             _s(unknown, unit=" s"),
             None if unknown is None else unknown <= limit,
+        ))  # fmt: skip
+        lge = self.lge_median()
+        out.append(Target(
+            f"LGE time to result, {LGE_SLICES} slices (median)",
+            f"<= {LGE_TIME_TO_RESULT_TARGET_S:.1f} s", _s(lge, unit=" s"),
+            None if lge is None else lge <= LGE_TIME_TO_RESULT_TARGET_S,
+        ))  # fmt: skip
+        fit = self.molli_fit
+        out.append(Target(
+            "MOLLI fit 256x256x8, every pixel, one thread (median)", "<= 1 s",
+            "n/a" if fit is None else f"{fit['all_pixels']['median_s']:.2f} s",
+            None if fit is None else bool(fit["passed"]),
         ))  # fmt: skip
         node_rate = self.ingest.median_rate("node") if self.ingest else None
         orthanc_rate = self.ingest.median_rate("orthanc") if self.ingest else None
@@ -313,6 +371,13 @@ class Benchmark:
             },
             "ingest": None if self.ingest is None else self.ingest.as_dict(),
             "time_to_result": None if self.latency is None else self.latency.as_dict(),
+            "lge_time_to_result": {
+                "slices": LGE_SLICES,
+                "median_s": self.lge_median(),
+                "cold_first_run": None if self.lge_cold is None else self.lge_cold.as_dict(),
+                "runs": [r.as_dict() for r in self.lge_runs],
+            },
+            "molli_fit": self.molli_fit,
             "memory": self.memory,
             "targets": [t.as_dict() for t in self.targets()],
             "errors": self.errors,
@@ -383,10 +448,36 @@ class Benchmark:
                     f" {_s(cold.seconds, unit=' s')}" + (f" ({cold.error})" if cold.error else "")
                 )
             lines.append("")
+        if self.lge_runs:
+            times = [r.seconds for r in self.lge_runs if r.seconds is not None]
+            lines += [
+                f"LGE time to result ({LGE_SLICES}-slice PSIR stack, completeness from headers):"
+                f" median {_s(self.lge_median(), unit=' s')} of {len(times)}/{len(self.lge_runs)}"
+                f" runs, min {_s(min(times) if times else None)}, max"
+                f" {_s(max(times) if times else None)}",
+            ]
+            done = [r for r in self.lge_runs if r.seconds is not None]
+            if done:
+                keys = sorted({k for r in done for k in r.job_timings})
+                medians = {
+                    k: statistics.median(r.job_timings[k] for r in done if k in r.job_timings)
+                    for k in keys
+                }
+                lines.append(
+                    "  median job timings: " + ", ".join(f"{k} {v:.2f}" for k, v in medians.items())
+                )
+            for r in self.lge_runs:
+                if r.error:
+                    lines.append(f"  run failed: {r.error}")
+            if self.lge_cold is not None:
+                lines.append(f"  first LGE run after node start (cold): "
+                             f"{_s(self.lge_cold.seconds, unit=' s')}")
+            lines.append("")
         if self.memory:
             lines.append("Peak RSS (VmHWM, read before stopping each node process):")
             labels = {"ingest_node": "node used for ingest (analyses off)",
-                      "result_node": "node used for time to result (analyses on)"}  # fmt: skip
+                      "result_node": "node used for time to result (analyses on)",
+                      "lge_node": "node used for LGE time to result"}  # fmt: skip
             for key, mem in self.memory.items():
                 lines.append(f"  {labels.get(key, key):<44} {_mb(mem['peak_rss_bytes'])}")
             lines.append("")
@@ -416,7 +507,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="C-STORE SCU of the ingest measurement (time to result always uses pynetdicom)",
     )  # fmt: skip
     parser.add_argument(
-        "--skip", action="append", choices=["ingest", "latency"], default=[],
+        "--skip", action="append", choices=["ingest", "latency", "lge", "molli"], default=[],
         help="leave out a part (repeatable)",
     )  # fmt: skip
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temporary one)")
@@ -453,6 +544,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     bench.section("ingest", bench.run_ingest)
                 if "latency" not in args.skip:
                     bench.section("time to result", bench.run_latency)
+                if "molli" not in args.skip:
+                    bench.section("MOLLI fit", bench.run_molli_fit)
+                if "lge" not in args.skip:
+                    bench.section("LGE time to result", bench.run_lge_latency)
         except (KeyboardInterrupt, SystemExit) as exc:  # processes are stopped by now
             status = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 130
             bench.errors["interrupted"] = f"stopped by {type(exc).__name__} before the end"

@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,25 @@ def cmd_run(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------ analyse
 
 
+def preferred_lge_partners(
+    lge_series: Mapping[str, Sequence[Any]], options: Mapping[str, Any]
+) -> dict[str, str]:
+    """LGE series not to analyse because the preferred reconstruction of the same acquisition
+    is present, with the reason (see :mod:`node.pairing`)."""
+    from node.pairing import lge_reconstruction, preferred_partner, skip_reason
+    from plugins.lge import LgeContrast
+
+    prefer = LgeContrast(str(options.get("prefer", LgeContrast.PSIR)).lower())
+    found = [lge_reconstruction(uid, headers) for uid, headers in lge_series.items()]
+    known = [r for r in found if r is not None]
+    skipped: dict[str, str] = {}
+    for candidate in known:
+        partner = preferred_partner(candidate, known, prefer)
+        if partner is not None:
+            skipped[candidate.series_uid] = skip_reason(partner, prefer)
+    return skipped
+
+
 def group_series(paths: Sequence[Path]) -> tuple[dict[str, list[Path]], list[str]]:
     """Group DICOM files by SeriesInstanceUID; returns the groups and notes on skipped files."""
     from pydicom import dcmread
@@ -135,8 +154,16 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"skipped file {note}")
     entries: list[dict[str, Any]] = []
+    all_headers = {uid: read_headers(paths) for uid, paths in groups.items()}
+    decisions = {
+        uid: route(rules, rules.facts(headers), available) for uid, headers in all_headers.items()
+    }
+    preferred = preferred_lge_partners(
+        {uid: all_headers[uid] for uid, d in decisions.items() if d.analysis == "lge"},
+        settings.analysis_options.get("lge", {}),
+    )
     for series_uid, paths in sorted(groups.items()):
-        headers = read_headers(paths)
+        headers = all_headers[series_uid]
         first = headers[0] if headers else None
         label = (
             f"series {first.get('SeriesNumber', '?')} "
@@ -150,10 +177,13 @@ def cmd_analyse(args: argparse.Namespace) -> int:
             "series_number": str(first.get("SeriesNumber", "")) if first else "",
             "files": len(paths),
         }
-        decision = route(rules, rules.facts(headers), available)
+        decision = decisions[series_uid]
         reason = route_reason(decision)
         entry["route"] = reason
         analysis = args.analysis or decision.analysis
+        if not args.analysis and series_uid in preferred:
+            reason = preferred[series_uid]
+            analysis = None
         if analysis is None:
             entry.update(status="skipped", reason=reason)
             print(f"skipped {label}: {reason}")

@@ -90,6 +90,8 @@ SERIES_HEADER_KEYWORDS: tuple[str, ...] = (
     "Rows",
     "Columns",
     "PhotometricInterpretation",
+    "HeartRate",
+    "NominalInterval",
 )
 
 #: Per-frame attributes copied into ``SourceFrame.attributes`` (when present).

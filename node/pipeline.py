@@ -72,7 +72,7 @@ def run_analysis(
     result = plugin.analyse(series, options)
     timings["analyse_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    outputs = build_outputs(result, series, sources, settings=settings)
+    series, outputs = _build(result, series, sources, settings)
     timings["write_s"] = time.perf_counter() - t2
     logger.info(
         "%s of series %s: %d slices, %d QC flags, %d outputs in %.2f s",
@@ -84,6 +84,28 @@ def run_analysis(
         time.perf_counter() - t0,
     )
     return PipelineRun(series, result, outputs, timings)
+
+
+def _build(
+    result: AnalysisResult,
+    series: LoadedSeries,
+    sources: Sequence[Dataset],
+    settings: WriterSettings,
+) -> tuple[LoadedSeries, list[OutputObject]]:
+    """The outputs of a result, and the series their frame indices refer to.
+
+    An analysis that derives its own images (the MOLLI fit: ``extra["molli"]["maps"]``) was
+    measured on those: they are written first, as Parametric Maps, and the SEG, SRs and
+    summary reference them instead of the source images.
+    """
+    fitted = result.extra.get("molli")
+    if isinstance(fitted, Mapping) and "maps" in fitted:
+        from node.writers.parametric_map import build_parametric_maps
+
+        maps = build_parametric_maps(result, sources, settings=settings)
+        derived: LoadedSeries = fitted["maps"].series
+        return derived, maps + build_outputs(result, derived, [maps[0].dataset], settings=settings)
+    return series, build_outputs(result, series, sources, settings=settings)
 
 
 def encode_dataset(ds: Dataset) -> bytes:

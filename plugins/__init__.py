@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["PLUGIN_NAMES", "UnknownPluginError", "get_plugin", "warm_up"]
 
 _PLUGIN_MODULES: dict[str, str] = {
+    "lge": "plugins.lge",
+    "molli": "plugins.molli",
     "t1map": "plugins.t1map",
 }
 

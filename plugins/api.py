@@ -148,6 +148,13 @@ class SegmentDefinition:
     property_type: Code
     colour_rgb: tuple[int, int, int]
     anatomic_region: Code | None = None
+    includes: tuple[Label, ...] = ()
+    """Further label values that belong to this segment (the LV myocardium of an LGE result
+    includes its scar and MVO), so segments may overlap as they do for a reader."""
+
+    def mask(self, labels: LabelImage) -> npt.NDArray[np.bool_]:
+        """The pixels of ``labels`` that belong to this segment."""
+        return np.isin(labels, (int(self.label), *(int(v) for v in self.includes)))
 
 
 class Severity(enum.StrEnum):
@@ -200,6 +207,9 @@ class Measurement:
         Stable key used in ``results.json`` (e.g. ``"myocardium_t1_mean_ms"``).
     reason
         Why ``value`` is ``None``.
+    site
+        Part of the region the value concerns, e.g. an AHA segment (CID 3717), written as
+        the SR finding site; ``None`` for the whole region.
     """
 
     key: str
@@ -209,6 +219,7 @@ class Measurement:
     region: Label
     derivation: Code | None = None
     reason: str | None = None
+    site: Code | None = None
 
 
 @dataclass(frozen=True)
@@ -303,6 +314,29 @@ class AnalysisResult:
     def has_failure(self) -> bool:
         """Whether any QC flag has FAILURE severity."""
         return any(flag.severity is Severity.FAILURE for flag in self.qc_flags)
+
+
+@dataclass(frozen=True)
+class SegmentationOutput:
+    """What a segmenter returns for one slice.
+
+    Attributes
+    ----------
+    labels
+        Label image (:class:`Label` values: LV blood pool, myocardium, RV blood pool when
+        found, and for LGE scar and MVO), same shape as the input image.
+    uncertainty
+        Optional scalar in [0, 1] for the slice (0 confident, 1 no evidence).
+    reason
+        Why nothing was segmented, if ``labels`` holds no myocardium.
+    details
+        JSON-serialisable facts about how the segmentation was found (for audit).
+    """
+
+    labels: LabelImage
+    uncertainty: float | None = None
+    reason: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 class AnalysisError(Exception):

@@ -34,6 +34,14 @@ Notes on choices
   use the UCUM annotation "{pixels}".
 * The number of pixels a statistic used has no standard concept; it is coded in the private
   coding scheme ``99CMRNODE`` (private schemes start with "99", PS3.3 8.1).
+* LGE: scar is SCT 12402003 "Scar tissue" (CID 7151 / 7191, category "Tissue").  Microvascular
+  obstruction has no code in any segmentation context group; it is the private concept
+  ``mvo`` with category "Morphologically Abnormal Structure" (SCT 49755003, CID 7150).  Mass
+  SCT 118538004 and Volume SCT 118565006 (CID 12304); UCUM "g" and "ml".  Scar extent as per
+  cent of LV myocardial mass, its method variants and the maximum transmurality have no
+  standard concept and are private.
+* AHA segments: the finding sites of per-segment values are the members of CID 3717 "Left
+  Ventricle Myocardial Wall 17-Segment Model" (SNOMED CT).
 """
 
 from __future__ import annotations
@@ -43,29 +51,51 @@ from typing import Final
 from plugins.api import Code, Label, SegmentDefinition
 
 __all__ = [
+    "AHA_SEGMENT_SITES",
     "ANATOMICAL_STRUCTURE",
     "AREA",
+    "AREA_FRACTION",
     "BLOOD",
+    "COLOUR_LV_BLOOD_POOL",
+    "COLOUR_MVO",
+    "COLOUR_MYOCARDIUM",
+    "COLOUR_RV_BLOOD_POOL",
+    "COLOUR_SCAR",
     "DERIVATION",
     "HEART",
     "LEFT_VENTRICLE",
+    "MASS",
+    "MAX_TRANSMURALITY",
     "MEAN",
     "MEDIAN",
+    "MICROVASCULAR_OBSTRUCTION",
+    "MORPHOLOGICALLY_ABNORMAL_STRUCTURE",
+    "MVO_EXTENT",
     "MYOCARDIUM",
     "NUMBER_OF_PIXELS",
     "PRIVATE_SCHEME",
     "RIGHT_VENTRICLE",
+    "SCAR_EXTENT",
+    "SCAR_EXTENT_FWHM",
+    "SCAR_EXTENT_NSD",
+    "SCAR_TISSUE",
+    "SEGMENT_LGE_MYOCARDIUM",
     "SEGMENT_LV_BLOOD_POOL",
+    "SEGMENT_MVO",
     "SEGMENT_MYOCARDIUM",
     "SEGMENT_RV_BLOOD_POOL",
+    "SEGMENT_SCAR",
     "STANDARD_DEVIATION",
     "T1",
     "TISSUE",
+    "UCUM_GRAM",
+    "UCUM_MILLILITER",
     "UCUM_MILLIMETER",
     "UCUM_MILLISECOND",
     "UCUM_PERCENT",
     "UCUM_PIXELS",
     "UCUM_SQUARE_MILLIMETER",
+    "VOLUME",
     "WALL_THICKNESS",
     "segment_definition",
 ]
@@ -84,11 +114,30 @@ HEART: Final = Code("80891009", "SCT", "Heart")
 LEFT_VENTRICLE: Final = Code("87878005", "SCT", "Left ventricle")
 RIGHT_VENTRICLE: Final = Code("53085002", "SCT", "Right ventricle")
 
+SCAR_TISSUE: Final = Code("12402003", "SCT", "Scar tissue")
+MORPHOLOGICALLY_ABNORMAL_STRUCTURE: Final = Code(
+    "49755003", "SCT", "Morphologically Abnormal Structure"
+)
+MICROVASCULAR_OBSTRUCTION: Final = Code("mvo", PRIVATE_SCHEME, "Microvascular obstruction")
 # Measurement concepts (CID 7469 / CID 218)
 T1: Final = Code("113063", "DCM", "T1")
 AREA: Final = Code("42798000", "SCT", "Area")
 WALL_THICKNESS: Final = Code("122445", "DCM", "Wall Thickness")
 NUMBER_OF_PIXELS: Final = Code("number-of-pixels", PRIVATE_SCHEME, "Number of pixels")
+MASS: Final = Code("118538004", "SCT", "Mass")
+VOLUME: Final = Code("118565006", "SCT", "Volume")
+SCAR_EXTENT: Final = Code("scar-percent-lv-mass", PRIVATE_SCHEME, "Scar extent (% of LV mass)")
+SCAR_EXTENT_NSD: Final = Code(
+    "scar-percent-lv-mass-nsd", PRIVATE_SCHEME, "Scar extent, n-SD threshold (% of LV mass)"
+)
+SCAR_EXTENT_FWHM: Final = Code(
+    "scar-percent-lv-mass-fwhm", PRIVATE_SCHEME, "Scar extent, FWHM threshold (% of LV mass)"
+)
+MVO_EXTENT: Final = Code("mvo-percent-lv-mass", PRIVATE_SCHEME, "MVO extent (% of LV mass)")
+MAX_TRANSMURALITY: Final = Code(
+    "max-transmurality", PRIVATE_SCHEME, "Maximum transmural extent of scar"
+)
+AREA_FRACTION: Final = Code("area-percent", PRIVATE_SCHEME, "Fraction of myocardial area")
 
 # Statistics (CID 7464), written under the concept name "Derivation"
 DERIVATION: Final = Code("121401", "DCM", "Derivation")
@@ -102,12 +151,35 @@ UCUM_SQUARE_MILLIMETER: Final = Code("mm2", "UCUM", "square millimeter")
 UCUM_MILLIMETER: Final = Code("mm", "UCUM", "millimeter")
 UCUM_PERCENT: Final = Code("%", "UCUM", "percent")
 UCUM_PIXELS: Final = Code("{pixels}", "UCUM", "pixels")
+UCUM_GRAM: Final = Code("g", "UCUM", "gram")
+UCUM_MILLILITER: Final = Code("ml", "UCUM", "milliliter")
+# AHA 17-segment model sites (CID 3717), by segment number 1-16
+AHA_SEGMENT_SITES: Final = {
+    1: Code("264850008", "SCT", "left ventricle basal anterior segment"),
+    2: Code("396482007", "SCT", "left ventricle basal anteroseptal segment"),
+    3: Code("396646008", "SCT", "left ventricle basal inferoseptal segment"),
+    4: Code("264846001", "SCT", "left ventricle basal inferior segment"),
+    5: Code("396652009", "SCT", "left ventricle basal inferolateral segment"),
+    6: Code("396654005", "SCT", "left ventricle basal anterolateral segment"),
+    7: Code("264848000", "SCT", "left ventricle mid anterior segment"),
+    8: Code("396647004", "SCT", "left ventricle mid anteroseptal segment"),
+    9: Code("396649001", "SCT", "left ventricle mid inferoseptal segment"),
+    10: Code("264847005", "SCT", "left ventricle mid inferior segment"),
+    11: Code("396655006", "SCT", "left ventricle mid inferolateral segment"),
+    12: Code("396656007", "SCT", "left ventricle mid anterolateral segment"),
+    13: Code("264844003", "SCT", "left ventricle apical anterior segment"),
+    14: Code("264845002", "SCT", "left ventricle apical septal segment"),
+    15: Code("264849008", "SCT", "left ventricle apical inferior segment"),
+    16: Code("264853005", "SCT", "left ventricle apical lateral segment"),
+}
 
 # Recommended display colours (RGB): red myocardium, yellow LV blood, blue RV blood, the
 # usual cardiac-MR contour colours (red epicardium/myocardium, yellow-green endocardium).
 COLOUR_MYOCARDIUM: Final = (220, 40, 40)
 COLOUR_LV_BLOOD_POOL: Final = (250, 220, 40)
 COLOUR_RV_BLOOD_POOL: Final = (60, 120, 230)
+COLOUR_SCAR: Final = (40, 230, 120)
+COLOUR_MVO: Final = (200, 60, 230)
 
 SEGMENT_LV_BLOOD_POOL: Final = SegmentDefinition(
     label=Label.LV_BLOOD_POOL,
@@ -132,6 +204,37 @@ SEGMENT_RV_BLOOD_POOL: Final = SegmentDefinition(
     property_type=BLOOD,
     colour_rgb=COLOUR_RV_BLOOD_POOL,
     anatomic_region=RIGHT_VENTRICLE,
+)
+
+SEGMENT_LGE_MYOCARDIUM: Final = SegmentDefinition(
+    label=Label.MYOCARDIUM,
+    name="LV myocardium",
+    category=ANATOMICAL_STRUCTURE,
+    property_type=MYOCARDIUM,
+    colour_rgb=COLOUR_MYOCARDIUM,
+    anatomic_region=LEFT_VENTRICLE,
+    includes=(Label.SCAR, Label.MVO),
+)
+"""The whole LV wall of an LGE result: healthy myocardium, scar and MVO."""
+
+SEGMENT_SCAR: Final = SegmentDefinition(
+    label=Label.SCAR,
+    name="LV myocardial scar (LGE)",
+    category=TISSUE,
+    property_type=SCAR_TISSUE,
+    colour_rgb=COLOUR_SCAR,
+    anatomic_region=MYOCARDIUM,
+    includes=(Label.MVO,),
+)
+"""Late-enhancing scar, microvascular obstruction included (as readers count it)."""
+
+SEGMENT_MVO: Final = SegmentDefinition(
+    label=Label.MVO,
+    name="Microvascular obstruction",
+    category=MORPHOLOGICALLY_ABNORMAL_STRUCTURE,
+    property_type=MICROVASCULAR_OBSTRUCTION,
+    colour_rgb=COLOUR_MVO,
+    anatomic_region=MYOCARDIUM,
 )
 
 _SEGMENTS: Final = {

@@ -163,8 +163,8 @@ def segmentation_masks(
     for slice_result in result.slices:
         image_index, frame_index = layout[slice_result.frame_index]
         plane = frame_index if multi_frame else image_index
-        for label, (number, _definition) in segments.items():
-            masks[plane, :, :, number - 1] |= slice_result.labels == label
+        for number, definition in segments.values():
+            masks[plane, :, :, number - 1] |= definition.mask(slice_result.labels)
     return masks
 
 

@@ -21,7 +21,7 @@ the reason.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import highdicom as hd
 import numpy as np
@@ -377,7 +377,7 @@ def _slice_groups(
     )
     groups = []
     for label, (_number, definition) in segments.items():
-        polygons = region_polygons(slice_result.labels == label)
+        polygons = region_polygons(definition.mask(slice_result.labels))
         measurements = [m for m in slice_result.measurements if m.region == label]
         if not polygons:
             if measurements:
@@ -425,6 +425,50 @@ def _slice_groups(
             )
             _append_to_group(group, texts)
             groups.append(group)
+    return groups
+
+
+def _site_groups(
+    result: AnalysisResult,
+    definitions: Mapping[Label, SegmentDefinition],
+    algorithm: hd.sr.AlgorithmIdentification,
+) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
+    """One TID 1501 group per (region, site) of the site-specific values (AHA segments)."""
+    keys = list(dict.fromkeys((m.region, m.site) for m in result.measurements if m.site))
+    groups = []
+    for label, site in keys:
+        assert site is not None
+        definition = definitions.get(label)
+        name = definition.name if definition is not None else label.name.replace("_", " ").lower()
+        numbers, missing, reasons = _split_measurements(
+            m for m in result.measurements if m.region == label and m.site == site
+        )
+        group = hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=derived_uid(
+                    result.series_instance_uid,
+                    result.analysis,
+                    result.provenance.algorithm_version,
+                    "site",
+                    label.name,
+                    site.scheme,
+                    site.value,
+                ),
+                identifier=f"{name}, {site.meaning}",
+            ),
+            finding_type=(
+                to_pydicom_code(definition.property_type) if definition is not None else None
+            ),
+            finding_category=(
+                to_pydicom_code(definition.category) if definition is not None else None
+            ),
+            finding_sites=[hd.sr.FindingSite(to_pydicom_code(site))],
+            algorithm_id=algorithm,
+            measurements=numbers or None,
+            qualitative_evaluations=missing or None,
+        )
+        _append_to_group(group, [_text(codes.DCM.Comment, reason) for reason in reasons])
+        groups.append(group)
     return groups
 
 
@@ -513,7 +557,7 @@ def build_summary_report(
     segments = used_segments(result) if segmentation is not None else {}
     algorithm = sr_algorithm_identification(result)
     definitions = {definition.label: definition for definition in result.segments}
-    regions = list(dict.fromkeys(m.region for m in result.measurements))
+    regions = list(dict.fromkeys(m.region for m in result.measurements if m.site is None))
     groups: list[
         hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations
         | hd.sr.MeasurementsAndQualitativeEvaluations
@@ -523,7 +567,7 @@ def build_summary_report(
         definition = definitions.get(label)
         name = definition.name if definition is not None else label.name.replace("_", " ").lower()
         numbers, missing, reasons = _split_measurements(
-            m for m in result.measurements if m.region == label
+            m for m in result.measurements if m.region == label and m.site is None
         )
         common = {
             "tracking_identifier": hd.sr.TrackingIdentifier(
@@ -570,6 +614,7 @@ def build_summary_report(
             group = hd.sr.MeasurementsAndQualitativeEvaluations(**common)  # type: ignore[arg-type]
         _append_to_group(group, [_text(codes.DCM.Comment, reason) for reason in reasons])
         groups.append(group)
+    groups.extend(_site_groups(result, definitions, algorithm))
     if not groups:
         groups.append(
             hd.sr.MeasurementsAndQualitativeEvaluations(

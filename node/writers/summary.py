@@ -298,7 +298,7 @@ def render_tile(
         for contour in _contours(core):
             draw.line(to_xy(contour), fill=overlay_colour, width=1)
     for definition in segments:
-        mask = slice_result.labels == definition.label
+        mask = definition.mask(slice_result.labels)
         for contour in _contours(mask):
             draw.line(
                 to_xy(contour), fill=definition.colour_rgb, width=CONTOUR_WIDTH, joint="curve"
@@ -455,7 +455,8 @@ def render_summary(result: AnalysisResult, series: LoadedSeries) -> Image.Image:
         header.append(_Line("No slice was analysed.", SEVERITY_COLOURS[Severity.WARNING]))
 
     summary_lines = [_Line("All slices", TEXT, TEXT_SIZE + 2, True)]
-    summary_lines += _region_lines(result.measurements, definitions) or [
+    whole_regions = [m for m in result.measurements if m.site is None]  # sites: bullseye
+    summary_lines += _region_lines(whole_regions, definitions) or [
         _Line("no series-level values", MUTED)
     ]
     qc_lines = [_Line("Quality control", TEXT, TEXT_SIZE + 2, True)]
@@ -468,7 +469,8 @@ def render_summary(result: AnalysisResult, series: LoadedSeries) -> Image.Image:
             _Line(
                 "Contours: "
                 + ", ".join(contoured)
-                + ("; shaded: region the statistics use" if shaded else ""),
+                + (f"; shaded: {result.extra.get('shaded_region', 'region the statistics use')}"
+                   if shaded else ""),
                 MUTED,
                 SMALL_SIZE,
             )

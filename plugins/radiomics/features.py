@@ -557,6 +557,8 @@ def pyradiomics_version() -> str:
 def _extractor(settings: RadiomicsSettings) -> Any:
     from radiomics import featureextractor
 
+    # pyradiomics sets its logger to INFO on import (one line per feature class and filter).
+    logging.getLogger("radiomics").setLevel(logging.WARNING)
     glcm_logger = logging.getLogger("radiomics.glcm")
     if not any(isinstance(f, _DropNotice) for f in glcm_logger.filters):
         glcm_logger.addFilter(_DropNotice())

@@ -9,19 +9,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from plugins.api import LoadedSeries, QCFlag, Severity, SliceResult
-from plugins.cardiac.aha import (
-    SEGMENT_NAMES,
-    InsertionPoints,
-    lv_centre,
-    rv_insertion_points,
-    segment_map,
-    segment_statistics,
-)
+from plugins.api import LoadedSeries, QCFlag, SliceResult
+from plugins.cardiac.aha import SEGMENT_NAMES, segment_statistics
+from plugins.cardiac.regions import slice_segment_maps
 
 logger = logging.getLogger(__name__)
 
-SHORT_AXIS_LEVELS = ("basal", "mid", "apical")
 #: Segments with fewer core pixels than this get no value (too few to average).
 MIN_SEGMENT_PIXELS = 10
 #: Centre of healthy native MOLLI myocardial T1 (ms) by field strength (1.5 T: 950-1050,
@@ -30,13 +23,6 @@ MIN_SEGMENT_PIXELS = 10
 #: pattern; the span covers normal to clearly raised T1.
 NORMAL_T1_CENTRE_MS = {1.5: 1000.0, 3.0: 1175.0}
 DISPLAY_HALF_SPAN_MS = 150.0
-
-
-class RegionalCode:
-    """Stable QC codes of the regional step."""
-
-    INSERTION_BORROWED = "rv_insertion_borrowed"
-    NO_INSERTION = "rv_insertion_not_found"
 
 
 def display_range(field_strength_t: float | None, means: Sequence[float]) -> tuple[float, float]:
@@ -75,67 +61,25 @@ def aha_t1(
         The ``extra["aha"]`` block (``None`` when no slice could be divided into
         segments) and the QC flags raised on the way.
     """
-    flags: list[QCFlag] = []
-    usable = [s for s in slices if s.level in SHORT_AXIS_LEVELS and s.analysed_region is not None]
-    found: dict[int, InsertionPoints] = {}
-    for sl in usable:
-        frame = series.frames[sl.frame_index]
-        points = rv_insertion_points(
-            sl.labels, frame.pixel_spacing, orientation=frame.image_orientation
-        )
-        if points is not None:
-            found[sl.frame_index] = points
-    if not found:
-        if usable:
-            flags.append(
-                QCFlag(
-                    RegionalCode.NO_INSERTION,
-                    Severity.WARNING,
-                    "RV insertion points were not found on any slice: no AHA segment values.",
-                )
-            )
+    usable = [s for s in slices if s.analysed_region is not None]
+    by_frame = {s.frame_index: s for s in usable}
+    divided, flags = slice_segment_maps(
+        series, [(s.frame_index, s.level, s.labels) for s in usable]
+    )
+    if not divided:
         return None, flags
-
     values: list[npt.NDArray[np.float32]] = []
     maps: list[npt.NDArray[np.int8]] = []
     masks: list[npt.NDArray[np.bool_]] = []
     insertion: dict[str, Any] = {}
-    for sl in usable:
-        frame = series.frames[sl.frame_index]
-        points = found.get(sl.frame_index)
-        if points is None:
-            nearest = min(
-                found,
-                key=lambda i: abs(series.frames[i].slice_location - frame.slice_location),
-            )
-            points = found[nearest].with_centre(lv_centre(sl.labels))
-            flags.append(
-                QCFlag(
-                    RegionalCode.INSERTION_BORROWED,
-                    Severity.INFO,
-                    f"RV insertion points not found on this slice; those of frame "
-                    f"{nearest + 1} were used for its AHA segments.",
-                    frame_index=sl.frame_index,
-                )
-            )
-        try:
-            seg = segment_map(
-                sl.labels,
-                sl.level,
-                points,
-                orientation=frame.image_orientation,
-                pixel_spacing=frame.pixel_spacing,
-            )
-        except ValueError as exc:
-            logger.info("no AHA segments on frame %d: %s", sl.frame_index, exc)
-            continue
-        assert sl.analysed_region is not None
+    for item in divided:
+        region = by_frame[item.frame_index].analysed_region
+        assert region is not None
+        frame = series.frames[item.frame_index]
         values.append(np.asarray(frame.pixels, dtype=np.float32) * np.float32(scale))
-        maps.append(seg)
-        masks.append(sl.analysed_region)
-        insertion[str(sl.frame_index)] = points.as_dict()
-    if not maps:
-        return None, flags
+        maps.append(item.segments)
+        masks.append(region)
+        insertion[str(item.frame_index)] = item.insertion.as_dict()
     stats = segment_statistics(values, maps, mask=masks)
     segments: dict[str, Any] = {}
     for number, st in sorted(stats.items()):

@@ -51,14 +51,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from plugins.api import FloatImage, Label, LabelImage
+from plugins.api import FloatImage, Label, SegmentationOutput
 
 logger = logging.getLogger(__name__)
 
@@ -128,29 +128,6 @@ THICKNESS_TOLERANCE_MM: Final = 2.0
 """Deviation from the slice's typical wall thickness that costs nothing."""
 THICKNESS_PRIOR_WEIGHT: Final = 0.3
 """Cost per mm of deviation beyond the tolerance."""
-
-
-@dataclass(frozen=True)
-class SegmentationOutput:
-    """What a segmenter returns for one slice.
-
-    Attributes
-    ----------
-    labels
-        Label image (``plugins.api.Label`` values: LV blood pool, myocardium, RV blood pool
-        when found), same shape as the input map.
-    uncertainty
-        Optional scalar in [0, 1] for the slice (0 confident, 1 no evidence).
-    reason
-        Why nothing was segmented, if ``labels`` holds no myocardium.
-    details
-        JSON-serialisable facts about how the segmentation was found (for audit).
-    """
-
-    labels: LabelImage
-    uncertainty: float | None = None
-    reason: str | None = None
-    details: Mapping[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable
