@@ -38,7 +38,7 @@ TRUTH_FILE = "truth.json"
 EXPECTED_ANALYSIS: dict[SeriesKind, str | None] = {
     SeriesKind.T1MAP: "t1map",
     SeriesKind.T1MAP_ENHANCED: "t1map",
-    SeriesKind.MOLLI_SOURCE: None,
+    SeriesKind.MOLLI_SOURCE: "molli",
     SeriesKind.T2MAP: None,
     SeriesKind.T1MAP_POST: None,
     SeriesKind.ECV: None,

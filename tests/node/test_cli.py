@@ -59,13 +59,17 @@ def test_analyse_writes_outputs_and_results_and_explains_skips(
 
     analysed = [s for s in results["series"] if s["status"] == "analysed"]
     skipped = [s for s in results["series"] if s["status"] == "skipped"]
-    expected = [s for s in expected_series if s.get("expected_analysis") == "t1map"]
-    assert len(analysed) == len(expected) == 1
-    assert len(skipped) == len(expected_series) - 1
+    routed = {s["series_instance_uid"]: s["expected_analysis"] for s in expected_series
+              if s.get("expected_analysis")}
+    # The T1 map, and the MOLLI source images the node fits itself.
+    assert sorted(routed.values()) == ["molli", "t1map"]
+    assert {s["series_instance_uid"]: s["analysis"] for s in analysed} == routed
+    assert len(skipped) == len(expected_series) - len(routed)
     for s in skipped:
         assert s["reason"], s
         assert f"'{s['series_description']}'" in printed
-    entry = analysed[0]
+    expected = [s for s in expected_series if s.get("expected_analysis") == "t1map"]
+    entry = next(s for s in analysed if s["analysis"] == "t1map")
     assert entry["analysis"] == "t1map"
     assert entry["provenance"]["algorithm_name"] and entry["provenance"]["algorithm_version"]
     truth_by_sop = {i["sop_instance_uid"]: i for i in expected[0]["instances"]}
@@ -82,7 +86,7 @@ def test_analyse_writes_outputs_and_results_and_explains_skips(
         path = out / item["file"]
         assert path.exists(), kind
         assert dciodvfy_errors(path) == [], (kind, path)
-    assert "1 of" in printed and "series analysed" in printed
+    assert f"{len(routed)} of" in printed and "series analysed" in printed
 
 
 def test_analyse_of_missing_input_is_a_usage_error(tmp_path: Path) -> None:
@@ -100,7 +104,7 @@ def test_analyse_keeps_going_past_unreadable_files(
     printed = capsys.readouterr().out
     assert "garbage.dcm: not a readable DICOM file" in printed
     results = json.loads((out / "results.json").read_text())
-    assert sum(s["status"] == "analysed" for s in results["series"]) == 1
+    assert sum(s["status"] == "analysed" for s in results["series"]) == 2  # T1 map and MOLLI
 
 
 def test_route_explains_each_series(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -186,6 +186,23 @@ CASES = [
         "t1map",
         "name-molli",
     ),
+    Case(
+        "siemens molli source images, fitted by the node",
+        SIEMENS,
+        {
+            "SeriesDescription": "MOLLI 5(3)3 b",
+            "ImageType": "ORIGINAL\\PRIMARY\\M\\ND\\NORM",
+            "SequenceName": "*tfi2d1_154",
+            "instance_count": 8,
+            "slice_count": 1,
+            "max_images_per_slice": 8,
+            "distinct": {"InversionTime": MOLLI_TIS},
+        },
+        "molli",
+        "name-molli",
+        analysis="molli",
+        available=frozenset({"t1map", "molli", "lge"}),
+    ),
     # ---- T1 mapping relatives that must not be analysed --------------------------------------
     Case(
         "siemens molli source images",
@@ -1050,8 +1067,8 @@ def test_missing_rules_file_is_a_rules_error(tmp_path):
 
 
 def test_default_rules_are_valid_and_collect_what_they_use(rules):
-    assert rules.priority == ("t1map", "lge")
-    assert set(rules.analyses) == {"t1map", "lge"}
+    assert rules.priority == ("t1map", "molli", "lge")
+    assert set(rules.analyses) == {"t1map", "molli", "lge"}
     for analysis in rules.analyses.values():
         assert analysis.enabled and analysis.identify
         ids = [c.id for _, c in analysis.conditions()]
@@ -1155,7 +1172,8 @@ def test_site_disables_an_analysis_and_a_common_condition(tmp_path):
             """,
         )
     )
-    assert site.priority == ("lge", "t1map")
+    # Analyses the site's priority leaves out keep their default order after those it names.
+    assert site.priority == ("lge", "t1map", "molli")
     facts = _facts(SIEMENS, {"SeriesDescription": "MOLLI_T1MAP", "ImageType": SIEMENS_MAP_TYPE})
     decision = route(site, facts, BOTH)
     assert decision.analysis is None
