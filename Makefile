@@ -3,13 +3,17 @@ SHELL := /bin/bash
 VENV := .venv/bin
 CONFIG ?=
 
-.PHONY: setup run test test-fast lint bench demo clean
+.PHONY: setup run orthanc test test-fast lint bench demo clean
 
 setup:
 	@deploy/setup.sh
 
 run: setup
 	$(VENV)/cmr-node run $(if $(CONFIG),--config $(CONFIG),)
+
+# Second way to run: Debian's Orthanc with the cmr-node Python plugin (orthanc/README.md).
+orthanc: setup
+	orthanc/run.sh --data $(or $(ORTHANC_DATA),./orthanc-data) $(if $(CONFIG),--config $(CONFIG))
 
 test: setup
 	$(VENV)/python -m pytest -ra $(PYTEST_ARGS)

@@ -3,6 +3,9 @@
 A row leaves the ``pending`` state only when the destination answered Success or a Warning
 status (the object was kept). Failures are retried with exponential backoff; nothing is
 removed before acceptance. A destination that is down does not delay the others.
+
+Destinations of another kind than DICOM (e.g. the Orthanc hosting the node as a plugin) are
+delivered by a :data:`DeliveryHandler` given for that kind, under the same retry policy.
 """
 
 from __future__ import annotations
@@ -11,18 +14,40 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from node.catalog import Catalog, OutboxItem
 from node.dimse import NoDelayAE, is_accepted
-from node.settings import Destination, Settings
+from node.settings import Destination, DestinationKind, Settings
 
 logger = logging.getLogger(__name__)
 
 IDLE_POLL_S = 1.0
+STATUS_SUCCESS = 0x0000
+
+
+class DeliveryError(Exception):
+    """A destination did not take an object; the message says why (the row is retried).
+
+    Parameters
+    ----------
+    message
+        Human-readable reason.
+    status
+        Status code the destination answered, if any.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+DeliveryHandler = Callable[[Destination, OutboxItem], str | None]
+"""Delivers one outbox row to a non-DICOM destination; returns a warning text or None, raises
+:class:`DeliveryError` when the destination did not accept the object."""
 
 
 class OutboxSender:
@@ -34,11 +59,19 @@ class OutboxSender:
         Destinations, retry policy and the node's AE title.
     catalog
         The durable outbox.
+    handlers
+        Delivery function per destination kind other than DICOM.
     """
 
-    def __init__(self, settings: Settings, catalog: Catalog) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        handlers: Mapping[DestinationKind, DeliveryHandler] | None = None,
+    ) -> None:
         self._settings = settings
         self._catalog = catalog
+        self._handlers = dict(handlers or {})
         self._destinations = {d.name: d for d in settings.destinations}
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -102,7 +135,32 @@ class OutboxSender:
                 for item in batch:
                     self._failed(item, f"destination {name!r} is no longer configured", None)
                 continue
+            if destination.kind != DestinationKind.DICOM:
+                self._deliver_with_handler(destination, batch)
+                continue
             self._send_batch(destination, batch)
+
+    def _deliver_with_handler(self, destination: Destination, batch: list[OutboxItem]) -> None:
+        handler = self._handlers.get(destination.kind)
+        for item in batch:
+            if self._stop.is_set():
+                break
+            if handler is None:
+                self._failed(item, f"no delivery handler for {destination.kind} destinations", None)
+                continue
+            try:
+                warning = handler(destination, item)
+            except DeliveryError as exc:
+                self._failed(item, str(exc), exc.status)
+                continue
+            except Exception as exc:
+                logger.exception(
+                    "delivery of %s to %s failed", item.sop_instance_uid, item.destination
+                )
+                self._failed(item, f"unexpected error: {exc}", None)
+                continue
+            self._catalog.mark_sent(item.id, STATUS_SUCCESS, warning)
+            logger.info("delivered %s %s to %s", item.kind, item.sop_instance_uid, item.destination)
 
     def _send_batch(self, destination: Destination, batch: list[OutboxItem]) -> None:
         ae = NoDelayAE(ae_title=self._settings.ae_title)

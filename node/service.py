@@ -39,6 +39,32 @@ def read_headers(paths: list[Path]) -> list[Dataset]:
     return headers
 
 
+def route_complete_series(
+    catalog: Catalog,
+    rules: RuleSet,
+    available: frozenset[str],
+    series_uid: str,
+    generation: int,
+) -> list[int]:
+    """Route a complete series and queue its jobs; returns the ids of the queued jobs.
+
+    The decision (analysis or the reasons for none) is recorded in the catalog either way.
+    """
+    headers = read_headers(catalog.instance_paths(series_uid))
+    if not headers:
+        catalog.route_series(series_uid, generation, [], "no readable instance")
+        return []
+    decision = route(rules, rules.facts(headers), available)
+    reason = route_reason(decision)
+    analyses = [decision.analysis] if decision.analysis else []
+    job_ids = catalog.route_series(series_uid, generation, analyses, reason)
+    if job_ids:
+        logger.info("series %s -> %s (jobs %s)", series_uid, analyses, job_ids)
+    else:
+        logger.info("series %s not analysed: %s", series_uid, reason)
+    return job_ids
+
+
 class Node:
     """All parts of the node, started and stopped together.
 
@@ -103,16 +129,8 @@ class Node:
         self.tracker.instance_stored(state)
 
     def _series_complete(self, series_uid: str, generation: int) -> None:
-        headers = read_headers(self.catalog.instance_paths(series_uid))
-        if not headers:
-            self.catalog.route_series(series_uid, generation, [], "no readable instance")
-            return
-        decision = route(self.rules, self.rules.facts(headers), self.available)
-        reason = route_reason(decision)
-        analyses = [decision.analysis] if decision.analysis else []
-        job_ids = self.catalog.route_series(series_uid, generation, analyses, reason)
+        job_ids = route_complete_series(
+            self.catalog, self.rules, self.available, series_uid, generation
+        )
         if job_ids:
-            logger.info("series %s -> %s (jobs %s)", series_uid, analyses, job_ids)
             self.workers.wake()
-        else:
-            logger.info("series %s not analysed: %s", series_uid, reason)

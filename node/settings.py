@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import tomllib
@@ -21,14 +22,36 @@ class SettingsError(ValueError):
     """The configuration is invalid; the message says which key and why."""
 
 
+class DestinationKind(enum.StrEnum):
+    """How the outbox delivers to a destination."""
+
+    DICOM = "dicom"
+    """C-STORE to a DICOM peer (the node's own sender)."""
+    ORTHANC = "orthanc"
+    """``POST /instances`` into the Orthanc that hosts the node as a plugin."""
+
+
 @dataclass(frozen=True)
 class Destination:
-    """A DICOM peer (PACS) that receives every output by C-STORE."""
+    """A peer that receives every output: a DICOM peer (PACS) by C-STORE, or the local Orthanc."""
 
     name: str
     ae_title: str
     host: str
     port: int
+    kind: DestinationKind = DestinationKind.DICOM
+
+
+@dataclass(frozen=True)
+class OrthancSettings:
+    """How the node behaves when it runs as an Orthanc plugin (``orthanc/plugin.py``)."""
+
+    store_results: bool = True
+    """Store every output back into the Orthanc that received the series."""
+    destination_name: str = "orthanc"
+    """Outbox name of that local Orthanc destination."""
+    intake_max_attempts: int = 5
+    """Tries to fetch a stable series from Orthanc before its intake is marked failed."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +86,7 @@ class Settings:
     manufacturer: str = "cmr-node project"
     institution_name: str | None = None
     analysis_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    orthanc: OrthancSettings = field(default_factory=OrthancSettings)
 
     @property
     def spool_dir(self) -> Path:
@@ -117,11 +141,30 @@ def _port(value: Any, key: str, *, allow_zero: bool = False) -> int:
     return port
 
 
+def _orthanc_settings(raw: Mapping[str, Any], destination_names: list[str]) -> OrthancSettings:
+    name = str(raw.get("destination_name", "orthanc")).strip()
+    if not name:
+        raise SettingsError("orthanc.destination_name must not be empty")
+    if name in destination_names:
+        raise SettingsError(
+            f"orthanc.destination_name {name!r} is also the name of a [[destination]]"
+        )
+    attempts = int(raw.get("intake_max_attempts", 5))
+    if attempts < 1:
+        raise SettingsError("orthanc.intake_max_attempts must be at least 1")
+    return OrthancSettings(
+        store_results=bool(raw.get("store_results", True)),
+        destination_name=name,
+        intake_max_attempts=attempts,
+    )
+
+
 def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
     """Build validated settings from a parsed configuration (defaults already merged)."""
     node = dict(raw.get("node", {}))
     sender = dict(raw.get("sender", {}))
     writer = dict(raw.get("writer", {}))
+    orthanc = dict(raw.get("orthanc", {}))
 
     def path(value: str) -> Path:
         p = Path(os.path.expanduser(value))
@@ -178,6 +221,7 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         manufacturer=str(writer.get("manufacturer", "cmr-node project")),
         institution_name=str(writer.get("institution_name") or "") or None,
         analysis_options={k: dict(v) for k, v in dict(raw.get("analysis", {})).items()},
+        orthanc=_orthanc_settings(orthanc, names),
     )
 
 

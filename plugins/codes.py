@@ -87,11 +87,13 @@ __all__ = [
     "SEGMENT_SCAR",
     "STANDARD_DEVIATION",
     "T1",
+    "T1_Z_SCORE",
     "TISSUE",
     "UCUM_GRAM",
     "UCUM_MILLILITER",
     "UCUM_MILLIMETER",
     "UCUM_MILLISECOND",
+    "UCUM_NO_UNITS",
     "UCUM_PERCENT",
     "UCUM_PIXELS",
     "UCUM_SQUARE_MILLIMETER",
@@ -138,6 +140,7 @@ MAX_TRANSMURALITY: Final = Code(
     "max-transmurality", PRIVATE_SCHEME, "Maximum transmural extent of scar"
 )
 AREA_FRACTION: Final = Code("area-percent", PRIVATE_SCHEME, "Fraction of myocardial area")
+T1_Z_SCORE: Final = Code("t1-z-score", PRIVATE_SCHEME, "T1 z-score against the normal range")
 
 # Statistics (CID 7464), written under the concept name "Derivation"
 DERIVATION: Final = Code("121401", "DCM", "Derivation")
@@ -152,6 +155,7 @@ UCUM_MILLIMETER: Final = Code("mm", "UCUM", "millimeter")
 UCUM_PERCENT: Final = Code("%", "UCUM", "percent")
 UCUM_PIXELS: Final = Code("{pixels}", "UCUM", "pixels")
 UCUM_GRAM: Final = Code("g", "UCUM", "gram")
+UCUM_NO_UNITS: Final = Code("1", "UCUM", "no units")
 UCUM_MILLILITER: Final = Code("ml", "UCUM", "milliliter")
 # AHA 17-segment model sites (CID 3717), by segment number 1-16
 AHA_SEGMENT_SITES: Final = {

@@ -78,10 +78,6 @@ class OutputKind(enum.StrEnum):
     SR = "sr"
     SR_SUMMARY = "sr-summary"
     SUMMARY_IMAGE = "summary-image"
-    PARAMETRIC_MAP = "parametric-map"
-    """The node's own T1 map fitted from MOLLI source images (node.writers.parametric_map)."""
-    PARAMETRIC_MAP_FIT = "parametric-map-fit"
-    """Goodness of fit (R^2) of that map."""
 
 
 SERIES_NUMBER_OFFSETS: dict[OutputKind, int] = {

@@ -31,13 +31,7 @@ import numpy.typing as npt
 import pydicom
 from pydicom.sr.coding import Code as PydicomCode
 
-from node.writers import (
-    SHORT_DISCLAIMER,
-    OutputKind,
-    OutputObject,
-    WriterError,
-    WriterSettings,
-)
+from node.writers import SHORT_DISCLAIMER, OutputObject, WriterError, WriterSettings
 from plugins.api import DISCLAIMER, AnalysisResult, LoadedSeries, SourceFrame
 
 logger = logging.getLogger(__name__)
@@ -50,9 +44,9 @@ __all__ = [
     "build_parametric_maps",
 ]
 
-KIND_T1: Final = OutputKind.PARAMETRIC_MAP.value
+KIND_T1: Final = "parametric-map"
 """Output kind of the T1 Parametric Map."""
-KIND_FIT: Final = OutputKind.PARAMETRIC_MAP_FIT.value
+KIND_FIT: Final = "parametric-map-fit"
 """Output kind of the goodness-of-fit Parametric Map."""
 FILENAMES: Final[Mapping[str, str]] = {KIND_T1: "t1-map.dcm", KIND_FIT: "t1-fit-r2.dcm"}
 SERIES_NUMBER_OFFSETS: Final[Mapping[str, int]] = {KIND_T1: 5000, KIND_FIT: 6000}

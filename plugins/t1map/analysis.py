@@ -74,7 +74,7 @@ from plugins.api import (
     SliceResult,
     SourceFrame,
 )
-from plugins.t1map.regional import aha_t1
+from plugins.t1map.regional import aha_t1, normal_range, segment_measurements
 from plugins.t1map.segmenter import (
     ClassicalSegmenter,
     SegmentationOutput,
@@ -389,10 +389,15 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             "slices": {str(i): c for i, c in sorted(cross_checks.items())},
         }
     good = [s for s in slices if s.frame_index not in failed_slices]
-    aha_block, aha_flags = aha_t1(series, good, scale, field)
+    try:
+        normal = normal_range(field, options.get("normal_ranges"))
+    except ValueError as exc:
+        raise AnalysisError(f"Invalid normal T1 ranges in the analysis options: {exc}") from exc
+    aha_block, aha_flags = aha_t1(series, good, scale, field, normal)
     flags.extend(aha_flags)
     if aha_block is not None:
         extra["aha"] = aha_block
+        series_measurements = (*series_measurements, *segment_measurements(aha_block))
     radiomics_block, radiomics_flags = mid_slice_radiomics(
         series, slices, failed_slices, scale, options
     )

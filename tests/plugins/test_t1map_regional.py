@@ -11,7 +11,8 @@ from models.phantoms.anatomy import make_heart_case
 from models.phantoms.dicom_series import StudyInfo, t1map_series_datasets
 from models.phantoms.t1map import make_t1map_stack
 from node.loader import load_series
-from plugins.api import AnalysisResult, Label
+from plugins import codes
+from plugins.api import AnalysisError, AnalysisResult, Label
 from plugins.t1map import analyse
 from plugins.t1map.segmenter import ClassicalSegmenter
 
@@ -100,3 +101,32 @@ def test_source_images_stored_with_the_map_are_not_analysed() -> None:
     analysed = {series.frames[s.frame_index].sop_instance_uid for s in result.slices}
     assert analysed and analysed <= map_uids
     assert any(f.code == "source_frames_excluded" for f in result.qc_flags)
+
+
+def test_segment_z_scores_use_the_published_range_by_default(
+    analysed: tuple[AnalysisResult, float],
+) -> None:
+    result, _tissue = analysed
+    block = result.extra["aha"]
+    normal = block["normal_range"]
+    assert normal["field_strength_t"] == 1.5 and "Dabir" in normal["source"]
+    for item in block["segments"].values():
+        if item["mean"] is not None:
+            expected = (item["mean"] - normal["mean_ms"]) / normal["sd_ms"]
+            assert item["z_score"] == pytest.approx(expected, abs=0.01)
+    sited = [m for m in result.measurements if m.site is not None]
+    assert {m.site for m in sited} == {
+        codes.AHA_SEGMENT_SITES[int(n)] for n in block["segments"]
+    }
+    assert {m.name for m in sited} >= {codes.T1, codes.T1_Z_SCORE}
+
+
+def test_site_normal_range_replaces_the_published_one() -> None:
+    site = {"1.5": {"mean_ms": 1000.0, "sd_ms": 40.0, "source": "our 2025 volunteers"}}
+    result, _ = _result(4242, radiomics=False, normal_ranges=site)
+    block = result.extra["aha"]
+    assert block["normal_range"]["source"] == "our 2025 volunteers"
+    item = next(i for i in block["segments"].values() if i["mean"] is not None)
+    assert item["z_score"] == pytest.approx((item["mean"] - 1000.0) / 40.0, abs=0.01)
+    with pytest.raises(AnalysisError, match="normal T1 ranges"):
+        _result(4242, radiomics=False, normal_ranges={"1.5": {"mean_ms": 1000.0, "sd_ms": 0}})
