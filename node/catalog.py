@@ -378,12 +378,19 @@ class Catalog:
         return [Path(r["path"]) for r in rows]
 
     def route_series(
-        self, series_uid: str, generation: int, analyses: Sequence[str], reason: str
+        self,
+        series_uid: str,
+        generation: int,
+        analyses: Sequence[str],
+        reason: str,
+        *,
+        not_before: float = 0.0,
     ) -> list[int]:
         """Record the routing decision and queue one job per analysis; returns the job ids.
 
         Queued jobs of older generations of the same series and analysis are superseded, and
-        so are outputs of older generations not yet delivered.
+        so are outputs of older generations not yet delivered.  ``not_before`` (epoch
+        seconds) holds the new jobs back until then.
         """
         now = time.time()
         job_ids: list[int] = []
@@ -414,8 +421,8 @@ class Catalog:
                 )
                 cur.execute(
                     "INSERT OR IGNORE INTO jobs(series_instance_uid, analysis, generation,"
-                    " created_at) VALUES (?,?,?,?)",
-                    (series_uid, analysis, generation, now),
+                    " created_at, not_before) VALUES (?,?,?,?,?)",
+                    (series_uid, analysis, generation, now, not_before),
                 )
                 row = cur.execute(
                     "SELECT id FROM jobs WHERE series_instance_uid=? AND analysis=?"
@@ -428,6 +435,40 @@ class Catalog:
                 (now, "routed" if analyses else "unrouted", series_uid, reason),
             )
         return job_ids
+
+    def study_series(self, study_uid: str) -> list[str]:
+        """SeriesInstanceUIDs of the series of a study the node holds."""
+        rows = self._query(
+            "SELECT series_instance_uid FROM series WHERE study_instance_uid=?"
+            " ORDER BY first_received",
+            (study_uid,),
+        )
+        return [str(r["series_instance_uid"]) for r in rows]
+
+    def series_study(self, series_uid: str) -> str | None:
+        """StudyInstanceUID of a series, if the node holds it."""
+        rows = self._query(
+            "SELECT study_instance_uid FROM series WHERE series_instance_uid=?", (series_uid,)
+        )
+        return str(rows[0]["study_instance_uid"]) if rows else None
+
+    def supersede_queued(self, series_uid: str, analysis: str, reason: str) -> int:
+        """Supersede the queued (not yet started) jobs of a series' analysis, with a reason."""
+        now = time.time()
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE jobs SET state='superseded', finished_at=?, error=?"
+                " WHERE series_instance_uid=? AND analysis=? AND state='queued'",
+                (now, reason, series_uid, analysis),
+            )
+            count = cur.rowcount
+            if count:
+                cur.execute(
+                    "INSERT INTO events(at, kind, series_instance_uid, message)"
+                    " VALUES (?,?,?,?)",
+                    (now, "superseded", series_uid, reason),
+                )
+        return count
 
     # ---------------------------------------------------------------- jobs
 
@@ -648,3 +689,82 @@ class Catalog:
             "stored": int(self._query("SELECT COUNT(*) AS n FROM instances")[0]["n"])
         }
         return result
+
+    # ---------------------------------------------------------------- studies and re-analysis
+
+    def study_jobs(
+        self, study_uid: str, analysis: str, state: str = "done"
+    ) -> list[dict[str, Any]]:
+        """Jobs of one analysis of the series of a study, in one state, newest first."""
+        rows = self._query(
+            "SELECT j.* FROM jobs j JOIN series s ON s.series_instance_uid=j.series_instance_uid"
+            " WHERE s.study_instance_uid=? AND j.analysis=? AND j.state=?"
+            " ORDER BY COALESCE(j.finished_at, j.created_at) DESC, j.id DESC",
+            (study_uid, analysis, state),
+        )
+        return [_job_dict(r) for r in rows]
+
+    def reanalyse_study(
+        self,
+        study_uid: str,
+        analysis: str,
+        reason: str,
+        *,
+        states: Sequence[str] = ("done", "running"),
+    ) -> list[int]:
+        """Queue a new generation of ``analysis`` for the routed series of a study.
+
+        A series is re-queued when its latest job of ``analysis`` is in one of ``states``
+        (a queued job will see the new inputs when it runs; a failed one is left to the
+        operator).  The series' generation goes up by one, as for a late instance: a running
+        job of the old generation finishes as superseded, undelivered outputs of older
+        generations are superseded, and the new job writes outputs with the same
+        (deterministic) UIDs, which replace the earlier ones at the destinations.  Each
+        re-queue is recorded as a ``reanalysis`` event with ``reason``.
+
+        Returns
+        -------
+        list of int
+            The ids of the new jobs.
+        """
+        now = time.time()
+        job_ids: list[int] = []
+        with self._tx() as cur:
+            series_rows = cur.execute(
+                "SELECT series_instance_uid, generation FROM series"
+                " WHERE study_instance_uid=? AND state='routed'",
+                (study_uid,),
+            ).fetchall()
+            for series in series_rows:
+                series_uid = series["series_instance_uid"]
+                latest = cur.execute(
+                    "SELECT state FROM jobs WHERE series_instance_uid=? AND analysis=?"
+                    " ORDER BY generation DESC LIMIT 1",
+                    (series_uid, analysis),
+                ).fetchone()
+                if latest is None or latest["state"] not in states:
+                    continue
+                generation = int(series["generation"]) + 1
+                cur.execute(
+                    "UPDATE series SET generation=? WHERE series_instance_uid=?",
+                    (generation, series_uid),
+                )
+                cur.execute(
+                    "UPDATE outbox SET state='superseded' WHERE state='pending' AND job_id IN"
+                    " (SELECT id FROM jobs WHERE series_instance_uid=? AND analysis=?"
+                    " AND generation<?)",
+                    (series_uid, analysis, generation),
+                )
+                cur.execute(
+                    "INSERT INTO jobs(series_instance_uid, analysis, generation, created_at)"
+                    " VALUES (?,?,?,?)",
+                    (series_uid, analysis, generation, now),
+                )
+                job_id = int(cur.lastrowid or 0)
+                job_ids.append(job_id)
+                cur.execute(
+                    "INSERT INTO events(at, kind, series_instance_uid, message) VALUES (?,?,?,?)",
+                    (now, "reanalysis", series_uid,
+                     f"{analysis} queued again (job {job_id}, generation {generation}): {reason}"),
+                )
+        return job_ids

@@ -698,7 +698,8 @@ class OrthancNode:
 
     def _route(self, series_uid: str, generation: int) -> list[int]:
         return route_complete_series(
-            self.catalog, self.rules, self.available, series_uid, generation
+            self.catalog, self.rules, self.available, series_uid, generation,
+            self.settings.analysis_options,
         )
 
     # ------------------------------------------------------------------ delivery

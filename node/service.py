@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydicom import Dataset, dcmread
 
 from node.catalog import Catalog, SeriesState
 from node.listener import StorageListener, reconcile_spool
+from node.pairing import lge_reconstruction, preferred_partner, skip_reason
 from node.router import RouteDecision, RuleSet, load_rules, route
 from node.sender import OutboxSender
 from node.settings import Settings
@@ -17,6 +22,7 @@ from node.status import StatusServer
 from node.tracker import SeriesTracker
 from node.worker import WorkerPool
 from plugins import PLUGIN_NAMES, warm_up
+from plugins.lge import LgeContrast
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +51,13 @@ def route_complete_series(
     available: frozenset[str],
     series_uid: str,
     generation: int,
+    analysis_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[int]:
     """Route a complete series and queue its jobs; returns the ids of the queued jobs.
 
     The decision (analysis or the reasons for none) is recorded in the catalog either way.
+    An LGE series is first paired with the other reconstruction of its acquisition
+    (:mod:`node.pairing`): only the preferred one (PSIR by default) is analysed.
     """
     headers = read_headers(catalog.instance_paths(series_uid))
     if not headers:
@@ -57,12 +66,63 @@ def route_complete_series(
     decision = route(rules, rules.facts(headers), available)
     reason = route_reason(decision)
     analyses = [decision.analysis] if decision.analysis else []
-    job_ids = catalog.route_series(series_uid, generation, analyses, reason)
+    not_before = 0.0
+    if decision.analysis == LGE_ANALYSIS:
+        options = (analysis_options or {}).get(LGE_ANALYSIS, {})
+        pairing = _pair_lge(catalog, series_uid, headers, options)
+        if pairing.skip_reason is not None:
+            analyses, reason = [], pairing.skip_reason
+        not_before = pairing.not_before
+    job_ids = catalog.route_series(series_uid, generation, analyses, reason,
+                                   not_before=not_before)
     if job_ids:
         logger.info("series %s -> %s (jobs %s)", series_uid, analyses, job_ids)
     else:
         logger.info("series %s not analysed: %s", series_uid, reason)
     return job_ids
+
+
+LGE_ANALYSIS = "lge"
+DEFAULT_PARTNER_WAIT_S = 15.0
+"""How long the analysis of a non-preferred LGE reconstruction (magnitude) waits for the
+preferred one (PSIR) of the same acquisition, which scanners send right after it."""
+
+
+@dataclass(frozen=True)
+class _Pairing:
+    skip_reason: str | None = None
+    not_before: float = 0.0
+
+
+def _pair_lge(
+    catalog: Catalog, series_uid: str, headers: list[Dataset], options: Mapping[str, Any]
+) -> _Pairing:
+    """Skip, hold back or supersede LGE reconstructions of one acquisition (see node.pairing)."""
+    prefer = LgeContrast(str(options.get("prefer", LgeContrast.PSIR)).lower())
+    candidate = lge_reconstruction(series_uid, headers)
+    study = catalog.series_study(series_uid)
+    if candidate is None or candidate.contrast is None or study is None:
+        return _Pairing()
+    others = []
+    for other_uid in catalog.study_series(study):
+        if other_uid == series_uid:
+            continue
+        other = lge_reconstruction(other_uid, read_headers(catalog.instance_paths(other_uid)))
+        if other is not None and other.acquisition == candidate.acquisition:
+            others.append(other)
+    partner = preferred_partner(candidate, others, prefer)
+    if partner is not None:
+        return _Pairing(skip_reason=skip_reason(partner, prefer))
+    if candidate.contrast is prefer:
+        for other in others:
+            if other.contrast is not prefer and catalog.supersede_queued(
+                other.series_uid, LGE_ANALYSIS, skip_reason(candidate, prefer)
+            ):
+                logger.info("series %s: %s reconstruction superseded by %s", other.series_uid,
+                            other.contrast, series_uid)
+        return _Pairing()
+    wait = float(options.get("partner_wait_s", DEFAULT_PARTNER_WAIT_S))
+    return _Pairing(not_before=time.time() + wait)
 
 
 class Node:
@@ -130,7 +190,8 @@ class Node:
 
     def _series_complete(self, series_uid: str, generation: int) -> None:
         job_ids = route_complete_series(
-            self.catalog, self.rules, self.available, series_uid, generation
+            self.catalog, self.rules, self.available, series_uid, generation,
+            self.settings.analysis_options,
         )
         if job_ids:
             self.workers.wake()
