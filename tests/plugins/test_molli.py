@@ -262,7 +262,18 @@ def test_vendor_series_give_the_written_inversion_times(vendor: str) -> None:
     assert source.heart_rate_bpm == pytest.approx(
         dicom_series.StudyInfo.synthetic(5).heart_rate_bpm, abs=0.5
     )
-    assert source.heart_rate_source == "inversion time spacing"
+    # The phantom writes HeartRate; the loader passes it on, and it wins over the TI spacing.
+    assert source.heart_rate_source == "HeartRate"
+    header = {k: v for k, v in source_series_header(datasets).items()
+              if k not in ("HeartRate", "NominalInterval")}
+    spaced = extract_source(dataclasses.replace(load_series(datasets), header=header))
+    assert spaced.heart_rate_source == "inversion time spacing"
+    assert spaced.heart_rate_bpm == pytest.approx(source.heart_rate_bpm, abs=2.0)
+
+
+def source_series_header(datasets: list[Any]) -> dict[str, Any]:
+    """The series header the loader builds for these datasets."""
+    return dict(load_series(datasets).header)
 
 
 def test_multi_frame_source_is_ordered_by_frame_number(
@@ -301,8 +312,9 @@ def test_heart_rate_from_header_wins(written: tuple[LoadedSeries, list[Any]]) ->
     series = written[0]
     source = extract_source(dataclasses.replace(series, header={**series.header, "HeartRate": 72}))
     assert (source.heart_rate_bpm, source.heart_rate_source) == (72.0, "HeartRate")
+    without_rate = {k: v for k, v in series.header.items() if k != "HeartRate"}
     source = extract_source(
-        dataclasses.replace(series, header={**series.header, "NominalInterval": 750})
+        dataclasses.replace(series, header={**without_rate, "NominalInterval": 750})
     )
     assert (source.heart_rate_bpm, source.heart_rate_source) == (80.0, "NominalInterval")
 
