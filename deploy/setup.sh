@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(dcmtk dicom3tools orthanc orthanc-python orthanc-dicomweb fonts-dejavu-core chromium nodejs)
+APT_PACKAGES=(dcmtk dicom3tools orthanc orthanc-python orthanc-dicomweb fonts-dejavu-core chromium nodejs shellcheck)
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 

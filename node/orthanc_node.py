@@ -32,8 +32,7 @@ import logging.handlers
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -48,6 +47,7 @@ from node.sender import DeliveryError, OutboxSender
 from node.service import route_complete_series
 from node.settings import Destination, DestinationKind, Settings, load_settings
 from node.spool import instance_path, safe_uid, write_new_or_replace
+from node.sqlitedb import SqliteDatabase
 from node.worker import WorkerPool
 from plugins import PLUGIN_NAMES, warm_up
 
@@ -216,7 +216,7 @@ def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
     return dict(row) if row is not None else None
 
 
-class OrthancStore:
+class OrthancStore(SqliteDatabase):
     """The Orthanc-specific tables (intake queue and stored outputs) in the node's catalog file.
 
     A connection of its own beside :class:`~node.catalog.Catalog` (WAL: readers and one writer
@@ -225,38 +225,7 @@ class OrthancStore:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.RLock()
-        self._conn = sqlite3.connect(
-            str(path), timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.execute("PRAGMA busy_timeout=30000")
-        self._conn.executescript(_SCHEMA)
-
-    def close(self) -> None:
-        """Close the connection."""
-        with self._lock:
-            self._conn.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Cursor]:
-        with self._lock:
-            cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
-            try:
-                yield cur
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
-            cur.execute("COMMIT")
-
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        """Rows of a read-only query as dictionaries."""
-        with self._lock:
-            return [dict(r) for r in self._conn.execute(sql, params).fetchall()]
+        super().__init__(path, _SCHEMA)
 
     # ------------------------------------------------------------------ intake
 
