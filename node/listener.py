@@ -43,6 +43,7 @@ from node.catalog import Catalog, InstanceRecord, SeriesState
 from node.dimse import NoDelayAE, NoDelayServer, StoreError, StoreStatus
 from node.settings import Settings
 from node.spool import free_space_mb, instance_path, safe_uid, write_new_or_replace
+from node.tls import server_context
 
 logger = logging.getLogger(__name__)
 
@@ -374,7 +375,13 @@ class StorageListener:
             (evt.EVT_REJECTED, self._log_association, ["rejected"]),
         ]
         address = (self._settings.listen_host, self._settings.listen_port)
-        server = self.ae.make_server(address, evt_handlers=handlers, server_class=NoDelayServer)
+        tls = self._settings.tls
+        server = self.ae.make_server(
+            address,
+            evt_handlers=handlers,
+            server_class=NoDelayServer,
+            ssl_context=server_context(tls) if tls.listener else None,
+        )
         assert isinstance(server, NoDelayServer)
         self._server = server
         self.ae._servers.append(server)  # pynetdicom's shutdown() expects its own bookkeeping
@@ -382,7 +389,13 @@ class StorageListener:
             target=server.serve_forever, name="dicom-listener", daemon=True
         )
         self._thread.start()
-        logger.info("DICOM listener %s on %s:%d", self._settings.ae_title, *self.address)
+        logger.info(
+            "DICOM listener %s on %s:%d%s",
+            self._settings.ae_title,
+            *self.address,
+            " (TLS" + (", client certificate required)" if tls.require_client_certificate
+                       else ")") if tls.listener else "",
+        )
         return self.address
 
     def stop(self) -> None:

@@ -22,6 +22,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from node.catalog import Catalog, OutboxItem
 from node.dimse import NoDelayAE, is_accepted
 from node.settings import Destination, DestinationKind, Settings
+from node.tls import client_context
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +171,14 @@ class OutboxSender:
         ae.connection_timeout = min(10.0, self._settings.sender.network_timeout_s)
         for sop_class in sorted({item.sop_class_uid for item in batch}):
             ae.add_requested_context(sop_class, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        assoc = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+        tls_args = (
+            (client_context(self._settings.tls), destination.server_name or destination.host)
+            if destination.tls
+            else None
+        )
+        assoc = ae.associate(
+            destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args
+        )
         if not assoc.is_established:
             reason = "association rejected" if assoc.is_rejected else "cannot connect"
             for item in batch:

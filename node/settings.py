@@ -6,10 +6,12 @@ import enum
 import logging
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from node.tls import TlsError, TlsSettings, parse_tls
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,10 @@ class Destination:
     host: str
     port: int
     kind: DestinationKind = DestinationKind.DICOM
+    tls: bool = False
+    """Reach this peer over DICOM TLS (``[tls]`` gives the certificates)."""
+    server_name: str | None = None
+    """Host name its TLS certificate must carry; ``host`` if None."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +93,9 @@ class Settings:
     institution_name: str | None = None
     analysis_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     orthanc: OrthancSettings = field(default_factory=OrthancSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    covariates_dir: Path | None = None
+    """Sidecar folder of per-study LVRR covariates; None: ``data_dir/covariates``."""
 
     @property
     def spool_dir(self) -> Path:
@@ -97,6 +106,13 @@ class Settings:
     def results_dir(self) -> Path:
         """Where outputs of analyses are written before sending."""
         return self.data_dir / "results"
+
+    @property
+    def covariates_folder(self) -> Path:
+        """Where per-study covariates for the LVRR models are found (``<StudyUID>.json``)."""
+        return self.covariates_dir if self.covariates_dir is not None else (
+            self.data_dir / "covariates"
+        )
 
     @property
     def catalog_path(self) -> Path:
@@ -159,6 +175,13 @@ def _orthanc_settings(raw: Mapping[str, Any], destination_names: list[str]) -> O
     )
 
 
+def _tls_settings(raw: Mapping[str, Any], path: Callable[[str], Path]) -> TlsSettings:
+    try:
+        return parse_tls(raw, path)
+    except TlsError as exc:
+        raise SettingsError(str(exc)) from exc
+
+
 def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
     """Build validated settings from a parsed configuration (defaults already merged)."""
     node = dict(raw.get("node", {}))
@@ -180,6 +203,8 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
                     ae_title=_ae_title(item["ae_title"], f"{key}.ae_title"),
                     host=str(item["host"]),
                     port=_port(item["port"], f"{key}.port"),
+                    tls=bool(item.get("tls", False)),
+                    server_name=str(item["server_name"]) if item.get("server_name") else None,
                 )
             )
         except KeyError as exc:
@@ -222,6 +247,10 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         institution_name=str(writer.get("institution_name") or "") or None,
         analysis_options={k: dict(v) for k, v in dict(raw.get("analysis", {})).items()},
         orthanc=_orthanc_settings(orthanc, names),
+        tls=_tls_settings(dict(raw.get("tls", {})), path),
+        covariates_dir=(
+            path(str(node["covariates_dir"])) if node.get("covariates_dir") else None
+        ),
     )
 
 

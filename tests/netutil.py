@@ -65,6 +65,8 @@ class PacsScp:
     ae_title: str = "TESTPACS"
     status: int = 0x0000
     receipts: list[Receipt] = field(default_factory=list)
+    ssl_context: Any = None
+    """An ``ssl.SSLContext`` to accept DICOM TLS associations only."""
     _server: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -78,6 +80,7 @@ class PacsScp:
             ("127.0.0.1", self.port),
             evt_handlers=[(evt.EVT_C_STORE, self._on_store)],
             server_class=NoDelayServer,
+            ssl_context=self.ssl_context,
         )
         ae._servers.append(server)  # pynetdicom's shutdown() expects its own bookkeeping
         threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -138,6 +141,8 @@ class NodeProcess:
     extra_config: str = ""
     ae_title: str = "CMRNODE"
     http_port: int = 0
+    tls_args: Any = None
+    """``(ssl.SSLContext, server_hostname)`` of a client, when the listener speaks TLS."""
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -189,7 +194,8 @@ class NodeProcess:
         ae.add_requested_context(Verification)
         ae.acse_timeout = 2
         ae.connection_timeout = 1
-        assoc = ae.associate("127.0.0.1", self.port, ae_title=self.ae_title)
+        assoc = ae.associate("127.0.0.1", self.port, ae_title=self.ae_title,
+                             tls_args=self.tls_args)
         if not assoc.is_established:
             return False
         status = assoc.send_c_echo()
