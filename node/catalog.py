@@ -403,6 +403,22 @@ class Catalog(SqliteDatabase):
             )
         return job_ids
 
+    def series_receipt(self, series_uid: str) -> dict[str, Any] | None:
+        """Study, instance count and calling AE titles of a series (for the audit trail)."""
+        rows = self._query(
+            "SELECT study_instance_uid, COUNT(*) AS n, GROUP_CONCAT(DISTINCT calling_aet) AS aets"
+            " FROM instances WHERE series_instance_uid=? GROUP BY study_instance_uid",
+            (series_uid,),
+        )
+        if not rows:
+            return None
+        return {
+            "study_instance_uid": str(rows[0]["study_instance_uid"]),
+            "instances": int(rows[0]["n"]),
+            "calling_aets": sorted(str(rows[0]["aets"] or "").split(",")) if rows[0]["aets"]
+            else [],
+        }
+
     def study_series(self, study_uid: str) -> list[str]:
         """SeriesInstanceUIDs of the series of a study the node holds."""
         rows = self._query(

@@ -62,10 +62,14 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the node until SIGINT/SIGTERM."""
+    from node.audit import UidHashingFilter
     from node.service import Node
 
     settings = _settings(args)
     _setup_logging(settings.log_level, settings.data_dir / "logs" / "node.log")
+    if settings.log_uids == "hashed":
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(UidHashingFilter())
     node = Node(settings)
     node.start()
 

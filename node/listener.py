@@ -39,6 +39,7 @@ from pydicom.errors import InvalidDicomError
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from node.audit import AuditLog
 from node.catalog import Catalog, InstanceRecord, SeriesState
 from node.dimse import NoDelayAE, NoDelayServer, StoreError, StoreStatus
 from node.settings import Settings
@@ -338,10 +339,12 @@ class StorageListener:
         settings: Settings,
         catalog: Catalog,
         on_stored: Callable[[SeriesState, Dataset], None],
+        audit: AuditLog | None = None,
     ) -> None:
         self._settings = settings
         self._catalog = catalog
         self._on_stored = on_stored
+        self._audit = audit
         self._server: NoDelayServer | None = None
         self._thread: threading.Thread | None = None
         self.ae = NoDelayAE(ae_title=settings.ae_title)
@@ -418,6 +421,15 @@ class StorageListener:
             requestor.address,
             requestor.port,
         )
+        if self._audit is not None:
+            self._audit.record(
+                "association",
+                outcome=outcome,
+                calling_ae=requestor.ae_title,
+                called_ae=event.assoc.acceptor.ae_title,
+                address=requestor.address,
+                port=requestor.port,
+            )
         if outcome == "rejected":
             self._catalog.record_event(
                 "association_rejected",
@@ -462,6 +474,14 @@ class StorageListener:
             )
         except Exception:  # the catalog itself may be what failed
             logger.exception("could not record refusal")
+        if self._audit is not None:
+            self._audit.record(
+                "instance_refused",
+                sop_instance_uid=str(request.AffectedSOPInstanceUID),
+                calling_ae=calling,
+                status=f"0x{int(rejected.status):04X}",
+                reason=rejected.reason,
+            )
         status.Status = int(rejected.status)
         status.ErrorComment = rejected.reason[:ERROR_COMMENT_MAX]
         return status

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pydicom import dcmread
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from node.audit import AuditLog
 from node.catalog import Catalog, OutboxItem
 from node.dimse import NoDelayAE, is_accepted
 from node.settings import Destination, DestinationKind, Settings
@@ -62,6 +63,8 @@ class OutboxSender:
         The durable outbox.
     handlers
         Delivery function per destination kind other than DICOM.
+    audit
+        Where every delivery is recorded, if anywhere.
     """
 
     def __init__(
@@ -69,9 +72,11 @@ class OutboxSender:
         settings: Settings,
         catalog: Catalog,
         handlers: Mapping[DestinationKind, DeliveryHandler] | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._settings = settings
         self._catalog = catalog
+        self._audit = audit
         self._handlers = dict(handlers or {})
         self._destinations = {d.name: d for d in settings.destinations}
         self._wake = threading.Event()
@@ -161,6 +166,7 @@ class OutboxSender:
                 self._failed(item, f"unexpected error: {exc}", None)
                 continue
             self._catalog.mark_sent(item.id, STATUS_SUCCESS, warning)
+            self._delivered(destination, item, STATUS_SUCCESS)
             logger.info("delivered %s %s to %s", item.kind, item.sop_instance_uid, item.destination)
 
     def _send_batch(self, destination: Destination, batch: list[OutboxItem]) -> None:
@@ -197,6 +203,21 @@ class OutboxSender:
             if assoc.is_established:
                 assoc.release()
 
+    def _delivered(self, destination: Destination, item: OutboxItem, status: int) -> None:
+        if self._audit is not None:
+            self._audit.record(
+                "delivered",
+                destination=destination.name,
+                kind=str(destination.kind),
+                ae_title=destination.ae_title,
+                address=f"{destination.host}:{destination.port}",
+                tls=destination.tls,
+                job_id=item.job_id,
+                output=item.kind,
+                sop_instance_uid=item.sop_instance_uid,
+                status=f"0x{status:04X}",
+            )
+
     def _send_one(self, assoc: object, item: OutboxItem) -> None:
         try:
             ds = dcmread(item.path)
@@ -210,6 +231,7 @@ class OutboxSender:
             if code != 0:
                 warning = f"warning 0x{code:04X} {status.get('ErrorComment', '')}".strip()
             self._catalog.mark_sent(item.id, code, warning)
+            self._delivered(self._destinations[item.destination], item, code)
             logger.info(
                 "delivered %s %s to %s (0x%04X)",
                 item.kind,

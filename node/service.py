@@ -12,6 +12,7 @@ from typing import Any
 
 from pydicom import Dataset, dcmread
 
+from node.audit import AuditLog
 from node.catalog import Catalog, SeriesState
 from node.listener import StorageListener, reconcile_spool
 from node.pairing import lge_reconstruction, preferred_partner, skip_reason
@@ -82,6 +83,8 @@ def route_complete_series(
     return job_ids
 
 
+AUDIT_FILE = "audit.jsonl"
+"""The audit trail under ``<data_dir>/logs`` (see node.audit)."""
 LGE_ANALYSIS = "lge"
 DEFAULT_PARTNER_WAIT_S = 15.0
 """How long the analysis of a non-preferred LGE reconstruction (magnitude) waits for the
@@ -140,10 +143,13 @@ class Node:
         self.catalog = Catalog(settings.catalog_path)
         self.rules: RuleSet = load_rules(settings.rules_file)
         self.available = frozenset(PLUGIN_NAMES) & settings.enabled_analyses()
-        self.sender = OutboxSender(settings, self.catalog)
+        self.audit = AuditLog(settings.data_dir / "logs" / AUDIT_FILE)
+        self.sender = OutboxSender(settings, self.catalog, audit=self.audit)
         self.workers = WorkerPool(settings, self.catalog, on_outputs=self.sender.wake)
         self.tracker = SeriesTracker(self.catalog, settings.stable_age_s, self._series_complete)
-        self.listener = StorageListener(settings, self.catalog, self._instance_stored)
+        self.listener = StorageListener(
+            settings, self.catalog, self._instance_stored, audit=self.audit
+        )
         self.status: StatusServer | None = None
         if settings.http_port:
             self.status = StatusServer(
@@ -179,6 +185,7 @@ class Node:
         if self.status is not None:
             self.status.stop()
         self.catalog.close()
+        self.audit.close()
         self._stopped.set()
 
     def wait(self) -> None:
@@ -189,6 +196,10 @@ class Node:
         self.tracker.instance_stored(state)
 
     def _series_complete(self, series_uid: str, generation: int) -> None:
+        receipt = self.catalog.series_receipt(series_uid)
+        if receipt is not None:
+            self.audit.record("series_received", series_instance_uid=series_uid,
+                              generation=generation, **receipt)
         job_ids = route_complete_series(
             self.catalog, self.rules, self.available, series_uid, generation,
             self.settings.analysis_options,

@@ -87,6 +87,8 @@ class Settings:
     http_port: int = 8089
     rules_file: Path | None = None
     log_level: str = "INFO"
+    log_uids: str = "plain"
+    """``"plain"`` or ``"hashed"``: DICOM UIDs in the ordinary log (node.audit)."""
     sender: SenderSettings = field(default_factory=SenderSettings)
     destinations: tuple[Destination, ...] = ()
     manufacturer: str = "cmr-node project"
@@ -175,6 +177,13 @@ def _orthanc_settings(raw: Mapping[str, Any], destination_names: list[str]) -> O
     )
 
 
+def _choice(value: Any, allowed: tuple[str, ...], key: str) -> str:
+    text = str(value).strip().lower()
+    if text not in allowed:
+        raise SettingsError(f"{key} must be one of {', '.join(allowed)}, not {value!r}")
+    return text
+
+
 def _tls_settings(raw: Mapping[str, Any], path: Callable[[str], Path]) -> TlsSettings:
     try:
         return parse_tls(raw, path)
@@ -236,6 +245,7 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         http_port=_port(node.get("http_port", 8089), "node.http_port", allow_zero=True),
         rules_file=path(rules) if rules else None,
         log_level=str(node.get("log_level", "INFO")).upper(),
+        log_uids=_choice(node.get("log_uids", "plain"), ("plain", "hashed"), "node.log_uids"),
         sender=SenderSettings(
             retry_initial_s=float(sender.get("retry_initial_s", 2.0)),
             retry_max_s=float(sender.get("retry_max_s", 300.0)),

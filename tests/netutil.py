@@ -139,6 +139,8 @@ class NodeProcess:
     port: int = field(default_factory=free_port)
     stable_age_s: float = 2.0
     extra_config: str = ""
+    node_config: str = ""
+    """Extra lines of the [node] table."""
     ae_title: str = "CMRNODE"
     http_port: int = 0
     tls_args: Any = None
@@ -167,6 +169,7 @@ class NodeProcess:
             f"listen_port = {self.port}\nstable_age_s = {self.stable_age_s}\n"
             f"http_port = {self.http_port}\n"
             'min_free_disk_mb = 1\nlog_level = "INFO"\n'
+            f"{self.node_config}\n"
             f"{self.extra_config}\n"
             "[sender]\nretry_initial_s = 0.5\nretry_max_s = 2.0\nnetwork_timeout_s = 10\n"
             f"{dest}"
