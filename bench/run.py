@@ -162,6 +162,7 @@ class Benchmark:
         self.latency: LatencyResult | None = None
         self.lge_runs: list[ResultRun] = []
         self.molli_fit: dict[str, Any] | None = None
+        self.radiomics_time: dict[str, Any] | None = None
         self.lge_cold: ResultRun | None = None
         self.memory: dict[str, dict[str, int]] = {}
         self.errors: dict[str, str] = {}
@@ -292,6 +293,12 @@ class Benchmark:
 
         self.molli_fit = time_fit(7)
 
+    def run_radiomics_time(self) -> None:
+        """Time to extract the 869 features of one T1-map slice, preprocessing included."""
+        from bench.radiomics_time import time_extraction
+
+        self.radiomics_time = time_extraction(5)
+
     def lge_median(self) -> float | None:
         """Median LGE time to result of the successful (warm) runs."""
         times = [r.seconds for r in self.lge_runs if r.seconds is not None]
@@ -327,6 +334,12 @@ class Benchmark:
             "MOLLI fit 256x256x8, every pixel, one thread (median)", "<= 1 s",
             "n/a" if fit is None else f"{fit['all_pixels']['median_s']:.2f} s",
             None if fit is None else bool(fit["passed"]),
+        ))  # fmt: skip
+        rt = self.radiomics_time
+        out.append(Target(
+            "T1 radiomics, 869 features of one slice incl. preprocessing (median)", "<= 1 s",
+            "n/a" if rt is None else f"{rt['median_s']:.2f} s",
+            None if rt is None else bool(rt["passed"]),
         ))  # fmt: skip
         node_rate = self.ingest.median_rate("node") if self.ingest else None
         orthanc_rate = self.ingest.median_rate("orthanc") if self.ingest else None
@@ -378,6 +391,7 @@ class Benchmark:
                 "runs": [r.as_dict() for r in self.lge_runs],
             },
             "molli_fit": self.molli_fit,
+            "radiomics_time": self.radiomics_time,
             "memory": self.memory,
             "targets": [t.as_dict() for t in self.targets()],
             "errors": self.errors,
@@ -507,7 +521,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="C-STORE SCU of the ingest measurement (time to result always uses pynetdicom)",
     )  # fmt: skip
     parser.add_argument(
-        "--skip", action="append", choices=["ingest", "latency", "lge", "molli"], default=[],
+        "--skip", action="append", default=[],
+        choices=["ingest", "latency", "lge", "molli", "radiomics"],
         help="leave out a part (repeatable)",
     )  # fmt: skip
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temporary one)")
@@ -544,6 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     bench.section("ingest", bench.run_ingest)
                 if "latency" not in args.skip:
                     bench.section("time to result", bench.run_latency)
+                if "radiomics" not in args.skip:
+                    bench.section("T1 radiomics", bench.run_radiomics_time)
                 if "molli" not in args.skip:
                     bench.section("MOLLI fit", bench.run_molli_fit)
                 if "lge" not in args.skip:

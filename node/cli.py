@@ -130,6 +130,7 @@ def _files_under(root: Path) -> list[Path]:
 
 def cmd_analyse(args: argparse.Namespace) -> int:
     """Analyse every recognised series under INPUT, write outputs and results.json to OUT."""
+    from node.covariates import CovariatesError, read_covariates_table
     from node.pipeline import (
         RESULTS_SCHEMA,
         result_summary,
@@ -142,6 +143,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     from node.service import read_headers, route_reason
     from plugins import PLUGIN_NAMES
     from plugins.api import AnalysisError
+    from plugins.radiomics.cli import write_series_features
 
     settings = _settings(args)
     _setup_logging("WARNING" if not args.verbose else "INFO")
@@ -149,6 +151,14 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     if not root.exists():
         print(f"error: {root} does not exist", file=sys.stderr)
         return 2
+    table = None
+    if args.covariates:
+        try:
+            table = read_covariates_table(Path(args.covariates))
+        except CovariatesError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    lge_by_study: dict[str, Any] = {}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rules = load_rules(settings.rules_file)
@@ -166,7 +176,10 @@ def cmd_analyse(args: argparse.Namespace) -> int:
         {uid: all_headers[uid] for uid, d in decisions.items() if d.analysis == "lge"},
         settings.analysis_options.get("lge", {}),
     )
-    for series_uid, paths in sorted(groups.items()):
+    # LGE series first: their scar extent is a covariate of the T1 maps' LVRR models.
+    order = sorted(groups, key=lambda uid: (decisions[uid].analysis != "lge", uid))
+    for series_uid in order:
+        paths = groups[series_uid]
         headers = all_headers[series_uid]
         first = headers[0] if headers else None
         label = (
@@ -194,14 +207,28 @@ def cmd_analyse(args: argparse.Namespace) -> int:
             entries.append(entry)
             continue
         started = time.perf_counter()
+        study_uid = str(first.get("StudyInstanceUID", "")) if first is not None else ""
+        options = dict(settings.analysis_options.get(analysis, {}))
+        if analysis == "t1map":
+            options.update(_analyse_covariates(
+                settings, table, lge_by_study.get(study_uid), study_uid,
+                str(first.get("AccessionNumber", "") or "") if first is not None else "",
+            ))
         try:
-            run = run_analysis(paths, analysis, settings.analysis_options.get(analysis, {}), writer)
+            run = run_analysis(paths, analysis, options, writer)
             files = write_outputs(run, out / series_uid)
             summary = result_summary(run, files)
+            if analysis == "lge":
+                _remember_lge(lge_by_study, study_uid, summary, label)
+            features = write_series_features(
+                summary, out / series_uid, run.result.extra.get("radiomics")
+            )
             summary["outputs"] = {
                 k: {**v, "file": f"{series_uid}/{v['file']}"} for k, v in summary["outputs"].items()
             }
             entry.update(summary)
+            if features:
+                entry["features_files"] = [f"{series_uid}/{f.name}" for f in features]
             values = ", ".join(
                 f"{k}={v['value']}" for k, v in summary["global"].items() if v["value"] is not None
             )
@@ -230,6 +257,44 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     analysed = sum(1 for e in entries if e.get("status") == "analysed")
     print(f"{analysed} of {len(entries)} series analysed; results in {out / 'results.json'}")
     return 0
+
+
+def _analyse_covariates(
+    settings: Settings,
+    table: Any,
+    lge: Any,
+    study_uid: str,
+    accession: str,
+) -> dict[str, Any]:
+    """Plugin options with a T1 map's covariates: ``--covariates`` file, else the sidecar
+    folder, completed by the LGE series of the same study analysed in this run."""
+    from node.covariates import (
+        CovariateFolder,
+        CovariatesError,
+        analysis_covariate_options,
+        merge_covariates,
+    )
+
+    explicit = table.lookup(study_uid, accession or None) if table is not None else None
+    if explicit is None:
+        try:
+            explicit = CovariateFolder(settings.covariates_folder).lookup(
+                study_uid, accession or None
+            )
+        except CovariatesError as exc:
+            return {"covariates_error": str(exc), "covariates_source": "sidecar file"}
+    return analysis_covariate_options(merge_covariates(explicit, lge))
+
+
+def _remember_lge(
+    lge_by_study: dict[str, Any], study_uid: str, summary: Mapping[str, Any], label: str
+) -> None:
+    """Keep an analysed LGE series' covariates for the T1 maps of its study."""
+    from node.covariates import SuppliedCovariates, lge_covariates
+
+    values = lge_covariates(summary)
+    if values and study_uid and study_uid not in lge_by_study:
+        lge_by_study[study_uid] = SuppliedCovariates(values, f"LGE analysis of {label}")
 
 
 # ------------------------------------------------------------------------------------ route
@@ -377,6 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="folder (searched recursively) or file")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--analysis", help="force this analysis for every series (skip routing)")
+    p.add_argument(
+        "--covariates",
+        metavar="FILE.json",
+        help="LVRR covariates: a JSON object from StudyInstanceUID or AccessionNumber to "
+        "covariates, or one flat object of covariates for every study",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_analyse)
 

@@ -14,6 +14,7 @@ from pydicom import Dataset, dcmread
 
 from node.audit import AuditLog
 from node.catalog import Catalog, SeriesState
+from node.covariates import CovariateFolder
 from node.listener import StorageListener, reconcile_spool
 from node.pairing import lge_reconstruction, preferred_partner, skip_reason
 from node.router import RouteDecision, RuleSet, load_rules, route
@@ -153,7 +154,8 @@ class Node:
         self.status: StatusServer | None = None
         if settings.http_port:
             self.status = StatusServer(
-                self.catalog, settings.http_host, settings.http_port, self.workers.wake
+                self.catalog, settings.http_host, settings.http_port, self.workers.wake,
+                covariates=CovariateFolder(settings.covariates_folder),
             )
         self._stopped = threading.Event()
 

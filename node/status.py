@@ -6,6 +6,13 @@ HTTP routes (JSON, bound to ``http_host``, loopback by default):
 ``GET /status``             counts by state, recent series, jobs, outbox rows and events
 ``GET /jobs/<id>``          one job with its outbox rows and results.json
 ``POST /jobs/<id>/retry``   queue a failed job again
+``POST /studies/<StudyInstanceUID>/covariates``
+                            store a study's LVRR covariates (JSON object, keys as
+                            :func:`plugins.radiomics.lvrr.parse_covariates` accepts) as its
+                            sidecar file and analyse its T1 maps again; 400 with the reason
+                            for invalid input
+``GET /studies/<StudyInstanceUID>/covariates``
+                            the study's stored covariates (404 when none)
 """
 
 from __future__ import annotations
@@ -23,10 +30,50 @@ from typing import Any
 
 from node import __version__
 from node.catalog import Catalog
+from node.covariates import (
+    T1MAP_ANALYSIS,
+    CovariateFolder,
+    CovariatesError,
+    normalise_covariates,
+)
 
 logger = logging.getLogger(__name__)
 
 _JOB_RE = re.compile(r"^/jobs/(\d+)(/retry)?$")
+_COVARIATES_RE = re.compile(r"^/studies/([^/]+)/covariates$")
+MAX_BODY_BYTES = 65536
+"""Largest request body accepted (a covariates object is a few hundred bytes)."""
+
+
+def post_covariates(
+    catalog: Catalog, folder: CovariateFolder, study_uid: str, body: bytes
+) -> tuple[int, dict[str, Any]]:
+    """Validate and store a study's covariates, then queue its T1 maps again.
+
+    Returns
+    -------
+    tuple
+        HTTP status (200, or 400 with ``error`` for invalid input) and the JSON answer:
+        the covariates stored, the sidecar path and the ids of the re-queued jobs.
+    """
+    try:
+        raw = json.loads(body.decode("utf-8"))
+        path, values = folder.write(study_uid, raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return 400, {"error": f"The body is not JSON: {exc}"}
+    except CovariatesError as exc:
+        return 400, {"error": str(exc)}
+    requeued = catalog.reanalyse_study(
+        study_uid, T1MAP_ANALYSIS, f"LVRR covariates posted for the study ({path.name})"
+    )
+    logger.info("covariates of study %s stored; T1-map jobs queued again: %s", study_uid,
+                requeued)
+    return 200, {
+        "study_instance_uid": study_uid,
+        "covariates": values,
+        "sidecar": str(path),
+        "requeued_jobs": requeued,
+    }
 
 
 def status_report(catalog: Catalog, limit: int = 20) -> dict[str, Any]:
@@ -125,13 +172,31 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 class StatusServer:
-    """The HTTP status endpoint, in a background thread."""
+    """The HTTP status endpoint, in a background thread.
+
+    Parameters
+    ----------
+    catalog
+        The node's catalog.
+    host, port
+        Where to listen (port 0: any free port).
+    on_retry
+        Called after a job was queued again (wakes the workers).
+    covariates
+        The covariates sidecar folder; without it the covariates routes answer 503.
+    """
 
     def __init__(
-        self, catalog: Catalog, host: str, port: int, on_retry: Callable[[], None]
+        self,
+        catalog: Catalog,
+        host: str,
+        port: int,
+        on_retry: Callable[[], None],
+        covariates: CovariateFolder | None = None,
     ) -> None:
         self._catalog = catalog
         self._on_retry = on_retry
+        self._covariates = covariates
         handler = self._make_handler()
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
@@ -158,6 +223,7 @@ class StatusServer:
     def _make_handler(self) -> type[BaseHTTPRequestHandler]:
         catalog = self._catalog
         on_retry = self._on_retry
+        covariates = self._covariates
 
         class Handler(BaseHTTPRequestHandler):
             server_version = f"cmr-node/{__version__}"
@@ -182,17 +248,56 @@ class StatusServer:
                 elif (m := _JOB_RE.match(path)) and not m.group(2):
                     detail = job_detail(catalog, int(m.group(1)))
                     self._send(200 if detail else 404, detail or {"error": "no such job"})
+                elif m := _COVARIATES_RE.match(path):
+                    self._get_covariates(m.group(1))
                 else:
                     self._send(404, {"error": "not found"})
 
+            def _get_covariates(self, study_uid: str) -> None:
+                if covariates is None:
+                    self._send(503, {"error": "no covariates folder configured"})
+                    return
+                try:
+                    found = covariates.lookup(study_uid)
+                except CovariatesError as exc:
+                    self._send(409, {"error": f"the stored covariates are invalid: {exc}"})
+                    return
+                if found is None:
+                    self._send(404, {"error": f"no covariates stored for study {study_uid}"})
+                else:
+                    self._send(200, {"study_instance_uid": study_uid,
+                                     "covariates": normalise_covariates(found.values),
+                                     "source": found.source})
+
             def do_POST(self) -> None:
-                m = _JOB_RE.match(self.path)
+                path = self.path.split("?", 1)[0]
+                m = _JOB_RE.match(path)
                 if m and m.group(2):
                     ok = catalog.retry_job(int(m.group(1)))
                     if ok:
                         on_retry()
                     self._send(200 if ok else 409, {"retried": ok})
+                elif m := _COVARIATES_RE.match(path):
+                    self._post_covariates(m.group(1))
                 else:
                     self._send(404, {"error": "not found"})
+
+            def _post_covariates(self, study_uid: str) -> None:
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    length = -1
+                if not 0 < length <= MAX_BODY_BYTES:
+                    self._send(400, {"error": "a JSON body of at most "
+                                              f"{MAX_BODY_BYTES} bytes is required"})
+                    return
+                body = self.rfile.read(length)
+                if covariates is None:
+                    self._send(503, {"error": "no covariates folder configured"})
+                    return
+                code, answer = post_covariates(catalog, covariates, study_uid, body)
+                if answer.get("requeued_jobs"):
+                    on_retry()
+                self._send(code, answer)
 
         return Handler

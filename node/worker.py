@@ -3,6 +3,11 @@
 A job whose series cannot be analysed (``AnalysisError``: unsupported or implausible input)
 fails at once with its reason; an unexpected error is retried with backoff up to
 ``max_job_attempts`` times. A job interrupted by a crash is put back in the queue at start.
+
+A T1-map job gets its study's LVRR covariates (:mod:`node.covariates`) in its options and
+writes its full radiomic feature vector (``features.json``, ``features.csv``) next to its
+outputs.  When an LGE job of a study finishes, the study's analysed T1 maps are queued again
+so that their LVRR probability uses the LGE values.
 """
 
 from __future__ import annotations
@@ -11,13 +16,27 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+from pydicom import dcmread
 
 from node.catalog import Catalog, Job
+from node.covariates import (
+    LGE_ANALYSIS,
+    T1MAP_ANALYSIS,
+    CovariateFolder,
+    CovariatesError,
+    analysis_covariate_options,
+    lge_covariates,
+    lge_results_covariates,
+    merge_covariates,
+)
 from node.pipeline import result_summary, run_analysis, write_json, write_outputs, writer_settings
 from node.settings import Settings
 from plugins.api import AnalysisError
+from plugins.radiomics.cli import write_series_features
 
 logger = logging.getLogger(__name__)
 
@@ -94,11 +113,14 @@ class WorkerPool:
         try:
             paths = self._catalog.instance_paths(job.series_instance_uid)
             options = self._settings.analysis_options.get(job.analysis, {})
+            if job.analysis == T1MAP_ANALYSIS:
+                options = {**options, **self.covariate_options(job, paths)}
             run = run_analysis(paths, job.analysis, options, self._writer)
             out_dir = self._settings.results_dir / job.series_instance_uid / f"job-{job.id}"
             files = write_outputs(run, out_dir)
             summary = result_summary(run, files)
             write_json(out_dir / "results.json", summary)
+            self._export_features(job, summary, out_dir, run.result.extra.get("radiomics"))
             run.timings["total_s"] = time.perf_counter() - started
             destinations = [d.name for d in self._settings.destinations]
             queued = self._catalog.finish_job(
@@ -127,8 +149,81 @@ class WorkerPool:
         if queued:
             logger.info("job %d done in %.2f s", job.id, time.perf_counter() - started)
             self._on_outputs()
+            if job.analysis == LGE_ANALYSIS and lge_covariates(summary):
+                self.reanalyse_after_lge(job)
         else:
             logger.info("job %d superseded by a newer generation of its series", job.id)
+
+    def _export_features(
+        self, job: Job, summary: dict[str, Any], out_dir: Path, block: Any
+    ) -> None:
+        """Write the research export of a T1 map's features; a failure only is logged."""
+        try:
+            write_series_features(summary, out_dir, block)
+        except (OSError, ValueError) as exc:
+            logger.warning("job %d: features not exported: %s", job.id, exc)
+            self._catalog.record_event(
+                "export_failed", job.series_instance_uid, f"features not exported: {exc}"
+            )
+
+    def covariate_options(self, job: Job, paths: Sequence[Path]) -> dict[str, Any]:
+        """The LVRR covariates of a T1-map job's study, as plugin options.
+
+        Explicit covariates come from the study's sidecar (by StudyInstanceUID, then
+        AccessionNumber); the LGE values they lack come from the latest done LGE job of the
+        same study.  An invalid sidecar is reported in the result (``covariates_error``).
+        """
+        study_uid = self._catalog.series_study(job.series_instance_uid)
+        if study_uid is None:
+            return {}
+        folder = CovariateFolder(self._settings.covariates_folder)
+        try:
+            explicit = folder.lookup(study_uid, _accession_number(paths))
+        except CovariatesError as exc:
+            logger.warning("job %d: covariates of study %s refused: %s", job.id, study_uid, exc)
+            self._catalog.record_event("covariates_invalid", job.series_instance_uid, str(exc))
+            return {"covariates_error": str(exc), "covariates_source": "sidecar file"}
+        lge = None
+        for lge_job in self._catalog.study_jobs(study_uid, LGE_ANALYSIS):
+            path = results_file(lge_job.get("result_dir"))
+            if path is not None:
+                lge = lge_results_covariates(path, f"LGE analysis job {lge_job['id']}")
+            if lge is not None:
+                break
+        return analysis_covariate_options(merge_covariates(explicit, lge))
+
+    def reanalyse_after_lge(self, job: Job) -> list[int]:
+        """An LGE analysis with covariates finished: analyse the study's T1 maps again.
+
+        Returns the ids of the re-queued T1-map jobs (none when the study's T1 maps are not
+        analysed yet: they will read the LGE results when they run).
+        """
+        study_uid = self._catalog.series_study(job.series_instance_uid)
+        if study_uid is None:
+            return []
+        reason = (
+            f"LGE analysis (job {job.id}, series {job.series_instance_uid}) of the study "
+            "finished after the T1 map was analysed: LVRR covariates from LGE now available"
+        )
+        requeued = self._catalog.reanalyse_study(study_uid, T1MAP_ANALYSIS, reason)
+        if requeued:
+            logger.info("job %d: T1-map jobs %s of study %s queued again", job.id, requeued,
+                        study_uid)
+            self.wake()
+        return requeued
+
+
+def _accession_number(paths: Sequence[Path]) -> str | None:
+    """AccessionNumber of a series (from its first readable instance header)."""
+    for path in paths[:3]:
+        try:
+            ds = dcmread(path, stop_before_pixels=True, specific_tags=["AccessionNumber"])
+        except Exception as exc:  # unreadable file: the analysis reports it
+            logger.debug("no header in %s: %s", path, exc)
+            continue
+        value = str(ds.get("AccessionNumber", "") or "").strip()
+        return value or None
+    return None
 
 
 def _short_summary(summary: dict[str, object]) -> dict[str, object]:

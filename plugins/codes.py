@@ -64,6 +64,7 @@ __all__ = [
     "DERIVATION",
     "HEART",
     "LEFT_VENTRICLE",
+    "LVRR_PROBABILITY",
     "MASS",
     "MAX_TRANSMURALITY",
     "MEAN",
@@ -74,6 +75,7 @@ __all__ = [
     "MYOCARDIUM",
     "NUMBER_OF_PIXELS",
     "PRIVATE_SCHEME",
+    "RADSCORE",
     "RIGHT_VENTRICLE",
     "SCAR_EXTENT",
     "SCAR_EXTENT_FWHM",
@@ -141,6 +143,13 @@ MAX_TRANSMURALITY: Final = Code(
 )
 AREA_FRACTION: Final = Code("area-percent", PRIVATE_SCHEME, "Fraction of myocardial area")
 T1_Z_SCORE: Final = Code("t1-z-score", PRIVATE_SCHEME, "T1 z-score against the normal range")
+# Native T1 radiomics: the site model's rad-score (log-odds of its outcome, unitless) and the
+# probability of LV reverse remodelling from a published logistic model (issue 6); neither
+# has a standard concept.
+RADSCORE: Final = Code("radscore", PRIVATE_SCHEME, "Radiomics score (rad-score)")
+LVRR_PROBABILITY: Final = Code(
+    "lvrr-probability", PRIVATE_SCHEME, "Probability of LV reverse remodelling"
+)
 
 # Statistics (CID 7464), written under the concept name "Derivation"
 DERIVATION: Final = Code("121401", "DCM", "Derivation")

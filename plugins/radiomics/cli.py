@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -30,9 +32,20 @@ from typing import Any, Final
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ID_COLUMNS", "add_radiomics_commands", "collect_rows", "export_features"]
+__all__ = [
+    "FEATURES_CSV",
+    "FEATURES_JSON",
+    "ID_COLUMNS",
+    "add_radiomics_commands",
+    "collect_rows",
+    "export_features",
+    "write_series_features",
+]
 
 RESULTS_FILE: Final = "results.json"
+FEATURES_JSON: Final = "features.json"
+FEATURES_CSV: Final = "features.csv"
+FEATURES_SCHEMA: Final = "cmr-node/radiomics-features/1"
 ID_COLUMNS: Final[tuple[str, ...]] = (
     "study_instance_uid",
     "series_instance_uid",
@@ -149,6 +162,90 @@ def _block(entry: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return None
 
 
+def _row(entry: Mapping[str, Any], block: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """One export row: identifiers, then the features (NaN/None as an empty cell)."""
+    slice_info = block.get("slice") or {}
+    row: dict[str, Any] = {
+        "study_instance_uid": entry.get("study_instance_uid", ""),
+        "series_instance_uid": entry.get("series_instance_uid", ""),
+        "sop_instance_uid": slice_info.get("sop_instance_uid", ""),
+        "frame_index": slice_info.get("frame_index", ""),
+        "slice_location_mm": slice_info.get("slice_location_mm", ""),
+        "level": slice_info.get("level", ""),
+        "source": source,
+    }
+    for name, value in block["features"].items():
+        row[str(name)] = "" if value is None else value
+    return row
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def _json_number(value: Any) -> Any:
+    """JSON form of numpy scalars (``json.dumps`` default)."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def write_series_features(
+    entry: Mapping[str, Any], folder: Path, block: Mapping[str, Any] | None = None
+) -> list[Path]:
+    """Write one analysed T1 map's full feature vector as ``features.json`` and ``.csv``.
+
+    Parameters
+    ----------
+    entry
+        The series' ``results.json`` entry (identifiers, and ``extra["radiomics"]``).
+    folder
+        The series' result folder (next to ``results.json`` and the DICOM outputs).
+    block
+        The radiomics block at full precision (``AnalysisResult.extra["radiomics"]``);
+        default: the entry's, whose numbers ``results.json`` rounds to 3 decimals.
+
+    Returns
+    -------
+    list of Path
+        The files written; empty when the entry has no feature vector.
+    """
+    if block is None or not isinstance(block.get("features"), Mapping):
+        block = _block(entry)
+    if entry.get("analysis") != "t1map" or block is None:
+        return []
+    document = {
+        "schema": FEATURES_SCHEMA,
+        "study_instance_uid": entry.get("study_instance_uid", ""),
+        "series_instance_uid": entry.get("series_instance_uid", ""),
+        "slice": dict(block.get("slice") or {}),
+        "preprocessing": dict(block.get("preprocessing") or {}),
+        "radscore": block.get("radscore"),
+        "lvrr": block.get("lvrr"),
+        "features": dict(block["features"]),
+    }
+    json_path = folder / FEATURES_JSON
+    text = json.dumps(document, indent=2, allow_nan=False, default=_json_number)
+    _write_atomic(json_path, text.encode("utf-8"))
+    row = _row(entry, block, RESULTS_FILE)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(row), lineterminator="\n")
+    writer.writeheader()
+    writer.writerow(row)
+    csv_path = folder / FEATURES_CSV
+    _write_atomic(csv_path, buffer.getvalue().encode("utf-8"))
+    logger.info("%d features of series %s written to %s", len(block["features"]),
+                entry.get("series_instance_uid"), folder)
+    return [json_path, csv_path]
+
+
 def collect_rows(paths: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
     """Rows of identifiers and features from results files.
 
@@ -177,19 +274,9 @@ def collect_rows(paths: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
             block = _block(entry)
             if block is None:
                 continue
-            slice_info = block.get("slice") or {}
-            row: dict[str, Any] = {
-                "study_instance_uid": entry.get("study_instance_uid", ""),
-                "series_instance_uid": entry.get("series_instance_uid", ""),
-                "sop_instance_uid": slice_info.get("sop_instance_uid", ""),
-                "frame_index": slice_info.get("frame_index", ""),
-                "slice_location_mm": slice_info.get("slice_location_mm", ""),
-                "level": slice_info.get("level", ""),
-                "source": str(path),
-            }
-            for name, value in block["features"].items():
+            row = _row(entry, block, str(path))
+            for name in block["features"]:
                 names.setdefault(str(name), None)
-                row[str(name)] = "" if value is None else value
             key = str(row["series_instance_uid"]) or f"{path}#{len(rows)}"
             if key in rows:
                 logger.info("series %s found again in %s; keeping the later", key, path)

@@ -83,7 +83,7 @@ from plugins.t1map.segmenter import (
     polar_sample,
     tissue_ranges,
 )
-from plugins.t1map.texture import mid_slice_radiomics
+from plugins.t1map.texture import mid_slice_radiomics, radiomics_measurements
 
 logger = logging.getLogger(__name__)
 
@@ -404,6 +404,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     flags.extend(radiomics_flags)
     if radiomics_block is not None:
         extra["radiomics"] = radiomics_block
+        series_measurements = (*series_measurements, *radiomics_measurements(radiomics_block))
     logger.info(
         "t1map %s: %d/%d slice(s) analysed, %d flag(s)",
         series.series_instance_uid,

@@ -1,0 +1,296 @@
+"""Clinical covariates of a study for the LVRR models, and where the node finds them.
+
+The T1-map plugin computes the probability of LV reverse remodelling from covariates it gets
+in its options (``covariates``, ``covariates_source``); it never reads files.  This module is
+the node's side:
+
+* **sidecar files**: ``<StudyInstanceUID>.json`` or ``<AccessionNumber>.json`` in the
+  covariates folder (``node.covariates_dir``), holding a JSON object with the keys
+  :func:`plugins.radiomics.lvrr.parse_covariates` accepts, e.g.
+  ``{"sbp_mmhg": 128, "lvef_percent": 31, "lveddi_mm_per_m2": 36, "smoking": 0}``.
+  ``POST /studies/<StudyInstanceUID>/covariates`` on the status endpoint writes one;
+* **a command-line file** for ``cmr-node analyse --covariates FILE.json``: a mapping from
+  StudyInstanceUID or AccessionNumber to covariates, or one flat mapping for every study;
+* **the node's own LGE analysis** of the same study: scar extent (% of LV mass, network
+  method) and septal mid-wall LGE from its ``results.json``, used for the keys the explicit
+  covariates do not give.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from node.spool import write_atomic
+from plugins.radiomics.lvrr import Covariate, CovariateError, parse_covariates
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "LGE_ANALYSIS",
+    "T1MAP_ANALYSIS",
+    "CovariateFolder",
+    "CovariatesError",
+    "CovariatesTable",
+    "SuppliedCovariates",
+    "analysis_covariate_options",
+    "lge_covariates",
+    "lge_results_covariates",
+    "merge_covariates",
+    "normalise_covariates",
+    "read_covariates_table",
+    "valid_study_uid",
+]
+
+T1MAP_ANALYSIS: Final = "t1map"
+LGE_ANALYSIS: Final = "lge"
+_UID_RE: Final = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_SAFE_NAME_RE: Final = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
+_LGE_KEYS: Final = (str(Covariate.LGE_EXTENT), str(Covariate.SEPTAL_MIDWALL_LGE))
+
+
+class CovariatesError(ValueError):
+    """Covariates or a covariates file are invalid; the message says why."""
+
+
+@dataclass(frozen=True)
+class SuppliedCovariates:
+    """Covariates of one study and where they came from.
+
+    Attributes
+    ----------
+    values
+        Covariate name → number in the models' units (validated).
+    source
+        Human-readable origin (file, REST, command line, LGE job).
+    """
+
+    values: Mapping[str, float]
+    source: str
+
+
+def valid_study_uid(uid: str) -> bool:
+    """Whether ``uid`` is a syntactically valid DICOM UID (digits and dots, ≤ 64 chars)."""
+    return len(uid) <= 64 and bool(_UID_RE.match(uid))
+
+
+def normalise_covariates(raw: Any) -> dict[str, float]:
+    """Validate covariates and return them as name → number in the models' units.
+
+    Parameters
+    ----------
+    raw
+        A JSON object as :func:`plugins.radiomics.lvrr.parse_covariates` accepts.
+
+    Raises
+    ------
+    CovariatesError
+        If ``raw`` is not an object, or a covariate is unknown, out of range or in a wrong
+        unit.
+    """
+    if not isinstance(raw, Mapping):
+        raise CovariatesError("Covariates must be a JSON object of covariate name to value.")
+    try:
+        return {str(k): v for k, v in parse_covariates(raw).items()}
+    except CovariateError as exc:
+        raise CovariatesError(str(exc)) from exc
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CovariatesError(f"Cannot read the covariates file {path}: {exc}") from exc
+
+
+class CovariateFolder:
+    """The sidecar folder: ``<StudyInstanceUID>.json`` or ``<AccessionNumber>.json``.
+
+    Parameters
+    ----------
+    folder
+        The folder (created on the first write).
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def path_for(self, key: str) -> Path | None:
+        """The sidecar path of a study UID or accession number; None for an unsafe name."""
+        key = key.strip()
+        if not key or not _SAFE_NAME_RE.match(key):
+            return None
+        return self.folder / f"{key}.json"
+
+    def lookup(self, study_uid: str | None, accession: str | None = None
+               ) -> SuppliedCovariates | None:
+        """Covariates of a study from its sidecar (study UID first, then accession number).
+
+        Raises
+        ------
+        CovariatesError
+            If the sidecar exists but is unreadable or invalid.
+        """
+        for kind, key in (("StudyInstanceUID", study_uid), ("AccessionNumber", accession)):
+            path = self.path_for(key) if key else None
+            if path is None or not path.is_file():
+                continue
+            values = normalise_covariates(_read_json(path))
+            logger.info("covariates of study %s from %s (%s)", study_uid, path, kind)
+            return SuppliedCovariates(values, f"sidecar {path.name}")
+        return None
+
+    def write(self, study_uid: str, raw: Any) -> tuple[Path, dict[str, float]]:
+        """Validate covariates and write them atomically as the study's sidecar.
+
+        The file replaces any earlier sidecar of the study (all keys, not a merge).
+
+        Returns
+        -------
+        tuple
+            The sidecar path and the normalised covariates written.
+
+        Raises
+        ------
+        CovariatesError
+            For an invalid study UID or invalid covariates; nothing is written then.
+        """
+        if not valid_study_uid(study_uid):
+            raise CovariatesError(f"{study_uid!r} is not a valid StudyInstanceUID.")
+        values = normalise_covariates(raw)
+        path = self.path_for(study_uid)
+        if path is None:  # unreachable for a valid UID; kept for the type checker
+            raise CovariatesError(f"{study_uid!r} cannot name a file.")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, (json.dumps(values, indent=2, sort_keys=True) + "\n").encode())
+        logger.info("covariates of study %s written to %s", study_uid, path)
+        return path, values
+
+
+@dataclass(frozen=True)
+class CovariatesTable:
+    """The covariates of ``cmr-node analyse --covariates FILE``.
+
+    Attributes
+    ----------
+    path
+        The file read.
+    by_key
+        StudyInstanceUID or AccessionNumber → covariates; empty for a flat file.
+    flat
+        Covariates for every study, for a flat file.
+    """
+
+    path: Path
+    by_key: Mapping[str, Mapping[str, float]]
+    flat: Mapping[str, float] | None = None
+
+    def lookup(self, study_uid: str | None, accession: str | None = None
+               ) -> SuppliedCovariates | None:
+        """Covariates of a study (by study UID, then accession, then the flat mapping)."""
+        for key in (study_uid, accession):
+            if key and key in self.by_key:
+                return SuppliedCovariates(
+                    self.by_key[key], f"command line file {self.path.name} [{key}]"
+                )
+        if self.flat is not None:
+            return SuppliedCovariates(self.flat, f"command line file {self.path.name}")
+        return None
+
+
+def read_covariates_table(path: Path) -> CovariatesTable:
+    """Read a ``--covariates`` file: keyed by study UID or accession number, or flat.
+
+    A file whose keys are all covariate names is flat; otherwise every value must be a
+    covariates object.
+
+    Raises
+    ------
+    CovariatesError
+        If the file is unreadable, not an object, or holds invalid covariates (the message
+        names the study key).
+    """
+    document = _read_json(path)
+    if not isinstance(document, Mapping):
+        raise CovariatesError(f"{path}: the covariates file must hold a JSON object.")
+    known = {str(c) for c in Covariate}
+    if document and set(document) <= known:
+        return CovariatesTable(path, {}, normalise_covariates(document))
+    by_key: dict[str, Mapping[str, float]] = {}
+    for key, raw in document.items():
+        try:
+            by_key[str(key)] = normalise_covariates(raw)
+        except CovariatesError as exc:
+            raise CovariatesError(f"{path}: covariates of {key!r}: {exc}") from exc
+    return CovariatesTable(path, by_key)
+
+
+def lge_covariates(results: Mapping[str, Any]) -> dict[str, float]:
+    """LGE covariates from an LGE analysis' ``results.json`` entry.
+
+    Parameters
+    ----------
+    results
+        The entry (``extra.lge.methods.network.percent``, ``extra.lge.septal_midwall``).
+
+    Returns
+    -------
+    dict
+        ``lge_percent_lv_mass`` and ``septal_midwall_lge`` where present; empty when the
+        analysis failed QC or reports neither.
+    """
+    if results.get("qc_failure"):
+        return {}
+    extra = results.get("extra")
+    lge = extra.get("lge") if isinstance(extra, Mapping) else None
+    if not isinstance(lge, Mapping):
+        return {}
+    found: dict[str, Any] = {}
+    methods = lge.get("methods")
+    network = methods.get("network") if isinstance(methods, Mapping) else None
+    if isinstance(network, Mapping) and network.get("percent") is not None:
+        found[str(Covariate.LGE_EXTENT)] = network["percent"]
+    if isinstance(lge.get("septal_midwall"), bool):
+        found[str(Covariate.SEPTAL_MIDWALL_LGE)] = int(lge["septal_midwall"])
+    try:
+        return normalise_covariates(found)
+    except CovariatesError as exc:
+        logger.warning("LGE results give unusable covariates: %s", exc)
+        return {}
+
+
+def merge_covariates(
+    explicit: SuppliedCovariates | None, lge: SuppliedCovariates | None
+) -> SuppliedCovariates | None:
+    """Explicit covariates, completed by the LGE analysis' values for keys they lack."""
+    if lge is not None and lge.values:
+        used = {k: v for k, v in lge.values.items() if explicit is None or k not in explicit.values}
+        if used:
+            values = {**(explicit.values if explicit else {}), **used}
+            sources = [explicit.source] if explicit else []
+            sources.append(f"{lge.source} ({', '.join(sorted(used))})")
+            return SuppliedCovariates(values, "; ".join(sources))
+    return explicit
+
+
+def analysis_covariate_options(covariates: SuppliedCovariates | None) -> dict[str, Any]:
+    """The plugin options that carry covariates (empty when there are none)."""
+    if covariates is None:
+        return {}
+    return {"covariates": dict(covariates.values), "covariates_source": covariates.source}
+
+
+def lge_results_covariates(results_json: Path, label: str) -> SuppliedCovariates | None:
+    """LGE covariates from a ``results.json`` file; None when absent or unusable."""
+    try:
+        document = json.loads(results_json.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        logger.warning("cannot read LGE results %s: %s", results_json, exc)
+        return None
+    values = lge_covariates(document) if isinstance(document, Mapping) else {}
+    return SuppliedCovariates(values, label) if values else None
