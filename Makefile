@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv/bin
 CONFIG ?=
 
-.PHONY: setup run orthanc test test-fast lint bench demo clean
+.PHONY: setup run orthanc test test-fast test-viewer lint bench demo clean
 
 setup:
 	@deploy/setup.sh
@@ -17,6 +17,10 @@ orthanc: setup
 
 test: setup
 	$(VENV)/python -m pytest -ra $(PYTEST_ARGS)
+
+# The proof in a real viewer: OHIF in headless Chromium draws the node's SEG and SR.
+test-viewer: setup
+	$(VENV)/python -m pytest -ra tests/viewer $(PYTEST_ARGS)
 
 test-fast: setup
 	$(VENV)/python -m pytest -ra -m "not e2e and not slow" $(PYTEST_ARGS)

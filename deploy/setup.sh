@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Install everything cmr-node needs on Debian 12 with Python 3.11: Debian packages (dcmtk,
-# dicom3tools, Orthanc with its Python and DICOMweb plugins, fonts) and a virtual environment
-# in .venv with the project and its pinned Python dependencies. Idempotent: a second run
-# only checks.
+# dicom3tools, Orthanc with its Python and DICOMweb plugins, fonts, Chromium, shellcheck), the
+# pinned OHIF viewer and playwright-core for the viewer tests (deploy/viewer/setup.sh, into
+# build/viewer), and a virtual environment in .venv with the project and its pinned Python
+# dependencies. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(dcmtk dicom3tools orthanc orthanc-python orthanc-dicomweb fonts-dejavu-core chromium nodejs shellcheck)
+APT_PACKAGES=(dcmtk dicom3tools orthanc orthanc-python orthanc-dicomweb fonts-dejavu-core chromium shellcheck)
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 
@@ -26,6 +27,8 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+
+deploy/viewer/setup.sh
 
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $PYTHON"

@@ -43,6 +43,7 @@ from node.writers import (
     weights_text,
 )
 from node.writers.seg import segment_tracking_uid, to_pydicom_code, used_segments
+from plugins import codes as plugin_codes
 from plugins.api import (
     DISCLAIMER,
     AnalysisResult,
@@ -361,6 +362,24 @@ def _worst_severity(flags: Sequence[QCFlag]) -> Severity | None:
     return None
 
 
+CONTOUR_ONLY_REGIONS: frozenset[Label] = frozenset({Label.LV_BLOOD_POOL, Label.RV_BLOOD_POOL})
+"""Regions drawn without values in the planar-ROI report: viewers (OHIF) put every label at
+the contour's right-most point, where a blood-pool label covers the myocardium's."""
+
+
+def shown_on_contour(measurement: Measurement) -> bool:
+    """Whether a per-slice value is written on its contour in the planar-ROI report.
+
+    Viewers show a contour's values as "T1: 1012 ms" lines without the derivation, and only
+    the first few (OHIF: five), so only the mean (or an underived value, e.g. an area) of
+    regions other than the blood pools is written there; medians, SDs, pixel counts and
+    blood-pool values stay in the summary report, the summary image and results.json.
+    """
+    if measurement.region in CONTOUR_ONLY_REGIONS:
+        return False
+    return measurement.derivation is None or measurement.derivation == plugin_codes.MEAN
+
+
 def _slice_groups(
     result: AnalysisResult,
     series: LoadedSeries,
@@ -378,7 +397,9 @@ def _slice_groups(
     groups = []
     for label, (_number, definition) in segments.items():
         polygons = region_polygons(definition.mask(slice_result.labels))
-        measurements = [m for m in slice_result.measurements if m.region == label]
+        measurements = [
+            m for m in slice_result.measurements if m.region == label and shown_on_contour(m)
+        ]
         if not polygons:
             if measurements:
                 logger.warning(
