@@ -44,7 +44,6 @@ from plugins.api import (
     Severity,
     SliceResult,
     SourceFrame,
-    frames_by_location,
 )
 from plugins.cardiac.aha import SEGMENT_NAMES, assign_levels, transmurality
 from plugins.cardiac.regions import SliceSegments, merged_wall, slice_segment_maps
@@ -94,6 +93,8 @@ FOCAL_SEGMENT_FRACTION: Final = 0.9
 """Pattern "focal": at least this fraction of the scar lies in one AHA segment."""
 MIN_SEPTAL_MIDWALL_MM2: Final = 10.0
 """Septal mid-wall LGE is present when such lesions cover at least this area."""
+PARALLEL_COSINE: Final = 0.99
+"""Frames whose normals' cosine is at least this belong to one stack."""
 DEFAULT_SLICE_SPACING_MM: Final = 10.0
 """Slab of a single slice without SliceThickness (typical LGE spacing)."""
 
@@ -114,6 +115,8 @@ class QCCode:
     MODEL_UNAVAILABLE = "trained_model_unavailable"
     NOT_PARALLEL_STACK = "not_parallel_stack"
     CONTRAST_ASSUMED = "contrast_assumed"
+    BOTH_RECONSTRUCTIONS = "both_reconstructions_in_series"
+    REPEATED_POSITION = "repeated_slice_position"
 
 
 class Location(enum.StrEnum):
@@ -240,6 +243,76 @@ class _Slice:
         return float(mask.sum()) * self.pixel_area
 
 
+SAME_POSITION_MM: Final = 0.5
+"""Frames closer than this along the stack normal are the same slice position."""
+
+
+def stack_frames(series: LoadedSeries, prefer: LgeContrast) -> tuple[list[int], list[QCFlag]]:
+    """The frames to analyse: one per position of the short-axis stack, base order by location.
+
+    Frames of another orientation (long-axis views stored in the series) are left out; when a
+    series holds both reconstructions (Philips stores PSIR and magnitude together) only the
+    preferred one is kept; of repeated images at one position the last acquired is kept.
+    """
+    flags: list[QCFlag] = []
+    normals = [f.normal for f in series.frames]
+    groups: list[list[int]] = []
+    for index, normal in enumerate(normals):
+        for group in groups:
+            if abs(float(np.dot(normals[group[0]], normal))) >= PARALLEL_COSINE:
+                group.append(index)
+                break
+        else:
+            groups.append([index])
+    stack = max(groups, key=len)
+    if len(stack) < len(series.frames):
+        flags.append(QCFlag(
+            QCCode.NOT_PARALLEL_STACK, Severity.INFO,
+            f"{len(series.frames) - len(stack)} frame(s) are not parallel to the short-axis "
+            "stack (long-axis views) and were not analysed.",
+        ))
+    kinds = {
+        i: contrast_from_names(series.frames[i].attributes.get("ImageType"), [])[0]
+        for i in stack
+    }
+    if {LgeContrast.PSIR, LgeContrast.MAGNITUDE} <= set(kinds.values()):
+        kept = [i for i in stack if kinds[i] in (prefer, None)]
+        flags.append(QCFlag(
+            QCCode.BOTH_RECONSTRUCTIONS, Severity.INFO,
+            f"The series holds PSIR and magnitude images; the {prefer.name} images were "
+            f"analysed ({len(stack) - len(kept)} other frame(s) left out).",
+        ))
+        stack = kept
+    by_position: dict[int, list[int]] = {}
+    for i in stack:
+        key = round(series.frames[i].slice_location / SAME_POSITION_MM)
+        by_position.setdefault(key, []).append(i)
+    chosen = []
+    repeated = 0
+    for indices in by_position.values():
+        latest = max(indices, key=lambda i: (
+            _number(series.frames[i].attributes.get("InstanceNumber")),
+            series.frames[i].frame_number or 0,
+        ))
+        chosen.append(latest)
+        repeated += len(indices) - 1
+    if repeated:
+        flags.append(QCFlag(
+            QCCode.REPEATED_POSITION, Severity.INFO,
+            f"{repeated} image(s) repeat a slice position; the last acquired of each position "
+            "was analysed.",
+        ))
+    chosen.sort(key=lambda i: series.frames[i].slice_location)
+    return chosen, flags
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def _segmenter(options: Mapping[str, Any]) -> tuple[LgeSegmenter, QCFlag | None]:
     segmenter: LgeSegmenter | None = options.get("segmenter")
     if segmenter is not None:
@@ -305,6 +378,8 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             n of the n-SD method (default 5, accepted 2-6).
         ``contrast``
             ``"psir"`` or ``"magnitude"``, overriding detection from the headers.
+        ``prefer``
+            Which reconstruction to analyse when the series holds both (default PSIR).
 
     Returns
     -------
@@ -335,19 +410,12 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             "was treated as magnitude (zero signal at 0).",
         ))
 
-    order = frames_by_location(series.frames)
-    normal = series.frames[order[0]].normal
-    off_stack = [i for i in order if abs(float(np.dot(series.frames[i].normal, normal))) < 0.99]
-    if off_stack:
-        flags.append(QCFlag(
-            QCCode.NOT_PARALLEL_STACK, Severity.WARNING,
-            f"{len(off_stack)} frame(s) are not parallel to the short-axis stack and were not "
-            "analysed.",
-        ))
+    stack, stack_flags = stack_frames(
+        series, LgeContrast(str(options.get("prefer", LgeContrast.PSIR)).lower())
+    )
+    flags.extend(stack_flags)
     analysed: list[_Slice] = []
-    for index in order:
-        if index in off_stack:
-            continue
+    for index in stack:
         frame = series.frames[index]
         image = np.asarray(frame.pixels, dtype=np.float32)
         output = segmenter.segment(image, frame.pixel_spacing, contrast)

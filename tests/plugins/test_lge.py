@@ -8,6 +8,7 @@ methods must land near it.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+from pydicom.uid import generate_uid
 
 from models.phantoms.dicom_series import lge_series_datasets
 from models.phantoms.lge import LgeSlice, lge_case_truth, make_lge_stack
@@ -300,3 +302,28 @@ def _content_items(ds: pydicom.Dataset) -> list[pydicom.Dataset]:
         found.append(item)
         found.extend(_content_items(item))
     return found
+
+
+def test_series_with_both_reconstructions_and_a_long_axis_view(lad: Stack) -> None:
+    """Philips may store PSIR and magnitude in one series; scanners add long-axis views."""
+    rng = np.random.default_rng(2)
+    _case, slices = make_lge_stack(rng, n_slices=8, field_strength_t=1.5,
+                                   scar_pattern="ischaemic_lad", contrast="psir")
+    magnitude = lge_series_datasets(slices, vendor="siemens", contrast="magnitude")
+    psir = [copy.deepcopy(ds) for ds in lad.datasets]
+    for ds in magnitude:
+        ds.SeriesInstanceUID = psir[0].SeriesInstanceUID
+        ds.InstanceNumber = int(ds.InstanceNumber) + 100
+    long_axis = copy.deepcopy(psir[0])
+    long_axis.SOPInstanceUID = generate_uid()
+    long_axis.ImageOrientationPatient = [0.0, 1.0, 0.0, 0.0, 0.0, -1.0]
+    combined = load_series([*psir, *magnitude, long_axis])
+    assert len(combined.frames) == 2 * len(psir) + 1
+    mixed = analyse(combined, {"segmenter": lad.segmenter, "contrast": "psir"})
+    codes_raised = {f.code for f in mixed.qc_flags}
+    assert {QCCode.BOTH_RECONSTRUCTIONS, QCCode.NOT_PARALLEL_STACK} <= codes_raised
+    analysed_uids = {combined.frames[s.frame_index].sop_instance_uid for s in mixed.slices}
+    assert analysed_uids == {str(ds.SOPInstanceUID) for ds in psir}
+    alone = analyse(lad.series, {"segmenter": lad.segmenter})
+    assert _measurement(mixed, "lv_myocardium_volume_ml") == pytest.approx(
+        _measurement(alone, "lv_myocardium_volume_ml"), rel=1e-6)
