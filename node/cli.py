@@ -130,6 +130,7 @@ def _files_under(root: Path) -> list[Path]:
 
 def cmd_analyse(args: argparse.Namespace) -> int:
     """Analyse every recognised series under INPUT, write outputs and results.json to OUT."""
+    from node.companions import companion_options
     from node.covariates import CovariatesError, read_covariates_table
     from node.pipeline import (
         RESULTS_SCHEMA,
@@ -209,11 +210,16 @@ def cmd_analyse(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         study_uid = str(first.get("StudyInstanceUID", "")) if first is not None else ""
         options = dict(settings.analysis_options.get(analysis, {}))
+        accession = str(first.get("AccessionNumber", "") or "") if first is not None else ""
         if analysis == "t1map":
             options.update(_analyse_covariates(
-                settings, table, lge_by_study.get(study_uid), study_uid,
-                str(first.get("AccessionNumber", "") or "") if first is not None else "",
+                settings, table, lge_by_study.get(study_uid), study_uid, accession,
             ))
+        if analysis == "ecv":
+            options.update(_analyse_haematocrit(settings, table, study_uid, accession))
+        options.update(companion_options(
+            analysis, paths, _study_candidates(study_uid, groups, all_headers, decisions)
+        ))
         try:
             run = run_analysis(paths, analysis, options, writer)
             files = write_outputs(run, out / series_uid)
@@ -284,6 +290,64 @@ def _analyse_covariates(
         except CovariatesError as exc:
             return {"covariates_error": str(exc), "covariates_source": "sidecar file"}
     return analysis_covariate_options(merge_covariates(explicit, lge))
+
+
+def _analyse_haematocrit(
+    settings: Settings, table: Any, study_uid: str, accession: str
+) -> dict[str, Any]:
+    """ECV plugin options with a study's haematocrit: ``--covariates`` file, else the
+    sidecar folder; nothing when neither has one (the configuration's value stays)."""
+    from node.covariates import CovariateFolder, CovariatesError, haematocrit_options
+
+    supplied = table.lookup(study_uid, accession or None) if table is not None else None
+    if supplied is None or not haematocrit_options(supplied):
+        try:
+            supplied = CovariateFolder(settings.covariates_folder).lookup(
+                study_uid, accession or None
+            )
+        except CovariatesError as exc:
+            return {"haematocrit_error": str(exc)}
+    return haematocrit_options(supplied)
+
+
+def _study_candidates(
+    study_uid: str,
+    groups: Mapping[str, Sequence[Path]],
+    headers: Mapping[str, Sequence[Any]],
+    decisions: Mapping[str, Any],
+) -> list[Any]:
+    """The input's series of one study as companion candidates (newest by SeriesDate and
+    SeriesTime, then SeriesNumber)."""
+    from node.companions import Candidate
+
+    found = []
+    for uid, paths in groups.items():
+        first = headers[uid][0] if headers.get(uid) else None
+        if first is None or str(first.get("StudyInstanceUID", "")) != study_uid:
+            continue
+        found.append(Candidate(
+            uid, decisions[uid].analysis, list(paths), _series_order(first),
+            str(first.get("SeriesDescription", "")),
+        ))
+    return found
+
+
+def _series_order(header: Any) -> float:
+    """A number that grows with SeriesDate and SeriesTime (seconds), then SeriesNumber."""
+    from datetime import UTC, datetime
+
+    date = "".join(ch for ch in str(header.get("SeriesDate", "") or "") if ch.isdigit())[:8]
+    time_text = str(header.get("SeriesTime", "") or "").split(".")[0]
+    clock = "".join(ch for ch in time_text if ch.isdigit())[:6].ljust(6, "0")
+    try:
+        stamp = datetime.strptime(date + clock, "%Y%m%d%H%M%S").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        stamp = 0.0
+    try:
+        number = float(int(header.get("SeriesNumber", 0) or 0))
+    except (TypeError, ValueError):
+        number = 0.0
+    return stamp + min(max(number, 0.0), 9999.0) * 1e-4
 
 
 def _remember_lge(
@@ -445,8 +509,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--covariates",
         metavar="FILE.json",
-        help="LVRR covariates: a JSON object from StudyInstanceUID or AccessionNumber to "
-        "covariates, or one flat object of covariates for every study",
+        help="LVRR covariates and haematocrit (for ECV): a JSON object from "
+        "StudyInstanceUID or AccessionNumber to covariates, or one flat object of covariates "
+        "for every study",
     )
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_analyse)

@@ -14,6 +14,13 @@ the node's side:
 * **the node's own LGE analysis** of the same study: scar extent (% of LV mass, network
   method) and septal mid-wall LGE from its ``results.json``, used for the keys the explicit
   covariates do not give.
+
+The same sidecars, REST body and ``--covariates`` file may hold the study's **haematocrit**
+(``haematocrit``, also spelt ``hematocrit`` or ``hct``: a fraction 0.15-0.70 or per cent
+15-70, or ``{"value": 42, "unit": "%"}``) for the ECV analysis.  It is validated by
+:func:`plugins.ecv.parse_haematocrit`, kept apart from the LVRR covariates (whose parser
+rejects unknown keys) under :data:`HAEMATOCRIT_KEY`, and handed to the ECV plugin by
+:func:`haematocrit_options`.
 """
 
 from __future__ import annotations
@@ -27,11 +34,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from node.spool import write_atomic
+from plugins.ecv.analysis import HaematocritError, parse_haematocrit
 from plugins.radiomics.lvrr import Covariate, CovariateError, parse_covariates
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ECV_ANALYSIS",
+    "HAEMATOCRIT_KEY",
     "LGE_ANALYSIS",
     "T1MAP_ANALYSIS",
     "CovariateFolder",
@@ -39,6 +49,7 @@ __all__ = [
     "CovariatesTable",
     "SuppliedCovariates",
     "analysis_covariate_options",
+    "haematocrit_options",
     "lge_covariates",
     "lge_results_covariates",
     "merge_covariates",
@@ -49,6 +60,12 @@ __all__ = [
 
 T1MAP_ANALYSIS: Final = "t1map"
 LGE_ANALYSIS: Final = "lge"
+ECV_ANALYSIS: Final = "ecv"
+HAEMATOCRIT_KEY: Final = "haematocrit"
+"""Key of the haematocrit (fraction) among a study's supplied values."""
+HAEMATOCRIT_ALIASES: Final = ("haematocrit", "hematocrit", "hct")
+"""Accepted spellings of the haematocrit key (case-insensitive)."""
+_FRACTION_UNITS: Final = ("1", "l/l", "fraction")
 _UID_RE: Final = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 _SAFE_NAME_RE: Final = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
 _LGE_KEYS: Final = (str(Covariate.LGE_EXTENT), str(Covariate.SEPTAL_MIDWALL_LGE))
@@ -95,9 +112,40 @@ def normalise_covariates(raw: Any) -> dict[str, float]:
     """
     if not isinstance(raw, Mapping):
         raise CovariatesError("Covariates must be a JSON object of covariate name to value.")
+    lvrr = {k: v for k, v in raw.items() if str(k).lower() not in HAEMATOCRIT_ALIASES}
+    given = [(str(k), v) for k, v in raw.items() if str(k).lower() in HAEMATOCRIT_ALIASES]
+    if len(given) > 1:
+        raise CovariatesError(
+            f"The haematocrit is given {len(given)} times ({', '.join(k for k, _ in given)})."
+        )
     try:
-        return {str(k): v for k, v in parse_covariates(raw).items()}
+        values: dict[str, float] = {str(k): v for k, v in parse_covariates(lvrr).items()}
     except CovariateError as exc:
+        raise CovariatesError(str(exc)) from exc
+    if given and given[0][1] is not None:
+        values[HAEMATOCRIT_KEY] = _haematocrit(given[0][1])
+    return values
+
+
+def _haematocrit(raw: Any) -> float:
+    """A supplied haematocrit (number, or ``{"value", "unit"}`` with unit % or 1) as a
+    fraction."""
+    value = raw
+    if isinstance(raw, Mapping):
+        unit = str(raw.get("unit", "")).strip().lower()
+        value = raw.get("value")
+        if unit in ("%", "percent"):
+            try:
+                value = float(str(value)) / 100.0
+            except (TypeError, ValueError) as exc:
+                raise CovariatesError(f"haematocrit value {value!r} is not a number") from exc
+        elif unit not in _FRACTION_UNITS:
+            raise CovariatesError(
+                f"haematocrit unit {raw.get('unit')!r} is not % or 1 (a fraction)"
+            )
+    try:
+        return parse_haematocrit(value)
+    except HaematocritError as exc:
         raise CovariatesError(str(exc)) from exc
 
 
@@ -218,8 +266,8 @@ def read_covariates_table(path: Path) -> CovariatesTable:
     document = _read_json(path)
     if not isinstance(document, Mapping):
         raise CovariatesError(f"{path}: the covariates file must hold a JSON object.")
-    known = {str(c) for c in Covariate}
-    if document and set(document) <= known:
+    known = {str(c) for c in Covariate} | set(HAEMATOCRIT_ALIASES)
+    if document and {str(k).lower() for k in document} <= known:
         return CovariatesTable(path, {}, normalise_covariates(document))
     by_key: dict[str, Mapping[str, float]] = {}
     for key, raw in document.items():
@@ -279,10 +327,33 @@ def merge_covariates(
 
 
 def analysis_covariate_options(covariates: SuppliedCovariates | None) -> dict[str, Any]:
-    """The plugin options that carry covariates (empty when there are none)."""
+    """The plugin options that carry LVRR covariates (empty when there are none).
+
+    The haematocrit is not an LVRR covariate: it is left out (see
+    :func:`haematocrit_options`).
+    """
     if covariates is None:
         return {}
-    return {"covariates": dict(covariates.values), "covariates_source": covariates.source}
+    values = {k: v for k, v in covariates.values.items() if k != HAEMATOCRIT_KEY}
+    if not values:
+        return {}
+    return {"covariates": values, "covariates_source": covariates.source}
+
+
+def haematocrit_options(covariates: SuppliedCovariates | None) -> dict[str, Any]:
+    """The ECV plugin options that carry a study's haematocrit (empty when it has none).
+
+    Returns
+    -------
+    dict
+        ``haematocrit`` (fraction) and ``haematocrit_source`` (where it came from).
+    """
+    if covariates is None or covariates.values.get(HAEMATOCRIT_KEY) is None:
+        return {}
+    return {
+        "haematocrit": float(covariates.values[HAEMATOCRIT_KEY]),
+        "haematocrit_source": covariates.source,
+    }
 
 
 def lge_results_covariates(results_json: Path, label: str) -> SuppliedCovariates | None:

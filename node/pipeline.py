@@ -96,7 +96,9 @@ def _build(
 
     An analysis that derives its own images (the MOLLI fit: ``extra["molli"]["maps"]``) was
     measured on those: they are written first, as Parametric Maps, and the SEG, SRs and
-    summary reference them instead of the source images.
+    summary reference them instead of the source images.  An ECV result's pixel-wise map
+    (``extra["ecv"]["maps"]``) is written as a Parametric Map after the usual outputs, which
+    stay on the post-contrast images.
     """
     fitted = result.extra.get("molli")
     if isinstance(fitted, Mapping) and "maps" in fitted:
@@ -105,7 +107,13 @@ def _build(
         maps = build_parametric_maps(result, sources, settings=settings)
         derived: LoadedSeries = fitted["maps"].series
         return derived, maps + build_outputs(result, derived, [maps[0].dataset], settings=settings)
-    return series, build_outputs(result, series, sources, settings=settings)
+    outputs = build_outputs(result, series, sources, settings=settings)
+    ecv = result.extra.get("ecv")
+    if isinstance(ecv, Mapping) and "maps" in ecv:
+        from node.writers.parametric_map import build_ecv_map
+
+        outputs += build_ecv_map(result, series, sources, settings=settings)
+    return series, outputs
 
 
 def encode_dataset(ds: Dataset) -> bytes:

@@ -9,8 +9,9 @@ HTTP routes (JSON, bound to ``http_host``, loopback by default):
 ``POST /studies/<StudyInstanceUID>/covariates``
                             store a study's LVRR covariates (JSON object, keys as
                             :func:`plugins.radiomics.lvrr.parse_covariates` accepts) as its
-                            sidecar file and analyse its T1 maps again; 400 with the reason
-                            for invalid input
+                            sidecar file and analyse its T1 maps again; a ``haematocrit``
+                            key (fraction or per cent) is kept for ECV and queues the study's
+                            ECV analyses again; 400 with the reason for invalid input
 ``GET /studies/<StudyInstanceUID>/covariates``
                             the study's stored covariates (404 when none)
 """
@@ -31,6 +32,8 @@ from typing import Any
 from node import __version__
 from node.catalog import Catalog
 from node.covariates import (
+    ECV_ANALYSIS,
+    HAEMATOCRIT_KEY,
     T1MAP_ANALYSIS,
     CovariateFolder,
     CovariatesError,
@@ -63,9 +66,16 @@ def post_covariates(
         return 400, {"error": f"The body is not JSON: {exc}"}
     except CovariatesError as exc:
         return 400, {"error": str(exc)}
-    requeued = catalog.reanalyse_study(
-        study_uid, T1MAP_ANALYSIS, f"LVRR covariates posted for the study ({path.name})"
-    )
+    requeued: list[int] = []
+    if any(key != HAEMATOCRIT_KEY for key in values):
+        requeued = catalog.reanalyse_study(
+            study_uid, T1MAP_ANALYSIS, f"LVRR covariates posted for the study ({path.name})"
+        )
+    if HAEMATOCRIT_KEY in values:
+        requeued += catalog.reanalyse_study(
+            study_uid, ECV_ANALYSIS, f"haematocrit posted for the study ({path.name})",
+            states=("done", "running", "failed"),
+        )
     logger.info("covariates of study %s stored; T1-map jobs queued again: %s", study_uid,
                 requeued)
     return 200, {

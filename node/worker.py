@@ -8,6 +8,12 @@ A T1-map job gets its study's LVRR covariates (:mod:`node.covariates`) in its op
 writes its full radiomic feature vector (``features.json``, ``features.csv``) next to its
 outputs.  When an LGE job of a study finishes, the study's analysed T1 maps are queued again
 so that their LVRR probability uses the LGE values.
+
+An analysis that needs other series of its study (ECV: the native T1 map) gets them as
+``options["companions"]`` (:mod:`node.companions`), found among the study's series the
+catalog routed; an ECV job also gets the study's haematocrit (sidecar or REST).  When a
+native T1 map of a study is analysed, the study's ECV jobs that are done or failed (e.g. for
+want of a native map) are queued again.
 """
 
 from __future__ import annotations
@@ -23,12 +29,15 @@ from typing import Any
 from pydicom import dcmread
 
 from node.catalog import Catalog, Job
+from node.companions import Candidate, companion_options, needed_roles
 from node.covariates import (
+    ECV_ANALYSIS,
     LGE_ANALYSIS,
     T1MAP_ANALYSIS,
     CovariateFolder,
     CovariatesError,
     analysis_covariate_options,
+    haematocrit_options,
     lge_covariates,
     lge_results_covariates,
     merge_covariates,
@@ -115,6 +124,10 @@ class WorkerPool:
             options = self._settings.analysis_options.get(job.analysis, {})
             if job.analysis == T1MAP_ANALYSIS:
                 options = {**options, **self.covariate_options(job, paths)}
+            if job.analysis == ECV_ANALYSIS:
+                options = {**options, **self.haematocrit_options(job, paths)}
+            if needed_roles(job.analysis):
+                options = {**options, **self.companion_options(job, paths)}
             run = run_analysis(paths, job.analysis, options, self._writer)
             out_dir = self._settings.results_dir / job.series_instance_uid / f"job-{job.id}"
             files = write_outputs(run, out_dir)
@@ -151,6 +164,8 @@ class WorkerPool:
             self._on_outputs()
             if job.analysis == LGE_ANALYSIS and lge_covariates(summary):
                 self.reanalyse_after_lge(job)
+            if job.analysis == T1MAP_ANALYSIS:
+                self.reanalyse_ecv(job)
         else:
             logger.info("job %d superseded by a newer generation of its series", job.id)
 
@@ -191,6 +206,72 @@ class WorkerPool:
             if lge is not None:
                 break
         return analysis_covariate_options(merge_covariates(explicit, lge))
+
+    def haematocrit_options(self, job: Job, paths: Sequence[Path]) -> dict[str, Any]:
+        """The haematocrit of an ECV job's study from its sidecar, as plugin options.
+
+        An invalid sidecar gives ``haematocrit_error`` (the plugin reports it); no sidecar or
+        no haematocrit in it gives nothing (the configuration's value, if any, stays).
+        """
+        study_uid = self._catalog.series_study(job.series_instance_uid)
+        if study_uid is None:
+            return {}
+        folder = CovariateFolder(self._settings.covariates_folder)
+        try:
+            supplied = folder.lookup(study_uid, _accession_number(paths))
+        except CovariatesError as exc:
+            logger.warning("job %d: haematocrit of study %s refused: %s", job.id, study_uid, exc)
+            self._catalog.record_event("covariates_invalid", job.series_instance_uid, str(exc))
+            return {"haematocrit_error": str(exc)}
+        return haematocrit_options(supplied)
+
+    def companion_options(self, job: Job, paths: Sequence[Path]) -> dict[str, Any]:
+        """The companion series of a job (:mod:`node.companions`), as plugin options.
+
+        Candidates are the study's other series routed to an analysis a role asks for, in
+        any job state; the newest by job creation wins among those that fit.
+        """
+        study_uid = self._catalog.series_study(job.series_instance_uid)
+        if study_uid is None:
+            return {}
+        candidates: dict[str, Candidate] = {}
+        analyses = {a for spec in needed_roles(job.analysis) for a in spec.analyses}
+        for analysis in sorted(analyses):
+            for state in ("done", "running", "queued", "failed"):
+                for row in self._catalog.study_jobs(study_uid, analysis, state):
+                    uid = str(row["series_instance_uid"])
+                    received = float(row.get("created_at") or 0.0)
+                    known = candidates.get(uid)
+                    if uid == job.series_instance_uid or (
+                        known is not None and known.received >= received
+                    ):
+                        continue
+                    candidates[uid] = Candidate(
+                        uid, analysis, self._catalog.instance_paths(uid), received
+                    )
+        return companion_options(job.analysis, paths, list(candidates.values()))
+
+    def reanalyse_ecv(self, job: Job) -> list[int]:
+        """A native T1 map was analysed: analyse the study's post-contrast maps again.
+
+        Returns the ids of the re-queued ECV jobs (done ones, which may now pair with a newer
+        native map, and failed ones, which may have lacked one).
+        """
+        study_uid = self._catalog.series_study(job.series_instance_uid)
+        if study_uid is None:
+            return []
+        reason = (
+            f"native T1 map analysed (job {job.id}, series {job.series_instance_uid}): the "
+            "ECV of the study's post-contrast maps uses it"
+        )
+        requeued = self._catalog.reanalyse_study(
+            study_uid, ECV_ANALYSIS, reason, states=("done", "failed")
+        )
+        if requeued:
+            logger.info("job %d: ECV jobs %s of study %s queued again", job.id, requeued,
+                        study_uid)
+            self.wake()
+        return requeued
 
     def reanalyse_after_lge(self, job: Job) -> list[int]:
         """An LGE analysis with covariates finished: analyse the study's T1 maps again.

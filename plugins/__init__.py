@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["PLUGIN_NAMES", "UnknownPluginError", "get_plugin", "warm_up"]
 
 _PLUGIN_MODULES: dict[str, str] = {
+    "ecv": "plugins.ecv",
     "lge": "plugins.lge",
     "molli": "plugins.molli",
     "t1map": "plugins.t1map",

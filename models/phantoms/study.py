@@ -40,7 +40,7 @@ EXPECTED_ANALYSIS: dict[SeriesKind, str | None] = {
     SeriesKind.T1MAP_ENHANCED: "t1map",
     SeriesKind.MOLLI_SOURCE: "molli",
     SeriesKind.T2MAP: None,
-    SeriesKind.T1MAP_POST: None,
+    SeriesKind.T1MAP_POST: "ecv",
     SeriesKind.ECV: None,
     SeriesKind.BRAIN_T2: None,
 }

@@ -12,9 +12,16 @@ Parametric Map instances, each in its own series:
     The goodness of fit, R^2 (DCM 126220 "R2-Coefficient", CID 7180), unitless, stored in
     steps of :data:`R_SQUARED_STEP`.
 
-Both reference the MOLLI source images they were fitted from and carry the SOP Instance and
-Series Instance UIDs the analysis chose (``extra["molli"]["uids"]``), so the SEG and SR built
-on the fitted series reference the T1 map PACS receives.  Integer storage is used (not
+and, for an ``ecv`` result with a haematocrit, :func:`build_ecv_map`:
+
+``parametric-map-ecv``
+    The pixel-wise ECV in per cent (private quantity "Extracellular volume fraction", no
+    standard concept exists), stored in steps of :data:`ECV_STEP_PERCENT`, one frame per
+    analysed post-contrast slice, referencing the post-contrast T1 map images.
+
+The MOLLI maps reference the MOLLI source images they were fitted from and carry the SOP
+Instance and Series Instance UIDs the analysis chose (``extra["molli"]["uids"]``), so the SEG
+and SR built on the fitted series reference the T1 map PACS receives.  Integer storage is used (not
 float pixel data) because most viewers and :mod:`node.loader` read integer pixel data with a
 real-world value mapping, and it is lossless at these steps.
 """
@@ -37,10 +44,13 @@ from plugins.api import DISCLAIMER, AnalysisResult, LoadedSeries, SourceFrame
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ECV_STEP_PERCENT",
+    "KIND_ECV",
     "KIND_FIT",
     "KIND_T1",
     "R_SQUARED_STEP",
     "T1_STEP_MS",
+    "build_ecv_map",
     "build_parametric_maps",
 ]
 
@@ -48,8 +58,12 @@ KIND_T1: Final = "parametric-map"
 """Output kind of the T1 Parametric Map."""
 KIND_FIT: Final = "parametric-map-fit"
 """Output kind of the goodness-of-fit Parametric Map."""
-FILENAMES: Final[Mapping[str, str]] = {KIND_T1: "t1-map.dcm", KIND_FIT: "t1-fit-r2.dcm"}
-SERIES_NUMBER_OFFSETS: Final[Mapping[str, int]] = {KIND_T1: 5000, KIND_FIT: 6000}
+KIND_ECV: Final = "parametric-map-ecv"
+"""Output kind of the ECV Parametric Map."""
+FILENAMES: Final[Mapping[str, str]] = {
+    KIND_T1: "t1-map.dcm", KIND_FIT: "t1-fit-r2.dcm", KIND_ECV: "ecv-map.dcm"
+}
+SERIES_NUMBER_OFFSETS: Final[Mapping[str, int]] = {KIND_T1: 5000, KIND_FIT: 6000, KIND_ECV: 5000}
 """Added to the source SeriesNumber (SEG, SR and summary use 1000-4000)."""
 MAX_SERIES_NUMBER: Final = 2**31 - 1
 
@@ -58,6 +72,8 @@ T1_STEP_MS: Final = 0.1
 R_SQUARED_STEP: Final = 1e-4
 """R^2 per stored unit (0..1 in 0..10000); negative R^2 (fit worse than a constant) is 0."""
 UINT16_MAX: Final = 65535
+ECV_STEP_PERCENT: Final = 0.01
+"""ECV per stored unit (0-100 % in 0-10000)."""
 
 UCUM_MS: Final = PydicomCode("ms", "UCUM", "millisecond")
 UCUM_NO_UNITS: Final = PydicomCode("1", "UCUM", "no units")
@@ -65,6 +81,12 @@ QUANTITY_T1: Final = PydicomCode("113063", "DCM", "T1")
 """CID 7180 "Abstract Multi-dimensional Image Model Component Semantics": T1."""
 QUANTITY_R_SQUARED: Final = PydicomCode("126220", "DCM", "R2-Coefficient")
 """CID 7180: coefficient of determination of a model fit."""
+QUANTITY_ECV: Final = PydicomCode("ecv", "99CMRNODE", "Extracellular volume fraction")
+"""No standard concept for myocardial ECV exists in CID 7180; private, as in the SR."""
+UCUM_PERCENT: Final = PydicomCode("%", "UCUM", "percent")
+CONTENT_LABEL_ECV: Final = "ECV_MAP"
+WINDOW_ECV_PERCENT: Final = (35.0, 70.0)
+"""(centre, width) of the ECV display window: 0-70 %, normal myocardium in the lower half."""
 CONTENT_LABEL_T1: Final = "T1_MAP"
 CONTENT_LABEL_FIT: Final = "T1_FIT_R2"
 WINDOW_T1_MS: Final[Mapping[str, tuple[float, float]]] = {
@@ -182,6 +204,85 @@ def build_parametric_maps(
     ]
 
 
+def build_ecv_map(
+    result: AnalysisResult,
+    series: LoadedSeries,
+    sources: Sequence[pydicom.Dataset],
+    *,
+    settings: WriterSettings,
+) -> list[OutputObject]:
+    """Build the ECV Parametric Map of an ``ecv`` result, if it has one.
+
+    Parameters
+    ----------
+    result
+        An ``ecv`` result; ``extra["ecv"]["maps"]`` (a :class:`plugins.ecv.EcvMaps`) is
+        present only when a haematocrit was known.
+    series
+        The analysed post-contrast series.
+    sources
+        Its datasets.
+    settings
+        Identity of the node.
+
+    Returns
+    -------
+    list[OutputObject]
+        The ECV map (kind :data:`KIND_ECV`), or nothing when the result has no ECV maps.
+
+    Raises
+    ------
+    WriterError
+        If a referenced post-contrast image is not among ``sources`` or highdicom rejects
+        the inputs.
+    """
+    block = result.extra.get("ecv")
+    maps = block.get("maps") if isinstance(block, Mapping) else None
+    required = ("frame_indices", "ecv_percent", "series_instance_uid", "sop_instance_uid")
+    if maps is None or not all(hasattr(maps, name) for name in required):
+        return []
+    if not maps.frame_indices:
+        return []
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
+    frames = [series.frames[i] for i in maps.frame_indices]
+    referenced: list[pydicom.Dataset] = []
+    for uid in dict.fromkeys(f.sop_instance_uid for f in frames):
+        if uid not in by_uid:
+            raise WriterError(f"Post-contrast image {uid} of the ECV result is not a source.")
+        referenced.append(by_uid[uid])
+    # highdicom stores planes descending along the row x column normal (see the MOLLI maps).
+    order = sorted(range(len(frames)), key=lambda k: -frames[k].slice_location)
+    planes = [frames[k] for k in order]
+    stored = np.stack([
+        _quantise(np.clip(np.asarray(maps.ecv_percent[k], np.float64), 0.0, 100.0),
+                  ECV_STEP_PERCENT)
+        for k in order
+    ])
+    ecv_map = _parametric_map(
+        planes,
+        referenced,
+        stored,
+        mapping=hd.pm.RealWorldValueMapping(
+            lut_label="ECV",
+            lut_explanation=f"ECV (%), haematocrit {maps.haematocrit:.2f}",
+            unit=UCUM_PERCENT,
+            value_range=(0, round(100.0 / ECV_STEP_PERCENT)),
+            slope=ECV_STEP_PERCENT,
+            intercept=0.0,
+            quantity_definition=QUANTITY_ECV,
+        ),
+        window=(WINDOW_ECV_PERCENT[0] / ECV_STEP_PERCENT,
+                WINDOW_ECV_PERCENT[1] / ECV_STEP_PERCENT),
+        series_instance_uid=maps.series_instance_uid,
+        sop_instance_uid=maps.sop_instance_uid,
+        series_number=_offset(_series_number(referenced[0]), KIND_ECV),
+        settings=settings,
+        content_label=CONTENT_LABEL_ECV,
+        description="cmr-node ECV map",
+    )
+    return [OutputObject(KIND_ECV, ecv_map, FILENAMES[KIND_ECV])]
+
+
 def _check_frame_order(pm: hd.pm.ParametricMap, planes: Sequence[SourceFrame]) -> None:
     """Raise if the map's frame k is not at the position of the k-th plane given.
 
@@ -194,8 +295,8 @@ def _check_frame_order(pm: hd.pm.ParametricMap, planes: Sequence[SourceFrame]) -
         position = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
         if not np.allclose(position, plane.image_position, atol=1e-3):
             raise WriterError(
-                f"Frame {number} of the Parametric Map lies at {position}, but the fitted "
-                f"frame {plane.frame_number} at {list(plane.image_position)}: the frame "
+                f"Frame {number} of the Parametric Map lies at {position}, but the "
+                f"plane given for it at {list(plane.image_position)}: the frame "
                 "order expected by the analysis and the writer's disagree."
             )
 

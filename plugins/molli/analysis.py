@@ -31,6 +31,11 @@ Quality control
   :data:`HEART_RATE_RANGE_BPM`.
 * ``scanner_map_differs`` (WARNING, per slice): the node's fit and the scanner's own map
   differ by more than :data:`MAX_SCANNER_DIFFERENCE_MS` in the myocardial core.
+
+The scanner's map is taken from the source series itself when it holds map frames, else from
+``options["companions"]["scanner_map"]`` (the scanner's T1 map series of the same study, found
+by the node): a frame of it on the same pixel grid as the fitted slice (same orientation,
+spacing and matrix, plane within :data:`SCANNER_MAP_MAX_DISTANCE_MM`).
 """
 
 from __future__ import annotations
@@ -120,6 +125,12 @@ MAX_SCANNER_DIFFERENCE_MS: Final = 30.0
 scanner's map: within MOLLI's test-retest limits of agreement (about -39 to +34 ms), the same
 bound as the t1map segmenter cross-check.  Vendors fit motion-corrected images, so larger
 differences mean motion or a different fit model, not noise."""
+
+SCANNER_MAP_MAX_DISTANCE_MM: Final = 2.0
+"""Largest distance between a fitted slice and a companion scanner-map frame compared with it
+(a quarter of a usual 8 mm slice)."""
+COMPANION_SCANNER_MAP: Final = "scanner_map"
+"""Role of the scanner's T1 map series in ``options["companions"]``."""
 
 UUID_ROOT: Final = "2.25."
 """UID root of UIDs made from a UUID (DICOM PS3.5 B.2)."""
@@ -283,16 +294,26 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     fit_rows: list[dict[str, Any]] = []
     comparisons: list[dict[str, Any]] = []
     position = {s.frame_index: i for i, s in enumerate(slices)}
+    companion = _companion_scanner_map(options)
     for index, (molli_slice, fit) in enumerate(zip(source.slices, fits, strict=True)):
         slice_result = slices[position[index]] if index in position else None
         row, slice_flags = _fit_quality(index, molli_slice, fit, slice_result)
         fit_rows.append(row)
         flags.extend(slice_flags)
-        if molli_slice.map_frame_index is None:
+        if molli_slice.map_frame_index is not None:
+            scanner_frame = series.frames[molli_slice.map_frame_index]
+        elif companion is not None:
+            found = _scanner_frame(companion, molli_slice.reference(series), fit.t1_ms.shape)
+            if found is None:
+                continue
+            scanner_frame = found
+        else:
             continue
         comparison, comparison_flags = _compare_with_scanner(
-            index, series.frames[molli_slice.map_frame_index], fit, slice_result
+            index, scanner_frame, fit, slice_result
         )
+        if molli_slice.map_frame_index is None and companion is not None:
+            comparison["scanner_series_instance_uid"] = companion.series_instance_uid
         comparisons.append(comparison)
         flags.extend(comparison_flags)
         value = comparison.get("difference_ms")
@@ -592,6 +613,42 @@ def _compare_with_scanner(
             )
         )
     return comparison, flags
+
+
+def _companion_scanner_map(options: Mapping[str, Any]) -> LoadedSeries | None:
+    companions = options.get("companions")
+    found = companions.get(COMPANION_SCANNER_MAP) if isinstance(companions, Mapping) else None
+    return found if isinstance(found, LoadedSeries) and found.frames else None
+
+
+def _scanner_frame(
+    companion: LoadedSeries, reference: SourceFrame, shape: tuple[int, ...]
+) -> SourceFrame | None:
+    """The companion map frame on the fitted slice's pixel grid, in ms, if there is one."""
+    best: tuple[float, SourceFrame] | None = None
+    for frame in companion.frames:
+        if frame.units not in ("ms", "s") or frame.pixels.shape != shape:
+            continue
+        if abs(float(np.dot(frame.normal, reference.normal))) < 0.99 or not np.allclose(
+            frame.pixel_spacing, reference.pixel_spacing, atol=1e-3
+        ):
+            continue
+        offset = np.asarray(frame.image_position) - np.asarray(reference.image_position)
+        along = float(np.dot(reference.normal, offset))
+        distance = abs(along)
+        in_plane = float(np.linalg.norm(offset - along * reference.normal))
+        if distance > SCANNER_MAP_MAX_DISTANCE_MM or in_plane > min(reference.pixel_spacing):
+            continue
+        if best is None or distance < best[0]:
+            best = (distance, frame)
+    if best is None:
+        return None
+    frame = best[1]
+    if frame.units == "s":
+        frame = dataclasses.replace(
+            frame, pixels=(frame.pixels * np.float32(1000.0)).astype(np.float32), units="ms"
+        )
+    return frame
 
 
 def _difference_measurement(value: float, key_prefix: str = "") -> Measurement:

@@ -29,6 +29,7 @@ MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
 ENHANCED_MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4.1"
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 BOTH = frozenset({"t1map", "lge"})
+WITH_ECV = frozenset({"t1map", "ecv", "molli", "lge"})
 
 SIEMENS: Mapping[str, Any] = {
     "Modality": "MR",
@@ -546,6 +547,83 @@ CASES = [
         "parametric-map",
         analysis="lge",
     ),
+    # ---- post-contrast T1 maps: the ECV analysis ----------------------------------------------
+    Case(
+        "ecv: siemens post-contrast map by name and header",
+        SIEMENS,
+        {
+            "SeriesDescription": "MOLLI_4(1)3(1)2_SAX_POST_T1MAP",
+            "ImageType": SIEMENS_MAP_TYPE,
+            "ContrastBolusAgent": "Gadobutrol",
+            **ONE_PER_SLICE,
+        },
+        "ecv",
+        "imagetype-t1-map",
+        analysis="ecv",
+        available=WITH_ECV,
+    ),
+    Case(
+        "ecv: post-contrast by header only (name says nothing)",
+        PHILIPS,
+        {
+            "SeriesDescription": "T1map SAX",
+            "ImageType": "DERIVED\\PRIMARY\\T1\\T1",
+            "ContrastBolusAgent": "Dotarem",
+        },
+        "ecv",
+        "imagetype-t1",
+        analysis="ecv",
+        available=WITH_ECV,
+    ),
+    Case(
+        "ecv: GE map named 15 min Gd",
+        GE,
+        {"SeriesDescription": "T1 Map GD 15min", "ImageType": "ORIGINAL\\PRIMARY\\OTHER"},
+        "ecv",
+        "name-t1-map",
+        analysis="ecv",
+        available=WITH_ECV,
+    ),
+    Case(
+        "ecv: native map is not post-contrast",
+        SIEMENS,
+        {"SeriesDescription": "MOLLI_T1MAP_SAX_MOCO_T1", "ImageType": SIEMENS_MAP_TYPE},
+        "t1map",
+        "post-contrast",
+        analysis="ecv",
+        available=WITH_ECV,
+    ),
+    Case(
+        "ecv: the scanner's ECV map is not analysed",
+        SIEMENS,
+        {
+            "SeriesDescription": "MOLLI_SAX_ECV_MAP",
+            "ImageType": "DERIVED\\SECONDARY\\ECV MAP\\MOCO",
+            "ContrastBolusAgent": "Gadobutrol",
+        },
+        None,
+        "ecv-map",
+        analysis="ecv",
+        available=WITH_ECV,
+    ),
+    Case(
+        "ecv: post-contrast MOLLI source images are not a map",
+        SIEMENS,
+        {
+            "SeriesDescription": "MOLLI_SAX_POST",
+            "ImageType": "ORIGINAL\\PRIMARY\\M\\ND",
+            "ContrastBolusAgent": "Gadobutrol",
+            "instance_count": 8,
+            "slice_count": 1,
+            "max_images_per_slice": 8,
+            "distinct": {"InversionTime": MOLLI_TIS},
+        },
+        None,
+        "source-many-tis",
+        analysis="ecv",
+        available=WITH_ECV,
+    ),
+
 ]
 
 
@@ -1067,8 +1145,8 @@ def test_missing_rules_file_is_a_rules_error(tmp_path):
 
 
 def test_default_rules_are_valid_and_collect_what_they_use(rules):
-    assert rules.priority == ("t1map", "molli", "lge")
-    assert set(rules.analyses) == {"t1map", "molli", "lge"}
+    assert rules.priority == ("t1map", "ecv", "molli", "lge")
+    assert set(rules.analyses) == {"t1map", "ecv", "molli", "lge"}
     for analysis in rules.analyses.values():
         assert analysis.enabled and analysis.identify
         ids = [c.id for _, c in analysis.conditions()]
@@ -1173,7 +1251,7 @@ def test_site_disables_an_analysis_and_a_common_condition(tmp_path):
         )
     )
     # Analyses the site's priority leaves out keep their default order after those it names.
-    assert site.priority == ("lge", "t1map", "molli")
+    assert site.priority == ("lge", "t1map", "ecv", "molli")
     facts = _facts(SIEMENS, {"SeriesDescription": "MOLLI_T1MAP", "ImageType": SIEMENS_MAP_TYPE})
     decision = route(site, facts, BOTH)
     assert decision.analysis is None

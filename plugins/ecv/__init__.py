@@ -1,0 +1,47 @@
+"""Extracellular volume (ECV) plugin: post-contrast T1 map + native T1 map + haematocrit.
+
+The node calls :func:`analyse` with a post-contrast T1-map series and, in
+``options["companions"]["native_t1map"]``, the native T1 map of the same slices (found by
+:mod:`node.companions`).  See :mod:`plugins.ecv.analysis`.
+"""
+
+from __future__ import annotations
+
+from plugins.ecv.analysis import (
+    ALGORITHM_NAME,
+    COMPANION_NATIVE,
+    HAEMATOCRIT_RANGE,
+    NAME,
+    VERSION,
+    EcvMaps,
+    HaematocritError,
+    QCCode,
+    analyse,
+    derived_map_uids,
+    estimate_shift,
+    parse_haematocrit,
+)
+
+
+def warm_up() -> None:
+    """Load what the native-map segmentation needs (segmenter weights)."""
+    from plugins.t1map import warm_up as t1map_warm_up
+
+    t1map_warm_up()
+
+
+__all__ = [
+    "ALGORITHM_NAME",
+    "COMPANION_NATIVE",
+    "HAEMATOCRIT_RANGE",
+    "NAME",
+    "VERSION",
+    "EcvMaps",
+    "HaematocritError",
+    "QCCode",
+    "analyse",
+    "derived_map_uids",
+    "estimate_shift",
+    "parse_haematocrit",
+    "warm_up",
+]
