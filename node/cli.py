@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import logging.handlers
+import os
 import signal
 import sys
 import time
@@ -483,6 +484,54 @@ def cmd_echo(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------ main
 
 
+def cmd_dicomweb(args: argparse.Namespace) -> int:
+    """Pull studies from a DICOMweb archive, analyse them like ``analyse``, optionally STOW back."""
+    from node.dicomweb import (
+        DicomWebError,
+        make_client,
+        output_files,
+        parse_filters,
+        retrieve_study,
+        search_studies,
+        stow_files,
+    )
+
+    _setup_logging("WARNING" if not args.verbose else "INFO")
+    out = Path(args.out)
+    inbox = out / "input"
+    password = os.environ.get(args.password_env) if args.password_env else None
+    client = make_client(args.url, args.username, password)
+    try:
+        studies = list(args.study) or search_studies(
+            client, parse_filters(args.filter) or None, args.limit
+        )
+        for study_uid in studies:
+            files = retrieve_study(client, study_uid, inbox)
+            print(f"retrieved study {study_uid}: {len(files)} instance(s)")
+    except DicomWebError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not studies:
+        print("no study found")
+        return 0
+    analyse_args = ["analyse", str(inbox), "--out", str(out)]
+    for flag, value in (("--config", args.config), ("--data-dir", args.data_dir),
+                        ("--covariates", args.covariates)):
+        if value:
+            analyse_args += [flag, str(value)]
+    status = main(analyse_args)
+    if status != 0 or not args.stow:
+        return status
+    results = json.loads((out / "results.json").read_text())
+    try:
+        stored = stow_files(client, output_files(results, out))
+    except DicomWebError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"stored {len(stored)} output object(s) at {args.url} by STOW-RS")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cmr-node``."""
     parser = argparse.ArgumentParser(prog="cmr-node", description=__doc__.split("\n\n")[0])
@@ -515,6 +564,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_analyse)
+
+    p = with_config(sub.add_parser(
+        "dicomweb", help="analyse studies of a DICOMweb archive (QIDO-RS, WADO-RS, STOW-RS)"
+    ))
+    p.add_argument("url", help="DICOMweb service root, e.g. http://pacs/dicom-web")
+    p.add_argument("--out", required=True, help="output folder (input/ holds what was pulled)")
+    p.add_argument("--study", action="append", default=[], help="StudyInstanceUID (repeatable)")
+    p.add_argument("--filter", action="append", default=[],
+                   help="QIDO-RS search term Key=Value (repeatable; default ModalitiesInStudy=MR)")
+    p.add_argument("--limit", type=int, help="at most this many studies from the search")
+    p.add_argument("--stow", action="store_true", help="store the outputs back by STOW-RS")
+    p.add_argument("--username", help="HTTP basic user")
+    p.add_argument("--password-env", dest="password_env",
+                   help="environment variable holding the password")
+    p.add_argument("--covariates", help="LVRR covariates file, as for analyse")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=cmd_dicomweb)
 
     p = with_config(sub.add_parser("route", help="explain routing of series (dry run)"))
     p.add_argument("paths", nargs="+")

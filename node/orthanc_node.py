@@ -42,6 +42,7 @@ from pydicom.errors import InvalidDicomError
 
 from node import __version__
 from node.catalog import Catalog, InstanceRecord, OutboxItem, SeriesState
+from node.dicomweb import StowDelivery
 from node.router import RuleSet, load_rules
 from node.sender import DeliveryError, OutboxSender
 from node.service import route_complete_series
@@ -419,7 +420,12 @@ class OrthancNode:
         self.rules: RuleSet = load_rules(self.settings.rules_file)
         self.available = frozenset(PLUGIN_NAMES) & self.settings.enabled_analyses()
         self.sender = OutboxSender(
-            self.settings, self.catalog, handlers={DestinationKind.ORTHANC: self.store_in_orthanc}
+            self.settings,
+            self.catalog,
+            handlers={
+                DestinationKind.ORTHANC: self.store_in_orthanc,
+                DestinationKind.DICOMWEB: StowDelivery(),
+            },
         )
         self.workers = WorkerPool(self.settings, self.catalog, on_outputs=self.sender.wake)
         self.started_at: float | None = None

@@ -15,11 +15,12 @@ from pydicom import Dataset, dcmread
 from node.audit import AuditLog
 from node.catalog import Catalog, SeriesState
 from node.covariates import CovariateFolder
+from node.dicomweb import StowDelivery
 from node.listener import StorageListener, reconcile_spool
 from node.pairing import lge_reconstruction, preferred_partner, skip_reason
 from node.router import RouteDecision, RuleSet, load_rules, route
 from node.sender import OutboxSender
-from node.settings import Settings
+from node.settings import DestinationKind, Settings
 from node.status import StatusServer
 from node.tracker import SeriesTracker
 from node.worker import WorkerPool
@@ -145,7 +146,10 @@ class Node:
         self.rules: RuleSet = load_rules(settings.rules_file)
         self.available = frozenset(PLUGIN_NAMES) & settings.enabled_analyses()
         self.audit = AuditLog(settings.data_dir / "logs" / AUDIT_FILE)
-        self.sender = OutboxSender(settings, self.catalog, audit=self.audit)
+        self.sender = OutboxSender(
+            settings, self.catalog, handlers={DestinationKind.DICOMWEB: StowDelivery()},
+            audit=self.audit,
+        )
         self.workers = WorkerPool(settings, self.catalog, on_outputs=self.sender.wake)
         self.tracker = SeriesTracker(self.catalog, settings.stable_age_s, self._series_complete)
         self.listener = StorageListener(

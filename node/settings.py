@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from node.tls import TlsError, TlsSettings, parse_tls
 
@@ -31,6 +32,8 @@ class DestinationKind(enum.StrEnum):
     """C-STORE to a DICOM peer (the node's own sender)."""
     ORTHANC = "orthanc"
     """``POST /instances`` into the Orthanc that hosts the node as a plugin."""
+    DICOMWEB = "dicomweb"
+    """STOW-RS to a DICOMweb service (``url``; node.dicomweb)."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,12 @@ class Destination:
     """Reach this peer over DICOM TLS (``[tls]`` gives the certificates)."""
     server_name: str | None = None
     """Host name its TLS certificate must carry; ``host`` if None."""
+    url: str | None = None
+    """DICOMweb service root of a ``dicomweb`` destination."""
+    username: str | None = None
+    """HTTP basic user of a ``dicomweb`` destination."""
+    password_env: str | None = None
+    """Name of the environment variable holding that user's password."""
 
 
 @dataclass(frozen=True)
@@ -177,6 +186,23 @@ def _orthanc_settings(raw: Mapping[str, Any], destination_names: list[str]) -> O
     )
 
 
+def _dicomweb_destination(item: Mapping[str, Any], key: str, index: int) -> Destination:
+    url = str(item.get("url") or "").strip()
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise SettingsError(f"{key}.url must be an http(s) DICOMweb service root, not {url!r}")
+    return Destination(
+        name=str(item.get("name") or f"destination-{index}"),
+        ae_title=str(item.get("ae_title") or "DICOMWEB"),
+        host=parsed.hostname,
+        port=parsed.port or (443 if parsed.scheme == "https" else 80),
+        kind=DestinationKind.DICOMWEB,
+        url=url.rstrip("/"),
+        username=str(item["username"]) if item.get("username") else None,
+        password_env=str(item["password_env"]) if item.get("password_env") else None,
+    )
+
+
 def _choice(value: Any, allowed: tuple[str, ...], key: str) -> str:
     text = str(value).strip().lower()
     if text not in allowed:
@@ -205,6 +231,9 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
     destinations = []
     for i, item in enumerate(raw.get("destination", [])):
         key = f"destination[{i}]"
+        if str(item.get("kind", DestinationKind.DICOM)) == DestinationKind.DICOMWEB:
+            destinations.append(_dicomweb_destination(item, key, i))
+            continue
         try:
             destinations.append(
                 Destination(
