@@ -163,6 +163,7 @@ class Benchmark:
         self.lge_runs: list[ResultRun] = []
         self.molli_fit: dict[str, Any] | None = None
         self.radiomics_time: dict[str, Any] | None = None
+        self.load: dict[str, Any] | None = None
         self.lge_cold: ResultRun | None = None
         self.memory: dict[str, dict[str, int]] = {}
         self.errors: dict[str, str] = {}
@@ -293,6 +294,17 @@ class Benchmark:
 
         self.molli_fit = time_fit(7)
 
+    def run_load(self) -> None:
+        """8 concurrent associations, 2,000 instances: stored, analysed, delivered once."""
+        from dataclasses import asdict
+
+        from bench.load import run_load
+
+        report = run_load(self.workdir / "load")
+        self.load = asdict(report)
+        if report.problems:
+            raise BenchError("; ".join(report.problems))
+
     def run_radiomics_time(self) -> None:
         """Time to extract the 869 features of one T1-map slice, preprocessing included."""
         from bench.radiomics_time import time_extraction
@@ -392,6 +404,7 @@ class Benchmark:
             },
             "molli_fit": self.molli_fit,
             "radiomics_time": self.radiomics_time,
+            "load": self.load,
             "memory": self.memory,
             "targets": [t.as_dict() for t in self.targets()],
             "errors": self.errors,
@@ -522,7 +535,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument(
         "--skip", action="append", default=[],
-        choices=["ingest", "latency", "lge", "molli", "radiomics"],
+        choices=["ingest", "latency", "lge", "molli", "radiomics", "load"],
         help="leave out a part (repeatable)",
     )  # fmt: skip
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temporary one)")
@@ -559,6 +572,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     bench.section("ingest", bench.run_ingest)
                 if "latency" not in args.skip:
                     bench.section("time to result", bench.run_latency)
+                if "load" not in args.skip:
+                    bench.section("load", bench.run_load)
                 if "radiomics" not in args.skip:
                     bench.section("T1 radiomics", bench.run_radiomics_time)
                 if "molli" not in args.skip:

@@ -24,18 +24,20 @@ Every refusal is logged and recorded in the catalog's event log with its reason.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import logging
+import queue
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydicom import Dataset, dcmread
-from pydicom.errors import InvalidDicomError
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
@@ -121,17 +123,87 @@ HEADER_KEYWORDS = (
 #: association's throughput by about 40 % for ~3 % of a core while an association is open.
 DUL_POLL_S = 0.0002
 REQUIRED_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+#: How often an association waiting for the peer checks that the connection is still open.
+CONNECTION_CHECK_S = 0.1
+
+
+class ConnectionAwareQueue(queue.Queue[Any]):
+    """The queue from an association's DUL to its ACSE that stops waiting once the
+    connection is gone.
+
+    pynetdicom's acceptor waits the whole ACSE timeout for an A-ASSOCIATE-RQ even after the
+    peer closed the connection or sent bytes that are not a PDU, and holds one of the
+    listener's ``maximum_associations`` slots meanwhile: a handful of port probes or
+    malformed requests would lock every scanner out for that long. Here a blocking ``get``
+    raises :class:`queue.Empty` as soon as the transport is closed or the DUL thread has
+    ended (pynetdicom ends it on an undecodable PDU) and nothing is queued.
+
+    Parameters
+    ----------
+    dul
+        The association's DUL service provider.
+    previous
+        The queue this one replaces (its items are taken over).
+    """
+
+    def __init__(self, dul: Any, previous: queue.Queue[Any]) -> None:
+        super().__init__()
+        self._dul = dul
+        while True:
+            try:
+                self.put(previous.get_nowait())
+            except queue.Empty:
+                break
+
+    def _closed(self) -> bool:
+        """Whether nothing more can arrive: transport closed, or the DUL thread ended."""
+        transport = self._dul.socket
+        if transport is not None and transport.socket is None:
+            return True
+        return bool(self._dul._kill_thread) or not self._dul.is_alive()
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """As :meth:`queue.Queue.get`; a wait also ends once the connection is closed."""
+        if not block:
+            return super().get(block=False)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            step = CONNECTION_CHECK_S
+            if deadline is not None:
+                step = min(step, max(0.0, deadline - time.monotonic()))
+            try:
+                return super().get(block=True, timeout=step)
+            except queue.Empty:
+                if self._closed() or (deadline is not None and time.monotonic() >= deadline):
+                    return super().get(block=False)
 
 
 def _expected_pixel_bytes(ds: Dataset) -> int | None:
-    """Length uncompressed Pixel Data must have, or None when it cannot be computed."""
+    """Length uncompressed Pixel Data must have, or None when the image size is not stated.
+
+    Raises
+    ------
+    StoreError
+        0xC000 when Rows, Columns, Bits Allocated, Samples per Pixel or Number of Frames is
+        present but not a number (e.g. sent with a wrong VR): the pixels cannot be read.
+    """
+    if any(kw not in ds for kw in ("Rows", "Columns", "BitsAllocated")):
+        return None
     try:
         rows, cols = int(ds.Rows), int(ds.Columns)
         bits = int(ds.BitsAllocated)
-        samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    except (AttributeError, TypeError, ValueError):
-        return None
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise StoreError(
+            StoreStatus.CANNOT_UNDERSTAND, f"image size attributes malformed: {exc}"
+        ) from exc
+    if min(rows, cols, bits, samples, frames) <= 0:
+        raise StoreError(
+            StoreStatus.CANNOT_UNDERSTAND,
+            f"image size attributes malformed: {rows} x {cols} x {frames} frames,"
+            f" {samples} samples of {bits} bits",
+        )
     pixels = rows * cols * samples * frames
     return (pixels + 7) // 8 if bits == 1 else pixels * (bits // 8)
 
@@ -167,7 +239,9 @@ def parse_header(raw: bytes, transfer_syntax: str) -> ReceivedHeader:
     stream = io.BytesIO(raw)
     try:
         ds = dcmread(stream, stop_before_pixels=True, specific_tags=list(HEADER_KEYWORDS))
-    except (InvalidDicomError, EOFError, ValueError, OSError, KeyError, TypeError) as exc:
+        for _ in ds:  # decode the few elements read now: a malformed one fails here
+            pass
+    except Exception as exc:  # pydicom raises many types on malformed input (e.g. bad VRs)
         raise StoreError(
             StoreStatus.CANNOT_UNDERSTAND, f"data set cannot be parsed: {exc}"
         ) from exc
@@ -438,7 +512,9 @@ class StorageListener:
             )
 
     def _tune_association(self, event: Any) -> None:
-        event.assoc.dul._run_loop_delay = DUL_POLL_S
+        dul = event.assoc.dul
+        dul._run_loop_delay = DUL_POLL_S
+        dul.to_user_queue = ConnectionAwareQueue(dul, dul.to_user_queue)
 
     def _handle_echo(self, event: Any) -> int:
         """C-ECHO: 0x0000 Success."""
@@ -509,6 +585,9 @@ class StorageListener:
             str(ds.SeriesInstanceUID),
             str(ds.SOPInstanceUID),
         )
+        # Everything that reads the header happens before the write: a refusal leaves no file.
+        record = instance_record(ds, path, len(raw), calling, transfer_syntax)
+        replacing = path.exists()
         try:
             write_new_or_replace(path, raw)
         except OSError as exc:
@@ -517,10 +596,12 @@ class StorageListener:
             raise StoreError(
                 StoreStatus.OUT_OF_RESOURCES, f"cannot write spool: {exc.strerror}"
             ) from exc
-        record = instance_record(ds, path, len(raw), calling, transfer_syntax)
         try:
             state = self._catalog.record_instance(record)
         except Exception as exc:
+            if not replacing:  # else the file is the re-sent copy of a recorded instance
+                with contextlib.suppress(OSError):
+                    path.unlink()
             raise StoreError(StoreStatus.OUT_OF_RESOURCES, f"catalog unavailable: {exc}") from exc
         logger.debug(
             "stored %s series %s (%d/%s)",

@@ -1,0 +1,550 @@
+"""Pieces shared by the trained segmentation networks (T1 map, LGE).
+
+- **Weights**: :func:`sha256_of`, :func:`load_unet` (SHA-256 checked against the provenance
+  JSON before the state dict is loaded; :class:`ModelUnavailableError` otherwise).
+- **Network grid**: :func:`grid_affine` maps a square network grid (fixed pixel spacing,
+  centred on the source image centre, optionally rotated / mirrored / shifted for
+  augmentation) to source pixel indices; :func:`to_grid` resamples an image onto it,
+  :func:`from_grid` interpolates class probabilities back to every source pixel centre
+  and :func:`warp_labels` resamples a label image (as one-hot, then argmax).
+- **Inference**: :func:`predict_passes` (test-time flip), :func:`flip_uncertainty`.
+- **Post-processing**: :func:`ring_postprocess` (one myocardial ring, LV inside, one RV),
+  :func:`largest_component`, :func:`lv_enclosure`.
+- **Training**: :func:`dice_loss`, :func:`cosine_learning_rate`, :func:`grid_dice`,
+  :func:`run_training` (one-thread loop with validation-based checkpoint selection and a
+  wall-clock safety stop), :func:`smooth_field` (bias-field augmentation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+if TYPE_CHECKING:
+    import torch
+
+    from models.unet import UNet
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "EIGHT_CONNECTED",
+    "ModelUnavailableError",
+    "TrainingOutcome",
+    "cosine_learning_rate",
+    "dice_loss",
+    "flip_uncertainty",
+    "from_grid",
+    "grid_affine",
+    "grid_dice",
+    "largest_component",
+    "load_unet",
+    "lv_enclosure",
+    "mask_dice",
+    "predict_passes",
+    "provenance_common",
+    "ring_postprocess",
+    "run_training",
+    "sha256_of",
+    "smooth_field",
+    "to_grid",
+    "warp_labels",
+]
+
+EIGHT_CONNECTED: Final = np.ones((3, 3), dtype=bool)
+"""Structuring element of 8-connectivity."""
+
+F32 = npt.NDArray[np.float32]
+Matrix = npt.NDArray[np.float64]
+
+
+class ModelUnavailableError(RuntimeError):
+    """The trained weights are missing, corrupt or do not match their provenance record."""
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_unet(weights: Path, metadata: Path) -> tuple[UNet, dict[str, Any], str]:
+    """A U-Net in evaluation mode from a state dict whose SHA-256 matches its record.
+
+    Parameters
+    ----------
+    weights
+        The ``.pt`` state dict.
+    metadata
+        Its provenance JSON with ``weights_sha256``, ``architecture`` (a
+        :class:`models.unet.UNetConfig`) and ``model_version``.
+
+    Returns
+    -------
+    model, record, sha256
+        The network (channels-last, eval mode), the parsed record and the weights' hash.
+
+    Raises
+    ------
+    ModelUnavailableError
+        If a file is missing or unreadable, or the weights' SHA-256 differs from the JSON.
+    """
+    import torch
+
+    from models.unet import UNet, UNetConfig
+
+    try:
+        record = json.loads(metadata.read_text())
+        expected = str(record["weights_sha256"])
+        config = UNetConfig(**record["architecture"])
+        str(record["model_version"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelUnavailableError(
+            f"Cannot read the model provenance record {metadata}: {exc}") from exc
+    try:
+        actual = sha256_of(weights)
+    except OSError as exc:
+        raise ModelUnavailableError(f"Cannot read the model weights {weights}: {exc}") from exc
+    if actual != expected:
+        raise ModelUnavailableError(
+            f"The weights {weights.name} have SHA-256 {actual[:12]}..., but their "
+            f"provenance record says {expected[:12]}...: refusing to use them.")
+    model = UNet(config)
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ModelUnavailableError(f"Cannot load the weights {weights}: {exc}") from exc
+    model.eval()
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return model, record, actual
+
+
+# --------------------------------------------------------------------------------------------
+# Network grid
+# --------------------------------------------------------------------------------------------
+
+
+def grid_affine(
+    shape: tuple[int, ...],
+    pixel_spacing: tuple[float, float],
+    grid_size: int,
+    grid_spacing_mm: float,
+    angle_rad: float = 0.0,
+    flip: bool = False,
+    shift_mm: tuple[float, float] = (0.0, 0.0),
+) -> tuple[Matrix, Matrix]:
+    """Affine map from network-grid pixel indices to source pixel indices.
+
+    In the form of :func:`scipy.ndimage.affine_transform`: ``source = matrix @ grid +
+    offset``.  The grid is centred on the source image centre plus ``shift_mm``, rotated by
+    ``angle_rad`` and optionally mirrored.
+
+    Parameters
+    ----------
+    shape
+        Source (rows, cols).
+    pixel_spacing
+        Source (row, col) spacing in mm.
+    grid_size, grid_spacing_mm
+        Size and spacing of the square grid.
+    angle_rad, flip, shift_mm
+        Rotation, mirroring and displacement of the grid (augmentation; zero at inference).
+
+    Returns
+    -------
+    matrix, offset
+        2x2 matrix and 2-vector.
+    """
+    rows, cols = int(shape[0]), int(shape[1])
+    centre = np.array([(rows - 1) / 2.0, (cols - 1) / 2.0])
+    grid_centre = np.full(2, (grid_size - 1) / 2.0)
+    c, s = math.cos(angle_rad), math.sin(angle_rad)
+    rotation = np.array([[c, -s], [s, c]])
+    flip_matrix = np.diag([1.0, -1.0]) if flip else np.eye(2)
+    inv_spacing = np.diag([1.0 / pixel_spacing[0], 1.0 / pixel_spacing[1]])
+    matrix = inv_spacing @ rotation @ flip_matrix * grid_spacing_mm
+    offset = centre + inv_spacing @ np.asarray(shift_mm, dtype=np.float64) - matrix @ grid_centre
+    return matrix, offset
+
+
+def to_grid(image: F32, pixel_spacing: tuple[float, float], grid_size: int,
+            grid_spacing_mm: float, cval: float = 0.0) -> F32:
+    """An image linearly resampled onto the (unrotated) network grid.
+
+    Grid pixels outside the source image get ``cval``.
+    """
+    matrix, offset = grid_affine(image.shape, pixel_spacing, grid_size, grid_spacing_mm)
+    grid = ndimage.affine_transform(image, matrix, offset, (grid_size, grid_size), order=1,
+                                    cval=cval)
+    return np.asarray(grid, dtype=np.float32)
+
+
+def from_grid(probabilities: F32, shape: tuple[int, int], pixel_spacing: tuple[float, float],
+              grid_size: int, grid_spacing_mm: float) -> F32:
+    """Class probabilities (classes, rows, cols) at the source pixel centres.
+
+    ``probabilities`` is (classes, grid, grid) with class 0 the background; outside the
+    grid the background has probability 1.
+    """
+    matrix, offset = grid_affine(shape, pixel_spacing, grid_size, grid_spacing_mm)
+    inverse = np.linalg.inv(matrix)
+    back_offset = -inverse @ offset
+    return np.stack([
+        ndimage.affine_transform(probabilities[k], inverse, back_offset, shape, order=1,
+                                 cval=1.0 if k == 0 else 0.0)
+        for k in range(probabilities.shape[0])
+    ]).astype(np.float32)
+
+
+def warp_labels(labels: npt.NDArray[np.uint8], matrix: Matrix, offset: Matrix,
+                out_shape: tuple[int, int], n_classes: int) -> npt.NDArray[np.uint8]:
+    """A label image resampled with an affine map (linear one-hot, then argmax).
+
+    Outside the source everything is background (label 0).
+    """
+    warped = np.stack([
+        ndimage.affine_transform((labels == k).astype(np.float32), matrix, offset, out_shape,
+                                 order=1, cval=1.0 if k == 0 else 0.0)
+        for k in range(n_classes)
+    ])
+    return np.argmax(warped, axis=0).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# Inference
+# --------------------------------------------------------------------------------------------
+
+
+def predict_passes(model: torch.nn.Module, grid: F32, test_time_flip: bool) -> F32:
+    """Class probabilities of the network, one set per pass.
+
+    Parameters
+    ----------
+    model
+        Network in evaluation mode.
+    grid
+        Input (channels, g, g) on the network grid.
+    test_time_flip
+        Add a pass on the left-right mirrored input (mirrored back).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (passes, classes, g, g).
+    """
+    import torch
+
+    batch = [grid, grid[:, :, ::-1]] if test_time_flip else [grid]
+    x = torch.from_numpy(np.ascontiguousarray(np.stack(batch)))
+    with torch.inference_mode():
+        prob = torch.softmax(model(x.to(memory_format=torch.channels_last)), dim=1)
+    result = prob.numpy().astype(np.float32)
+    if test_time_flip:
+        result[1] = result[1][:, :, ::-1]
+    return result
+
+
+def mask_dice(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
+    """Dice of two masks (1 when both are empty)."""
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def flip_uncertainty(passes: F32, mean: F32, myocardium_classes: Sequence[int]) -> float:
+    """Slice uncertainty in [0, 1] from the per-pass probabilities.
+
+    Mean normalised entropy of the averaged probabilities over the pixels either pass calls
+    myocardium (any of ``myocardium_classes``), plus 1 - Dice between the first and last
+    pass's myocardium; 1 when no pass finds myocardium.
+    """
+    calls = np.isin(np.argmax(passes, axis=1), list(myocardium_classes))
+    union = calls.any(axis=0)
+    if not union.any():
+        return 1.0
+    n_classes = passes.shape[1]
+    p = np.clip(mean[:, union], 1e-7, 1.0)
+    entropy = float((-(p * np.log(p)).sum(axis=0) / math.log(n_classes)).mean())
+    disagreement = 1.0 - mask_dice(calls[0], calls[-1])
+    return float(np.clip(entropy + disagreement, 0.0, 1.0))
+
+
+# --------------------------------------------------------------------------------------------
+# Post-processing
+# --------------------------------------------------------------------------------------------
+
+
+def largest_component(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
+    """The largest 8-connected component of a mask (a copy of the mask if it has <= 1)."""
+    components, n = ndimage.label(mask, structure=EIGHT_CONNECTED)
+    if n <= 1:
+        return np.asarray(mask, dtype=bool).copy()
+    sizes = np.bincount(components.ravel())[1:]
+    return np.asarray(components == int(np.argmax(sizes)) + 1)
+
+
+def lv_enclosure(lv: npt.NDArray[np.bool_], myocardium: npt.NDArray[np.bool_]) -> float:
+    """Fraction of the pixels bordering the LV blood pool that are myocardium (0 if no LV)."""
+    if not lv.any():
+        return 0.0
+    border = ndimage.binary_dilation(lv, structure=EIGHT_CONNECTED) & ~lv
+    return float(myocardium[border].mean())
+
+
+# --------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------
+
+
+def smooth_field(rng: np.random.Generator, size: int) -> F32:
+    """Smooth random field (size, size) with peak magnitude 1 (bias augmentation)."""
+    coarse = rng.standard_normal((4, 4)).astype(np.float32)
+    values = ndimage.zoom(coarse, size / 4.0, order=3)[:size, :size]
+    peak = float(np.abs(values).max()) or 1.0
+    return (values / peak).astype(np.float32)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, n_classes: int,
+              weights: Sequence[float] | None = None) -> torch.Tensor:
+    """1 - (weighted) mean soft Dice over the foreground classes (batch pooled).
+
+    ``weights`` gives one weight per foreground class (classes 1..n-1); equal if ``None``.
+    """
+    import torch
+    from torch.nn import functional
+
+    prob = torch.softmax(logits, dim=1)
+    one_hot = functional.one_hot(target, n_classes).permute(0, 3, 1, 2).to(prob.dtype)
+    dims = (0, 2, 3)
+    intersection = (prob * one_hot).sum(dims)
+    total = prob.sum(dims) + one_hot.sum(dims)
+    dice = (2.0 * intersection + 1.0) / (total + 1.0)
+    if weights is None:
+        return 1.0 - dice[1:].mean()
+    w = torch.tensor(list(weights), dtype=dice.dtype)
+    return 1.0 - (dice[1:] * w).sum() / w.sum()
+
+
+def cosine_learning_rate(step: int, peak: float, warmup_steps: int, total_steps: int,
+                         floor: float = 0.02) -> float:
+    """Linear warm-up to ``peak``, then cosine decay to ``floor * peak`` at ``total_steps``."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+    return peak * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def grid_dice(model: torch.nn.Module, images: F32, labels: npt.NDArray[np.int64],
+              classes: Sequence[int]) -> float:
+    """Mean per-image Dice of the union of ``classes`` (network grid, argmax, eval mode)."""
+    import torch
+
+    model.eval()
+    with torch.inference_mode():
+        pred = model(torch.from_numpy(images)).argmax(1).numpy()
+    model.train()
+    scores = []
+    for p, t in zip(pred, labels, strict=True):
+        a, b = np.isin(p, classes), np.isin(t, classes)
+        scores.append(2.0 * float((a & b).sum()) / max(int(a.sum() + b.sum()), 1))
+    return float(np.mean(scores))
+
+
+@dataclass
+class TrainingOutcome:
+    """What :func:`run_training` returns.
+
+    Attributes
+    ----------
+    best_state
+        State dict of the best validation checkpoint.
+    best_score, best_step
+        Its validation score and step.
+    steps_completed
+        Steps run (fewer than asked if the wall-clock limit stopped the run).
+    history
+        One entry per validation: step, running loss, score, minutes.
+    """
+
+    best_state: dict[str, Any]
+    best_score: float
+    best_step: int
+    steps_completed: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def run_training(
+    model: torch.nn.Module,
+    batches: Iterator[tuple[F32, npt.NDArray[np.int64]]],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    validate: Callable[[torch.nn.Module], float],
+    *,
+    steps: int,
+    learning_rate: float,
+    weight_decay: float,
+    warmup_steps: int,
+    validate_every: int,
+    max_minutes: float,
+    score_name: str = "val_score",
+) -> TrainingOutcome:
+    """AdamW training with cosine schedule, keeping the best validation checkpoint.
+
+    Parameters
+    ----------
+    model
+        Network (trained in place, channels-last).
+    batches
+        Endless iterator of (inputs (b, c, g, g), targets (b, g, g)).
+    loss_fn
+        Loss of (logits, targets).
+    validate
+        Score of the model (higher is better), called every ``validate_every`` steps and
+        at the end.
+    steps, learning_rate, weight_decay, warmup_steps
+        Schedule (:func:`cosine_learning_rate`).
+    validate_every
+        Steps between validations.
+    max_minutes
+        Wall-clock safety stop (the run is reproducible only if it finishes its steps).
+    score_name
+        Key of the score in the history entries.
+    """
+    import torch
+
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate,
+                                  weight_decay=weight_decay)
+    best_score, best_step = -1.0, -1
+    best_state: dict[str, Any] | None = None
+    history: list[dict[str, float]] = []
+    running = 0.0
+    started = time.perf_counter()
+    model.train()
+    step = 0
+    for step in range(steps):
+        images, labels = next(batches)
+        x = torch.from_numpy(images).to(memory_format=torch.channels_last)
+        y = torch.from_numpy(labels)
+        for group in optimiser.param_groups:
+            group["lr"] = cosine_learning_rate(step, learning_rate, warmup_steps, steps)
+        loss = loss_fn(model(x), y)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        value = loss.item()
+        running = 0.98 * running + 0.02 * value if step else value
+        out_of_time = (time.perf_counter() - started) / 60.0 > max_minutes
+        last = step + 1 == steps or out_of_time
+        if (step + 1) % validate_every == 0 or last:
+            score = validate(model)
+            elapsed = time.perf_counter() - started
+            history.append({"step": step + 1, "loss": round(running, 4),
+                            score_name: round(score, 4), "minutes": round(elapsed / 60.0, 2)})
+            logger.info("step %d loss %.4f %s %.4f (%.1f min)", step + 1, running,
+                        score_name, score, elapsed / 60.0)
+            if score >= best_score:
+                best_score, best_step = score, step + 1
+                best_state = {k: v.detach().clone().contiguous()
+                              for k, v in model.state_dict().items()}
+        if out_of_time:
+            logger.warning("time limit of %.0f min reached after %d of %d steps", max_minutes,
+                           step + 1, steps)
+            break
+    if best_state is None:
+        raise RuntimeError("Training ran no validation step")
+    return TrainingOutcome(best_state, best_score, best_step, step + 1, history)
+
+
+def provenance_common(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Software versions to add to a provenance record's ``training`` section."""
+    import platform
+
+    import torch
+
+    return {**record, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def ring_postprocess(labels: npt.NDArray[np.uint8], pixel_spacing: tuple[float, float],
+                     rv_max_gap_mm: float = 5.0, max_hole_mm2: float = 12.0
+                     ) -> npt.NDArray[np.uint8]:
+    """Anatomically consistent short-axis labels from a raw argmax label image.
+
+    Parameters
+    ----------
+    labels
+        Raw labels with :class:`plugins.api.Label` values background, LV blood pool,
+        myocardium and RV blood pool (other values are ignored).
+    pixel_spacing
+        (row, col) spacing in mm.
+    rv_max_gap_mm
+        An RV blood-pool component further than this from the myocardium is dropped.
+    max_hole_mm2
+        Enclosed holes smaller than this without LV blood-pool pixels become myocardium.
+
+    Returns
+    -------
+    numpy.ndarray
+        One myocardium component; LV blood pool inside the ring (and touching it where the
+        ring is open); small enclosed holes as myocardium; RV blood pool as one component
+        next to the myocardium; no islands.
+    """
+    from plugins.api import Label
+
+    out = np.zeros_like(labels, dtype=np.uint8)
+    myo = labels == Label.MYOCARDIUM
+    if not myo.any():
+        return out
+    myo = largest_component(myo)
+    pixel_area = pixel_spacing[0] * pixel_spacing[1]
+    lv_raw = labels == Label.LV_BLOOD_POOL
+    enclosed = ndimage.binary_fill_holes(myo) & ~myo
+    holes, n_holes = ndimage.label(enclosed)
+    lv = np.zeros_like(myo)
+    for k in range(1, n_holes + 1):
+        hole = holes == k
+        if hole.sum() * pixel_area < max_hole_mm2 and not (hole & lv_raw).any():
+            myo |= hole
+        else:
+            lv |= hole
+    # Where the ring is open (basal slices), keep the LV components touching the myocardium.
+    near_myo = ndimage.binary_dilation(myo, structure=EIGHT_CONNECTED)
+    components, n = ndimage.label(lv_raw & ~myo & ~lv, structure=EIGHT_CONNECTED)
+    for k in range(1, n + 1):
+        part = components == k
+        if (part & near_myo).any() or (ndimage.binary_dilation(part) & lv).any():
+            lv |= part
+    if lv.any():
+        lv = largest_component(lv)
+    rv_raw = (labels == Label.RV_BLOOD_POOL) & ~myo & ~lv
+    rv = np.zeros_like(myo)
+    if rv_raw.any():
+        gap_px = rv_max_gap_mm / min(pixel_spacing)
+        distance = ndimage.distance_transform_edt(~myo)
+        components, n = ndimage.label(rv_raw, structure=EIGHT_CONNECTED)
+        best, best_size = 0, 0
+        for k in range(1, n + 1):
+            part = components == k
+            size = int(part.sum())
+            if size > best_size and float(distance[part].min()) <= gap_px:
+                best, best_size = k, size
+        if best:
+            rv = components == best
+    out[rv] = Label.RV_BLOOD_POOL
+    out[lv] = Label.LV_BLOOD_POOL
+    out[myo] = Label.MYOCARDIUM
+    return out
