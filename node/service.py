@@ -20,7 +20,7 @@ from node.listener import StorageListener, reconcile_spool
 from node.pairing import lge_reconstruction, preferred_partner, skip_reason
 from node.router import RouteDecision, RuleSet, load_rules, route
 from node.sender import OutboxSender
-from node.settings import DestinationKind, Settings
+from node.settings import DestinationKind, Settings, http_token
 from node.status import StatusServer
 from node.tracker import SeriesTracker
 from node.worker import WorkerPool
@@ -160,6 +160,7 @@ class Node:
             self.status = StatusServer(
                 self.catalog, settings.http_host, settings.http_port, self.workers.wake,
                 covariates=CovariateFolder(settings.covariates_folder),
+                token=http_token(settings),
             )
         self._stopped = threading.Event()
 

@@ -94,6 +94,8 @@ class Settings:
     max_job_attempts: int = 3
     http_host: str = "127.0.0.1"
     http_port: int = 8089
+    http_token_env: str | None = None
+    """Environment variable holding the status endpoint's bearer token (node.status)."""
     rules_file: Path | None = None
     log_level: str = "INFO"
     log_uids: str = "plain"
@@ -203,6 +205,44 @@ def _dicomweb_destination(item: Mapping[str, Any], key: str, index: int) -> Dest
     )
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def _http_token_env(node: Mapping[str, Any]) -> str | None:
+    name = str(node.get("http_token_env", "") or "").strip() or None
+    host = str(node.get("http_host", "127.0.0.1"))
+    port = int(node.get("http_port", 8089) or 0)
+    if port and host not in LOOPBACK_HOSTS and name is None:
+        raise SettingsError(
+            f"node.http_host = {host!r} exposes the status endpoint beyond this machine: set "
+            "node.http_token_env to the environment variable holding its bearer token"
+        )
+    return name
+
+
+def http_token(settings: Settings) -> str | None:
+    """The status endpoint's token from the environment, if one is configured.
+
+    Raises
+    ------
+    SettingsError
+        If the configured variable is unset or empty (the endpoint would be open).
+    """
+    if settings.http_token_env is None:
+        return None
+    value = os.environ.get(settings.http_token_env, "")
+    if len(value) < MIN_TOKEN_LENGTH:
+        raise SettingsError(
+            f"environment variable {settings.http_token_env} must hold the status endpoint's "
+            f"token (at least {MIN_TOKEN_LENGTH} characters)"
+        )
+    return value
+
+
+MIN_TOKEN_LENGTH = 16
+"""Shortest bearer token accepted (guessable tokens protect nothing)."""
+
+
 def _choice(value: Any, allowed: tuple[str, ...], key: str) -> str:
     text = str(value).strip().lower()
     if text not in allowed:
@@ -272,6 +312,7 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         max_job_attempts=max(1, int(node.get("max_job_attempts", 3))),
         http_host=str(node.get("http_host", "127.0.0.1")),
         http_port=_port(node.get("http_port", 8089), "node.http_port", allow_zero=True),
+        http_token_env=_http_token_env(node),
         rules_file=path(rules) if rules else None,
         log_level=str(node.get("log_level", "INFO")).upper(),
         log_uids=_choice(node.get("log_uids", "plain"), ("plain", "hashed"), "node.log_uids"),

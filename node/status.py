@@ -1,6 +1,9 @@
 """What the node is doing: a status report for the command line and a small HTTP endpoint.
 
-HTTP routes (JSON, bound to ``http_host``, loopback by default):
+HTTP routes (JSON, bound to ``http_host``, loopback by default).  With a token configured
+(``[node] http_token_env`` names the environment variable holding it) every route but
+``/healthz`` needs ``Authorization: Bearer <token>`` and answers 401 without it; a status
+endpoint bound beyond loopback must have one (node.settings refuses the configuration).
 
 ``GET /healthz``            liveness and version
 ``GET /status``             counts by state, recent series, jobs, outbox rows and events
@@ -18,6 +21,7 @@ HTTP routes (JSON, bound to ``http_host``, loopback by default):
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import re
@@ -194,6 +198,9 @@ class StatusServer:
         Called after a job was queued again (wakes the workers).
     covariates
         The covariates sidecar folder; without it the covariates routes answer 503.
+    token
+        Bearer token every route but ``/healthz`` requires; ``None``: no authentication
+        (loopback only).
     """
 
     def __init__(
@@ -203,10 +210,12 @@ class StatusServer:
         port: int,
         on_retry: Callable[[], None],
         covariates: CovariateFolder | None = None,
+        token: str | None = None,
     ) -> None:
         self._catalog = catalog
         self._on_retry = on_retry
         self._covariates = covariates
+        self._token = token
         handler = self._make_handler()
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
@@ -234,6 +243,7 @@ class StatusServer:
         catalog = self._catalog
         on_retry = self._on_retry
         covariates = self._covariates
+        token = self._token
 
         class Handler(BaseHTTPRequestHandler):
             server_version = f"cmr-node/{__version__}"
@@ -249,10 +259,33 @@ class StatusServer:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _authorised(self) -> bool:
+                """Whether the request carries the token (always, without one configured)."""
+                if token is None:
+                    return True
+                given = self.headers.get("Authorization", "")
+                scheme, _, value = given.partition(" ")
+                if scheme.lower() == "bearer" and hmac.compare_digest(
+                    value.strip().encode(), token.encode()
+                ):
+                    return True
+                logger.warning("http %s %s from %s refused: no valid token", self.command,
+                               self.path.split("?", 1)[0], self.client_address[0])
+                body = json.dumps({"error": "authentication required"}).encode()
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Bearer realm="cmr-node"')
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return False
+
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/healthz":
                     self._send(200, {"status": "ok", "version": __version__})
+                elif not self._authorised():
+                    return
                 elif path == "/status":
                     self._send(200, status_report(catalog))
                 elif (m := _JOB_RE.match(path)) and not m.group(2):
@@ -281,6 +314,8 @@ class StatusServer:
 
             def do_POST(self) -> None:
                 path = self.path.split("?", 1)[0]
+                if not self._authorised():
+                    return
                 m = _JOB_RE.match(path)
                 if m and m.group(2):
                     ok = catalog.retry_job(int(m.group(1)))
