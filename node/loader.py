@@ -167,6 +167,16 @@ def load_series(datasets: Sequence[Dataset]) -> LoadedSeries:
         If the instances are not one series, carry no image frames, lack geometry, have
         pixel data that cannot be decoded, or frames of different sizes.
     """
+    try:
+        return _load_series(datasets)
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        # Malformed header values (a non-numeric Rows, a multi-valued RescaleSlope ...).
+        raise LoadError(
+            f"A header value of the series cannot be used: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _load_series(datasets: Sequence[Dataset]) -> LoadedSeries:
     if not datasets:
         raise LoadError("The series has no instances.")
 

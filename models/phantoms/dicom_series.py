@@ -298,7 +298,10 @@ class StudyInfo:
         age = int(rng.integers(18, 86))
         study_day = datetime.date(2024, 1, 1) + datetime.timedelta(days=int(rng.integers(0,
                                                                                          700)))
-        birth = study_day.replace(year=study_day.year - age) - datetime.timedelta(
+        # 29 February has no anniversary in most years: count it from the 28th.
+        anniversary = study_day.replace(day=min(study_day.day, 28)) if (
+            study_day.month == 2 and study_day.day == 29) else study_day
+        birth = anniversary.replace(year=study_day.year - age) - datetime.timedelta(
             days=int(rng.integers(1, 360)))
         seconds = int(rng.integers(7 * 3600, 18 * 3600))
         study_time = f"{seconds // 3600:02d}{(seconds // 60) % 60:02d}{seconds % 60:02d}"

@@ -111,18 +111,8 @@ MUTABLE = [
 ]
 
 
-#: node.loader documents LoadError only, yet raises ValueError/TypeError from int()/float()
-#: on malformed Rows, SamplesPerPixel, RescaleSlope, ImageType (loader.py _frames_of,
-#: _decode, _value_mapping, is_t1_map). The worker records these as unexpected errors and
-#: retries; the listener now refuses malformed image size attributes. Remove this marker
-#: once the loader converts them to LoadError.
-LOADER_CONTRACT_GAP = pytest.mark.xfail(
-    raises=(ValueError, TypeError), strict=False,
-    reason="node.loader raises ValueError/TypeError on malformed attribute values",
-)
 
 
-@LOADER_CONTRACT_GAP
 @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
           report_multiple_bugs=False, suppress_health_check=[HealthCheck.too_slow])
 @given(

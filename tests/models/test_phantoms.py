@@ -494,3 +494,11 @@ def test_cli_is_deterministic_and_truth_matches_files(tmp_path: Path) -> None:
     cli_main(["--out", str(other), "--vendor", "ge", "--field", "3", "--seed", "10"])
     assert json.loads((other / "truth.json").read_text())["study_instance_uid"] != truth[
         "study_instance_uid"]
+
+
+def test_synthetic_study_of_a_leap_day_has_a_birth_date() -> None:
+    # Seed 255 draws 29 February 2024 as the study day.
+    from models.phantoms.dicom_series import StudyInfo
+
+    info = StudyInfo.synthetic(255)
+    assert len(info.patient_birth_date) == 8 and info.patient_birth_date < "20240229"
