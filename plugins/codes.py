@@ -46,6 +46,7 @@ Notes on choices
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Final
 
 from plugins.api import Code, Label, SegmentDefinition
@@ -219,14 +220,8 @@ SEGMENT_RV_BLOOD_POOL: Final = SegmentDefinition(
     anatomic_region=RIGHT_VENTRICLE,
 )
 
-SEGMENT_LGE_MYOCARDIUM: Final = SegmentDefinition(
-    label=Label.MYOCARDIUM,
-    name="LV myocardium",
-    category=ANATOMICAL_STRUCTURE,
-    property_type=MYOCARDIUM,
-    colour_rgb=COLOUR_MYOCARDIUM,
-    anatomic_region=LEFT_VENTRICLE,
-    includes=(Label.SCAR, Label.MVO),
+SEGMENT_LGE_MYOCARDIUM: Final = dataclasses.replace(
+    SEGMENT_MYOCARDIUM, includes=(Label.SCAR, Label.MVO)
 )
 """The whole LV wall of an LGE result: healthy myocardium, scar and MVO."""
 
