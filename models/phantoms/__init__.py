@@ -1,11 +1,13 @@
 """Synthetic cardiac MR phantoms: anatomy, native T1 maps, MOLLI source images, DICOM series.
 
 The T1-map API (``make_t1map_slice``, ``make_t1map_stack``, ``PhantomSlice``,
-``make_heart_case``) lives in :mod:`models.phantoms.t1map`; DICOM writing in
+``make_heart_case``) lives in :mod:`models.phantoms.t1map`, four-chamber long-axis maps
+(``make_t1map_long_axis``) in :mod:`models.phantoms.long_axis`; DICOM writing in
 :mod:`models.phantoms.dicom_series`; the command line in ``python -m models.phantoms``.
 """
 
 from models.phantoms.anatomy import HeartCase, Phenotype, Structure, render_slice
+from models.phantoms.long_axis import LongAxisSlice, make_t1map_long_axis
 from models.phantoms.t1map import (
     PhantomSlice,
     make_heart_case,
@@ -17,12 +19,14 @@ from models.phantoms.tissues import Tissue
 
 __all__ = [
     "HeartCase",
+    "LongAxisSlice",
     "PhantomSlice",
     "Phenotype",
     "Structure",
     "Tissue",
     "make_heart_case",
     "make_molli_source",
+    "make_t1map_long_axis",
     "make_t1map_slice",
     "make_t1map_stack",
     "render_slice",

@@ -59,6 +59,7 @@ from models.phantoms.lge import (
     make_lge_stack,
     make_ti_scout,
 )
+from models.phantoms.long_axis import LongAxisSlice
 from models.phantoms.maps import ContrastState, ecv_map, postcontrast_t1_map, t2_map
 from models.phantoms.t1map import PhantomSlice, make_molli_source
 
@@ -728,6 +729,109 @@ def t1map_series_datasets(
         field_strength_t=field, unit=UNIT_MS, quantity="T1", window=window,
         slice_gap_mm=gap, trigger_time_ms=trigger,
     )
+
+
+def long_axis_name(short_axis_name: str) -> str:
+    """A vendor's short-axis series or protocol name turned into its four-chamber name.
+
+    ``"MOLLI_5(3)3_SAX_T1MAP"`` becomes ``"MOLLI_5(3)3_4CH_T1MAP"``, ``"T1map_MOLLI SAX"``
+    ``"T1map_MOLLI 4CH"``; a name without ``SAX`` gets `` 4CH`` appended.
+    """
+    if "SAX" in short_axis_name:
+        return short_axis_name.replace("SAX", "4CH")
+    return f"{short_axis_name} 4CH"
+
+
+def four_chamber_orientation(
+    geometry: SaxGeometry, rotation_rad: float,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """(row cosines, column cosines) of the four-chamber plane of a short-axis geometry.
+
+    The image's right is the heart's lateral direction (the heart-local angle 0 of the
+    anatomy, ``rotation_rad`` from the short-axis image's right); the image's down runs from
+    the apex to the base along the LV long axis.
+    """
+    right_sax = np.asarray(geometry.row_cosines, dtype=np.float64)
+    down_sax = np.asarray(geometry.column_cosines, dtype=np.float64)
+    lateral = math.cos(rotation_rad) * right_sax + math.sin(rotation_rad) * down_sax
+    lateral /= np.linalg.norm(lateral)
+    down = -np.asarray(geometry.apex_direction, dtype=np.float64)
+    down = down - np.dot(down, lateral) * lateral
+    down /= np.linalg.norm(down)
+    return lateral, down
+
+
+def t1map_long_axis_series_datasets(
+    view: LongAxisSlice,
+    *,
+    vendor: str | Vendor = "siemens",
+    study: StudyInfo | None = None,
+    series_number: int = 12,
+    field_strength_t: float | None = None,
+    rng: np.random.Generator | None = None,
+    description: str | None = None,
+) -> list[Dataset]:
+    """Native MOLLI T1-map series of one four-chamber long-axis view.
+
+    The plane contains the LV long axis of the study's short-axis geometry
+    (:attr:`StudyInfo.geometry`), so it is perpendicular to the short-axis slices written
+    for the same study, and passes through the LV centre; SeriesDescription and
+    ProtocolName are the vendor's T1-map names with ``4CH`` for ``SAX`` (as scanners name
+    long-axis MOLLI maps, e.g. ``MOLLI_5(3)3_4CH_T1MAP``); ImageType is the vendor's T1-map
+    ImageType.
+
+    Parameters
+    ----------
+    view
+        The four-chamber phantom (:func:`models.phantoms.long_axis.make_t1map_long_axis`).
+    vendor, study, series_number, field_strength_t, description
+        As for :func:`t1map_series_datasets`.
+    rng
+        Draws the trigger time when given; fixed otherwise.
+
+    Returns
+    -------
+    list of pydicom.Dataset
+        One MR Image instance with file meta, ready for :func:`write_series`.
+    """
+    v = _resolve_vendor(vendor)
+    st = _study(study)
+    profile = VENDOR_PROFILES[v]
+    field = float(field_strength_t if field_strength_t is not None else view.field_strength_t)
+    trigger = float(round(rng.uniform(350.0, 650.0), 1)) if rng is not None else 480.0
+    spec = _spec(SeriesKind.T1MAP, v, series_number, description,
+                 description=long_axis_name(profile.t1map_description),
+                 protocol=long_axis_name(profile.t1map_protocol))
+    geometry = st.geometry
+    right, down = four_chamber_orientation(geometry, view.heart.rotation_rad)
+    # The LV mid-cavity: the short-axis stack's basal centre moved along the long axis by
+    # half the LV length beyond the basal level and to the LV centre of that level.
+    case = view.heart
+    length = float(view.truth["lv_length_mm"])
+    basal = case.position("basal")
+    cx, cy = case.lv_centre(0.5)
+    mid = (np.asarray(geometry.base_centre_mm)
+           + (0.5 - basal) * length * np.asarray(geometry.apex_direction)
+           + cx * np.asarray(geometry.row_cosines) + cy * np.asarray(geometry.column_cosines))
+    r0, c0 = view.rendered.rendered.lv_centre_px
+    dy, dx = view.pixel_spacing
+    first = mid - c0 * dx * right - r0 * dy * down
+    series_uid = _uid(st.seed, "series", spec.kind, spec.series_number)
+    sop_uid = _uid(st.seed, "instance", spec.kind, spec.series_number, 1)
+    ds = _base_dataset(st, profile, spec, field, series_uid, sop_uid, MRImageStorage, 1)
+    _set_geometry(ds, (*_unit_tuple(right), *_unit_tuple(down)),
+                  (float(first[0]), float(first[1]), float(first[2])), view.pixel_spacing, None)
+    ds.TriggerTime = _ds(trigger, 2)
+    if "IR" in spec.scanning_sequence:
+        ds.InversionTime = None  # Type 2C: present, empty for a fitted map
+    ds.ImagesInAcquisition = "1"
+    ds.AcquisitionMatrix = [0, view.shape[1] // 2, view.shape[0] // 2, 0]
+    enc = _encode(view.t1_ms, v, UNIT_MS, "T1")
+    _set_pixels(ds, enc, (1300.0, 1300.0) if field < 2 else (1500.0, 1500.0))
+    if v is Vendor.PHILIPS:
+        _philips_private(ds, enc)
+    _file_meta(ds)
+    return [ds]
 
 
 def molli_source_series_datasets(

@@ -29,6 +29,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from models.phantoms.t1map import PhantomSlice, make_t1map_stack
+from models.segmentation import smooth_field, warp_labels
 from models.t1seg.segmenter import (
     GRID_SIZE,
     GRID_SPACING_MM,
@@ -196,13 +197,6 @@ class AugmentationSettings:
     """Some scanners clip fitted T1 at a few seconds."""
 
 
-def _smooth_field(rng: np.random.Generator, size: int) -> F32:
-    coarse = rng.standard_normal((4, 4)).astype(np.float32)
-    field = ndimage.zoom(coarse, size / 4.0, order=3)[:size, :size]
-    peak = float(np.abs(field).max()) or 1.0
-    return (field / peak).astype(np.float32)
-
-
 def augment(
     item: CachedSlice,
     rng: np.random.Generator,
@@ -237,18 +231,12 @@ def augment(
                                  GRID_SPACING_MM * zoom, angle, flip, shift)
     out = (grid_size, grid_size)
     image = ndimage.affine_transform(item.t1_ms, matrix, offset, out, order=1, cval=0.0)
-    one_hot = np.stack([(item.labels == k).astype(np.float32) for k in range(N_CLASSES)])
-    warped = np.stack([
-        ndimage.affine_transform(one_hot[k], matrix, offset, out, order=1,
-                                 cval=1.0 if k == 0 else 0.0)
-        for k in range(N_CLASSES)
-    ])
-    labels = np.argmax(warped, axis=0).astype(np.uint8)
+    labels = warp_labels(item.labels, matrix, offset, out, N_CLASSES)
 
     image = image * float(rng.uniform(*s.t1_scale))
     if s.bias_fraction > 0:
         image = image * (1.0 + float(rng.uniform(0, s.bias_fraction)) *
-                         _smooth_field(rng, grid_size))
+                         smooth_field(rng, grid_size))
     if rng.random() < s.blur_probability:
         image = ndimage.gaussian_filter(image, float(rng.uniform(*s.blur_sigma_px)))
     if rng.random() < s.noise_probability:

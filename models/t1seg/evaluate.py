@@ -13,6 +13,12 @@ once with the U-Net and once with the classical segmenter.  Per slice:
   T1 over the true core (as in ``tests/plugins/test_t1map.py``); its floor, the same core
   rule applied to the true labels, is reported as well.
 
+Four-chamber long-axis views (seeds from
+:data:`~models.t1seg.long_axis.LONG_AXIS_EVAL_SEED_START`) are scored as level ``"4ch"``:
+Dice as above, and |ΔT1| of the analysis' septal and lateral wall values against the tissue
+T1 over the true-label core of each wall.  The group ``"short axis"`` holds the short-axis
+slices only; ``"all"`` holds both views.
+
 Slices the analysis fails (FAILURE flag, no value) are counted, not averaged.  Also: an
 inference benchmark (ms per slice and peak resident memory, one thread, fresh process) and a
 sanity check on the real Sunnybrook *cine* subset with intensities remapped to T1-like
@@ -38,11 +44,14 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from models.phantoms.long_axis import LongAxisSlice
 from models.phantoms.t1map import PhantomSlice
 from models.t1seg.data import EVAL_SEED_START, phantom_subject
+from models.t1seg.long_axis import LONG_AXIS_EVAL_SEED_START, phantom_long_axis
 from models.t1seg.segmenter import DEFAULT_WEIGHTS, UNetT1Segmenter
 from plugins.api import Label, LoadedSeries, Severity, SourceFrame
 from plugins.t1map.analysis import analyse, conservative_core
+from plugins.t1map.long_axis import LEVEL_4CH, wall_geometry
 from plugins.t1map.segmenter import ClassicalSegmenter, Segmenter
 
 logger = logging.getLogger(__name__)
@@ -50,8 +59,10 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "SliceScore",
     "benchmark",
+    "evaluate_long_axis",
     "evaluate_phantoms",
     "evaluate_sunnybrook",
+    "long_axis_series",
     "series_from_phantoms",
     "summarise",
 ]
@@ -83,6 +94,11 @@ class SliceScore:
     delta_t1_core_ms: float | None
     delta_t1_core_true_labels_ms: float | None
     uncertainty: float | None
+    delta_t1_septal_ms: float | None = None
+    """Four-chamber views: reported septal core mean minus the tissue T1 over the true
+    septal core (lesions included)."""
+    delta_t1_lateral_ms: float | None = None
+    """Four-chamber views: the same for the lateral wall."""
 
 
 def series_from_phantoms(slices: Sequence[PhantomSlice], uid: str) -> LoadedSeries:
@@ -176,6 +192,92 @@ def evaluate_phantoms(segmenters: Mapping[str, Segmenter], n_subjects: int = DEF
     return scores
 
 
+def long_axis_series(view: LongAxisSlice, uid: str) -> LoadedSeries:
+    """A LoadedSeries of one four-chamber phantom view, named as scanners name it."""
+    frame = SourceFrame(
+        pixels=np.asarray(view.t1_ms, dtype=np.float32),
+        sop_instance_uid=f"{uid}.1",
+        sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
+        frame_number=None,
+        image_position=(0.0, 0.0, 0.0),
+        image_orientation=(1.0, 0.0, 0.0, 0.0, 0.0, -1.0),
+        pixel_spacing=view.pixel_spacing,
+        slice_thickness=8.0,
+        units="ms",
+        attributes={"InstanceNumber": 1},
+    )
+    header = {"Modality": "MR", "MagneticFieldStrength": view.field_strength_t,
+              "SeriesDescription": "MOLLI_5(3)3_4CH_T1MAP"}
+    return LoadedSeries(f"{uid}.0", f"{uid}.1", (frame,), header)
+
+
+def _wall_targets(view: LongAxisSlice) -> dict[str, tuple[float | None, float | None]]:
+    """Per wall: (tissue T1 over the true-label core, map mean over that core)."""
+    truth = view.labels
+    core = conservative_core(truth, view.pixel_spacing)
+    geometry = wall_geometry(truth, view.pixel_spacing)
+    out: dict[str, tuple[float | None, float | None]] = {"septal": (None, None),
+                                                          "lateral": (None, None)}
+    if geometry is None:
+        return out
+    rendered = view.rendered.rendered
+    rise = np.asarray(rendered.lesion_fraction * rendered.lesion_rise_ms, dtype=np.float64)
+    for name, mask in zip(("septal", "lateral"), geometry.wall_masks(core), strict=True):
+        if mask.any():
+            target = view.truth[f"{name}_t1_true_ms"] + float(rise[mask].mean())
+            out[name] = (target, float(view.t1_ms[mask].mean()))
+    return out
+
+
+def evaluate_long_axis(segmenters: Mapping[str, Segmenter], n_views: int = DEFAULT_SUBJECTS,
+                       seed_start: int = LONG_AXIS_EVAL_SEED_START) -> list[SliceScore]:
+    """Score every method on ``n_views`` held-out four-chamber views (level ``"4ch"``).
+
+    Dice as for short-axis slices; |ΔT1| core is the mean of the septal and lateral errors
+    of the analysis' wall values (:mod:`plugins.t1map.long_axis`), each against the tissue
+    T1 over the true-label core of that wall; the floor is the same with the true labels.
+    """
+    scores: list[SliceScore] = []
+    for k in range(n_views):
+        seed = seed_start + k
+        view = phantom_long_axis(seed)
+        series = long_axis_series(view, f"2.25.{seed}")
+        targets = _wall_targets(view)
+        for method, segmenter in segmenters.items():
+            result = analyse(series, {"segmenter": segmenter})
+            found = result.slices[0] if result.slices else None
+            labels = found.labels if found is not None else np.zeros(view.shape, np.uint8)
+            values = {m.key: m.value for m in found.measurements} if found is not None else {}
+            errors: dict[str, float | None] = {}
+            floors = []
+            for wall in ("septal", "lateral"):
+                target, floor = targets[wall]
+                value = values.get(f"{wall}_t1_mean_ms")
+                errors[wall] = None if value is None or target is None else value - target
+                if floor is not None and target is not None:
+                    floors.append(floor - target)
+            measured = [e for e in errors.values() if e is not None]
+            row: Mapping[str, Any] = result.extra["slices"][0] if result.extra["slices"] else {}
+            truth = view.labels
+            myo, true_myo = labels == Label.MYOCARDIUM, truth == Label.MYOCARDIUM
+            scores.append(SliceScore(
+                method=method, seed=seed, field_strength_t=view.field_strength_t,
+                level=LEVEL_4CH, spacing_mm=float(np.mean(view.pixel_spacing)),
+                analysed=bool(measured),
+                myocardium_dice=_dice(myo, true_myo),
+                lv_dice=_dice(labels == Label.LV_BLOOD_POOL, truth == Label.LV_BLOOD_POOL),
+                rv_dice=_dice(labels == Label.RV_BLOOD_POOL, truth == Label.RV_BLOOD_POOL),
+                delta_t1_contour_ms=(float(view.t1_ms[myo].mean() - view.t1_ms[true_myo].mean())
+                                     if myo.any() else None),
+                delta_t1_core_ms=float(np.mean(measured)) if measured else None,
+                delta_t1_core_true_labels_ms=float(np.mean(floors)) if floors else None,
+                uncertainty=row.get("segmentation_uncertainty"),
+                delta_t1_septal_ms=errors["septal"], delta_t1_lateral_ms=errors["lateral"],
+            ))
+        logger.info("4ch view %d/%d done", k + 1, n_views)
+    return scores
+
+
 def _mean_abs(values: Sequence[float | None]) -> float | None:
     kept = [abs(v) for v in values if v is not None]
     return float(np.mean(kept)) if kept else None
@@ -185,6 +287,10 @@ def _has_level(score: SliceScore, level: str) -> bool:
     return score.level == level
 
 
+def _is_short_axis(score: SliceScore) -> bool:
+    return score.level != LEVEL_4CH
+
+
 def _has_field(score: SliceScore, field: float) -> bool:
     return score.field_strength_t == field
 
@@ -192,7 +298,8 @@ def _has_field(score: SliceScore, field: float) -> bool:
 def summarise(scores: Sequence[SliceScore]) -> dict[str, dict[str, dict[str, Any]]]:
     """Per method, per group (all, level, field strength): Dice and |ΔT1| statistics."""
     groups: dict[str, Callable[[SliceScore], bool]] = {"all": lambda s: True}
-    for level in ("basal", "mid", "apical"):
+    groups["short axis"] = _is_short_axis
+    for level in ("basal", "mid", "apical", LEVEL_4CH):
         groups[level] = functools.partial(_has_level, level=level)
     for field in (1.5, 3.0):
         groups[f"{field:g} T"] = functools.partial(_has_field, field=field)
@@ -223,6 +330,11 @@ def summarise(scores: Sequence[SliceScore]) -> dict[str, dict[str, dict[str, Any
                 "uncertainty_mean": _round(_mean([s.uncertainty for s in rows
                                                   if s.uncertainty is not None]), 3),
             }
+            if name == LEVEL_4CH:
+                summary[method][name]["abs_delta_t1_septal_ms"] = _round(_mean_abs(
+                    [s.delta_t1_septal_ms for s in rows]))
+                summary[method][name]["abs_delta_t1_lateral_ms"] = _round(_mean_abs(
+                    [s.delta_t1_lateral_ms for s in rows]))
     return summary
 
 
@@ -328,6 +440,8 @@ def main(argv: list[str] | None = None) -> None:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=DEFAULT_SUBJECTS)
+    parser.add_argument("--long-axis-views", type=int, default=DEFAULT_SUBJECTS,
+                        help="held-out four-chamber views to score (0: none)")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--benchmark", action="store_true",
                         help="only run the inference benchmark and print it as JSON")
@@ -347,6 +461,8 @@ def main(argv: list[str] | None = None) -> None:
         segmenters["classical"] = ClassicalSegmenter()
     started = time.perf_counter()
     scores = evaluate_phantoms(segmenters, args.subjects)
+    if args.long_axis_views > 0:
+        scores += evaluate_long_axis(segmenters, args.long_axis_views)
     summary = summarise(scores)
     sunnybrook = evaluate_sunnybrook(segmenters) if SUNNYBROOK.exists() else {}
     bench = json.loads(subprocess.run(
@@ -356,6 +472,9 @@ def main(argv: list[str] | None = None) -> None:
     evaluation = {
         "held_out_seeds": [EVAL_SEED_START, EVAL_SEED_START + args.subjects - 1],
         "held_out_slices": len(scores) // len(segmenters),
+        **({"held_out_long_axis_seeds": [LONG_AXIS_EVAL_SEED_START,
+                                         LONG_AXIS_EVAL_SEED_START + args.long_axis_views - 1]}
+           if args.long_axis_views > 0 else {}),
         "phantoms": summary,
         "sunnybrook_cine_remapped": sunnybrook,
         "benchmark": bench,
@@ -368,6 +487,11 @@ def main(argv: list[str] | None = None) -> None:
         record["evaluation"] = evaluation
         metadata.write_text(json.dumps(record, indent=2) + "\n")
     print(_table(summary))
+    for method, groups in summary.items():
+        if LEVEL_4CH in groups:
+            g = groups[LEVEL_4CH]
+            print(f"{method} 4ch: mean |ΔT1| septal {g['abs_delta_t1_septal_ms']} ms, "
+                  f"lateral {g['abs_delta_t1_lateral_ms']} ms")
     print()
     print("Sunnybrook cine (real anatomy, intensities remapped; NOT T1):")
     print(json.dumps(sunnybrook, indent=2))

@@ -25,9 +25,10 @@ from typing import Any, Final
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional
 
+from models.segmentation import dice_loss as shared_dice_loss
+from models.segmentation import grid_dice, run_training
 from models.t1seg.data import (
     CHUNK_SUBJECTS,
     EVAL_SEED_START,
@@ -42,6 +43,15 @@ from models.t1seg.data import (
     load_cache,
     make_batch,
     phantom_subject,
+)
+from models.t1seg.long_axis import (
+    LONG_AXIS_EVAL_SEED_START,
+    LONG_AXIS_TRAIN_SEED_START,
+    LONG_AXIS_VAL_SEED_START,
+    generate_long_axis_cache,
+    load_long_axis_cache,
+    long_axis_generator_fingerprint,
+    long_axis_items,
 )
 from models.t1seg.segmenter import (
     DEFAULT_METADATA,
@@ -86,37 +96,20 @@ class TrainSettings:
     seed: int = 20261122
     dice_weight: float = 1.0
     architecture: UNetConfig = field(default_factory=lambda: ARCHITECTURE)
+    long_axis_views: int = 0
+    """Four-chamber long-axis views added to the training items (one per subject seed from
+    :data:`~models.t1seg.long_axis.LONG_AXIS_TRAIN_SEED_START`); 0 for short axis only."""
+    long_axis_val_views: int = 24
+    """Four-chamber views added to the validation set when ``long_axis_views`` > 0."""
+    long_axis_cache_dir: str = "/tmp/t1seg_cache_4ch"
+    init_weights: str | None = None
+    """Weights to start from (fine-tuning) instead of a random initialisation."""
     augmentation: AugmentationSettings = field(default_factory=AugmentationSettings)
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """1 - mean soft Dice over the foreground classes (batch pooled)."""
-    prob = torch.softmax(logits, dim=1)
-    one_hot = functional.one_hot(target, N_CLASSES).permute(0, 3, 1, 2).to(prob.dtype)
-    dims = (0, 2, 3)
-    intersection = (prob * one_hot).sum(dims)
-    total = prob.sum(dims) + one_hot.sum(dims)
-    dice = (2.0 * intersection + 1.0) / (total + 1.0)
-    return 1.0 - dice[1:].mean()
-
-
-def _grid_dice(model: nn.Module, images: np.ndarray, labels: np.ndarray) -> float:
-    model.eval()
-    with torch.inference_mode():
-        pred = model(torch.from_numpy(images)).argmax(1).numpy()
-    model.train()
-    scores = []
-    for p, t in zip(pred, labels, strict=True):
-        a, b = p == Label.MYOCARDIUM, t == Label.MYOCARDIUM
-        scores.append(2.0 * float((a & b).sum()) / max(int(a.sum() + b.sum()), 1))
-    return float(np.mean(scores))
-
-
-def _learning_rate(settings: TrainSettings, step: int) -> float:
-    if step < settings.warmup_steps:
-        return settings.learning_rate * (step + 1) / settings.warmup_steps
-    progress = (step - settings.warmup_steps) / max(settings.steps - settings.warmup_steps, 1)
-    return settings.learning_rate * (0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+    return shared_dice_loss(logits, target, N_CLASSES)
 
 
 def _validation_set(settings: TrainSettings) -> tuple[np.ndarray, np.ndarray]:
@@ -125,6 +118,9 @@ def _validation_set(settings: TrainSettings) -> tuple[np.ndarray, np.ndarray]:
         for k in range(settings.val_subjects)
         for p in phantom_subject(VAL_SEED_START + k)
     ]
+    if settings.long_axis_views > 0:
+        items += long_axis_items(range(LONG_AXIS_VAL_SEED_START,
+                                       LONG_AXIS_VAL_SEED_START + settings.long_axis_val_views))
     rng = np.random.default_rng(settings.seed + 1)
     return make_batch(items, list(range(len(items))), rng, settings.augmentation)
 
@@ -139,53 +135,40 @@ def train(settings: TrainSettings, weights: Path = DEFAULT_WEIGHTS,
     cache = Path(settings.cache_dir)
     generate_cache(cache, settings.train_subjects, TRAIN_SEED_START)
     items = load_cache(cache, math.ceil(settings.train_subjects / CHUNK_SUBJECTS))
+    n_short_axis = len(items)
+    if settings.long_axis_views > 0:
+        la_cache = Path(settings.long_axis_cache_dir)
+        generate_long_axis_cache(la_cache, settings.long_axis_views, LONG_AXIS_TRAIN_SEED_START)
+        items = items + load_long_axis_cache(la_cache, settings.long_axis_views)
     logger.info("training cache: %d slices (%.0f s)", len(items), time.perf_counter() - started)
     val_images, val_labels = _validation_set(settings)
 
     model = UNet(settings.architecture)
-    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    optimiser = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
-                                  weight_decay=settings.weight_decay)
+    init_sha256 = None
+    if settings.init_weights is not None:
+        model.load_state_dict(torch.load(settings.init_weights, map_location="cpu",
+                                         weights_only=True))
+        init_sha256 = sha256_of(Path(settings.init_weights))
+        logger.info("fine-tuning from %s (sha256 %s)", settings.init_weights, init_sha256)
     rng = np.random.default_rng(settings.seed)
-    batches = iterate_batches(items, settings.batch_size, rng, settings.augmentation)
-    best_dice, best_step, best_state = -1.0, -1, None
-    history: list[dict[str, float]] = []
-    running = 0.0
-    train_started = time.perf_counter()
-    model.train()
-    for step in range(settings.steps):
-        images, labels = next(batches)
-        x = torch.from_numpy(images).to(memory_format=torch.channels_last)
-        y = torch.from_numpy(labels)
-        for group in optimiser.param_groups:
-            group["lr"] = _learning_rate(settings, step)
-        logits = model(x)
-        loss = functional.cross_entropy(logits, y) + settings.dice_weight * dice_loss(logits, y)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        value = loss.item()
-        running = 0.98 * running + 0.02 * value if step else value
-        out_of_time = (time.perf_counter() - train_started) / 60.0 > settings.max_minutes
-        last = step + 1 == settings.steps or out_of_time
-        if (step + 1) % settings.validate_every == 0 or last:
-            dice = _grid_dice(model, val_images, val_labels)
-            elapsed = time.perf_counter() - train_started
-            history.append({"step": step + 1, "loss": round(running, 4),
-                            "val_myocardium_dice_grid": round(dice, 4),
-                            "minutes": round(elapsed / 60.0, 2)})
-            logger.info("step %d loss %.4f val myocardium Dice %.4f (%.1f min)", step + 1,
-                        running, dice, elapsed / 60.0)
-            if dice >= best_dice:
-                best_dice, best_step = dice, step + 1
-                best_state = {k: v.detach().clone().contiguous()
-                              for k, v in model.state_dict().items()}
-        if out_of_time:
-            logger.warning("time limit of %.0f min reached after %d of %d steps",
-                           settings.max_minutes, step + 1, settings.steps)
-            break
-    steps_done = step + 1
-    assert best_state is not None
+
+    def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return functional.cross_entropy(logits, y) + settings.dice_weight * dice_loss(logits, y)
+
+    outcome = run_training(
+        model,
+        iterate_batches(items, settings.batch_size, rng, settings.augmentation),
+        loss_fn,
+        lambda m: grid_dice(m, val_images, val_labels, (int(Label.MYOCARDIUM),)),
+        steps=settings.steps,
+        learning_rate=settings.learning_rate,
+        weight_decay=settings.weight_decay,
+        warmup_steps=settings.warmup_steps,
+        validate_every=settings.validate_every,
+        max_minutes=settings.max_minutes,
+        score_name="val_myocardium_dice_grid",
+    )
+    best_state = outcome.best_state
     weights.parent.mkdir(parents=True, exist_ok=True)
     torch.save(best_state, weights)
     model.load_state_dict(best_state)
@@ -221,6 +204,19 @@ def train(settings: TrainSettings, weights: Path = DEFAULT_WEIGHTS,
             "validation_slices": int(val_images.shape[0]),
             "evaluation_seeds_start": EVAL_SEED_START,
             "real_data": "none (Sunnybrook cine used only as a sanity check in evaluation)",
+            **({"long_axis": {
+                "generator": "models.phantoms.long_axis.make_t1map_long_axis",
+                "generator_file": "models/phantoms/long_axis.py",
+                "generator_source_sha256": long_axis_generator_fingerprint(),
+                "views_per_subject": 1,
+                "train_seeds": [LONG_AXIS_TRAIN_SEED_START,
+                                LONG_AXIS_TRAIN_SEED_START + settings.long_axis_views - 1],
+                "train_slices": len(items) - n_short_axis,
+                "short_axis_train_slices": n_short_axis,
+                "validation_seeds": [LONG_AXIS_VAL_SEED_START,
+                                     LONG_AXIS_VAL_SEED_START + settings.long_axis_val_views - 1],
+                "evaluation_seeds_start": LONG_AXIS_EVAL_SEED_START,
+            }} if settings.long_axis_views > 0 else {}),
         },
         "training": {
             **{k: v for k, v in asdict(settings).items()
@@ -229,10 +225,11 @@ def train(settings: TrainSettings, weights: Path = DEFAULT_WEIGHTS,
             "loss": "cross-entropy + soft Dice (LV blood, myocardium, RV blood)",
             "optimiser": "AdamW, linear warm-up then cosine decay to 2 % of the peak rate",
             "threads": 1,
-            "steps_completed": steps_done,
-            "best_step": best_step,
-            "best_val_myocardium_dice_grid": round(best_dice, 4),
-            "history": history,
+            "steps_completed": outcome.steps_completed,
+            "best_step": outcome.best_step,
+            "best_val_myocardium_dice_grid": round(outcome.best_score, 4),
+            "history": outcome.history,
+            **({"initialised_from_sha256": init_sha256} if init_sha256 is not None else {}),
             "minutes": round((time.perf_counter() - started) / 60.0, 1),
             "torch": torch.__version__,
             "numpy": np.__version__,
@@ -253,10 +250,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache-dir", default=defaults.cache_dir)
     parser.add_argument("--max-minutes", type=float, default=defaults.max_minutes)
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--long-axis-views", type=int, default=defaults.long_axis_views,
+                        help="four-chamber views added to the training data (0: none)")
+    parser.add_argument("--long-axis-cache-dir", default=defaults.long_axis_cache_dir)
+    parser.add_argument("--init-weights", default=None,
+                        help="start from these weights (fine-tuning)")
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     settings = TrainSettings(cache_dir=args.cache_dir, steps=args.steps,
-                             max_minutes=args.max_minutes)
+                             max_minutes=args.max_minutes,
+                             long_axis_views=args.long_axis_views,
+                             long_axis_cache_dir=args.long_axis_cache_dir,
+                             init_weights=args.init_weights, learning_rate=args.learning_rate)
     train(settings, args.weights, args.weights.with_suffix(".json"))
 
 

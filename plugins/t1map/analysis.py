@@ -74,6 +74,13 @@ from plugins.api import (
     SliceResult,
     SourceFrame,
 )
+from plugins.t1map.long_axis import (
+    LongAxisFrameResult,
+    long_axis_frames,
+    long_axis_segmenter,
+    long_axis_series_measurements,
+    measure_long_axis,
+)
 from plugins.t1map.regional import aha_t1, normal_range, segment_measurements
 from plugins.t1map.segmenter import (
     ClassicalSegmenter,
@@ -278,7 +285,11 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         return _empty_result(series, flags, provenance, "pixel values are not T1 in ms")
 
     stack = _stack_indices(series.frames)
-    off_stack = [i for i in range(len(series.frames)) if i not in set(stack)]
+    # Four-chamber long-axis frames get septal/lateral wall values instead of AHA segments.
+    long_axis = long_axis_frames(series, stack)
+    stack = [i for i in stack if i not in long_axis]
+    off_stack = [i for i in range(len(series.frames))
+                 if i not in set(stack) and i not in long_axis]
     if off_stack:
         flags.append(
             QCFlag(
@@ -306,17 +317,25 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     )
     cross_checks: dict[int, dict[str, float]] = {}
     stats: dict[int, _SliceStats] = {}
+    long_axis_results: dict[int, LongAxisFrameResult] = {}
+    segmenter_4ch = long_axis_segmenter(segmenter) if long_axis else segmenter
     for index, frame in enumerate(series.frames):
         if index in excluded:
             continue
         t1 = np.asarray(frame.pixels, dtype=np.float32) * np.float32(scale)
         try:
-            output = segmenter.segment(t1, frame.pixel_spacing, field)
+            output = (segmenter_4ch if index in long_axis else segmenter).segment(
+                t1, frame.pixel_spacing, field)
         except Exception as exc:  # a segmenter bug must not lose the other slices
             logger.exception("Segmenter %s failed on frame %d", segmenter.name, index)
             output = SegmentationOutput(
                 np.zeros(t1.shape, np.uint8), 1.0, f"segmenter error: {exc}"
             )
+        if index in long_axis:
+            long_axis_results[index] = measure_long_axis(
+                index, frame, t1, output, conservative_core(output.labels, frame.pixel_spacing),
+                ranges, MAX_UNCERTAINTY)
+            continue
         slice_stats = _measure_slice(index, frame, t1, output)
         if slice_stats is not None and cross_checker is not None:
             check = _cross_check(index, frame, t1, slice_stats, cross_checker, field)
@@ -341,6 +360,12 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     table: list[dict[str, Any]] = []
     failed_slices: set[int] = set()
     for index in range(len(series.frames)):
+        if (found_long_axis := long_axis_results.get(index)) is not None:
+            flags.extend(found_long_axis.flags)
+            if found_long_axis.slice_result is not None:
+                slices.append(found_long_axis.slice_result)
+            table.append(found_long_axis.table_row)
+            continue
         slice_stats = stats.get(index)
         if slice_stats is None:
             table.append(_table_row(series.frames[index], index, levels[index], None, []))
@@ -376,7 +401,10 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
 
     usable = [s for i, s in sorted(stats.items()) if i not in failed_slices]
     series_measurements = _series_measurements(usable)
-    flags.extend(_series_flags(stack, usable, levels, ranges))
+    if stack or not long_axis:  # a long-axis-only series has no short-axis slice to miss
+        flags.extend(_series_flags(stack, usable, levels, ranges))
+    series_measurements = (*series_measurements,
+                           *long_axis_series_measurements(list(long_axis_results.values())))
 
     extra: dict[str, Any] = {
         "slices": table,
