@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv/bin
 CONFIG ?=
 
-.PHONY: setup run orthanc test test-fast test-viewer lint bench demo clean
+.PHONY: setup run orthanc test test-fast test-viewer lint bench train-models demo clean
 
 setup:
 	@deploy/setup.sh
@@ -31,6 +31,17 @@ lint: setup
 
 bench: setup
 	$(VENV)/python -m bench.run
+
+# Reproduce the committed weights on one CPU thread (phantom caches in /tmp; about 2.5 h in
+# all): T1 U-Net 1.0.0, its four-chamber fine-tuning (1.1.0), the LGE U-Net; then evaluate.
+train-models: setup
+	mkdir -p build/train
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.t1seg.train --weights build/train/t1map_unet_1.0.pt
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.t1seg.train --steps 1800 --max-minutes 30 \
+		--long-axis-views 750 --init-weights build/train/t1map_unet_1.0.pt --learning-rate 1e-3
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.train
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.t1seg.evaluate --long-axis-views 40
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.evaluate
 
 # Send a synthetic MOLLI T1 map study to a running node (make run in another terminal).
 demo: setup
