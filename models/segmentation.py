@@ -42,6 +42,8 @@ __all__ = [
     "EIGHT_CONNECTED",
     "ModelUnavailableError",
     "TrainingOutcome",
+    "augmented_batch",
+    "augmented_batches",
     "cosine_learning_rate",
     "dice_loss",
     "flip_uncertainty",
@@ -548,3 +550,27 @@ def ring_postprocess(labels: npt.NDArray[np.uint8], pixel_spacing: tuple[float, 
     out[lv] = Label.LV_BLOOD_POOL
     out[myo] = Label.MYOCARDIUM
     return out
+
+
+def augmented_batch(
+    items: Sequence[Any],
+    indices: Sequence[int],
+    augment_one: Callable[[Any], tuple[F32, npt.NDArray[np.uint8]]],
+) -> tuple[F32, npt.NDArray[np.int64]]:
+    """Inputs (batch, 1, grid, grid) and targets (batch, grid, grid) of augmented items."""
+    images, labels = zip(*(augment_one(items[i]) for i in indices), strict=True)
+    return (np.stack(images)[:, None].astype(np.float32),
+            np.stack(labels).astype(np.int64))
+
+
+def augmented_batches(
+    items: Sequence[Any],
+    batch_size: int,
+    rng: np.random.Generator,
+    augment_one: Callable[[Any], tuple[F32, npt.NDArray[np.uint8]]],
+) -> Iterator[tuple[F32, npt.NDArray[np.int64]]]:
+    """Endless shuffled batches over ``items``, each item augmented by ``augment_one``."""
+    while True:
+        order = rng.permutation(len(items))
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            yield augmented_batch(items, order[start:start + batch_size].tolist(), augment_one)

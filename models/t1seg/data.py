@@ -29,7 +29,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from models.phantoms.t1map import PhantomSlice, make_t1map_stack
-from models.segmentation import smooth_field, warp_labels
+from models.segmentation import augmented_batch, augmented_batches, smooth_field, warp_labels
 from models.t1seg.segmenter import (
     GRID_SIZE,
     GRID_SPACING_MM,
@@ -256,9 +256,7 @@ def make_batch(
     settings: AugmentationSettings | None = None,
 ) -> tuple[F32, npt.NDArray[np.int64]]:
     """Augmented inputs (batch, 1, grid, grid) and targets (batch, grid, grid)."""
-    images, labels = zip(*(augment(items[i], rng, settings) for i in indices), strict=True)
-    return (np.stack(images)[:, None].astype(np.float32),
-            np.stack(labels).astype(np.int64))
+    return augmented_batch(items, indices, lambda item: augment(item, rng, settings))
 
 
 def iterate_batches(
@@ -266,11 +264,7 @@ def iterate_batches(
     settings: AugmentationSettings | None = None,
 ) -> Iterator[tuple[F32, npt.NDArray[np.int64]]]:
     """Endless shuffled augmented batches over ``items``."""
-    while True:
-        order = rng.permutation(len(items))
-        for start in range(0, len(order) - batch_size + 1, batch_size):
-            yield make_batch(items, order[start:start + batch_size].tolist(), rng, settings)
-
+    return augmented_batches(items, batch_size, rng, lambda item: augment(item, rng, settings))
 
 if __name__ == "__main__":
     import argparse

@@ -186,3 +186,23 @@ def test_analysis_falls_back_when_weights_are_missing(
                    for f in result.qc_flags)
     finally:
         unet_module._cached_default.cache_clear()
+
+
+def test_shared_batching_shuffles_whole_batches_reproducibly() -> None:
+    from models.segmentation import augmented_batches
+
+    items = [np.full((4, 4), i, dtype=np.float32) for i in range(10)]
+
+    def identity(item: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return item, (item > 4).astype(np.uint8)
+
+    def first_batches(seed: int) -> list[np.ndarray]:
+        stream = augmented_batches(items, 3, np.random.default_rng(seed), identity)
+        return [next(stream)[0] for _ in range(4)]
+
+    a, b = first_batches(5), first_batches(5)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert a[0].shape == (3, 1, 4, 4)
+    # Three full batches of the first permutation hold nine distinct items.
+    seen = {int(v) for batch in a[:3] for v in batch[:, 0, 0, 0]}
+    assert len(seen) == 9
