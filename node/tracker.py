@@ -1,7 +1,10 @@
 """Decides when a series is complete.
 
 A series is complete when the number of instances announced in its headers
-(ImagesInAcquisition) has arrived, or when no instance arrived for ``stable_age_s`` seconds.
+(ImagesInAcquisition) has arrived, or when no instance arrived for ``stable_age_s`` seconds —
+:data:`INCOMPLETE_COUNT_FACTOR` times longer while an announced count is not reached yet, so a
+scanner sending over several interleaved associations is not cut off (an instance that never
+comes still lets the series complete).
 A late instance re-opens the series (the catalog raises its generation) and the timer starts
 again, so the series is analysed anew and its outputs replaced.
 """
@@ -20,6 +23,10 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from node.catalog import Catalog, SeriesState
 
 logger = logging.getLogger(__name__)
+
+INCOMPLETE_COUNT_FACTOR = 4.0
+"""How many times ``stable_age_s`` a series waits while fewer instances than its headers
+announce have arrived."""
 
 
 class SeriesTracker:
@@ -85,9 +92,15 @@ class SeriesTracker:
             armed = self._armed.get(state.series_instance_uid)
             if armed is not None and not count_reached:
                 return
-            due = time.time() if count_reached else state.last_received + self._stable_age_s
+            due = time.time() if count_reached else state.last_received + self._quiet_s(state)
             self._armed[state.series_instance_uid] = due
         self._arm(state.series_instance_uid, due)
+
+    def _quiet_s(self, state: SeriesState) -> float:
+        """Seconds without a new instance after which the series counts as complete."""
+        if state.expected_count:
+            return self._stable_age_s * INCOMPLETE_COUNT_FACTOR
+        return self._stable_age_s
 
     def _arm(self, series_uid: str, due: float) -> None:
         self._scheduler.add_job(
@@ -109,7 +122,7 @@ class SeriesTracker:
         count_reached = bool(state.expected_count) and state.instance_count >= (
             state.expected_count or 0
         )
-        quiet_until = state.last_received + self._stable_age_s
+        quiet_until = state.last_received + self._quiet_s(state)
         if not count_reached and time.time() < quiet_until:
             with self._lock:
                 if series_uid in self._armed:  # re-armed meanwhile by a count reached
