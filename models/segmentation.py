@@ -56,6 +56,7 @@ __all__ = [
     "mask_dice",
     "predict_passes",
     "provenance_common",
+    "random_warp",
     "ring_postprocess",
     "run_training",
     "sha256_of",
@@ -574,3 +575,29 @@ def augmented_batches(
         order = rng.permutation(len(items))
         for start in range(0, len(order) - batch_size + 1, batch_size):
             yield augmented_batch(items, order[start:start + batch_size].tolist(), augment_one)
+
+
+def random_warp(
+    rng: np.random.Generator,
+    image: npt.NDArray[np.floating[Any]],
+    labels: npt.NDArray[np.uint8],
+    pixel_spacing: tuple[float, float],
+    *,
+    grid_size: int,
+    grid_spacing_mm: float,
+    zoom: tuple[float, float],
+    shift_mm: float,
+    n_classes: int,
+    cval: float = 0.0,
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.uint8]]:
+    """An image and its labels on the network grid under a random rotation (any angle),
+    mirroring, zoom (log-uniform in ``zoom``) and shift (uniform within ``shift_mm``)."""
+    angle = float(rng.uniform(0.0, 2.0 * math.pi))
+    flip = bool(rng.random() < 0.5)
+    scale = float(math.exp(rng.uniform(math.log(zoom[0]), math.log(zoom[1]))))
+    shift = (float(rng.uniform(-shift_mm, shift_mm)), float(rng.uniform(-shift_mm, shift_mm)))
+    matrix, offset = grid_affine(image.shape, pixel_spacing, grid_size,
+                                 grid_spacing_mm * scale, angle, flip, shift)
+    out = (grid_size, grid_size)
+    warped = ndimage.affine_transform(image, matrix, offset, out, order=1, cval=cval)
+    return warped, warp_labels(labels, matrix, offset, out, n_classes)

@@ -40,9 +40,8 @@ from models.phantoms.lge import Contrast, LgeSlice, ScarPattern, make_lge_stack
 from models.segmentation import (
     augmented_batch,
     augmented_batches,
-    grid_affine,
+    random_warp,
     smooth_field,
-    warp_labels,
 )
 
 logger = logging.getLogger(__name__)
@@ -301,17 +300,12 @@ def augment(
                                        math.log(s.intensity_scale[1]))))
     offset = 4096.0 if psir and rng.random() < s.siemens_offset_probability else 0.0
     normalised, background = normalise(source * scale + offset)
-    angle = float(rng.uniform(0.0, 2.0 * math.pi))
-    flip = bool(rng.random() < 0.5)
-    zoom = float(math.exp(rng.uniform(math.log(s.zoom[0]), math.log(s.zoom[1]))))
-    shift = (float(rng.uniform(-s.shift_mm, s.shift_mm)),
-             float(rng.uniform(-s.shift_mm, s.shift_mm)))
-    matrix, shift_offset = grid_affine(source.shape, item.pixel_spacing, grid_size,
-                                       GRID_SPACING_MM * zoom, angle, flip, shift)
+    image, labels = random_warp(
+        rng, normalised, item.labels, item.pixel_spacing, grid_size=grid_size,
+        grid_spacing_mm=GRID_SPACING_MM, zoom=s.zoom, shift_mm=s.shift_mm,
+        n_classes=N_CLASSES, cval=background,
+    )
     out = (grid_size, grid_size)
-    image = ndimage.affine_transform(normalised, matrix, shift_offset, out, order=1,
-                                     cval=background)
-    labels = warp_labels(item.labels, matrix, shift_offset, out, N_CLASSES)
 
     if rng.random() < s.gamma_probability:
         # Power law around the background level keeps the sign structure of PSIR.

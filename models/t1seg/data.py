@@ -29,13 +29,12 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from models.phantoms.t1map import PhantomSlice, make_t1map_stack
-from models.segmentation import augmented_batch, augmented_batches, smooth_field, warp_labels
+from models.segmentation import augmented_batch, augmented_batches, random_warp, smooth_field
 from models.t1seg.segmenter import (
     GRID_SIZE,
     GRID_SPACING_MM,
     N_CLASSES,
     T1_SCALE_MS,
-    grid_affine,
 )
 
 logger = logging.getLogger(__name__)
@@ -222,16 +221,11 @@ def augment(
         float32 (grid, grid) input (T1 / ``T1_SCALE_MS``) and uint8 (grid, grid) labels.
     """
     s = settings or AugmentationSettings()
-    angle = float(rng.uniform(0.0, 2.0 * math.pi))
-    flip = bool(rng.random() < 0.5)
-    zoom = float(math.exp(rng.uniform(math.log(s.zoom[0]), math.log(s.zoom[1]))))
-    shift = (float(rng.uniform(-s.shift_mm, s.shift_mm)),
-             float(rng.uniform(-s.shift_mm, s.shift_mm)))
-    matrix, offset = grid_affine(item.t1_ms.shape, item.pixel_spacing, grid_size,
-                                 GRID_SPACING_MM * zoom, angle, flip, shift)
+    image, labels = random_warp(
+        rng, item.t1_ms, item.labels, item.pixel_spacing, grid_size=grid_size,
+        grid_spacing_mm=GRID_SPACING_MM, zoom=s.zoom, shift_mm=s.shift_mm, n_classes=N_CLASSES,
+    )
     out = (grid_size, grid_size)
-    image = ndimage.affine_transform(item.t1_ms, matrix, offset, out, order=1, cval=0.0)
-    labels = warp_labels(item.labels, matrix, offset, out, N_CLASSES)
 
     image = image * float(rng.uniform(*s.t1_scale))
     if s.bias_fraction > 0:
