@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Install everything cmr-node needs on Debian 12 with Python 3.11: Debian packages (dcmtk,
-# dicom3tools, Orthanc with its Python and DICOMweb plugins, fonts, Chromium, shellcheck), the
+# dicom3tools, Orthanc with its Python and DICOMweb plugins, PostgreSQL (the shared job queue;
+# the tests start private clusters of it), fonts, Chromium, shellcheck), the
 # pinned OHIF viewer and playwright-core for the viewer tests (deploy/viewer/setup.sh, into
 # build/viewer), and a virtual environment in .venv with the project and its pinned Python
 # dependencies. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(dcmtk dicom3tools orthanc orthanc-python orthanc-dicomweb fonts-dejavu-core chromium shellcheck)
+APT_PACKAGES=(dcmtk dicom3tools orthanc orthanc-python orthanc-dicomweb postgresql fonts-dejavu-core chromium shellcheck)
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 

@@ -27,11 +27,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
+from node.pgdb import PostgresDatabase, is_postgres_url, redact_url
 from node.sqlitedb import SqliteDatabase
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+WORKER_LOCK_CLASS = 0x434D5257  # "CMRW"
+"""First key of the PostgreSQL advisory locks that hold worker names."""
+
+SCHEMA_VERSION = 2
+"""2: jobs record the worker that claimed them and its last heartbeat."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -78,6 +85,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     timings             TEXT,
     result_dir          TEXT,
     summary             TEXT,
+    worker              TEXT,
+    heartbeat_at        REAL,
     UNIQUE (series_instance_uid, analysis, generation)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, not_before);
@@ -147,6 +156,8 @@ class Job:
     analysis: str
     generation: int
     attempts: int
+    worker: str | None = None
+    """The worker that claimed it (``host/name#thread``)."""
 
 
 @dataclass(frozen=True)
@@ -173,22 +184,79 @@ class OutputFile:
     kind: str
 
 
-def _job_dict(row: sqlite3.Row) -> dict[str, Any]:
+def _job_dict(row: Any) -> dict[str, Any]:
     item = dict(row)
     for key in ("timings", "summary"):
         item[key] = json.loads(item[key]) if item[key] else None
     return item
 
 
-class Catalog(SqliteDatabase):
-    """Thread-safe access to the SQLite catalog (one connection, serialised writes)."""
+class CatalogError(RuntimeError):
+    """The catalog cannot be opened (database unreachable, refused, unreadable)."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, _SCHEMA)
-        self._conn.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
+
+CatalogLocation = Path | str
+"""An SQLite file, or a ``postgresql://`` URL (:mod:`node.pgdb`)."""
+
+
+def _added_columns(db: SqliteDatabase) -> None:
+    """Bring an SQLite catalog of schema 1 to schema 2 (columns added, nothing lost)."""
+    have = {r["name"] for r in db._query("PRAGMA table_info(jobs)")}
+    with db._tx() as cur:
+        for column, kind in (("worker", "TEXT"), ("heartbeat_at", "REAL")):
+            if column not in have:
+                cur.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+
+
+class Catalog:
+    """Thread-safe access to the catalog, on SQLite (default) or PostgreSQL.
+
+    Parameters
+    ----------
+    location
+        An SQLite file (one node process, or processes of one machine), or a
+        ``postgresql://`` URL: one durable queue for a node and any number of worker
+        processes on any machines (:mod:`node.pgdb`).  The SQL is the same on both engines;
+        writes are serialised on both.
+    """
+
+    def __init__(self, location: CatalogLocation) -> None:
+        self.location = str(location)
+        self._db: Any
+        try:
+            if isinstance(location, str) and is_postgres_url(location):
+                self._db = PostgresDatabase(location, _SCHEMA)
+            else:
+                self._db = SqliteDatabase(Path(location), _SCHEMA)
+                _added_columns(self._db)
+        except (sqlite3.Error, psycopg.Error, OSError) as exc:
+            where = redact_url(location) if isinstance(location, str) else location
+            raise CatalogError(f"cannot open the catalog {where}: {exc}") from exc
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?)"
+                " ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
+
+    @property
+    def engine(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return "postgresql" if not isinstance(self._db, SqliteDatabase) else "sqlite"
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._db.close()
+
+    def _tx(self, *, serialized: bool = True) -> Any:
+        return self._db._tx(serialized=serialized)
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return list(self._db._query(sql, params))
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Rows of a read-only query as dictionaries."""
+        return [dict(r) for r in self._query(sql, params)]
 
     # ---------------------------------------------------------------- instances and series
 
@@ -223,10 +291,10 @@ class Catalog(SqliteDatabase):
                     now,
                 ),
             )
-            count = cur.execute(
-                "SELECT COUNT(*) FROM instances WHERE series_instance_uid=?",
+            count = int(cur.execute(
+                "SELECT COUNT(*) AS n FROM instances WHERE series_instance_uid=?",
                 (rec.series_instance_uid,),
-            ).fetchone()[0]
+            ).fetchone()["n"])
             row = cur.execute(
                 "SELECT state, generation, expected_count FROM series WHERE series_instance_uid=?",
                 (rec.series_instance_uid,),
@@ -387,8 +455,8 @@ class Catalog(SqliteDatabase):
                     (series_uid, analysis, generation),
                 )
                 cur.execute(
-                    "INSERT OR IGNORE INTO jobs(series_instance_uid, analysis, generation,"
-                    " created_at, not_before) VALUES (?,?,?,?,?)",
+                    "INSERT INTO jobs(series_instance_uid, analysis, generation,"
+                    " created_at, not_before) VALUES (?,?,?,?,?) ON CONFLICT DO NOTHING",
                     (series_uid, analysis, generation, now, not_before),
                 )
                 row = cur.execute(
@@ -406,17 +474,16 @@ class Catalog(SqliteDatabase):
     def series_receipt(self, series_uid: str) -> dict[str, Any] | None:
         """Study, instance count and calling AE titles of a series (for the audit trail)."""
         rows = self._query(
-            "SELECT study_instance_uid, COUNT(*) AS n, GROUP_CONCAT(DISTINCT calling_aet) AS aets"
-            " FROM instances WHERE series_instance_uid=? GROUP BY study_instance_uid",
+            "SELECT study_instance_uid, calling_aet, COUNT(*) AS n FROM instances"
+            " WHERE series_instance_uid=? GROUP BY study_instance_uid, calling_aet",
             (series_uid,),
         )
         if not rows:
             return None
         return {
             "study_instance_uid": str(rows[0]["study_instance_uid"]),
-            "instances": int(rows[0]["n"]),
-            "calling_aets": sorted(str(rows[0]["aets"] or "").split(",")) if rows[0]["aets"]
-            else [],
+            "instances": sum(int(r["n"]) for r in rows),
+            "calling_aets": sorted({str(r["calling_aet"]) for r in rows if r["calling_aet"]}),
         }
 
     def study_series(self, study_uid: str) -> list[str]:
@@ -455,37 +522,117 @@ class Catalog(SqliteDatabase):
 
     # ---------------------------------------------------------------- jobs
 
-    def requeue_interrupted(self) -> int:
-        """Put jobs that were running when the node stopped back in the queue."""
-        with self._tx() as cur:
-            cur.execute(
-                "UPDATE jobs SET state='queued', error=COALESCE(error || '; ', '') ||"
-                " 'interrupted by node restart' WHERE state='running'"
-            )
-            return cur.rowcount
+    def register_worker(self, worker: str) -> bool:
+        """Hold ``worker`` (``host/name``) as this process's identity while it is connected.
 
-    def claim_job(self, now: float | None = None) -> Job | None:
-        """Take the oldest due queued job and mark it running."""
+        On PostgreSQL a session advisory lock on the name: False when another live process
+        holds it (two processes with one name would re-queue each other's jobs at start).
+        An SQLite catalog has one process: always True.
+        """
+        if not isinstance(self._db, PostgresDatabase):
+            return True
+        return self._db.hold_lock(WORKER_LOCK_CLASS, worker)
+
+    def requeue_interrupted(self, worker: str | None = None) -> int:
+        """Put jobs that were running when their worker stopped back in the queue.
+
+        Parameters
+        ----------
+        worker
+            Only the jobs this worker (``host/name``, any of its threads) had claimed, and
+            jobs with no recorded worker; None: every running job (the only process of an
+            SQLite catalog).
+        """
+        sql = (
+            "UPDATE jobs SET state='queued', error=COALESCE(error || '; ', '') ||"
+            " 'interrupted by node restart' WHERE state='running'"
+        )
+        params: tuple[Any, ...] = ()
+        if worker is not None:
+            sql += " AND (worker IS NULL OR " + _WORKER_MATCH + ")"
+            params = _worker_params(worker)
+        with self._tx() as cur:
+            return cur.execute(sql, params).rowcount
+
+    def requeue_stale(self, lease_s: float, now: float | None = None) -> list[int]:
+        """Re-queue running jobs whose worker sent no heartbeat for ``lease_s`` seconds.
+
+        A worker that died (``kill -9``, a lost machine) stops its heartbeat; any other
+        process returns its jobs to the queue.  Returns the ids re-queued.
+        """
         now = time.time() if now is None else now
         with self._tx() as cur:
+            rows = cur.execute(
+                "UPDATE jobs SET state='queued', error=COALESCE(error || '; ', '') ||"
+                " 'worker ' || COALESCE(worker, 'unknown') || ' stopped responding'"
+                " WHERE state='running' AND COALESCE(heartbeat_at, started_at, 0) < ?"
+                " RETURNING id",
+                (now - lease_s,),
+            ).fetchall()
+            ids = sorted(int(r["id"]) for r in rows)
+            for job_id in ids:
+                cur.execute(
+                    "INSERT INTO events(at, kind, series_instance_uid, message)"
+                    " SELECT ?, 'job_requeued', series_instance_uid, ? FROM jobs WHERE id=?",
+                    (now, f"job {job_id}: no heartbeat for {lease_s:g} s, queued again",
+                     job_id),
+                )
+        return ids
+
+    def heartbeat(self, job_ids: Sequence[int], worker: str, now: float | None = None) -> int:
+        """Record that ``worker`` is still running these jobs; returns how many it still owns."""
+        if not job_ids:
+            return 0
+        now = time.time() if now is None else now
+        marks = ",".join("?" * len(job_ids))
+        with self._tx(serialized=False) as cur:
+            return cur.execute(
+                f"UPDATE jobs SET heartbeat_at=? WHERE state='running' AND id IN ({marks})"
+                " AND " + _WORKER_MATCH,
+                (now, *job_ids, *_worker_params(worker)),
+            ).rowcount
+
+    def claim_job(self, now: float | None = None, *, worker: str = "local") -> Job | None:
+        """Take the oldest due queued job and mark it running, owned by ``worker``.
+
+        One statement: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (concurrent workers skip
+        each other's rows; no two claim the same job); SQLite serialises it.
+        """
+        now = time.time() if now is None else now
+        lock = " FOR UPDATE SKIP LOCKED" if self.engine == "postgresql" else ""
+        with self._tx(serialized=False) as cur:
             row = cur.execute(
-                "SELECT id, series_instance_uid, analysis, generation, attempts FROM jobs"
-                " WHERE state='queued' AND not_before<=? ORDER BY id LIMIT 1",
-                (now,),
+                "UPDATE jobs SET state='running', attempts=attempts+1, started_at=?,"
+                " heartbeat_at=?, worker=? WHERE id=(SELECT id FROM jobs"
+                " WHERE state='queued' AND not_before<=? ORDER BY id LIMIT 1" + lock + ")"
+                " RETURNING id, series_instance_uid, analysis, generation, attempts",
+                (now, now, worker, now),
             ).fetchone()
-            if row is None:
-                return None
-            cur.execute(
-                "UPDATE jobs SET state='running', attempts=attempts+1, started_at=? WHERE id=?",
-                (now, row["id"]),
-            )
+        if row is None:
+            return None
         return Job(
             int(row["id"]),
             row["series_instance_uid"],
             row["analysis"],
             int(row["generation"]),
-            int(row["attempts"]) + 1,
+            int(row["attempts"]),
+            worker,
         )
+
+    def _owned(self, cur: Any, job: Job) -> bool:
+        """Whether ``job`` is still running under the worker that claimed it."""
+        row = cur.execute("SELECT state, worker FROM jobs WHERE id=?", (job.id,)).fetchone()
+        owned = (
+            row is not None and row["state"] == "running"
+            and (job.worker is None or row["worker"] == job.worker)
+        )
+        if not owned:
+            logger.warning(
+                "job %d: result of worker %s discarded: the job is now %s by %s",
+                job.id, job.worker, row["state"] if row else "gone",
+                row["worker"] if row else "nobody",
+            )
+        return owned
 
     def next_job_due(self) -> float | None:
         """Earliest ``not_before`` of queued jobs, or None when the queue is empty."""
@@ -506,10 +653,13 @@ class Catalog(SqliteDatabase):
         """Mark a job done and queue its outputs for every destination, atomically.
 
         Returns False (and queues nothing) when a newer generation of the series superseded
-        the job while it ran.
+        the job while it ran, or when the job was taken from its worker (no heartbeat: see
+        :meth:`requeue_stale`).
         """
         now = time.time()
         with self._tx() as cur:
+            if not self._owned(cur, job):
+                return False
             newer = cur.execute(
                 "SELECT 1 FROM jobs WHERE series_instance_uid=? AND analysis=? AND generation>?",
                 (job.series_instance_uid, job.analysis, job.generation),
@@ -525,9 +675,9 @@ class Catalog(SqliteDatabase):
             for out in outputs:
                 for dest in destinations:
                     cur.execute(
-                        "INSERT OR IGNORE INTO outbox(job_id, destination, path,"
+                        "INSERT INTO outbox(job_id, destination, path,"
                         " sop_instance_uid, sop_class_uid, kind, created_at)"
-                        " VALUES (?,?,?,?,?,?,?)",
+                        " VALUES (?,?,?,?,?,?,?) ON CONFLICT DO NOTHING",
                         (
                             job.id,
                             dest,
@@ -543,6 +693,8 @@ class Catalog(SqliteDatabase):
     def fail_job(self, job: Job, error: str, retry_at: float | None) -> None:
         """Record a failure; re-queue at ``retry_at`` or mark failed for good."""
         with self._tx() as cur:
+            if not self._owned(cur, job):
+                return
             if retry_at is None:
                 cur.execute(
                     "UPDATE jobs SET state='failed', finished_at=?, error=? WHERE id=?",
@@ -611,10 +763,10 @@ class Catalog(SqliteDatabase):
         with self._tx() as cur:
             cur.execute(
                 "UPDATE outbox SET attempts=attempts+1, last_error=?, last_status=?,"
-                " next_attempt_at=COALESCE(?, next_attempt_at),"
-                " state=CASE WHEN ? IS NULL THEN 'failed' ELSE state END"
+                " next_attempt_at=COALESCE(?, next_attempt_at), state=?"
                 " WHERE id=? AND state='pending'",
-                (error, status, next_attempt_at, next_attempt_at, item_id),
+                (error, status, next_attempt_at,
+                 "failed" if next_attempt_at is None else "pending", item_id),
             )
 
     # ---------------------------------------------------------------- events and status
@@ -738,12 +890,11 @@ class Catalog(SqliteDatabase):
                     " AND generation<?)",
                     (series_uid, analysis, generation),
                 )
-                cur.execute(
+                job_id = int(cur.execute(
                     "INSERT INTO jobs(series_instance_uid, analysis, generation, created_at)"
-                    " VALUES (?,?,?,?)",
+                    " VALUES (?,?,?,?) RETURNING id",
                     (series_uid, analysis, generation, now),
-                )
-                job_id = int(cur.lastrowid or 0)
+                ).fetchone()["id"])
                 job_ids.append(job_id)
                 cur.execute(
                     "INSERT INTO events(at, kind, series_instance_uid, message) VALUES (?,?,?,?)",
@@ -751,3 +902,11 @@ class Catalog(SqliteDatabase):
                      f"{analysis} queued again (job {job_id}, generation {generation}): {reason}"),
                 )
         return job_ids
+
+
+_WORKER_MATCH = "(worker=? OR substr(worker, 1, ?)=?)"
+"""SQL: a job's worker is a process (``host/name``) or one of its threads (``host/name#i``)."""
+
+
+def _worker_params(worker: str) -> tuple[str, int, str]:
+    return worker, len(worker) + 1, worker + "#"

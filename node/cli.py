@@ -1,6 +1,7 @@
 """The ``cmr-node`` command line.
 
 ``cmr-node run``                      start the node (listener, workers, sender, status endpoint)
+``cmr-node worker --name N``          analysis worker on a shared PostgreSQL catalog
 ``cmr-node analyse IN --out OUT``     analyse every recognised series under IN, offline
 ``cmr-node route PATH...``            dry run: which rule matches each series, or why none does
 ``cmr-node status``                   recent series, jobs, deliveries and events
@@ -51,7 +52,8 @@ def _setup_logging(level: str, log_file: Path | None = None) -> None:
 def _settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(Path(args.config) if args.config else None)
     overrides: dict[str, Any] = {}
-    for key in ("data_dir", "ae_title", "listen_port", "stable_age_s", "http_port", "listen_host"):
+    for key in ("data_dir", "ae_title", "listen_port", "stable_age_s", "http_port", "listen_host",
+                "worker_count"):
         value = getattr(args, key, None)
         if value is not None:
             overrides[key] = Path(value).resolve() if key == "data_dir" else value
@@ -61,26 +63,75 @@ def _settings(args: argparse.Namespace) -> Settings:
 # ------------------------------------------------------------------------------------ run
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Run the node until SIGINT/SIGTERM."""
+def _start_logging(settings: Settings, log_name: str) -> None:
+    """Log to stderr and ``data_dir/logs/<log_name>``, UIDs hashed if configured."""
     from node.audit import UidHashingFilter
-    from node.service import Node
 
-    settings = _settings(args)
-    _setup_logging(settings.log_level, settings.data_dir / "logs" / "node.log")
+    _setup_logging(settings.log_level, settings.data_dir / "logs" / log_name)
     if settings.log_uids == "hashed":
         for handler in logging.getLogger().handlers:
             handler.addFilter(UidHashingFilter())
-    node = Node(settings)
-    node.start()
 
+
+def _on_stop_signals(stop: Any) -> None:
     def _stop(signum: int, _frame: object) -> None:
         logger.info("signal %d: stopping", signum)
-        node.stop()
+        stop()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the node until SIGINT/SIGTERM."""
+    from node.service import Node
+
+    settings = _settings(args)
+    _start_logging(settings, "node.log")
+    node = Node(settings)
+    node.start()
+    _on_stop_signals(node.stop)
     node.wait()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run analysis workers on the shared PostgreSQL catalog until SIGINT/SIGTERM."""
+    import threading
+
+    from node.catalog import Catalog
+    from node.worker import WorkerNameInUseError, WorkerPool
+    from plugins import PLUGIN_NAMES, warm_up
+
+    settings = _settings(args)
+    if settings.catalog_url is None:
+        print("cmr-node worker needs a shared catalog: set [catalog] url = \"postgresql://...\""
+              " (an SQLite catalog belongs to the one `cmr-node run` process)", file=sys.stderr)
+        return 2
+    if any(c in args.name for c in "/#") or not args.name:
+        print(f"--name must be a plain word without '/' or '#', not {args.name!r}",
+              file=sys.stderr)
+        return 2
+    if args.worker_name:
+        settings = settings.with_overrides(worker_name=args.worker_name)
+    _start_logging(settings, f"worker-{args.name}.log")
+    catalog = Catalog(settings.catalog_location)
+    pool = WorkerPool(settings, catalog, on_outputs=lambda: None, role=args.name,
+                      threads=args.threads)
+    try:
+        pool.start()
+    except WorkerNameInUseError as exc:
+        logger.error("%s", exc)
+        catalog.close()
+        return 3
+    available = sorted(frozenset(PLUGIN_NAMES) & settings.enabled_analyses())
+    threading.Thread(target=warm_up, args=(available,), name="warm-up", daemon=True).start()
+    stopped = threading.Event()
+    _on_stop_signals(stopped.set)
+    stopped.wait()
+    pool.stop()
+    catalog.close()
+    logger.info("worker %s stopped after %d jobs", pool.name, pool.jobs_done)
     return 0
 
 
@@ -401,7 +452,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not settings.catalog_path.exists():
         print(f"no catalog at {settings.catalog_path}: the node has not run with this data_dir")
         return 1
-    catalog = Catalog(settings.catalog_path)
+    catalog = Catalog(settings.catalog_location)
     report = status_report(catalog, limit=args.limit)
     catalog.close()
     if args.json:
@@ -549,7 +600,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", dest="listen_host")
     p.add_argument("--stable-age", dest="stable_age_s", type=float)
     p.add_argument("--http-port", dest="http_port", type=int)
+    p.add_argument("--workers", dest="worker_count", type=int,
+                   help="analysis threads (override node.worker_count; 0 with cmr-node worker)")
     p.set_defaults(func=cmd_run)
+
+    p = with_config(sub.add_parser(
+        "worker", help="analysis worker process on a shared PostgreSQL catalog ([catalog] url)"
+    ))
+    p.add_argument("--name", default="worker",
+                   help="this worker among the processes of the host (unique; default worker)")
+    p.add_argument("--host-name", dest="worker_name",
+                   help="override node.worker_name (default: the host name)")
+    p.add_argument("--threads", type=int, default=1, help="analysis threads (default 1)")
+    p.set_defaults(func=cmd_worker)
 
     p = with_config(sub.add_parser("analyse", aliases=["analyze"], help="analyse files offline"))
     p.add_argument("input", help="folder (searched recursively) or file")
@@ -609,6 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cmr-node``."""
+    from node.catalog import CatalogError
     from node.router import RulesError
 
     args = build_parser().parse_args(argv)
@@ -617,6 +681,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SettingsError, RulesError) as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except CatalogError as exc:
+        print(f"catalog unavailable: {exc}", file=sys.stderr)
+        return 4
 
 
 if __name__ == "__main__":

@@ -415,7 +415,7 @@ class OrthancNode:
             destinations = (local, *destinations)
         self.settings = replace(settings, destinations=destinations)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.catalog = Catalog(self.settings.catalog_path)
+        self.catalog = Catalog(self.settings.catalog_location)
         self.store = OrthancStore(self.settings.catalog_path)
         self.rules: RuleSet = load_rules(self.settings.rules_file)
         self.available = frozenset(PLUGIN_NAMES) & self.settings.enabled_analyses()

@@ -142,7 +142,7 @@ class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.catalog = Catalog(settings.catalog_path)
+        self.catalog = Catalog(settings.catalog_location)
         self.rules: RuleSet = load_rules(settings.rules_file)
         self.available = frozenset(PLUGIN_NAMES) & settings.enabled_analyses()
         self.audit = AuditLog(settings.data_dir / "logs" / AUDIT_FILE)
@@ -176,6 +176,11 @@ class Node:
         self.listener.start()
         if self.status is not None:
             self.status.start()
+        if self.settings.worker_count == 0:
+            logger.warning(
+                "node.worker_count = 0: this process runs no analyses; `cmr-node worker`"
+                " processes on the %s catalog must", self.catalog.engine,
+            )
         logger.info(
             "node %s ready: analyses %s, destinations %s",
             self.settings.ae_title,

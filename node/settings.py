@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import logging
 import os
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -18,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults") / "node.toml"
 CONFIG_ENV = "CMR_NODE_CONFIG"
+CATALOG_URL_ENV = "CMR_NODE_CATALOG_URL"
+"""Overrides ``[catalog] url`` (containers: one site file, the database from the environment)."""
 AE_TITLE_MAX = 16
 
 
@@ -109,6 +112,12 @@ class Settings:
     tls: TlsSettings = field(default_factory=TlsSettings)
     covariates_dir: Path | None = None
     """Sidecar folder of per-study LVRR covariates; None: ``data_dir/covariates``."""
+    catalog_url: str | None = None
+    """``postgresql://`` URL of a catalog shared with other processes; None: SQLite file."""
+    worker_name: str = field(default_factory=socket.gethostname)
+    """This process's name among the workers of one catalog (``host/name`` in the jobs)."""
+    job_lease_s: float = 60.0
+    """A running job whose worker sent no heartbeat for this long is queued again."""
 
     @property
     def spool_dir(self) -> Path:
@@ -131,6 +140,11 @@ class Settings:
     def catalog_path(self) -> Path:
         """The SQLite catalog of instances, series, jobs and outbox."""
         return self.data_dir / "catalog.sqlite3"
+
+    @property
+    def catalog_location(self) -> Path | str:
+        """Where the catalog is: the PostgreSQL URL if configured, else the SQLite file."""
+        return self.catalog_url or self.catalog_path
 
     def enabled_analyses(self) -> frozenset[str]:
         """Names of analyses the site has not disabled."""
@@ -295,8 +309,12 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
     if stable_age <= 0:
         raise SettingsError("node.stable_age_s must be positive")
     workers = int(node.get("worker_count", 1))
-    if workers < 1:
-        raise SettingsError("node.worker_count must be at least 1")
+    if workers < 0:
+        raise SettingsError("node.worker_count must be 0 or more")
+    catalog = dict(raw.get("catalog", {}))
+    lease = float(catalog.get("job_lease_s", 60.0))
+    if lease < 5:
+        raise SettingsError("catalog.job_lease_s must be at least 5 seconds")
     rules = str(node.get("rules_file", "") or "")
     return Settings(
         data_dir=path(str(node.get("data_dir", "./cmr-data"))),
@@ -331,7 +349,32 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         covariates_dir=(
             path(str(node["covariates_dir"])) if node.get("covariates_dir") else None
         ),
+        catalog_url=_catalog_url(catalog.get("url", "")),
+        worker_name=_worker_name(node.get("worker_name", "")),
+        job_lease_s=lease,
     )
+
+
+def _catalog_url(value: Any) -> str | None:
+    url = str(value or "").strip()
+    if not url:
+        return None
+    if urlsplit(url).scheme not in ("postgresql", "postgres"):
+        raise SettingsError(
+            f"catalog.url must be a postgresql:// URL (or empty for SQLite), not {url!r}"
+        )
+    if urlsplit(url).password:
+        raise SettingsError(
+            "catalog.url must not carry a password: use PGPASSWORD or ~/.pgpass (libpq)"
+        )
+    return url
+
+
+def _worker_name(value: Any) -> str:
+    name = str(value or "").strip() or socket.gethostname()
+    if "#" in name:
+        raise SettingsError(f"node.worker_name must not contain '#': {name!r}")
+    return name
 
 
 def load_settings(path: Path | None = None) -> Settings:
@@ -362,4 +405,6 @@ def load_settings(path: Path | None = None) -> Settings:
         raw = _merge(raw, site)
         base_dir = path.resolve().parent
         logger.info("configuration loaded from %s", path)
+    if os.environ.get(CATALOG_URL_ENV):
+        raw = _merge(raw, {"catalog": {"url": os.environ[CATALOG_URL_ENV]}})
     return settings_from_mapping(raw, base_dir)

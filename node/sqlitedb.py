@@ -52,8 +52,12 @@ class SqliteDatabase:
             self._conn.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Cursor]:
-        """A write transaction (BEGIN IMMEDIATE ... COMMIT), rolled back on error."""
+    def _tx(self, *, serialized: bool = True) -> Iterator[sqlite3.Cursor]:
+        """A write transaction (BEGIN IMMEDIATE ... COMMIT), rolled back on error.
+
+        SQLite serialises every write transaction; ``serialized`` is accepted for the
+        interface :class:`node.pgdb.PostgresDatabase` shares.
+        """
         with self._lock:
             cur = self._conn.cursor()
             cur.execute("BEGIN IMMEDIATE")

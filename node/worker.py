@@ -4,6 +4,13 @@ A job whose series cannot be analysed (``AnalysisError``: unsupported or implaus
 fails at once with its reason; an unexpected error is retried with backoff up to
 ``max_job_attempts`` times. A job interrupted by a crash is put back in the queue at start.
 
+Several processes may take jobs from one catalog (PostgreSQL: ``cmr-node run`` and any number
+of ``cmr-node worker`` processes, on any machines sharing the data folder).  Each process has a
+name (``host/name``, unique: held by an advisory lock while it runs); its threads claim jobs
+as ``host/name#i`` and send a heartbeat for their running jobs every quarter lease.  A job whose
+worker fell silent for ``job_lease_s`` (killed, machine lost) is queued again by any process,
+and the silent worker's late result, if it ever comes, is discarded.
+
 A T1-map job gets its study's LVRR covariates (:mod:`node.covariates`) in its options and
 writes its full radiomic feature vector (``features.json``, ``features.csv``) next to its
 outputs.  When an LGE job of a study finishes, the study's analysed T1 maps are queued again
@@ -53,6 +60,10 @@ RETRY_BASE_S = 5.0
 IDLE_POLL_S = 1.0
 
 
+class WorkerNameInUseError(RuntimeError):
+    """Another live process holds this worker name on the shared catalog."""
+
+
 class WorkerPool:
     """Threads that run analysis jobs.
 
@@ -64,10 +75,22 @@ class WorkerPool:
         The job queue and outbox.
     on_outputs
         Called after a job queued outputs (wakes the sender).
+    role
+        This process's part of the worker name: ``node`` for ``cmr-node run``, the
+        ``--name`` of ``cmr-node worker``.
+    threads
+        Worker threads (default: ``settings.worker_count``; 0: this process only watches
+        the leases).
     """
 
     def __init__(
-        self, settings: Settings, catalog: Catalog, on_outputs: Callable[[], None]
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        on_outputs: Callable[[], None],
+        *,
+        role: str = "node",
+        threads: int | None = None,
     ) -> None:
         self._settings = settings
         self._catalog = catalog
@@ -75,17 +98,44 @@ class WorkerPool:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._thread_count = settings.worker_count if threads is None else threads
         self._writer = writer_settings(settings.manufacturer, settings.institution_name)
+        self.name = f"{settings.worker_name}/{role}"
+        self._running: set[int] = set()
+        self._running_lock = threading.Lock()
+        self.jobs_done = 0
 
     def start(self) -> None:
-        """Resume interrupted jobs and start the worker threads."""
-        resumed = self._catalog.requeue_interrupted()
+        """Hold the worker name, resume this worker's interrupted jobs, start the threads.
+
+        Raises
+        ------
+        WorkerNameInUseError
+            When another live process holds the same name on the catalog.
+        """
+        if not self._catalog.register_worker(self.name):
+            raise WorkerNameInUseError(
+                f"worker name {self.name!r} is held by another running process on the catalog:"
+                " give each process its own name (node.worker_name, cmr-node worker --name)"
+            )
+        # An SQLite catalog has this one process: whatever ran before was ours (whatever
+        # the host was called then, e.g. a container restarted under a new host name).
+        resumed = self._catalog.requeue_interrupted(
+            None if self._catalog.engine == "sqlite" else self.name
+        )
         if resumed:
             logger.info("re-queued %d jobs interrupted by the previous stop", resumed)
-        for i in range(self._settings.worker_count):
-            thread = threading.Thread(target=self._loop, name=f"worker-{i}", daemon=True)
+        for i in range(self._thread_count):
+            thread = threading.Thread(
+                target=self._loop, args=(f"{self.name}#{i}",), name=f"worker-{i}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
+        leases = threading.Thread(target=self._lease_loop, name="job-leases", daemon=True)
+        leases.start()
+        self._threads.append(leases)
+        logger.info("worker %s: %d analysis threads on the %s catalog", self.name,
+                    self._thread_count, self._catalog.engine)
 
     def wake(self) -> None:
         """Tell idle workers that a job was queued."""
@@ -99,14 +149,45 @@ class WorkerPool:
             thread.join(timeout=timeout)
         self._threads.clear()
 
-    def _loop(self) -> None:
+    def _loop(self, worker: str) -> None:
         while not self._stop.is_set():
-            job = self._catalog.claim_job()
+            try:
+                job = self._catalog.claim_job(worker=worker)
+            except Exception:  # catalog unreachable: the job queue waits, the thread lives
+                logger.exception("worker %s: cannot claim a job; retrying", worker)
+                self._stop.wait(IDLE_POLL_S)
+                continue
             if job is None:
                 self._wake.wait(IDLE_POLL_S)
                 self._wake.clear()
                 continue
-            self.run_job(job)
+            with self._running_lock:
+                self._running.add(job.id)
+            try:
+                self.run_job(job)
+            except Exception:  # its result could not be recorded: the lease returns it
+                logger.exception("job %d: result not recorded; the job is queued again"
+                                 " once its lease expires", job.id)
+            finally:
+                with self._running_lock:
+                    self._running.discard(job.id)
+
+    def _lease_loop(self) -> None:
+        """Heartbeat this process's running jobs; re-queue jobs of silent workers."""
+        period = self._settings.job_lease_s / 4
+        while not self._stop.wait(period):
+            try:
+                with self._running_lock:
+                    running = sorted(self._running)
+                self._catalog.heartbeat(running, self.name)
+                requeued = self._catalog.requeue_stale(self._settings.job_lease_s)
+            except Exception:
+                logger.exception("worker %s: heartbeat failed; retrying", self.name)
+                continue
+            if requeued:
+                logger.warning("jobs %s had a silent worker for %.0f s: queued again",
+                               requeued, self._settings.job_lease_s)
+                self._wake.set()
 
     def run_job(self, job: Job) -> None:
         """Run one claimed job to done, retry or failure."""
@@ -160,6 +241,7 @@ class WorkerPool:
                 self._catalog.record_event("job_failed", job.series_instance_uid, detail)
             return
         if queued:
+            self.jobs_done += 1
             logger.info("job %d done in %.2f s", job.id, time.perf_counter() - started)
             self._on_outputs()
             if job.analysis == LGE_ANALYSIS and lge_covariates(summary):

@@ -239,6 +239,50 @@ class NodeProcess:
             conn.close()
 
 
+@dataclass
+class WorkerProcess:
+    """``cmr-node worker --name NAME`` as a separate process."""
+
+    config: Path
+    name: str
+    log: Path = field(init=False)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        self.log = self.config.parent / f"worker-{self.name}.out"
+
+    def start(self, env: dict[str, str] | None = None) -> WorkerProcess:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "node", "worker", "--config", str(self.config),
+                 "--name", self.name],
+                cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
+            )
+        wait_for(self._ready, 60, interval=0.2)
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"worker {self.name} exited: {self.log.read_text()[-3000:]}")
+        return "analysis threads on the postgresql catalog" in self.log.read_text()
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+
 def send_files(
     paths: list[Path],
     port: int,

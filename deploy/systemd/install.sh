@@ -19,7 +19,7 @@
 set -euo pipefail
 
 readonly SERVICE_USER=cmr-node
-readonly UNITS=(cmr-node.service cmr-node-orthanc.service)
+readonly UNITS=(cmr-node.service cmr-node-orthanc.service cmr-node-worker@.service)
 readonly UNIT_PREFIX_IN_FILES=/opt/cmr-node
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"

@@ -24,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -45,7 +46,7 @@ COMPOSE = DEPLOY / "compose"
 K8S = DEPLOY / "k8s"
 EXAMPLE_SITE = DEPLOY / "examples" / "site.toml"
 INSTALL_SH = SYSTEMD / "install.sh"
-UNITS = ("cmr-node.service", "cmr-node-orthanc.service")
+UNITS = ("cmr-node.service", "cmr-node-orthanc.service", "cmr-node-worker@.service")
 PREFIX_IN_FILES = "/opt/cmr-node"
 """Where the units, the image and the compose file expect the checkout."""
 SITE_IN_FILES = "/etc/cmr-node/site.toml"
@@ -283,7 +284,14 @@ def test_install_refuses_bad_arguments(tmp_path: Path) -> None:
                     "units are only parsed as INI (test_units_have_*)")
 @pytest.mark.skipif(not VENV_CLI.exists(), reason="no .venv/bin/cmr-node for ExecStart")
 def test_units_pass_systemd_analyze_verify(installed_root: Path) -> None:
-    units = [str(installed_root / "etc" / "systemd" / "system" / name) for name in UNITS]
+    unit_dir = installed_root / "etc" / "systemd" / "system"
+    units = []
+    for name in UNITS:
+        if name.endswith("@.service"):  # a template is verified as one of its instances
+            instance = unit_dir / name.replace("@.service", "@w1.service")
+            shutil.copyfile(unit_dir / name, instance)
+            name = instance.name
+        units.append(str(unit_dir / name))
     result = subprocess.run(
         [str(SYSTEMD_ANALYZE), "verify", *units],
         capture_output=True, text=True, timeout=60, check=False,
@@ -301,7 +309,8 @@ def test_units_have_user_restart_and_hardening(name: str) -> None:
     assert "network-online.target" in one(unit, "Unit", "After")
     assert one(unit, "Service", "User") == "cmr-node"
     assert one(unit, "Service", "Restart") == "on-failure"
-    assert one(unit, "Service", "RestartPreventExitStatus") == "2"  # configuration errors
+    # configuration errors (and, for workers, a name held by another process)
+    assert "2" in one(unit, "Service", "RestartPreventExitStatus").split()
     assert "TCP_NODELAY=1" in unit["Service"]["Environment"]
     for key, value in {
         "NoNewPrivileges": "yes", "ProtectSystem": "strict", "PrivateTmp": "yes",
@@ -323,6 +332,17 @@ def test_node_unit_runs_the_cli_with_the_site_file_and_may_write_its_data_dir() 
     assert one(unit, "Service", "ReadWritePaths") == data_dir
     assert one(unit, "Service", "StateDirectory") == Path(data_dir).name
     assert one(unit, "Service", "WorkingDirectory") == data_dir
+
+
+def test_worker_unit_runs_a_named_worker_on_the_site_file() -> None:
+    unit = parse_unit((SYSTEMD / "cmr-node-worker@.service").read_text())
+    argv = shlex.split(one(unit, "Service", "ExecStart"))
+    assert in_repo(argv[0]) == REPO / ".venv" / "bin" / "cmr-node"
+    args = cli.build_parser().parse_args(argv[1:])
+    assert args.func is cli.cmd_worker and args.config == SITE_IN_FILES and args.name == "%i"
+    node = parse_unit((SYSTEMD / "cmr-node.service").read_text())
+    assert one(unit, "Service", "ReadWritePaths") == one(node, "Service", "ReadWritePaths")
+    assert one(unit, "Service", "RestartPreventExitStatus").split() == ["2", "3"]
 
 
 def test_orthanc_unit_runs_the_launcher_with_valid_options() -> None:
@@ -615,3 +635,68 @@ def test_services_and_network_policy_target_the_container_ports() -> None:
     assert policy["podSelector"]["matchLabels"].items() <= labels.items()
     allowed = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
     assert allowed == set(by_name.values())
+
+
+# ------------------------------------------------------------------------------ scale-out
+
+
+def _parse_cli(command: list[str]) -> Any:
+    assert command[0] == "cmr-node"
+    return cli.build_parser().parse_args([str(c) for c in command[1:]])
+
+
+def test_k8s_scale_out_runs_named_workers_on_the_shared_catalog(tmp_path: Path) -> None:
+    folder = K8S / "scale-out"
+    docs = {p.name: [d for d in yaml.safe_load_all(p.read_text()) if d]
+            for p in folder.glob("*.yaml")}
+    [kustomization] = docs["kustomization.yaml"]
+    assert "../" in kustomization["resources"] and "worker.yaml" in kustomization["resources"]
+    for patch in kustomization["patches"]:
+        assert (folder / patch["path"]).is_file(), patch
+    _, raw = configmap_site(tmp_path)
+    data_dir = raw["node"]["data_dir"]
+    [worker] = docs["worker.yaml"]
+    assert worker["spec"]["replicas"] >= 2
+    pod = worker["spec"]["template"]["spec"]
+    base_pod = k8s_object("Deployment", "cmr-node")["spec"]["template"]["spec"]
+    assert pod["securityContext"] == base_pod["securityContext"]
+    [container] = pod["containers"]
+    args = _parse_cli(container["command"])
+    assert args.func is cli.cmd_worker and args.config == SITE_IN_FILES
+    secrets = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"]
+               if "valueFrom" in e}
+    assert secrets == {"CMR_NODE_CATALOG_URL": "cmr-node-db", "PGPASSWORD": "cmr-node-db"}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["data"] == data_dir and mounts["site"] == str(Path(SITE_IN_FILES).parent)
+    claim = {v["name"]: v for v in pod["volumes"]}["data"]["persistentVolumeClaim"]["claimName"]
+    assert claim == k8s_object("PersistentVolumeClaim")["metadata"]["name"]
+    [pvc] = docs["pvc-patch.yaml"]
+    assert pvc["metadata"]["name"] == claim and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    [node_patch] = docs["node-patch.yaml"]
+    [node] = node_patch["spec"]["template"]["spec"]["containers"]
+    assert node["name"] == base_pod["containers"][0]["name"]
+    run = _parse_cli(node["command"])
+    assert run.func is cli.cmd_run and run.worker_count == 0
+    assert {e["name"] for e in node["env"]} == set(secrets)
+
+
+def test_compose_scale_out_shares_one_catalog_and_one_data_volume(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    override = yaml.safe_load((COMPOSE / "docker-compose.scale-out.yml").read_text())
+    base = compose()["services"]["node"]
+    services = override["services"]
+    run = _parse_cli(services["node"]["command"])
+    assert run.func is cli.cmd_run and run.worker_count == 0
+    worker = services["worker"]
+    args = _parse_cli(worker["command"])
+    assert args.func is cli.cmd_worker and args.config == SITE_IN_FILES
+    assert worker["image"] == base["image"] and worker["read_only"] is True
+    assert compose_mounts(worker["volumes"]) == compose_mounts(base["volumes"])
+    url = services["node"]["environment"]["CMR_NODE_CATALOG_URL"]
+    assert worker["environment"]["CMR_NODE_CATALOG_URL"] == url
+    assert urlsplit(url).hostname in services, "the URL names the compose database service"
+    assert services["db"]["environment"]["POSTGRES_DB"] == urlsplit(url).path.lstrip("/")
+    monkeypatch.setenv("CMR_NODE_CATALOG_URL", url)
+    settings = load_settings(EXAMPLE_SITE)
+    assert settings.catalog_location == url and settings.catalog_url == url
