@@ -64,8 +64,16 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _start_logging(settings: Settings, log_name: str) -> None:
-    """Log to stderr and ``data_dir/logs/<log_name>``, UIDs hashed if configured."""
+    """Log to stderr and ``data_dir/logs/<log_name>``, UIDs hashed if configured.
+
+    ``kill -USR2 <pid>`` writes the stack of every thread to stderr (a stuck process can be
+    diagnosed without stopping it).
+    """
+    import faulthandler
+
     from node.audit import UidHashingFilter
+
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
 
     _setup_logging(settings.log_level, settings.data_dir / "logs" / log_name)
     if settings.log_uids == "hashed":

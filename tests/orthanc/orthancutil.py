@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.netutil import REPO, free_port, wait_for
+from tests.netutil import REPO, free_port, terminate, wait_for
 
 ORTHANC_BINARY = shutil.which("Orthanc") or shutil.which("Orthanc", path="/usr/sbin")
 PYTHON_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancPython.so")
@@ -135,14 +135,8 @@ class OrthancProcess:
             self.proc = None
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
+        terminate(self.proc)
+        self.proc = None
 
     def log_tail(self, n: int = 4000) -> str:
         parts = []
