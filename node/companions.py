@@ -1,15 +1,18 @@
 """Companion series: the other series of a study that an analysis needs besides its own.
 
 Some analyses read more than the series they run on: ECV needs the native T1 map of the same
-slices (role ``native_t1map``); an LGE-cine fusion will need the cine of the same slices
-(``cine``); a MOLLI fit is compared with the scanner's own T1 map (``scanner_map``).  The
-plugins stay pure: the node finds the companions, loads them with :mod:`node.loader` and
-passes them as ``options["companions"][role]`` (a :class:`~plugins.api.LoadedSeries`), with
-``options["companion_reasons"][role]`` saying why a role has none.
+slices (role ``native_t1map``); the LGE analysis uses the short-axis cine of the same slices
+(``cine``) for its LGE + cine network; a MOLLI fit is compared with the scanner's own T1 map
+(``scanner_map``).  The plugins stay pure: the node finds the companions, loads them with
+:mod:`node.loader` and passes them as ``options["companions"][role]`` (a
+:class:`~plugins.api.LoadedSeries`), with ``options["companion_reasons"][role]`` saying why a
+role has none.
 
-A role is a :class:`CompanionSpec`: which routed analysis (or other series property) a
-candidate must have, and a geometric test against the job's series.  Candidates are tried
-newest first; the first that passes wins.  The node (catalog: series of the study and their
+A role is a :class:`CompanionSpec`: which routed analysis a candidate must have, or, for
+series the node never analyses (cine), a header test of its own (:func:`looks_like_cine`
+over the candidate's first file; only series not routed to any analysis are tried), and a
+geometric test against the job's series.  Candidates are tried newest first; the first that
+passes wins.  The node (catalog: series of the study and their
 routed analysis) and ``cmr-node analyse`` (the grouped input) describe candidates the same
 way (:class:`Candidate`), so both find the same companions.
 """
@@ -18,12 +21,15 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+from pydicom import dcmread
+from pydicom.errors import InvalidDicomError
 
 from node.loader import load_series_files
 from plugins.api import AnalysisError, LoadedSeries, SourceFrame
@@ -36,15 +42,29 @@ __all__ = [
     "Candidate",
     "CompanionRole",
     "CompanionSpec",
+    "cine_of_slices",
     "companion_options",
     "covers_slices",
+    "looks_like_cine",
     "needed_roles",
+    "needs_unrouted_candidates",
 ]
 
 MAX_SLICE_DISTANCE_MM: Final = 2.0
 """A companion covers a slice of the job's series when one of its planes lies this close."""
 PARALLEL_COSINE: Final = 0.99
 """Normals with |cos| above this are parallel (same orientation)."""
+CINE_NAME: Final = re.compile(
+    r"cine|(?<![a-z0-9])retro(?![a-z0-9])|tru-?fi|tfi2d|b?ssfp|fiesta|b-?tfe|balanced",
+    re.IGNORECASE)
+"""SeriesDescription / ProtocolName / SequenceName of a bSSFP cine (Siemens ``cine_tf2d``,
+``trufi``; Philips ``sBTFE``; GE ``FIESTA CINE``)."""
+NOT_CINE_NAME: Final = re.compile(
+    r"perf|first[ _-]?pass|(?<![a-z0-9])(lge|psir|de|mde|tag(ging)?|grid|flow|pc|"
+    r"molli|shmolli|scout)(?![a-z0-9])|t1[ _-]?map|t2[ _-]?map", re.IGNORECASE)
+"""Names of multi-phase series that are not a cine (perfusion, tagging, flow, mapping)."""
+DEFAULT_THICKNESS_MM: Final = 8.0
+"""Slice thickness assumed when the job's series has none (half of it is the tolerance)."""
 
 
 class CompanionRole(enum.StrEnum):
@@ -149,6 +169,85 @@ class CompanionSpec:
     analyses: tuple[str, ...]
     matches: Matcher
     description: str
+    selects: Callable[[Candidate], bool] | None = None
+    """Header test of a candidate before it is loaded.  With ``analyses`` empty the role is
+    filled from series not routed to any analysis that pass this test (cine)."""
+
+    def accepts(self, candidate: Candidate) -> bool:
+        """Whether ``candidate`` is worth loading for this role."""
+        if self.analyses:
+            if candidate.analysis not in self.analyses:
+                return False
+        elif candidate.analysis is not None:
+            return False
+        return self.selects is None or self.selects(candidate)
+
+    def source_text(self) -> str:
+        """Which series can fill the role, for messages."""
+        if self.analyses:
+            return f"no series routed to {' or '.join(self.analyses)}"
+        return "no series outside the analysed ones looks like one"
+
+
+def _first_header(candidate: Candidate) -> Any | None:
+    for path in candidate.paths[:1]:
+        try:
+            return dcmread(path, stop_before_pixels=True)
+        except (OSError, InvalidDicomError, ValueError) as exc:
+            logger.info("candidate %s: cannot read %s (%s)", candidate.series_instance_uid,
+                        path, exc)
+    return None
+
+
+def looks_like_cine(candidate: Candidate) -> bool:
+    """Whether a (not analysed) candidate series looks like a bSSFP cine from its first file.
+
+    A cine has no inversion time, is named like one (:data:`CINE_NAME`) or declares
+    several cardiac phases (CardiacNumberOfImages >= 2), and is not named like perfusion,
+    tagging, flow, LGE or mapping (:data:`NOT_CINE_NAME`).
+    """
+    header = _first_header(candidate)
+    if header is None:
+        return False
+    names = " ".join(str(header.get(k, "") or "") for k in (
+        "SeriesDescription", "ProtocolName", "SequenceName")) + " " + candidate.description
+    if NOT_CINE_NAME.search(names) or str(header.get("InversionTime", "") or "").strip():
+        return False
+    try:
+        phases = int(float(str(header.get("CardiacNumberOfImages", "") or 0)))
+    except ValueError:
+        phases = 0
+    return bool(CINE_NAME.search(names)) or phases >= 2
+
+
+def cine_of_slices(target: LoadedSeries, candidate: LoadedSeries) -> str | None:
+    """Whether ``candidate`` is a multi-phase series with a plane parallel to a slice of
+    ``target`` within half its slice thickness; ``None`` if so, else the reason."""
+    if not candidate.frames:
+        return "it has no frames"
+    positions: dict[int, set[float]] = {}
+    for frame in candidate.frames:
+        value = frame.attributes.get("TriggerTime")
+        try:
+            time_ms = float(value) if value not in (None, "") else None
+        except (TypeError, ValueError):
+            time_ms = None
+        if time_ms is not None:
+            positions.setdefault(round(frame.slice_location), set()).add(round(time_ms, 1))
+    if not any(len(times) >= 2 for times in positions.values()):
+        return "it is not a cine (no slice position with two or more trigger times)"
+    if not _parallel(target, candidate):
+        return "it has another orientation"
+    for frame in target.frames:
+        half = 0.5 * float(frame.slice_thickness or DEFAULT_THICKNESS_MM)
+        for other in candidate.frames:
+            if abs(float(np.dot(frame.normal, other.normal))) <= PARALLEL_COSINE:
+                continue
+            offset = (np.asarray(frame.image_position, np.float64)
+                      - np.asarray(other.image_position, np.float64))
+            if abs(float(np.dot(frame.normal, offset))) <= half:
+                return None
+    return "it has no slice within half a slice thickness of any of the job's slices"
 
 
 COMPANION_SPECS: Final[Mapping[str, tuple[CompanionSpec, ...]]] = {
@@ -164,10 +263,25 @@ COMPANION_SPECS: Final[Mapping[str, tuple[CompanionSpec, ...]]] = {
             "scanner T1 map of the same slices",
         ),
     ),
+    "lge": (
+        CompanionSpec(
+            CompanionRole.CINE, (), cine_of_slices, "short-axis cine of the same slices",
+            selects=looks_like_cine,
+        ),
+    ),
 }
-"""Companion roles per analysis.  Adding LGE-cine fusion is one entry:
-``"lge": (CompanionSpec(CompanionRole.CINE, ("cine",), covers_any_slice, "cine"),)`` once
-cine series are routed (or given a candidate test of their own)."""
+"""Companion roles per analysis.  Cine series are never routed to an analysis: the LGE's
+``cine`` role is filled from the study's unrouted series that :func:`looks_like_cine` and
+:func:`cine_of_slices` accept."""
+
+
+def needs_unrouted_candidates(analysis: str) -> bool:
+    """Whether a role of ``analysis`` is filled from series not routed to any analysis.
+
+    A caller that collects candidates from routed series only (the node's jobs) must then
+    also offer the study's unrouted series (``Candidate.analysis = None``).
+    """
+    return any(not spec.analyses for spec in needed_roles(analysis))
 
 
 def needed_roles(analysis: str) -> tuple[CompanionSpec, ...]:
@@ -225,16 +339,14 @@ def find_companions(
         pool = sorted(
             (
                 c for c in candidates
-                if c.series_instance_uid != target.series_instance_uid
-                and c.analysis in spec.analyses
+                if c.series_instance_uid != target.series_instance_uid and spec.accepts(c)
             ),
             key=lambda c: c.received,
             reverse=True,
         )
         if not pool:
             found.reasons[spec.role] = (
-                f"the study has no {spec.description} (no series routed to "
-                f"{' or '.join(spec.analyses)})"
+                f"the study has no {spec.description} ({spec.source_text()})"
             )
             continue
         rejected: list[str] = []

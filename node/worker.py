@@ -36,7 +36,12 @@ from typing import Any
 from pydicom import dcmread
 
 from node.catalog import Catalog, Job
-from node.companions import Candidate, companion_options, needed_roles
+from node.companions import (
+    Candidate,
+    companion_options,
+    needed_roles,
+    needs_unrouted_candidates,
+)
 from node.covariates import (
     ECV_ANALYSIS,
     LGE_ANALYSIS,
@@ -331,6 +336,20 @@ class WorkerPool:
                     candidates[uid] = Candidate(
                         uid, analysis, self._catalog.instance_paths(uid), received
                     )
+        if needs_unrouted_candidates(job.analysis):
+            # Roles such as the LGE's cine are filled from series the node does not analyse.
+            for row in self._catalog.query(
+                "SELECT series_instance_uid, description, first_received FROM series"
+                " WHERE study_instance_uid=? AND state='unrouted'",
+                (study_uid,),
+            ):
+                uid = str(row["series_instance_uid"])
+                if uid == job.series_instance_uid or uid in candidates:
+                    continue
+                candidates[uid] = Candidate(
+                    uid, None, self._catalog.instance_paths(uid),
+                    float(row["first_received"] or 0.0), str(row["description"] or ""),
+                )
         return companion_options(job.analysis, paths, list(candidates.values()))
 
     def reanalyse_ecv(self, job: Job) -> list[int]:

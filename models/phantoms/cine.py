@@ -358,8 +358,11 @@ def matched_cine_stack(
     phases: Sequence[float] | None = None,
     max_misregistration_mm: float = 4.0,
     acquisition: CineAcquisition | None = None,
+    shape: tuple[int, int] | None = None,
+    pixel_spacing: tuple[float, float] | None = None,
 ) -> list[list[CineSlice]]:
-    """Cine images matching an LGE stack: same subject, levels, matrix and spacing.
+    """Cine images matching an LGE stack: same subject and levels (and by default matrix and
+    spacing).
 
     Parameters
     ----------
@@ -374,6 +377,10 @@ def matched_cine_stack(
         Largest in-plane breath-hold mismatch (drawn per slice, uniform in a disc).
     acquisition
         Imaging properties; drawn (with the LGE heart rate) if ``None``.
+    shape, pixel_spacing
+        The cine's own matrix and spacing; the LGE's if ``None``.  The field of view stays
+        centred on the same point (the anatomy keeps its offset from the image centre in
+        mm), as when a cine and an LGE stack share their slice centres.
 
     Returns
     -------
@@ -393,8 +400,10 @@ def matched_cine_stack(
         angle = float(rng.uniform(0.0, 2.0 * np.pi))
         offset = (radius * math.cos(angle), radius * math.sin(angle))
         out.append([
-            make_cine_slice(rng, lge.heart, level=lge.position, phase=phase, shape=lge.shape,
-                            pixel_spacing=lge.pixel_spacing, acquisition=acq,
+            make_cine_slice(rng, lge.heart, level=lge.position, phase=phase,
+                            shape=lge.shape if shape is None else shape,
+                            pixel_spacing=lge.pixel_spacing if pixel_spacing is None
+                            else pixel_spacing, acquisition=acq,
                             centre_shift_mm=lge.centre_shift_mm, misregistration_mm=offset)
             for phase in phases
         ])

@@ -24,10 +24,12 @@ from plugins.lge.segmenter import LgeContrast, LgeSegmenter
 
 
 def warm_up() -> None:
-    """Load the trained LGE segmenter (torch and weights) now."""
+    """Load the trained LGE segmenters (torch, LGE-only and LGE + cine weights) now."""
+    from models.lgeseg.fusion_segmenter import default_fusion_segmenter
     from models.lgeseg.segmenter import default_segmenter
 
     default_segmenter()
+    default_fusion_segmenter()
 
 
 __all__ = [

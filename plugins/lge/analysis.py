@@ -1,7 +1,9 @@
 """LGE analysis: LV myocardium and scar, %scar by three methods, AHA segments, location, pattern.
 
 For every slice of a short-axis LGE stack the segmenter (by default the trained network of
-:mod:`models.lgeseg`) gives LV blood pool, myocardium, RV blood pool, scar and MVO.  Scar is
+:mod:`models.lgeseg`; the two-channel LGE + cine network for slices that have a matched image
+in the study's cine, see :mod:`plugins.lge.cine`) gives LV blood pool, myocardium, RV blood
+pool, scar and MVO.  Scar is
 then also measured with the two classical thresholds readers use (n-SD over automatically
 found remote myocardium, and FWHM), so the report gives a range.  Volumes are slice areas
 times the spacing between slice centres (the stack is treated as contiguous slabs, the
@@ -40,6 +42,7 @@ from plugins.api import (
     Measurement,
     Provenance,
     QCFlag,
+    SegmentationOutput,
     SegmentDefinition,
     Severity,
     SliceResult,
@@ -47,6 +50,14 @@ from plugins.api import (
 )
 from plugins.cardiac.aha import SEGMENT_NAMES, assign_levels, transmurality
 from plugins.cardiac.regions import SliceSegments, merged_wall, slice_segment_maps
+from plugins.lge.cine import (
+    CineMatch,
+    UnmatchedReason,
+    align_cine,
+    pair_cine_frames,
+    resample_to_frame,
+    trigger_time,
+)
 from plugins.lge.quantify import (
     DEFAULT_N_SD,
     ENHANCED_LABELS,
@@ -117,6 +128,22 @@ class QCCode:
     CONTRAST_ASSUMED = "contrast_assumed"
     BOTH_RECONSTRUCTIONS = "both_reconstructions_in_series"
     REPEATED_POSITION = "repeated_slice_position"
+    CINE_FUSION = "cine_fusion"
+    CINE_NOT_USED = "cine_not_used"
+    FUSION_UNAVAILABLE = "fusion_model_unavailable"
+
+
+class SegmentationMode(enum.StrEnum):
+    """Which inputs segmented a slice (``extra["slices"][i]["mode"]``)."""
+
+    LGE = "lge"
+    """The LGE image alone (LGE-only network)."""
+    LGE_CINE = "lge+cine"
+    """The LGE image and the matched cine image (two-channel network)."""
+
+
+COMPANION_CINE: Final = "cine"
+"""Role of the study's short-axis cine series in ``options["companions"]``."""
 
 
 class Location(enum.StrEnum):
@@ -226,6 +253,8 @@ class _Slice:
     mvo: dict[ScarMethod, npt.NDArray[np.bool_]] | None = None
     fwhm_threshold: float | None = None
     level: str = "unknown"
+    mode: SegmentationMode = SegmentationMode.LGE
+    cine: Mapping[str, Any] | None = None
 
     @property
     def pixel_area(self) -> float:
@@ -380,6 +409,17 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             ``"psir"`` or ``"magnitude"``, overriding detection from the headers.
         ``prefer``
             Which reconstruction to analyse when the series holds both (default PSIR).
+        ``companions`` / ``companion_reasons`` / ``companion_series``
+            From the node (:mod:`node.companions`): ``["cine"]`` is the study's short-axis
+            cine series, or the reason there is none.  Every slice with a cine image at its
+            position is segmented by the two-channel LGE + cine network
+            (:mod:`plugins.lge.cine` pairs, resamples and aligns it); the others by the
+            LGE-only network.  Each slice's mode is in ``extra["slices"][i]["mode"]``.
+        ``cine_segmenter``
+            The segmenter for slices with a matched cine (default: the trained LGE + cine
+            network of :mod:`models.lgeseg.fusion_segmenter`).
+        ``use_cine``
+            ``False`` segments every slice from the LGE alone (default ``True``).
 
     Returns
     -------
@@ -414,11 +454,12 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         series, LgeContrast(str(options.get("prefer", LgeContrast.PSIR)).lower())
     )
     flags.extend(stack_flags)
+    cine = _cine_context(options, flags)
     analysed: list[_Slice] = []
     for index in stack:
         frame = series.frames[index]
         image = np.asarray(frame.pixels, dtype=np.float32)
-        output = segmenter.segment(image, frame.pixel_spacing, contrast)
+        output, mode, cine_row = _segment_slice(frame, image, contrast, segmenter, cine)
         labels = np.asarray(output.labels, dtype=np.uint8)
         if output.reason or not np.isin(labels, MYOCARDIAL_LABELS).any():
             flags.append(QCFlag(
@@ -443,7 +484,11 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
                 frame_index=index,
             ))
         analysed.append(_Slice(index, frame, labels, output.uncertainty, dict(output.details),
-                               signal_zero(image, contrast)))
+                               signal_zero(image, contrast), mode=mode, cine=cine_row))
+    used = [s for s in analysed if s.mode is SegmentationMode.LGE_CINE]
+    flags.extend(_cine_flags(cine, analysed, len(stack)))
+    provenance = _provenance(segmenter, n_sd, cine.segmenter if used else None,
+                             (len(used), len(analysed) - len(used)))
     if not analysed:
         return _empty_result(series, flags, provenance, "no slice could be segmented", contrast)
 
@@ -499,6 +544,8 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             "presence_percent": PRESENCE_PERCENT,
             **classification,
             "lesions": [_lesion_row(lesion) for lesion in found],
+            "cine": _cine_summary(cine, analysed),
+            "networks": _networks(segmenter, cine.segmenter, analysed),
         },
     }
     if aha is not None:
@@ -795,7 +842,8 @@ def _slice_row(s: _Slice, spacing_mm: float) -> dict[str, Any]:
         "frame_number": s.frame.frame_number,
         "slice_location_mm": round(s.frame.slice_location, 2),
         "level": s.level,
-        "mode": "LGE only",
+        "mode": str(s.mode),
+        "cine": dict(s.cine) if s.cine is not None else None,
         "myocardium_area_mm2": round(s.area(s.myocardium), 1),
         "lv_blood_pool_area_mm2": round(s.area(s.lv_blood), 1),
         "scar_area_mm2": {str(m): round(s.area(v), 1) for m, v in s.scar.items()},
@@ -829,16 +877,174 @@ def _rounded(values: Mapping[str, float]) -> dict[str, float]:
     return {k: round(v, 2) for k, v in values.items()}
 
 
-def _provenance(segmenter: LgeSegmenter, n_sd: float) -> Provenance:
+def _network_text(segmenter: LgeSegmenter) -> str:
+    text = f"{segmenter.name} {segmenter.version}"
+    if segmenter.weights_sha256:
+        text += f" (weights sha256 {segmenter.weights_sha256})"
+    return text
+
+
+def _provenance(segmenter: LgeSegmenter, n_sd: float, fusion: LgeSegmenter | None = None,
+                counts: tuple[int, int] = (0, 0)) -> Provenance:
+    """The method record; with ``fusion`` (used on ``counts[0]`` slices, the LGE-only
+    segmenter on ``counts[1]``) both networks are named and the fusion network is the model."""
+    if fusion is None:
+        segmentation = f"LV myocardium, scar and MVO by {segmenter.name} {segmenter.version}"
+    else:
+        with_cine, alone = counts
+        segmentation = (
+            f"LV myocardium, scar and MVO by {_network_text(fusion)} from the LGE and the "
+            f"matched cine image on {with_cine} slice(s)"
+        )
+        if alone:
+            segmentation += f" and by {_network_text(segmenter)} from the LGE alone on {alone}"
     method = (
-        f"LV myocardium, scar and MVO by {segmenter.name} {segmenter.version}; scar also by "
+        f"{segmentation}; scar also by "
         f"{n_sd:g}-SD over automatically found remote myocardium and by FWHM; volumes from slice "
         f"areas x spacing between slices; mass at {MYOCARDIAL_DENSITY_G_PER_ML} g/ml."
     )
-    if segmenter.weights_sha256 is None:
+    model = fusion if fusion is not None else segmenter
+    if model.weights_sha256 is None:
         return Provenance(ALGORITHM_NAME, VERSION, method)
-    return Provenance(ALGORITHM_NAME, VERSION, method, model_name=segmenter.name,
-                      model_version=segmenter.version, model_sha256=segmenter.weights_sha256)
+    return Provenance(ALGORITHM_NAME, VERSION, method, model_name=model.name,
+                      model_version=model.version, model_sha256=model.weights_sha256)
+
+
+@dataclass(frozen=True)
+class _CineContext:
+    """The study's cine for this analysis: series, its UID, the network and why not."""
+
+    series: LoadedSeries | None
+    series_uid: str | None
+    segmenter: LgeSegmenter | None
+    reason: str | None
+    looked_up: bool
+
+
+def _cine_context(options: Mapping[str, Any], flags: list[QCFlag]) -> _CineContext:
+    """The cine companion and the two-channel network (or why slices use the LGE alone)."""
+    companions = options.get("companions")
+    reasons = options.get("companion_reasons")
+    sources = options.get("companion_series")
+    found = companions.get(COMPANION_CINE) if isinstance(companions, Mapping) else None
+    reason = reasons.get(COMPANION_CINE) if isinstance(reasons, Mapping) else None
+    looked_up = found is not None or reason is not None
+    if found is not None and not isinstance(found, LoadedSeries):
+        found, reason = None, f"the cine companion is not a loaded series ({type(found)})"
+    uid = None
+    if found is not None:
+        uid = str(sources.get(COMPANION_CINE)) if isinstance(sources, Mapping) and sources.get(
+            COMPANION_CINE) else found.series_instance_uid
+    if found is None:
+        return _CineContext(None, None, None, str(reason or UnmatchedReason.NO_CINE), looked_up)
+    if not options.get("use_cine", True):
+        return _CineContext(found, uid, None, "the cine is not used (option use_cine off)",
+                            looked_up)
+    fusion: LgeSegmenter | None = options.get("cine_segmenter")
+    if fusion is None:
+        from models.lgeseg.fusion_segmenter import default_fusion_segmenter
+
+        fusion, unavailable = default_fusion_segmenter()
+        if fusion is None:
+            if unavailable is not None:
+                flags.append(unavailable)
+            return _CineContext(found, uid, None, "the LGE + cine network is unavailable",
+                                looked_up)
+    return _CineContext(found, uid, fusion, None, looked_up)
+
+
+def _segment_slice(
+    frame: SourceFrame, image: npt.NDArray[np.float32], contrast: LgeContrast,
+    segmenter: LgeSegmenter, cine: _CineContext,
+) -> tuple[SegmentationOutput, SegmentationMode, dict[str, Any]]:
+    """Segment one slice with its matched cine when there is one, else from the LGE alone."""
+    if cine.series is None or cine.segmenter is None:
+        return (segmenter.segment(image, frame.pixel_spacing, contrast), SegmentationMode.LGE,
+                {"used": False, "reason": cine.reason})
+    match = pair_cine_frames(frame, cine.series)
+    if not isinstance(match, CineMatch):
+        return (segmenter.segment(image, frame.pixel_spacing, contrast), SegmentationMode.LGE,
+                {"used": False, "series_instance_uid": cine.series_uid,
+                 "reason": f"{match.reason}: {match.detail}"})
+    cine_frame = cine.series.frames[match.cine_index]
+    on_grid = resample_to_frame(
+        cine_frame.pixels, cine_frame.image_position, cine_frame.image_orientation,
+        cine_frame.pixel_spacing, (int(image.shape[0]), int(image.shape[1])),
+        frame.image_position, frame.image_orientation, frame.pixel_spacing)
+    aligned, registration = align_cine(image, on_grid, frame.pixel_spacing)
+    row: dict[str, Any] = {
+        "used": True,
+        "series_instance_uid": cine.series_uid,
+        "sop_instance_uid": cine_frame.sop_instance_uid,
+        "frame_number": cine_frame.frame_number,
+        "distance_mm": round(match.distance_mm, 2),
+        "trigger_time_ms": match.trigger_time_ms,
+        "lge_trigger_time_ms": trigger_time(frame),
+        "phase_difference_ms": None if match.phase_difference_ms is None
+        else round(match.phase_difference_ms, 1),
+        "shift_mm": [round(v, 2) for v in registration.shift_mm],
+        "registration": registration.note,
+        "registration_accepted": registration.accepted,
+    }
+    output = cine.segmenter.segment(image, frame.pixel_spacing, contrast, aligned)
+    if output.reason or not np.isin(output.labels, MYOCARDIAL_LABELS).any():
+        alone = segmenter.segment(image, frame.pixel_spacing, contrast)
+        if not alone.reason and np.isin(alone.labels, MYOCARDIAL_LABELS).any():
+            row["used"] = False
+            rejected = output.reason or "no myocardium"
+            row["reason"] = (f"the LGE + cine output was rejected ({rejected}); the LGE-only "
+                             "network segmented the slice")
+            return alone, SegmentationMode.LGE, row
+    return output, SegmentationMode.LGE_CINE, row
+
+
+def _cine_flags(cine: _CineContext, analysed: Sequence[_Slice], n_stack: int
+                ) -> list[QCFlag]:
+    """One INFO flag saying which slices used the matched cine, or why none did."""
+    used = [s for s in analysed if s.mode is SegmentationMode.LGE_CINE]
+    if used and cine.segmenter is not None:
+        alone = len(analysed) - len(used)
+        text = (f"{len(used)} of {len(analysed)} segmented slice(s) used the matched cine "
+                f"(series {cine.series_uid}) with {cine.segmenter.name} "
+                f"{cine.segmenter.version}")
+        if alone:
+            reasons = sorted({str(s.cine.get("reason")) for s in analysed
+                              if s.mode is SegmentationMode.LGE and s.cine})
+            text += f"; {alone} used the LGE alone ({'; '.join(reasons)})"
+        return [QCFlag(QCCode.CINE_FUSION, Severity.INFO, text + ".")]
+    if not cine.looked_up and cine.series is None:
+        return []
+    reasons = sorted({str(s.cine.get("reason")) for s in analysed if s.cine}) or [
+        str(cine.reason)]
+    return [QCFlag(
+        QCCode.CINE_NOT_USED, Severity.INFO,
+        f"No slice used a cine image; all {n_stack} slice(s) were segmented from the LGE "
+        f"alone ({'; '.join(reasons)}).",
+    )]
+
+
+def _cine_summary(cine: _CineContext, analysed: Sequence[_Slice]) -> dict[str, Any]:
+    used = sum(s.mode is SegmentationMode.LGE_CINE for s in analysed)
+    return {
+        "series_instance_uid": cine.series_uid,
+        "slices_with_cine": used,
+        "slices_lge_only": len(analysed) - used,
+        "reason": cine.reason,
+    }
+
+
+def _networks(segmenter: LgeSegmenter, fusion: LgeSegmenter | None,
+              analysed: Sequence[_Slice]) -> list[dict[str, Any]]:
+    """Name, version, weights hash and slice count of each network that segmented slices."""
+    rows = []
+    for mode, network in ((SegmentationMode.LGE, segmenter),
+                          (SegmentationMode.LGE_CINE, fusion)):
+        count = sum(s.mode is mode for s in analysed)
+        if network is None or not count:
+            continue
+        rows.append({"mode": str(mode), "name": network.name, "version": network.version,
+                     "weights_sha256": network.weights_sha256, "slices": count})
+    return rows
 
 
 def _empty_result(series: LoadedSeries, flags: list[QCFlag], provenance: Provenance,

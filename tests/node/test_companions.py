@@ -9,6 +9,7 @@ way must equal the one in ``truth.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import urllib.request
@@ -19,13 +20,25 @@ import numpy as np
 import pytest
 import torch
 
-from models.phantoms.dicom_series import StudyInfo, t1map_series_datasets
+from models.phantoms.dicom_series import (
+    StudyInfo,
+    t1map_series_datasets,
+    write_lge_study_series,
+)
 from models.phantoms.maps import ContrastState
 from models.phantoms.study import write_synthetic_study
 from models.phantoms.t1map import make_t1map_stack
 from node import cli
 from node.catalog import Catalog, InstanceRecord, OutputFile
-from node.companions import Candidate, CompanionRole, companion_options, find_companions
+from node.companions import (
+    Candidate,
+    CompanionRole,
+    cine_of_slices,
+    companion_options,
+    find_companions,
+    looks_like_cine,
+    needs_unrouted_candidates,
+)
 from node.covariates import (
     HAEMATOCRIT_KEY,
     CovariateFolder,
@@ -123,7 +136,67 @@ def test_newest_fitting_candidate_wins(study, tmp_path):
 
 def test_analyses_without_roles_get_no_options(study):
     assert companion_options("t1map", study["paths"]["t1map"], []) == {}
-    assert companion_options("lge", study["paths"]["t1map"], []) == {}
+    # LGE asks for the cine: without candidates it gets the reason, not a companion.
+    lge = companion_options("lge", study["paths"]["t1map"], [])
+    assert lge["companions"] == {} and "short-axis cine" in lge["companion_reasons"]["cine"]
+
+
+# ----------------------------------------------------------------------------- cine of LGE
+
+
+@pytest.fixture(scope="module")
+def lge_study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("lge")
+    truth = write_lge_study_series(root, seed=3, n_slices=4, scar_pattern="ischaemic_rca")
+    by_kind = {s["kind"]: s for s in truth["series"]}
+    paths = {kind: [root / i["file"] for i in record["instances"]]
+             for kind, record in by_kind.items()}
+    return {"series": by_kind, "paths": paths}
+
+
+def _lge_candidate(lge_study: dict[str, Any], kind: str, analysis: str | None,
+                   received: float = 1.0) -> Candidate:
+    record = lge_study["series"][kind]
+    return Candidate(record["series_instance_uid"], analysis, lge_study["paths"][kind],
+                     received, record["series_description"])
+
+
+def test_lge_finds_the_unrouted_cine_of_its_study(lge_study):
+    assert needs_unrouted_candidates("lge") and not needs_unrouted_candidates("ecv")
+    assert looks_like_cine(_lge_candidate(lge_study, "cine", None))
+    assert not looks_like_cine(_lge_candidate(lge_study, "ti_scout", None))  # inversion times
+    assert not looks_like_cine(_lge_candidate(lge_study, "lge_magnitude", None))
+    psir, _ = load_series_files(lge_study["paths"]["lge_psir"])
+    found = find_companions("lge", psir, [
+        _lge_candidate(lge_study, "lge_magnitude", "lge", received=3.0),
+        _lge_candidate(lge_study, "ti_scout", None, received=2.0),
+        _lge_candidate(lge_study, "cine", None),
+    ])
+    cine_uid = lge_study["series"]["cine"]["series_instance_uid"]
+    assert found.sources == {"cine": cine_uid} and found.reasons == {}
+    assert found.series[CompanionRole.CINE].series_instance_uid == cine_uid
+    # A cine routed to an analysis is not offered as the companion (only unrouted series are).
+    routed = find_companions("lge", psir, [_lge_candidate(lge_study, "cine", "t1map")])
+    assert routed.series == {}
+    assert "looks like one" in routed.reasons["cine"]
+
+
+def test_single_phase_or_distant_series_is_not_a_cine(lge_study):
+    psir, _ = load_series_files(lge_study["paths"]["lge_psir"])
+    magnitude, _ = load_series_files(lge_study["paths"]["lge_magnitude"])
+    assert "not a cine" in str(cine_of_slices(psir, magnitude))
+    cine, _ = load_series_files(lge_study["paths"]["cine"])
+    assert cine_of_slices(psir, cine) is None
+    step = 25.0 * cine.frames[0].normal
+
+    def moved(position: tuple[float, float, float]) -> tuple[float, float, float]:
+        return (position[0] + float(step[0]), position[1] + float(step[1]),
+                position[2] + float(step[2]))
+
+    far = dataclasses.replace(cine, frames=tuple(
+        dataclasses.replace(f, image_position=moved(f.image_position)) for f in cine.frames))
+    # 25 mm moves every cine plane 5 mm from an LGE plane (10 mm apart): more than 4 mm.
+    assert "half a slice thickness" in str(cine_of_slices(psir, far))
 
 
 # ----------------------------------------------------------------------------- haematocrit
