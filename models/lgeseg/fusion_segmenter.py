@@ -30,26 +30,18 @@ import numpy.typing as npt
 from models.lgeseg.segmenter import (
     GRID_SIZE,
     GRID_SPACING_MM,
-    MIN_LV_AREA_MM2,
-    MIN_LV_ENCLOSURE,
-    MYOCARDIAL,
     N_CLASSES,
     WEIGHTS_DIR,
-    _geometry_probabilities,
-    labels_from_probabilities,
     normalise,
+    segmentation_from_passes,
 )
 from models.segmentation import (
     ModelUnavailableError,
-    flip_uncertainty,
-    from_grid,
     load_unet,
-    lv_enclosure,
-    mask_dice,
     predict_passes,
     to_grid,
 )
-from plugins.api import FloatImage, Label, QCFlag, SegmentationOutput, Severity
+from plugins.api import FloatImage, QCFlag, SegmentationOutput, Severity
 from plugins.lge.segmenter import LgeContrast, LgeSegmenter
 
 logger = logging.getLogger(__name__)
@@ -158,19 +150,6 @@ class UNetFusionSegmenter:
         if min(spacing) <= 0:
             raise ValueError(f"Pixel spacing must be positive, got {pixel_spacing}")
         passes = self.probabilities(values, cine_values, spacing)
-        mean = passes.mean(axis=0)
-        source = from_grid(mean, (values.shape[0], values.shape[1]), spacing, GRID_SIZE,
-                           GRID_SPACING_MM)
-        labels = labels_from_probabilities(source, spacing, self.mvo_output)
-        geometry_passes = np.stack([_geometry_probabilities(p) for p in passes])
-        uncertainty = flip_uncertainty(geometry_passes, geometry_passes.mean(axis=0),
-                                       (int(Label.MYOCARDIUM),))
-        calls = np.argmax(passes, axis=1)
-        scar_calls = np.isin(calls, (int(Label.SCAR), int(Label.MVO)))
-        myocardium = np.isin(labels, MYOCARDIAL)
-        lv = labels == Label.LV_BLOOD_POOL
-        lv_area = float(lv.sum()) * spacing[0] * spacing[1]
-        enclosure = lv_enclosure(lv, myocardium)
         details: dict[str, Any] = {
             "model": self.name,
             "model_version": self.version,
@@ -180,20 +159,11 @@ class UNetFusionSegmenter:
             "network_grid": f"{GRID_SIZE}x{GRID_SIZE} at {GRID_SPACING_MM} mm, channels "
                             "LGE + cine",
             "mvo_output": self.mvo_output,
-            "lv_enclosure": round(enclosure, 3),
-            "scar_pass_disagreement": round(1.0 - mask_dice(scar_calls[0], scar_calls[-1]), 3),
         }
-        reason = None
-        if not myocardium.any():
-            reason = "the network found no myocardium"
-        elif lv_area < MIN_LV_AREA_MM2 or enclosure < MIN_LV_ENCLOSURE:
-            reason = (
-                f"the network output is not a myocardial ring around an LV blood pool (LV "
-                f"{lv_area:.0f} mm2, {100 * enclosure:.0f} % of its border myocardium)"
-            )
-            labels = np.zeros_like(labels)
-        details["inference_ms"] = round(1000.0 * (time.perf_counter() - started), 1)
-        return SegmentationOutput(labels, uncertainty, reason, details)
+        return segmentation_from_passes(
+            passes, (values.shape[0], values.shape[1]), spacing, self.mvo_output, details,
+            started,
+        )
 
 
 def _protocol_check(segmenter: UNetFusionSegmenter) -> LgeSegmenter:

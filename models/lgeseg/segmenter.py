@@ -271,19 +271,6 @@ class UNetLgeSegmenter:
         if min(spacing) <= 0:
             raise ValueError(f"Pixel spacing must be positive, got {pixel_spacing}")
         passes = self.probabilities(values, spacing)
-        mean = passes.mean(axis=0)
-        source = from_grid(mean, (values.shape[0], values.shape[1]), spacing, GRID_SIZE,
-                           GRID_SPACING_MM)
-        labels = labels_from_probabilities(source, spacing, self.mvo_output)
-        geometry_passes = np.stack([_geometry_probabilities(p) for p in passes])
-        uncertainty = flip_uncertainty(geometry_passes, geometry_passes.mean(axis=0),
-                                       (int(Label.MYOCARDIUM),))
-        calls = np.argmax(passes, axis=1)
-        scar_calls = np.isin(calls, (int(Label.SCAR), int(Label.MVO)))
-        myocardium = np.isin(labels, MYOCARDIAL)
-        lv = labels == Label.LV_BLOOD_POOL
-        lv_area = float(lv.sum()) * spacing[0] * spacing[1]
-        enclosure = lv_enclosure(lv, myocardium)
         details: dict[str, Any] = {
             "model": self.name,
             "model_version": self.version,
@@ -292,22 +279,63 @@ class UNetLgeSegmenter:
             "test_time_flip": self.test_time_flip,
             "network_grid": f"{GRID_SIZE}x{GRID_SIZE} at {GRID_SPACING_MM} mm",
             "mvo_output": self.mvo_output,
-            "lv_enclosure": round(enclosure, 3),
-            "scar_pass_disagreement": round(1.0 - mask_dice(scar_calls[0], scar_calls[-1]), 3),
         }
         if cine is not None:
             details["cine_note"] = "cine given but not used: this model segments LGE alone"
-        reason = None
-        if not myocardium.any():
-            reason = "the network found no myocardium"
-        elif lv_area < MIN_LV_AREA_MM2 or enclosure < MIN_LV_ENCLOSURE:
-            reason = (
-                f"the network output is not a myocardial ring around an LV blood pool (LV "
-                f"{lv_area:.0f} mm2, {100 * enclosure:.0f} % of its border myocardium)"
-            )
-            labels = np.zeros_like(labels)
-        details["inference_ms"] = round(1000.0 * (time.perf_counter() - started), 1)
-        return SegmentationOutput(labels, uncertainty, reason, details)
+        return segmentation_from_passes(
+            passes, (values.shape[0], values.shape[1]), spacing, self.mvo_output, details,
+            started,
+        )
+
+
+def segmentation_from_passes(
+    passes: F32,
+    shape: tuple[int, int],
+    spacing: tuple[float, float],
+    mvo_output: bool,
+    details: dict[str, Any],
+    started: float,
+) -> SegmentationOutput:
+    """One slice's labels, uncertainty and plausibility from the network passes.
+
+    Parameters
+    ----------
+    passes
+        Class probabilities of each pass on the network grid, shape (passes, 6, g, g).
+    shape, spacing
+        The source image's shape and pixel spacing (mm), where the labels are returned.
+    mvo_output
+        Keep MVO as its own label (else merged into scar).
+    details
+        What the segmenter reports of itself; the LV enclosure, the passes' scar
+        disagreement and the time since ``started`` (``perf_counter``) are added.
+    """
+    mean = passes.mean(axis=0)
+    source = from_grid(mean, shape, spacing, GRID_SIZE, GRID_SPACING_MM)
+    labels = labels_from_probabilities(source, spacing, mvo_output)
+    geometry_passes = np.stack([_geometry_probabilities(p) for p in passes])
+    uncertainty = flip_uncertainty(geometry_passes, geometry_passes.mean(axis=0),
+                                   (int(Label.MYOCARDIUM),))
+    calls = np.argmax(passes, axis=1)
+    scar_calls = np.isin(calls, (int(Label.SCAR), int(Label.MVO)))
+    myocardium = np.isin(labels, MYOCARDIAL)
+    lv = labels == Label.LV_BLOOD_POOL
+    lv_area = float(lv.sum()) * spacing[0] * spacing[1]
+    enclosure = lv_enclosure(lv, myocardium)
+    details["lv_enclosure"] = round(enclosure, 3)
+    details["scar_pass_disagreement"] = round(
+        1.0 - mask_dice(scar_calls[0], scar_calls[-1]), 3)
+    reason = None
+    if not myocardium.any():
+        reason = "the network found no myocardium"
+    elif lv_area < MIN_LV_AREA_MM2 or enclosure < MIN_LV_ENCLOSURE:
+        reason = (
+            f"the network output is not a myocardial ring around an LV blood pool (LV "
+            f"{lv_area:.0f} mm2, {100 * enclosure:.0f} % of its border myocardium)"
+        )
+        labels = np.zeros_like(labels)
+    details["inference_ms"] = round(1000.0 * (time.perf_counter() - started), 1)
+    return SegmentationOutput(labels, uncertainty, reason, details)
 
 
 def _protocol_check(segmenter: UNetLgeSegmenter) -> LgeSegmenter:
