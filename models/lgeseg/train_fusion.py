@@ -100,6 +100,8 @@ class FusionTrainSettings:
     dice_weight: float = 1.0
     init_from_lge: bool = True
     """Start from the committed LGE-only weights (cine channel zero)."""
+    init_weights: str | None = None
+    """Other LGE-only weights to start from (their JSON beside them); None: the committed."""
     lge_only_control: bool = False
     """Control run: the same data, schedule and initial weights with the LGE channel only
     (one-channel network), to tell the cine's contribution from that of more training."""
@@ -175,7 +177,12 @@ def train_fusion(settings: FusionTrainSettings, weights: Path = DEFAULT_FUSION_W
     model = UNet(settings.architecture)
     init_sha = None
     if settings.init_from_lge:
-        state, init_sha = initial_state(widen=not settings.lge_only_control)
+        if settings.init_weights:
+            start = Path(settings.init_weights)
+            state, init_sha = initial_state(start, start.with_suffix(".json"),
+                                            widen=not settings.lge_only_control)
+        else:
+            state, init_sha = initial_state(widen=not settings.lge_only_control)
         model.load_state_dict(state)
     model.train()
     initial_scores = validation_scores(model, val_images, val_labels)
@@ -216,7 +223,8 @@ def train_fusion(settings: FusionTrainSettings, weights: Path = DEFAULT_FUSION_W
             f"{'>=' if mvo_output else '<'} {MIN_MVO_DICE}: MVO is "
             f"{'labelled separately' if mvo_output else 'merged into scar'}"),
         "initial_weights": {
-            "file": DEFAULT_WEIGHTS.name if settings.init_from_lge else None,
+            "file": (settings.init_weights or DEFAULT_WEIGHTS.name) if settings.init_from_lge
+            else None,
             "sha256": init_sha,
             "note": "LGE-only weights copied; first convolution widened, cine channel zero",
         },
@@ -292,6 +300,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subjects", type=int, default=defaults.train_subjects)
     parser.add_argument("--max-minutes", type=float, default=defaults.max_minutes)
     parser.add_argument("--weights", type=Path, default=DEFAULT_FUSION_WEIGHTS)
+    parser.add_argument("--init-weights", type=Path, default=None,
+                        help="LGE-only weights to start from (JSON beside them), e.g. a "
+                             "--lge-only-control run; default: the committed LGE-only network")
     parser.add_argument("--lge-only-control", action="store_true",
                         help="train the one-channel control (write it elsewhere: --weights)")
     args = parser.parse_args(argv)
@@ -300,6 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = FusionTrainSettings(
         cache_dir=args.cache_dir, steps=args.steps, train_subjects=args.subjects,
         max_minutes=args.max_minutes, lge_only_control=control,
+        init_weights=str(args.init_weights) if args.init_weights else None,
         architecture=dataclasses.replace(FUSION_ARCHITECTURE, in_channels=1) if control
         else FUSION_ARCHITECTURE)
     train_fusion(settings, args.weights, args.weights.with_suffix(".json"))
