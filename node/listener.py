@@ -232,6 +232,8 @@ _WANTED_TAGS: Final = {
     for keyword in HEADER_KEYWORDS
 }
 
+_TAG_OF: Final = {spec.keyword: tag for tag, spec in _WANTED_TAGS.items()}
+
 
 def parse_header(
     raw: bytes, transfer_syntax: str, dataset_offset: int | None = None
@@ -253,8 +255,7 @@ def parse_header(
             scan = scan_header(raw, dataset_offset, transfer_syntax, _WANTED_TAGS)
             ds = Dataset()
             for keyword, value in scan.values.items():
-                tag = int(tag_for_keyword(keyword) or 0)
-                ds.add(DataElement(tag, scan.vrs[keyword], value,
+                ds.add(DataElement(_TAG_OF[keyword], scan.vrs[keyword], value,
                                    validation_mode=config.IGNORE))
         except (UnsupportedEncoding, ValueError, struct.error) as exc:
             # pydicom gives the answer (a refusal with its reason, or the values)
