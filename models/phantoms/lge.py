@@ -641,10 +641,12 @@ def aha_segment_map(rendered: RenderedSlice, case: HeartCase,
                     labels: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """AHA 16-segment index of each myocardial pixel (0 outside the myocardium).
 
-    Basal (1-6) and mid (7-12) levels: the septum between the RV insertion points is split
-    into anteroseptal and inferoseptal halves and the free wall into anterior,
-    anterolateral, inferolateral and inferior quarters.  Apical level (13-16): quarters
-    centred on the septum (anterior, septal, inferior, lateral).
+    The convention of the analysis (:func:`plugins.cardiac.aha.segment_map`, Cerqueira MD
+    et al., Circulation 2002;105:539).  Basal (1-6) and mid (7-12) levels: six 60-degree
+    sectors, the first starting at the anterior RV insertion point and running across the
+    septum (anteroseptal, inferoseptal, inferior, inferolateral, anterolateral, anterior).
+    Apical level (13-16): quarters centred on the septum (anterior, septal, inferior,
+    lateral).
     """
     s = rendered.position
     theta = _pixel_polar(rendered, case).astype(np.float64)
@@ -655,13 +657,11 @@ def aha_segment_map(rendered: RenderedSlice, case: HeartCase,
     myo = np.isin(labels, (Label.MYOCARDIUM, Label.SCAR, Label.MVO))
     if s < MID_END:
         base = 0 if s < BASAL_END else 6
-        from_anterior = (theta - anterior) % (2.0 * np.pi)
-        in_free = from_anterior < free
-        quarter = np.minimum((from_anterior / free * 4.0).astype(int), 3)
-        free_segments = np.array([1, 6, 5, 4])[quarter]
-        half = np.minimum(((from_anterior - free) / septal * 2.0).astype(int), 1)
-        septal_segments = np.array([3, 2])[np.clip(half, 0, 1)]
-        segment = np.where(in_free, free_segments, septal_segments) + base
+        # The free wall lies at increasing angles from the anterior insertion point, so
+        # the septum at decreasing ones.
+        across_septum = (anterior - theta) % (2.0 * np.pi)
+        sector = np.minimum((across_septum // (np.pi / 3.0)).astype(int), 5)
+        segment = np.array([2, 3, 4, 5, 6, 1])[sector] + base
     else:
         septum_centre = inferior + septal / 2.0
         rel = (theta - septum_centre + np.pi / 4.0) % (2.0 * np.pi)
