@@ -49,7 +49,7 @@ from models.phantoms.lge import LgeSlice, lge_case_truth
 from node.loader import load_series
 from plugins.api import AnalysisResult, Label, LoadedSeries
 from plugins.lge import analyse
-from plugins.lge.analysis import PRESENCE_PERCENT
+from plugins.lge.analysis import PRESENCE_PERCENT, QCCode
 from tests.netutil import REPO
 
 logger = logging.getLogger(__name__)
@@ -170,6 +170,8 @@ def evaluate(n_stacks: int, seed_start: int = EVAL_SEED_START,
             rows, percent = _score(result, lge, slices, uids, mode)
             slice_rows[mode].extend(rows)
             stack[mode] = round(percent, 2)
+            stack[f"{mode}_withheld"] = any(f.code == QCCode.INVERTED_NULLING
+                                            for f in result.qc_flags)
             stack[f"{mode}_slices_with_cine"] = sum(r["mode"] == "lge+cine" for r in rows)
         stacks.append(stack)
         logger.info("seed %d %s: truth %.1f %%, %s", seed, stack["pattern"],
@@ -246,11 +248,18 @@ def summarise(slice_rows: dict[str, list[dict[str, Any]]], stacks: Sequence[dict
         values = [float(s[mode]) for s in stacks]
         present = [(t > PRESENCE_PERCENT) == (v > PRESENCE_PERCENT)
                    for t, v in zip(truths, values, strict=True)]
+        reported = [k for k, s in enumerate(stacks) if not s.get(f"{mode}_withheld")]
         out[mode] = {
             "slices": block,
             "slices_with_cine": sum(r["mode"] == "lge+cine" for r in rows),
             "scar_percent": {**agreement(truths, values),
                              "presence_accuracy": round(sum(present) / len(present), 3)},
+            "withheld_stacks": [stacks[k]["seed"] for k in range(len(stacks))
+                                if k not in reported],
+            "scar_percent_reported": {
+                **agreement([truths[k] for k in reported], [values[k] for k in reported]),
+                "presence_accuracy": round(sum(present[k] for k in reported)
+                                           / max(len(reported), 1), 3)},
             "ms_per_slice_median": round(statistics.median(ms_per_slice[mode]), 1),
         }
     return out
@@ -273,6 +282,12 @@ def table(report: dict[str, Any]) -> str:
             f"{s['myocardium_dice_mean']:>8.3f} {scar:>9} {p['slope']:>6.3f} {p['r']:>6.3f} "
             f"{p['bias']:>6.2f} {p['presence_accuracy']:>8.3f} {m['ms_per_slice_median']:>8.1f}"
         )
+        q = m["scar_percent_reported"]
+        lines.append(
+            f"  {'reported':<9} {len(m['withheld_stacks']):>3} stack(s) withheld "
+            f"(myocardium brighter than blood: {m['withheld_stacks']}); on the others slope "
+            f"{q['slope']:.3f}, r {q['r']:.3f}, bias {q['bias']:.2f}, presence "
+            f"{q['presence_accuracy']:.3f}")
     return "\n".join(lines)
 
 

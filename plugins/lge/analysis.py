@@ -16,6 +16,11 @@ Location and pattern follow the categories of the dilated-cardiomyopathy LVRR st
 location absent / septal only / non-septal only / septal and non-septal / RV insertion point
 only; pattern subendocardial, mid-wall, subepicardial, transmural, focal or multiple; and
 whether septal mid-wall LGE is present.
+
+Scar is quantified only where the image can show it: when the remote myocardium is brighter
+than the LV blood pool (:data:`INVERTED_NULLING_RATIO`; a far too short inversion time, or
+diffusely enhancing myocardium as in amyloidosis), every scar and MVO value is withheld with
+the reason and a FAILURE flag; the contours and LV mass are still reported.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import enum
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import numpy as np
@@ -90,6 +95,11 @@ MAX_UNCERTAINTY: Final = 0.35
 MAX_NULLING_RATIO: Final = 0.3
 """Remote myocardium brighter than this fraction of the blood pool (both above zero signal)
 is poorly nulled (a wrong inversion time): magnitude thresholds then underestimate scar."""
+INVERTED_NULLING_RATIO: Final = 1.0
+"""Remote myocardium brighter than the blood pool itself: the inversion time was far from the
+myocardial null (or the whole myocardium enhances, as in cardiac amyloidosis), scar has no
+contrast against it, and scar extent is not reported (SCMR post-processing recommendations:
+quantify LGE only on images with nulled remote myocardium)."""
 LV_MASS_PLAUSIBLE_G: Final = (40.0, 400.0)
 """LV myocardial mass outside this range is implausible for an adult LV stack."""
 MAX_METHOD_SPREAD_POINTS: Final = 10.0
@@ -118,6 +128,7 @@ class QCCode:
     SCAR_OUTSIDE_MYOCARDIUM = "scar_outside_myocardium"
     LV_MASS_IMPLAUSIBLE = "lv_mass_implausible"
     POOR_NULLING = "poor_myocardial_nulling"
+    INVERTED_NULLING = "myocardium_brighter_than_blood"
     METHODS_DISAGREE = "scar_methods_disagree"
     REMOTE_BORROWED = "remote_reference_borrowed"
     REMOTE_NOT_FOUND = "remote_reference_not_found"
@@ -517,18 +528,22 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     aha = _aha_block(divided, by_frame)
     found = _lesions(analysed, divided)
     classification = _classify(found, totals[ScarMethod.NETWORK]["percent"])
+    withheld = next((f.message for f in flags if f.code == QCCode.INVERTED_NULLING), None)
+    if withheld is not None:
+        classification = {"present": None, "not_assessed_reason": withheld}
 
     slices = tuple(
         SliceResult(
             frame_index=s.index,
             labels=s.labels,
-            measurements=_slice_measurements(s),
+            measurements=_withheld(_slice_measurements(s), withheld),
             level=s.level,
             analysed_region=s.remote.mask if s.remote is not None else None,
         )
         for s in analysed
     )
-    measurements = (*_series_measurements(totals), *_segment_measurements(aha))
+    measurements = _withheld((*_series_measurements(totals), *_segment_measurements(aha)),
+                             withheld)
     extra: dict[str, Any] = {
         "display_name": "LGE scar",
         "shaded_region": f"remote myocardium (reference of the {n_sd:g}-SD threshold)",
@@ -625,6 +640,30 @@ def _totals(analysed: Sequence[_Slice], spacing_mm: float) -> dict[ScarMethod, d
     return totals
 
 
+def _nulling_ratio(analysed: Sequence[_Slice]) -> float | None:
+    """Median over slices of remote-myocardium over LV blood-pool signal (above zero signal)."""
+    ratios = []
+    for s in analysed:
+        blood = s.lv_blood
+        if s.remote is None or not blood.any():
+            continue
+        blood_signal = float(np.median(s.frame.pixels[blood])) - s.zero
+        if blood_signal > 0:
+            ratios.append((s.remote.mean - s.zero) / blood_signal)
+    return float(np.median(ratios)) if ratios else None
+
+
+def _withheld(measurements: Sequence[Measurement], reason: str | None
+              ) -> tuple[Measurement, ...]:
+    """``measurements`` with every scar and MVO value removed and ``reason`` given instead."""
+    if reason is None:
+        return tuple(measurements)
+    return tuple(
+        replace(m, value=None, reason=reason)
+        if m.region in (Label.SCAR, Label.MVO) else m
+        for m in measurements)
+
+
 def _series_flags(analysed: Sequence[_Slice],
                   totals: Mapping[ScarMethod, Mapping[str, float]]) -> list[QCFlag]:
     flags: list[QCFlag] = []
@@ -636,18 +675,19 @@ def _series_flags(analysed: Sequence[_Slice],
             f"LV myocardial mass {mass:.0f} g is outside {low:.0f}-{high:.0f} g: check coverage "
             "and contours.",
         ))
-    ratios = []
-    for s in analysed:
-        blood = s.lv_blood
-        if s.remote is None or not blood.any():
-            continue
-        blood_signal = float(np.median(s.frame.pixels[blood])) - s.zero
-        if blood_signal > 0:
-            ratios.append((s.remote.mean - s.zero) / blood_signal)
-    if ratios and float(np.median(ratios)) > MAX_NULLING_RATIO:
+    ratio = _nulling_ratio(analysed)
+    if ratio is not None and ratio > INVERTED_NULLING_RATIO:
+        flags.append(QCFlag(
+            QCCode.INVERTED_NULLING, Severity.FAILURE,
+            f"Remote myocardium is {100 * ratio:.0f} % of the blood-pool signal, brighter than "
+            "the blood: the inversion time was far from the myocardial null, or the whole "
+            "myocardium enhances (e.g. cardiac amyloidosis). Scar has no contrast against "
+            "such myocardium, so scar extent is not reported.",
+        ))
+    elif ratio is not None and ratio > MAX_NULLING_RATIO:
         flags.append(QCFlag(
             QCCode.POOR_NULLING, Severity.WARNING,
-            f"Remote myocardium is {100 * float(np.median(ratios)):.0f} % of the blood-pool "
+            f"Remote myocardium is {100 * ratio:.0f} % of the blood-pool "
             f"signal (nulled myocardium: < {100 * MAX_NULLING_RATIO:.0f} %): the inversion time "
             "was probably wrong; threshold methods may underestimate scar.",
         ))

@@ -9,6 +9,7 @@ methods must land near it.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import shutil
 import subprocess
@@ -32,6 +33,7 @@ from plugins.api import (
     Label,
     LoadedSeries,
     SegmentationOutput,
+    Severity,
 )
 from plugins.cardiac.regions import merged_wall, slice_segment_maps
 from plugins.lge import LgeContrast, Location, Pattern, QCCode, analyse, detect_contrast
@@ -82,6 +84,11 @@ def make_stack(seed: int, pattern: str, *, vendor: str = "siemens", contrast: st
     rng = np.random.default_rng(seed)
     _case, slices = make_lge_stack(rng, n_slices=n_slices, field_strength_t=1.5,
                                    scar_pattern=pattern, contrast=contrast)
+    return stack_of(slices, vendor=vendor, contrast=contrast)
+
+
+def stack_of(slices: list[LgeSlice], *, vendor: str = "siemens", contrast: str = "psir"
+             ) -> Stack:
     datasets = lge_series_datasets(slices, vendor=vendor, contrast=contrast)
     series = load_series(datasets)
     by_uid = {str(ds.SOPInstanceUID): s.labels for ds, s in zip(datasets, slices, strict=True)}
@@ -336,3 +343,43 @@ def test_series_with_both_reconstructions_and_a_long_axis_view(lad: Stack) -> No
     alone = analyse(lad.series, {"segmenter": lad.segmenter})
     assert _measurement(mixed, "lv_myocardium_volume_ml") == pytest.approx(
         _measurement(alone, "lv_myocardium_volume_ml"), rel=1e-6)
+
+
+def test_scar_is_not_reported_when_the_myocardium_is_brighter_than_blood(
+    lad_result: AnalysisResult,
+) -> None:
+    # A magnitude LGE whose inversion time was far too short: remote myocardium brighter
+    # than the blood pool, so scar has no contrast against it.
+    rng = np.random.default_rng(4)
+    _case, slices = make_lge_stack(rng, n_slices=6, field_strength_t=1.5,
+                                   scar_pattern="ischaemic_lad", contrast="magnitude")
+    inverted = []
+    for item in slices:
+        image = item.image.copy()
+        blood = float(np.median(image[item.labels == Label.LV_BLOOD_POOL]))
+        remote = item.labels == Label.MYOCARDIUM
+        image[remote] = 1.5 * blood + rng.normal(0.0, 0.05 * blood, int(remote.sum()))
+        image = image.astype(item.image.dtype)
+        inverted.append(dataclasses.replace(item, image=image, magnitude=image))
+    stack = stack_of(inverted, contrast="magnitude")
+    result = analyse(stack.series, {"segmenter": stack.segmenter})
+
+    failures = [f for f in result.qc_flags if f.code == QCCode.INVERTED_NULLING]
+    assert [f.severity for f in failures] == [Severity.FAILURE]
+    by_key = {m.key: m for m in result.measurements}
+    for key in ("scar_percent_lv_mass", "scar_mass_g", "scar_percent_lv_mass_nsd",
+                "scar_percent_lv_mass_fwhm", "mvo_percent_lv_mass"):
+        assert by_key[key].value is None
+        assert by_key[key].reason is not None and "brighter than the blood" in by_key[key].reason
+    assert by_key["lv_myocardium_mass_g"].value is not None
+    assert all(m.value is None for m in by_key.values() if m.key.startswith("segment_"))
+    assert all(m.value is None for s in result.slices for m in s.measurements
+               if m.region == Label.SCAR)
+    assert result.extra["lge"]["present"] is None
+    # The outputs still carry the contours and say why there is no scar value.
+    outputs = build_outputs(result, stack.series, stack.datasets, settings=WriterSettings())
+    kinds = {o.kind: o.dataset for o in outputs}
+    assert OutputKind.SEG in kinds and OutputKind.SR_SUMMARY in kinds
+    # A well-nulled stack is quantified.
+    assert not [f for f in lad_result.qc_flags if f.code == QCCode.INVERTED_NULLING]
+    assert {m.key: m for m in lad_result.measurements}["scar_percent_lv_mass"].value
