@@ -32,14 +32,28 @@ lint: setup
 bench: setup
 	$(VENV)/python -m bench.run
 
-# Reproduce the committed weights on one CPU thread (phantom caches in /tmp; about 2.5 h in
-# all): T1 U-Net 1.0.0, its four-chamber fine-tuning (1.1.0), the LGE U-Net; then evaluate.
+# Reproduce the committed weights on one CPU thread (phantom caches in /tmp; about 4 h in
+# all): T1 U-Net 1.0.0, its four-chamber fine-tuning (1.1.0); LGE U-Net 1.0.0, three
+# fine-tunings of it on the fusion cache's LGE images (the last two with extra weight on scar
+# bordering the blood pool) ending in LGE U-Net 1.1.0, and the LGE + cine U-Net 1.1.0
+# started from the first of them; then evaluate.
 train-models: setup
 	mkdir -p build/train
 	OMP_NUM_THREADS=1 $(VENV)/python -m models.t1seg.train --weights build/train/t1map_unet_1.0.pt
 	OMP_NUM_THREADS=1 $(VENV)/python -m models.t1seg.train --steps 1800 --max-minutes 30 \
 		--long-axis-views 750 --init-weights build/train/t1map_unet_1.0.pt --learning-rate 1e-3
-	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.train
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.train --weights build/train/lge_unet_1.0.pt
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.train_fusion --lge-only-control \
+		--init-weights build/train/lge_unet_1.0.pt --model-version 1.0.1 \
+		--weights build/train/lge_only_control.pt
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.train_fusion --lge-only-control \
+		--init-weights build/train/lge_only_control.pt --border-scar-weight 3 \
+		--model-version 1.0.3 --max-minutes 45 --weights build/train/lge_unet_1.0.3.pt
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.train_fusion --lge-only-control \
+		--init-weights build/train/lge_unet_1.0.3.pt --border-scar-weight 3 \
+		--model-version 1.1.0 --max-minutes 45 --weights models/weights/lge_unet.pt
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.train_fusion \
+		--init-weights build/train/lge_only_control.pt --model-version 1.1.0
 	OMP_NUM_THREADS=1 $(VENV)/python -m models.t1seg.evaluate --long-axis-views 40
 	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.evaluate
 

@@ -377,6 +377,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stacks", type=int, default=DEFAULT_STACKS)
     parser.add_argument("--weights", type=Path, default=LGE_WEIGHTS)
+    parser.add_argument("--seed-start", type=int, default=EVAL_SEED_START,
+                        help="first held-out seed (any seed from EVAL_SEED_START is held out); "
+                             "results of other blocks go to the JSON under "
+                             "evaluation_seeds_<start>")
     parser.add_argument("--benchmark", action="store_true",
                         help="only run the inference benchmark and print it as JSON")
     parser.add_argument("--no-write", action="store_true", help="do not update the JSON")
@@ -392,7 +396,10 @@ def main(argv: list[str] | None = None) -> None:
     mvo_segmenter = (None if segmenter.mvo_output
                      else UNetLgeSegmenter(args.weights, mvo_output=True))
     started = time.perf_counter()
-    slices, stacks = evaluate_stacks(segmenter, args.stacks, mvo_segmenter=mvo_segmenter)
+    if args.seed_start < EVAL_SEED_START:
+        parser.error(f"seeds below {EVAL_SEED_START} are training or validation seeds")
+    slices, stacks = evaluate_stacks(segmenter, args.stacks, args.seed_start,
+                                     mvo_segmenter=mvo_segmenter)
     summary = summarise(slices, stacks)
     uncertainty = np.array([s.uncertainty for s in slices], dtype=np.float64)
     dice = np.array([s.myocardium_dice for s in slices])
@@ -401,7 +408,7 @@ def main(argv: list[str] | None = None) -> None:
          str(args.weights)], check=True,
         capture_output=True, text=True).stdout.strip().splitlines()[-1])
     evaluation = {
-        "held_out_seeds": [EVAL_SEED_START, EVAL_SEED_START + args.stacks - 1],
+        "held_out_seeds": [args.seed_start, args.seed_start + args.stacks - 1],
         "held_out_stacks": len(stacks),
         "held_out_slices": len(slices),
         "mvo_output": segmenter.mvo_output,
@@ -410,12 +417,15 @@ def main(argv: list[str] | None = None) -> None:
         "stacks": [asdict(s) for s in stacks],
         "benchmark": bench,
         "minutes": round((time.perf_counter() - started) / 60.0, 1),
-        "command": "python -m models.lgeseg.evaluate",
+        "command": "python -m models.lgeseg.evaluate" + (
+            f" --seed-start {args.seed_start}" if args.seed_start != EVAL_SEED_START else ""),
     }
     if not args.no_write:
         metadata = args.weights.with_suffix(".json")
         record = json.loads(metadata.read_text())
-        record["evaluation"] = evaluation
+        key = ("evaluation" if args.seed_start == EVAL_SEED_START
+               else f"evaluation_seeds_{args.seed_start}")
+        record[key] = evaluation
         metadata.write_text(json.dumps(record, indent=2) + "\n")
     print(tables(summary))
     print()

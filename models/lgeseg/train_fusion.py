@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import random
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -64,6 +65,7 @@ from models.lgeseg.segmenter import (
     NORMALISED_RANGE,
     PERCENTILES,
 )
+from models.lgeseg.segmenter import MODEL_NAME as LGE_MODEL_NAME
 from models.lgeseg.train import CE_WEIGHTS, DICE_WEIGHTS, MIN_MVO_DICE, lge_loss, validation_scores
 from models.segmentation import load_unet, provenance_common, run_training, sha256_of
 from models.unet import UNet, UNetConfig, count_parameters
@@ -73,7 +75,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["FUSION_ARCHITECTURE", "FusionTrainSettings", "initial_state", "train_fusion"]
 
-MODEL_VERSION: Final = "1.0.0"
+MODEL_VERSION: Final = "1.1.0"
 FUSION_ARCHITECTURE: Final = UNetConfig(in_channels=2, n_classes=N_CLASSES, base_channels=8,
                                         depth=4, dropout=0.1)
 """The LGE-only architecture with a second (cine) input channel."""
@@ -98,10 +100,15 @@ class FusionTrainSettings:
     """Safety stop (wall clock); the run is reproducible only if it finishes its steps."""
     seed: int = 20261123
     dice_weight: float = 1.0
+    border_scar_weight: float = 0.0
+    """Extra cross-entropy weight of scar bordering the LV blood pool (:func:`lge_loss`)."""
     init_from_lge: bool = True
     """Start from the committed LGE-only weights (cine channel zero)."""
     init_weights: str | None = None
     """Other LGE-only weights to start from (their JSON beside them); None: the committed."""
+    model_version: str = MODEL_VERSION
+    command: str = "python -m models.lgeseg.train_fusion"
+    """The command line recorded in the provenance."""
     lge_only_control: bool = False
     """Control run: the same data, schedule and initial weights with the LGE channel only
     (one-channel network), to tell the cine's contribution from that of more training."""
@@ -128,6 +135,18 @@ def initial_state(weights: Path = DEFAULT_WEIGHTS, metadata: Path = DEFAULT_META
     widened[:, :1] = first
     state[FIRST_CONV] = widened
     return state, sha
+
+
+def _lineage(metadata: Path) -> list[dict[str, Any]]:
+    """The initial weights' record and, in turn, those it started from (newest first)."""
+    record = json.loads(metadata.read_text())
+    entry = {"model_name": record.get("model_name"), "model_version": record.get("model_version"),
+             "weights_sha256": record.get("weights_sha256"), "command": record.get("command")}
+    earlier = (record.get("initial_weights") or {}).get("lineage")
+    if earlier is None and record.get("initial_weights"):
+        earlier = [{"weights_sha256": record["initial_weights"].get("sha256"),
+                    "file": record["initial_weights"].get("file")}]
+    return [entry, *(earlier or [])]
 
 
 def _validation_set(settings: FusionTrainSettings
@@ -176,13 +195,16 @@ def train_fusion(settings: FusionTrainSettings, weights: Path = DEFAULT_FUSION_W
 
     model = UNet(settings.architecture)
     init_sha = None
+    lineage: list[dict[str, Any]] = []
     if settings.init_from_lge:
         if settings.init_weights:
             start = Path(settings.init_weights)
             state, init_sha = initial_state(start, start.with_suffix(".json"),
                                             widen=not settings.lge_only_control)
+            lineage = _lineage(start.with_suffix(".json"))
         else:
             state, init_sha = initial_state(widen=not settings.lge_only_control)
+            lineage = _lineage(DEFAULT_METADATA)
         model.load_state_dict(state)
     model.train()
     initial_scores = validation_scores(model, val_images, val_labels)
@@ -192,7 +214,8 @@ def train_fusion(settings: FusionTrainSettings, weights: Path = DEFAULT_FUSION_W
     outcome = run_training(
         model,
         _batches(items, settings, rng),
-        lambda logits, target: lge_loss(logits, target, settings.dice_weight),
+        lambda logits, target: lge_loss(logits, target, settings.dice_weight,
+                                        settings.border_scar_weight),
         lambda m: validation_scores(m, val_images, val_labels)["score"],
         steps=settings.steps,
         learning_rate=settings.learning_rate,
@@ -209,9 +232,8 @@ def train_fusion(settings: FusionTrainSettings, weights: Path = DEFAULT_FUSION_W
     final = validation_scores(model, val_images, val_labels)
     mvo_output = final["mvo"] >= MIN_MVO_DICE
     record = {
-        "model_name": (f"{FUSION_MODEL_NAME} control (LGE channel only)"
-                       if settings.lge_only_control else FUSION_MODEL_NAME),
-        "model_version": MODEL_VERSION,
+        "model_name": LGE_MODEL_NAME if settings.lge_only_control else FUSION_MODEL_NAME,
+        "model_version": settings.model_version,
         "weights_file": weights.name,
         "weights_sha256": sha256_of(weights),
         "architecture": settings.architecture.to_dict(),
@@ -226,10 +248,13 @@ def train_fusion(settings: FusionTrainSettings, weights: Path = DEFAULT_FUSION_W
             "file": (settings.init_weights or DEFAULT_WEIGHTS.name) if settings.init_from_lge
             else None,
             "sha256": init_sha,
-            "note": "LGE-only weights copied; first convolution widened, cine channel zero",
+            "note": ("LGE-only weights copied unchanged (one-channel fine-tuning on the "
+                     "LGE images of the fusion cache)" if settings.lge_only_control else
+                     "LGE-only weights copied; first convolution widened, cine channel zero"),
+            "lineage": lineage,
         },
         "input": {
-            "channels": ["lge", "cine"],
+            "channels": ["lge"] if settings.lge_only_control else ["lge", "cine"],
             "normalisation": f"per image and channel: percentiles {PERCENTILES[0]:g} and "
                              f"{PERCENTILES[1]:g} mapped to 0 and 1, clipped to "
                              f"{list(NORMALISED_RANGE)} (offset and scale invariant)",
@@ -284,7 +309,7 @@ def train_fusion(settings: FusionTrainSettings, weights: Path = DEFAULT_FUSION_W
             "training_loop_minutes": round(train_minutes, 1),
             "minutes": round((time.perf_counter() - started) / 60.0, 1),
         }),
-        "command": "python -m models.lgeseg.train_fusion",
+        "command": settings.command,
     }
     metadata.write_text(json.dumps(record, indent=2) + "\n")
     logger.info("wrote %s (sha256 %s) and %s", weights, record["weights_sha256"], metadata)
@@ -303,6 +328,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--init-weights", type=Path, default=None,
                         help="LGE-only weights to start from (JSON beside them), e.g. a "
                              "--lge-only-control run; default: the committed LGE-only network")
+    parser.add_argument("--border-scar-weight", type=float, default=defaults.border_scar_weight,
+                        help="extra cross-entropy weight of scar bordering the LV blood pool")
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--model-version", default=MODEL_VERSION,
+                        help="version recorded in the provenance")
     parser.add_argument("--lge-only-control", action="store_true",
                         help="train the one-channel control (write it elsewhere: --weights)")
     args = parser.parse_args(argv)
@@ -311,6 +341,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = FusionTrainSettings(
         cache_dir=args.cache_dir, steps=args.steps, train_subjects=args.subjects,
         max_minutes=args.max_minutes, lge_only_control=control,
+        border_scar_weight=args.border_scar_weight, learning_rate=args.learning_rate,
+        model_version=args.model_version,
+        command=" ".join(["python -m models.lgeseg.train_fusion", *(argv or sys.argv[1:])]),
         init_weights=str(args.init_weights) if args.init_weights else None,
         architecture=dataclasses.replace(FUSION_ARCHITECTURE, in_channels=1) if control
         else FUSION_ARCHITECTURE)

@@ -229,3 +229,29 @@ def test_default_segmenter_is_cached_and_flags_missing_weights(
         assert flag.code == MODEL_UNAVAILABLE and flag.severity is Severity.WARNING
     finally:
         lge_module._cached_default.cache_clear()
+
+
+def test_border_weight_falls_on_scar_next_to_the_blood_pool_only() -> None:
+    from models.lgeseg.train import BORDER_PX, lge_loss, scar_by_blood
+
+    target = torch.zeros((1, 40, 40), dtype=torch.long)
+    target[0, 10:20, 10:30] = int(Label.LV_BLOOD_POOL)
+    target[0, 20:26, 10:30] = int(Label.SCAR)  # subendocardial: rows 20-21 border the pool
+    target[0, 35:38, 10:30] = int(Label.SCAR)  # far from the pool
+    weighted = scar_by_blood(target)[0]
+    assert weighted[20:20 + BORDER_PX, 10:30].all()
+    assert not weighted[20 + BORDER_PX:26].any()
+    assert not weighted[35:38].any()
+    assert not weighted[target[0] != int(Label.SCAR)].any()
+
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn((1, 6, 40, 40), generator=generator)
+    plain = lge_loss(logits, target)
+    assert torch.isclose(lge_loss(logits, target, border_scar_weight=1e-9), plain)
+    # Calling the bordering scar blood pool costs more with the extra weight.
+    wrong = logits.clone()
+    wrong[0, int(Label.LV_BLOOD_POOL), 20:22, 10:30] = 20.0
+    gain_plain = lge_loss(wrong, target) - plain
+    gain_weighted = (lge_loss(wrong, target, border_scar_weight=3.0)
+                     - lge_loss(logits, target, border_scar_weight=3.0))
+    assert gain_weighted > 1.5 * gain_plain
