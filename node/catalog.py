@@ -846,16 +846,20 @@ class Catalog:
         reason: str,
         *,
         states: Sequence[str] = ("done", "running"),
+        done_with_flag: str | None = None,
     ) -> list[int]:
         """Queue a new generation of ``analysis`` for the routed series of a study.
 
         A series is re-queued when its latest job of ``analysis`` is in one of ``states``
         (a queued job will see the new inputs when it runs; a failed one is left to the
-        operator).  The series' generation goes up by one, as for a late instance: a running
-        job of the old generation finishes as superseded, undelivered outputs of older
-        generations are superseded, and the new job writes outputs with the same
-        (deterministic) UIDs, which replace the earlier ones at the destinations.  Each
-        re-queue is recorded as a ``reanalysis`` event with ``reason``.
+        operator).  With ``done_with_flag``, a done job is re-queued only if its result
+        carries that QC flag code (e.g. it found no companion series then); a running job
+        started before the new inputs and is re-queued anyway.  The series' generation goes
+        up by one, as for a late instance: a running job of the old generation finishes as
+        superseded, undelivered outputs of older generations are superseded, and the new
+        job writes outputs with the same (deterministic) UIDs, which replace the earlier
+        ones at the destinations.  Each re-queue is recorded as a ``reanalysis`` event with
+        ``reason``.
 
         Returns
         -------
@@ -873,11 +877,14 @@ class Catalog:
             for series in series_rows:
                 series_uid = series["series_instance_uid"]
                 latest = cur.execute(
-                    "SELECT state FROM jobs WHERE series_instance_uid=? AND analysis=?"
+                    "SELECT state, summary FROM jobs WHERE series_instance_uid=? AND analysis=?"
                     " ORDER BY generation DESC LIMIT 1",
                     (series_uid, analysis),
                 ).fetchone()
                 if latest is None or latest["state"] not in states:
+                    continue
+                if (done_with_flag is not None and latest["state"] == "done"
+                        and done_with_flag not in _flag_codes(latest["summary"])):
                     continue
                 generation = int(series["generation"]) + 1
                 cur.execute(
@@ -902,6 +909,15 @@ class Catalog:
                      f"{analysis} queued again (job {job_id}, generation {generation}): {reason}"),
                 )
         return job_ids
+
+
+def _flag_codes(summary: str | None) -> list[str]:
+    """QC flag codes of a job's stored summary (none if it has no readable summary)."""
+    try:
+        codes = json.loads(summary or "{}").get("qc_flags", [])
+    except (ValueError, AttributeError):
+        return []
+    return [str(code) for code in codes] if isinstance(codes, list) else []
 
 
 _WORKER_MATCH = "(worker=? OR substr(worker, 1, ?)=?)"

@@ -14,6 +14,7 @@ from pydicom import Dataset, dcmread
 
 from node.audit import AuditLog
 from node.catalog import Catalog, SeriesState
+from node.companions import Candidate, looks_like_cine
 from node.covariates import CovariateFolder
 from node.dicomweb import StowDelivery
 from node.listener import StorageListener, reconcile_spool
@@ -26,6 +27,7 @@ from node.tracker import SeriesTracker
 from node.worker import WorkerPool
 from plugins import PLUGIN_NAMES, warm_up
 from plugins.lge import LgeContrast
+from plugins.lge.analysis import QCCode as LgeQCCode
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +84,28 @@ def route_complete_series(
         logger.info("series %s -> %s (jobs %s)", series_uid, analyses, job_ids)
     else:
         logger.info("series %s not analysed: %s", series_uid, reason)
+        job_ids = _reanalyse_lge_for_cine(catalog, series_uid, headers[0])
+    return job_ids
+
+
+def _reanalyse_lge_for_cine(catalog: Catalog, series_uid: str, header: Dataset) -> list[int]:
+    """A cine completed after its study's LGE was analysed without one: analyse it again.
+
+    Re-queues the study's LGE jobs that are done and found no cine (flag ``cine_not_used``)
+    or are still running; returns the new job ids.
+    """
+    study = catalog.series_study(series_uid)
+    candidate = Candidate(series_uid, None, catalog.instance_paths(series_uid)[:1],
+                          description=str(header.get("SeriesDescription", "") or ""))
+    if study is None or not looks_like_cine(candidate):
+        return []
+    reason = (f"cine series {series_uid} completed after the LGE analysis, which had no cine: "
+              "the LGE + cine network can now segment its slices")
+    job_ids = catalog.reanalyse_study(study, LGE_ANALYSIS, reason,
+                                      done_with_flag=LgeQCCode.CINE_NOT_USED)
+    if job_ids:
+        logger.info("series %s is a cine: LGE jobs %s of study %s queued again", series_uid,
+                    job_ids, study)
     return job_ids
 
 

@@ -106,3 +106,56 @@ def test_lge_series_is_segmented_with_the_cine_of_its_study(
     for path in sorted(pacs.folder.glob("*.dcm")):
         assert dciodvfy_errors(path) == [], path
         assert dcmread(path, stop_before_pixels=True).SeriesDescription.startswith("cmr-node")
+
+
+def test_lge_is_analysed_again_when_its_cine_arrives_late(
+    tmp_path: Path, pacs: PacsScp
+) -> None:
+    truth = write_lge_study_series(tmp_path / "study", seed=7, scar_pattern="ischaemic_lcx",
+                                   n_slices=6)
+    by_kind = {s["kind"]: s for s in truth["series"]}
+    root = tmp_path / "study"
+    files = {kind: [root / i["file"] for i in s["instances"]] for kind, s in by_kind.items()}
+    psir_uid = by_kind["lge_psir"]["series_instance_uid"]
+    cine_uid = by_kind["cine"]["series_instance_uid"]
+    node = NodeProcess(tmp_path / "node", pacs.port, stable_age_s=2.0).start()
+
+    def delivered(generation: int) -> list | None:
+        rows = node.query(
+            "SELECT o.state FROM outbox o JOIN jobs j ON j.id = o.job_id"
+            " WHERE j.series_instance_uid=? AND j.generation=? AND j.state='done'",
+            (psir_uid, generation))
+        return rows if rows and all(r["state"] == "sent" for r in rows) else None
+
+    def summary_of(generation: int) -> dict:
+        job = node.query("SELECT * FROM jobs WHERE series_instance_uid=? AND generation=?",
+                         (psir_uid, generation))[0]
+        return json.loads((Path(job["result_dir"]) / "results.json").read_text())
+
+    try:
+        # The LGE arrives alone and is analysed without a cine ...
+        assert set(send_files(files["lge_psir"], node.port)) == {0}
+        wait_for(lambda: delivered(0), RESULT_TIMEOUT_S, interval=0.2)
+        first = summary_of(0)
+        # ... then the cine completes: the LGE is queued again and now uses it.
+        assert set(send_files(files["cine"], node.port)) == {0}
+        wait_for(lambda: delivered(1), RESULT_TIMEOUT_S, interval=0.2)
+        second = summary_of(1)
+        events = node.query("SELECT message FROM events WHERE kind='reanalysis'")
+        jobs = node.query("SELECT series_instance_uid, generation, state FROM jobs")
+    finally:
+        node.stop()
+
+    assert {row["mode"] for row in first["extra"]["slices"]} == {"lge"}
+    assert any(f["code"] == "cine_not_used" for f in first["qc_flags"])
+    assert {row["mode"] for row in second["extra"]["slices"]} == {"lge+cine"}
+    assert any(f["code"] == "cine_fusion" for f in second["qc_flags"])
+    assert len(events) == 1 and cine_uid in events[0]["message"]
+    assert sorted((r["generation"], r["state"]) for r in jobs
+                  if r["series_instance_uid"] == psir_uid) == [(0, "done"), (1, "done")]
+    assert {r["series_instance_uid"] for r in jobs} == {psir_uid}  # the cine is not analysed
+    # The second outputs replaced the first at PACS (same UIDs): still one set of four.
+    received = pacs.latest_by_uid()
+    assert len(received) == 4, sorted(str(ds.SOPClassUID) for ds in received.values())
+    srs = [ds for ds in received.values() if str(ds.SOPClassUID) in SR_CLASSES]
+    assert "used the matched cine" in " ".join(t for ds in srs for t in _texts(ds))

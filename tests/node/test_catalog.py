@@ -195,6 +195,24 @@ def test_reanalysis_returns_new_job_ids(tmp_path: Path, catalog_location: str | 
     assert cat.study_jobs("1.2", "t1map", "done")[0]["timings"] == {"total": 1.5}
 
 
+def test_reanalysis_can_be_limited_to_done_jobs_with_a_flag(
+    tmp_path: Path, catalog_location: str | Path
+) -> None:
+    cat = Catalog(catalog_location)
+    _queue_jobs(cat, tmp_path, 2)
+    summaries = [{"qc_flags": ["cine_not_used"]}, {"qc_flags": ["cine_fusion"]}]
+    finished = []
+    for summary in summaries:
+        job = cat.claim_job()
+        assert job is not None
+        cat.finish_job(job, [], [], result_dir=tmp_path, timings={}, summary=summary)
+        finished.append(job)
+    [new_id] = cat.reanalyse_study("1.2", "t1map", "cine arrived",
+                                   done_with_flag="cine_not_used")
+    assert _job(cat, new_id)["series_instance_uid"] == finished[0].series_instance_uid
+    assert cat.reanalyse_study("1.2", "t1map", "again", done_with_flag="cine_not_used") == []
+
+
 def test_schema_1_sqlite_catalog_gains_worker_columns(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     with sqlite3.connect(path) as conn:
