@@ -46,16 +46,21 @@ def _texts(ds: object) -> list[str]:
     return found
 
 
-def test_lge_series_is_segmented_with_the_cine_of_its_study(
-    tmp_path: Path, pacs: PacsScp
-) -> None:
+def _study(tmp_path: Path) -> tuple[dict[str, list[Path]], str, str]:
+    """A six-slice LCX study written as DICOM: files by kind, PSIR and cine series UIDs."""
     truth = write_lge_study_series(tmp_path / "study", seed=7, scar_pattern="ischaemic_lcx",
                                    n_slices=6)
     by_kind = {s["kind"]: s for s in truth["series"]}
     root = tmp_path / "study"
     files = {kind: [root / i["file"] for i in s["instances"]] for kind, s in by_kind.items()}
-    psir_uid = by_kind["lge_psir"]["series_instance_uid"]
-    cine_uid = by_kind["cine"]["series_instance_uid"]
+    return (files, by_kind["lge_psir"]["series_instance_uid"],
+            by_kind["cine"]["series_instance_uid"])
+
+
+def test_lge_series_is_segmented_with_the_cine_of_its_study(
+    tmp_path: Path, pacs: PacsScp
+) -> None:
+    files, psir_uid, cine_uid = _study(tmp_path)
     node = NodeProcess(tmp_path / "node", pacs.port, stable_age_s=2.0).start()
     try:
         # The cine is acquired (and sent) first; the LGE job looks for it when it runs.
@@ -111,13 +116,7 @@ def test_lge_series_is_segmented_with_the_cine_of_its_study(
 def test_lge_is_analysed_again_when_its_cine_arrives_late(
     tmp_path: Path, pacs: PacsScp
 ) -> None:
-    truth = write_lge_study_series(tmp_path / "study", seed=7, scar_pattern="ischaemic_lcx",
-                                   n_slices=6)
-    by_kind = {s["kind"]: s for s in truth["series"]}
-    root = tmp_path / "study"
-    files = {kind: [root / i["file"] for i in s["instances"]] for kind, s in by_kind.items()}
-    psir_uid = by_kind["lge_psir"]["series_instance_uid"]
-    cine_uid = by_kind["cine"]["series_instance_uid"]
+    files, psir_uid, cine_uid = _study(tmp_path)
     node = NodeProcess(tmp_path / "node", pacs.port, stable_age_s=2.0).start()
 
     def delivered(generation: int) -> list | None:
