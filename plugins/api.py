@@ -81,6 +81,46 @@ class SourceFrame:
         return float(np.dot(self.normal, np.asarray(self.image_position, dtype=np.float64)))
 
 
+class ContrastPhase(enum.StrEnum):
+    """Whether a series was acquired before or after a gadolinium contrast agent."""
+
+    NATIVE = "native"
+    POST_CONTRAST = "post_contrast"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """What the node learnt about how a series was acquired, from the vendor's header.
+
+    Filled by the node (``node.vendor``) from standard and private attributes; an analysis
+    uses it to choose a matching reference range and to name the sequence in its outputs.
+    Every field may be unknown: a value is never guessed.
+
+    Attributes
+    ----------
+    vendor
+        Normalised manufacturer: "siemens", "philips", "ge", "canon", "united_imaging" or
+        "unknown".
+    sequence_family
+        Normalised sequence family ("molli", "shmolli", "sasha", "smart1map",
+        "look_locker", "ir_gre_lge", "ir_tfe_lge", "psir", "bssfp_cine", "perfusion",
+        "t2_prep", ...) or "unknown".
+    field_strength_t
+        Nominal field strength rounded to the usual values (1.5, 3.0 ...), ``None`` if unknown.
+    contrast
+        Native or post-contrast, when the header tells.
+    evidence
+        Short human-readable statements of the header facts each field was derived from.
+    """
+
+    vendor: str = "unknown"
+    sequence_family: str = "unknown"
+    field_strength_t: float | None = None
+    contrast: ContrastPhase = ContrastPhase.UNKNOWN
+    evidence: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class LoadedSeries:
     """A complete series as a plugin sees it.
@@ -96,12 +136,16 @@ class LoadedSeries:
         Series-level facts by DICOM keyword (Modality, Manufacturer,
         MagneticFieldStrength, SeriesDescription, ProtocolName, ImageType,
         ContrastBolusAgent, ...).
+    acquisition
+        Vendor, sequence family, field strength and contrast phase as the node read them
+        from the header (all unknown when the series was built without the node).
     """
 
     study_instance_uid: str
     series_instance_uid: str
     frames: tuple[SourceFrame, ...]
     header: Mapping[str, Any]
+    acquisition: Acquisition = field(default_factory=Acquisition)
 
     @property
     def field_strength_t(self) -> float | None:
