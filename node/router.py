@@ -51,6 +51,8 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 
+from node.vendor import DERIVED_FACTS, describe_headers, describe_series
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -253,6 +255,13 @@ class SeriesFacts:
     max_images_per_slice
         Largest number of images sharing one slice position (a map has one, MOLLI source
         images 7-11, a cine 20-30), ``None`` when the geometry is unknown.
+    vendor_evidence
+        The header facts :mod:`node.vendor` derived its facts from (vendor, field strength,
+        contrast, sequence family, gating, inversion times, image kinds), for explanations.
+
+    Header and ``distinct`` also hold the derived facts of :data:`node.vendor.DERIVED_FACTS`
+    (``cmr.vendor``, ``cmr.sequence_family``, ``cmr.image_kind`` ...), which rules test like
+    DICOM keywords.
     """
 
     header: Mapping[str, Value]
@@ -261,9 +270,11 @@ class SeriesFacts:
     distinct: Mapping[str, frozenset[Value]] = field(default_factory=dict)
     slice_count: int | None = None
     max_images_per_slice: int | None = None
+    vendor_evidence: tuple[str, ...] = ()
 
     _SPECIAL_KEYS: ClassVar[frozenset[str]] = frozenset(
-        {"instance_count", "frame_count", "distinct", "slice_count", "max_images_per_slice"}
+        {"instance_count", "frame_count", "distinct", "slice_count", "max_images_per_slice",
+         "vendor_evidence"}
     )
 
     @property
@@ -356,13 +367,21 @@ class SeriesFacts:
         known = [key for key in slice_keys if key is not None]
         geometry_known = bool(known) and len(known) == len(slice_keys)
         per_slice = Counter(known)
+        max_per_slice = max(per_slice.values()) if geometry_known else None
+        ordered = sorted(items, key=_instance_number)
+        vendor = describe_series(ordered, max_per_slice)
+        derived_header, derived_distinct = vendor.derived()
+        header.update(derived_header)
+        frozen = {k: frozenset(v) for k, v in distinct.items()}
+        frozen.update(derived_distinct)
         return cls(
             header=header,
             instance_count=len(items),
             frame_count=frame_count,
-            distinct={k: frozenset(v) for k, v in distinct.items()},
+            distinct=frozen,
             slice_count=len(per_slice) if geometry_known else None,
-            max_images_per_slice=max(per_slice.values()) if geometry_known else None,
+            max_images_per_slice=max_per_slice,
+            vendor_evidence=vendor.evidence,
         )
 
     @classmethod
@@ -397,13 +416,22 @@ class SeriesFacts:
             normalised = (_normalise(v) for v in values)
             distinct[str(keyword)] = frozenset(_rounded(v) for v in normalised if v is not None)
         instances = _count_field(data, "instance_count", 1)
+        max_per_slice = _count_field(data, "max_images_per_slice", None)
+        evidence = tuple(str(e) for e in data.get("vendor_evidence") or ())
+        if not any(key in header for key in DERIVED_FACTS):
+            vendor = describe_headers(header, distinct, max_per_slice)
+            derived_header, derived_distinct = vendor.derived()
+            header.update(derived_header)
+            distinct.update(derived_distinct)
+            evidence = vendor.evidence
         return cls(
             header=header,
             instance_count=instances if instances is not None else 1,
             frame_count=_count_field(data, "frame_count", instances) or instances or 1,
             distinct=distinct,
             slice_count=_count_field(data, "slice_count", None),
-            max_images_per_slice=_count_field(data, "max_images_per_slice", None),
+            max_images_per_slice=max_per_slice,
+            vendor_evidence=evidence,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -416,6 +444,7 @@ class SeriesFacts:
         out["distinct"] = {
             k: [_jsonable(v) for v in sorted(vs, key=_sort_key)] for k, vs in self.distinct.items()
         }
+        out["vendor_evidence"] = list(self.vendor_evidence)
         return out
 
 
@@ -1276,6 +1305,8 @@ def _attributes(entry: Mapping[str, Any], where: str) -> tuple[str, ...]:
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise RulesError(f"{where}: 'attribute' must be a DICOM keyword or a list of keywords")
     for keyword in names:
+        if keyword in DERIVED_FACTS:
+            continue
         if tag_for_keyword(keyword) is None:
             close = difflib.get_close_matches(keyword, keyword_dict.keys(), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -1497,6 +1528,8 @@ class RouteDecision:
         Ambiguities (two analyses matched) and matches to analyses not installed.
     series_instance_uid, series_description
         The series, for messages.
+    vendor_evidence
+        The vendor facts the decision used and what they were read from.
     """
 
     analysis: str | None
@@ -1506,6 +1539,7 @@ class RouteDecision:
     warnings: tuple[str, ...] = ()
     series_instance_uid: str | None = None
     series_description: str | None = None
+    vendor_evidence: tuple[str, ...] = ()
 
     def trace(self, analysis: str) -> RuleTrace:
         """The evaluation of ``analysis``' rules.
@@ -1586,6 +1620,7 @@ class Router:
             warnings=tuple(warnings),
             series_instance_uid=facts.series_instance_uid,
             series_description=facts.series_description,
+            vendor_evidence=facts.vendor_evidence,
         )
         if chosen is not None:
             logger.info(
@@ -1654,6 +1689,9 @@ def format_explanation(
         )
         lines = [f"series {label} -> {target}"]
         lines.extend(f"  {line}" for line in decision.explanation)
+        if decision.vendor_evidence:
+            lines.append("  vendor facts:")
+            lines.extend(f"    {line}" for line in decision.vendor_evidence)
         if verbose:
             for trace in decision.traces:
                 lines.append("")
