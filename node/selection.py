@@ -14,8 +14,8 @@ Rules, in order:
    UID) are left out.
 2. Images that repeat another image of the series at the same position, with the same
    ImageType, kind, inversion time, trigger time and echo time (a re-sent or re-acquired
-   slice) are left out: the newest one (ContentDate/ContentTime, then InstanceNumber, then arrival order) is
-   kept.
+   slice) are left out: the newest one (ContentDate/ContentTime, then InstanceNumber,
+   then arrival order) is kept.
 3. For a map analysis (t1map, ecv): when the series holds T1-map images, only those are
    kept (source images, fit parameters and other maps are left out), and of two maps at one
    position the motion-corrected one (ImageType MOCO), else the newest, is kept.
@@ -31,8 +31,6 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any, Final
-
-
 
 from node.vendor.image_kind import ImageKind
 from plugins.api import SourceFrame

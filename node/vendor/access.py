@@ -131,7 +131,7 @@ def private_float(raw: Any) -> float | None:
             return float(raw.decode("ascii").strip("\x00 ").split("\\")[0])
         except (UnicodeDecodeError, ValueError):
             return None
-    if isinstance(raw, list | tuple) or hasattr(raw, "__iter__") and not isinstance(raw, str):
+    if isinstance(raw, list | tuple) or (hasattr(raw, "__iter__") and not isinstance(raw, str)):
         items = list(raw)
         return private_float(items[0]) if items else None
     try:

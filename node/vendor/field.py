@@ -2,10 +2,11 @@
 
 MagneticFieldStrength (0018,0087) is in tesla (PS3.3 C.8.3.1), but scanners may report the
 calibrated rather than the nominal value: a Siemens 7 T system writes 6.98
-(OpenNeuroDatasets/ds006654, README-Series.txt header dumps).  Reference ranges are keyed on the nominal value, so the value is rounded to the
-nearest nominal field within 10 %.  Philips also keeps the field strength in the private
-(2001,xx85) "Magnetic Field Strength" of "Philips Imaging DD 001" (pydicom's private data
-dictionary), used when the public attribute is missing.
+(OpenNeuroDatasets/ds006654, README-Series.txt header dumps).  Reference ranges are keyed
+on the nominal value, so the value is rounded to the nearest nominal field within 10 %.
+Philips also keeps the field strength in the private (2001,xx85) "Magnetic Field Strength"
+of "Philips Imaging DD 001" (pydicom's private data dictionary), used when the public
+attribute is missing.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ import re
 from collections.abc import Iterable
 from typing import Final
 
-__all__ = ["ImageKind", "MAP_KINDS", "SIGNAL_KINDS", "image_kind", "image_type_tokens"]
+__all__ = ["MAP_KINDS", "SIGNAL_KINDS", "ImageKind", "image_kind", "image_type_tokens"]
 
 
 class ImageKind(enum.StrEnum):

@@ -65,10 +65,12 @@ def inversion_time(image: HeaderView, vendor: str) -> InversionTime | None:
         The normalised vendor (:func:`node.vendor.manufacturer.normalise_vendor`): private
         tags are read only for the vendor that defines them.
     """
-    standard = _plausible(image.get("InversionTime"))
+    raw = image.get("InversionTime")
+    times = image.get("InversionTimes")
+    # An enhanced frame answers InversionTime with its InversionTimes (frame alias)
+    standard = _plausible(raw) if raw is not None and raw != times else None
     if standard is not None:
         return InversionTime(standard, "InversionTime (0018,0082)")
-    times = image.get("InversionTimes")
     if times is not None:
         first = _plausible(times)
         if first is not None:

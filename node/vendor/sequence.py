@@ -64,7 +64,7 @@ _NAMES: Final = (
 _LGE_NAME: Final = re.compile(
     rf"lge|{_B}(de|mde|psmde|scar){_E}|late[ _-]?(gad|gd|enh)|delayed|viab|hyper[ _-]?enh",
     re.IGNORECASE)
-_PSIR_NAME: Final = re.compile(r"psir|phase[ _-]?sensitive", re.IGNORECASE)
+_PSIR_NAME: Final = re.compile(r"psir|psmde|phase[ _-]?sensitive", re.IGNORECASE)
 _CINE_NAME: Final = re.compile(rf"cine|{_B}retro{_E}", re.IGNORECASE)
 _BSSFP: Final = re.compile(r"^\*?tfi|fiesta|b[ _-]?tfe|bffe|balanced|ssfp|true[ _-]?fisp",
                            re.IGNORECASE)
@@ -156,13 +156,14 @@ def sequence_family(
         return "psir", f"real-valued inversion-recovery reconstruction ({ir})"
     if ir is not None and not (shape.kinds and set(shape.kinds) <= {ImageKind.T1_MAP}):
         few_tis = len(set(shape.inversion_times_ms)) <= 2
-        in_range = any(_LGE_TI_RANGE_MS[0] <= ti <= _LGE_TI_RANGE_MS[1]
-                       for ti in shape.inversion_times_ms)
+        in_range = not shape.inversion_times_ms or any(
+            _LGE_TI_RANGE_MS[0] <= ti <= _LGE_TI_RANGE_MS[1] for ti in shape.inversion_times_ms)
         named = _LGE_NAME.search(names)
         one_phase = (shape.max_images_per_slice or 1) <= 2
         if named or (contrast is ContrastPhase.POST_CONTRAST and few_tis and in_range
                      and one_phase):
-            why = f"name '{named.group(0)}'" if named else "post-contrast, one TI in 150-650 ms"
+            why = (f"name '{named.group(0)}'" if named
+                   else "post-contrast, one image per slice, TI (if given) in 150-650 ms")
             tfe = vendor == "philips" or _TFE.search(sequence_names) or "tfe" in tokens
             family = "ir_tfe_lge" if tfe else "ir_gre_lge"
             return family, f"inversion recovery ({ir}), {why}"

@@ -213,7 +213,6 @@ def describe_headers(
     """
     distinct = distinct or {}
     view = MappingView(header)
-    vendor = normalise_vendor(view.get("Manufacturer"))
     image_types = list(distinct.get("ImageType") or []) or [header.get("ImageType")]
     tis = [t for t in (_float(v) for v in distinct.get("InversionTime") or
                        [header.get("InversionTime")]) if t is not None and t > 0]

@@ -123,7 +123,7 @@ def test_resent_slice_with_the_same_content_time_keeps_the_later_arrival() -> No
     again = _image(0.0, ["DERIVED", "PRIMARY", "T1 MAP"], 900, instance=1,
                    manufacturer="SIEMENS", description="MOLLI_T1MAP")
     series = load_series([*first, again])  # no analysis named: duplicates still resolved
-    assert [f.sop_instance_uid for f in series.frames][0] == again.SOPInstanceUID
+    assert series.frames[0].sop_instance_uid == again.SOPInstanceUID
     assert len(series.frames) == 2
 
 
