@@ -848,6 +848,9 @@ class AnalysisRules:
     """The conditions that decide whether a series goes to one analysis.
 
     ``require`` and ``reject`` include the ``[common]`` conditions that apply to it.
+    ``also`` names analyses that run on the same series as well when this one is chosen and
+    they match too (e.g. t1map -> molli: a series holding the scanner's maps and their source
+    images gets the map analysed and the node's own fit compared with the map).
     """
 
     name: str
@@ -856,6 +859,7 @@ class AnalysisRules:
     require: tuple[Condition, ...]
     identify: tuple[Condition, ...]
     reject: tuple[Condition, ...]
+    also: tuple[str, ...] = ()
 
     def conditions(self) -> Iterator[tuple[ConditionGroup, Condition]]:
         """Every condition with its group, in evaluation order."""
@@ -953,7 +957,9 @@ def _read_toml_file(path: Path) -> dict[str, Any]:
 
 
 _TOP_KEYS = frozenset({"schema", "extends", "priority", "common", "analyses"})
-_ANALYSIS_KEYS = frozenset({"description", "enabled", "require", "identify", "reject", "disable"})
+_ANALYSIS_KEYS = frozenset(
+    {"description", "enabled", "require", "identify", "reject", "disable", "also"}
+)
 _COMMON_KEYS = frozenset({"require", "reject", "disable"})
 _GROUP_KEYS = tuple(g.value for g in ConditionGroup)
 
@@ -1014,7 +1020,7 @@ def _merge(base: Mapping[str, Any], site: Mapping[str, Any], source: str) -> dic
 def _merge_table(base: Mapping[str, Any], changes: Mapping[str, Any], where: str) -> dict[str, Any]:
     """One analysis (or common) table with changes: scalars replaced, conditions by id."""
     merged: dict[str, Any] = dict(base)
-    for key in ("description", "enabled"):
+    for key in ("description", "enabled", "also"):
         if key in changes:
             merged[key] = changes[key]
     existing: dict[str, str] = {}
@@ -1090,6 +1096,13 @@ def _build(document: Mapping[str, Any], source: str) -> RuleSet:
     if len(set(priority)) != len(priority):
         raise RulesError(f"{source}: priority lists an analysis twice")
     order = tuple(priority) + tuple(sorted(set(analyses) - set(priority)))
+    for rules in analyses.values():
+        unknown = [a for a in rules.also if a not in analyses or a == rules.name]
+        if unknown:
+            raise RulesError(
+                f"{source}: [analyses.{rules.name}] also names {', '.join(unknown)}, which is "
+                "not another defined analysis"
+            )
     logger.debug("loaded routing rules from %s: %s", source, ", ".join(order))
     return RuleSet(analyses=analyses, priority=order, source=source)
 
@@ -1138,7 +1151,8 @@ def _build_analysis(
             f"{where}: needs at least one enabled identify condition; without one no series "
             "could be recognised (set enabled = false to switch the analysis off)"
         )
-    return AnalysisRules(name, description, enabled, require, identify, reject)
+    also = tuple(_id_list(table.get("also", []), f"{where}.also"))
+    return AnalysisRules(name, description, enabled, require, identify, reject, also)
 
 
 def _parse_group(entries: Any, where: str) -> tuple[Condition, ...]:
@@ -1530,6 +1544,9 @@ class RouteDecision:
         The series, for messages.
     vendor_evidence
         The vendor facts the decision used and what they were read from.
+    also
+        Further analyses that run on the series besides ``analysis`` (the chosen analysis'
+        ``also`` list, where they match as well).
     """
 
     analysis: str | None
@@ -1540,6 +1557,12 @@ class RouteDecision:
     series_instance_uid: str | None = None
     series_description: str | None = None
     vendor_evidence: tuple[str, ...] = ()
+    also: tuple[str, ...] = ()
+
+    @property
+    def analyses(self) -> tuple[str, ...]:
+        """Every analysis the series gets: the chosen one, then ``also``."""
+        return (self.analysis, *self.also) if self.analysis else ()
 
     def trace(self, analysis: str) -> RuleTrace:
         """The evaluation of ``analysis``' rules.
@@ -1591,14 +1614,23 @@ class Router:
                 )
         explanation: list[str] = []
         chosen = matched[0] if matched else None
+        also: tuple[str, ...] = ()
         if chosen is not None:
             explanation.extend(chosen.reasons())
-            if len(matched) > 1:
-                others = ", ".join(t.analysis for t in matched[1:])
+            allowed = self.rules.analyses[chosen.analysis].also
+            also = tuple(t.analysis for t in matched[1:] if t.analysis in allowed)
+            if also:
+                explanation.append(
+                    f"{chosen.analysis}: the series also gets {', '.join(also)} (it matches "
+                    f"too, and the rules run {', '.join(allowed)} alongside {chosen.analysis})"
+                )
+            unexpected = [t.analysis for t in matched[1:] if t.analysis not in also]
+            if unexpected:
                 warnings.insert(
                     0,
-                    f"WARNING: series also matches {others}; '{chosen.analysis}' chosen by "
-                    f"priority order ({' > '.join(self.rules.priority)})",
+                    f"WARNING: series also matches {', '.join(unexpected)}; "
+                    f"'{chosen.analysis}' chosen by priority order "
+                    f"({' > '.join(self.rules.priority)})",
                 )
         else:
             explanation.append("no analysis applies to this series")
@@ -1621,6 +1653,7 @@ class Router:
             series_instance_uid=facts.series_instance_uid,
             series_description=facts.series_description,
             vendor_evidence=facts.vendor_evidence,
+            also=also,
         )
         if chosen is not None:
             logger.info(
@@ -1635,7 +1668,7 @@ class Router:
                 decision.series_instance_uid,
                 "; ".join(explanation[1:]) or "no rules",
             )
-        if len(matched) > 1:
+        if warnings and warnings[0].startswith("WARNING"):
             logger.warning("series %s: %s", decision.series_instance_uid, warnings[0])
         return decision
 
@@ -1687,6 +1720,8 @@ def format_explanation(
             if decision.analysis
             else "no analysis"
         )
+        if decision.also:
+            target += f" + {', '.join(decision.also)}"
         lines = [f"series {label} -> {target}"]
         lines.extend(f"  {line}" for line in decision.explanation)
         if decision.vendor_evidence:

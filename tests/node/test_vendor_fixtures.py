@@ -55,3 +55,22 @@ def test_body_part_examined_never_changes_a_positive_decision(rules, case, body_
         changed = _decide(rules, case, overrides={"BodyPartExamined": body_part})
     assert (changed.analysis, changed.matched_rule) == (
         reference.analysis, reference.matched_rule), format_explanation(changed)
+
+
+def test_map_and_source_series_gets_the_map_analysis_and_the_molli_fit(rules):
+    (case,) = [c for c in CASES if c.vendor == "philips" and c.kind == "native_map"]
+    decision = _decide(rules, case)
+    assert decision.analyses == ("t1map", "molli")
+    assert "the series also gets molli" in "\n".join(decision.explanation)
+    assert not any(w.startswith("WARNING") for w in decision.warnings)
+    (source_only,) = [c for c in CASES if c.vendor == "philips" and c.kind == "molli_source"]
+    assert _decide(rules, source_only).analyses == ("molli",)
+
+
+def test_also_must_name_another_analysis(tmp_path):
+    from node.router import RulesError
+
+    path = tmp_path / "site.toml"
+    path.write_text('extends = "default"\n[analyses.t1map]\nalso = ["nope"]\n')
+    with pytest.raises(RulesError, match="also names nope"):
+        load_rules(path)
