@@ -9,7 +9,8 @@ ranges, so they are only given on evidence; otherwise "unknown".  Evidence, by f
 * **look_locker**: TI scout / TI finder / Look-Locker names (Siemens "TI_Scout", Philips
   "LL" / "Look-Locker", GE "TI Scout" / "CINE IR").
 * **psir**: a PSIR image (Siemens ImageType "PSIR"), a real-valued IR reconstruction
-  (Philips ImageType "R_IR", dcm2niix issue 408 for the Philips ImageType layout), or the name.
+  (Philips ImageType "R_IR", dcm2niix issue 408 for the Philips ImageType layout), or the name
+  (PSIR, GE "PSMDE").
 * **ir_tfe_lge / ir_gre_lge**: an inversion-recovery magnitude acquisition with an LGE name,
   or post-contrast with one inversion time in the myocardial-nulling range; IR-TFE when the
   scanner says TFE (Philips: ImageType/SequenceName "TFE", or any Philips IR gradient echo),

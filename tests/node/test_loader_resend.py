@@ -37,7 +37,12 @@ def test_resent_slice_and_stray_ct_instance_are_left_out_not_crashed_on(
     ct.Modality = "CT"
     ct.SOPInstanceUID = generate_uid()
     ct.file_meta.MediaStorageSOPInstanceUID = ct.SOPInstanceUID
-    paths = write_series([*datasets, resent, ct], tmp_path / "series")
+    # write_series names files by InstanceNumber: the re-sent copies go to folders of their own
+    paths = [
+        *write_series(datasets, tmp_path / "series"),
+        *write_series([resent], tmp_path / "resent"),
+        *write_series([ct], tmp_path / "ct"),
+    ]
 
     run = run_analysis(paths, "t1map", {}, writer_settings("cmr-node", None))
 
