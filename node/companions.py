@@ -326,14 +326,14 @@ def find_companions(
     candidates
         The other series of the study (the job's own series is skipped).
     loader
-        Loads a candidate from its paths (default: :func:`node.loader.load_series_files`).
+        Loads a candidate from its paths (default: :func:`node.loader.load_series_files`
+        with the candidate's routed analysis).
 
     Returns
     -------
     CompanionLookup
         Per role the newest matching series, or the reason none matched.
     """
-    load = loader or _load
     found = CompanionLookup()
     for spec in needed_roles(analysis):
         pool = sorted(
@@ -352,7 +352,8 @@ def find_companions(
         rejected: list[str] = []
         for candidate in pool:
             try:
-                loaded = load(candidate.paths)
+                loaded = (loader(candidate.paths) if loader is not None
+                          else _load(candidate.paths, candidate.analysis))
             except AnalysisError as exc:
                 rejected.append(f"{_label(candidate)}: cannot be loaded ({exc})")
                 continue
@@ -406,8 +407,10 @@ def companion_options(
     return find_companions(analysis, target, candidates).options()
 
 
-def _load(paths: Sequence[Path]) -> LoadedSeries:
-    series, _ = load_series_files(paths)
+def _load(paths: Sequence[Path], analysis: str | None = None) -> LoadedSeries:
+    """A series loaded with the images its routed ``analysis`` needs (a native T1 map
+    series that also holds source images gives its maps, :mod:`node.selection`)."""
+    series, _ = load_series_files(paths, analysis)
     return series
 
 

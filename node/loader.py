@@ -14,6 +14,14 @@ frame geometry is read, so that every analysis plugin sees the same, vendor-neut
   parametric maps the value in milliseconds is given by the public Real World Value Mapping
   (or, equivalently, by RescaleSlope / RescaleIntercept).
 * Frames are sorted by position along the image normal, then by InstanceNumber and frame number.
+* Vendor facts (:mod:`node.vendor`) are read once: every frame gets its image kind
+  (``ImageKind``: T1 map, magnitude, PSIR ...) and, when only a vendor private tag or the
+  enhanced MR InversionTimes carries it, its ``InversionTime``; the series gets its
+  :class:`plugins.api.Acquisition` (vendor, sequence family, field strength, contrast).
+* When the analysis is named, the images it needs are chosen per slice position
+  (:mod:`node.selection`: maps out of a map + source series, PSIR over magnitude, the newest
+  of a re-sent slice, no stray instance of another modality); each choice is recorded in
+  ``header["ImageSelection"]``.
 
 Problems that make a series unusable (no geometry, pixel data that cannot be decoded, frames of
 different sizes, no image frames at all) raise :class:`LoadError` with a reason a person can act
@@ -22,6 +30,7 @@ on.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -39,6 +48,9 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 from pydicom.valuerep import IS, DSdecimal, DSfloat, PersonName
 
+from node.selection import KIND_ATTRIBUTE, select_frames
+from node.vendor import describe_series
+from node.vendor.image_kind import SIGNAL_KINDS, ImageKind
 from plugins.api import AnalysisError, LoadedSeries, SourceFrame
 
 logger = logging.getLogger(__name__)
@@ -107,6 +119,8 @@ FRAME_ATTRIBUTE_KEYWORDS: tuple[str, ...] = (
     "ContentTime",
     "ImageComments",
     "SliceLocation",
+    "ContentDate",
+    "Modality",
 )
 
 #: UCUM code for milliseconds and for unitless values.
@@ -147,14 +161,19 @@ class _ValueMapping:
 # --------------------------------------------------------------------------------------------
 
 
-def load_series(datasets: Sequence[Dataset]) -> LoadedSeries:
+def load_series(datasets: Sequence[Dataset], analysis: str | None = None) -> LoadedSeries:
     """Build a :class:`~plugins.api.LoadedSeries` from the instances of one series.
 
     Parameters
     ----------
     datasets
-        All stored instances of the series (any order).  Instances without pixel data (e.g.
-        a stray presentation state) are skipped with a log message.
+        All stored instances of the series (in arrival order when known: of two images of a
+        re-sent slice with the same content time, the later one is kept).  Instances without
+        pixel data (e.g. a stray presentation state) are skipped with a log message.
+    analysis
+        The analysis the series is loaded for ("t1map", "ecv", "molli", "lge"): the images it
+        needs are chosen per slice position (:func:`node.selection.select_frames`).  ``None``
+        leaves out only repeated images and instances of another modality.
 
     Returns
     -------
@@ -168,7 +187,7 @@ def load_series(datasets: Sequence[Dataset]) -> LoadedSeries:
         pixel data that cannot be decoded, or frames of different sizes.
     """
     try:
-        return _load_series(datasets)
+        return _load_series(datasets, analysis)
     except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
         # Malformed header values (a non-numeric Rows, a multi-valued RescaleSlope ...).
         raise LoadError(
@@ -176,7 +195,7 @@ def load_series(datasets: Sequence[Dataset]) -> LoadedSeries:
         ) from exc
 
 
-def _load_series(datasets: Sequence[Dataset]) -> LoadedSeries:
+def _load_series(datasets: Sequence[Dataset], analysis: str | None) -> LoadedSeries:
     if not datasets:
         raise LoadError("The series has no instances.")
 
@@ -202,12 +221,28 @@ def _load_series(datasets: Sequence[Dataset]) -> LoadedSeries:
 
     header = _series_header(image_datasets[0], n_instances=len(image_datasets))
     t1_map = is_t1_map(header)
+    vendor = describe_series(image_datasets)
 
     frames: list[SourceFrame] = []
     for ds in image_datasets:
         frames.extend(_frames_of(ds, series_is_t1_map=t1_map))
     if not frames:
         raise LoadError(f"The series {series_uid} contains no image frames.")
+    if len(vendor.images) == len(frames):
+        frames = [
+            _with_vendor_facts(frame, image.kind, image.inversion_time_ms,
+                               image.inversion_time_source)
+            for frame, image in zip(frames, vendor.images, strict=True)
+        ]
+    frames, selection = select_frames(frames, analysis)
+    if not frames:
+        raise LoadError(
+            f"The series {series_uid} has no image the {analysis} analysis needs: "
+            + "; ".join(selection)
+        )
+    if selection:
+        header["ImageSelection"] = selection
+        logger.info("Series %s: %s", series_uid, "; ".join(selection))
 
     shapes = {frame.pixels.shape for frame in frames}
     if len(shapes) != 1:
@@ -234,18 +269,22 @@ def _load_series(datasets: Sequence[Dataset]) -> LoadedSeries:
         series_instance_uid=series_uid,
         frames=tuple(frames),
         header=header,
+        acquisition=vendor.acquisition(),
     )
 
 
 def load_series_files(
     paths: Iterable[str | PathLike[str]],
+    analysis: str | None = None,
 ) -> tuple[LoadedSeries, list[Dataset]]:
     """Read DICOM files of one series and load them.
 
     Parameters
     ----------
     paths
-        Files holding the instances of one series.
+        Files holding the instances of one series, in arrival order when known.
+    analysis
+        The analysis the series is loaded for (see :func:`load_series`).
 
     Returns
     -------
@@ -264,7 +303,7 @@ def load_series_files(
             datasets.append(pydicom.dcmread(path))
         except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
             raise LoadError(f"Cannot read {path} as a DICOM file: {exc}") from exc
-    return load_series(datasets), datasets
+    return load_series(datasets, analysis), datasets
 
 
 def is_t1_map(header: Mapping[str, Any]) -> bool:
@@ -668,6 +707,28 @@ def _frames_of(ds: Dataset, *, series_is_t1_map: bool) -> list[SourceFrame]:
             )
         )
     return frames
+
+
+def _with_vendor_facts(
+    frame: SourceFrame,
+    kind: ImageKind,
+    inversion_time_ms: float | None,
+    inversion_time_source: str | None,
+) -> SourceFrame:
+    """The frame with its image kind, vendor inversion time and the unit its kind implies."""
+    attributes = dict(frame.attributes)
+    attributes[KIND_ATTRIBUTE] = kind.value
+    if inversion_time_ms is not None and "InversionTime" not in attributes:
+        attributes["InversionTime"] = inversion_time_ms
+        attributes["InversionTimeSource"] = inversion_time_source
+    units = frame.units
+    mapped = str(frame.attributes.get("ValueMappingSource", "")).startswith("RealWorldValue")
+    if not (mapped and units not in (UNIT_ONE, UNIT_MS)):
+        if kind in (ImageKind.T1_MAP, ImageKind.T2_MAP, ImageKind.T2STAR_MAP):
+            units = UNIT_MS
+        elif kind in SIGNAL_KINDS and units == UNIT_MS:
+            units = UNIT_ONE
+    return dataclasses.replace(frame, attributes=attributes, units=units)
 
 
 def _sorted_frames(frames: list[SourceFrame]) -> list[SourceFrame]:

@@ -65,7 +65,7 @@ def run_analysis(
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    series, sources = load_series_files(paths)
+    series, sources = load_series_files(paths, analysis)
     timings["load_s"] = time.perf_counter() - t0
     plugin = get_plugin(analysis)
     t1 = time.perf_counter()
@@ -199,6 +199,13 @@ def result_summary(run: PipelineRun, output_files: Sequence[OutputFile]) -> dict
         "series_description": str(series.header.get("SeriesDescription", "")),
         "field_strength_t": series.field_strength_t,
         "frames": len(series.frames),
+        "image_selection": list(run.series.header.get("ImageSelection", ())),
+        "acquisition": {
+            "vendor": series.acquisition.vendor,
+            "sequence_family": series.acquisition.sequence_family,
+            "field_strength_t": series.acquisition.field_strength_t,
+            "contrast": str(series.acquisition.contrast),
+        },
         "slices": slices,
         "global": {m.key: measurement_json(m) for m in result.measurements},
         "qc_flags": [flag_json(f) for f in result.qc_flags],

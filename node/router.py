@@ -51,6 +51,8 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence as DicomSequence
 
+from node.vendor import DERIVED_FACTS, describe_headers, describe_series
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -253,6 +255,13 @@ class SeriesFacts:
     max_images_per_slice
         Largest number of images sharing one slice position (a map has one, MOLLI source
         images 7-11, a cine 20-30), ``None`` when the geometry is unknown.
+    vendor_evidence
+        The header facts :mod:`node.vendor` derived its facts from (vendor, field strength,
+        contrast, sequence family, gating, inversion times, image kinds), for explanations.
+
+    Header and ``distinct`` also hold the derived facts of :data:`node.vendor.DERIVED_FACTS`
+    (``cmr.vendor``, ``cmr.sequence_family``, ``cmr.image_kind`` ...), which rules test like
+    DICOM keywords.
     """
 
     header: Mapping[str, Value]
@@ -261,9 +270,11 @@ class SeriesFacts:
     distinct: Mapping[str, frozenset[Value]] = field(default_factory=dict)
     slice_count: int | None = None
     max_images_per_slice: int | None = None
+    vendor_evidence: tuple[str, ...] = ()
 
     _SPECIAL_KEYS: ClassVar[frozenset[str]] = frozenset(
-        {"instance_count", "frame_count", "distinct", "slice_count", "max_images_per_slice"}
+        {"instance_count", "frame_count", "distinct", "slice_count", "max_images_per_slice",
+         "vendor_evidence"}
     )
 
     @property
@@ -356,13 +367,21 @@ class SeriesFacts:
         known = [key for key in slice_keys if key is not None]
         geometry_known = bool(known) and len(known) == len(slice_keys)
         per_slice = Counter(known)
+        max_per_slice = max(per_slice.values()) if geometry_known else None
+        ordered = sorted(items, key=_instance_number)
+        vendor = describe_series(ordered, max_per_slice)
+        derived_header, derived_distinct = vendor.derived()
+        header.update(derived_header)
+        frozen = {k: frozenset(v) for k, v in distinct.items()}
+        frozen.update(derived_distinct)
         return cls(
             header=header,
             instance_count=len(items),
             frame_count=frame_count,
-            distinct={k: frozenset(v) for k, v in distinct.items()},
+            distinct=frozen,
             slice_count=len(per_slice) if geometry_known else None,
-            max_images_per_slice=max(per_slice.values()) if geometry_known else None,
+            max_images_per_slice=max_per_slice,
+            vendor_evidence=vendor.evidence,
         )
 
     @classmethod
@@ -397,13 +416,22 @@ class SeriesFacts:
             normalised = (_normalise(v) for v in values)
             distinct[str(keyword)] = frozenset(_rounded(v) for v in normalised if v is not None)
         instances = _count_field(data, "instance_count", 1)
+        max_per_slice = _count_field(data, "max_images_per_slice", None)
+        evidence = tuple(str(e) for e in data.get("vendor_evidence") or ())
+        if not any(key in header for key in DERIVED_FACTS):
+            vendor = describe_headers(header, distinct, max_per_slice)
+            derived_header, derived_distinct = vendor.derived()
+            header.update(derived_header)
+            distinct.update(derived_distinct)
+            evidence = vendor.evidence
         return cls(
             header=header,
             instance_count=instances if instances is not None else 1,
             frame_count=_count_field(data, "frame_count", instances) or instances or 1,
             distinct=distinct,
             slice_count=_count_field(data, "slice_count", None),
-            max_images_per_slice=_count_field(data, "max_images_per_slice", None),
+            max_images_per_slice=max_per_slice,
+            vendor_evidence=evidence,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -416,6 +444,7 @@ class SeriesFacts:
         out["distinct"] = {
             k: [_jsonable(v) for v in sorted(vs, key=_sort_key)] for k, vs in self.distinct.items()
         }
+        out["vendor_evidence"] = list(self.vendor_evidence)
         return out
 
 
@@ -819,6 +848,9 @@ class AnalysisRules:
     """The conditions that decide whether a series goes to one analysis.
 
     ``require`` and ``reject`` include the ``[common]`` conditions that apply to it.
+    ``also`` names analyses that run on the same series as well when this one is chosen and
+    they match too (e.g. t1map -> molli: a series holding the scanner's maps and their source
+    images gets the map analysed and the node's own fit compared with the map).
     """
 
     name: str
@@ -827,6 +859,7 @@ class AnalysisRules:
     require: tuple[Condition, ...]
     identify: tuple[Condition, ...]
     reject: tuple[Condition, ...]
+    also: tuple[str, ...] = ()
 
     def conditions(self) -> Iterator[tuple[ConditionGroup, Condition]]:
         """Every condition with its group, in evaluation order."""
@@ -924,7 +957,9 @@ def _read_toml_file(path: Path) -> dict[str, Any]:
 
 
 _TOP_KEYS = frozenset({"schema", "extends", "priority", "common", "analyses"})
-_ANALYSIS_KEYS = frozenset({"description", "enabled", "require", "identify", "reject", "disable"})
+_ANALYSIS_KEYS = frozenset(
+    {"description", "enabled", "require", "identify", "reject", "disable", "also"}
+)
 _COMMON_KEYS = frozenset({"require", "reject", "disable"})
 _GROUP_KEYS = tuple(g.value for g in ConditionGroup)
 
@@ -985,7 +1020,7 @@ def _merge(base: Mapping[str, Any], site: Mapping[str, Any], source: str) -> dic
 def _merge_table(base: Mapping[str, Any], changes: Mapping[str, Any], where: str) -> dict[str, Any]:
     """One analysis (or common) table with changes: scalars replaced, conditions by id."""
     merged: dict[str, Any] = dict(base)
-    for key in ("description", "enabled"):
+    for key in ("description", "enabled", "also"):
         if key in changes:
             merged[key] = changes[key]
     existing: dict[str, str] = {}
@@ -1061,6 +1096,13 @@ def _build(document: Mapping[str, Any], source: str) -> RuleSet:
     if len(set(priority)) != len(priority):
         raise RulesError(f"{source}: priority lists an analysis twice")
     order = tuple(priority) + tuple(sorted(set(analyses) - set(priority)))
+    for rules in analyses.values():
+        unknown = [a for a in rules.also if a not in analyses or a == rules.name]
+        if unknown:
+            raise RulesError(
+                f"{source}: [analyses.{rules.name}] also names {', '.join(unknown)}, which is "
+                "not another defined analysis"
+            )
     logger.debug("loaded routing rules from %s: %s", source, ", ".join(order))
     return RuleSet(analyses=analyses, priority=order, source=source)
 
@@ -1109,7 +1151,8 @@ def _build_analysis(
             f"{where}: needs at least one enabled identify condition; without one no series "
             "could be recognised (set enabled = false to switch the analysis off)"
         )
-    return AnalysisRules(name, description, enabled, require, identify, reject)
+    also = tuple(_id_list(table.get("also", []), f"{where}.also"))
+    return AnalysisRules(name, description, enabled, require, identify, reject, also)
 
 
 def _parse_group(entries: Any, where: str) -> tuple[Condition, ...]:
@@ -1276,6 +1319,8 @@ def _attributes(entry: Mapping[str, Any], where: str) -> tuple[str, ...]:
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise RulesError(f"{where}: 'attribute' must be a DICOM keyword or a list of keywords")
     for keyword in names:
+        if keyword in DERIVED_FACTS:
+            continue
         if tag_for_keyword(keyword) is None:
             close = difflib.get_close_matches(keyword, keyword_dict.keys(), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
@@ -1497,6 +1542,11 @@ class RouteDecision:
         Ambiguities (two analyses matched) and matches to analyses not installed.
     series_instance_uid, series_description
         The series, for messages.
+    vendor_evidence
+        The vendor facts the decision used and what they were read from.
+    also
+        Further analyses that run on the series besides ``analysis`` (the chosen analysis'
+        ``also`` list, where they match as well).
     """
 
     analysis: str | None
@@ -1506,6 +1556,13 @@ class RouteDecision:
     warnings: tuple[str, ...] = ()
     series_instance_uid: str | None = None
     series_description: str | None = None
+    vendor_evidence: tuple[str, ...] = ()
+    also: tuple[str, ...] = ()
+
+    @property
+    def analyses(self) -> tuple[str, ...]:
+        """Every analysis the series gets: the chosen one, then ``also``."""
+        return (self.analysis, *self.also) if self.analysis else ()
 
     def trace(self, analysis: str) -> RuleTrace:
         """The evaluation of ``analysis``' rules.
@@ -1557,14 +1614,23 @@ class Router:
                 )
         explanation: list[str] = []
         chosen = matched[0] if matched else None
+        also: tuple[str, ...] = ()
         if chosen is not None:
             explanation.extend(chosen.reasons())
-            if len(matched) > 1:
-                others = ", ".join(t.analysis for t in matched[1:])
+            allowed = self.rules.analyses[chosen.analysis].also
+            also = tuple(t.analysis for t in matched[1:] if t.analysis in allowed)
+            if also:
+                explanation.append(
+                    f"{chosen.analysis}: the series also gets {', '.join(also)} (it matches "
+                    f"too, and the rules run {', '.join(allowed)} alongside {chosen.analysis})"
+                )
+            unexpected = [t.analysis for t in matched[1:] if t.analysis not in also]
+            if unexpected:
                 warnings.insert(
                     0,
-                    f"WARNING: series also matches {others}; '{chosen.analysis}' chosen by "
-                    f"priority order ({' > '.join(self.rules.priority)})",
+                    f"WARNING: series also matches {', '.join(unexpected)}; "
+                    f"'{chosen.analysis}' chosen by priority order "
+                    f"({' > '.join(self.rules.priority)})",
                 )
         else:
             explanation.append("no analysis applies to this series")
@@ -1586,6 +1652,8 @@ class Router:
             warnings=tuple(warnings),
             series_instance_uid=facts.series_instance_uid,
             series_description=facts.series_description,
+            vendor_evidence=facts.vendor_evidence,
+            also=also,
         )
         if chosen is not None:
             logger.info(
@@ -1600,7 +1668,7 @@ class Router:
                 decision.series_instance_uid,
                 "; ".join(explanation[1:]) or "no rules",
             )
-        if len(matched) > 1:
+        if warnings and warnings[0].startswith("WARNING"):
             logger.warning("series %s: %s", decision.series_instance_uid, warnings[0])
         return decision
 
@@ -1652,8 +1720,13 @@ def format_explanation(
             if decision.analysis
             else "no analysis"
         )
+        if decision.also:
+            target += f" + {', '.join(decision.also)}"
         lines = [f"series {label} -> {target}"]
         lines.extend(f"  {line}" for line in decision.explanation)
+        if decision.vendor_evidence:
+            lines.append("  vendor facts:")
+            lines.extend(f"    {line}" for line in decision.vendor_evidence)
         if verbose:
             for trace in decision.traces:
                 lines.append("")

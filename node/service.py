@@ -70,7 +70,7 @@ def route_complete_series(
         return []
     decision = route(rules, rules.facts(headers), available)
     reason = route_reason(decision)
-    analyses = [decision.analysis] if decision.analysis else []
+    analyses = list(decision.analyses)
     not_before = 0.0
     if decision.analysis == LGE_ANALYSIS:
         options = (analysis_options or {}).get(LGE_ANALYSIS, {})

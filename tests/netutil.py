@@ -18,7 +18,7 @@ from typing import Any
 
 from pydicom import Dataset, dcmread
 from pynetdicom import AE, StoragePresentationContexts, evt
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import ParametricMapStorage, Verification  # type: ignore[attr-defined]
 
 from node.dimse import NoDelayServer
 
@@ -85,6 +85,9 @@ class PacsScp:
     def start(self) -> PacsScp:
         ae = AE(ae_title=self.ae_title)
         ae.supported_contexts = StoragePresentationContexts
+        # pynetdicom's default storage contexts lack Parametric Map Storage, which PACS such
+        # as Orthanc store; the node sends it for MOLLI fits and ECV maps.
+        ae.add_supported_context(ParametricMapStorage)
         ae.add_supported_context(Verification)
         ae.maximum_pdu_size = 0
         self.folder.mkdir(parents=True, exist_ok=True)
