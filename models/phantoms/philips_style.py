@@ -7,7 +7,8 @@ convention the node must read (issue 19; sources in ``docs/vendor-conventions.md
   inversion-recovery source images (ImageType ``ORIGINAL\\PRIMARY\\M_IR\\M\\IR``) followed by
   the scanner's T1 map (``DERIVED\\PRIMARY\\T1\\T1``, real-world value mapping in ms).
 * **Inversion time only in the private tag** (2005,1572), a 4-byte float, as the iBEAt
-  pipelines read Philips T1-mapping images; no standard InversionTime (0018,0082).  The
+  pipelines read Philips T1-mapping images; no standard InversionTime (0018,0082), and so
+  ScanningSequence GR only (InversionTime is type 2C on IR images).  The
   private creator of block (2005,15xx) is not publicly documented; "Philips MR Imaging DD
   006" is written so that the element is valid DICOM, and the node reads the element by its
   tag, as dcm2niix and iBEAt do.
@@ -108,6 +109,9 @@ def philips_molli_series_datasets(
         for source in sources:
             ti = float(source.InversionTime)
             del source.InversionTime
+            # Without InversionTime the MR Image module allows no IR in ScanningSequence
+            # (InversionTime is type 2C on it); the inversion is read from the private TI.
+            source.ScanningSequence = "GR"
             source.TriggerTime = map_ds.TriggerTime
             _philips_private_ti(source, ti)
         out.extend(sources)

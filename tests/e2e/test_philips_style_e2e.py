@@ -44,6 +44,11 @@ def _results(job: dict) -> dict:
 def test_philips_style_study_is_analysed_end_to_end(tmp_path: Path, pacs: PacsScp) -> None:
     study = write_philips_style_study(tmp_path / "study", seed=19)
     series = {s["kind"]: s for s in study["series"]}
+    # The inputs imitate Philips' conventions without breaking the standard.
+    native_files = series["native_molli"]["files"]
+    for path in (native_files[0], native_files[8], series["post_t1map"]["files"][0],
+                 series["lge_psir"]["files"][0]):
+        assert dciodvfy_errors(path) == [], path
     node = NodeProcess(tmp_path / "node", pacs.port, stable_age_s=2.0).start()
     try:
         for kind in ("native_molli", "post_t1map", "lge_psir"):
