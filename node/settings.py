@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from node.tls import TlsError, TlsSettings, parse_tls
+from plugins.t1map.reference import parse_site_ranges
 
 logger = logging.getLogger(__name__)
 
@@ -343,7 +344,7 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         destinations=tuple(destinations),
         manufacturer=str(writer.get("manufacturer", "cmr-node project")),
         institution_name=str(writer.get("institution_name") or "") or None,
-        analysis_options={k: dict(v) for k, v in dict(raw.get("analysis", {})).items()},
+        analysis_options=_analysis_options(dict(raw.get("analysis", {}))),
         orthanc=_orthanc_settings(orthanc, names),
         tls=_tls_settings(dict(raw.get("tls", {})), path),
         covariates_dir=(
@@ -353,6 +354,22 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         worker_name=_worker_name(node.get("worker_name", "")),
         job_lease_s=lease,
     )
+
+
+def _analysis_options(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``[analysis.<name>]`` tables; the T1 reference ranges are checked here, at load time."""
+    options = {name: dict(table) for name, table in raw.items()}
+    for name in ("t1map", "ecv"):
+        ranges = options.get(name, {}).get("normal_ranges")
+        if ranges is None:
+            continue
+        if not isinstance(ranges, Mapping):
+            raise SettingsError(f"analysis.{name}.normal_ranges must be a table of ranges")
+        try:
+            parse_site_ranges(ranges)
+        except ValueError as exc:
+            raise SettingsError(f"analysis.{name}.{exc}") from exc
+    return options
 
 
 def _catalog_url(value: Any) -> str | None:

@@ -11,7 +11,14 @@ once with the U-Net and once with the classical segmenter.  Per slice:
   myocardium (the published U-Net's measure: contour-induced error);
 * **|ΔT1| core**: the analysis' reported mean (conservative mid-wall core) minus the tissue
   T1 over the true core (as in ``tests/plugins/test_t1map.py``); its floor, the same core
-  rule applied to the true labels, is reported as well.
+  rule applied to the true labels, is reported as well, and so are the signed bias and the
+  range of reported minus true T1;
+* **ΔT1 septal mid-wall** (mid slices): the analysis' septal mid-wall T1 (AHA segments 8-9
+  over the core) minus the tissue T1 over the true core within 60 degrees of the septum.
+
+``--border realistic`` scores the same held-out subjects rendered with realistic myocardial
+borders (:func:`models.phantoms.t1map.sample_border_realism`: 6–8 mm slices, endocardial
+motion, a trabecular layer), the cohort that exposes endocardial partial volume.
 
 Four-chamber long-axis views (seeds from
 :data:`~models.t1seg.long_axis.LONG_AXIS_EVAL_SEED_START`) are scored as level ``"4ch"``:
@@ -45,12 +52,22 @@ import numpy as np
 import numpy.typing as npt
 
 from models.phantoms.long_axis import LongAxisSlice
-from models.phantoms.t1map import PhantomSlice
-from models.t1seg.data import EVAL_SEED_START, phantom_subject
+from models.phantoms.t1map import (
+    PhantomSlice,
+    make_t1map_stack,
+    pixel_angles,
+    sample_border_realism,
+)
+from models.t1seg.data import (
+    EVAL_SEED_START,
+    FIELD_STRENGTHS_T,
+    LEVELS_PER_SUBJECT,
+    phantom_subject,
+)
 from models.t1seg.long_axis import LONG_AXIS_EVAL_SEED_START, phantom_long_axis
 from models.t1seg.segmenter import DEFAULT_WEIGHTS, UNetT1Segmenter
 from plugins.api import Label, LoadedSeries, Severity, SourceFrame
-from plugins.t1map.analysis import analyse, conservative_core
+from plugins.t1map.analysis import analyse, conservative_core, measurement_core
 from plugins.t1map.long_axis import LEVEL_4CH, wall_geometry
 from plugins.t1map.segmenter import ClassicalSegmenter, Segmenter
 
@@ -99,6 +116,26 @@ class SliceScore:
     septal core (lesions included)."""
     delta_t1_lateral_ms: float | None = None
     """Four-chamber views: the same for the lateral wall."""
+    delta_t1_septal_midwall_ms: float | None = None
+    """Short-axis mid slices: the reported septal mid-wall T1 minus the tissue T1 over the
+    true core within 60 degrees of the septum."""
+
+
+BORDER_SEED_OFFSET: Final = 1_000_000
+"""The border realism of subject ``seed`` is drawn from ``seed + BORDER_SEED_OFFSET``."""
+
+
+def realistic_border_subject(seed: int) -> list[PhantomSlice]:
+    """The subject of :func:`~models.t1seg.data.phantom_subject` with realistic borders.
+
+    Same field-strength rule (even seeds 1.5 T, odd 3 T); the anatomy and map are drawn
+    anew with :func:`~models.phantoms.t1map.sample_border_realism`.
+    """
+    rng = np.random.default_rng(seed)
+    border = sample_border_realism(np.random.default_rng(seed + BORDER_SEED_OFFSET))
+    _, slices = make_t1map_stack(rng, field_strength_t=FIELD_STRENGTHS_T[seed % 2],
+                                 levels=LEVELS_PER_SUBJECT, border=border)
+    return slices
 
 
 def series_from_phantoms(slices: Sequence[PhantomSlice], uid: str) -> LoadedSeries:
@@ -135,6 +172,23 @@ def _midwall_truth(phantom: PhantomSlice, core: npt.NDArray[np.bool_]) -> float 
     return float(phantom.truth["myocardium_t1_true_ms"] + rise[core].mean())
 
 
+SEPTAL_HALF_WIDTH_RAD: Final = np.pi / 3.0
+
+
+def _septal_truth(phantom: PhantomSlice, core: npt.NDArray[np.bool_]) -> float | None:
+    """Tissue T1 (septal-lateral gradient and lesions included) over the septal true core."""
+    if phantom.rendered is None or phantom.heart is None:
+        return None
+    angles = pixel_angles(phantom.rendered, phantom.heart).astype(np.float64)
+    septal = core & (np.abs(np.angle(np.exp(1j * (angles - np.pi)))) < SEPTAL_HALF_WIDTH_RAD)
+    if not septal.any():
+        return None
+    gradient = 0.5 * phantom.heart.tissues.septal_lateral_gradient_ms * -np.cos(angles)
+    rise = phantom.rendered.lesion_fraction * phantom.rendered.lesion_rise_ms
+    tissue = phantom.truth["myocardium_t1_true_ms"] + gradient + rise
+    return float(np.mean(tissue[septal]))
+
+
 def _score_slice(method: str, seed: int, phantom: PhantomSlice, labels: npt.NDArray[np.uint8],
                  core_mean: float | None, analysed: bool,
                  uncertainty: float | None) -> SliceScore:
@@ -147,8 +201,9 @@ def _score_slice(method: str, seed: int, phantom: PhantomSlice, labels: npt.NDAr
     target = _midwall_truth(phantom, true_core)
     core_error = None if core_mean is None or target is None else core_mean - target
     floor = None
-    if target is not None:
-        floor = float(phantom.t1_ms[true_core].mean()) - target
+    floor_core = measurement_core(phantom.t1_ms, truth, phantom.pixel_spacing)
+    if target is not None and floor_core.any():
+        floor = float(phantom.t1_ms[floor_core].mean()) - target
     return SliceScore(
         method=method, seed=seed, field_strength_t=phantom.field_strength_t,
         level=phantom.level, spacing_mm=float(np.mean(phantom.pixel_spacing)),
@@ -162,12 +217,17 @@ def _score_slice(method: str, seed: int, phantom: PhantomSlice, labels: npt.NDAr
 
 
 def evaluate_phantoms(segmenters: Mapping[str, Segmenter], n_subjects: int = DEFAULT_SUBJECTS,
-                      seed_start: int = EVAL_SEED_START) -> list[SliceScore]:
-    """Score every method on the basal/mid/apical slices of ``n_subjects`` held-out subjects."""
+                      seed_start: int = EVAL_SEED_START,
+                      realistic_border: bool = False) -> list[SliceScore]:
+    """Score every method on the basal/mid/apical slices of ``n_subjects`` held-out subjects.
+
+    With ``realistic_border`` the subjects come from :func:`realistic_border_subject`.
+    """
     scores: list[SliceScore] = []
+    subject = realistic_border_subject if realistic_border else phantom_subject
     for k in range(n_subjects):
         seed = seed_start + k
-        slices = phantom_subject(seed)
+        slices = subject(seed)
         series = series_from_phantoms(slices, f"2.25.{seed}")
         for method, segmenter in segmenters.items():
             result = analyse(series, {"segmenter": segmenter})
@@ -186,8 +246,15 @@ def evaluate_phantoms(segmenters: Mapping[str, Segmenter], n_subjects: int = DEF
                 row: Mapping[str, Any] = next(
                     (r for r in result.extra["slices"] if r["frame_index"] == index), {})
                 uncertainty = row.get("segmentation_uncertainty")
-                scores.append(_score_slice(method, seed, phantom, labels, core_mean,
-                                           found is not None and not failed, uncertainty))
+                score = _score_slice(method, seed, phantom, labels, core_mean,
+                                     found is not None and not failed, uncertainty)
+                septal = (result.extra.get("aha") or {}).get("septal_midwall")
+                if phantom.level == "mid" and septal is not None:
+                    target = _septal_truth(
+                        phantom, conservative_core(phantom.labels, phantom.pixel_spacing))
+                    if target is not None:
+                        score.delta_t1_septal_midwall_ms = float(septal["mean"]) - target
+                scores.append(score)
         logger.info("subject %d/%d done", k + 1, n_subjects)
     return scores
 
@@ -313,6 +380,9 @@ def summarise(scores: Sequence[SliceScore]) -> dict[str, dict[str, dict[str, Any
             dice = np.array([s.myocardium_dice for s in rows])
             contour = [s.delta_t1_contour_ms for s in rows]
             core = [s.delta_t1_core_ms for s in rows if s.analysed]
+            signed = [c for c in core if c is not None]
+            septal = [s.delta_t1_septal_midwall_ms for s in rows
+                      if s.delta_t1_septal_midwall_ms is not None]
             summary[method][name] = {
                 "slices": len(rows),
                 "analysed": sum(s.analysed for s in rows),
@@ -325,6 +395,11 @@ def summarise(scores: Sequence[SliceScore]) -> dict[str, dict[str, dict[str, Any
                 "delta_t1_contour_bias_ms": _round(_mean([c for c in contour
                                                           if c is not None])),
                 "abs_delta_t1_core_ms": _round(_mean_abs(core)),
+                "delta_t1_core_bias_ms": _round(_mean(signed)),
+                "delta_t1_core_min_ms": _round(min(signed)) if signed else None,
+                "delta_t1_core_max_ms": _round(max(signed)) if signed else None,
+                "delta_t1_septal_midwall_bias_ms": _round(_mean(septal)),
+                "abs_delta_t1_septal_midwall_ms": _round(_mean_abs(septal)),
                 "abs_delta_t1_core_true_labels_ms": _round(_mean_abs(
                     [s.delta_t1_core_true_labels_ms for s in rows if s.analysed])),
                 "uncertainty_mean": _round(_mean([s.uncertainty for s in rows
@@ -420,8 +495,9 @@ def _table(summary: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
     lines = [
         "| method | group | slices | analysed | myo Dice mean ± SD | myo Dice p10 | LV Dice | "
         "RV Dice | mean \\|ΔT1\\| contour (ms) | ΔT1 contour bias (ms) | "
-        "mean \\|ΔT1\\| core (ms) | core floor, true labels (ms) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "mean \\|ΔT1\\| core (ms) | ΔT1 core bias [min, max] (ms) | "
+        "core floor, true labels (ms) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for method, groups in summary.items():
         for name, g in groups.items():
@@ -431,7 +507,8 @@ def _table(summary: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
                 f"{g['myocardium_dice_p10']:.3f} | {g['lv_dice_mean']:.3f} | "
                 f"{g['rv_dice_mean']:.3f} | {g['abs_delta_t1_contour_ms']} | "
                 f"{g['delta_t1_contour_bias_ms']} | {g['abs_delta_t1_core_ms']} | "
-                f"{g['abs_delta_t1_core_true_labels_ms']} |"
+                f"{g['delta_t1_core_bias_ms']} [{g['delta_t1_core_min_ms']}, "
+                f"{g['delta_t1_core_max_ms']}] | {g['abs_delta_t1_core_true_labels_ms']} |"
             )
     return "\n".join(lines)
 
@@ -447,6 +524,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="only run the inference benchmark and print it as JSON")
     parser.add_argument("--no-classical", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="do not update the JSON")
+    parser.add_argument("--border", choices=("plain", "realistic", "both"), default="both",
+                        help="phantom borders: the training renderer's, realistic ones "
+                        "(slice thickness, endocardial motion, trabeculae), or both")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     import torch
@@ -460,10 +540,14 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_classical:
         segmenters["classical"] = ClassicalSegmenter()
     started = time.perf_counter()
-    scores = evaluate_phantoms(segmenters, args.subjects)
-    if args.long_axis_views > 0:
+    scores = (evaluate_phantoms(segmenters, args.subjects)
+              if args.border in ("plain", "both") else [])
+    if args.long_axis_views > 0 and args.border != "realistic":
         scores += evaluate_long_axis(segmenters, args.long_axis_views)
     summary = summarise(scores)
+    realistic = (summarise(evaluate_phantoms(segmenters, args.subjects,
+                                             realistic_border=True))
+                 if args.border in ("realistic", "both") else {})
     sunnybrook = evaluate_sunnybrook(segmenters) if SUNNYBROOK.exists() else {}
     bench = json.loads(subprocess.run(
         [sys.executable, "-m", "models.t1seg.evaluate", "--benchmark", "--weights",
@@ -476,6 +560,7 @@ def main(argv: list[str] | None = None) -> None:
                                          LONG_AXIS_EVAL_SEED_START + args.long_axis_views - 1]}
            if args.long_axis_views > 0 else {}),
         "phantoms": summary,
+        **({"phantoms_realistic_border": realistic} if realistic else {}),
         "sunnybrook_cine_remapped": sunnybrook,
         "benchmark": bench,
         "minutes": round((time.perf_counter() - started) / 60.0, 1),
@@ -487,6 +572,10 @@ def main(argv: list[str] | None = None) -> None:
         record["evaluation"] = evaluation
         metadata.write_text(json.dumps(record, indent=2) + "\n")
     print(_table(summary))
+    if realistic:
+        print()
+        print("Realistic myocardial borders (slice thickness, endocardial motion, trabeculae):")
+        print(_table(realistic))
     for method, groups in summary.items():
         if LEVEL_4CH in groups:
             g = groups[LEVEL_4CH]

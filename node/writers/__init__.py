@@ -205,6 +205,20 @@ def weights_text(provenance: Provenance) -> str:
     return f"{model or 'model'} weights sha256 {provenance.model_sha256}"
 
 
+def reference_range_text(result: AnalysisResult) -> str | None:
+    """The result's statement about its reference range, if the analysis compares with one.
+
+    ``result.extra["reference_range"]["text"]`` names the range and its source when one
+    matched the series' vendor, sequence and field strength, or says "no reference range for
+    this sequence" (values only); ``None`` for analyses without reference ranges.
+    """
+    block = result.extra.get("reference_range")
+    if not isinstance(block, dict):
+        return None
+    text = block.get("text")
+    return str(text) if text else None
+
+
 def frame_description(result: AnalysisResult, frame_index: int) -> str:
     """Return how a frame is named to a reader: its level if analysed, and its 1-based number."""
     number = f"frame {frame_index + 1}"

@@ -40,6 +40,7 @@ from node.writers import (
     algorithm_family,
     algorithm_parameters,
     frame_description,
+    reference_range_text,
     weights_text,
 )
 from node.writers.seg import segment_tracking_uid, to_pydicom_code, used_segments
@@ -67,6 +68,8 @@ QUALITATIVE_EVALUATIONS = PydicomCode("C0034375", "UMLS", "Qualitative Evaluatio
 DISCLAIMER_CONCEPT = PydicomCode("DISCLAIMER", LOCAL_SCHEME, "Disclaimer")
 METHOD_CONCEPT = PydicomCode("METHOD", LOCAL_SCHEME, "Method description")
 WEIGHTS_CONCEPT = PydicomCode("WEIGHTS", LOCAL_SCHEME, "Model weights")
+REFERENCE_RANGE_CONCEPT = PydicomCode("REFRANGE", LOCAL_SCHEME, "Reference range")
+"""Which normal range the z-scores use, or that none matches the sequence (values only)."""
 QC_CONCEPTS: dict[Severity, PydicomCode] = {
     Severity.INFO: PydicomCode("QC-INFO", LOCAL_SCHEME, "Quality control information"),
     Severity.WARNING: PydicomCode("QC-WARNING", LOCAL_SCHEME, "Quality control warning"),
@@ -275,6 +278,7 @@ def _document_texts(
         name=QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS
     )
     provenance = result.provenance
+    reference = reference_range_text(result)
     container.ContentSequence = hd.sr.ContentSequence(
         [
             _text(DISCLAIMER_CONCEPT, DISCLAIMER),
@@ -283,6 +287,7 @@ def _document_texts(
                 f"{provenance.algorithm_name} {provenance.algorithm_version}: {provenance.method}",
             ),
             _text(WEIGHTS_CONCEPT, weights_text(provenance)),
+            *([_text(REFERENCE_RANGE_CONCEPT, reference)] if reference else []),
             *extra,
         ]
     )

@@ -26,6 +26,7 @@ from node.writers import (
     WriterSettings,
     display_name,
     frame_description,
+    reference_range_text,
     weights_text,
 )
 from plugins.api import (
@@ -483,6 +484,8 @@ def render_summary(result: AnalysisResult, series: LoadedSeries) -> Image.Image:
             SMALL_SIZE,
         ),
         _Line(f"Method: {provenance.method}", MUTED, SMALL_SIZE),
+        *([_Line(f"Reference range: {reference}", TEXT, SMALL_SIZE)]
+          if (reference := reference_range_text(result)) else []),
         _Line(DISCLAIMER, DISCLAIMER_COLOUR, TEXT_SIZE, True),
     ]
     half = (full_width - GAP) / 2

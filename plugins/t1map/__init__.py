@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import contextlib
 
-from plugins.t1map.analysis import ALGORITHM_NAME, NAME, VERSION, QCCode, analyse, conservative_core
+from plugins.t1map.analysis import (
+    ALGORITHM_NAME,
+    NAME,
+    VERSION,
+    QCCode,
+    analyse,
+    conservative_core,
+    measurement_core,
+)
 from plugins.t1map.segmenter import (
     ClassicalSegmenter,
     SegmentationOutput,
@@ -39,6 +47,7 @@ __all__ = [
     "TissueRanges",
     "analyse",
     "conservative_core",
+    "measurement_core",
     "tissue_ranges",
     "warm_up",
 ]

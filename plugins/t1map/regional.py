@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -14,6 +13,7 @@ from plugins import codes
 from plugins.api import Label, LoadedSeries, Measurement, QCFlag, SliceResult
 from plugins.cardiac.aha import SEGMENT_NAMES, segment_statistics
 from plugins.cardiac.regions import slice_segment_maps
+from plugins.t1map.reference import ReferenceRange
 
 logger = logging.getLogger(__name__)
 
@@ -25,85 +25,8 @@ MIN_SEGMENT_PIXELS = 10
 #: pattern; the span covers normal to clearly raised T1.
 NORMAL_T1_CENTRE_MS = {1.5: 1000.0, 3.0: 1175.0}
 DISPLAY_HALF_SPAN_MS = 150.0
-
-
-@dataclass(frozen=True)
-class NormalRange:
-    """Normal native myocardial T1 (mean and SD over healthy subjects) for one field strength.
-
-    Attributes
-    ----------
-    field_strength_t
-        1.5 or 3 (tesla).
-    mean_ms, sd_ms
-        Mean and standard deviation of healthy myocardial T1.
-    source
-        Where the range comes from (publication, or the site's own validation).
-    """
-
-    field_strength_t: float
-    mean_ms: float
-    sd_ms: float
-    source: str
-
-    def z_score(self, t1_ms: float) -> float:
-        """Standard deviations of ``t1_ms`` from the normal mean."""
-        return (t1_ms - self.mean_ms) / self.sd_ms
-
-
-PUBLISHED_NORMAL_RANGES: Final[Mapping[float, NormalRange]] = {
-    1.5: NormalRange(
-        1.5, 950.0, 21.0,
-        "MOLLI, Dabir D et al., J Cardiovasc Magn Reson 2014;16:69 (International T1 "
-        "Multicenter study); replace with the site's local range (Messroghli DR et al., "
-        "J Cardiovasc Magn Reson 2017;19:75)",
-    ),
-    3.0: NormalRange(
-        3.0, 1052.0, 23.0,
-        "MOLLI, Dabir D et al., J Cardiovasc Magn Reson 2014;16:69 (International T1 "
-        "Multicenter study); replace with the site's local range (Messroghli DR et al., "
-        "J Cardiovasc Magn Reson 2017;19:75)",
-    ),
-}
-"""Default normal ranges by field strength; ``options["normal_ranges"]`` overrides them."""
-
-
-def normal_range(
-    field_strength_t: float | None, overrides: Mapping[str, Any] | None = None
-) -> NormalRange | None:
-    """The normal range for a field strength: the site's (``overrides``) or the published one.
-
-    Parameters
-    ----------
-    field_strength_t
-        Field strength of the series; ``None`` gives no range.
-    overrides
-        ``{"1.5": {"mean_ms": ..., "sd_ms": ..., "source": ...}, "3": {...}}`` from the
-        analysis options.
-
-    Raises
-    ------
-    ValueError
-        If an override lacks a positive SD or a mean.
-    """
-    if field_strength_t is None:
-        return None
-    ranges: dict[float, NormalRange] = dict(PUBLISHED_NORMAL_RANGES)
-    for key, item in (overrides or {}).items():
-        try:
-            field = float(key)
-            mean, sd = float(item["mean_ms"]), float(item["sd_ms"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(
-                f"normal_ranges[{key!r}] needs a field strength key and mean_ms and sd_ms"
-            ) from exc
-        if sd <= 0:
-            raise ValueError(f"normal_ranges[{key!r}].sd_ms must be positive")
-        ranges[field] = NormalRange(field, mean, sd, str(item.get("source", "site setting")))
-    nearest = min(ranges, key=lambda f: abs(f - field_strength_t))
-    if abs(nearest - field_strength_t) > 0.5:
-        return None
-    return ranges[nearest]
+#: Mid-ventricular anteroseptal and inferoseptal AHA segments.
+SEPTAL_MID_SEGMENTS = (8, 9)
 
 
 def display_range(field_strength_t: float | None, means: Sequence[float]) -> tuple[float, float]:
@@ -121,7 +44,7 @@ def aha_t1(
     slices: Sequence[SliceResult],
     scale: float,
     field_strength_t: float | None = None,
-    normal: NormalRange | None = None,
+    normal: ReferenceRange | None = None,
 ) -> tuple[dict[str, Any] | None, list[QCFlag]]:
     """Mean, SD and median T1 per AHA segment over the slices' conservative cores.
 
@@ -137,7 +60,8 @@ def aha_t1(
     field_strength_t
         Chooses the fixed colour scale of the bullseye.
     normal
-        Normal range giving each segment's z-score, if known.
+        Reference range matching the series' vendor, sequence and field strength; without
+        one no z-score is computed.
 
     Returns
     -------
@@ -191,14 +115,26 @@ def aha_t1(
             field_strength_t, [v["mean"] for v in segments.values() if v["mean"] is not None]
         ),
         "insertion_points": insertion,
-        "normal_range": None if normal is None else {
-            "field_strength_t": normal.field_strength_t,
-            "mean_ms": normal.mean_ms,
-            "sd_ms": normal.sd_ms,
-            "source": normal.source,
-        },
+        "normal_range": None if normal is None else normal.as_dict(),
+        "septal_midwall": _septal_midwall(stats),
     }
     return block, flags
+
+
+def _septal_midwall(stats: Mapping[int, Any]) -> dict[str, Any] | None:
+    """Pixel-weighted T1 of the mid-ventricular septal segments (8 and 9) over the core.
+
+    The SCMR/EACVI consensus recommends a conservative septal region of interest on the
+    mid-ventricular short-axis slice for native T1 (Messroghli DR et al., J Cardiovasc Magn
+    Reson 2017;19:75): the septum is the thickest wall, away from the lateral wall's
+    susceptibility artefacts near the lung.
+    """
+    parts = [stats[n] for n in SEPTAL_MID_SEGMENTS if n in stats and stats[n].mean is not None]
+    n_pixels = sum(int(st.n_pixels) for st in parts)
+    if n_pixels < MIN_SEGMENT_PIXELS:
+        return None
+    mean = sum(float(st.mean) * int(st.n_pixels) for st in parts) / n_pixels
+    return {"segments": list(SEPTAL_MID_SEGMENTS), "n_pixels": n_pixels, "mean": _round(mean)}
 
 
 def segment_measurements(block: Mapping[str, Any] | None) -> list[Measurement]:

@@ -35,7 +35,7 @@ from node.status import StatusServer
 from plugins import PLUGIN_NAMES
 from plugins.lge import LgeContrast
 from plugins.lge.analysis import N_SD_RANGE
-from plugins.t1map.regional import normal_range
+from plugins.t1map.reference import parse_site_ranges
 
 yaml = pytest.importorskip("yaml", reason="PyYAML parses the compose and Kubernetes files")
 
@@ -143,9 +143,8 @@ def check_analysis_options(settings: Settings) -> None:
     """Values of the analysis options are ones the plugins accept."""
     t1map = settings.analysis_options.get("t1map", {})
     if "normal_ranges" in t1map:
-        for field_t in (1.5, 3.0):
-            normal = normal_range(field_t, t1map["normal_ranges"])
-            assert normal is not None and normal.sd_ms > 0
+        for reference in parse_site_ranges(t1map["normal_ranges"]):
+            assert reference.sd_ms > 0 and reference.vendor != "unknown"
     lge = settings.analysis_options.get("lge", {})
     if "n_sd" in lge:
         assert N_SD_RANGE[0] <= float(lge["n_sd"]) <= N_SD_RANGE[1]

@@ -18,12 +18,14 @@ from models.phantoms.__main__ import main as cli_main
 from models.phantoms.anatomy import LEVELS, HeartCase, RenderedSlice, Structure
 from models.phantoms.t1map import (
     MAX_T1_MS,
+    BorderRealism,
     PhantomSlice,
     make_heart_case,
     make_molli_source,
     make_t1map_slice,
     make_t1map_stack,
     molli_inversion_times,
+    sample_border_realism,
 )
 from models.phantoms.tissues import (
     BLOOD_T1_RANGE_MS,
@@ -502,3 +504,36 @@ def test_synthetic_study_of_a_leap_day_has_a_birth_date() -> None:
 
     info = StudyInfo.synthetic(255)
     assert len(info.patient_birth_date) == 8 and info.patient_birth_date < "20240229"
+
+
+def _inner_wall_t1(s: PhantomSlice) -> float:
+    """Noise-free map T1 over the myocardial pixels touching the LV blood pool label."""
+    assert s.t1_clean_ms is not None
+    ring = (s.labels == Label.MYOCARDIUM) & ndimage.binary_dilation(
+        s.labels == Label.LV_BLOOD_POOL, structure=EIGHT)
+    return float(s.t1_clean_ms[ring].mean())
+
+
+def test_border_realism_is_off_by_default() -> None:
+    kwargs = {"field_strength_t": 3.0, "shape": (160, 160), "pixel_spacing": (1.6, 1.6)}
+    plain = make_t1map_slice(np.random.default_rng(7), **kwargs)
+    inactive = make_t1map_slice(np.random.default_rng(7), border=BorderRealism(), **kwargs)
+    assert not BorderRealism().active
+    np.testing.assert_array_equal(plain.t1_ms, inactive.t1_ms)
+    np.testing.assert_array_equal(plain.labels, inactive.labels)
+
+
+def test_realistic_borders_mix_blood_into_the_inner_wall() -> None:
+    kwargs = {"field_strength_t": 3.0, "shape": (160, 160), "pixel_spacing": (1.6, 1.6)}
+    plain = make_t1map_slice(np.random.default_rng(7), **kwargs)
+    border = BorderRealism(slice_thickness_mm=8.0, endocardial_motion_mm=4.0,
+                           trabecular_layer_mm=3.0, trabecular_count=60, n_renders=7)
+    real = make_t1map_slice(np.random.default_rng(7), border=border, **kwargs)
+    assert real.truth["myocardium_t1_true_ms"] == plain.truth["myocardium_t1_true_ms"]
+    # Blood (~1900 ms at 3 T) smeared over the endocardium raises the inner wall's T1.
+    assert _inner_wall_t1(real) > _inner_wall_t1(plain) + 30.0
+    # The labels still mark the compact wall: about the same myocardial area.
+    area = (real.labels == Label.MYOCARDIUM).sum() / (plain.labels == Label.MYOCARDIUM).sum()
+    assert 0.85 < area < 1.15
+    drawn = sample_border_realism(np.random.default_rng(0))
+    assert drawn.active and 6.0 <= drawn.slice_thickness_mm <= 8.0

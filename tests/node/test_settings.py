@@ -49,3 +49,38 @@ def test_invalid_settings_are_explained(tmp_path: Path, body: str, message: str)
     cfg.write_text(body)
     with pytest.raises(SettingsError, match=message):
         load_settings(cfg)
+
+
+def test_site_reference_ranges_are_keyed_by_vendor_sequence_and_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(
+        "[analysis.t1map.normal_ranges.molli_3t]\n"
+        'vendor = "Siemens"\nsequence_family = "molli"\nfield_strength_t = 3.0\n'
+        'mean_ms = 1200.0\nsd_ms = 40.0\nsource = "our volunteers"\n'
+    )
+    s = load_settings(cfg)
+    ranges = s.analysis_options["t1map"]["normal_ranges"]
+    assert ranges["molli_3t"]["mean_ms"] == 1200.0
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        # The former format, keyed by field strength only, cannot be matched to a sequence.
+        ('[analysis.t1map.normal_ranges."3"]\nmean_ms = 1052.0\nsd_ms = 23.0\n'
+         'source = "x"\n', "vendor"),
+        ("[analysis.t1map.normal_ranges.a]\n"
+         'vendor = "ge"\nsequence_family = "molli"\nfield_strength_t = 1.5\n'
+         'mean_ms = 1000.0\nsd_ms = 0\nsource = "x"\n', "sd_ms"),
+        ("[analysis.t1map.normal_ranges.a]\n"
+         'vendor = "unknown"\nsequence_family = "molli"\nfield_strength_t = 1.5\n'
+         'mean_ms = 1000.0\nsd_ms = 30\nsource = "x"\n', "vendor"),
+    ],
+)
+def test_malformed_reference_ranges_are_refused_at_load(
+    tmp_path: Path, body: str, message: str
+) -> None:
+    cfg = tmp_path / "node.toml"
+    cfg.write_text(body)
+    with pytest.raises(SettingsError, match=f"normal_ranges.*{message}"):
+        load_settings(cfg)

@@ -860,3 +860,24 @@ def test_multi_frame_source_is_referenced_per_frame(tmp_path: Path) -> None:
         if g.roi is not None
     }
     assert referenced == {1, 2, 3}
+
+
+def test_reference_range_statement_reaches_the_sr_and_the_summary(tmp_path: Path) -> None:
+    from node.writers import reference_range_text
+    from node.writers.summary import render_summary
+
+    case = make_case()
+    statement = ("no reference range for this sequence (vendor unknown, sequence unknown, "
+                 "1.5 T): values only, no z-scores")
+    result = replace(case.result, extra={**case.result.extra,
+                                         "reference_range": {"available": False,
+                                                             "text": statement}})
+    assert reference_range_text(case.result) is None
+    assert reference_range_text(result) == statement
+    built = build(Case(result, case.series, case.sources))
+    for kind in ("sr", "sr-summary"):
+        ds = roundtrip(built[kind].dataset, tmp_path / f"{kind}.dcm")
+        assert statement in _texts(ds), kind
+    without = render_summary(case.result, case.series)
+    with_statement = render_summary(result, case.series)
+    assert with_statement.size[1] > without.size[1]
