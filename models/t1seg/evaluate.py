@@ -524,7 +524,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="only run the inference benchmark and print it as JSON")
     parser.add_argument("--no-classical", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="do not update the JSON")
-    parser.add_argument("--border", choices=("plain", "realistic", "both"), default="both",
+    parser.add_argument("--border", choices=("plain", "realistic", "both"), default="plain",
                         help="phantom borders: the training renderer's, realistic ones "
                         "(slice thickness, endocardial motion, trabeculae), or both")
     args = parser.parse_args(argv)
