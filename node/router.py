@@ -1577,6 +1577,30 @@ class RouteDecision:
                 return trace
         raise KeyError(f"no rules for analysis {analysis!r}")
 
+    def headline(self) -> str:
+        """The outcome in a few words, for one log line (condition ids, never header text)."""
+        if self.analysis is not None:
+            return f"{' + '.join(self.analyses)} by {self.matched_rule}"
+        by_outcome: dict[Outcome, list[RuleTrace]] = {}
+        for trace in self.traces:
+            by_outcome.setdefault(trace.outcome, []).append(trace)
+        if Outcome.NOT_INSTALLED in by_outcome:
+            names = ", ".join(t.analysis for t in by_outcome[Outcome.NOT_INSTALLED])
+            return f"matches {names}, not installed"
+        if Outcome.REJECTED in by_outcome:
+            ids = dict.fromkeys(
+                r.condition_id for t in by_outcome[Outcome.REJECTED] for r in t.rejected_by
+            )
+            return "excluded by " + ", ".join(list(ids)[:3])
+        if Outcome.REQUIREMENT_FAILED in by_outcome:
+            ids = dict.fromkeys(
+                r.condition_id
+                for t in by_outcome[Outcome.REQUIREMENT_FAILED]
+                for r in t.failed_requirements
+            )
+            return "requirement not met: " + ", ".join(list(ids)[:3])
+        return "not identified by any analysis' rules"
+
     def explain(self, verbose: bool = True) -> str:
         """The decision as text: a headline, the explanation and, if verbose, every trace."""
         return format_explanation(self, verbose=verbose)
@@ -1655,19 +1679,9 @@ class Router:
             vendor_evidence=facts.vendor_evidence,
             also=also,
         )
-        if chosen is not None:
-            logger.info(
-                "series %s routed to %s by %s",
-                decision.series_instance_uid,
-                decision.analysis,
-                decision.matched_rule,
-            )
-        else:
-            logger.info(
-                "series %s matches no installed analysis: %s",
-                decision.series_instance_uid,
-                "; ".join(explanation[1:]) or "no rules",
-            )
+        # The caller logs the outcome in one line (RouteDecision.headline); the full
+        # explanation is for `cmr-node route`, `cmr-node status` and the dashboard.
+        logger.debug("series %s: %s", decision.series_instance_uid, " | ".join(explanation))
         if warnings and warnings[0].startswith("WARNING"):
             logger.warning("series %s: %s", decision.series_instance_uid, warnings[0])
         return decision

@@ -81,9 +81,10 @@ def route_complete_series(
     job_ids = catalog.route_series(series_uid, generation, analyses, reason,
                                    not_before=not_before)
     if job_ids:
-        logger.info("series %s -> %s (jobs %s)", series_uid, analyses, job_ids)
+        logger.info("series %s routed: %s (jobs %s)", series_uid, decision.headline(), job_ids)
     else:
-        logger.info("series %s not analysed: %s", series_uid, reason)
+        short = decision.headline() if decision.analysis is None else reason
+        logger.info("series %s not analysed: %s", series_uid, short)
         job_ids = _reanalyse_lge_for_cine(catalog, series_uid, headers[0])
     return job_ids
 

@@ -663,6 +663,29 @@ def test_default_rules_route_realistic_headers(rules, case: Case):
         assert trace.outcome is not Outcome.MATCHED
 
 
+@pytest.mark.parametrize("case", CASES, ids=[c.label for c in CASES])
+def test_headline_is_short_and_carries_no_header_text(rules, case: Case):
+    header = {**case.header, "ImageComments": "Patient Jane Doe, room 12"}
+    decision = route(rules, _facts(case.vendor, header), case.available)
+    headline = decision.headline()
+    assert 0 < len(headline) <= 120, headline
+    assert "Jane Doe" not in headline
+    description = str(case.header.get("SeriesDescription", "")).strip()
+    if description:
+        assert description not in headline
+    if decision.analysis is not None:
+        assert headline.startswith(decision.analysis) and str(decision.matched_rule) in headline
+    else:
+        deciding = {
+            r.condition_id
+            for t in decision.traces
+            for r in (*t.rejected_by, *t.failed_requirements)
+        }
+        assert not deciding or any(cid in headline for cid in deciding) or (
+            "not installed" in headline
+        ), headline
+
+
 def test_matched_decision_names_rule_and_summarises_other_analyses(rules):
     facts = _facts(
         SIEMENS, {"SeriesDescription": "MOLLI_T1MAP_SAX_MOCO_T1", "ImageType": SIEMENS_MAP_TYPE}
