@@ -3,6 +3,10 @@
 Status values are those of PS3.4 Annex B.2.3 (Storage Service Class) and PS3.7 Annex C.
 Both sides of every association disable Nagle's algorithm (``TCP_NODELAY``): DIMSE exchanges
 many small PDUs, and with Nagle on, throughput drops 10-70x (see STACK.md).
+
+Every association the node requests (:class:`NoDelayAE`) also gets a correct pause handshake
+between the caller and pynetdicom's reactor thread (:class:`ReactorCheckpoint`): pynetdicom
+3.0.4 can lose a C-STORE response under CPU load (docs/pynetdicom-send-c-store-race.md).
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ from __future__ import annotations
 import enum
 import logging
 import socket
+import threading
 from typing import Any
 
 from pynetdicom import AE
+from pynetdicom.association import Association
 from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 
 logger = logging.getLogger(__name__)
@@ -80,8 +86,102 @@ class _NoDelayAssociationSocket(AssociationSocket):
         return sock
 
 
+#: How often a caller waiting for the reactor to pause checks that the reactor still runs.
+PAUSE_CHECK_S = 0.05
+
+
+class ReactorCheckpoint(threading.Event):
+    """The gate of a pynetdicom association's reactor, with a pause that waits for the reactor.
+
+    pynetdicom 3.0.4 pauses an association's reactor thread before a DIMSE exchange (e.g.
+    ``send_c_store``) by clearing ``Association._reactor_checkpoint`` and then polling
+    ``Association._is_paused``.  The reactor sets ``_is_paused = True`` just before it waits on
+    the checkpoint and ``False`` just after; between two exchanges the flag can still be True
+    from the previous pause while the reactor, woken by the last ``set()``, has not yet run
+    again.  The caller then sends its request, and the reactor's next
+    ``dimse.get_msg(block=False)`` can take the response off the queue ("Received unexpected
+    C-STORE service message"): the caller waits out its DIMSE timeout for nothing.
+
+    Here :meth:`clear` (the pause) returns only once the reactor is blocked in :meth:`wait`,
+    and a reactor woken by an earlier :meth:`set` but not yet running stays blocked: the
+    ``_is_paused`` poll that follows the pause then reads a True that holds.  ``clear`` does
+    not wait when called by the reactor thread itself (its network-timeout release) or when
+    the reactor does not run.
+
+    Parameters
+    ----------
+    reactor
+        The association whose thread runs the reactor.
+    """
+
+    def __init__(self, reactor: threading.Thread) -> None:
+        super().__init__()
+        self._reactor = reactor
+        self._gate = threading.Condition(threading.Lock())
+        self._open = True
+        self._blocked = 0
+
+    def is_set(self) -> bool:
+        """Whether the reactor may run."""
+        with self._gate:
+            return self._open
+
+    def set(self) -> None:
+        """Let the reactor run."""
+        with self._gate:
+            self._open = True
+            self._gate.notify_all()
+
+    def clear(self) -> None:
+        """Pause the reactor: return once it is blocked at the checkpoint (or does not run)."""
+        with self._gate:
+            self._open = False
+            if threading.current_thread() is self._reactor:
+                return
+            while not self._blocked and not self._open and self._reactor.is_alive():
+                self._gate.wait(PAUSE_CHECK_S)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Called by the reactor: block while paused (re-checked after every wake-up)."""
+        with self._gate:
+            self._blocked += 1
+            self._gate.notify_all()
+            try:
+                return self._gate.wait_for(lambda: self._open, timeout)
+            finally:
+                self._blocked -= 1
+
+
+def install_pause_handshake(assoc: Association) -> None:
+    """Give a requested association the correct reactor pause (:class:`ReactorCheckpoint`).
+
+    Raises
+    ------
+    RuntimeError
+        When the association lacks pynetdicom 3.0's reactor checkpoint (pynetdicom changed:
+        the workaround must be revisited; see docs/pynetdicom-send-c-store-race.md).
+    """
+    current = getattr(assoc, "_reactor_checkpoint", None)
+    if not isinstance(current, threading.Event) or not hasattr(assoc, "_is_paused"):
+        raise RuntimeError(
+            "pynetdicom's Association has no _reactor_checkpoint/_is_paused: the pause"
+            " handshake of node.dimse must be revisited for this pynetdicom version"
+        )
+    if isinstance(current, ReactorCheckpoint):
+        return
+    assoc._reactor_checkpoint = ReactorCheckpoint(assoc)
+    current.set()  # a reactor still waiting on the old gate moves on to the new one
+
+
 class NoDelayAE(AE):
-    """A pynetdicom AE whose outgoing associations use TCP_NODELAY."""
+    """A pynetdicom AE whose outgoing associations use TCP_NODELAY and a safe reactor pause."""
+
+    def associate(self, *args: Any, **kwargs: Any) -> Association:
+        """As :meth:`pynetdicom.ae.ApplicationEntity.associate`, with
+        :func:`install_pause_handshake` on the association."""
+        assoc = super().associate(*args, **kwargs)
+        install_pause_handshake(assoc)
+        return assoc
 
     def _create_socket(self, assoc: Any, address: Any, tls_args: Any) -> AssociationSocket:
         sock = _NoDelayAssociationSocket(assoc, address=address)
