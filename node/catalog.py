@@ -38,7 +38,9 @@ WORKER_LOCK_CLASS = 0x434D5257  # "CMRW"
 """First key of the PostgreSQL advisory locks that hold worker names."""
 
 SCHEMA_VERSION = 2
-"""2: jobs record the worker that claimed them and its last heartbeat."""
+"""2: jobs record the worker that claimed them and its last heartbeat.  (Outbox rows also
+record when a delivery attempt started, ``attempt_started_at``: a column added in place to
+catalogs that lack it, whatever their version.)"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -105,6 +107,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error          TEXT,
     created_at          REAL NOT NULL,
     sent_at             REAL,
+    attempt_started_at  REAL,
     UNIQUE (job_id, destination, sop_instance_uid)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
@@ -202,10 +205,13 @@ CatalogLocation = Path | str
 def _added_columns(db: SqliteDatabase) -> None:
     """Bring an SQLite catalog of schema 1 to schema 2 (columns added, nothing lost)."""
     have = {r["name"] for r in db._query("PRAGMA table_info(jobs)")}
+    outbox = {r["name"] for r in db._query("PRAGMA table_info(outbox)")}
     with db._tx() as cur:
         for column, kind in (("worker", "TEXT"), ("heartbeat_at", "REAL")):
             if column not in have:
                 cur.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        if "attempt_started_at" not in outbox:
+            cur.execute("ALTER TABLE outbox ADD COLUMN attempt_started_at REAL")
 
 
 class Catalog:
@@ -226,6 +232,9 @@ class Catalog:
         try:
             if isinstance(location, str) and is_postgres_url(location):
                 self._db = PostgresDatabase(location, _SCHEMA)
+                with self._db._tx() as cur:  # added in place, see SCHEMA_VERSION
+                    cur.execute("ALTER TABLE outbox ADD COLUMN IF NOT EXISTS"
+                                " attempt_started_at DOUBLE PRECISION")
             else:
                 self._db = SqliteDatabase(Path(location), _SCHEMA)
                 _added_columns(self._db)
@@ -403,6 +412,14 @@ class Catalog:
     def known_paths(self) -> set[str]:
         """Spool paths of every recorded instance."""
         return {r["path"] for r in self._query("SELECT path FROM instances")}
+
+    def instance_location(self, sop_uid: str) -> tuple[Path, str] | None:
+        """(spool path, Series Instance UID) of a recorded instance, or None."""
+        rows = self._query(
+            "SELECT path, series_instance_uid FROM instances WHERE sop_instance_uid=?",
+            (sop_uid,),
+        )
+        return (Path(rows[0]["path"]), str(rows[0]["series_instance_uid"])) if rows else None
 
     def instance_paths(self, series_uid: str) -> list[Path]:
         """Spool paths of a series' instances, in arrival order."""
@@ -747,12 +764,33 @@ class Catalog:
         value = rows[0]["t"]
         return float(value) if value is not None else None
 
+    def mark_send_attempt(self, item_id: int, now: float | None = None) -> None:
+        """A delivery is about to start: counted and timed before anything is sent.
+
+        A process killed after the destination stored the object but before its answer was
+        recorded leaves this trace: the row shows the attempt (``attempt_started_at``, and
+        ``last_error`` says no answer was recorded) and is sent again.
+        """
+        now = time.time() if now is None else now
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE outbox SET attempts=attempts+1, attempt_started_at=?, last_error=?"
+                " WHERE id=? AND state='pending'",
+                (now, "delivery started; no answer recorded (interrupted?)", item_id),
+            )
+
+    _COUNT_ATTEMPT = (
+        "attempts=attempts+CASE WHEN attempt_started_at IS NULL THEN 1 ELSE 0 END,"
+        " attempt_started_at=NULL"
+    )
+    """An answer ends the attempt :meth:`mark_send_attempt` counted (or counts its own)."""
+
     def mark_sent(self, item_id: int, status: int, warning: str | None = None) -> None:
         """The destination accepted the object."""
         with self._tx() as cur:
             cur.execute(
-                "UPDATE outbox SET state='sent', sent_at=?, attempts=attempts+1, last_status=?,"
-                " last_error=? WHERE id=? AND state='pending'",
+                f"UPDATE outbox SET state='sent', sent_at=?, {self._COUNT_ATTEMPT},"
+                " last_status=?, last_error=? WHERE id=? AND state='pending'",
                 (time.time(), status, warning, item_id),
             )
 
@@ -762,7 +800,7 @@ class Catalog:
         """The delivery failed; retry at ``next_attempt_at`` or give up when None."""
         with self._tx() as cur:
             cur.execute(
-                "UPDATE outbox SET attempts=attempts+1, last_error=?, last_status=?,"
+                f"UPDATE outbox SET {self._COUNT_ATTEMPT}, last_error=?, last_status=?,"
                 " next_attempt_at=COALESCE(?, next_attempt_at), state=?"
                 " WHERE id=? AND state='pending'",
                 (error, status, next_attempt_at,

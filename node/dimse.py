@@ -11,10 +11,16 @@ between the caller and pynetdicom's reactor thread (:class:`ReactorCheckpoint`):
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
+import select
 import socket
+import ssl
 import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from pynetdicom import AE
@@ -36,6 +42,12 @@ class StoreStatus(enum.IntEnum):
     CANNOT_UNDERSTAND = 0xC000
     #: Processing failure (0110) - unexpected failure while storing.
     PROCESSING_FAILURE = 0x0110
+    #: Duplicate SOP Instance (0111, PS3.7 Annex C) - the UID is stored with other content
+    #: and the listener keeps the first.
+    DUPLICATE_SOP_INSTANCE = 0x0111
+    #: Error: Cannot understand (C001) - the instance contradicts its series (another
+    #: patient, another modality).
+    SERIES_CONFLICT = 0xC001
     #: Warning: Coercion of data elements.
     WARNING_COERCION = 0xB000
     #: Warning: Data Set does not match SOP Class.
@@ -196,3 +208,116 @@ class NoDelayServer(ThreadedAssociationServer):
         client_socket, address = super().get_request()
         set_nodelay(client_socket)
         return client_socket, address
+
+
+@dataclass(frozen=True)
+class AdmissionPolicy:
+    """How long and how many connections may wait before their A-ASSOCIATE-RQ.
+
+    Attributes
+    ----------
+    request_timeout_s
+        A connection whose first byte (or TLS handshake) has not come within this long is
+        closed without ever becoming an association.
+    max_waiting_per_address
+        Connections from one address waiting for their first byte; a newer one closes the
+        oldest (a scanner reconnecting is never locked out by its own or a prober's idle
+        connections).
+    max_waiting
+        Connections waiting for their first byte, from all addresses together (the oldest
+        is closed).
+    """
+
+    request_timeout_s: float = 5.0
+    max_waiting_per_address: int = 8
+    max_waiting: int = 128
+
+
+class AdmittingServer(NoDelayServer):
+    """An association server where only connections that speak take association slots.
+
+    pynetdicom's server makes an :class:`~pynetdicom.association.Association` of every TCP
+    connection at once; an idle one holds one of the AE's ``maximum_associations`` slots for
+    the whole ACSE timeout, so twenty idle connections make every scanner's association be
+    rejected ("Local Limit Exceeded").  Here the connection's thread first waits up to
+    :attr:`AdmissionPolicy.request_timeout_s` for the peer's first byte (after the TLS
+    handshake, done here rather than in the accepting thread, where an idle TLS peer would
+    block every other connection); only then is the association made.  Connections waiting
+    so are bounded per address and in total, the oldest closed first.
+    """
+
+    policy = AdmissionPolicy()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._waiting_lock = threading.Lock()
+        self._waiting: OrderedDict[int, tuple[str, socket.socket]] = OrderedDict()
+        self.closed_unspoken = 0
+        """Connections closed before they sent anything (counted for tests and status)."""
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept a connection; a TLS handshake is left to the connection's own thread."""
+        assert self.socket is not None
+        client_socket, address = self.socket.accept()
+        set_nodelay(client_socket)
+        if self.ssl_context:
+            client_socket = self.ssl_context.wrap_socket(
+                client_socket, server_side=True, do_handshake_on_connect=False
+            )
+        return client_socket, address
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Make an association of the connection once it has sent its first byte."""
+        address = str(client_address[0]) if isinstance(client_address, tuple) else "?"
+        if not self._admit(request, address):
+            self.closed_unspoken += 1
+            self.shutdown_request(request)
+            return
+        super().process_request_thread(request, client_address)
+
+    def _register(self, sock: socket.socket, address: str) -> None:
+        evicted: list[socket.socket] = []
+        policy = self.policy
+        with self._waiting_lock:
+            self._waiting[id(sock)] = (address, sock)
+            same = [k for k, (a, _) in self._waiting.items() if a == address]
+            for key in same[: max(0, len(same) - policy.max_waiting_per_address)]:
+                evicted.append(self._waiting.pop(key)[1])
+            while len(self._waiting) > policy.max_waiting:
+                evicted.append(self._waiting.popitem(last=False)[1][1])
+        for old in evicted:
+            logger.info("connection from %s closed: too many connections waiting to associate",
+                        address)
+            with contextlib.suppress(OSError):
+                old.shutdown(socket.SHUT_RDWR)  # wakes its thread, which closes it
+
+    def _admit(self, sock: socket.socket, address: str) -> bool:
+        """Whether the peer sent its first byte in time (False: closed, timed out, evicted)."""
+        self._register(sock, address)
+        deadline = time.monotonic() + self.policy.request_timeout_s
+        try:
+            sock.settimeout(self.policy.request_timeout_s)
+            if isinstance(sock, ssl.SSLSocket):
+                sock.do_handshake()
+                if sock.pending():
+                    return True
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    logger.info("connection from %s closed: no A-ASSOCIATE-RQ within %.0f s",
+                                address, self.policy.request_timeout_s)
+                    return False
+                readable, _, _ = select.select([sock], [], [], left)
+                if not readable:
+                    continue
+                if isinstance(sock, ssl.SSLSocket):
+                    return True  # pynetdicom reads the record; a closed peer ends there
+                return sock.recv(1, socket.MSG_PEEK) != b""
+        except (OSError, ValueError) as exc:  # reset, evicted (fd closed), TLS failure
+            logger.info("connection from %s closed before associating: %s", address, exc)
+            return False
+        finally:
+            with self._waiting_lock:
+                self._waiting.pop(id(sock), None)
+            with contextlib.suppress(OSError):
+                sock.settimeout(None)

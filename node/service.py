@@ -185,6 +185,9 @@ class Node:
                 self.catalog, settings.http_host, settings.http_port, self.workers.wake,
                 covariates=CovariateFolder(settings.covariates_folder),
                 token=http_token(settings),
+                allowed_hosts=(*settings.http.allowed_hosts, settings.http_host),
+                allowed_origins=settings.http.allowed_origins,
+                token_file=settings.data_dir / "http-token",
             )
         self._stopped = threading.Event()
 

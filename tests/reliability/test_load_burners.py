@@ -14,9 +14,9 @@ import pytest
 
 from bench.load import run_load
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
-INSTANCES = 1200  # 8 associations x 150 instances
+INSTANCES = 800  # 8 associations x 100 instances
 T1_SERIES = 1
 BURNERS = 2
 
