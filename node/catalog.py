@@ -440,9 +440,11 @@ class Catalog:
     ) -> list[int]:
         """Record the routing decision and queue one job per analysis; returns the job ids.
 
-        Queued jobs of older generations of the same series and analysis are superseded, and
-        so are outputs of older generations not yet delivered.  ``not_before`` (epoch
-        seconds) holds the new jobs back until then.
+        Queued jobs of older generations of the same series and analysis are superseded.
+        Outputs of older generations not yet delivered are still delivered until a newer
+        generation has its own (:meth:`finish_job`): a newer analysis that fails never takes
+        a good result's place.  ``not_before`` (epoch seconds) holds the new jobs back until
+        then.
         """
         now = time.time()
         job_ids: list[int] = []
@@ -464,12 +466,6 @@ class Catalog:
                     " WHERE series_instance_uid=? AND analysis=? AND generation<?"
                     " AND state IN ('queued', 'failed')",
                     (now, series_uid, analysis, generation),
-                )
-                cur.execute(
-                    "UPDATE outbox SET state='superseded' WHERE state='pending' AND job_id IN"
-                    " (SELECT id FROM jobs WHERE series_instance_uid=? AND analysis=?"
-                    " AND generation<?)",
-                    (series_uid, analysis, generation),
                 )
                 cur.execute(
                     "INSERT INTO jobs(series_instance_uid, analysis, generation,"
@@ -669,9 +665,10 @@ class Catalog:
     ) -> bool:
         """Mark a job done and queue its outputs for every destination, atomically.
 
-        Returns False (and queues nothing) when a newer generation of the series superseded
-        the job while it ran, or when the job was taken from its worker (no heartbeat: see
-        :meth:`requeue_stale`).
+        Outputs of older generations of the series' analysis not yet delivered are
+        superseded by these.  Returns False (and queues nothing) when a newer generation of
+        the series superseded the job while it ran, or when the job was taken from its worker
+        (no heartbeat: see :meth:`requeue_stale`).
         """
         now = time.time()
         with self._tx() as cur:
@@ -689,6 +686,12 @@ class Catalog:
             )
             if newer:
                 return False
+            cur.execute(
+                "UPDATE outbox SET state='superseded' WHERE state='pending' AND job_id IN"
+                " (SELECT id FROM jobs WHERE series_instance_uid=? AND analysis=?"
+                " AND generation<?)",
+                (job.series_instance_uid, job.analysis, job.generation),
+            )
             for out in outputs:
                 for dest in destinations:
                     cur.execute(
@@ -722,6 +725,25 @@ class Catalog:
                     "UPDATE jobs SET state='queued', not_before=?, error=? WHERE id=?",
                     (retry_at, error, job.id),
                 )
+
+    def kept_result(self, job: Job) -> dict[str, Any] | None:
+        """The done job of an older generation whose result stays current after ``job``
+        failed (None: there is none); recorded as a ``result_kept`` event."""
+        rows = self._query(
+            "SELECT id, generation FROM jobs WHERE series_instance_uid=? AND analysis=?"
+            " AND generation<? AND state='done' ORDER BY generation DESC, id DESC LIMIT 1",
+            (job.series_instance_uid, job.analysis, job.generation),
+        )
+        if not rows:
+            return None
+        kept = dict(rows[0])
+        self.record_event(
+            "result_kept",
+            job.series_instance_uid,
+            f"{job.analysis} job {job.id} (generation {job.generation}) failed; the result of"
+            f" job {kept['id']} (generation {kept['generation']}) stays current",
+        )
+        return kept
 
     def retry_job(self, job_id: int) -> bool:
         """Queue a failed job again (an operator's retry)."""
