@@ -57,7 +57,7 @@ from pydicom import Dataset, dcmread
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from node.audit import AuditLog
+from node.audit import AuditLog, withhold_values, withhold_values_in_logs
 from node.catalog import Catalog, InstanceRecord, SeriesState
 from node.dimse import AdmissionPolicy, AdmittingServer, NoDelayAE, StoreError, StoreStatus
 from node.settings import DuplicatePolicy, Settings
@@ -301,7 +301,7 @@ def parse_header(raw: bytes, transfer_syntax: str) -> ReceivedHeader:
             pass
     except Exception as exc:  # pydicom raises many types on malformed input (e.g. bad VRs)
         raise StoreError(
-            StoreStatus.CANNOT_UNDERSTAND, f"data set cannot be parsed: {exc}"
+            StoreStatus.CANNOT_UNDERSTAND, withhold_values(f"data set cannot be parsed: {exc}")
         ) from exc
     measured: tuple[int, int] | None = None
     position = stream.tell()
@@ -351,7 +351,7 @@ def validate_instance(
         raise StoreError(StoreStatus.CANNOT_UNDERSTAND, str(exc)) from exc
     except Exception as exc:  # pydicom raises many types on malformed input
         raise StoreError(
-            StoreStatus.CANNOT_UNDERSTAND, f"data set cannot be parsed: {exc}"
+            StoreStatus.CANNOT_UNDERSTAND, withhold_values(f"data set cannot be parsed: {exc}")
         ) from exc
     if sop_class != affected_sop_class:
         raise StoreError(
@@ -477,6 +477,7 @@ class StorageListener:
         self._catalog = catalog
         self._on_stored = on_stored
         self._audit = audit
+        withhold_values_in_logs()
         self._server: AdmittingServer | None = None
         self._thread: threading.Thread | None = None
         self.ae = NoDelayAE(ae_title=settings.ae_title)
@@ -599,7 +600,8 @@ class StorageListener:
             rejected = exc
         except Exception as exc:
             logger.exception("unexpected failure storing %s", request.AffectedSOPInstanceUID)
-            rejected = StoreError(StoreStatus.PROCESSING_FAILURE, f"processing failure: {exc}")
+            rejected = StoreError(StoreStatus.PROCESSING_FAILURE,
+                                  withhold_values(f"processing failure: {exc}"))
         logger.warning(
             "C-STORE of %s from %s refused (0x%04X): %s",
             request.AffectedSOPInstanceUID,

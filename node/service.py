@@ -12,7 +12,7 @@ from typing import Any
 
 from pydicom import Dataset, dcmread
 
-from node.audit import AuditLog
+from node.audit import AuditLog, withhold_values
 from node.catalog import Catalog, SeriesState
 from node.companions import Candidate, looks_like_cine
 from node.covariates import CovariateFolder
@@ -83,7 +83,7 @@ def route_complete_series(
     if job_ids:
         logger.info("series %s -> %s (jobs %s)", series_uid, analyses, job_ids)
     else:
-        logger.info("series %s not analysed: %s", series_uid, reason)
+        logger.info("series %s not analysed: %s", series_uid, withhold_values(reason))
         job_ids = _reanalyse_lge_for_cine(catalog, series_uid, headers[0])
     return job_ids
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from pydicom import dcmread
 
+from node.audit import withhold_values
 from node.catalog import Catalog, Job
 from node.companions import (
     Candidate,
@@ -231,7 +232,7 @@ class WorkerPool:
                 summary=_short_summary(summary),
             )
         except AnalysisError as exc:
-            logger.warning("job %d failed: %s", job.id, exc)
+            logger.warning("job %d failed: %s", job.id, withhold_values(str(exc)))
             self._catalog.fail_job(job, f"cannot analyse: {exc}", retry_at=None)
             self._catalog.record_event("job_failed", job.series_instance_uid, str(exc))
             self._keep_previous(job)

@@ -32,8 +32,8 @@ def _jobs(node: NodeProcess) -> list[dict[str, Any]]:
 
 def _outbox(node: NodeProcess, generation: int) -> list[dict[str, Any]]:
     return [dict(r) for r in node.query(
-        "SELECT o.state, o.attempts, o.attempt_started_at, o.last_error, o.sop_instance_uid"
-        " FROM outbox o JOIN jobs j ON j.id=o.job_id WHERE j.generation=?", (generation,))]
+        "SELECT o.* FROM outbox o JOIN jobs j ON j.id=o.job_id WHERE j.generation=?",
+        (generation,))]
 
 
 def _odd_slice(source: Path, target: Path) -> Path:
@@ -148,7 +148,8 @@ def test_a_delivery_cut_by_kill_leaves_a_record_of_the_attempt(tmp_path: Path) -
         [row] = [o for o in _outbox(node, 0) if o["sop_instance_uid"] == stored]
         assert row["state"] == "pending"
         assert row["attempts"] == 1
-        assert row["attempt_started_at"] is not None and row["attempt_started_at"] <= started
+        assert row.get("attempt_started_at") is not None
+        assert row["attempt_started_at"] <= started
         assert "no answer recorded" in row["last_error"]
     finally:
         pacs.released.set()
