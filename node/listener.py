@@ -705,8 +705,10 @@ class StorageListener:
         new_hash = content_sha256(raw)
         try:
             old_hash = content_sha256(old_path.read_bytes())
-        except OSError:
-            old_hash = "unreadable"
+        except OSError as exc:  # the stored copy is gone: the re-sent one takes its place
+            logger.warning("instance %s re-sent; its stored copy is unreadable (%s)",
+                           record.sop_instance_uid, exc.strerror)
+            return None
         if old_hash == new_hash:
             return None
         policy = self._settings.listener.duplicate_policy

@@ -158,3 +158,32 @@ def test_install_refuses_an_association_without_the_checkpoint() -> None:
 
     with pytest.raises(RuntimeError, match="revisited"):
         install_pause_handshake(Stranger())  # type: ignore[arg-type]
+
+
+def test_the_pause_waits_for_the_reactor_and_never_for_a_dead_one() -> None:
+    stop = threading.Event()
+    passes: list[float] = []
+
+    def reactor_loop() -> None:
+        while not stop.is_set():
+            checkpoint.wait()
+            passes.append(time.monotonic())
+            time.sleep(0.001)
+
+    reactor = threading.Thread(target=reactor_loop, daemon=True)
+    checkpoint = ReactorCheckpoint(reactor)
+    checkpoint.clear()  # not started: returns at once
+    checkpoint.set()
+    reactor.start()
+    time.sleep(0.05)
+    checkpoint.clear()  # returns only once the reactor is blocked at the gate
+    assert checkpoint._blocked == 1
+    count = len(passes)
+    time.sleep(0.05)
+    assert len(passes) == count  # nothing passed the gate while paused
+    stop.set()
+    checkpoint.set()
+    reactor.join(5)
+    assert not reactor.is_alive()
+    checkpoint.clear()  # the reactor ended: returns at once
+    assert not checkpoint.is_set()
