@@ -173,6 +173,18 @@ class SeriesIdentity:
         return None
 
 
+def _same_in_another_syntax(stored: Path, raw: bytes, record: InstanceRecord) -> bool:
+    """Whether a re-sent data set equals the stored one, decoded, when the two were sent in
+    different transfer syntaxes (their bytes differ; their elements may not)."""
+    try:
+        old = dcmread(stored)
+        if str(old.file_meta.TransferSyntaxUID) == record.transfer_syntax_uid:
+            return False
+        return bool(old == dcmread(io.BytesIO(raw)))
+    except Exception:  # unreadable either way: not shown to be the same
+        return False
+
+
 def content_sha256(raw: bytes) -> str:
     """SHA-256 of a spool file's data set (preamble and file meta information excluded).
 
@@ -709,7 +721,7 @@ class StorageListener:
             logger.warning("instance %s re-sent; its stored copy is unreadable (%s)",
                            record.sop_instance_uid, exc.strerror)
             return None
-        if old_hash == new_hash:
+        if old_hash == new_hash or _same_in_another_syntax(old_path, raw, record):
             return None
         policy = self._settings.listener.duplicate_policy
         fields = {

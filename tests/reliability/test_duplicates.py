@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.uid import CTImageStorage, generate_uid
+from pydicom.uid import CTImageStorage, ImplicitVRLittleEndian, generate_uid
 
 from node.dimse import StoreStatus
 from tests.hardening.util import write_brain_series
@@ -136,5 +136,21 @@ def test_a_ct_instance_with_the_series_uid_leaves_the_finished_series_alone(
         after = dict(node.query("SELECT state, generation FROM series")[0])
         assert after == before
         assert node.query("SELECT COUNT(*) AS n FROM instances")[0]["n"] == 3
+    finally:
+        node.stop()
+
+
+def test_the_same_instance_in_another_transfer_syntax_is_no_conflict(tmp_path: Path) -> None:
+    [first] = write_brain_series(tmp_path / "in", 35, 1)
+    ds = dcmread(first)
+    assert str(ds.file_meta.TransferSyntaxUID) != ImplicitVRLittleEndian
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    implicit = tmp_path / "implicit.dcm"
+    ds.save_as(implicit, implicit_vr=True, little_endian=True, enforce_file_format=True)
+    node = NodeProcess(tmp_path / "node", None).start(timeout=120)
+    try:
+        assert send_files([first], node.port) == [0]
+        assert send_files([implicit], node.port) == [0]
+        assert not _audit(node, "instance_duplicate_refused")
     finally:
         node.stop()
