@@ -233,8 +233,13 @@ class Catalog:
             if isinstance(location, str) and is_postgres_url(location):
                 self._db = PostgresDatabase(location, _SCHEMA)
                 with self._db._tx() as cur:  # added in place, see SCHEMA_VERSION
-                    cur.execute("ALTER TABLE outbox ADD COLUMN IF NOT EXISTS"
-                                " attempt_started_at DOUBLE PRECISION")
+                    have = cur.execute(
+                        "SELECT 1 FROM information_schema.columns WHERE table_name='outbox'"
+                        " AND column_name='attempt_started_at' AND table_schema=current_schema()"
+                    ).fetchone()
+                    if have is None:  # an older catalog: ALTER locks the table, so only then
+                        cur.execute("ALTER TABLE outbox ADD COLUMN IF NOT EXISTS"
+                                    " attempt_started_at DOUBLE PRECISION")
             else:
                 self._db = SqliteDatabase(Path(location), _SCHEMA)
                 _added_columns(self._db)
