@@ -4,7 +4,9 @@
 non-cardiac series (stored, recorded as not routed) and a few MOLLI T1 map series (analysed,
 outputs sent to a test PACS). It then checks that every instance is stored once, every T1
 series analysed once and every output delivered once, and prints the timings as JSON.
-The CI variant of the same check is ``tests/hardening/test_load.py``.
+``--burners N`` runs N CPU-burning processes (at ``--burner-nice``) while it sends: CPU
+starvation is what exposed pynetdicom's lost C-STORE responses (node.dimse).  The CI variants
+are ``tests/hardening/test_load.py`` and ``tests/reliability/test_load_burners.py``.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import multiprocessing
+import os
 import random
 import tempfile
+import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +31,7 @@ from pydicom import dcmread
 from tests.hardening.util import (
     OUTPUTS_PER_T1_SERIES,
     StreamResult,
-    send_concurrently,
+    send_stream,
     sop_uid,
     spool_files,
     write_brain_series,
@@ -45,6 +51,9 @@ DRAIN_TIMEOUT_S = 900.0
 #: longer than ``stable_age_s`` completes it early and its late instances re-open it, so it
 #: would be analysed again, by design).
 STABLE_AGE_S = 120.0
+#: A response not received within this long is lost (the node answers within milliseconds).
+SENDER_DIMSE_TIMEOUT_S = 20.0
+BURNER_NICE = 10
 
 
 @dataclass
@@ -70,7 +79,53 @@ class LoadReport:
     spool_files: int
     done_jobs: int
     outputs_received: int
+    lost_responses: int = 0
+    """Associations whose sender waited in vain for a C-STORE response."""
+    burners: int = 0
     problems: list[str] = field(default_factory=list)
+
+
+def _burn(niceness: int) -> None:  # pragma: no cover - runs in a child process
+    os.nice(niceness)
+    while True:
+        pass
+
+
+@contextmanager
+def cpu_burners(count: int, niceness: int = BURNER_NICE) -> Iterator[None]:
+    """``count`` processes that keep a core busy each, for the duration of the block."""
+    context = multiprocessing.get_context("fork")  # the burners only spin
+    procs = [context.Process(target=_burn, args=(niceness,), daemon=True) for _ in range(count)]
+    for proc in procs:
+        proc.start()
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.join(timeout=10)
+
+
+def send_concurrently(
+    chunks: Sequence[Sequence[Path]], port: int, dimse_timeout: float = SENDER_DIMSE_TIMEOUT_S
+) -> list[StreamResult]:
+    """One association per chunk, all at once; returns each association's statuses."""
+    results = [StreamResult() for _ in chunks]
+    threads = [
+        threading.Thread(
+            target=send_stream,
+            args=(chunk, port, result),
+            kwargs={"dimse_timeout": dimse_timeout},
+            daemon=True,
+        )
+        for chunk, result in zip(chunks, results, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    return results
 
 
 def make_workload(
@@ -165,16 +220,23 @@ def run_load(
     n_t1_series: int = DEFAULT_T1_SERIES,
     drain_timeout_s: float = DRAIN_TIMEOUT_S,
     stable_age_s: float = STABLE_AGE_S,
+    burners: int = 0,
+    burner_nice: int = BURNER_NICE,
 ) -> LoadReport:
-    """Run the load once in ``workdir``; return timings and every broken promise."""
+    """Run the load once in ``workdir``; return timings and every broken promise.
+
+    ``burners`` CPU-burning processes run while the associations send.
+    """
     workload = make_workload(workdir / "input", n_instances, n_t1_series)
     pacs = PacsScp(workdir / "pacs").start()
     node = NodeProcess(workdir / "node", pacs.port, stable_age_s=stable_age_s).start(timeout=120)
     try:
-        started = time.monotonic()
-        results = send_concurrently(split(workload.paths, n_associations), node.port)
-        send_s = time.monotonic() - started
-        wait_for(lambda: settled(node, pacs, workload), drain_timeout_s, interval=0.5)
+        with cpu_burners(burners, burner_nice):
+            started = time.monotonic()
+            results = send_concurrently(split(workload.paths, n_associations), node.port)
+            send_s = time.monotonic() - started
+        if not any(r.error for r in results):  # else the workload never completes: report
+            wait_for(lambda: settled(node, pacs, workload), drain_timeout_s, interval=0.5)
         drain_s = time.monotonic() - started
         time.sleep(1.0)  # a late duplicate would show now
         problems = check(node, pacs, workload, results)
@@ -189,6 +251,8 @@ def run_load(
             spool_files=len(spool_files(node)),
             done_jobs=node.query("SELECT COUNT(*) AS n FROM jobs WHERE state='done'")[0]["n"],
             outputs_received=len(pacs.received()),
+            lost_responses=sum(1 for r in results if r.error == "no response"),
+            burners=burners,
             problems=problems,
         )
     finally:
@@ -203,11 +267,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--associations", type=int, default=DEFAULT_ASSOCIATIONS)
     parser.add_argument("--t1-series", type=int, default=DEFAULT_T1_SERIES)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--burners", type=int, default=0,
+                        help="CPU-burning processes while sending (default 0)")
+    parser.add_argument("--burner-nice", type=int, default=BURNER_NICE)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="cmr-load-") as tmp:
         workdir = args.workdir or Path(tmp)
-        report = run_load(workdir, args.instances, args.associations, args.t1_series)
+        report = run_load(workdir, args.instances, args.associations, args.t1_series,
+                          burners=args.burners, burner_nice=args.burner_nice)
     print(json.dumps(asdict(report), indent=2))
     return 1 if report.problems else 0
 

@@ -21,12 +21,58 @@ import os
 import re
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Final
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AuditLog", "UidHashingFilter", "hash_uid"]
+__all__ = ["AuditLog", "UidHashingFilter", "ValueWithholdingFilter", "hash_uid",
+           "withhold_values", "withhold_values_in_logs"]
+
+QUOTED: Final = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+"""A quoted value inside a message (how pydicom and repr() show attribute values)."""
+WITHHELD: Final = "'…'"
+
+
+def withhold_values(text: str) -> str:
+    """``text`` with every quoted value replaced by ``'…'``.
+
+    Attribute values are quoted where they appear in library messages and routing reasons
+    (``Invalid value for VR PN: 'Doe^John'``); free text such as Image Comments or a
+    description can hold patient information, so no quoted value reaches a log.
+    """
+    return QUOTED.sub(WITHHELD, text)
+
+
+class ValueWithholdingFilter(logging.Filter):
+    """Applies :func:`withhold_values` to a record's message (attach to a logger)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        withheld = withhold_values(message)
+        if withheld != message:
+            record.msg, record.args = withheld, None
+        return True
+
+
+def withhold_values_in_logs() -> None:
+    """Keep quoted attribute values out of every log line from now on.
+
+    The filter goes on the handlers of the root logger (every line the node writes) and on
+    the loggers known to quote values: ``pydicom`` (an invalid value, quoted) and
+    ``node.router`` (the values a routing condition looked at).  pydicom also issues each
+    invalid value as a :class:`UserWarning` printed to stderr; those are dropped (its
+    logger line says the same).
+    """
+    targets: list[logging.Filterer] = [logging.getLogger("pydicom"),
+                                       logging.getLogger("node.router")]
+    targets += logging.getLogger().handlers
+    for target in targets:
+        if not any(isinstance(f, ValueWithholdingFilter) for f in target.filters):
+            target.addFilter(ValueWithholdingFilter())
+    warnings.filterwarnings("ignore", message=r"Invalid value for VR", category=UserWarning)
+
 
 UID_PATTERN: Final = re.compile(r"(?<![\d.])(?:[12]\.\d+(?:\.\d+){3,})(?![\d.])")
 """A DICOM UID (root 1.* or 2.*, at least five components) inside free text."""

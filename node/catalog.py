@@ -38,7 +38,9 @@ WORKER_LOCK_CLASS = 0x434D5257  # "CMRW"
 """First key of the PostgreSQL advisory locks that hold worker names."""
 
 SCHEMA_VERSION = 2
-"""2: jobs record the worker that claimed them and its last heartbeat."""
+"""2: jobs record the worker that claimed them and its last heartbeat.  (Outbox rows also
+record when a delivery attempt started, ``attempt_started_at``: a column added in place to
+catalogs that lack it, whatever their version.)"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -105,6 +107,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     last_error          TEXT,
     created_at          REAL NOT NULL,
     sent_at             REAL,
+    attempt_started_at  REAL,
     UNIQUE (job_id, destination, sop_instance_uid)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
@@ -202,10 +205,13 @@ CatalogLocation = Path | str
 def _added_columns(db: SqliteDatabase) -> None:
     """Bring an SQLite catalog of schema 1 to schema 2 (columns added, nothing lost)."""
     have = {r["name"] for r in db._query("PRAGMA table_info(jobs)")}
+    outbox = {r["name"] for r in db._query("PRAGMA table_info(outbox)")}
     with db._tx() as cur:
         for column, kind in (("worker", "TEXT"), ("heartbeat_at", "REAL")):
             if column not in have:
                 cur.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
+        if "attempt_started_at" not in outbox:
+            cur.execute("ALTER TABLE outbox ADD COLUMN attempt_started_at REAL")
 
 
 class Catalog:
@@ -226,6 +232,14 @@ class Catalog:
         try:
             if isinstance(location, str) and is_postgres_url(location):
                 self._db = PostgresDatabase(location, _SCHEMA)
+                with self._db._tx() as cur:  # added in place, see SCHEMA_VERSION
+                    have = cur.execute(
+                        "SELECT 1 FROM information_schema.columns WHERE table_name='outbox'"
+                        " AND column_name='attempt_started_at' AND table_schema=current_schema()"
+                    ).fetchone()
+                    if have is None:  # an older catalog: ALTER locks the table, so only then
+                        cur.execute("ALTER TABLE outbox ADD COLUMN IF NOT EXISTS"
+                                    " attempt_started_at DOUBLE PRECISION")
             else:
                 self._db = SqliteDatabase(Path(location), _SCHEMA)
                 _added_columns(self._db)
@@ -404,6 +418,14 @@ class Catalog:
         """Spool paths of every recorded instance."""
         return {r["path"] for r in self._query("SELECT path FROM instances")}
 
+    def instance_location(self, sop_uid: str) -> tuple[Path, str] | None:
+        """(spool path, Series Instance UID) of a recorded instance, or None."""
+        rows = self._query(
+            "SELECT path, series_instance_uid FROM instances WHERE sop_instance_uid=?",
+            (sop_uid,),
+        )
+        return (Path(rows[0]["path"]), str(rows[0]["series_instance_uid"])) if rows else None
+
     def instance_paths(self, series_uid: str) -> list[Path]:
         """Spool paths of a series' instances, in arrival order."""
         rows = self._query(
@@ -423,9 +445,11 @@ class Catalog:
     ) -> list[int]:
         """Record the routing decision and queue one job per analysis; returns the job ids.
 
-        Queued jobs of older generations of the same series and analysis are superseded, and
-        so are outputs of older generations not yet delivered.  ``not_before`` (epoch
-        seconds) holds the new jobs back until then.
+        Queued jobs of older generations of the same series and analysis are superseded.
+        Outputs of older generations not yet delivered are still delivered until a newer
+        generation has its own (:meth:`finish_job`): a newer analysis that fails never takes
+        a good result's place.  ``not_before`` (epoch seconds) holds the new jobs back until
+        then.
         """
         now = time.time()
         job_ids: list[int] = []
@@ -447,12 +471,6 @@ class Catalog:
                     " WHERE series_instance_uid=? AND analysis=? AND generation<?"
                     " AND state IN ('queued', 'failed')",
                     (now, series_uid, analysis, generation),
-                )
-                cur.execute(
-                    "UPDATE outbox SET state='superseded' WHERE state='pending' AND job_id IN"
-                    " (SELECT id FROM jobs WHERE series_instance_uid=? AND analysis=?"
-                    " AND generation<?)",
-                    (series_uid, analysis, generation),
                 )
                 cur.execute(
                     "INSERT INTO jobs(series_instance_uid, analysis, generation,"
@@ -652,9 +670,10 @@ class Catalog:
     ) -> bool:
         """Mark a job done and queue its outputs for every destination, atomically.
 
-        Returns False (and queues nothing) when a newer generation of the series superseded
-        the job while it ran, or when the job was taken from its worker (no heartbeat: see
-        :meth:`requeue_stale`).
+        Outputs of older generations of the series' analysis not yet delivered are
+        superseded by these.  Returns False (and queues nothing) when a newer generation of
+        the series superseded the job while it ran, or when the job was taken from its worker
+        (no heartbeat: see :meth:`requeue_stale`).
         """
         now = time.time()
         with self._tx() as cur:
@@ -672,6 +691,12 @@ class Catalog:
             )
             if newer:
                 return False
+            cur.execute(
+                "UPDATE outbox SET state='superseded' WHERE state='pending' AND job_id IN"
+                " (SELECT id FROM jobs WHERE series_instance_uid=? AND analysis=?"
+                " AND generation<?)",
+                (job.series_instance_uid, job.analysis, job.generation),
+            )
             for out in outputs:
                 for dest in destinations:
                     cur.execute(
@@ -705,6 +730,25 @@ class Catalog:
                     "UPDATE jobs SET state='queued', not_before=?, error=? WHERE id=?",
                     (retry_at, error, job.id),
                 )
+
+    def kept_result(self, job: Job) -> dict[str, Any] | None:
+        """The done job of an older generation whose result stays current after ``job``
+        failed (None: there is none); recorded as a ``result_kept`` event."""
+        rows = self._query(
+            "SELECT id, generation FROM jobs WHERE series_instance_uid=? AND analysis=?"
+            " AND generation<? AND state='done' ORDER BY generation DESC, id DESC LIMIT 1",
+            (job.series_instance_uid, job.analysis, job.generation),
+        )
+        if not rows:
+            return None
+        kept = dict(rows[0])
+        self.record_event(
+            "result_kept",
+            job.series_instance_uid,
+            f"{job.analysis} job {job.id} (generation {job.generation}) failed; the result of"
+            f" job {kept['id']} (generation {kept['generation']}) stays current",
+        )
+        return kept
 
     def retry_job(self, job_id: int) -> bool:
         """Queue a failed job again (an operator's retry)."""
@@ -747,12 +791,33 @@ class Catalog:
         value = rows[0]["t"]
         return float(value) if value is not None else None
 
+    def mark_send_attempt(self, item_id: int, now: float | None = None) -> None:
+        """A delivery is about to start: counted and timed before anything is sent.
+
+        A process killed after the destination stored the object but before its answer was
+        recorded leaves this trace: the row shows the attempt (``attempt_started_at``, and
+        ``last_error`` says no answer was recorded) and is sent again.
+        """
+        now = time.time() if now is None else now
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE outbox SET attempts=attempts+1, attempt_started_at=?, last_error=?"
+                " WHERE id=? AND state='pending'",
+                (now, "delivery started; no answer recorded (interrupted?)", item_id),
+            )
+
+    _COUNT_ATTEMPT = (
+        "attempts=attempts+CASE WHEN attempt_started_at IS NULL THEN 1 ELSE 0 END,"
+        " attempt_started_at=NULL"
+    )
+    """An answer ends the attempt :meth:`mark_send_attempt` counted (or counts its own)."""
+
     def mark_sent(self, item_id: int, status: int, warning: str | None = None) -> None:
         """The destination accepted the object."""
         with self._tx() as cur:
             cur.execute(
-                "UPDATE outbox SET state='sent', sent_at=?, attempts=attempts+1, last_status=?,"
-                " last_error=? WHERE id=? AND state='pending'",
+                f"UPDATE outbox SET state='sent', sent_at=?, {self._COUNT_ATTEMPT},"
+                " last_status=?, last_error=? WHERE id=? AND state='pending'",
                 (time.time(), status, warning, item_id),
             )
 
@@ -762,7 +827,7 @@ class Catalog:
         """The delivery failed; retry at ``next_attempt_at`` or give up when None."""
         with self._tx() as cur:
             cur.execute(
-                "UPDATE outbox SET attempts=attempts+1, last_error=?, last_status=?,"
+                f"UPDATE outbox SET {self._COUNT_ATTEMPT}, last_error=?, last_status=?,"
                 " next_attempt_at=COALESCE(?, next_attempt_at), state=?"
                 " WHERE id=? AND state='pending'",
                 (error, status, next_attempt_at,

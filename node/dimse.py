@@ -3,16 +3,28 @@
 Status values are those of PS3.4 Annex B.2.3 (Storage Service Class) and PS3.7 Annex C.
 Both sides of every association disable Nagle's algorithm (``TCP_NODELAY``): DIMSE exchanges
 many small PDUs, and with Nagle on, throughput drops 10-70x (see STACK.md).
+
+Every association the node requests (:class:`NoDelayAE`) also gets a correct pause handshake
+between the caller and pynetdicom's reactor thread (:class:`ReactorCheckpoint`): pynetdicom
+3.0.4 can lose a C-STORE response under CPU load (docs/pynetdicom-send-c-store-race.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
+import select
 import socket
+import ssl
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 from pynetdicom import AE
+from pynetdicom.association import Association
 from pynetdicom.transport import AssociationSocket, ThreadedAssociationServer
 
 logger = logging.getLogger(__name__)
@@ -30,6 +42,12 @@ class StoreStatus(enum.IntEnum):
     CANNOT_UNDERSTAND = 0xC000
     #: Processing failure (0110) - unexpected failure while storing.
     PROCESSING_FAILURE = 0x0110
+    #: Duplicate SOP Instance (0111, PS3.7 Annex C) - the UID is stored with other content
+    #: and the listener keeps the first.
+    DUPLICATE_SOP_INSTANCE = 0x0111
+    #: Error: Cannot understand (C001) - the instance contradicts its series (another
+    #: patient, another modality).
+    SERIES_CONFLICT = 0xC001
     #: Warning: Coercion of data elements.
     WARNING_COERCION = 0xB000
     #: Warning: Data Set does not match SOP Class.
@@ -80,8 +98,102 @@ class _NoDelayAssociationSocket(AssociationSocket):
         return sock
 
 
+#: How often a caller waiting for the reactor to pause checks that the reactor still runs.
+PAUSE_CHECK_S = 0.05
+
+
+class ReactorCheckpoint(threading.Event):
+    """The gate of a pynetdicom association's reactor, with a pause that waits for the reactor.
+
+    pynetdicom 3.0.4 pauses an association's reactor thread before a DIMSE exchange (e.g.
+    ``send_c_store``) by clearing ``Association._reactor_checkpoint`` and then polling
+    ``Association._is_paused``.  The reactor sets ``_is_paused = True`` just before it waits on
+    the checkpoint and ``False`` just after; between two exchanges the flag can still be True
+    from the previous pause while the reactor, woken by the last ``set()``, has not yet run
+    again.  The caller then sends its request, and the reactor's next
+    ``dimse.get_msg(block=False)`` can take the response off the queue ("Received unexpected
+    C-STORE service message"): the caller waits out its DIMSE timeout for nothing.
+
+    Here :meth:`clear` (the pause) returns only once the reactor is blocked in :meth:`wait`,
+    and a reactor woken by an earlier :meth:`set` but not yet running stays blocked: the
+    ``_is_paused`` poll that follows the pause then reads a True that holds.  ``clear`` does
+    not wait when called by the reactor thread itself (its network-timeout release) or when
+    the reactor does not run.
+
+    Parameters
+    ----------
+    reactor
+        The association whose thread runs the reactor.
+    """
+
+    def __init__(self, reactor: threading.Thread) -> None:
+        super().__init__()
+        self._reactor = reactor
+        self._gate = threading.Condition(threading.Lock())
+        self._open = True
+        self._blocked = 0
+
+    def is_set(self) -> bool:
+        """Whether the reactor may run."""
+        with self._gate:
+            return self._open
+
+    def set(self) -> None:
+        """Let the reactor run."""
+        with self._gate:
+            self._open = True
+            self._gate.notify_all()
+
+    def clear(self) -> None:
+        """Pause the reactor: return once it is blocked at the checkpoint (or does not run)."""
+        with self._gate:
+            self._open = False
+            if threading.current_thread() is self._reactor:
+                return
+            while not self._blocked and not self._open and self._reactor.is_alive():
+                self._gate.wait(PAUSE_CHECK_S)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Called by the reactor: block while paused (re-checked after every wake-up)."""
+        with self._gate:
+            self._blocked += 1
+            self._gate.notify_all()
+            try:
+                return self._gate.wait_for(lambda: self._open, timeout)
+            finally:
+                self._blocked -= 1
+
+
+def install_pause_handshake(assoc: Association) -> None:
+    """Give a requested association the correct reactor pause (:class:`ReactorCheckpoint`).
+
+    Raises
+    ------
+    RuntimeError
+        When the association lacks pynetdicom 3.0's reactor checkpoint (pynetdicom changed:
+        the workaround must be revisited; see docs/pynetdicom-send-c-store-race.md).
+    """
+    current = getattr(assoc, "_reactor_checkpoint", None)
+    if not isinstance(current, threading.Event) or not hasattr(assoc, "_is_paused"):
+        raise RuntimeError(
+            "pynetdicom's Association has no _reactor_checkpoint/_is_paused: the pause"
+            " handshake of node.dimse must be revisited for this pynetdicom version"
+        )
+    if isinstance(current, ReactorCheckpoint):
+        return
+    assoc._reactor_checkpoint = ReactorCheckpoint(assoc)
+    current.set()  # a reactor still waiting on the old gate moves on to the new one
+
+
 class NoDelayAE(AE):
-    """A pynetdicom AE whose outgoing associations use TCP_NODELAY."""
+    """A pynetdicom AE whose outgoing associations use TCP_NODELAY and a safe reactor pause."""
+
+    def associate(self, *args: Any, **kwargs: Any) -> Association:
+        """As :meth:`pynetdicom.ae.ApplicationEntity.associate`, with
+        :func:`install_pause_handshake` on the association."""
+        assoc = super().associate(*args, **kwargs)
+        install_pause_handshake(assoc)
+        return assoc
 
     def _create_socket(self, assoc: Any, address: Any, tls_args: Any) -> AssociationSocket:
         sock = _NoDelayAssociationSocket(assoc, address=address)
@@ -96,3 +208,116 @@ class NoDelayServer(ThreadedAssociationServer):
         client_socket, address = super().get_request()
         set_nodelay(client_socket)
         return client_socket, address
+
+
+@dataclass(frozen=True)
+class AdmissionPolicy:
+    """How long and how many connections may wait before their A-ASSOCIATE-RQ.
+
+    Attributes
+    ----------
+    request_timeout_s
+        A connection whose first byte (or TLS handshake) has not come within this long is
+        closed without ever becoming an association.
+    max_waiting_per_address
+        Connections from one address waiting for their first byte; a newer one closes the
+        oldest (a scanner reconnecting is never locked out by its own or a prober's idle
+        connections).
+    max_waiting
+        Connections waiting for their first byte, from all addresses together (the oldest
+        is closed).
+    """
+
+    request_timeout_s: float = 5.0
+    max_waiting_per_address: int = 8
+    max_waiting: int = 128
+
+
+class AdmittingServer(NoDelayServer):
+    """An association server where only connections that speak take association slots.
+
+    pynetdicom's server makes an :class:`~pynetdicom.association.Association` of every TCP
+    connection at once; an idle one holds one of the AE's ``maximum_associations`` slots for
+    the whole ACSE timeout, so twenty idle connections make every scanner's association be
+    rejected ("Local Limit Exceeded").  Here the connection's thread first waits up to
+    :attr:`AdmissionPolicy.request_timeout_s` for the peer's first byte (after the TLS
+    handshake, done here rather than in the accepting thread, where an idle TLS peer would
+    block every other connection); only then is the association made.  Connections waiting
+    so are bounded per address and in total, the oldest closed first.
+    """
+
+    policy = AdmissionPolicy()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._waiting_lock = threading.Lock()
+        self._waiting: OrderedDict[int, tuple[str, socket.socket]] = OrderedDict()
+        self.closed_unspoken = 0
+        """Connections closed before they sent anything (counted for tests and status)."""
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept a connection; a TLS handshake is left to the connection's own thread."""
+        assert self.socket is not None
+        client_socket, address = self.socket.accept()
+        set_nodelay(client_socket)
+        if self.ssl_context:
+            client_socket = self.ssl_context.wrap_socket(
+                client_socket, server_side=True, do_handshake_on_connect=False
+            )
+        return client_socket, address
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Make an association of the connection once it has sent its first byte."""
+        address = str(client_address[0]) if isinstance(client_address, tuple) else "?"
+        if not self._admit(request, address):
+            self.closed_unspoken += 1
+            self.shutdown_request(request)
+            return
+        super().process_request_thread(request, client_address)
+
+    def _register(self, sock: socket.socket, address: str) -> None:
+        evicted: list[socket.socket] = []
+        policy = self.policy
+        with self._waiting_lock:
+            self._waiting[id(sock)] = (address, sock)
+            same = [k for k, (a, _) in self._waiting.items() if a == address]
+            for key in same[: max(0, len(same) - policy.max_waiting_per_address)]:
+                evicted.append(self._waiting.pop(key)[1])
+            while len(self._waiting) > policy.max_waiting:
+                evicted.append(self._waiting.popitem(last=False)[1][1])
+        for old in evicted:
+            logger.info("connection from %s closed: too many connections waiting to associate",
+                        address)
+            with contextlib.suppress(OSError):
+                old.shutdown(socket.SHUT_RDWR)  # wakes its thread, which closes it
+
+    def _admit(self, sock: socket.socket, address: str) -> bool:
+        """Whether the peer sent its first byte in time (False: closed, timed out, evicted)."""
+        self._register(sock, address)
+        deadline = time.monotonic() + self.policy.request_timeout_s
+        try:
+            sock.settimeout(self.policy.request_timeout_s)
+            if isinstance(sock, ssl.SSLSocket):
+                sock.do_handshake()
+                if sock.pending():
+                    return True
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    logger.info("connection from %s closed: no A-ASSOCIATE-RQ within %.0f s",
+                                address, self.policy.request_timeout_s)
+                    return False
+                readable, _, _ = select.select([sock], [], [], left)
+                if not readable:
+                    continue
+                if isinstance(sock, ssl.SSLSocket):
+                    return True  # pynetdicom reads the record; a closed peer ends there
+                return sock.recv(1, socket.MSG_PEEK) != b""
+        except (OSError, ValueError) as exc:  # reset, evicted (fd closed), TLS failure
+            logger.info("connection from %s closed before associating: %s", address, exc)
+            return False
+        finally:
+            with self._waiting_lock:
+                self._waiting.pop(id(sock), None)
+            with contextlib.suppress(OSError):
+                sock.settimeout(None)

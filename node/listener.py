@@ -16,22 +16,38 @@ C-STORE statuses answered (PS3.4 B.2.3)
 0xC000 Error: Cannot understand
     The data set cannot be parsed, lacks Study/Series/SOP Instance UIDs, has malformed UIDs,
     or its Pixel Data is shorter than its Rows x Columns x Frames x Samples x Bits.
+0x0111 Duplicate SOP Instance (PS3.7 Annex C)
+    The SOP Instance UID is stored with other content and ``[listener] duplicate_policy`` is
+    ``keep_first`` (the default, as Orthanc's ``OverwriteInstances = false``): the first
+    instance stays.  With ``replace`` the new one is stored in its place.  Either way the
+    audit log records both content hashes (SHA-256 of the data set as received, file meta
+    excluded).  An identical re-send is answered Success.
+0xC001 Error: Cannot understand (series conflict)
+    The instance names a series the node holds for another patient (Patient ID or Patient's
+    Name differ) or of another modality: one series never mixes two patients or modalities.
 0x0110 Processing failure
     Any other unexpected failure while storing.
 
-Every refusal is logged and recorded in the catalog's event log with its reason.
+Every refusal is logged and recorded in the catalog's event log with its reason.  Reasons and
+log lines name UIDs, statuses and attribute keywords, never attribute values that can carry
+patient information (names, IDs, free text such as Image Comments or descriptions).
+
+Associations: the called AE title must be the node's (``[listener] require_called_aet``); a
+TCP connection takes an association slot only once it has spoken (node.dimse.AdmittingServer).
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import io
 import logging
 import queue
 import struct
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +57,10 @@ from pydicom import Dataset, dcmread
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from node.audit import AuditLog
+from node.audit import AuditLog, withhold_values, withhold_values_in_logs
 from node.catalog import Catalog, InstanceRecord, SeriesState
-from node.dimse import NoDelayAE, NoDelayServer, StoreError, StoreStatus
-from node.settings import Settings
+from node.dimse import AdmissionPolicy, AdmittingServer, NoDelayAE, StoreError, StoreStatus
+from node.settings import DuplicatePolicy, Settings
 from node.spool import free_space_mb, instance_path, safe_uid, write_new_or_replace
 from node.tls import server_context
 
@@ -110,6 +126,8 @@ HEADER_KEYWORDS = (
     "StudyInstanceUID",
     "SeriesInstanceUID",
     "Modality",
+    "PatientID",
+    "PatientName",
     "SeriesDescription",
     "ImagesInAcquisition",
     "Rows",
@@ -125,6 +143,58 @@ DUL_POLL_S = 0.0002
 REQUIRED_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 #: How often an association waiting for the peer checks that the connection is still open.
 CONNECTION_CHECK_S = 0.1
+#: Series whose patient and modality the listener remembers (older ones are read again).
+SERIES_IDENTITY_CACHE = 1024
+
+
+@dataclass(frozen=True)
+class SeriesIdentity:
+    """What every instance of one series must share: the patient and the modality."""
+
+    patient_id: str
+    patient_name: str
+    modality: str
+
+    @classmethod
+    def of(cls, ds: Dataset) -> SeriesIdentity:
+        """The identity a data set claims (empty strings for absent attributes)."""
+        return cls(
+            str(ds.get("PatientID", "") or "").strip(),
+            str(ds.get("PatientName", "") or "").strip(),
+            str(ds.get("Modality", "") or "").strip().upper(),
+        )
+
+    def conflict(self, other: SeriesIdentity) -> str | None:
+        """Why ``other`` cannot join a series of this identity (no values named), or None."""
+        if (self.patient_id, self.patient_name) != (other.patient_id, other.patient_name):
+            return "another patient (Patient ID or Patient's Name differ)"
+        if self.modality and other.modality and self.modality != other.modality:
+            return "another modality"
+        return None
+
+
+def _same_in_another_syntax(stored: Path, raw: bytes, record: InstanceRecord) -> bool:
+    """Whether a re-sent data set equals the stored one, decoded, when the two were sent in
+    different transfer syntaxes (their bytes differ; their elements may not)."""
+    try:
+        old = dcmread(stored)
+        if str(old.file_meta.TransferSyntaxUID) == record.transfer_syntax_uid:
+            return False
+        return bool(old == dcmread(io.BytesIO(raw)))
+    except Exception:  # unreadable either way: not shown to be the same
+        return False
+
+
+def content_sha256(raw: bytes) -> str:
+    """SHA-256 of a spool file's data set (preamble and file meta information excluded).
+
+    Spool files are written by :func:`file_meta_bytes`: the meta group's length is at byte
+    140 (after preamble, prefix and the group-length element's tag, VR and length).
+    """
+    if len(raw) >= 144 and raw[128:132] == b"DICM":
+        start = 144 + struct.unpack("<I", raw[140:144])[0]
+        return hashlib.sha256(raw[start:]).hexdigest()
+    return hashlib.sha256(raw).hexdigest()
 
 
 class ConnectionAwareQueue(queue.Queue[Any]):
@@ -243,7 +313,7 @@ def parse_header(raw: bytes, transfer_syntax: str) -> ReceivedHeader:
             pass
     except Exception as exc:  # pydicom raises many types on malformed input (e.g. bad VRs)
         raise StoreError(
-            StoreStatus.CANNOT_UNDERSTAND, f"data set cannot be parsed: {exc}"
+            StoreStatus.CANNOT_UNDERSTAND, withhold_values(f"data set cannot be parsed: {exc}")
         ) from exc
     measured: tuple[int, int] | None = None
     position = stream.tell()
@@ -293,7 +363,7 @@ def validate_instance(
         raise StoreError(StoreStatus.CANNOT_UNDERSTAND, str(exc)) from exc
     except Exception as exc:  # pydicom raises many types on malformed input
         raise StoreError(
-            StoreStatus.CANNOT_UNDERSTAND, f"data set cannot be parsed: {exc}"
+            StoreStatus.CANNOT_UNDERSTAND, withhold_values(f"data set cannot be parsed: {exc}")
         ) from exc
     if sop_class != affected_sop_class:
         raise StoreError(
@@ -419,14 +489,18 @@ class StorageListener:
         self._catalog = catalog
         self._on_stored = on_stored
         self._audit = audit
-        self._server: NoDelayServer | None = None
+        withhold_values_in_logs()
+        self._server: AdmittingServer | None = None
         self._thread: threading.Thread | None = None
         self.ae = NoDelayAE(ae_title=settings.ae_title)
         self.ae.maximum_pdu_size = 0  # no limit: fewer, larger P-DATA PDUs
         self.ae.network_timeout = 60
         self.ae.acse_timeout = 30
         self.ae.dimse_timeout = 60
-        self.ae.maximum_associations = 16
+        self.ae.maximum_associations = settings.listener.max_associations
+        self.ae.require_called_aet = settings.listener.require_called_aet
+        self._identities: OrderedDict[str, SeriesIdentity] = OrderedDict()
+        self._identities_lock = threading.Lock()
         if settings.allowed_calling_aets:
             self.ae.require_calling_aet = list(settings.allowed_calling_aets)
         self.ae.add_supported_context(Verification)
@@ -456,10 +530,15 @@ class StorageListener:
         server = self.ae.make_server(
             address,
             evt_handlers=handlers,
-            server_class=NoDelayServer,
+            server_class=AdmittingServer,
             ssl_context=server_context(tls) if tls.listener else None,
         )
-        assert isinstance(server, NoDelayServer)
+        assert isinstance(server, AdmittingServer)
+        listener = self._settings.listener
+        server.policy = AdmissionPolicy(
+            request_timeout_s=listener.request_timeout_s,
+            max_waiting_per_address=listener.max_waiting_per_address,
+        )
         self._server = server
         self.ae._servers.append(server)  # pynetdicom's shutdown() expects its own bookkeeping
         self._thread = threading.Thread(
@@ -533,7 +612,8 @@ class StorageListener:
             rejected = exc
         except Exception as exc:
             logger.exception("unexpected failure storing %s", request.AffectedSOPInstanceUID)
-            rejected = StoreError(StoreStatus.PROCESSING_FAILURE, f"processing failure: {exc}")
+            rejected = StoreError(StoreStatus.PROCESSING_FAILURE,
+                                  withhold_values(f"processing failure: {exc}"))
         logger.warning(
             "C-STORE of %s from %s refused (0x%04X): %s",
             request.AffectedSOPInstanceUID,
@@ -587,6 +667,9 @@ class StorageListener:
         )
         # Everything that reads the header happens before the write: a refusal leaves no file.
         record = instance_record(ds, path, len(raw), calling, transfer_syntax)
+        identity = SeriesIdentity.of(ds)
+        replaced = self._check_duplicate(record, raw, calling)
+        self._check_series(record, identity, replaced)
         replacing = path.exists()
         try:
             write_new_or_replace(path, raw)
@@ -603,6 +686,10 @@ class StorageListener:
                 with contextlib.suppress(OSError):
                     path.unlink()
             raise StoreError(StoreStatus.OUT_OF_RESOURCES, f"catalog unavailable: {exc}") from exc
+        if replaced is not None and replaced != path:
+            with contextlib.suppress(OSError):
+                replaced.unlink()  # the replaced copy was filed under another series
+        self._remember(record.series_instance_uid, identity)
         logger.debug(
             "stored %s series %s (%d/%s)",
             record.sop_instance_uid,
@@ -611,3 +698,94 @@ class StorageListener:
             state.expected_count,
         )
         self._on_stored(state, ds)
+
+    def _check_duplicate(self, record: InstanceRecord, raw: bytes, calling: str) -> Path | None:
+        """Apply the duplicate policy to an instance whose SOP Instance UID is stored.
+
+        Returns the spool path of the stored copy the new one replaces (None: not a
+        replacement, or an identical re-send).
+
+        Raises
+        ------
+        StoreError
+            0x0111 when the content differs and the policy keeps the first.
+        """
+        found = self._catalog.instance_location(record.sop_instance_uid)
+        if found is None:
+            return None
+        old_path, old_series = found
+        new_hash = content_sha256(raw)
+        try:
+            old_hash = content_sha256(old_path.read_bytes())
+        except OSError as exc:  # the stored copy is gone: the re-sent one takes its place
+            logger.warning("instance %s re-sent; its stored copy is unreadable (%s)",
+                           record.sop_instance_uid, exc.strerror)
+            return None
+        if old_hash == new_hash or _same_in_another_syntax(old_path, raw, record):
+            return None
+        policy = self._settings.listener.duplicate_policy
+        fields = {
+            "sop_instance_uid": record.sop_instance_uid,
+            "series_instance_uid": record.series_instance_uid,
+            "previous_series_instance_uid": old_series,
+            "calling_ae": calling,
+            "previous_sha256": old_hash,
+            "new_sha256": new_hash,
+            "policy": str(policy),
+        }
+        if policy == DuplicatePolicy.KEEP_FIRST:
+            if self._audit is not None:
+                self._audit.record("instance_duplicate_refused", **fields)
+            raise StoreError(
+                StoreStatus.DUPLICATE_SOP_INSTANCE,
+                "SOP Instance UID already stored with other content; first kept",
+            )
+        if self._audit is not None:
+            self._audit.record("instance_replaced", **fields)
+        self._catalog.record_event(
+            "instance_replaced",
+            record.series_instance_uid,
+            f"{record.sop_instance_uid} from {calling} replaced the stored instance"
+            f" (sha256 {old_hash[:12]} -> {new_hash[:12]})",
+        )
+        logger.warning("instance %s replaced by other content from %s (policy replace)",
+                       record.sop_instance_uid, calling)
+        return old_path
+
+    def _series_identity(self, series_uid: str, exclude: Path | None) -> SeriesIdentity | None:
+        """The patient and modality of a stored series (None: the series holds nothing else)."""
+        with self._identities_lock:
+            cached = self._identities.get(series_uid)
+        if cached is not None and exclude is None:
+            return cached
+        for path in self._catalog.instance_paths(series_uid):
+            if exclude is not None and path == exclude:
+                continue
+            try:
+                ds = dcmread(path, stop_before_pixels=True,
+                             specific_tags=["PatientID", "PatientName", "Modality"])
+            except Exception:  # a spool file that cannot be read judges nothing
+                continue
+            return SeriesIdentity.of(ds)
+        return None
+
+    def _check_series(
+        self, record: InstanceRecord, identity: SeriesIdentity, replaced: Path | None
+    ) -> None:
+        """Refuse an instance that would mix two patients or modalities in one series."""
+        known = self._series_identity(record.series_instance_uid, replaced)
+        if known is None:
+            return
+        reason = known.conflict(identity)
+        if reason is not None:
+            raise StoreError(
+                StoreStatus.SERIES_CONFLICT,
+                f"series already holds {reason}"[:ERROR_COMMENT_MAX],
+            )
+
+    def _remember(self, series_uid: str, identity: SeriesIdentity) -> None:
+        with self._identities_lock:
+            self._identities[series_uid] = identity  # it passed _check_series
+            self._identities.move_to_end(series_uid)
+            while len(self._identities) > SERIES_IDENTITY_CACHE:
+                self._identities.popitem(last=False)

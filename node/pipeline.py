@@ -21,13 +21,37 @@ from node import __version__
 from node.catalog import OutputFile
 from node.loader import load_series_files
 from node.spool import write_atomic
-from node.writers import OutputObject, WriterSettings, build_outputs
+from node.writers import OutputObject, WriterError, WriterSettings, build_outputs
 from plugins import get_plugin
-from plugins.api import AnalysisResult, LoadedSeries, Measurement, QCFlag
+from plugins.api import AnalysisError, AnalysisResult, LoadedSeries, Measurement, QCFlag
 
 logger = logging.getLogger(__name__)
 
 RESULTS_SCHEMA = "cmr-node/results/1"
+
+#: Causes of writer errors (highdicom's messages) in words a reader of the job list follows.
+WRITER_ERROR_CAUSES = {
+    "Plane positions must not contain duplicates": (
+        "two images of the series share one slice position (a slice sent again under a new"
+        " SOP Instance UID?)"
+    ),
+}
+
+
+class OutputWriteError(AnalysisError):
+    """The analysis ran but its DICOM outputs cannot be written; the message says why.
+
+    Writing is deterministic: such a job fails at once instead of being retried.
+    """
+
+
+def writer_failure(exc: WriterError) -> OutputWriteError:
+    """The readable form of a writer error (cause first, the writer's words after)."""
+    text = str(exc)
+    for marker, cause in WRITER_ERROR_CAUSES.items():
+        if marker in text:
+            return OutputWriteError(f"the outputs cannot be written: {cause} ({text})")
+    return OutputWriteError(f"the outputs cannot be written: {text}")
 
 
 @dataclass
@@ -61,7 +85,8 @@ def run_analysis(
     Raises
     ------
     plugins.api.AnalysisError
-        When the series cannot be loaded or analysed; the message is the reason.
+        When the series cannot be loaded or analysed, or its outputs cannot be written
+        (:class:`OutputWriteError`); the message is the reason.
     """
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -72,7 +97,10 @@ def run_analysis(
     result = plugin.analyse(series, options)
     timings["analyse_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    series, outputs = _build(result, series, sources, settings)
+    try:
+        series, outputs = _build(result, series, sources, settings)
+    except WriterError as exc:
+        raise writer_failure(exc) from exc
     timings["write_s"] = time.perf_counter() - t2
     logger.info(
         "%s of series %s: %d slices, %d QC flags, %d outputs in %.2f s",

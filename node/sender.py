@@ -154,6 +154,7 @@ class OutboxSender:
             if handler is None:
                 self._failed(item, f"no delivery handler for {destination.kind} destinations", None)
                 continue
+            self._catalog.mark_send_attempt(item.id)
             try:
                 warning = handler(destination, item)
             except DeliveryError as exc:
@@ -224,6 +225,7 @@ class OutboxSender:
         except (OSError, ValueError) as exc:
             self._failed(item, f"output file unreadable: {exc}", None)
             return
+        self._catalog.mark_send_attempt(item.id)  # recorded before the object leaves
         status = assoc.send_c_store(ds)  # type: ignore[attr-defined]
         code = int(status.Status) if "Status" in status else None
         if code is not None and is_accepted(code):

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydicom import Dataset, dcmread
 
-from node.audit import AuditLog
+from node.audit import AuditLog, withhold_values
 from node.catalog import Catalog, SeriesState
 from node.companions import Candidate, looks_like_cine
 from node.covariates import CovariateFolder
@@ -84,7 +84,7 @@ def route_complete_series(
         logger.info("series %s routed: %s (jobs %s)", series_uid, decision.headline(), job_ids)
     else:
         short = decision.headline() if decision.analysis is None else reason
-        logger.info("series %s not analysed: %s", series_uid, short)
+        logger.info("series %s not analysed: %s", series_uid, withhold_values(short))
         job_ids = _reanalyse_lge_for_cine(catalog, series_uid, headers[0])
     return job_ids
 
@@ -186,6 +186,9 @@ class Node:
                 self.catalog, settings.http_host, settings.http_port, self.workers.wake,
                 covariates=CovariateFolder(settings.covariates_folder),
                 token=http_token(settings),
+                allowed_hosts=(*settings.http.allowed_hosts, settings.http_host),
+                allowed_origins=settings.http.allowed_origins,
+                token_file=settings.data_dir / "http-token",
             )
         self._stopped = threading.Event()
 

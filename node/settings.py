@@ -83,6 +83,46 @@ class SenderSettings:
     network_timeout_s: float = 30.0
 
 
+class DuplicatePolicy(enum.StrEnum):
+    """What the listener does with an instance whose SOP Instance UID it already holds, when
+    the content differs (an identical re-send is always answered Success)."""
+
+    KEEP_FIRST = "keep_first"
+    """Keep the stored instance; refuse the new one with 0xA900 and the reason (Orthanc's
+    default, ``OverwriteInstances = false``)."""
+    REPLACE = "replace"
+    """Store the new one in its place (audited with both content hashes)."""
+
+
+@dataclass(frozen=True)
+class ListenerSettings:
+    """How the DICOM listener admits associations and treats re-sent instances."""
+
+    require_called_aet: bool = True
+    """Refuse associations whose called AE title is not the node's ``ae_title``."""
+    max_associations: int = 16
+    """Associations served at once."""
+    request_timeout_s: float = 5.0
+    """A connection that sent nothing (no A-ASSOCIATE-RQ) for this long is closed; until it
+    speaks it takes no association slot."""
+    max_waiting_per_address: int = 8
+    """Connections of one address waiting to speak; a newer one closes the oldest."""
+    duplicate_policy: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST
+    """A second instance with a stored SOP Instance UID but other content."""
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """Who may call the status endpoint (node.status) besides the token."""
+
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names the endpoint answers to besides loopback names and ``http_host``
+    (a request naming another host is refused: DNS rebinding)."""
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins (``https://viewer.example.org``) whose requests are accepted; a
+    request from any other origin is refused (cross-site request forgery)."""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the node needs to run, resolved to absolute paths."""
@@ -105,6 +145,8 @@ class Settings:
     log_uids: str = "plain"
     """``"plain"`` or ``"hashed"``: DICOM UIDs in the ordinary log (node.audit)."""
     sender: SenderSettings = field(default_factory=SenderSettings)
+    listener: ListenerSettings = field(default_factory=ListenerSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     destinations: tuple[Destination, ...] = ()
     manufacturer: str = "cmr-node project"
     institution_name: str | None = None
@@ -278,6 +320,8 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
     sender = dict(raw.get("sender", {}))
     writer = dict(raw.get("writer", {}))
     orthanc = dict(raw.get("orthanc", {}))
+    listener = dict(raw.get("listener", {}))
+    http = dict(raw.get("http", {}))
 
     def path(value: str) -> Path:
         p = Path(os.path.expanduser(value))
@@ -341,6 +385,13 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
             max_attempts=int(sender.get("max_attempts", 0)),
             network_timeout_s=float(sender.get("network_timeout_s", 30.0)),
         ),
+        listener=_listener_settings(listener),
+        http=HttpSettings(
+            allowed_hosts=tuple(str(h).strip().lower() for h in http.get("allowed_hosts", [])),
+            allowed_origins=tuple(
+                str(o).strip().rstrip("/").lower() for o in http.get("allowed_origins", [])
+            ),
+        ),
         destinations=tuple(destinations),
         manufacturer=str(writer.get("manufacturer", "cmr-node project")),
         institution_name=str(writer.get("institution_name") or "") or None,
@@ -370,6 +421,28 @@ def _analysis_options(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         except ValueError as exc:
             raise SettingsError(f"analysis.{name}.{exc}") from exc
     return options
+
+
+def _listener_settings(raw: Mapping[str, Any]) -> ListenerSettings:
+    max_associations = int(raw.get("max_associations", 16))
+    timeout = float(raw.get("request_timeout_s", 5.0))
+    per_address = int(raw.get("max_waiting_per_address", 8))
+    if max_associations < 1 or per_address < 1:
+        raise SettingsError("listener.max_associations and max_waiting_per_address must be >= 1")
+    if not 0 < timeout <= 300:
+        raise SettingsError("listener.request_timeout_s must be in (0, 300] seconds")
+    policy = _choice(
+        raw.get("duplicate_policy", DuplicatePolicy.KEEP_FIRST),
+        tuple(p.value for p in DuplicatePolicy),
+        "listener.duplicate_policy",
+    )
+    return ListenerSettings(
+        require_called_aet=bool(raw.get("require_called_aet", True)),
+        max_associations=max_associations,
+        request_timeout_s=timeout,
+        max_waiting_per_address=per_address,
+        duplicate_policy=DuplicatePolicy(policy),
+    )
 
 
 def _catalog_url(value: Any) -> str | None:

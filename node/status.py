@@ -5,6 +5,19 @@ HTTP routes (JSON, bound to ``http_host``, loopback by default).  With a token c
 ``/healthz`` needs ``Authorization: Bearer <token>`` and answers 401 without it; a status
 endpoint bound beyond loopback must have one (node.settings refuses the configuration).
 
+Writes (every ``POST``) always need the token: without one configured, the node makes one at
+start and keeps it in ``<data_dir>/http-token`` (mode 0600, readable by the node's user only).
+Any page a browser on the node's host opens could otherwise post to the endpoint.  Refused,
+over every route but ``/healthz``:
+
+* 421 a ``Host`` other than a loopback name, ``http_host`` or ``[http] allowed_hosts``
+  (DNS rebinding: a foreign name resolved to this machine);
+* 403 an ``Origin`` not in ``[http] allowed_origins`` (cross-site request forgery; the node
+  serves no pages, so by default no origin is its own);
+* 401 a write without the token;
+* 415 a write whose ``Content-Type`` is not ``application/json`` (a form or ``text/plain``
+  post, which browsers send cross-site without asking).
+
 ``GET /healthz``            liveness and version
 ``GET /status``             counts by state, recent series, jobs, outbox rows and events
 ``GET /jobs/<id>``          one job with its outbox rows and results.json
@@ -24,10 +37,12 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import re
+import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -50,6 +65,28 @@ _JOB_RE = re.compile(r"^/jobs/(\d+)(/retry)?$")
 _COVARIATES_RE = re.compile(r"^/studies/([^/]+)/covariates$")
 MAX_BODY_BYTES = 65536
 """Largest request body accepted (a covariates object is a few hundred bytes)."""
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+"""Host names a loopback endpoint always answers to."""
+JSON_TYPE = "application/json"
+
+
+def host_name(header: str) -> str:
+    """The host of a ``Host`` header without its port, lower case (``[::1]:80`` -> ``::1``)."""
+    value = header.strip().lower()
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def write_token_file(path: Path) -> str:
+    """Make a random write token and keep it in ``path`` (mode 0600); returns it."""
+    token = secrets.token_urlsafe(32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(token + "\n")
+    os.chmod(path, 0o600)
+    return token
 
 
 def post_covariates(
@@ -199,8 +236,14 @@ class StatusServer:
     covariates
         The covariates sidecar folder; without it the covariates routes answer 503.
     token
-        Bearer token every route but ``/healthz`` requires; ``None``: no authentication
-        (loopback only).
+        Bearer token every route but ``/healthz`` requires; ``None``: reads need none
+        (loopback only) and writes need :attr:`write_token`.
+    allowed_hosts
+        Host names answered besides the loopback names.
+    allowed_origins
+        Browser origins (``scheme://host[:port]``) whose requests are accepted.
+    token_file
+        Where the write token made without ``token`` is kept for the operator.
     """
 
     def __init__(
@@ -211,11 +254,22 @@ class StatusServer:
         on_retry: Callable[[], None],
         covariates: CovariateFolder | None = None,
         token: str | None = None,
+        allowed_hosts: Sequence[str] = (),
+        allowed_origins: Sequence[str] = (),
+        token_file: Path | None = None,
     ) -> None:
         self._catalog = catalog
         self._on_retry = on_retry
         self._covariates = covariates
         self._token = token
+        if token is not None:
+            self.write_token = token
+        elif token_file is not None:
+            self.write_token = write_token_file(token_file)
+        else:
+            self.write_token = secrets.token_urlsafe(32)
+        self._hosts = LOOPBACK_NAMES | {h.strip().lower() for h in allowed_hosts if h}
+        self._origins = frozenset(o.strip().rstrip("/").lower() for o in allowed_origins)
         handler = self._make_handler()
         self._server = ThreadingHTTPServer((host, port), handler)
         self._server.daemon_threads = True
@@ -244,6 +298,9 @@ class StatusServer:
         on_retry = self._on_retry
         covariates = self._covariates
         token = self._token
+        write_token = self.write_token
+        hosts = self._hosts
+        origins = self._origins
 
         class Handler(BaseHTTPRequestHandler):
             server_version = f"cmr-node/{__version__}"
@@ -259,32 +316,51 @@ class StatusServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def _authorised(self) -> bool:
-                """Whether the request carries the token (always, without one configured)."""
-                if token is None:
-                    return True
-                given = self.headers.get("Authorization", "")
-                scheme, _, value = given.partition(" ")
-                if scheme.lower() == "bearer" and hmac.compare_digest(
-                    value.strip().encode(), token.encode()
-                ):
-                    return True
-                logger.warning("http %s %s from %s refused: no valid token", self.command,
-                               self.path.split("?", 1)[0], self.client_address[0])
-                body = json.dumps({"error": "authentication required"}).encode()
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Bearer realm="cmr-node"')
+            def _refuse(self, code: int, error: str, headers: dict[str, str] | None = None
+                        ) -> bool:
+                logger.warning("http %s %s from %s refused (%d): %s", self.command,
+                               self.path.split("?", 1)[0], self.client_address[0], code, error)
+                body = json.dumps({"error": error}).encode()
+                self.send_response(code)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(body)
+                self.close_connection = True
                 return False
+
+            def _has_token(self, expected: str) -> bool:
+                scheme, _, value = self.headers.get("Authorization", "").partition(" ")
+                return scheme.lower() == "bearer" and hmac.compare_digest(
+                    value.strip().encode(), expected.encode()
+                )
+
+            def _allowed(self, write: bool) -> bool:
+                """Whether the request may go on (else the refusal is sent)."""
+                host = self.headers.get("Host")
+                if host is not None and host_name(host) not in hosts:
+                    return self._refuse(421, "this endpoint does not answer to that host name")
+                origin = self.headers.get("Origin")
+                if origin is not None and origin.strip().rstrip("/").lower() not in origins:
+                    return self._refuse(403, "requests from that origin are not accepted")
+                needed = write_token if write else token
+                if needed is not None and not self._has_token(needed):
+                    return self._refuse(401, "authentication required",
+                                        {"WWW-Authenticate": 'Bearer realm="cmr-node"'})
+                if write:
+                    kind = self.headers.get("Content-Type", "").split(";", 1)[0].strip()
+                    if kind.lower() != JSON_TYPE:
+                        return self._refuse(415, f"only {JSON_TYPE} is accepted")
+                return True
 
             def do_GET(self) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/healthz":
                     self._send(200, {"status": "ok", "version": __version__})
-                elif not self._authorised():
+                elif not self._allowed(write=False):
                     return
                 elif path == "/status":
                     self._send(200, status_report(catalog))
@@ -314,7 +390,7 @@ class StatusServer:
 
             def do_POST(self) -> None:
                 path = self.path.split("?", 1)[0]
-                if not self._authorised():
+                if not self._allowed(write=True):
                     return
                 m = _JOB_RE.match(path)
                 if m and m.group(2):

@@ -35,6 +35,7 @@ from typing import Any
 
 from pydicom import dcmread
 
+from node.audit import withhold_values
 from node.catalog import Catalog, Job
 from node.companions import (
     Candidate,
@@ -231,9 +232,10 @@ class WorkerPool:
                 summary=_short_summary(summary),
             )
         except AnalysisError as exc:
-            logger.warning("job %d failed: %s", job.id, exc)
+            logger.warning("job %d failed: %s", job.id, withhold_values(str(exc)))
             self._catalog.fail_job(job, f"cannot analyse: {exc}", retry_at=None)
             self._catalog.record_event("job_failed", job.series_instance_uid, str(exc))
+            self._keep_previous(job)
             return
         except Exception as exc:
             logger.exception("job %d: unexpected error", job.id)
@@ -244,6 +246,7 @@ class WorkerPool:
             else:
                 self._catalog.fail_job(job, f"gave up after {job.attempts}: {detail}", None)
                 self._catalog.record_event("job_failed", job.series_instance_uid, detail)
+                self._keep_previous(job)
             return
         if queued:
             self.jobs_done += 1
@@ -255,6 +258,14 @@ class WorkerPool:
                 self.reanalyse_ecv(job)
         else:
             logger.info("job %d superseded by a newer generation of its series", job.id)
+
+    def _keep_previous(self, job: Job) -> None:
+        """After a job failed for good: an older generation's result stays the current one
+        (its outputs, delivered or not, are not superseded by a failure)."""
+        kept = self._catalog.kept_result(job)
+        if kept is not None:
+            logger.info("job %d failed; job %d (generation %d) stays the result of series %s",
+                        job.id, kept["id"], kept["generation"], job.series_instance_uid)
 
     def _export_features(
         self, job: Job, summary: dict[str, Any], out_dir: Path, block: Any

@@ -315,7 +315,8 @@ def test_rest_haematocrit_is_stored_and_requeues_ecv(study, tmp_path):
         request = urllib.request.Request(
             f"http://127.0.0.1:{server.address[1]}/studies/{study_uid}/covariates",
             data=json.dumps({"haematocrit": 43.5}).encode(), method="POST",
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json",
+                     "Authorization": f"Bearer {server.write_token}"},
         )
         with urllib.request.urlopen(request, timeout=10) as reply:
             answer = json.loads(reply.read())

@@ -284,10 +284,10 @@ def test_analyse_with_covariates_file_and_lge_of_the_same_study(
 # ----------------------------------------------------------------------------- running node
 
 
-def _post(port: int, study: str, body: bytes) -> tuple[int, dict[str, Any]]:
+def _post(port: int, study: str, body: bytes, token: str) -> tuple[int, dict[str, Any]]:
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}/studies/{study}/covariates", data=body, method="POST",
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:
@@ -308,10 +308,11 @@ def test_status_server_stores_covariates_and_requeues(tmp_path: Path) -> None:
     server.start()
     port = server.address[1]
     try:
-        status, answer = _post(port, STUDY, json.dumps({**CLINICAL, "smoking": 3}).encode())
+        status, answer = _post(port, STUDY, json.dumps({**CLINICAL, "smoking": 3}).encode(),
+                               server.write_token)
         assert status == 400 and "smoking" in answer["error"] and not woken
         assert not (tmp_path / "covariates" / f"{STUDY}.json").exists()
-        status, answer = _post(port, STUDY, json.dumps(CLINICAL).encode())
+        status, answer = _post(port, STUDY, json.dumps(CLINICAL).encode(), server.write_token)
         assert status == 200 and woken == [True]
         [job_id] = answer["requeued_jobs"]
         job = catalog.job(job_id)
@@ -347,15 +348,16 @@ def test_posted_covariates_reanalyse_with_the_same_uids(tmp_path: Path) -> None:
         first = pacs.count_by_uid()
         assert len(first) >= 3 and set(first.values()) == {1}
 
-        status, answer = _post(node.http_port, study_uid, b'{"sbp_mmhg": 120, "lvef": 30}')
+        token = (node.data_dir / "http-token").read_text().strip()  # the node's write token
+        status, answer = _post(node.http_port, study_uid, b'{"sbp_mmhg": 120, "lvef": 30}', token)
         assert status == 400 and "Unknown covariate 'lvef'" in answer["error"]
-        status, answer = _post(node.http_port, study_uid, b"not json")
+        status, answer = _post(node.http_port, study_uid, b"not json", token)
         assert status == 400 and "not JSON" in answer["error"]
-        status, answer = _post(node.http_port, "1.2.x", json.dumps(CLINICAL).encode())
+        status, answer = _post(node.http_port, "1.2.x", json.dumps(CLINICAL).encode(), token)
         assert status == 400 and "StudyInstanceUID" in answer["error"]
         assert not (node.data_dir / "covariates" / f"{study_uid}.json").exists()
 
-        status, answer = _post(node.http_port, study_uid, json.dumps(CLINICAL).encode())
+        status, answer = _post(node.http_port, study_uid, json.dumps(CLINICAL).encode(), token)
         assert status == 200, answer
         assert len(answer["requeued_jobs"]) == 1
         sidecar = json.loads((node.data_dir / "covariates" / f"{study_uid}.json").read_text())

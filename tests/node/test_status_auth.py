@@ -18,6 +18,8 @@ TOKEN = "s3cret-token-for-the-status-endpoint"
 
 def _call(url: str, method: str = "GET", token: str | None = None) -> tuple[int, dict]:
     request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    if method == "POST":
+        request.add_header("Content-Type", "application/json")
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
     try:
