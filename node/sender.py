@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 
 from pydicom import dcmread
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from node.audit import AuditLog
 from node.catalog import Catalog, OutboxItem
@@ -187,7 +187,12 @@ class OutboxSender:
             destination.host, destination.port, ae_title=destination.ae_title, tls_args=tls_args
         )
         if not assoc.is_established:
-            reason = "association rejected" if assoc.is_rejected else "cannot connect"
+            if assoc.is_rejected:
+                reason = "association rejected"
+            elif assoc.rejected_contexts and not assoc.accepted_contexts:
+                reason = "association aborted: the peer accepts none of the SOP classes"
+            else:
+                reason = "cannot connect"
             for item in batch:
                 self._failed(
                     item,
@@ -225,8 +230,23 @@ class OutboxSender:
         except (OSError, ValueError) as exc:
             self._failed(item, f"output file unreadable: {exc}", None)
             return
+        accepted = {cx.abstract_syntax for cx in assoc.accepted_contexts}  # type: ignore[attr-defined]
+        if item.sop_class_uid not in accepted:
+            # The peer refused this SOP class at association: record it for this item only,
+            # so one unsupported object never blocks the rest of the outbox.
+            self._failed(
+                item,
+                f"{item.destination} accepts no presentation context for "
+                f"{UID(item.sop_class_uid).name}",
+                None,
+            )
+            return
         self._catalog.mark_send_attempt(item.id)  # recorded before the object leaves
-        status = assoc.send_c_store(ds)  # type: ignore[attr-defined]
+        try:
+            status = assoc.send_c_store(ds)  # type: ignore[attr-defined]
+        except (ValueError, AttributeError, RuntimeError) as exc:
+            self._failed(item, f"not sent: {exc}", None)
+            return
         code = int(status.Status) if "Status" in status else None
         if code is not None and is_accepted(code):
             warning = None

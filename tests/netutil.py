@@ -79,6 +79,8 @@ class PacsScp:
     receipts: list[Receipt] = field(default_factory=list)
     ssl_context: Any = None
     """An ``ssl.SSLContext`` to accept DICOM TLS associations only."""
+    refused_sop_classes: tuple[str, ...] = ()
+    """SOP classes this PACS does not accept at association (a PACS without SEG support)."""
     _server: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -89,6 +91,8 @@ class PacsScp:
         # as Orthanc store; the node sends it for MOLLI fits and ECV maps.
         ae.add_supported_context(ParametricMapStorage)
         ae.add_supported_context(Verification)
+        for sop_class in self.refused_sop_classes:
+            ae.remove_supported_context(sop_class)
         ae.maximum_pdu_size = 0
         self.folder.mkdir(parents=True, exist_ok=True)
         server = ae.make_server(

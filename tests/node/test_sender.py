@@ -15,13 +15,14 @@ from node.settings import Destination, SenderSettings, Settings
 from tests.netutil import PacsScp, free_port, wait_for
 
 SC = "1.2.840.10008.5.1.4.1.1.7"
+PM = "1.2.840.10008.5.1.4.1.1.30"
 
 
-def _output(folder: Path) -> OutputFile:
+def _output(folder: Path, sop_class: str = SC) -> OutputFile:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = SC
+    ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = generate_uid()
     ds.StudyInstanceUID = generate_uid()
     ds.SeriesInstanceUID = generate_uid()
@@ -33,13 +34,13 @@ def _output(folder: Path) -> OutputFile:
     ds.PixelRepresentation = 0
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.PixelData = np.zeros(64, np.uint8).tobytes()
-    path = folder / "summary.dcm"
+    path = folder / f"{ds.SOPInstanceUID}.dcm"
     folder.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
-    return OutputFile(path, str(ds.SOPInstanceUID), SC, "summary-image")
+    return OutputFile(path, str(ds.SOPInstanceUID), sop_class, "summary-image")
 
 
-def _queued(tmp: Path, destinations: list[str]) -> Catalog:
+def _queued(tmp: Path, destinations: list[str], sop_classes: tuple[str, ...] = (SC,)) -> Catalog:
     cat = Catalog(tmp / "catalog.sqlite3")
     cat.record_instance(
         InstanceRecord(
@@ -61,7 +62,12 @@ def _queued(tmp: Path, destinations: list[str]) -> Catalog:
     job = cat.claim_job()
     assert job is not None
     cat.finish_job(
-        job, [_output(tmp / "out")], destinations, result_dir=tmp, timings={}, summary={}
+        job,
+        [_output(tmp / "out", c) for c in sop_classes],
+        destinations,
+        result_dir=tmp,
+        timings={},
+        summary={},
     )
     return cat
 
@@ -127,4 +133,34 @@ def test_a_down_destination_does_not_hold_back_another(tmp_path: Path) -> None:
         )
     finally:
         sender.stop()
+        pacs.stop()
+
+
+def test_a_sop_class_the_pacs_refuses_fails_that_item_only(tmp_path: Path) -> None:
+    # A PACS without Parametric Map support: the association carries the other outputs, the
+    # map fails with a reason, and nothing blocks the rest of the outbox.
+    picky = PacsScp(tmp_path / "picky", refused_sop_classes=(PM,)).start()
+    pacs = PacsScp(tmp_path / "pacs").start()
+    first = Destination("picky", "TESTPACS", "127.0.0.1", picky.port)
+    second = Destination("up", "TESTPACS", "127.0.0.1", pacs.port)
+    cat = _queued(tmp_path, ["picky", "up"], sop_classes=(PM, SC))
+    sender = OutboxSender(_settings(tmp_path, (first, second)), cat)
+    sender.start()
+
+    def rows() -> dict[tuple[str, str], dict]:
+        return {(r["destination"], r["sop_class_uid"]): r for r in cat.outbox_items()}
+
+    try:
+        wait_for(lambda: all(
+            r["state"] == "sent" for (d, _), r in rows().items() if d == "up"
+        ), 20)
+        wait_for(lambda: rows()[("picky", PM)]["attempts"] >= 1, 20)
+        refused = rows()[("picky", PM)]
+        assert refused["state"] == "pending"
+        assert "no presentation context for Parametric Map Storage" in refused["last_error"]
+        wait_for(lambda: rows()[("picky", SC)]["state"] == "sent", 20)
+        assert len(picky.received()) == 1 and len(pacs.received()) == 2
+    finally:
+        sender.stop()
+        picky.stop()
         pacs.stop()
