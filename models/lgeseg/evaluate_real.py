@@ -151,7 +151,7 @@ def summarise_emidec(slices: Sequence[RealSlice]) -> dict[str, Any]:
     cases: dict[str, list[RealSlice]] = defaultdict(list)
     for item in slices:
         cases[item.case].append(item)
-    per_case = []
+    per_case: list[dict[str, Any]] = []
     for case, rows in sorted(cases.items()):
         true_pct = 100.0 * sum(r.true_scar_px for r in rows) / max(
             sum(r.true_myo_px for r in rows), 1)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -188,7 +188,8 @@ def _appearance(rng: np.random.Generator, gen: U8) -> F32:
     return image
 
 
-def _corrupt(rng: np.random.Generator, image: F32, outside: npt.NDArray[np.bool_]) -> F32:
+def _corrupt(rng: np.random.Generator, image: npt.NDArray[Any],
+             outside: npt.NDArray[np.bool_]) -> F32:
     """Resolution, blur, bias, ghosts / motion, noise, gamma, 8-bit quantisation."""
     size = image.shape[0]
     if rng.random() < 0.35:

@@ -158,7 +158,8 @@ def load_phantom_maps(directory: Path) -> list[LabelMapSlice]:
     """Every slice of the ``phantom_maps_*.npz`` files in ``directory`` (sorted)."""
     items: list[LabelMapSlice] = []
     for path in sorted(directory.glob("phantom_maps_*.npz")):
-        data = np.load(path)
+        with np.load(path) as stored:
+            data = {key: stored[key] for key in stored.files}
         offset = 0
         for (rows, cols), spacing in zip(data["shape"], data["spacing"], strict=True):
             n = int(rows) * int(cols)

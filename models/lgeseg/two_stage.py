@@ -193,7 +193,7 @@ class TwoStageLgeSegmenter:
                 passes, affine = self.crop_passes(values, centre, diameter)
         details["heart_centre_px"] = [round(centre[0], 1), round(centre[1], 1)]
         details["heart_diameter_px"] = round(diameter, 1)
-        inverse = np.linalg.inv(affine[0])
+        inverse = np.asarray(np.linalg.inv(affine[0]), dtype=np.float64)
         back = (inverse, -inverse @ affine[1])
         return segmentation_checks(passes, values.shape, spacing, self.mvo_output, details,
                                    started, back)
