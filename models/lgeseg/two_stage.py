@@ -106,6 +106,8 @@ class TwoStageLgeSegmenter:
         Average the segmenter's prediction with that of the mirrored crop.
     refine
         Re-centre the crop on the first segmentation and segment again.
+    locator_tta
+        Average the localiser over the image and its three mirrorings.
 
     Raises
     ------
@@ -114,7 +116,8 @@ class TwoStageLgeSegmenter:
     """
 
     def __init__(self, locator: Path | None = None, segmenter: Path | None = None, *,
-                 test_time_flip: bool = True, refine: bool = True) -> None:
+                 test_time_flip: bool = True, refine: bool = True,
+                 locator_tta: bool = True) -> None:
         locator = DEFAULT_LOCATOR if locator is None else Path(locator)
         segmenter = DEFAULT_SEGMENTER if segmenter is None else Path(segmenter)
         self._locator, locate_record, locate_sha = load_unet(
@@ -129,6 +132,7 @@ class TwoStageLgeSegmenter:
         self.locator_sha256 = locate_sha
         self.test_time_flip = test_time_flip
         self.refine = refine
+        self.locator_tta = locator_tta
         self.mvo_output = bool(record.get("mvo_output", False))
         self.record: Mapping[str, Any] = record
         self.locator_record: Mapping[str, Any] = locate_record
@@ -139,8 +143,22 @@ class TwoStageLgeSegmenter:
         step = max(rows, cols) / LOCATE_GRID
         affine = _square_affine(((rows - 1) / 2.0, (cols - 1) / 2.0), step, LOCATE_GRID)
         grid = normalise_grid(_resample(values, affine, LOCATE_GRID, float(values.min())))
-        prob = predict_passes(self._locator, grid[None], False)[0]
-        return locate_heart(prob, affine)
+        return locate_heart(self._locator_probabilities(grid), affine)
+
+    def _locator_probabilities(self, grid: F32) -> F32:
+        """Localiser probabilities, averaged over the four mirrorings when ``locator_tta``."""
+        import torch
+
+        if not self.locator_tta:
+            return predict_passes(self._locator, grid[None], False)[0]
+        views = np.stack([grid, grid[:, ::-1], grid[::-1], grid[::-1, ::-1]])[:, None]
+        with torch.inference_mode():
+            prob = torch.softmax(self._locator(torch.from_numpy(np.ascontiguousarray(views))),
+                                 dim=1).numpy()
+        prob[1] = prob[1][:, :, ::-1]
+        prob[2] = prob[2][:, ::-1]
+        prob[3] = prob[3][:, ::-1, ::-1]
+        return np.asarray(prob.mean(axis=0), dtype=np.float32)
 
     def crop_passes(self, values: F32, centre: tuple[float, float], diameter: float
                     ) -> tuple[F32, Affine]:
