@@ -202,3 +202,27 @@ def test_evaluation_of_the_true_labels_is_perfect() -> None:
 def test_real_data_path_is_outside_the_repository() -> None:
     repo = Path(__file__).resolve().parents[2]
     assert repo not in DEFAULT_DATA.resolve().parents
+
+
+@needs_weights
+def test_site_finetuning_writes_weights_with_provenance(tmp_path: Path) -> None:
+    import json
+
+    from models.lgeseg.finetune import data_sha256, finetune
+    from models.segmentation import sha256_of
+
+    item = _ring_slice()
+    image = np.where(item.labels == Label.MYOCARDIUM, 20.0, 200.0).astype(np.float32)
+    image[item.labels == Label.BACKGROUND] = 90.0
+    pairs = [("Case_A", "Case_A_slice000.png", image, item.labels),
+             ("Case_B", "Case_B_slice000.png", image[::-1].copy(), item.labels[::-1].copy())]
+    out = tmp_path / "site.pt"
+    record = finetune(pairs, out, steps=2, batch_size=2)
+    stored = json.loads(out.with_suffix(".json").read_text())
+    assert stored["weights_sha256"] == sha256_of(out) == record["weights_sha256"]
+    assert stored["base_weights_sha256"] == sha256_of(DEFAULT_SEGMENTER)
+    assert stored["site_data_sha256"] == data_sha256(pairs)
+    assert stored["site_cases"] == 2 and stored["site_slices"] == 2
+    tuned = TwoStageLgeSegmenter(DEFAULT_LOCATOR, out)
+    assert tuned.weights_sha256 == record["weights_sha256"]
+    assert tuned.version.endswith("+site")
