@@ -56,6 +56,13 @@ train-models: setup
 		--init-weights build/train/lge_only_control.pt --model-version 1.1.0
 	OMP_NUM_THREADS=1 $(VENV)/python -m models.t1seg.evaluate --long-axis-views 40
 	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.evaluate
+	# Sim-to-real two-stage LGE segmenter (issue 14): label maps, then localiser and segmenter.
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.synth_cache --out build/train/lgereal_cache --part 0 --parts 2
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.synth_cache --out build/train/lgereal_cache --part 1 --parts 2
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.train_real --stage locate --steps 1500 \
+		--max-minutes 35 --cache build/train/lgereal_cache --out models/weights/lge_real_locate.pt
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.train_real --stage segment --steps 1200 \
+		--max-minutes 40 --cache build/train/lgereal_cache --out models/weights/lge_real_segment.pt
 
 # Send a synthetic MOLLI T1 map study to a running node (make run in another terminal).
 demo: setup

@@ -310,8 +310,33 @@ def segmentation_from_passes(
         What the segmenter reports of itself; the LV enclosure, the passes' scar
         disagreement and the time since ``started`` (``perf_counter``) are added.
     """
+    return segmentation_checks(passes, shape, spacing, mvo_output, details, started)
+
+
+def segmentation_checks(
+    passes: F32,
+    shape: tuple[int, int],
+    spacing: tuple[float, float],
+    mvo_output: bool,
+    details: dict[str, Any],
+    started: float,
+    to_source: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None,
+) -> SegmentationOutput:
+    """As :func:`segmentation_from_passes`, for any network grid.
+
+    ``to_source`` is the affine (matrix, offset) from source pixel indices to grid indices
+    (:func:`scipy.ndimage.affine_transform` form); the centred :data:`GRID_SIZE` grid of
+    :data:`GRID_SPACING_MM` pixels if ``None``.
+    """
     mean = passes.mean(axis=0)
-    source = from_grid(mean, shape, spacing, GRID_SIZE, GRID_SPACING_MM)
+    if to_source is None:
+        source = from_grid(mean, shape, spacing, GRID_SIZE, GRID_SPACING_MM)
+    else:
+        source = np.stack([
+            ndimage.affine_transform(mean[k], to_source[0], to_source[1], shape, order=1,
+                                     cval=1.0 if k == 0 else 0.0)
+            for k in range(mean.shape[0])
+        ]).astype(np.float32)
     labels = labels_from_probabilities(source, spacing, mvo_output)
     geometry_passes = np.stack([_geometry_probabilities(p) for p in passes])
     uncertainty = flip_uncertainty(geometry_passes, geometry_passes.mean(axis=0),
@@ -336,6 +361,14 @@ def segmentation_from_passes(
         labels = np.zeros_like(labels)
     details["inference_ms"] = round(1000.0 * (time.perf_counter() - started), 1)
     return SegmentationOutput(labels, uncertainty, reason, details)
+
+
+def empty_output(shape: tuple[int, ...], reason: str, details: dict[str, Any],
+                 started: float) -> SegmentationOutput:
+    """No labels, uncertainty 1 and ``reason``: a slice that could not be segmented."""
+    details["inference_ms"] = round(1000.0 * (time.perf_counter() - started), 1)
+    return SegmentationOutput(np.zeros((int(shape[0]), int(shape[1])), dtype=np.uint8), 1.0,
+                              reason, details)
 
 
 def _protocol_check(segmenter: UNetLgeSegmenter) -> LgeSegmenter:

@@ -1,0 +1,228 @@
+"""Find the heart, then segment it: the sim-to-real LGE segmenter (two U-Nets).
+
+:class:`TwoStageLgeSegmenter` implements :class:`plugins.lge.segmenter.LgeSegmenter` without
+relying on pixel spacing or field of view:
+
+1. **Localiser.**  The whole image, padded square with its minimum, is resampled to a
+   :data:`~models.lgeseg.synth.LOCATE_GRID` grid and normalised (1st / 99th percentiles of the
+   grid to 0 / 1).  A small U-Net gives background / LV blood pool / myocardium; the largest
+   connected heart component (LV + myocardium) gives the LV centre and the heart's equivalent
+   diameter.
+2. **Segmenter.**  A square crop of :data:`~models.lgeseg.synth.CROP_FACTOR` times that diameter
+   around that centre is resampled to a :data:`~models.lgeseg.synth.SEGMENT_GRID` grid and
+   normalised the same way; a second U-Net gives the six LGE classes (with a mirrored pass
+   when ``test_time_flip``).  The crop is then re-centred once on the segmented heart and
+   segmented again (``refine``), which corrects a localiser that was off-centre or mis-sized.
+3. **Labels, plausibility, uncertainty** exactly as the one-stage network
+   (:func:`models.lgeseg.segmenter.labels_from_probabilities` and
+   :func:`~models.lgeseg.segmenter.segmentation_checks`): probabilities are mapped back to
+   every source pixel centre, the myocardium is one ring around an LV blood pool, and a slice
+   whose output is not such a ring is returned without labels and with a reason.
+
+Pixel spacing is used only for the post-processing limits in mm.  Both networks were trained
+on domain-randomised phantom and Sunnybrook label maps (:mod:`models.lgeseg.train_real`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+from models.lgeseg.synth import CROP_FACTOR, LOCATE_GRID, SEGMENT_GRID, normalise_grid
+from models.segmentation import (
+    EIGHT_CONNECTED,
+    ModelUnavailableError,
+    load_unet,
+    predict_passes,
+)
+from plugins.api import FloatImage, SegmentationOutput
+from plugins.lge.segmenter import LgeContrast, LgeSegmenter
+
+__all__ = [
+    "DEFAULT_LOCATOR",
+    "DEFAULT_SEGMENTER",
+    "MODEL_NAME",
+    "TwoStageLgeSegmenter",
+    "locate_heart",
+]
+
+MODEL_NAME: Final = "cmr-node LGE sim-to-real two-stage U-Net"
+WEIGHTS_DIR: Final = Path(__file__).resolve().parent.parent / "weights"
+DEFAULT_LOCATOR: Final = WEIGHTS_DIR / "lge_real_locate.pt"
+DEFAULT_SEGMENTER: Final = WEIGHTS_DIR / "lge_real_segment.pt"
+MIN_HEART_GRID_PX: Final = 12
+"""Smallest heart (LV + myocardium) the localiser may report, in grid pixels."""
+
+F32 = npt.NDArray[np.float32]
+Affine = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
+
+
+def _square_affine(centre: tuple[float, float], step: float, grid: int) -> Affine:
+    """Grid index -> source index, ``step`` source pixels per grid pixel, grid centred."""
+    matrix = np.diag([step, step])
+    offset = np.asarray(centre, dtype=np.float64) - matrix @ np.full(2, (grid - 1) / 2.0)
+    return matrix, offset
+
+
+def _resample(image: F32, affine: Affine, grid: int, cval: float) -> F32:
+    return np.asarray(ndimage.affine_transform(image, affine[0], affine[1], (grid, grid),
+                                               order=1, cval=cval), dtype=np.float32)
+
+
+def locate_heart(prob: F32, affine: Affine) -> tuple[tuple[float, float], float] | None:
+    """Heart centre (source row, col) and equivalent diameter (source pixels) from the
+    localiser's probabilities on its grid, or ``None`` if it found no heart."""
+    heart = np.argmax(prob, axis=0) > 0
+    components, n = ndimage.label(heart, structure=EIGHT_CONNECTED)
+    if n == 0:
+        return None
+    sizes = np.bincount(components.ravel())[1:]
+    biggest = components == int(np.argmax(sizes)) + 1
+    if int(biggest.sum()) < MIN_HEART_GRID_PX:
+        return None
+    rows, cols = np.nonzero(biggest)
+    centre = affine[0] @ np.array([rows.mean(), cols.mean()]) + affine[1]
+    diameter = 2.0 * math.sqrt(float(biggest.sum()) / math.pi) * float(affine[0][0, 0])
+    return (float(centre[0]), float(centre[1])), diameter
+
+
+class TwoStageLgeSegmenter:
+    """Localiser + heart-crop segmenter for LGE short-axis slices (see the module description).
+
+    Parameters
+    ----------
+    locator, segmenter
+        The two ``.pt`` state dicts (provenance JSON beside each, SHA-256 checked); the
+        committed weights if ``None``.
+    test_time_flip
+        Average the segmenter's prediction with that of the mirrored crop.
+    refine
+        Re-centre the crop on the first segmentation and segment again.
+    locator_tta
+        Average the localiser over the image and its three mirrorings.
+
+    Raises
+    ------
+    ModelUnavailableError
+        If a file is missing or unreadable, or a SHA-256 differs from its JSON.
+    """
+
+    def __init__(self, locator: Path | None = None, segmenter: Path | None = None, *,
+                 test_time_flip: bool = True, refine: bool = True,
+                 locator_tta: bool = True) -> None:
+        locator = DEFAULT_LOCATOR if locator is None else Path(locator)
+        segmenter = DEFAULT_SEGMENTER if segmenter is None else Path(segmenter)
+        self._locator, locate_record, locate_sha = load_unet(
+            locator, locator.with_suffix(".json"))
+        self._segmenter, record, sha = load_unet(segmenter, segmenter.with_suffix(".json"))
+        if self._locator.config.n_classes != 3 or self._segmenter.config.n_classes != 6:
+            raise ModelUnavailableError("The weights are not a 3-class localiser and a "
+                                        "6-class LGE segmenter.")
+        self.name: str = MODEL_NAME
+        self.version: str = str(record["model_version"])
+        self.weights_sha256: str | None = sha
+        self.locator_sha256 = locate_sha
+        self.test_time_flip = test_time_flip
+        self.refine = refine
+        self.locator_tta = locator_tta
+        self.mvo_output = bool(record.get("mvo_output", False))
+        self.record: Mapping[str, Any] = record
+        self.locator_record: Mapping[str, Any] = locate_record
+
+    def locate(self, values: F32) -> tuple[tuple[float, float], float] | None:
+        """Heart centre and diameter (source pixels) on a whole image, or ``None``."""
+        rows, cols = values.shape
+        step = max(rows, cols) / LOCATE_GRID
+        affine = _square_affine(((rows - 1) / 2.0, (cols - 1) / 2.0), step, LOCATE_GRID)
+        grid = normalise_grid(_resample(values, affine, LOCATE_GRID, float(values.min())))
+        return locate_heart(self._locator_probabilities(grid), affine)
+
+    def _locator_probabilities(self, grid: F32) -> F32:
+        """Localiser probabilities, averaged over the four mirrorings when ``locator_tta``."""
+        import torch
+
+        if not self.locator_tta:
+            return predict_passes(self._locator, grid[None], False)[0]
+        views = np.stack([grid, grid[:, ::-1], grid[::-1], grid[::-1, ::-1]])[:, None]
+        with torch.inference_mode():
+            prob = torch.softmax(self._locator(torch.from_numpy(np.ascontiguousarray(views))),
+                                 dim=1).numpy()
+        prob[1] = prob[1][:, :, ::-1]
+        prob[2] = prob[2][:, ::-1]
+        prob[3] = prob[3][:, ::-1, ::-1]
+        return np.asarray(prob.mean(axis=0), dtype=np.float32)
+
+    def crop_passes(self, values: F32, centre: tuple[float, float], diameter: float
+                    ) -> tuple[F32, Affine]:
+        """Segmenter probabilities (passes, 6, g, g) of the crop and its grid affine."""
+        affine = _square_affine(centre, CROP_FACTOR * diameter / SEGMENT_GRID, SEGMENT_GRID)
+        grid = normalise_grid(_resample(values, affine, SEGMENT_GRID, float(values.min())))
+        return predict_passes(self._segmenter, grid[None], self.test_time_flip), affine
+
+    def segment(
+        self,
+        image: FloatImage,
+        pixel_spacing: tuple[float, float],
+        contrast: LgeContrast,
+        cine: FloatImage | None = None,
+    ) -> SegmentationOutput:
+        """Segment one slice (see the module description); ``cine`` is not used."""
+        from models.lgeseg.segmenter import empty_output, segmentation_checks
+
+        started = time.perf_counter()
+        values = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0,
+                               neginf=0.0)
+        if values.ndim != 2:
+            raise ValueError(f"Expected a 2-D LGE image, got shape {values.shape}")
+        spacing = (float(pixel_spacing[0]), float(pixel_spacing[1]))
+        if min(spacing) <= 0:
+            raise ValueError(f"Pixel spacing must be positive, got {pixel_spacing}")
+        details: dict[str, Any] = {
+            "model": self.name,
+            "model_version": self.version,
+            "locator_sha256": self.locator_sha256,
+            "contrast": str(LgeContrast(contrast)),
+            "cine_used": False,
+            "test_time_flip": self.test_time_flip,
+            "network_grid": f"{SEGMENT_GRID}x{SEGMENT_GRID} crop of {CROP_FACTOR} heart "
+                            "diameters",
+            "mvo_output": self.mvo_output,
+        }
+        found = self.locate(values)
+        if found is None:
+            return empty_output(values.shape, "the localiser found no heart", details,
+                                started)
+        centre, diameter = found
+        passes, affine = self.crop_passes(values, centre, diameter)
+        if self.refine:
+            mean = passes.mean(axis=0)
+            again = locate_heart(np.stack([mean[0] + mean[3], mean[1],
+                                           mean[2] + mean[4] + mean[5]]), affine)
+            if again is not None:
+                centre, diameter = again
+                passes, affine = self.crop_passes(values, centre, diameter)
+        details["heart_centre_px"] = [round(centre[0], 1), round(centre[1], 1)]
+        details["heart_diameter_px"] = round(diameter, 1)
+        inverse = np.asarray(np.linalg.inv(affine[0]), dtype=np.float64)
+        back = (inverse, -inverse @ affine[1])
+        return segmentation_checks(passes, values.shape, spacing, self.mvo_output, details,
+                                   started, back)
+
+
+def _protocol_check(segmenter: TwoStageLgeSegmenter) -> LgeSegmenter:
+    return segmenter
+
+
+@functools.lru_cache(maxsize=1)
+def cached_default() -> TwoStageLgeSegmenter:
+    """The committed two-stage segmenter, loaded once per process."""
+    return TwoStageLgeSegmenter()
+
