@@ -528,7 +528,10 @@ class _BrokenSegmenter:
         raise RuntimeError("model file missing")
 
 
-def test_segmenter_can_be_replaced(stack_result: tuple[list[Any], AnalysisResult]) -> None:
+@pytest.mark.parametrize("core_rule", ["default", "midwall"])
+def test_segmenter_can_be_replaced(
+    stack_result: tuple[list[Any], AnalysisResult], core_rule: str
+) -> None:
     slices, _ = stack_result
     series = _series_from_slices(slices, field=3.0)
     lookup = {
@@ -538,14 +541,21 @@ def test_segmenter_can_be_replaced(stack_result: tuple[list[Any], AnalysisResult
     segmenter = _TruthSegmenter(lookup)
     assert isinstance(segmenter, Segmenter)
     assert isinstance(ClassicalSegmenter(), Segmenter)
-    result = analyse(series, {"segmenter": segmenter})
+    options: dict[str, Any] = {"segmenter": segmenter}
+    if core_rule != "default":
+        options["core"] = core_rule
+    result = analyse(series, options)
     assert result.provenance.model_name == "truth-model"
     assert result.provenance.model_version == "9.9"
     assert result.provenance.model_sha256 == "ab" * 32
     for slice_result in result.slices:
         phantom = slices[slice_result.frame_index]
         np.testing.assert_array_equal(slice_result.labels, phantom.labels)
-        core = measurement_core(phantom.t1_ms, phantom.labels, phantom.pixel_spacing)
+        if core_rule == "midwall":
+            core = measurement_core(phantom.t1_ms, phantom.labels, phantom.pixel_spacing)
+        else:  # the default core: the middle 60 % of the wall
+            core = conservative_core(phantom.labels, phantom.pixel_spacing, fraction_endo=0.2,
+                                     fraction_epi=0.2, margin_endo_mm=0.0, margin_epi_mm=0.0)
         mean = _value(slice_result.measurements, "myocardium_t1_mean_ms")
         assert mean == pytest.approx(float(phantom.t1_ms[core].mean()), abs=0.01)
 
