@@ -95,3 +95,15 @@ def test_t1map_seg_derives_from_the_map_frames(enhanced: dict, tmp_path: Path) -
         for source in derivation.SourceImageSequence
     }
     assert referenced == map_frames and len(map_frames) == N_SLICES
+
+
+def test_molli_fit_and_scanner_map_comparison_match_the_classic_series(
+    enhanced: dict, tmp_path: Path,
+) -> None:
+    # The same acquisition, enhanced or classic, gives the same MOLLI fit and comparison.
+    classic_paths = write_series(enhanced["classic"], tmp_path / "classic")
+    settings = writer_settings("cmr-node", None)
+    multi = run_analysis([enhanced["path"]], "molli", {}, settings).result.extra["molli"]
+    classic = run_analysis(classic_paths, "molli", {}, settings).result.extra["molli"]
+    assert len(multi["scanner_map_comparison"]) == N_SLICES
+    assert multi["scanner_map_comparison"] == classic["scanner_map_comparison"]
