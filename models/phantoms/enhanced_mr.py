@@ -288,7 +288,7 @@ def enhanced_molli_dataset(
     ds.HighRRValue = None
     ds.IntervalsAcquired = None
     ds.IntervalsRejected = None
-    ds.CardiacFramingType = "TRIGGERED"
+    ds.CardiacFramingType = "FORW"  # frames timed forward from the R wave (prospective)
     ds.AcquisitionContextSequence = _seq()
     # Multi-frame dimensions: in-stack position, then temporal position
     organization = _uid(study.seed, "dimension-organization", "enhanced_molli", series_number)
