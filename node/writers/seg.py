@@ -168,6 +168,72 @@ def segmentation_masks(
     return masks
 
 
+def _shares_positions(image: pydicom.Dataset) -> bool:
+    """Whether several frames of a multi-frame image lie at one position."""
+    positions = []
+    for item in image.get("PerFrameFunctionalGroupsSequence", []):
+        plane = item.get("PlanePositionSequence")
+        if plane:
+            positions.append(tuple(round(float(v), 3) for v in plane[0].ImagePositionPatient))
+    return len(set(positions)) != len(positions)
+
+
+def _analysed_planes(
+    result: AnalysisResult,
+    series: LoadedSeries,
+    layout: Sequence[tuple[int, int]],
+    masks: npt.NDArray[np.bool_],
+) -> tuple[npt.NDArray[np.bool_], list[hd.PlanePositionSequence]]:
+    """The planes of the analysed frames only, with their positions.
+
+    An enhanced MR object keeps several frames per slice position (a Philips MOLLI series:
+    the inversion-recovery frames and the T1 map); highdicom refuses a SEG whose planes repeat
+    a position, so the SEG holds one plane per analysed frame, placed by its position, and
+    references the source frames at that position.
+    """
+    chosen: dict[int, int] = {}
+    for slice_result in result.slices:
+        chosen.setdefault(layout[slice_result.frame_index][1], slice_result.frame_index)
+    planes = sorted(chosen)
+    positions = [
+        hd.PlanePositionSequence(
+            hd.CoordinateSystemNames.PATIENT,
+            image_position=series.frames[chosen[plane]].image_position,
+        )
+        for plane in planes
+    ]
+    return masks[planes], positions
+
+
+def _reference_analysed_frames(
+    seg: hd.seg.Segmentation,
+    series: LoadedSeries,
+    result: AnalysisResult,
+    layout: Sequence[tuple[int, int]],
+) -> None:
+    """Let each SEG frame derive from the analysed source frame at its position only.
+
+    highdicom references every source frame at a plane's position; of the frames of one
+    position only the analysed one (e.g. the T1 map, not the inversion-recovery images) was
+    segmented.
+    """
+    analysed: dict[tuple[float, ...], int] = {}
+    for slice_result in result.slices:
+        frame = series.frames[slice_result.frame_index]
+        key = tuple(round(float(v), 3) for v in frame.image_position)
+        analysed.setdefault(key, layout[slice_result.frame_index][1] + 1)
+    for item in seg.PerFrameFunctionalGroupsSequence:
+        position = item.PlanePositionSequence[0].ImagePositionPatient
+        number = analysed.get(tuple(round(float(v), 3) for v in position))
+        if number is None:
+            continue
+        for derivation in item.get("DerivationImageSequence", []):
+            kept = [source for source in derivation.SourceImageSequence
+                    if int(source.get("ReferencedFrameNumber", 0) or 0) == number]
+            if kept:
+                derivation.SourceImageSequence = kept
+
+
 def build_segmentation(
     result: AnalysisResult,
     series: LoadedSeries,
@@ -211,10 +277,14 @@ def build_segmentation(
     if len(shapes) != 1:
         raise WriterError(f"Frames of the series have different sizes {sorted(shapes)}.")
     masks = segmentation_masks(result, series, segments, planes, layout, multi_frame)
+    plane_positions = None
+    if multi_frame and _shares_positions(images[0]):
+        masks, plane_positions = _analysed_planes(result, series, layout, masks)
     try:
         seg = hd.seg.Segmentation(
             source_images=images,
             pixel_array=masks,
+            plane_positions=plane_positions,
             segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
             segment_descriptions=_segment_descriptions(result, segments),
             series_instance_uid=identity.series_instance_uid,
@@ -236,6 +306,8 @@ def build_segmentation(
         raise WriterError(
             f"Cannot build the SEG of series {series.series_instance_uid}: {exc}"
         ) from exc
+    if plane_positions is not None:
+        _reference_analysed_frames(seg, series, result, layout)
     seg.ImageComments = DISCLAIMER
     logger.debug(
         "SEG %s: %d segments, %d frames",

@@ -1,0 +1,83 @@
+"""End to end: the Philips-style native MOLLI series as one Enhanced MR Image (issue 19).
+
+The scanner's "enhanced" export (:mod:`models.phantoms.enhanced_mr`): one multi-frame
+instance holding the inversion-recovery source frames (inversion time in the per-frame MR
+Modifier InversionTimes) and the scanner's T1-map frames, BodyPartExamined "ABDOMEN".  Sent
+over the node's listener, the native T1 must be analysed on the scanner's map frames, give the
+same T1 per slice as the same maps sent the tidy way, and its results must reach the PACS as
+valid DICOM.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from models.phantoms.dicom_series import t1map_series_datasets, write_series
+from models.phantoms.enhanced_mr import write_enhanced_molli_study
+from node.pipeline import run_analysis, writer_settings
+from tests.netutil import NodeProcess, PacsScp, dciodvfy_errors, send_files, wait_for
+
+pytestmark = pytest.mark.e2e
+
+RESULT_TIMEOUT_S = 240.0
+
+
+@pytest.fixture()
+def pacs(tmp_path: Path) -> Iterator[PacsScp]:
+    server = PacsScp(tmp_path / "pacs").start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.timeout(600)
+def test_enhanced_philips_molli_is_analysed_on_the_map_frames(
+    tmp_path: Path, pacs: PacsScp,
+) -> None:
+    study = write_enhanced_molli_study(tmp_path / "study", seed=19)
+    assert dciodvfy_errors(study["path"]) == []
+    uid = study["series_instance_uid"]
+    node = NodeProcess(tmp_path / "node", pacs.port, stable_age_s=2.0).start()
+    try:
+        assert send_files([Path(study["path"])], node.port) == [0]
+
+        def t1map_done() -> dict | None:
+            rows = node.query("SELECT * FROM jobs WHERE series_instance_uid = ? AND analysis = ?",
+                              (uid, "t1map"))
+            latest = max(rows, key=lambda r: r["id"]) if rows else None
+            return latest if latest is not None and latest["state"] == "done" else None
+
+        job = wait_for(t1map_done, RESULT_TIMEOUT_S, interval=0.5)
+        t1 = json.loads((Path(job["result_dir"]) / "results.json").read_text())
+        assert t1["frames"] == 3
+        assert any("took the 3 T1-map image(s)" in n for n in t1["image_selection"])
+        assert t1["acquisition"]["vendor"] == "philips"
+        assert t1["acquisition"]["sequence_family"] == "molli"
+        # The same maps sent the tidy way give the same T1 per slice.
+        tidy = t1map_series_datasets(study["native_slices"], vendor="philips",
+                                     study=study["study"], series_number=12, slice_gap_mm=8.0)
+        for ds in tidy:
+            ds.BodyPartExamined = "HEART"
+        tidy_run = run_analysis(write_series(tidy, tmp_path / "tidy"), "t1map", {},
+                                writer_settings("cmr-node", None))
+        tidy_means = [m.value for sl in tidy_run.result.slices for m in sl.measurements
+                      if m.key == "myocardium_t1_mean_ms"]
+        means = [s["measurements"]["myocardium_t1_mean_ms"]["value"] for s in t1["slices"]
+                 if "myocardium_t1_mean_ms" in s["measurements"]]
+        assert len(means) == 3 == len(tidy_means), t1["slices"]
+        assert means == pytest.approx(tidy_means, abs=0.01)
+
+        def delivered() -> bool:
+            rows = node.query("SELECT state FROM outbox WHERE job_id = ?", (job["id"],))
+            return bool(rows) and all(r["state"] == "sent" for r in rows)
+
+        wait_for(delivered, RESULT_TIMEOUT_S, interval=0.5)
+        received = pacs.received()
+        assert received
+        for receipt in received:
+            assert dciodvfy_errors(receipt.path) == [], receipt.path
+    finally:
+        node.stop()
