@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from models.phantoms.dicom_series import t1map_series_datasets, write_series
 from models.phantoms.enhanced_mr import write_enhanced_molli_study
-from node.pipeline import run_analysis, writer_settings
+from tests.e2e.test_philips_style_e2e import assert_same_t1_as_tidy_maps
 from tests.netutil import NodeProcess, PacsScp, dciodvfy_errors, send_files, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -56,19 +55,7 @@ def test_enhanced_philips_molli_is_analysed_on_the_map_frames(
         assert any("took the 3 T1-map image(s)" in n for n in t1["image_selection"])
         assert t1["acquisition"]["vendor"] == "philips"
         assert t1["acquisition"]["sequence_family"] == "molli"
-        # The same maps sent the tidy way give the same T1 per slice.
-        tidy = t1map_series_datasets(study["native_slices"], vendor="philips",
-                                     study=study["study"], series_number=12, slice_gap_mm=8.0)
-        for ds in tidy:
-            ds.BodyPartExamined = "HEART"
-        tidy_run = run_analysis(write_series(tidy, tmp_path / "tidy"), "t1map", {},
-                                writer_settings("cmr-node", None))
-        tidy_means = [m.value for sl in tidy_run.result.slices for m in sl.measurements
-                      if m.key == "myocardium_t1_mean_ms"]
-        means = [s["measurements"]["myocardium_t1_mean_ms"]["value"] for s in t1["slices"]
-                 if "myocardium_t1_mean_ms" in s["measurements"]]
-        assert len(means) == 3 == len(tidy_means), t1["slices"]
-        assert means == pytest.approx(tidy_means, abs=0.01)
+        assert_same_t1_as_tidy_maps(study, t1, tmp_path / "tidy")
 
         def delivered() -> bool:
             rows = node.query("SELECT state FROM outbox WHERE job_id = ?", (job["id"],))

@@ -41,6 +41,24 @@ def _results(job: dict) -> dict:
 
 
 @pytest.mark.timeout(900)
+def assert_same_t1_as_tidy_maps(study: dict, t1: dict, folder: Path) -> None:
+    """The conventions change nothing: the same maps sent the tidy way (one series of maps,
+    standard attributes, BodyPartExamined HEART) give the same T1 per slice as ``t1``, the
+    node's results of the study's native maps."""
+    tidy = t1map_series_datasets(study["native_slices"], vendor="philips",
+                                 study=study["study"], series_number=12, slice_gap_mm=8.0)
+    for ds in tidy:
+        ds.BodyPartExamined = "HEART"
+    tidy_run = run_analysis(write_series(tidy, folder), "t1map", {},
+                            writer_settings("cmr-node", None))
+    tidy_means = [m.value for sl in tidy_run.result.slices for m in sl.measurements
+                  if m.key == "myocardium_t1_mean_ms"]
+    means = [s["measurements"]["myocardium_t1_mean_ms"]["value"] for s in t1["slices"]
+             if "myocardium_t1_mean_ms" in s["measurements"]]
+    assert len(means) == 3 == len(tidy_means), t1["slices"]
+    assert means == pytest.approx(tidy_means, abs=0.01)
+
+
 def test_philips_style_study_is_analysed_end_to_end(tmp_path: Path, pacs: PacsScp) -> None:
     study = write_philips_style_study(tmp_path / "study", seed=19)
     series = {s["kind"]: s for s in study["series"]}
@@ -83,20 +101,7 @@ def test_philips_style_study_is_analysed_end_to_end(tmp_path: Path, pacs: PacsSc
         assert t1["acquisition"]["vendor"] == "philips"
         assert t1["acquisition"]["sequence_family"] == "molli"
         assert t1["acquisition"]["field_strength_t"] == 1.5
-        # The conventions change nothing: the same maps sent the tidy way (one series of
-        # maps, standard attributes, BodyPartExamined HEART) give the same T1 per slice.
-        tidy = t1map_series_datasets(study["native_slices"], vendor="philips",
-                                     study=study["study"], series_number=12, slice_gap_mm=8.0)
-        for ds in tidy:
-            ds.BodyPartExamined = "HEART"
-        tidy_run = run_analysis(write_series(tidy, tmp_path / "tidy"), "t1map", {},
-                                writer_settings("cmr-node", None))
-        tidy_means = [m.value for sl in tidy_run.result.slices for m in sl.measurements
-                      if m.key == "myocardium_t1_mean_ms"]
-        means = [s["measurements"]["myocardium_t1_mean_ms"]["value"] for s in t1["slices"]
-                 if "myocardium_t1_mean_ms" in s["measurements"]]
-        assert len(means) == 3 == len(tidy_means), t1["slices"]
-        assert means == pytest.approx(tidy_means, abs=0.01)
+        assert_same_t1_as_tidy_maps(study, t1, tmp_path / "tidy")
         headers = [dcmread(p, stop_before_pixels=True) for p in series["native_molli"]["files"]]
         map_uids = {str(h.SOPInstanceUID) for h in headers if list(h.ImageType)[2] == "T1"}
         assert {s["sop_instance_uid"] for s in t1["slices"]} == map_uids
