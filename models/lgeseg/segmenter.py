@@ -295,6 +295,7 @@ def segmentation_from_passes(
     mvo_output: bool,
     details: dict[str, Any],
     started: float,
+    to_source: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None,
 ) -> SegmentationOutput:
     """One slice's labels, uncertainty and plausibility from the network passes.
 
@@ -309,24 +310,10 @@ def segmentation_from_passes(
     details
         What the segmenter reports of itself; the LV enclosure, the passes' scar
         disagreement and the time since ``started`` (``perf_counter``) are added.
-    """
-    return segmentation_checks(passes, shape, spacing, mvo_output, details, started)
-
-
-def segmentation_checks(
-    passes: F32,
-    shape: tuple[int, int],
-    spacing: tuple[float, float],
-    mvo_output: bool,
-    details: dict[str, Any],
-    started: float,
-    to_source: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None,
-) -> SegmentationOutput:
-    """As :func:`segmentation_from_passes`, for any network grid.
-
-    ``to_source`` is the affine (matrix, offset) from source pixel indices to grid indices
-    (:func:`scipy.ndimage.affine_transform` form); the centred :data:`GRID_SIZE` grid of
-    :data:`GRID_SPACING_MM` pixels if ``None``.
+    to_source
+        The affine (matrix, offset) from source pixel indices to grid indices
+        (:func:`scipy.ndimage.affine_transform` form); ``None`` for the centred
+        :data:`GRID_SIZE` grid of :data:`GRID_SPACING_MM` pixels.
     """
     mean = passes.mean(axis=0)
     if to_source is None:

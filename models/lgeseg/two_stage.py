@@ -15,7 +15,7 @@ relying on pixel spacing or field of view:
    segmented again (``refine``), which corrects a localiser that was off-centre or mis-sized.
 3. **Labels, plausibility, uncertainty** exactly as the one-stage network
    (:func:`models.lgeseg.segmenter.labels_from_probabilities` and
-   :func:`~models.lgeseg.segmenter.segmentation_checks`): probabilities are mapped back to
+   :func:`~models.lgeseg.segmenter.segmentation_from_passes`): probabilities are mapped back to
    every source pixel centre, the myocardium is one ring around an LV blood pool, and a slice
    whose output is not such a ring is returned without labels and with a reason.
 
@@ -175,7 +175,7 @@ class TwoStageLgeSegmenter:
         cine: FloatImage | None = None,
     ) -> SegmentationOutput:
         """Segment one slice (see the module description); ``cine`` is not used."""
-        from models.lgeseg.segmenter import empty_output, segmentation_checks
+        from models.lgeseg.segmenter import empty_output, segmentation_from_passes
 
         started = time.perf_counter()
         values = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0,
@@ -213,7 +213,7 @@ class TwoStageLgeSegmenter:
         details["heart_diameter_px"] = round(diameter, 1)
         inverse = np.asarray(np.linalg.inv(affine[0]), dtype=np.float64)
         back = (inverse, -inverse @ affine[1])
-        return segmentation_checks(passes, values.shape, spacing, self.mvo_output, details,
+        return segmentation_from_passes(passes, values.shape, spacing, self.mvo_output, details,
                                    started, back)
 
 
