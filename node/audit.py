@@ -61,12 +61,14 @@ def withhold_values_in_logs() -> None:
 
     The filter goes on the handlers of the root logger (every line the node writes) and on
     the loggers known to quote values: ``pydicom`` (an invalid value, quoted) and
-    ``node.router`` (the values a routing condition looked at).  pydicom also issues each
+    ``node.routing.router`` (which logs routing explanations with their values already
+    withheld, :attr:`node.routing.RouteDecision.explanation_withheld`; the filter stays as a
+    second guard).  pydicom also issues each
     invalid value as a :class:`UserWarning` printed to stderr; those are dropped (its
     logger line says the same).
     """
     targets: list[logging.Filterer] = [logging.getLogger("pydicom"),
-                                       logging.getLogger("node.router")]
+                                       logging.getLogger("node.routing.router")]
     targets += logging.getLogger().handlers
     for target in targets:
         if not any(isinstance(f, ValueWithholdingFilter) for f in target.filters):

@@ -200,7 +200,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
         write_outputs,
         writer_settings,
     )
-    from node.router import load_rules, route
+    from node.routing import load_rules, route
     from node.service import read_headers, route_reason
     from plugins import PLUGIN_NAMES
     from plugins.api import AnalysisError
@@ -426,7 +426,7 @@ def _remember_lge(
 
 def cmd_route(args: argparse.Namespace) -> int:
     """Explain the routing decision for each series under the given paths."""
-    from node.router import format_explanation, load_rules, route
+    from node.routing import format_explanation, load_rules, route
     from node.service import read_headers
     from plugins import PLUGIN_NAMES
 
@@ -681,7 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cmr-node``."""
     from node.catalog import CatalogError
-    from node.router import RulesError
+    from node.routing import RulesError
 
     args = build_parser().parse_args(argv)
     try:

@@ -43,7 +43,7 @@ from pydicom.errors import InvalidDicomError
 from node import __version__
 from node.catalog import Catalog, InstanceRecord, OutboxItem, SeriesState
 from node.dicomweb import StowDelivery
-from node.router import RuleSet, load_rules
+from node.routing import RuleSet, load_rules
 from node.sender import DeliveryError, OutboxSender
 from node.service import route_complete_series
 from node.settings import Destination, DestinationKind, Settings, load_settings

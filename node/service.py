@@ -19,7 +19,7 @@ from node.covariates import CovariateFolder
 from node.dicomweb import StowDelivery
 from node.listener import StorageListener, reconcile_spool
 from node.pairing import lge_reconstruction, preferred_partner, skip_reason
-from node.router import RouteDecision, RuleSet, load_rules, route
+from node.routing import RouteDecision, RuleSet, load_rules, route
 from node.sender import OutboxSender
 from node.settings import DestinationKind, Settings, http_token
 from node.status import StatusServer

@@ -13,7 +13,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from node.router import (
+from node.routing import (
     CountOf,
     Outcome,
     RouteDecision,

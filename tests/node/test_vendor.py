@@ -8,7 +8,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from node.router import load_rules, route
+from node.routing import load_rules, route
 from node.vendor import describe_series
 from node.vendor.access import ImageView, MappingView
 from node.vendor.contrast import contrast_phase

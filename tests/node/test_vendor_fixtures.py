@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from node.router import format_explanation, load_rules, route
+from node.routing import format_explanation, load_rules, route
 from tests.node.vendor_fixtures import VendorCase, vendor_cases
 
 CASES = list(vendor_cases())
@@ -68,7 +68,7 @@ def test_map_and_source_series_gets_the_map_analysis_and_the_molli_fit(rules):
 
 
 def test_also_must_name_another_analysis(tmp_path):
-    from node.router import RulesError
+    from node.routing import RulesError
 
     path = tmp_path / "site.toml"
     path.write_text('extends = "default"\n[analyses.t1map]\nalso = ["nope"]\n')
