@@ -1,8 +1,8 @@
 """The node inside Orthanc: series that Orthanc declares stable go through the node's queue.
 
-Orthanc runs ``orthanc/plugin.py``, which calls :func:`register` with the ``orthanc`` module
-(injected, so this module never imports it and is testable with a fake). The path of a
-series::
+Orthanc runs ``orthanc/plugin.py``, which calls :func:`node.orthanc_app.register` with the
+``orthanc`` module (injected, so this module never imports it and is testable with a fake).
+The path of a series::
 
     STABLE_SERIES ──▶ intake row (SQLite, in the node's catalog file) ──▶ intake thread:
         fetch instances (REST, in-process) into the spool ──▶ catalog ──▶ router ──▶ job queue
@@ -28,14 +28,13 @@ import enum
 import io
 import json
 import logging
-import logging.handlers
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
@@ -46,14 +45,11 @@ from node.dicomweb import StowDelivery
 from node.routing import RuleSet, load_rules
 from node.sender import DeliveryError, OutboxSender
 from node.service import route_complete_series
-from node.settings import Destination, DestinationKind, Settings, load_settings
+from node.settings import Destination, DestinationKind, Settings
 from node.spool import instance_path, safe_uid, write_new_or_replace
 from node.sqlitedb import SqliteDatabase
 from node.worker import WorkerPool
 from plugins import PLUGIN_NAMES, warm_up
-
-if TYPE_CHECKING:
-    from node.orthanc_rest import RestRoutes
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +59,6 @@ OUTPUT_MODEL_NAME = "cmr-node"
 OUTPUT_DESCRIPTION_PREFIX = "cmr-node "
 #: Calling AE title recorded for instances fetched from Orthanc.
 ORTHANC_SOURCE_AET = "ORTHANC"
-#: Key of the node's section in Orthanc's configuration file.
-CONFIG_SECTION = "CmrNode"
-#: The node's own log file, under ``<data_dir>/logs`` (Orthanc shows info lines only with
-#: ``--verbose``).
-LOG_FILE = "cmr-node.log"
 INTAKE_IDLE_POLL_S = 1.0
 INTAKE_RETRY_BASE_S = 2.0
 STOP_TIMEOUT_S = 5.0
@@ -746,122 +737,3 @@ def _parse_header(raw: bytes, source: str) -> dict[str, str]:
         except ValueError as exc:
             raise IntakeError(f"{source}: {key} {exc}", permanent=True) from exc
     return header
-
-
-# ---------------------------------------------------------------------- registration
-
-
-class _OrthancLogHandler(logging.Handler):
-    """Python log records into Orthanc's log."""
-
-    def __init__(self, api: Any) -> None:
-        super().__init__()
-        self._api = api
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = self.format(record)
-            if record.levelno >= logging.ERROR:
-                self._api.LogError(text)
-            elif record.levelno >= logging.WARNING:
-                self._api.LogWarning(text)
-            else:
-                self._api.LogInfo(text)
-        except Exception:  # logging must never raise into Orthanc
-            self.handleError(record)
-
-
-def settings_from_orthanc(config: Mapping[str, Any]) -> Settings:
-    """The node's settings named by Orthanc's configuration (``CmrNode`` section).
-
-    ``CmrNode.Config`` is the node's TOML file (else ``CMR_NODE_CONFIG`` or the defaults);
-    ``CmrNode.DataDirectory``, when set, overrides its ``data_dir``.
-    """
-    section = dict(config.get(CONFIG_SECTION) or {})
-    path = section.get("Config")
-    settings = load_settings(Path(path) if path else None)
-    data_dir = section.get("DataDirectory")
-    if data_dir:
-        settings = replace(settings, data_dir=Path(data_dir).resolve())
-    return settings
-
-
-@dataclass
-class Registration:
-    """What :func:`register` set up inside Orthanc."""
-
-    node: OrthancNode
-    on_change: Callable[[int, int, str], None]
-    routes: RestRoutes
-
-
-def _configure_logging(api: Any, settings: Settings) -> None:
-    """Node log records into Orthanc's log and into ``<data_dir>/logs/cmr-node.log``."""
-    root = logging.getLogger()
-    if not any(isinstance(h, _OrthancLogHandler) for h in root.handlers):
-        handler = _OrthancLogHandler(api)
-        handler.setFormatter(logging.Formatter("cmr-node %(name)s: %(message)s"))
-        root.addHandler(handler)
-    if not any(isinstance(h, logging.handlers.RotatingFileHandler) for h in root.handlers):
-        log_dir = settings.data_dir / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.handlers.RotatingFileHandler(
-            log_dir / LOG_FILE, maxBytes=10_000_000, backupCount=5
-        )
-        file_handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s")
-        )
-        root.addHandler(file_handler)
-    root.setLevel(getattr(logging, settings.log_level, logging.INFO))
-    for noisy in ("pynetdicom", "apscheduler", "highdicom", "radiomics"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def register(
-    api: Any, config: Mapping[str, Any] | None = None, *, configure_logging: bool = True
-) -> Registration:
-    """Set up the node inside Orthanc: change callback, REST routes and Explorer extension.
-
-    Parameters
-    ----------
-    api
-        The ``orthanc`` module.
-    config
-        Orthanc's configuration (default: ``api.GetConfiguration()``).
-    configure_logging
-        Send the node's log records to Orthanc's log and to the node's log file.
-
-    Returns
-    -------
-    Registration
-        The node, the change callback and the REST routes registered with Orthanc.
-    """
-    from node.orthanc_rest import RestRoutes, explorer_extension
-
-    if config is None:
-        config = json.loads(api.GetConfiguration())
-    settings = settings_from_orthanc(config)
-    if configure_logging:
-        _configure_logging(api, settings)
-    node = OrthancNode(api, settings)
-    routes = RestRoutes(node)
-    routes.register(api)
-    api.ExtendOrthancExplorer(explorer_extension())
-    change = api.ChangeType
-
-    def on_change(change_type: int, _level: int, resource_id: str) -> None:
-        try:
-            if change_type == change.STABLE_SERIES:
-                node.series_stable(resource_id)
-            elif change_type == change.ORTHANC_STARTED:
-                node.start()
-            elif change_type == change.ORTHANC_STOPPED:
-                stopped = node.stop()
-                if stopped:  # a thread still busy keeps its database connection
-                    node.close()
-        except Exception:  # never raise into Orthanc's thread
-            logger.exception("handling Orthanc change %s of %s failed", change_type, resource_id)
-
-    api.RegisterOnChangeCallback(on_change)
-    logger.info("cmr-node %s registered in Orthanc (data in %s)", __version__, settings.data_dir)
-    return Registration(node, on_change, routes)

@@ -6,7 +6,8 @@ the node is imported. Their locations come from the ``CmrNode`` section of Ortha
 configuration (``SitePackages``, ``Repository``, written by ``python -m node.orthanc_launch``);
 without it, the repository holding this file and its ``.venv`` are used.
 
-All logic lives in :mod:`node.orthanc_node` with the ``orthanc`` module passed in.
+All logic lives in :mod:`node.orthanc_app` (the wiring) and :mod:`node.orthanc_node` (the
+node), with the ``orthanc`` module passed in.
 """
 
 import glob
@@ -30,6 +31,6 @@ for _path in (_repository, _site):
         sys.path.remove(_path)
 sys.path[:0] = [p for p in (_site, _repository) if p]
 
-from node.orthanc_node import register  # noqa: E402  (needs the paths above)
+from node.orthanc_app import register  # noqa: E402  (needs the paths above)
 
 registration = register(orthanc, _config)

@@ -15,14 +15,8 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from node.catalog import OutboxItem, OutputFile
-from node.orthanc_node import (
-    IntakeReason,
-    IntakeState,
-    OrthancNode,
-    Registration,
-    own_output_reason,
-    register,
-)
+from node.orthanc_app import Registration, register
+from node.orthanc_node import IntakeReason, IntakeState, OrthancNode, own_output_reason
 from node.orthanc_rest import ASSETS_DIR, explorer_extension
 from node.sender import DeliveryError, OutboxSender
 from node.settings import DestinationKind, SettingsError, load_settings
