@@ -223,9 +223,11 @@ def _score(segmenter: TwoStageLgeSegmenter, pairs: Sequence[Pair], spacing_mm: f
 def cross_validate(pairs: Sequence[Sequence[Any]], folds: int, out_dir: Path, *, steps: int,
                    base: Path = DEFAULT_SEGMENTER, batch_size: int = 8,
                    spacing_mm: float = ASSUMED_SPACING_MM,
-                   unknown_near_mm: float = UNKNOWN_NEAR_MYOCARDIUM_MM) -> dict[str, Any]:
+                   unknown_near_mm: float = UNKNOWN_NEAR_MYOCARDIUM_MM,
+                   command: str | None = None) -> dict[str, Any]:
     """K-fold (by case) fine-tuning from ``base`` and scoring, ``base`` scored on the same
-    folds; fold weights ``fold<k>_segment.pt`` in ``out_dir``."""
+    folds; fold weights ``fold<k>_segment.pt`` in ``out_dir`` (``command`` and the fold in
+    their records)."""
     pairs = _as_pairs(pairs)
     cases = sorted({p.case for p in pairs})
     if len(cases) < folds:
@@ -240,7 +242,9 @@ def cross_validate(pairs: Sequence[Sequence[Any]], folds: int, out_dir: Path, *,
         test = [p for p in pairs if p.case in test_cases]
         weights = out_dir / f"fold{fold}_segment.pt"
         finetune(train, weights, base=base, steps=steps, batch_size=batch_size,
-                 spacing_mm=spacing_mm, seed=fold, unknown_near_mm=unknown_near_mm)
+                 spacing_mm=spacing_mm, seed=fold, unknown_near_mm=unknown_near_mm,
+                 command=f"{command or 'cross_validate'} (fold {fold} of {folds}, test cases "
+                         f"{', '.join(sorted(test_cases))})")
         tuned = TwoStageLgeSegmenter(DEFAULT_LOCATOR, weights)
         rows = _score(tuned, test, spacing_mm)
         base_rows += _score(base_segmenter, test, spacing_mm)
@@ -322,7 +326,8 @@ def run(args: argparse.Namespace, program: str) -> int:
     if args.cross_validate:
         result = cross_validate(pairs, args.cross_validate, args.out.parent, steps=args.steps,
                                 base=args.base, batch_size=args.batch_size,
-                                spacing_mm=args.spacing, unknown_near_mm=args.unknown_near_mm)
+                                spacing_mm=args.spacing, unknown_near_mm=args.unknown_near_mm,
+                                command=command_line(args, program))
         args.out.with_suffix(".cv.json").write_text(json.dumps(result, indent=2) + "\n")
         logger.info("base %s; fine-tuned %s", result["base"], result["fine_tuned"])
         validation = {key: result[key] for key in

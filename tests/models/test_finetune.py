@@ -204,11 +204,18 @@ def test_finetune_from_dicom_seg_with_cross_validation(
         s = truth[pair.name]
         assert np.array_equal(pair.labels, _expected(s.labels, mvo=False))
         assert pair.spacing_mm == pytest.approx(float(np.mean(s.pixel_spacing)))
-    record = _finetune(tmp_path, tmp_path / "dicom", "--cross-validate", "2")
+    # One slice per subject for the cross-validation (each fold segments its test slices).
+    _write_dicom_seg(tmp_path / "cv", [(study, slices[:1]) for study, slices in stacks])
+    record = _finetune(tmp_path, tmp_path / "cv", "--cross-validate", "2")
     assert record["site_data_kind"] == "dicom-seg"
+    assert (record["site_cases"], record["site_slices"]) == (2, 2)
     validation = record["validation"]
     assert validation["folds"] == 2 and len(validation["fine_tuned_myo_dice_per_fold"]) == 2
-    assert validation["fine_tuned"]["slices"] == validation["base"]["slices"] == 4
+    assert validation["fine_tuned"]["slices"] == validation["base"]["slices"] == 2
+    fold = json.loads((tmp_path / "site" / "fold1_segment.json").read_text())
+    second_case = sorted(study.patient_id for study, _ in stacks)[1]
+    assert fold["command"].endswith(f"(fold 1 of 2, test cases {second_case})")
+    assert fold["command"].startswith("cmr-node models finetune --images")
     cv = json.loads((tmp_path / "site" / "site_segment.cv.json").read_text())
     assert {r["fold"] for r in cv["slices"]} == {0, 1}
 
