@@ -591,6 +591,19 @@ def cmd_dicomweb(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_finetune(args: argparse.Namespace) -> int:
+    """``cmr-node models finetune`` (:mod:`models.lgeseg.finetune`)."""
+    from models.lgeseg.finetune import run
+    from models.lgeseg.site_data import SiteDataError
+
+    _setup_logging("INFO")
+    try:
+        return run(args, "cmr-node models finetune")
+    except SiteDataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cmr-node``."""
     parser = argparse.ArgumentParser(prog="cmr-node", description=__doc__.split("\n\n")[0])
@@ -665,6 +678,17 @@ def build_parser() -> argparse.ArgumentParser:
     from plugins.radiomics.cli import add_radiomics_commands
 
     add_radiomics_commands(sub)
+
+    models = sub.add_parser("models", help="network weights of this site")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    p = models_sub.add_parser(
+        "finetune", help="fine-tune the two-stage LGE segmenter on the site's labelled slices "
+        "(PNG, NIfTI or DICOM SEG); writes weights + provenance for [analysis.lge]"
+    )
+    from models.lgeseg.finetune import add_arguments as add_finetune_arguments
+
+    add_finetune_arguments(p)
+    p.set_defaults(func=cmd_models_finetune)
 
     for name, func in (("send", cmd_send), ("echo", cmd_echo)):
         p = sub.add_parser(name, help=f"C-{name.upper()} to a peer")

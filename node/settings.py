@@ -395,7 +395,7 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         destinations=tuple(destinations),
         manufacturer=str(writer.get("manufacturer", "cmr-node project")),
         institution_name=str(writer.get("institution_name") or "") or None,
-        analysis_options=_analysis_options(dict(raw.get("analysis", {}))),
+        analysis_options=_analysis_options(dict(raw.get("analysis", {})), path),
         orthanc=_orthanc_settings(orthanc, names),
         tls=_tls_settings(dict(raw.get("tls", {})), path),
         covariates_dir=(
@@ -407,9 +407,14 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
     )
 
 
-def _analysis_options(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """``[analysis.<name>]`` tables; the T1 reference ranges are checked here, at load time."""
+def _analysis_options(
+    raw: Mapping[str, Any], path: Callable[[str], Path]
+) -> dict[str, dict[str, Any]]:
+    """``[analysis.<name>]`` tables; the T1 reference ranges and the LGE segmenter (and its
+    site weights) are checked here, at load time."""
     options = {name: dict(table) for name, table in raw.items()}
+    if "lge" in options:
+        _lge_segmenter(options["lge"], path)
     for name in ("t1map", "ecv"):
         ranges = options.get(name, {}).get("normal_ranges")
         if ranges is None:
@@ -421,6 +426,33 @@ def _analysis_options(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         except ValueError as exc:
             raise SettingsError(f"analysis.{name}.{exc}") from exc
     return options
+
+
+LGE_SEGMENTERS = ("unet", "two-stage")
+"""``[analysis.lge] segmenter``: the one-stage U-Net (default) or the two-stage segmenter."""
+
+
+def _lge_segmenter(table: dict[str, Any], path: Callable[[str], Path]) -> None:
+    """Check ``segmenter`` and ``segmenter_weights`` (site weights: file present, SHA-256 as
+    in its provenance record); the weights path is stored resolved."""
+    if "segmenter" in table:
+        table["segmenter"] = _choice(table["segmenter"], LGE_SEGMENTERS,
+                                     "analysis.lge.segmenter")
+    weights = str(table.pop("segmenter_weights", "") or "")
+    if not weights:
+        return
+    if table.get("segmenter") != "two-stage":
+        raise SettingsError('analysis.lge.segmenter_weights needs segmenter = "two-stage" '
+                            "(site weights fine-tune the two-stage segmenter)")
+    from models.lgeseg.site_weights import verify_weights
+    from models.segmentation import ModelUnavailableError
+
+    resolved = path(weights)
+    try:
+        verify_weights(resolved)
+    except ModelUnavailableError as exc:
+        raise SettingsError(f"analysis.lge.segmenter_weights: {exc}") from exc
+    table["segmenter_weights"] = str(resolved)
 
 
 def _listener_settings(raw: Mapping[str, Any]) -> ListenerSettings:

@@ -1,34 +1,37 @@
 """Site fine-tuning of the two-stage LGE segmenter on a site's own labelled slices.
 
-``python -m models.lgeseg.finetune --images DIR --labels DIR --out site_segment.pt``
-adapts the segmenter stage (the localiser is kept) to PNG slices with label PNGs of the same
-name (EMIDEC convention by default: 0 background, 1 LV cavity, 2 myocardium, 3 infarct,
-4 MVO; the ``label_map`` argument of :func:`load_pairs` for others).  Training samples
-are heart-centred crops of the real images with the same geometric jitter as the
-sim-to-real training (rotation, mirroring, crop size and centre as a localiser errs) and
-mild intensity changes (gamma, noise).
+``cmr-node models finetune --images DIR [--labels DIR] --out site_segment.pt`` (or
+``python -m models.lgeseg.finetune`` with the same arguments) adapts the segmenter stage (the
+localiser is kept) to a site's labelled slices: PNG slices with label PNGs, NIfTI images
+with NIfTI masks, or DICOM SEG objects with their source images
+(:mod:`models.lgeseg.site_data`; EMIDEC label values by default, ``--label-map`` for
+others).  Training samples are heart-centred crops of the real images with the same
+geometric jitter as the sim-to-real training (rotation, mirroring, crop size and centre as a
+localiser errs) and mild intensity changes (gamma, noise).
 Background within ``--unknown-near-mm`` millimetres of the myocardium can be left *unknown* for the
 loss (default 0: the site's background, its RV included, counts as background).  The
 weights are written with a provenance JSON: the base weights'
-SHA-256, the SHA-256 of the training data, the number of cases and slices, the command and
-the validation figures if a validation set was given.  They stay at the site: select them
-with ``TwoStageLgeSegmenter(segmenter=PATH)``; every output names the weights' version and
-SHA-256.
+SHA-256, the SHA-256 of the training data, the number of cases and slices, the steps, the
+command, the date and the validation figures (the cross-validation's, with
+``--cross-validate``).  They stay at the site: select them with ``[analysis.lge] segmenter =
+"two-stage"`` and ``segmenter_weights = PATH`` (:mod:`models.lgeseg.site_weights`); every
+output names the weights' version and SHA-256.
 
 ``--cross-validate K`` shows what fine-tuning buys on a labelled set: K folds by case, each
 fine-tuned on the other cases and scored on its own (myocardium and scar Dice, slices
-segmented); the fold weights are written under ``--out``'s directory and are never the
+segmented); then the weights are fine-tuned on every case with those figures in their
+record.  The fold weights are written under ``--out``'s directory and are never the
 committed weights (on the EMIDEC dev split they must not be: its licence is NC-SA).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import json
 import logging
 import math
-import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -40,6 +43,14 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from models.lgeseg.evaluate_real import score_slice
+from models.lgeseg.site_data import (
+    EMIDEC_LABELS,
+    SiteDataError,
+    SitePair,
+    load_png,
+    load_site_data,
+    parse_label_map,
+)
 from models.lgeseg.synth import (
     CROP_FACTOR,
     IGNORE,
@@ -53,46 +64,33 @@ from plugins.api import Label
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EMIDEC_LABELS", "Pair", "cross_validate", "finetune", "load_pairs"]
+__all__ = ["EMIDEC_LABELS", "Pair", "add_arguments", "cross_validate", "finetune",
+           "load_pairs", "run"]
 
-EMIDEC_LABELS: Final = {0: int(Label.BACKGROUND), 1: int(Label.LV_BLOOD_POOL),
-                        2: int(Label.MYOCARDIUM), 3: int(Label.SCAR), 4: int(Label.MVO)}
-"""Site label value -> :class:`plugins.api.Label` (EMIDEC convention)."""
 UNKNOWN_NEAR_MYOCARDIUM_MM: Final = 0.0
 """Default distance from the myocardium within which background is unknown for the loss.
 0: all background counts (a first cross-validation with 30 mm, meant to spare an unlabelled
 RV, let the network thicken the myocardium: Dice 0.31 against 0.40 without fine-tuning)."""
 ASSUMED_SPACING_MM: Final = 1.25
-_CASE = re.compile(r"^(.*?)_slice\d+\.png$")
+"""Pixel spacing of slices whose format carries none (PNG)."""
+OUR_MYO: Final = (int(Label.MYOCARDIUM), int(Label.SCAR), int(Label.MVO))
+OUR_SCAR: Final = (int(Label.SCAR), int(Label.MVO))
 
-Pair = tuple[str, str, npt.NDArray[np.float32], npt.NDArray[np.uint8]]
-"""(case, file name, image, labels in :class:`plugins.api.Label` values)."""
-
-
-def load_pairs(images: Path, labels: Path, label_map: Mapping[int, int] = EMIDEC_LABELS
-               ) -> list[Pair]:
-    """Every image PNG with a label PNG of the same name; case = name before ``_slice``."""
-    from PIL import Image
-
-    pairs: list[Pair] = []
-    for path in sorted(images.glob("*.png")):
-        label_path = labels / path.name
-        if not label_path.exists():
-            continue
-        raw = np.asarray(Image.open(label_path), dtype=np.uint8)
-        lut = np.zeros(256, dtype=np.uint8)
-        for site, ours in label_map.items():
-            lut[site] = ours
-        match = _CASE.match(path.name)
-        pairs.append((match.group(1) if match else path.stem, path.name,
-                      np.asarray(Image.open(path).convert("L"), dtype=np.float32), lut[raw]))
-    return pairs
+Pair = SitePair
+"""One labelled slice (:class:`models.lgeseg.site_data.SitePair`)."""
+load_pairs = load_png
+"""PNG slices and label PNGs (:func:`models.lgeseg.site_data.load_png`)."""
 
 
-def data_sha256(pairs: Sequence[Pair]) -> str:
+def _as_pairs(pairs: Sequence[Sequence[Any]]) -> list[SitePair]:
+    """:class:`SitePair` rows (plain ``(case, name, image, labels)`` tuples accepted)."""
+    return [p if isinstance(p, SitePair) else SitePair(*p) for p in pairs]
+
+
+def data_sha256(pairs: Sequence[Sequence[Any]]) -> str:
     """SHA-256 over the names, images and labels of the training pairs."""
     digest = hashlib.sha256()
-    for _, name, image, labels in pairs:
+    for _, name, image, labels, _spacing in _as_pairs(pairs):
         digest.update(name.encode())
         digest.update(np.ascontiguousarray(image).tobytes())
         digest.update(np.ascontiguousarray(labels).tobytes())
@@ -130,15 +128,18 @@ def real_sample(rng: np.random.Generator, image: npt.NDArray[np.float32],
     return normalise_grid(crop), np.asarray(target, dtype=np.uint8)
 
 
-def finetune(pairs: Sequence[Pair], out: Path, *, base: Path = DEFAULT_SEGMENTER,
+def finetune(pairs: Sequence[Sequence[Any]], out: Path, *, base: Path = DEFAULT_SEGMENTER,
              steps: int = 300, learning_rate: float = 5e-4, batch_size: int = 8,
              seed: int = 0, spacing_mm: float = ASSUMED_SPACING_MM,
              validation: Mapping[str, Any] | None = None,
              freeze_batch_norm: bool = True,
-             unknown_near_mm: float = UNKNOWN_NEAR_MYOCARDIUM_MM) -> dict[str, Any]:
+             unknown_near_mm: float = UNKNOWN_NEAR_MYOCARDIUM_MM,
+             command: str | None = None, data_kind: str | None = None) -> dict[str, Any]:
     """Fine-tune the segmenter stage from ``base`` on ``pairs``; write ``out`` + JSON.
 
-    ``freeze_batch_norm`` keeps the base network's batch-norm statistics (small site sets).
+    ``spacing_mm`` is used for pairs without their own; ``freeze_batch_norm`` keeps the base
+    network's batch-norm statistics (small site sets); ``command`` and ``data_kind`` are
+    recorded as given.
     """
     import torch
 
@@ -152,14 +153,17 @@ def finetune(pairs: Sequence[Pair], out: Path, *, base: Path = DEFAULT_SEGMENTER
         for module in model.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 module.eval()
-    usable = [p for p in pairs if heart_centre_and_diameter(p[3]) is not None]
+    usable = [p for p in _as_pairs(pairs) if heart_centre_and_diameter(p.labels) is not None]
+    if not usable:
+        raise SiteDataError("no slice has a labelled heart (LV blood pool and myocardium) "
+                            "large enough to train on")
     rng = np.random.default_rng(seed)
     optimiser = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
     started = time.perf_counter()
     for step in range(steps):
         chosen = [usable[int(i)] for i in rng.integers(0, len(usable), batch_size)]
-        samples = [real_sample(rng, p[2], p[3], spacing_mm, unknown_near_mm)
-                   for p in chosen]
+        samples = [real_sample(rng, p.image, p.labels, p.spacing_mm or spacing_mm,
+                               unknown_near_mm) for p in chosen]
         x = torch.from_numpy(np.stack([s[0] for s in samples])[:, None])
         y = torch.from_numpy(np.stack([s[1] for s in samples]).astype(np.int64))
         for group in optimiser.param_groups:
@@ -173,8 +177,9 @@ def finetune(pairs: Sequence[Pair], out: Path, *, base: Path = DEFAULT_SEGMENTER
     model.eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), out)
-    record = dict(base_record)
-    record.pop("history", None)
+    kept = ("model_name", "stage", "architecture", "parameters", "mvo_output", "locator")
+    base_rest = {k: v for k, v in base_record.items() if k not in kept and k != "history"}
+    record = {k: base_record[k] for k in kept if k in base_record}
     record.update({
         "model_version": f"{base_record['model_version']}+site",
         "weights_file": out.name,
@@ -182,15 +187,23 @@ def finetune(pairs: Sequence[Pair], out: Path, *, base: Path = DEFAULT_SEGMENTER
         "base_weights_sha256": base_sha,
         "base_model_version": base_record["model_version"],
         "site_data_sha256": data_sha256(usable),
-        "site_cases": len({p[0] for p in usable}),
+        "site_data_kind": data_kind,
+        "site_cases": len({p.case for p in usable}),
         "site_slices": len(usable),
         "finetune_steps": steps,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "seed": seed,
         "freeze_batch_norm": freeze_batch_norm,
         "unknown_near_myocardium_mm": unknown_near_mm,
         "finetune_minutes": round((time.perf_counter() - started) / 60.0, 1),
-        "command": "python -m models.lgeseg.finetune " + " ".join(sys.argv[1:]),
+        "command": command,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "validation": dict(validation) if validation is not None else None,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
         "note": "site weights: not for redistribution beyond the licence of the site data",
+        "base_record": base_rest,
     })
     out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     return record
@@ -198,36 +211,43 @@ def finetune(pairs: Sequence[Pair], out: Path, *, base: Path = DEFAULT_SEGMENTER
 
 def _score(segmenter: TwoStageLgeSegmenter, pairs: Sequence[Pair], spacing_mm: float
            ) -> list[dict[str, Any]]:
-    back = {int(v): k for k, v in EMIDEC_LABELS.items()}
-    lut = np.zeros(256, dtype=np.uint8)
-    for ours, site in back.items():
-        lut[ours] = site
     rows = []
-    for case, name, image, labels in pairs:
-        row = score_slice(segmenter, case, 0, image, lut[labels], spacing_mm)
+    for case, name, image, labels, spacing in pairs:
+        row = score_slice(segmenter, case, 0, image, labels, spacing or spacing_mm,
+                          myo_truth=OUR_MYO, scar_truth=OUR_SCAR)
         rows.append({"case": case, "name": name, "segmented": row.segmented,
                      "myo_dice": row.myo_dice, "scar_dice": row.scar_dice})
     return rows
 
 
-def cross_validate(pairs: Sequence[Pair], folds: int, out_dir: Path, *, steps: int,
+def cross_validate(pairs: Sequence[Sequence[Any]], folds: int, out_dir: Path, *, steps: int,
+                   base: Path = DEFAULT_SEGMENTER, batch_size: int = 8,
                    spacing_mm: float = ASSUMED_SPACING_MM,
-                   unknown_near_mm: float = UNKNOWN_NEAR_MYOCARDIUM_MM) -> dict[str, Any]:
-    """K-fold (by case) fine-tuning and scoring, base model scored on the same folds."""
-    cases = sorted({p[0] for p in pairs})
-    base = TwoStageLgeSegmenter()
+                   unknown_near_mm: float = UNKNOWN_NEAR_MYOCARDIUM_MM,
+                   command: str | None = None) -> dict[str, Any]:
+    """K-fold (by case) fine-tuning from ``base`` and scoring, ``base`` scored on the same
+    folds; fold weights ``fold<k>_segment.pt`` in ``out_dir`` (``command`` and the fold in
+    their records)."""
+    pairs = _as_pairs(pairs)
+    cases = sorted({p.case for p in pairs})
+    if len(cases) < folds:
+        raise SiteDataError(f"{folds}-fold cross-validation needs at least {folds} cases, "
+                            f"got {len(cases)}")
+    base_segmenter = TwoStageLgeSegmenter(DEFAULT_LOCATOR, base)
     results: list[dict[str, Any]] = []
     base_rows: list[dict[str, Any]] = []
     for fold in range(folds):
         test_cases = set(cases[fold::folds])
-        train = [p for p in pairs if p[0] not in test_cases]
-        test = [p for p in pairs if p[0] in test_cases]
+        train = [p for p in pairs if p.case not in test_cases]
+        test = [p for p in pairs if p.case in test_cases]
         weights = out_dir / f"fold{fold}_segment.pt"
-        finetune(train, weights, steps=steps, spacing_mm=spacing_mm, seed=fold,
-                 unknown_near_mm=unknown_near_mm)
+        finetune(train, weights, base=base, steps=steps, batch_size=batch_size,
+                 spacing_mm=spacing_mm, seed=fold, unknown_near_mm=unknown_near_mm,
+                 command=f"{command or 'cross_validate'} (fold {fold} of {folds}, test cases "
+                         f"{', '.join(sorted(test_cases))})")
         tuned = TwoStageLgeSegmenter(DEFAULT_LOCATOR, weights)
         rows = _score(tuned, test, spacing_mm)
-        base_rows += _score(base, test, spacing_mm)
+        base_rows += _score(base_segmenter, test, spacing_mm)
         for row in rows:
             row["fold"] = fold
         results += rows
@@ -240,35 +260,98 @@ def cross_validate(pairs: Sequence[Pair], folds: int, out_dir: Path, *, steps: i
                 "myo_dice_mean": round(float(np.mean([r["myo_dice"] for r in rows])), 4),
                 "scar_dice_mean": round(float(np.mean(scar)), 4) if scar else None}
 
+    per_fold = [round(float(np.mean([r["myo_dice"] for r in results if r["fold"] == k])), 4)
+                for k in range(folds)]
     return {"folds": folds, "steps": steps, "fine_tuned": summary(results),
-            "base": summary(base_rows), "slices": results}
+            "fine_tuned_myo_dice_per_fold": per_fold, "base": summary(base_rows),
+            "slices": results}
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command line: fine-tune, or cross-validate fine-tuning."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=Path, required=True)
-    parser.add_argument("--labels", type=Path, required=True)
-    parser.add_argument("--out", type=Path, required=True)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The fine-tuning command's arguments (``cmr-node models finetune``)."""
+    parser.add_argument("--images", type=Path, required=True,
+                        help="PNG or NIfTI images, or DICOM SEG objects with their sources")
+    parser.add_argument("--labels", type=Path,
+                        help="label PNGs or NIfTI masks of the same names (not for DICOM SEG)")
+    parser.add_argument("--format", dest="kind", default="auto",
+                        choices=("auto", "png", "nifti", "dicom-seg"))
+    parser.add_argument("--label-map", default=None, metavar="MAP",
+                        help="site label value, segment number or segment label = lv | "
+                        "myocardium | rv | scar | mvo | background, comma-separated "
+                        "(default: EMIDEC values 1 LV, 2 myocardium, 3 scar, 4 MVO; SEG "
+                        "segments by their codes)")
+    parser.add_argument("--out", type=Path, required=True, help="weights file to write (.pt)")
+    parser.add_argument("--base", type=Path, default=DEFAULT_SEGMENTER,
+                        help="segmenter weights to start from (default: the committed ones)")
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--spacing", type=float, default=ASSUMED_SPACING_MM)
-    parser.add_argument("--cross-validate", type=int, default=0, metavar="K")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--spacing", type=float, default=ASSUMED_SPACING_MM,
+                        help="pixel spacing (mm) of slices without one (PNG)")
+    parser.add_argument("--cross-validate", type=int, default=0, metavar="K",
+                        help="K-fold cross-validation by case first; its figures go in the "
+                        "provenance record")
     parser.add_argument("--unknown-near-mm", type=float, default=UNKNOWN_NEAR_MYOCARDIUM_MM)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+
+def command_line(args: argparse.Namespace, program: str) -> str:
+    """The command that gives ``args`` (recorded in the provenance)."""
+    words = [program]
+    for option in ("images", "labels", "kind", "label_map", "out", "base", "steps", "batch_size",
+                   "spacing",
+                   "cross_validate", "unknown_near_mm"):
+        value = getattr(args, option)
+        if value is not None:
+            flag = "--format" if option == "kind" else "--" + option.replace("_", "-")
+            words += [flag, str(value)]
+    return " ".join(words)
+
+
+def run(args: argparse.Namespace, program: str) -> int:
+    """Fine-tune (after cross-validating with ``--cross-validate``) as ``args`` say.
+
+    Raises
+    ------
+    SiteDataError
+        If the site data cannot be used.
+    """
     import torch
 
     torch.set_num_threads(1)
-    pairs = load_pairs(args.images, args.labels)
+    if args.out.resolve().parent == DEFAULT_SEGMENTER.resolve().parent:
+        raise SiteDataError(f"site weights never go into {DEFAULT_SEGMENTER.parent}")
+    label_map = parse_label_map(args.label_map) if args.label_map else None
+    kind, pairs = load_site_data(args.kind, args.images, args.labels, label_map)
+    logger.info("site data: %d slice(s) of %d case(s)", len(pairs), len({p.case for p in pairs}))
+    validation = None
     if args.cross_validate:
         result = cross_validate(pairs, args.cross_validate, args.out.parent, steps=args.steps,
-                                spacing_mm=args.spacing, unknown_near_mm=args.unknown_near_mm)
+                                base=args.base, batch_size=args.batch_size,
+                                spacing_mm=args.spacing, unknown_near_mm=args.unknown_near_mm,
+                                command=command_line(args, program))
         args.out.with_suffix(".cv.json").write_text(json.dumps(result, indent=2) + "\n")
         logger.info("base %s; fine-tuned %s", result["base"], result["fine_tuned"])
-        return
-    record = finetune(pairs, args.out, steps=args.steps, spacing_mm=args.spacing,
-                      unknown_near_mm=args.unknown_near_mm)
+        validation = {key: result[key] for key in
+                      ("folds", "base", "fine_tuned", "fine_tuned_myo_dice_per_fold")}
+    record = finetune(pairs, args.out, base=args.base, steps=args.steps,
+                      batch_size=args.batch_size,
+                      spacing_mm=args.spacing, unknown_near_mm=args.unknown_near_mm,
+                      validation=validation, command=command_line(args, program),
+                      data_kind=kind)
     logger.info("wrote %s (SHA-256 %s)", args.out, record["weights_sha256"])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m models.lgeseg.finetune``: as ``cmr-node models finetune``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        sys.exit(run(args, "python -m models.lgeseg.finetune"))
+    except SiteDataError as exc:
+        logger.error("%s", exc)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -354,9 +354,24 @@ def _number(value: Any) -> float:
 
 
 def _segmenter(options: Mapping[str, Any]) -> tuple[LgeSegmenter, QCFlag | None]:
-    segmenter: LgeSegmenter | None = options.get("segmenter")
-    if segmenter is not None:
-        return segmenter, None
+    """The segmenter object given, or the one ``segmenter`` / ``segmenter_weights`` name."""
+    chosen = options.get("segmenter")
+    if chosen is not None and not isinstance(chosen, str):
+        return chosen, None
+    if chosen == "two-stage":
+        from models.lgeseg.site_weights import two_stage_segmenter
+        from models.segmentation import ModelUnavailableError
+
+        weights = options.get("segmenter_weights")
+        try:
+            return two_stage_segmenter(str(weights) if weights else None), None
+        except (ModelUnavailableError, ImportError) as exc:
+            raise AnalysisError(
+                f"The selected two-stage LGE segmenter is unavailable, so LGE cannot be "
+                f"analysed: {exc}"
+            ) from exc
+    if chosen not in (None, "unet"):
+        raise AnalysisError(f"segmenter = {chosen!r} is neither 'unet' nor 'two-stage'")
     from models.lgeseg.segmenter import default_segmenter
 
     found, unavailable = default_segmenter()
@@ -412,8 +427,12 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         Optional settings:
 
         ``segmenter``
-            An :class:`~plugins.lge.segmenter.LgeSegmenter` (default: the trained network
-            of :mod:`models.lgeseg`).
+            An :class:`~plugins.lge.segmenter.LgeSegmenter`, or ``"unet"`` (default: the
+            trained network of :mod:`models.lgeseg.segmenter`) or ``"two-stage"``
+            (:mod:`models.lgeseg.two_stage`).
+        ``segmenter_weights``
+            With ``"two-stage"``: site segmenter weights (``cmr-node models finetune``)
+            instead of the committed ones.
         ``n_sd``
             n of the n-SD method (default 5, accepted 2-6).
         ``contrast``
