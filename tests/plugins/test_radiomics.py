@@ -16,9 +16,19 @@ pytest.importorskip("radiomics")
 pytest.importorskip("sklearn")
 
 from models.phantoms.t1map import PhantomSlice, make_t1map_slice
+from models.radscore.train import (
+    FeatureTable,
+    auc,
+    delong_covariance,
+    delong_test,
+    save_model,
+    train_from_csv,
+    train_radscore,
+)
+from node import cli_radiomics as rcli
+from node.radiomics_export import ID_COLUMNS
 from plugins.api import Label
-from plugins.radiomics import cli as rcli
-from plugins.radiomics.features import (
+from plugins.lib.radiomics.features import (
     EXPECTED_FEATURE_COUNT,
     FeatureExtractionError,
     FeatureVector,
@@ -28,28 +38,19 @@ from plugins.radiomics.features import (
     known_feature_names,
     preprocess,
 )
-from plugins.radiomics.lvrr import (
+from plugins.lib.radiomics.lvrr import (
     PUBLISHED_MODELS,
     CovariateError,
     best_available_model,
     lvrr_probability,
 )
-from plugins.radiomics.model import (
+from plugins.lib.radiomics.model import (
     ModelError,
     RadScoreError,
     RadScoreModel,
     TrainingSummary,
     load_model,
     radscore,
-    save_model,
-)
-from plugins.radiomics.training import (
-    FeatureTable,
-    auc,
-    delong_covariance,
-    delong_test,
-    train_from_csv,
-    train_radscore,
 )
 
 # ------------------------------------------------------------------------------- features
@@ -429,7 +430,7 @@ def test_training_recovers_a_planted_sparse_model() -> None:
 
 
 def test_training_without_signal_or_events_fails() -> None:
-    from plugins.radiomics.training import TrainingError
+    from models.radscore.train import TrainingError
 
     table = _cohort()
     few = FeatureTable(table.feature_names, table.x[:30], np.r_[np.ones(3), np.zeros(27)]
@@ -492,7 +493,7 @@ def test_cli_export_and_lvrr(
     assert [r["series_instance_uid"] for r in rows] == ["1.1.1", "2.1.1"]
     assert float(rows[0]["original_firstorder_Mean"]) == pytest.approx(
         vector.features["original_firstorder_Mean"])
-    assert len(rows[0]) == len(rcli.ID_COLUMNS) + 869
+    assert len(rows[0]) == len(ID_COLUMNS) + 869
 
     covariates = tmp_path / "cov.json"
     covariates.write_text(json.dumps({k: COVARIATES[k] for k in
