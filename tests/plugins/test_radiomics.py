@@ -25,6 +25,7 @@ from models.radscore.train import (
     train_from_csv,
     train_radscore,
 )
+from node import __version__ as node_version
 from node import cli_radiomics as rcli
 from node.radiomics_export import ID_COLUMNS
 from plugins.api import Label
@@ -469,6 +470,22 @@ def test_cli_train_writes_a_loadable_model(
     report = train_from_csv(table_path, "lvrr", tmp_path / "again.json", bootstrap=5, seed=2)
     assert report.model.features == model.features
     assert report.model.coefficients == model.coefficients
+
+
+def test_training_records_the_versions_its_caller_gives(tmp_path: Path) -> None:
+    table_path = tmp_path / "cohort.csv"
+    _write_table(table_path, _cohort())
+    given = train_from_csv(table_path, "lvrr", tmp_path / "given.json", bootstrap=5, seed=2,
+                           software={"cmr-node": "9.9.9"})
+    assert list(given.model.software)[:2] == ["cmr-node", "numpy"]
+    assert given.model.software["cmr-node"] == "9.9.9"
+    assert load_model(tmp_path / "given.json").software == given.model.software
+    alone = train_from_csv(table_path, "lvrr", tmp_path / "alone.json", bootstrap=5, seed=2)
+    assert "cmr-node" not in alone.model.software
+    assert alone.model.coefficients == given.model.coefficients
+    assert _cli(["radiomics", "train", "--table", str(table_path), "--outcome", "lvrr",
+                 "--out", str(tmp_path / "cli.json"), "--bootstrap", "5", "--seed", "2"]) == 0
+    assert load_model(tmp_path / "cli.json").software["cmr-node"] == node_version
 
 
 def test_cli_export_and_lvrr(
