@@ -41,7 +41,7 @@ def time_extraction(runs: int = 5) -> dict[str, Any]:
     from bench.molli_fit import one_thread
     from models.phantoms.t1map import make_t1map_slice
     from plugins.api import Label
-    from plugins.radiomics.features import extract_features
+    from plugins.lib.radiomics.features import extract_features
 
     phantom = make_t1map_slice(np.random.default_rng(SEED), field_strength_t=1.5, level="mid")
     roi = phantom.labels == Label.MYOCARDIUM

@@ -200,11 +200,11 @@ def cmd_analyse(args: argparse.Namespace) -> int:
         write_outputs,
         writer_settings,
     )
+    from node.radiomics_export import write_series_features
     from node.routing import load_rules, route
     from node.service import read_headers, route_reason
     from plugins import PLUGIN_NAMES
     from plugins.api import AnalysisError
-    from plugins.radiomics.cli import write_series_features
 
     settings = _settings(args)
     _setup_logging("WARNING" if not args.verbose else "INFO")
@@ -675,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_status)
 
-    from plugins.radiomics.cli import add_radiomics_commands
+    from node.cli_radiomics import add_radiomics_commands
 
     add_radiomics_commands(sub)
 

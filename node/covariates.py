@@ -6,7 +6,7 @@ the node's side:
 
 * **sidecar files**: ``<StudyInstanceUID>.json`` or ``<AccessionNumber>.json`` in the
   covariates folder (``node.covariates_dir``), holding a JSON object with the keys
-  :func:`plugins.radiomics.lvrr.parse_covariates` accepts, e.g.
+  :func:`plugins.lib.radiomics.lvrr.parse_covariates` accepts, e.g.
   ``{"sbp_mmhg": 128, "lvef_percent": 31, "lveddi_mm_per_m2": 36, "smoking": 0}``.
   ``POST /studies/<StudyInstanceUID>/covariates`` on the status endpoint writes one;
 * **a command-line file** for ``cmr-node analyse --covariates FILE.json``: a mapping from
@@ -35,7 +35,7 @@ from typing import Any, Final
 
 from node.spool import write_atomic
 from plugins.ecv.analysis import HaematocritError, parse_haematocrit
-from plugins.radiomics.lvrr import Covariate, CovariateError, parse_covariates
+from plugins.lib.radiomics.lvrr import Covariate, CovariateError, parse_covariates
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def normalise_covariates(raw: Any) -> dict[str, float]:
     Parameters
     ----------
     raw
-        A JSON object as :func:`plugins.radiomics.lvrr.parse_covariates` accepts.
+        A JSON object as :func:`plugins.lib.radiomics.lvrr.parse_covariates` accepts.
 
     Raises
     ------

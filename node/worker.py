@@ -56,9 +56,9 @@ from node.covariates import (
     merge_covariates,
 )
 from node.pipeline import result_summary, run_analysis, write_json, write_outputs, writer_settings
+from node.radiomics_export import write_series_features
 from node.settings import Settings
 from plugins.api import AnalysisError
-from plugins.radiomics.cli import write_series_features
 
 logger = logging.getLogger(__name__)
 

@@ -641,7 +641,7 @@ def aha_segment_map(rendered: RenderedSlice, case: HeartCase,
                     labels: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     """AHA 16-segment index of each myocardial pixel (0 outside the myocardium).
 
-    The convention of the analysis (:func:`plugins.cardiac.aha.segment_map`, Cerqueira MD
+    The convention of the analysis (:func:`plugins.lib.cardiac.aha.segment_map`, Cerqueira MD
     et al., Circulation 2002;105:539).  Basal (1-6) and mid (7-12) levels: six 60-degree
     sectors, the first starting at the anterior RV insertion point and running across the
     septum (anteroseptal, inferoseptal, inferior, inferolateral, anterolateral, anterior).

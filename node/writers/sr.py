@@ -44,7 +44,6 @@ from node.writers import (
     weights_text,
 )
 from node.writers.seg import segment_tracking_uid, to_pydicom_code, used_segments
-from plugins import codes as plugin_codes
 from plugins.api import (
     DISCLAIMER,
     AnalysisResult,
@@ -56,6 +55,7 @@ from plugins.api import (
     Severity,
     SliceResult,
 )
+from plugins.lib import codes as plugin_codes
 
 logger = logging.getLogger(__name__)
 

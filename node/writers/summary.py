@@ -40,7 +40,7 @@ from plugins.api import (
     Severity,
     SliceResult,
 )
-from plugins.cardiac.bullseye import render_bullseye
+from plugins.lib.cardiac.bullseye import render_bullseye
 
 logger = logging.getLogger(__name__)
 

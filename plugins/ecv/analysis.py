@@ -65,7 +65,6 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from plugins import codes
 from plugins.api import (
     AnalysisError,
     AnalysisResult,
@@ -79,8 +78,9 @@ from plugins.api import (
     SliceResult,
     SourceFrame,
 )
-from plugins.cardiac.aha import SEGMENT_NAMES, segment_statistics
-from plugins.cardiac.regions import slice_segment_maps
+from plugins.lib import codes
+from plugins.lib.cardiac.aha import SEGMENT_NAMES, segment_statistics
+from plugins.lib.cardiac.regions import slice_segment_maps
 from plugins.t1map import analysis as t1map_analysis
 
 logger = logging.getLogger(__name__)

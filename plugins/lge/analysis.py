@@ -36,7 +36,6 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from plugins import codes
 from plugins.api import (
     AnalysisError,
     AnalysisResult,
@@ -53,8 +52,6 @@ from plugins.api import (
     SliceResult,
     SourceFrame,
 )
-from plugins.cardiac.aha import SEGMENT_NAMES, assign_levels, transmurality
-from plugins.cardiac.regions import SliceSegments, merged_wall, slice_segment_maps
 from plugins.lge.cine import (
     CineMatch,
     UnmatchedReason,
@@ -79,6 +76,9 @@ from plugins.lge.quantify import (
     signal_zero,
 )
 from plugins.lge.segmenter import LgeContrast, LgeSegmenter
+from plugins.lib import codes
+from plugins.lib.cardiac.aha import SEGMENT_NAMES, assign_levels, transmurality
+from plugins.lib.cardiac.regions import SliceSegments, merged_wall, slice_segment_maps
 
 logger = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from plugins.api import FloatImage, Label, LabelImage
-from plugins.cardiac.aha import InsertionPoints
 from plugins.lge.segmenter import LgeContrast
+from plugins.lib.cardiac.aha import InsertionPoints
 
 __all__ = [
     "DEFAULT_N_SD",

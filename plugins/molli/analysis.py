@@ -51,7 +51,6 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from plugins import codes
 from plugins.api import (
     AnalysisError,
     AnalysisResult,
@@ -65,6 +64,7 @@ from plugins.api import (
     SliceResult,
     SourceFrame,
 )
+from plugins.lib import codes
 from plugins.molli.fit import ALGORITHM, MIN_RELATIVE_SIGNAL, FitResult, fit_molli
 from plugins.molli.source import MolliSlice, MolliSource, TiSource, extract_source
 from plugins.t1map import analysis as t1map_analysis

@@ -103,7 +103,6 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from plugins import codes
 from plugins.api import (
     AnalysisError,
     AnalysisResult,
@@ -118,6 +117,7 @@ from plugins.api import (
     SliceResult,
     SourceFrame,
 )
+from plugins.lib import codes
 from plugins.t1map.long_axis import (
     LongAxisFrameResult,
     long_axis_frames,

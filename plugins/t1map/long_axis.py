@@ -40,7 +40,6 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from plugins import codes
 from plugins.api import (
     AnalysisError,
     Code,
@@ -53,6 +52,7 @@ from plugins.api import (
     SliceResult,
     SourceFrame,
 )
+from plugins.lib import codes
 from plugins.t1map.segmenter import Segmenter, TissueRanges
 
 logger = logging.getLogger(__name__)

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from plugins import codes
 from plugins.api import Label, LoadedSeries, Measurement, QCFlag, SliceResult
-from plugins.cardiac.aha import SEGMENT_NAMES, segment_statistics
-from plugins.cardiac.regions import slice_segment_maps
+from plugins.lib import codes
+from plugins.lib.cardiac.aha import SEGMENT_NAMES, segment_statistics
+from plugins.lib.cardiac.regions import slice_segment_maps
 from plugins.t1map.reference import ReferenceRange
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ trained (``cmr-node radiomics train``) and named in the analysis options
 (``radscore_model``). Without one the features are reported and the result says so.
 
 The probability of LV reverse remodelling (LVRR) comes from the study's published logistic
-models (:mod:`plugins.radiomics.lvrr`) when the node supplies the patient's covariates in the
+models (:mod:`plugins.lib.radiomics.lvrr`) when the node supplies the patient's covariates in the
 analysis options (``covariates``, from a sidecar file, the REST API, the command line or the
 node's own LGE analysis of the study; ``covariates_source`` says which).  The richest model
 whose inputs are all present is used; models that need the rad-score are used only when the
@@ -23,8 +23,8 @@ from typing import Any, Final
 
 import numpy as np
 
-from plugins import codes
 from plugins.api import Label, LoadedSeries, Measurement, QCFlag, Severity, SliceResult
+from plugins.lib import codes
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ def mid_slice_radiomics(
     options
         ``radiomics`` (default True) turns the step off when False; ``radscore_model``
         is the path of a site-trained rad-score model file (or a loaded
-        :class:`~plugins.radiomics.model.RadScoreModel`); ``covariates`` maps covariate
-        names (:class:`~plugins.radiomics.lvrr.Covariate` values) to values for the LVRR
+        :class:`~plugins.lib.radiomics.model.RadScoreModel`); ``covariates`` maps covariate
+        names (:class:`~plugins.lib.radiomics.lvrr.Covariate` values) to values for the LVRR
         models, and ``covariates_source`` says where they came from;
         ``covariates_error`` is the reason the node could not use the study's covariates
         (an invalid sidecar file), reported as a WARNING.
@@ -133,12 +133,12 @@ def _features_and_radscore(
 ) -> tuple[dict[str, Any], list[QCFlag]]:
     """The feature block with its ``radscore`` entry (available or with the reason)."""
     try:
-        from plugins.radiomics.features import (
+        from plugins.lib.radiomics.features import (
             FeatureExtractionError,
             choose_mid_slice,
             extract_features,
         )
-        from plugins.radiomics.model import NO_MODEL_MESSAGE
+        from plugins.lib.radiomics.model import NO_MODEL_MESSAGE
     except ImportError as exc:  # the optional radiomics extra is not installed
         reason = f"radiomics not installed: {exc}"
         return {"available": False, "reason": reason,
@@ -189,7 +189,7 @@ def _features_and_radscore(
 
 def _radscore_unavailable(options: Mapping[str, Any], reason: str) -> dict[str, Any]:
     """The ``radscore`` entry when no features were computed."""
-    from plugins.radiomics.model import NO_MODEL_MESSAGE
+    from plugins.lib.radiomics.model import NO_MODEL_MESSAGE
 
     if not options.get("radscore_model"):
         return {"available": False, "configured": False, "reason": NO_MODEL_MESSAGE}
@@ -201,7 +201,7 @@ def _radscore(
     model_option: Any, features: Mapping[str, float]
 ) -> tuple[dict[str, Any], list[QCFlag]]:
     """Score the features with the configured model; a bad model is a WARNING, not a fault."""
-    from plugins.radiomics.model import RadScoreModel, load_model, radscore
+    from plugins.lib.radiomics.model import RadScoreModel, load_model, radscore
 
     try:
         model = model_option if isinstance(model_option, RadScoreModel) else load_model(
@@ -248,7 +248,7 @@ def lvrr_assessment(
     Parameters
     ----------
     covariates
-        Covariate name → value (as :func:`plugins.radiomics.lvrr.parse_covariates`
+        Covariate name → value (as :func:`plugins.lib.radiomics.lvrr.parse_covariates`
         accepts), or ``None`` when none were supplied.  A ``radscore`` key is ignored.
     source
         Where the covariates came from, for the report.
@@ -263,7 +263,7 @@ def lvrr_assessment(
         ``caveats``, ``text``, ``all_models``, ``unavailable_models``, ``covariates_source``
         or ``reason``) and INFO/WARNING flags for the report.
     """
-    from plugins.radiomics.lvrr import (
+    from plugins.lib.radiomics.lvrr import (
         PUBLISHED_MODELS,
         Covariate,
         CovariateError,

@@ -13,7 +13,7 @@ import pytest
 from models.phantoms.anatomy import HeartCase, rv_insertion_angles
 from models.phantoms.t1map import PhantomSlice, make_t1map_stack
 from plugins.api import Label
-from plugins.cardiac.aha import (
+from plugins.lib.cardiac.aha import (
     InsertionMethod,
     SectorAnchor,
     assign_levels,
@@ -23,7 +23,7 @@ from plugins.cardiac.aha import (
     segment_statistics,
     transmurality,
 )
-from plugins.cardiac.bullseye import render_bullseye, segment_at
+from plugins.lib.cardiac.bullseye import render_bullseye, segment_at
 
 Point = tuple[float, float]
 # A typical short-axis orientation: image right = patient left(-posterior), image down =

@@ -36,7 +36,7 @@ from models.phantoms.dicom_series import (
 from models.phantoms.maps import ContrastState
 from models.phantoms.t1map import make_t1map_stack
 from node.loader import load_series
-from plugins import PLUGIN_NAMES, codes, get_plugin
+from plugins import PLUGIN_NAMES, get_plugin
 from plugins.api import AnalysisError, AnalysisResult, LoadedSeries, Severity
 from plugins.ecv import (
     COMPANION_NATIVE,
@@ -46,6 +46,7 @@ from plugins.ecv import (
     estimate_shift,
     parse_haematocrit,
 )
+from plugins.lib import codes
 
 SLICE_TOLERANCE_POINTS = 1.5
 GLOBAL_TOLERANCE_POINTS = 1.0

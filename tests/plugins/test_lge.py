@@ -25,7 +25,7 @@ from models.phantoms.dicom_series import lge_series_datasets
 from models.phantoms.lge import LgeSlice, lge_case_truth, make_lge_stack
 from node.loader import load_series
 from node.writers import OutputKind, WriterSettings, build_outputs
-from plugins import codes, get_plugin
+from plugins import get_plugin
 from plugins.api import (
     AnalysisError,
     AnalysisResult,
@@ -35,9 +35,10 @@ from plugins.api import (
     SegmentationOutput,
     Severity,
 )
-from plugins.cardiac.regions import merged_wall, slice_segment_maps
 from plugins.lge import LgeContrast, Location, Pattern, QCCode, analyse, detect_contrast
 from plugins.lge.quantify import fill_mvo, signal_zero
+from plugins.lib import codes
+from plugins.lib.cardiac.regions import merged_wall, slice_segment_maps
 
 
 def _key(image: np.ndarray) -> str:

@@ -16,9 +16,20 @@ pytest.importorskip("radiomics")
 pytest.importorskip("sklearn")
 
 from models.phantoms.t1map import PhantomSlice, make_t1map_slice
+from models.radscore.train import (
+    FeatureTable,
+    auc,
+    delong_covariance,
+    delong_test,
+    save_model,
+    train_from_csv,
+    train_radscore,
+)
+from node import __version__ as node_version
+from node import cli_radiomics as rcli
+from node.radiomics_export import ID_COLUMNS
 from plugins.api import Label
-from plugins.radiomics import cli as rcli
-from plugins.radiomics.features import (
+from plugins.lib.radiomics.features import (
     EXPECTED_FEATURE_COUNT,
     FeatureExtractionError,
     FeatureVector,
@@ -28,28 +39,19 @@ from plugins.radiomics.features import (
     known_feature_names,
     preprocess,
 )
-from plugins.radiomics.lvrr import (
+from plugins.lib.radiomics.lvrr import (
     PUBLISHED_MODELS,
     CovariateError,
     best_available_model,
     lvrr_probability,
 )
-from plugins.radiomics.model import (
+from plugins.lib.radiomics.model import (
     ModelError,
     RadScoreError,
     RadScoreModel,
     TrainingSummary,
     load_model,
     radscore,
-    save_model,
-)
-from plugins.radiomics.training import (
-    FeatureTable,
-    auc,
-    delong_covariance,
-    delong_test,
-    train_from_csv,
-    train_radscore,
 )
 
 # ------------------------------------------------------------------------------- features
@@ -429,7 +431,7 @@ def test_training_recovers_a_planted_sparse_model() -> None:
 
 
 def test_training_without_signal_or_events_fails() -> None:
-    from plugins.radiomics.training import TrainingError
+    from models.radscore.train import TrainingError
 
     table = _cohort()
     few = FeatureTable(table.feature_names, table.x[:30], np.r_[np.ones(3), np.zeros(27)]
@@ -470,6 +472,22 @@ def test_cli_train_writes_a_loadable_model(
     assert report.model.coefficients == model.coefficients
 
 
+def test_training_records_the_versions_its_caller_gives(tmp_path: Path) -> None:
+    table_path = tmp_path / "cohort.csv"
+    _write_table(table_path, _cohort())
+    given = train_from_csv(table_path, "lvrr", tmp_path / "given.json", bootstrap=5, seed=2,
+                           software={"cmr-node": "9.9.9"})
+    assert list(given.model.software)[:2] == ["cmr-node", "numpy"]
+    assert given.model.software["cmr-node"] == "9.9.9"
+    assert load_model(tmp_path / "given.json").software == given.model.software
+    alone = train_from_csv(table_path, "lvrr", tmp_path / "alone.json", bootstrap=5, seed=2)
+    assert "cmr-node" not in alone.model.software
+    assert alone.model.coefficients == given.model.coefficients
+    assert _cli(["radiomics", "train", "--table", str(table_path), "--outcome", "lvrr",
+                 "--out", str(tmp_path / "cli.json"), "--bootstrap", "5", "--seed", "2"]) == 0
+    assert load_model(tmp_path / "cli.json").software["cmr-node"] == node_version
+
+
 def test_cli_export_and_lvrr(
     tmp_path: Path, vector: FeatureVector, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -492,7 +510,7 @@ def test_cli_export_and_lvrr(
     assert [r["series_instance_uid"] for r in rows] == ["1.1.1", "2.1.1"]
     assert float(rows[0]["original_firstorder_Mean"]) == pytest.approx(
         vector.features["original_firstorder_Mean"])
-    assert len(rows[0]) == len(rcli.ID_COLUMNS) + 869
+    assert len(rows[0]) == len(ID_COLUMNS) + 869
 
     covariates = tmp_path / "cov.json"
     covariates.write_text(json.dumps({k: COVARIATES[k] for k in

@@ -14,16 +14,16 @@ import pytest
 pytest.importorskip("radiomics")
 
 from models.phantoms.t1map import PhantomSlice, make_t1map_slice
-from plugins import codes
+from models.radscore.train import save_model
+from node import radiomics_export as rcli
 from plugins.api import Label, LoadedSeries, Severity, SliceResult, SourceFrame
-from plugins.radiomics import cli as rcli
-from plugins.radiomics.features import EXPECTED_FEATURE_COUNT
-from plugins.radiomics.lvrr import DERIVATION_CAVEAT
-from plugins.radiomics.model import (
+from plugins.lib import codes
+from plugins.lib.radiomics.features import EXPECTED_FEATURE_COUNT
+from plugins.lib.radiomics.lvrr import DERIVATION_CAVEAT
+from plugins.lib.radiomics.model import (
     NO_MODEL_MESSAGE,
     RadScoreModel,
     TrainingSummary,
-    save_model,
 )
 from plugins.t1map.texture import (
     LVRR_KEY,

@@ -34,7 +34,7 @@ import pytest
 from scipy import ndimage
 
 from node.loader import load_series
-from plugins import PLUGIN_NAMES, UnknownPluginError, codes, get_plugin
+from plugins import PLUGIN_NAMES, UnknownPluginError, get_plugin
 from plugins.api import (
     AnalysisResult,
     Label,
@@ -42,6 +42,7 @@ from plugins.api import (
     Severity,
     SourceFrame,
 )
+from plugins.lib import codes
 from plugins.t1map import (
     ALGORITHM_NAME,
     NAME,

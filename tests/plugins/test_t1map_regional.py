@@ -12,9 +12,9 @@ from models.phantoms.anatomy import make_heart_case
 from models.phantoms.dicom_series import StudyInfo, t1map_series_datasets
 from models.phantoms.t1map import make_t1map_stack
 from node.loader import load_series
-from plugins import codes
 from plugins.api import Acquisition, AnalysisError, AnalysisResult, Label, LoadedSeries
-from plugins.cardiac.regions import slice_segment_maps
+from plugins.lib import codes
+from plugins.lib.cardiac.regions import slice_segment_maps
 from plugins.t1map import analyse
 from plugins.t1map.segmenter import ClassicalSegmenter
 

@@ -1,34 +1,31 @@
-"""``cmr-node radiomics ...`` commands: train a rad-score model, export features, LVRR.
+"""The research export of radiomic features: per series and per cohort.
 
-``cmr-node radiomics train --table T.csv --outcome COL --out model.json [--bootstrap N] [--seed S]``
-``cmr-node radiomics export DIR_OR_RESULTS... --out features.csv``
-``cmr-node radiomics lvrr --covariates x.json [--radscore V] [--model NAME] [--json]``
-
-The export reads ``results.json`` files (the offline ``{"series": [...]}`` form or one
-series entry as the node's workers write it).  A T1-map entry (``"analysis": "t1map"``)
-contributes a row when it carries a radiomics block, at ``entry["radiomics"]`` or
-``entry["extra"]["radiomics"]``::
+Beside a T1-map series' ``results.json`` the node writes its full feature vector as
+``features.json`` and a one-row ``features.csv`` (:func:`write_series_features`);
+``cmr-node radiomics export`` gathers the rows of many ``results.json`` files into one CSV
+(:func:`export_features`).  A T1-map entry (``"analysis": "t1map"``) contributes a row when it
+carries a radiomics block, at ``entry["radiomics"]`` (one series entry as the node's workers
+write it) or ``entry["extra"]["radiomics"]`` (the offline ``{"series": [...]}`` form)::
 
     {"features": {name: value or null, ...},
      "slice": {"frame_index": ..., "sop_instance_uid": ..., "slice_location_mm": ...,
                "level": ...},
      "preprocessing": {...}}
 
-as written by :meth:`plugins.radiomics.features.FeatureVector.as_block`.
+as written by :meth:`plugins.lib.radiomics.features.FeatureVector.as_block`.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import json
 import logging
-import os
-import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
+
+from node.spool import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +33,6 @@ __all__ = [
     "FEATURES_CSV",
     "FEATURES_JSON",
     "ID_COLUMNS",
-    "add_radiomics_commands",
     "collect_rows",
     "export_features",
     "write_series_features",
@@ -56,81 +52,6 @@ ID_COLUMNS: Final[tuple[str, ...]] = (
     "source",
 )
 """Identifier columns written before the features in an export."""
-
-
-def add_radiomics_commands(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``radiomics train|export|lvrr`` on a parser's subparsers.
-
-    Parameters
-    ----------
-    subparsers
-        The object returned by ``ArgumentParser.add_subparsers()``.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-        The ``radiomics`` parser; each command sets ``func(args) -> int``.
-    """
-    parser = subparsers.add_parser("radiomics", help="T1 radiomics: train, export, LVRR")
-    sub = parser.add_subparsers(dest="radiomics_command", required=True)
-
-    p = sub.add_parser("train", help="train a rad-score model from a cohort table")
-    p.add_argument("--table", required=True, help="CSV: one row per patient")
-    p.add_argument("--outcome", required=True, help="outcome column (0/1)")
-    p.add_argument("--out", required=True, help="model file to write (JSON)")
-    p.add_argument("--outcome-definition", help="what outcome 1 means (default: column name)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
-    p.add_argument("--folds", type=int, default=10, help="cross-validation folds")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("export", help="export radiomic features of analysed studies to CSV")
-    p.add_argument("paths", nargs="+", help="results.json files or folders searched for them")
-    p.add_argument("--out", required=True, help="CSV to write")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("lvrr", help="LVRR probability from the published models")
-    p.add_argument("--covariates", required=True, help="JSON object of covariates")
-    p.add_argument("--radscore", type=float, help="rad-score (overrides the JSON)")
-    p.add_argument("--model", help="published model name (default: the richest available)")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(func=cmd_lvrr)
-    return parser
-
-
-# ------------------------------------------------------------------------------------ train
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    """Train and write a rad-score model."""
-    from plugins.radiomics.training import TrainingError, train_from_csv
-
-    try:
-        report = train_from_csv(
-            args.table, args.outcome, args.out,
-            outcome_definition=args.outcome_definition, bootstrap=args.bootstrap,
-            folds=args.folds, seed=args.seed,
-        )
-    except TrainingError as exc:
-        print(f"training failed: {exc}", file=sys.stderr)
-        return 1
-    t = report.model.training
-    print(
-        f"rad-score model written to {args.out}: {len(report.model.features)} feature(s) "
-        f"selected; {t.cohort_size} patients, {t.events} with outcome"
-    )
-    print(f"lambda {t.penalty_lambda:.4g}; mean {t.folds}-fold CV AUC {t.cv_auc:.3f}; "
-          f"apparent AUC {t.apparent_auc:.3f}")
-    print(f"optimism-corrected AUC {t.optimism_corrected_auc:.3f} "
-          f"(95 % CI {t.optimism_corrected_auc_ci95[0]:.3f}-"
-          f"{t.optimism_corrected_auc_ci95[1]:.3f}, {t.bootstrap_resamples} bootstrap resamples)")
-    for name, coefficient in zip(report.model.features, report.model.coefficients, strict=True):
-        print(f"  {coefficient:+.4f}  {name}")
-    print(f"sha256 {report.model.sha256}")
-    return 0
-
-
-# ------------------------------------------------------------------------------------ export
 
 
 def _results_files(paths: list[str]) -> Iterator[Path]:
@@ -179,17 +100,6 @@ def _row(entry: Mapping[str, Any], block: Mapping[str, Any], source: str) -> dic
     return row
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write a file so that readers see the old or the new content, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-
-
 def _json_number(value: Any) -> Any:
     """JSON form of numpy scalars (``json.dumps`` default)."""
     if hasattr(value, "item"):
@@ -233,14 +143,14 @@ def write_series_features(
     }
     json_path = folder / FEATURES_JSON
     text = json.dumps(document, indent=2, allow_nan=False, default=_json_number)
-    _write_atomic(json_path, text.encode("utf-8"))
+    write_atomic(json_path, text.encode("utf-8"))
     row = _row(entry, block, RESULTS_FILE)
     buffer = io.StringIO(newline="")
     writer = csv.DictWriter(buffer, fieldnames=list(row), lineterminator="\n")
     writer.writeheader()
     writer.writerow(row)
     csv_path = folder / FEATURES_CSV
-    _write_atomic(csv_path, buffer.getvalue().encode("utf-8"))
+    write_atomic(csv_path, buffer.getvalue().encode("utf-8"))
     logger.info("%d features of series %s written to %s", len(block["features"]),
                 entry.get("series_instance_uid"), folder)
     return [json_path, csv_path]
@@ -293,43 +203,3 @@ def export_features(paths: list[str], out: Path) -> int:
         writer.writeheader()
         writer.writerows(rows)
     return len(rows)
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    """Export radiomic features to CSV."""
-    count = export_features(list(args.paths), Path(args.out))
-    print(f"{count} series with radiomic features written to {args.out}")
-    return 0 if count else 1
-
-
-# ------------------------------------------------------------------------------------ lvrr
-
-
-def cmd_lvrr(args: argparse.Namespace) -> int:
-    """Print the LVRR probability of the richest (or the named) published model."""
-    from plugins.radiomics.lvrr import CovariateError, best_available_model, lvrr_probability
-
-    try:
-        covariates = json.loads(Path(args.covariates).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        print(f"cannot read covariates: {exc}", file=sys.stderr)
-        return 2
-    if not isinstance(covariates, dict):
-        print("the covariates file must hold a JSON object", file=sys.stderr)
-        return 2
-    if args.radscore is not None:
-        covariates["radscore"] = args.radscore
-    try:
-        name = args.model or best_available_model(covariates)
-        if name is None:
-            print("no published model has all its covariates in the input", file=sys.stderr)
-            return 1
-        result = lvrr_probability(name, covariates)
-    except (CovariateError, KeyError) as exc:
-        print(f"invalid input: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(result.as_json(), indent=2))
-    else:
-        print(result.text)
-    return 0

@@ -1,5 +1,8 @@
 """Training of a site's rad-score model, bootstrap validation and the DeLong test.
 
+The model file it writes is read by the T1-map analysis with
+:func:`plugins.lib.radiomics.model.load_model`; its format is defined there.
+
 As in the published study (glmnet, LASSO logistic regression):
 
 1. Features are standardised (mean 0, SD 1 over the training data; features constant in the
@@ -25,10 +28,11 @@ from __future__ import annotations
 
 import csv
 import datetime
+import json
 import logging
 import math
 import warnings
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -37,7 +41,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from plugins.radiomics.model import RadScoreModel, TrainingSummary, save_model
+from plugins.lib.radiomics.model import RadScoreModel, TrainingSummary, model_document
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +56,7 @@ __all__ = [
     "fit_lasso_logistic",
     "lambda_grid",
     "read_table",
+    "save_model",
     "train_from_csv",
     "train_radscore",
 ]
@@ -99,7 +104,7 @@ class TrainingReport:
     Attributes
     ----------
     model
-        The rad-score model (write it with :func:`plugins.radiomics.model.save_model`).
+        The rad-score model (write it with :func:`save_model`).
     lambdas, cv_auc_mean, cv_auc_sd
         The penalty grid and the mean and SD of the fold AUCs at each penalty.
     chosen_index
@@ -345,18 +350,17 @@ def _stratified_folds(y: npt.NDArray[np.int_], folds: int, rng: np.random.Genera
     return [np.flatnonzero(assignment == f) for f in range(folds)]
 
 
-def _software() -> dict[str, str]:
+def _software(caller: Mapping[str, str] | None) -> dict[str, str]:
+    """The caller's versions (e.g. ``{"cmr-node": "0.1.0"}``), then the libraries'."""
     import sklearn
 
-    from node import __version__
-
     versions = {
-        "cmr-node": __version__,
+        **dict(caller or {}),
         "numpy": np.__version__,
         "scikit-learn": sklearn.__version__,
     }
     try:
-        from plugins.radiomics.features import pyradiomics_version
+        from plugins.lib.radiomics.features import pyradiomics_version
 
         versions["pyradiomics"] = pyradiomics_version()
     except ImportError:
@@ -373,6 +377,7 @@ def train_radscore(
     n_lambdas: int = DEFAULT_N_LAMBDAS,
     lambda_min_ratio: float = DEFAULT_LAMBDA_MIN_RATIO,
     seed: int = 0,
+    software: Mapping[str, str] | None = None,
 ) -> TrainingReport:
     """Train a rad-score model: LASSO with CV penalty choice, refit, bootstrap validation.
 
@@ -390,6 +395,9 @@ def train_radscore(
         Penalty grid (see :func:`lambda_grid`).
     seed
         Seed of fold assignment, bootstrap and solver.
+    software
+        Versions of the calling program (package -> version, e.g. ``{"cmr-node": "0.1.0"}``),
+        recorded in the model before those of numpy, scikit-learn and pyradiomics.
 
     Returns
     -------
@@ -478,7 +486,7 @@ def train_radscore(
         sds=tuple(float(sds[i]) for i in selected),
         training=training,
         created=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        software=_software(),
+        software=_software(software),
     )
     logger.info(
         "rad-score model: %d feature(s), CV AUC %.3f, optimism-corrected AUC %.3f (%.3f-%.3f)",
@@ -526,7 +534,7 @@ def read_table(
         missing or not a number.
     """
     if known_features is None:
-        from plugins.radiomics.features import known_feature_names
+        from plugins.lib.radiomics.features import known_feature_names
 
         known_features = known_feature_names()
     known = set(known_features)
@@ -561,6 +569,15 @@ def read_table(
     return FeatureTable(tuple(features), x, y, ignored)
 
 
+def save_model(model: RadScoreModel, path: Path) -> str:
+    """Write a model file; returns the content digest."""
+    document = model_document(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    logger.info("rad-score model with %d feature(s) written to %s", len(model.features), path)
+    return str(document["sha256"])
+
+
 def train_from_csv(
     table_path: Path | str,
     outcome: str,
@@ -571,6 +588,7 @@ def train_from_csv(
     folds: int = DEFAULT_FOLDS,
     seed: int = 0,
     known_features: Collection[str] | None = None,
+    software: Mapping[str, str] | None = None,
 ) -> TrainingReport:
     """Read a table, train the rad-score model and write the model file.
 
@@ -586,6 +604,8 @@ def train_from_csv(
         See :func:`train_radscore`.
     known_features
         See :func:`read_table`.
+    software
+        See :func:`train_radscore`.
 
     Returns
     -------
@@ -595,7 +615,7 @@ def train_from_csv(
     table = read_table(table_path, outcome, known_features)
     report = train_radscore(
         table, outcome_definition=outcome_definition or outcome,
-        folds=folds, bootstrap=bootstrap, seed=seed,
+        folds=folds, bootstrap=bootstrap, seed=seed, software=software,
     )
     sha = save_model(report.model, Path(out))
     return TrainingReport(

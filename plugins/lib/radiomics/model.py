@@ -1,6 +1,6 @@
 """Rad-score model files: format, validation and scoring.
 
-A rad-score model is trained by a site on its own cohort (:mod:`plugins.radiomics.training`);
+A rad-score model is trained by a site on its own cohort (:mod:`models.radscore.train`);
 none is shipped, and the published study's 16 features and coefficients are unknown.  When no
 model file is installed the caller reports the features and :data:`NO_MODEL_MESSAGE`.
 
@@ -54,7 +54,6 @@ __all__ = [
     "load_model",
     "model_document",
     "radscore",
-    "save_model",
 ]
 
 MODEL_FORMAT: Final = "cmr-node-radscore-model"
@@ -267,15 +266,6 @@ def model_document(model: RadScoreModel) -> dict[str, Any]:
     return document
 
 
-def save_model(model: RadScoreModel, path: Path) -> str:
-    """Write a model file; returns the content digest."""
-    document = model_document(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    logger.info("rad-score model with %d feature(s) written to %s", len(model.features), path)
-    return str(document["sha256"])
-
-
 def _finite(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ModelError(f"{what} is not a number: {value!r}.")
@@ -385,7 +375,7 @@ def load_model(
         The model file.
     known_features
         Feature names the node computes; default: the 869 of
-        :func:`plugins.radiomics.features.known_feature_names`.
+        :func:`plugins.lib.radiomics.features.known_feature_names`.
 
     Returns
     -------
@@ -407,7 +397,7 @@ def load_model(
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"Cannot read the rad-score model {path}: {exc}") from exc
     if known_features is None:
-        from plugins.radiomics.features import known_feature_names
+        from plugins.lib.radiomics.features import known_feature_names
 
         known_features = known_feature_names()
     model = _parse(document, known_features)

@@ -1,6 +1,0 @@
-"""Cardiac geometry shared by the analysis plugins: the AHA 16-segment model.
-
-:mod:`plugins.cardiac.aha` finds the RV insertion points, maps the myocardium to AHA
-segments, computes per-segment statistics and transmurality, and assigns slice levels;
-:mod:`plugins.cardiac.bullseye` renders per-segment values as a 16-segment polar plot.
-"""
