@@ -24,7 +24,7 @@ over every route but ``/healthz``:
 ``POST /jobs/<id>/retry``   queue a failed job again
 ``POST /studies/<StudyInstanceUID>/covariates``
                             store a study's LVRR covariates (JSON object, keys as
-                            :func:`plugins.radiomics.lvrr.parse_covariates` accepts) as its
+                            :func:`plugins.lib.radiomics.lvrr.parse_covariates` accepts) as its
                             sidecar file and analyse its T1 maps again; a ``haematocrit``
                             key (fraction or per cent) is kept for ECV and queues the study's
                             ECV analyses again; 400 with the reason for invalid input

@@ -13,7 +13,7 @@ Every reader returns :class:`SitePair` rows (one per labelled slice) with the la
   images.  Each SEG frame is matched to its source instance by the SOP Instance UIDs the
   SEG references (highdicom ``get_pixels_by_source_instance``), segments are mapped to
   labels by their segmented property type (and anatomic region for blood) with the codes of
-  :mod:`plugins.codes`, so the node's own SEG, corrected by a reader, can be used as it is.
+  :mod:`plugins.lib.codes`, so the node's own SEG, corrected by a reader, can be used as it is.
 
 Label values (PNG, NIfTI) or segments (SEG, by number or by label) of another convention
 are mapped with a label map (:func:`parse_label_map`: ``"1=lv,2=myocardium,3=scar"``).
