@@ -30,7 +30,7 @@ from typing import Final, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from plugins import codes
+from plugins.lib import codes
 from plugins.api import Label
 
 logger = logging.getLogger(__name__)

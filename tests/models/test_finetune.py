@@ -27,7 +27,7 @@ from models.phantoms.dicom_series import StudyInfo, lge_series_datasets, write_s
 from models.phantoms.lge import LgeSlice, make_lge_stack
 from models.segmentation import sha256_of
 from node.cli import main
-from plugins import codes
+from plugins.lib import codes
 from plugins.api import Label, SegmentDefinition
 
 needs_weights = pytest.mark.skipif(
