@@ -30,8 +30,8 @@ from typing import Final, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from plugins.lib import codes
 from plugins.api import Label
+from plugins.lib import codes
 
 logger = logging.getLogger(__name__)
 

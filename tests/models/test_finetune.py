@@ -27,8 +27,8 @@ from models.phantoms.dicom_series import StudyInfo, lge_series_datasets, write_s
 from models.phantoms.lge import LgeSlice, make_lge_stack
 from models.segmentation import sha256_of
 from node.cli import main
-from plugins.lib import codes
 from plugins.api import Label, SegmentDefinition
+from plugins.lib import codes
 
 needs_weights = pytest.mark.skipif(
     not (DEFAULT_LOCATOR.exists() and DEFAULT_SEGMENTER.exists()),
