@@ -202,6 +202,19 @@ class Benchmark:
             for i in range(args.ingest_repeats)
         ]
         warmup = write_instance_set(template, WARMUP_INSTANCES, data / "warmup")
+        concurrent_sets = {
+            k: [
+                [
+                    write_instance_set(
+                        template, args.concurrent_instances, data / f"k{k}-r{r + 1}-a{a + 1}"
+                    )
+                    for a in range(k)
+                ]
+                for r in range(args.ingest_repeats)
+            ]
+            for k in args.associations
+            if k > 1
+        }
         with contextlib.ExitStack() as stack:
             node = NodeProcess(
                 self.workdir / "ingest-node",
@@ -226,7 +239,10 @@ class Benchmark:
                 targets.append(IngestTarget(other.name, other.port, other.ae_title))
             try:
                 self.ingest = IngestResult(self.sender, args.instances, 0)
-                measure_ingest(targets, sets, warmup=warmup, into=self.ingest)
+                measure_ingest(
+                    targets, sets, warmup=warmup, into=self.ingest,
+                    concurrent_sets=concurrent_sets,
+                )  # fmt: skip
             finally:
                 self.record_memory("ingest_node", node)
 
@@ -390,6 +406,8 @@ class Benchmark:
                 "sender": str(self.sender),
                 "instances": self.args.instances,
                 "ingest_repeats": self.args.ingest_repeats,
+                "associations": self.args.associations,
+                "concurrent_instances": self.args.concurrent_instances,
                 "latency_runs": self.args.latency_runs,
                 "stable_age_s": self.args.stable_age,
                 "tcp_nodelay": "all sides (sender, node listener, storescp, Orthanc, test PACS)",
@@ -432,6 +450,20 @@ class Benchmark:
                 lines.append(
                     f"  {name:<10} {_s(ing.median_rate(name), 1):>9}   {rates}{note}"
                 )
+            lines += _ratio_line(ing, 1)
+            for k, table in sorted(ing.concurrent.items()):
+                lines += [
+                    f"  {k} associations at once, {ing.instances_per_association} instances"
+                    f" each ({k * ing.instances_per_association} per send):",
+                ]
+                for name, runs in table.items():
+                    rates = ", ".join(f"{r.rate_per_s:.0f}" for r in runs)
+                    failures = sum(r.failures for r in runs)
+                    note = f"  ({failures} refused)" if failures else ""
+                    lines.append(
+                        f"  {name:<10} {_s(ing.median_rate(name, k), 1):>9}   {rates}{note}"
+                    )
+                lines += _ratio_line(ing, k)
             lines.append("")
         if self.latency is not None:
             lat = self.latency
@@ -516,6 +548,25 @@ class Benchmark:
         return "\n".join(lines)
 
 
+def _ratio_line(ingest: IngestResult, associations: int) -> list[str]:
+    """The node/Orthanc rate ratio of each round (same load), as median (min-max)."""
+    ratios = ingest.ratios("node", "orthanc", associations)
+    if not ratios:
+        return []
+    return [
+        f"  {'node/orthanc':<10} {statistics.median(ratios):>9.2f}   "
+        + ", ".join(f"{r:.2f}" for r in ratios)
+        + f"  (range {min(ratios):.2f}-{max(ratios):.2f}, each from one round)"
+    ]
+
+
+def _associations(text: str) -> list[int]:
+    values = sorted({int(v) for v in text.split(",") if v.strip()})
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError("a comma-separated list of positive integers")
+    return values
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
@@ -524,6 +575,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUTPUT, help="JSON report path")
     parser.add_argument("--instances", type=int, default=200, help="instances per ingest send")
     parser.add_argument("--ingest-repeats", type=int, default=3, help="sends per receiver")
+    parser.add_argument(
+        "--associations", type=_associations, default=[1, 4, 8],
+        help="numbers of associations sending at once, comma-separated (default 1,4,8)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--concurrent-instances", type=int, default=100,
+        help="instances per association when several send at once",
+    )  # fmt: skip
     parser.add_argument("--latency-runs", type=int, default=5, help="runs per completeness case")
     parser.add_argument(
         "--stable-age", type=float, default=5.0,

@@ -627,6 +627,13 @@ class StorageListener:
             )
 
     def _tune_association(self, event: Any) -> None:
+        """Shorten the DUL's idle poll and make its ACSE queue notice a closed connection.
+
+        Both are private internals of pynetdicom 3.0 (``DULServiceProvider._run_loop_delay``
+        and ``.to_user_queue``, pinned in deploy/constraints.txt);
+        tests/node/test_pynetdicom_internals.py fails when an upgrade changes them or
+        what the listener assumes of them.
+        """
         dul = event.assoc.dul
         dul._run_loop_delay = DUL_POLL_S
         dul.to_user_queue = ConnectionAwareQueue(dul, dul.to_user_queue)
