@@ -16,6 +16,7 @@ import os
 import signal
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -32,7 +33,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from models.phantoms.dicom_series import t1map_series_datasets
 from models.phantoms.t1map import make_t1map_stack
 from node.dimse import NoDelayAE, is_accepted
-from tests.netutil import free_port, wait_for
+from tests.netutil import NodeProcess, free_port, wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -439,6 +440,30 @@ class OrthancProcess(ScpProcess):
         return [ORTHANC_BINARY, str(self.config_path)]
 
 
+@dataclass
+class CheckoutNodeProcess(NodeProcess):
+    """The node of another checkout of the project (e.g. the main branch), same venv.
+
+    Run beside this checkout's node in the same round-robin, it gives before/after figures
+    under the same load.
+    """
+
+    checkout: Path = Path(".")
+
+    def start(self, timeout: float = 60.0) -> CheckoutNodeProcess:
+        """Start ``python -m node run`` from the checkout and wait until it answers C-ECHO."""
+        if not self.config_path.exists():
+            self.write_config()
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(self.checkout))
+        with (self.workdir / "node-stdout.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "node", "run", "--config", str(self.config_path)],
+                cwd=self.checkout, stdout=log, stderr=subprocess.STDOUT, env=env,
+            )  # fmt: skip
+        wait_for(self._echo_ok, timeout, interval=0.2)
+        return self
+
+
 # ------------------------------------------------------------------------------ instances
 
 
@@ -533,16 +558,17 @@ class IngestResult:
                 "max_rate_per_s": _round(max(rates), 1) if rates else None,
                 "runs": [r.as_dict() for r in runs],
             }
-        ratios = self.ratios("node", "orthanc", associations)
-        return {
-            "targets": targets,
-            "ratio_node_orthanc": {
-                "median": _round(statistics.median(ratios), 3) if ratios else None,
-                "min": _round(min(ratios), 3) if ratios else None,
-                "max": _round(max(ratios), 3) if ratios else None,
-                "per_repeat": [round(r, 3) for r in ratios],
-            },
-        }
+        ratios = {}
+        for a, b in (("node", "orthanc"), ("node", "baseline"), ("baseline", "orthanc")):
+            values = self.ratios(a, b, associations)
+            if values:
+                ratios[f"{a}/{b}"] = {
+                    "median": round(statistics.median(values), 3),
+                    "min": round(min(values), 3),
+                    "max": round(max(values), 3),
+                    "per_repeat": [round(r, 3) for r in values],
+                }
+        return {"targets": targets, "ratios": ratios}
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -553,7 +579,7 @@ class IngestResult:
             "instances_per_send": self.instances,
             "instance_bytes": self.instance_bytes,
             "targets": one["targets"],
-            "ratio_node_orthanc": one["ratio_node_orthanc"],
+            "ratios": one["ratios"],
             "concurrent": {
                 str(k): {"instances_per_association": self.instances_per_association,
                          **self._summary(k)}

@@ -34,6 +34,7 @@ import numpy as np
 from bench.ingest import (
     SENDER_DESCRIPTIONS,
     BenchError,
+    CheckoutNodeProcess,
     IngestResult,
     IngestTarget,
     OrthancProcess,
@@ -71,6 +72,8 @@ NODE_START_TIMEOUT_S = 180.0
 INGEST_STABLE_AGE_S = 3600.0
 NO_ANALYSIS_CONFIG = "[analysis.t1map]\nenabled = false\n[analysis.lge]\nenabled = false\n"
 WARMUP_INSTANCES = 10
+#: Ingest rate ratios reported, each computed round by round.
+RATIO_PAIRS = (("node", "orthanc"), ("node", "baseline"), ("baseline", "orthanc"))
 SEED = 20240601
 
 
@@ -225,6 +228,15 @@ class Benchmark:
             stack.callback(node.stop)
             _start_node(node)
             targets = [IngestTarget("node", node.port, node.ae_title)]
+            if args.baseline_checkout is not None:
+                baseline = CheckoutNodeProcess(
+                    self.workdir / "ingest-node-baseline", None,
+                    stable_age_s=INGEST_STABLE_AGE_S, extra_config=NO_ANALYSIS_CONFIG,
+                    checkout=args.baseline_checkout.resolve(),
+                )  # fmt: skip
+                stack.callback(baseline.stop)
+                _start_node(baseline)
+                targets.append(IngestTarget("baseline", baseline.port, baseline.ae_title))
             for other in (
                 StorescpProcess(self.workdir / "storescp"),
                 OrthancProcess(self.workdir / "orthanc"),
@@ -549,15 +561,17 @@ class Benchmark:
 
 
 def _ratio_line(ingest: IngestResult, associations: int) -> list[str]:
-    """The node/Orthanc rate ratio of each round (same load), as median (min-max)."""
-    ratios = ingest.ratios("node", "orthanc", associations)
-    if not ratios:
-        return []
-    return [
-        f"  {'node/orthanc':<10} {statistics.median(ratios):>9.2f}   "
-        + ", ".join(f"{r:.2f}" for r in ratios)
-        + f"  (range {min(ratios):.2f}-{max(ratios):.2f}, each from one round)"
-    ]
+    """Rate ratios of each round (same load), as median and per round."""
+    lines = []
+    for target, reference in RATIO_PAIRS:
+        ratios = ingest.ratios(target, reference, associations)
+        if ratios:
+            lines.append(
+                f"  {target + '/' + reference:<16} {statistics.median(ratios):>5.2f}   "
+                + ", ".join(f"{r:.2f}" for r in ratios)
+                + f"  (range {min(ratios):.2f}-{max(ratios):.2f}, each from one round)"
+            )
+    return lines
 
 
 def _associations(text: str) -> list[int]:
@@ -596,6 +610,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--skip", action="append", default=[],
         choices=["ingest", "latency", "lge", "molli", "radiomics", "load"],
         help="leave out a part (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--baseline-checkout", type=Path,
+        help="another checkout of the project whose node is measured beside this one's"
+        " (target 'baseline', same rounds)",
     )  # fmt: skip
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")

@@ -61,6 +61,7 @@ from node.audit import AuditLog, withhold_values, withhold_values_in_logs
 from node.catalog import Catalog, InstanceRecord, SeriesState
 from node.dimse import AdmissionPolicy, AdmittingServer, NoDelayAE, StoreError, StoreStatus
 from node.header import scan_header, tags_of
+from node.presentation import cheap_copy_contexts
 from node.settings import DuplicatePolicy, Settings
 from node.spool import FreeSpaceGauge, instance_path, safe_uid, write_new_or_replace
 from node.tls import server_context
@@ -570,6 +571,7 @@ class StorageListener:
             ssl_context=server_context(tls) if tls.listener else None,
         )
         assert isinstance(server, AdmittingServer)
+        server.contexts = cheap_copy_contexts(server.contexts)  # copied per association
         listener = self._settings.listener
         server.policy = AdmissionPolicy(
             request_timeout_s=listener.request_timeout_s,

@@ -20,6 +20,7 @@ deploy/constraints.txt moves.
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 import queue
 import re
@@ -29,12 +30,15 @@ from pathlib import Path
 from typing import Any
 
 import pynetdicom
-from pynetdicom import AE, evt, fsm
+from pydicom.uid import JPEG2000Lossless
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt, fsm
 from pynetdicom.dul import DULServiceProvider
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import RequestHandler
 
 from node.catalog import Catalog
 from node.listener import DUL_POLL_S, ConnectionAwareQueue, StorageListener
+from node.presentation import CheapCopyContext, cheap_copy_contexts
 from node.settings import Settings
 from tests.netutil import free_port, wait_for
 
@@ -97,6 +101,54 @@ def test_live_association_is_tuned_and_the_connection_state_reads_hold(tmp_path:
         with contextlib.suppress(queue.Empty):
             dul.to_user_queue.get(timeout=30)
         assert time.monotonic() - started < 1.0  # not the 30 s asked for
+    finally:
+        listener.stop()
+        catalog.close()
+
+
+def test_each_association_deep_copies_the_server_contexts() -> None:
+    """node.presentation makes that copy cheap; it matters only while pynetdicom does it."""
+    source = inspect.getsource(RequestHandler._create_association)
+    assert "supported_contexts = deepcopy(self.server.contexts)" in source
+
+
+def test_cheap_copies_equal_deep_copies_and_stay_apart() -> None:
+    ae = AE()
+    for context in AllStoragePresentationContexts:
+        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    originals = ae.supported_contexts
+    cheap = cheap_copy_contexts(originals)
+    copied = copy.deepcopy(cheap)
+    assert len(copied) == len(originals)
+    for a, b in zip(originals, copied, strict=True):
+        assert vars(a) == vars(b)
+        assert b._transfer_syntax is not a._transfer_syntax
+    copied[0].result = 0
+    copied[0].context_id = 1
+    copied[0]._transfer_syntax.append("1.2.3.4")
+    assert cheap[0].result is None and cheap[0].context_id is None
+    assert "1.2.3.4" not in cheap[0].transfer_syntax
+
+
+def test_the_listener_negotiates_with_cheap_copies(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data", listen_port=free_port(), min_free_disk_mb=1)
+    catalog = Catalog(settings.catalog_path)
+    listener = StorageListener(settings, catalog, lambda state, ds: None)
+    listener.start()
+    try:
+        assert listener._server is not None
+        assert all(isinstance(c, CheapCopyContext) for c in listener._server.contexts)
+        ae = AE(ae_title="SCANNER")
+        ae.add_requested_context(MRImageStorage, JPEG2000Lossless)
+        ae.add_requested_context(Verification)
+        for _ in range(2):  # each association gets its own copy to negotiate on
+            assoc = ae.associate("127.0.0.1", settings.listen_port, ae_title="CMRNODE")
+            assert assoc.is_established
+            accepted = {(str(c.abstract_syntax), str(c.transfer_syntax[0]))
+                        for c in assoc.accepted_contexts}
+            assert (str(MRImageStorage), str(JPEG2000Lossless)) in accepted
+            assoc.release()
+        assert all(c.result is None for c in listener._server.contexts)
     finally:
         listener.stop()
         catalog.close()
