@@ -204,10 +204,25 @@ def content_sha256(raw: bytes) -> str:
 
 
 def _dataset_offset(raw: bytes) -> int | None:
-    """Offset of the data set in a file written by :func:`file_meta_bytes` (None: not one)."""
-    if len(raw) >= 144 and raw[128:132] == b"DICM" and raw[132:136] == b"\x02\x00\x00\x00":
-        return 144 + int(struct.unpack("<I", raw[140:144])[0])
-    return None
+    """Offset of the data set after a well-formed file meta group (explicit VR little endian,
+    group 0002 only, lengths adding up), or None: then pydicom's reader judges the file."""
+    if len(raw) < 144 or raw[128:132] != b"DICM" or raw[132:138] != b"\x02\x00\x00\x00UL":
+        return None
+    end = 144 + int(struct.unpack("<I", raw[140:144])[0])
+    position = 144
+    while position < end:
+        if position + 8 > len(raw) or raw[position : position + 2] != b"\x02\x00":
+            return None
+        vr = raw[position + 4 : position + 6]
+        if vr in (b"OB", b"OW", b"UN", b"UT", b"SQ"):
+            if position + 12 > len(raw):
+                return None
+            position += 12 + int(struct.unpack("<I", raw[position + 8 : position + 12])[0])
+        elif len(vr) == 2 and vr.isalpha() and vr.isupper():
+            position += 8 + int(struct.unpack("<H", raw[position + 6 : position + 8])[0])
+        else:
+            return None
+    return end if position == end else None
 
 
 class ConnectionAwareQueue(queue.Queue[Any]):
@@ -689,7 +704,7 @@ class StorageListener:
 
     def _store(self, event: Any, calling: str) -> None:
         settings = self._settings
-        if self._free_space.free_mb() < settings.min_free_disk_mb:
+        if self._free_space.below(settings.min_free_disk_mb):
             raise StoreError(StoreStatus.OUT_OF_RESOURCES, "node disk space below limit")
         request = event.request
         transfer_syntax = str(event.context.transfer_syntax)

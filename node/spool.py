@@ -159,9 +159,24 @@ class FreeSpaceGauge:
         now = time.monotonic()
         with self._lock:
             if now - self._read_at >= self._refresh_s:
-                self._free_bytes = free_space_mb(self._path) * 1024 * 1024
-                self._read_at = now
+                self._read()
             return self._free_bytes / (1024 * 1024)
+
+    def below(self, limit_mb: float) -> bool:
+        """Whether the free space is below ``limit_mb``, judged on a fresh reading.
+
+        The last reading (less what was written since) answers when it is above the limit;
+        a refusal is never decided on a reading older than this call.
+        """
+        if self.free_mb() >= limit_mb:
+            return False
+        with self._lock:
+            self._read()
+            return self._free_bytes / (1024 * 1024) < limit_mb
+
+    def _read(self) -> None:
+        self._free_bytes = free_space_mb(self._path) * 1024 * 1024
+        self._read_at = time.monotonic()
 
     def consumed(self, size_bytes: int) -> None:
         """Account for ``size_bytes`` just written to the file system."""

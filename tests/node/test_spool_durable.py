@@ -66,3 +66,12 @@ def test_free_space_counts_what_was_written_until_the_next_reading(tmp_path: Pat
     fresh.free_mb()
     fresh.consumed(10**15)  # far more than any disk: a fresh reading forgets it
     assert fresh.free_mb() > 0
+
+
+def test_a_refusal_is_decided_on_a_fresh_reading(tmp_path: Path) -> None:
+    gauge = FreeSpaceGauge(tmp_path, refresh_s=3600)
+    gauge.free_mb()
+    gauge.consumed(10**15)  # the last reading, less what was written, says the disk is full
+    assert gauge.free_mb() < 0
+    assert not gauge.below(1)  # the file system says otherwise: not refused
+    assert gauge.free_mb() > 0

@@ -17,6 +17,8 @@ from tests.netutil import NodeProcess, send_files
 
 ASSOCIATIONS = 4
 INSTANCES = 15
+#: Bound on a node start on a loaded 2-core machine.
+START_TIMEOUT_S = 180.0
 NO_ANALYSIS = "[analysis.t1map]\nenabled = false\n[analysis.lge]\nenabled = false\n"
 
 
@@ -34,7 +36,7 @@ def test_every_success_of_concurrent_associations_survives_kill(tmp_path: Path) 
         write_instance_set(template, INSTANCES, tmp_path / f"set-{i}") for i in range(ASSOCIATIONS)
     ]
     node = NodeProcess(tmp_path / "node", None, stable_age_s=3600, extra_config=NO_ANALYSIS)
-    node.start()
+    node.start(timeout=START_TIMEOUT_S)
     statuses: list[list[int | None]] = [[] for _ in sets]
     barrier = threading.Barrier(len(sets))
 
@@ -71,7 +73,7 @@ def test_every_success_of_concurrent_associations_survives_kill(tmp_path: Path) 
         assert sop_uid in rows
         assert _data_set(rows[sop_uid].read_bytes()) == _data_set(sent)
     # A restart finds nothing to recover: every row was committed before its Success.
-    node.start()
+    node.start(timeout=START_TIMEOUT_S)
     try:
         recovered = node.query("SELECT COUNT(*) AS n FROM events WHERE kind='spool_recovered'")
         assert recovered[0]["n"] == 0
