@@ -16,6 +16,8 @@ import os
 import signal
 import statistics
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +33,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from models.phantoms.dicom_series import t1map_series_datasets
 from models.phantoms.t1map import make_t1map_stack
 from node.dimse import NoDelayAE, is_accepted
-from tests.netutil import free_port, wait_for
+from tests.netutil import NodeProcess, free_port, wait_for
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +100,9 @@ class StoreRun:
         From the association request to its release.
     last_ack_at
         Wall-clock time (``time.time()``) at which the last response arrived.
+    associations
+        Associations open at the same time, each sending its own share of ``instances``
+        (times then run from the first start to the last end).
     """
 
     target: str
@@ -106,6 +111,7 @@ class StoreRun:
     store_s: float
     total_s: float
     last_ack_at: float
+    associations: int = 1
 
     @property
     def rate_per_s(self) -> float:
@@ -115,6 +121,7 @@ class StoreRun:
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
         return {
+            "associations": self.associations,
             "instances": self.instances,
             "failures": self.failures,
             "store_s": round(self.store_s, 4),
@@ -239,6 +246,63 @@ def send_timed(
     if sender is Sender.STORESCU:
         return _send_storescu(paths, port, called_aet, target)
     return _send_pynetdicom(paths, port, called_aet, target)
+
+
+def send_concurrent(
+    sets: Sequence[Sequence[Path]],
+    port: int,
+    called_aet: str,
+    *,
+    sender: Sender = Sender.PYNETDICOM,
+    target: str = "",
+) -> StoreRun:
+    """Send each set in its own association, all at the same time, and time the whole.
+
+    The rate is every acknowledged instance over the time from the first send's start to
+    the last send's end (each send as timed by :func:`send_timed`).
+
+    Raises
+    ------
+    BenchError
+        When any of the sends fails outright.
+    """
+    if len(sets) == 1:
+        return send_timed(sets[0], port, called_aet, sender=sender, target=target)
+    runs: list[StoreRun | BaseException] = [BenchError("not run")] * len(sets)
+    spans: list[tuple[float, float]] = [(0.0, 0.0)] * len(sets)
+    barrier = threading.Barrier(len(sets))
+
+    def one(index: int) -> None:
+        try:
+            barrier.wait(timeout=STORESCU_TIMEOUT_S)
+            t0 = time.perf_counter()
+            runs[index] = send_timed(
+                sets[index], port, called_aet, sender=sender, target=target
+            )
+            spans[index] = (t0, time.perf_counter())
+        except BaseException as exc:  # reported below, in the caller's thread
+            runs[index] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(sets))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    done: list[StoreRun] = []
+    for run in runs:
+        if isinstance(run, BaseException):
+            raise BenchError(f"{target}: one of {len(sets)} associations failed: {run}") from run
+        done.append(run)
+    wall = max(end for _, end in spans) - min(start for start, _ in spans)
+    return StoreRun(
+        target,
+        sum(r.instances for r in done),
+        sum(r.failures for r in done),
+        wall,
+        wall,
+        max(r.last_ack_at for r in done),
+        associations=len(sets),
+    )
 
 
 # ------------------------------------------------------------------------------ receivers
@@ -376,6 +440,30 @@ class OrthancProcess(ScpProcess):
         return [ORTHANC_BINARY, str(self.config_path)]
 
 
+@dataclass
+class CheckoutNodeProcess(NodeProcess):
+    """The node of another checkout of the project (e.g. the main branch), same venv.
+
+    Run beside this checkout's node in the same round-robin, it gives before/after figures
+    under the same load.
+    """
+
+    checkout: Path = Path(".")
+
+    def start(self, timeout: float = 60.0) -> CheckoutNodeProcess:
+        """Start ``python -m node run`` from the checkout and wait until it answers C-ECHO."""
+        if not self.config_path.exists():
+            self.write_config()
+        env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(self.checkout))
+        with (self.workdir / "node-stdout.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "node", "run", "--config", str(self.config_path)],
+                cwd=self.checkout, stdout=log, stderr=subprocess.STDOUT, env=env,
+            )  # fmt: skip
+        wait_for(self._echo_ok, timeout, interval=0.2)
+        return self
+
+
 # ------------------------------------------------------------------------------ instances
 
 
@@ -426,31 +514,76 @@ class IngestTarget:
 
 @dataclass
 class IngestResult:
-    """Every timed send, per receiver."""
+    """Every timed send, per receiver; one association in ``runs``, more in ``concurrent``."""
 
     sender: Sender
     instances: int
     instance_bytes: int
     runs: dict[str, list[StoreRun]] = field(default_factory=dict)
+    concurrent: dict[int, dict[str, list[StoreRun]]] = field(default_factory=dict)
+    instances_per_association: int = 0
 
-    def median_rate(self, target: str) -> float | None:
+    def _runs(self, target: str, associations: int) -> list[StoreRun]:
+        table = self.runs if associations == 1 else self.concurrent.get(associations, {})
+        return table.get(target, [])
+
+    def rates(self, target: str, associations: int = 1) -> list[float]:
+        """Instances/s of every complete send (no failure) of a receiver."""
+        return [r.rate_per_s for r in self._runs(target, associations) if r.failures == 0]
+
+    def median_rate(self, target: str, associations: int = 1) -> float | None:
         """Median instances/s of a receiver, or None when it was not measured."""
-        rates = [r.rate_per_s for r in self.runs.get(target, []) if r.failures == 0]
+        rates = self.rates(target, associations)
         return statistics.median(rates) if rates else None
+
+    def ratios(self, target: str, reference: str, associations: int = 1) -> list[float]:
+        """Rate of ``target`` over that of ``reference``, repeat by repeat (same round)."""
+        pairs = zip(
+            self._runs(target, associations), self._runs(reference, associations), strict=False
+        )
+        return [
+            a.rate_per_s / b.rate_per_s
+            for a, b in pairs
+            if a.failures == 0 and b.failures == 0 and b.rate_per_s > 0
+        ]
+
+    def _summary(self, associations: int) -> dict[str, Any]:
+        table = self.runs if associations == 1 else self.concurrent[associations]
+        targets = {}
+        for name, runs in table.items():
+            rates = self.rates(name, associations)
+            targets[name] = {
+                "median_rate_per_s": _round(self.median_rate(name, associations), 1),
+                "min_rate_per_s": _round(min(rates), 1) if rates else None,
+                "max_rate_per_s": _round(max(rates), 1) if rates else None,
+                "runs": [r.as_dict() for r in runs],
+            }
+        ratios = {}
+        for a, b in (("node", "orthanc"), ("node", "baseline"), ("baseline", "orthanc")):
+            values = self.ratios(a, b, associations)
+            if values:
+                ratios[f"{a}/{b}"] = {
+                    "median": round(statistics.median(values), 3),
+                    "min": round(min(values), 3),
+                    "max": round(max(values), 3),
+                    "per_repeat": [round(r, 3) for r in values],
+                }
+        return {"targets": targets, "ratios": ratios}
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
+        one = self._summary(1)
         return {
             "sender": str(self.sender),
             "sender_description": SENDER_DESCRIPTIONS[self.sender],
             "instances_per_send": self.instances,
             "instance_bytes": self.instance_bytes,
-            "targets": {
-                name: {
-                    "median_rate_per_s": _round(self.median_rate(name), 1),
-                    "runs": [r.as_dict() for r in runs],
-                }
-                for name, runs in self.runs.items()
+            "targets": one["targets"],
+            "ratios": one["ratios"],
+            "concurrent": {
+                str(k): {"instances_per_association": self.instances_per_association,
+                         **self._summary(k)}
+                for k in sorted(self.concurrent)
             },
         }
 
@@ -466,6 +599,7 @@ def measure_ingest(
     sender: Sender = Sender.PYNETDICOM,
     warmup: Sequence[Path] = (),
     into: IngestResult | None = None,
+    concurrent_sets: Mapping[int, Sequence[Sequence[Sequence[Path]]]] | None = None,
 ) -> IngestResult:
     """Send every set to every target, round-robin (repeat 1 to all, then repeat 2 ...).
 
@@ -474,7 +608,8 @@ def measure_ingest(
     targets
         The receivers, all running.
     sets
-        One set of instances per repeat; each set is sent once to each target.
+        One set of instances per repeat; each set is sent once to each target, in one
+        association.
     sender
         The SCU used for every send.
     warmup
@@ -482,6 +617,11 @@ def measure_ingest(
     into
         Filled send by send (so an interrupted benchmark keeps the sends done); a new one
         if None. Its sender is used.
+    concurrent_sets
+        Per number of associations K > 1: per repeat, K sets, sent at the same time in K
+        associations (:func:`send_concurrent`), right after that repeat's one-association
+        sends.  The order of the targets turns by one each repeat, so no receiver always
+        goes first.
 
     Raises
     ------
@@ -494,18 +634,32 @@ def measure_ingest(
     sender = result.sender
     result.instances = len(sets[0])
     result.instance_bytes = sets[0][0].stat().st_size
+    concurrent_sets = dict(concurrent_sets or {})
     for target in targets:
         result.runs[target.name] = []
         if warmup:
             send_timed(warmup, target.port, target.ae_title, sender=sender, target=target.name)
+    for k, per_repeat in concurrent_sets.items():
+        result.concurrent[k] = {target.name: [] for target in targets}
+        result.instances_per_association = len(per_repeat[0][0])
     time.sleep(SETTLE_S)
     for repeat, paths in enumerate(sets, start=1):
-        for target in targets:
-            run = send_timed(paths, target.port, target.ae_title, sender=sender, target=target.name)
-            result.runs[target.name].append(run)
-            logger.info(
-                "ingest %s repeat %d: %d instances in %.2f s (%.0f/s, %d failures)",
-                target.name, repeat, run.instances, run.store_s, run.rate_per_s, run.failures,
-            )  # fmt: skip
-            time.sleep(SETTLE_S)
+        turn = (repeat - 1) % len(targets)
+        ordered = [*targets[turn:], *targets[:turn]]
+        rounds: list[tuple[int, Sequence[Sequence[Path]]]] = [(1, [paths])]
+        rounds += [(k, per_repeat[repeat - 1]) for k, per_repeat in sorted(concurrent_sets.items())]
+        for k, shares in rounds:
+            for target in ordered:
+                run = send_concurrent(
+                    shares, target.port, target.ae_title, sender=sender, target=target.name
+                )
+                table = result.runs if k == 1 else result.concurrent[k]
+                table[target.name].append(run)
+                logger.info(
+                    "ingest %s repeat %d, %d association(s): %d instances in %.2f s"
+                    " (%.0f/s, %d failures)",
+                    target.name, repeat, k, run.instances, run.store_s, run.rate_per_s,
+                    run.failures,
+                )  # fmt: skip
+                time.sleep(SETTLE_S)
     return result

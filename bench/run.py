@@ -34,6 +34,7 @@ import numpy as np
 from bench.ingest import (
     SENDER_DESCRIPTIONS,
     BenchError,
+    CheckoutNodeProcess,
     IngestResult,
     IngestTarget,
     OrthancProcess,
@@ -71,6 +72,8 @@ NODE_START_TIMEOUT_S = 180.0
 INGEST_STABLE_AGE_S = 3600.0
 NO_ANALYSIS_CONFIG = "[analysis.t1map]\nenabled = false\n[analysis.lge]\nenabled = false\n"
 WARMUP_INSTANCES = 10
+#: Ingest rate ratios reported, each computed round by round.
+RATIO_PAIRS = (("node", "orthanc"), ("node", "baseline"), ("baseline", "orthanc"))
 SEED = 20240601
 
 
@@ -202,6 +205,19 @@ class Benchmark:
             for i in range(args.ingest_repeats)
         ]
         warmup = write_instance_set(template, WARMUP_INSTANCES, data / "warmup")
+        concurrent_sets = {
+            k: [
+                [
+                    write_instance_set(
+                        template, args.concurrent_instances, data / f"k{k}-r{r + 1}-a{a + 1}"
+                    )
+                    for a in range(k)
+                ]
+                for r in range(args.ingest_repeats)
+            ]
+            for k in args.associations
+            if k > 1
+        }
         with contextlib.ExitStack() as stack:
             node = NodeProcess(
                 self.workdir / "ingest-node",
@@ -212,6 +228,15 @@ class Benchmark:
             stack.callback(node.stop)
             _start_node(node)
             targets = [IngestTarget("node", node.port, node.ae_title)]
+            if args.baseline_checkout is not None:
+                baseline = CheckoutNodeProcess(
+                    self.workdir / "ingest-node-baseline", None,
+                    stable_age_s=INGEST_STABLE_AGE_S, extra_config=NO_ANALYSIS_CONFIG,
+                    checkout=args.baseline_checkout.resolve(),
+                )  # fmt: skip
+                stack.callback(baseline.stop)
+                _start_node(baseline)
+                targets.append(IngestTarget("baseline", baseline.port, baseline.ae_title))
             for other in (
                 StorescpProcess(self.workdir / "storescp"),
                 OrthancProcess(self.workdir / "orthanc"),
@@ -226,7 +251,10 @@ class Benchmark:
                 targets.append(IngestTarget(other.name, other.port, other.ae_title))
             try:
                 self.ingest = IngestResult(self.sender, args.instances, 0)
-                measure_ingest(targets, sets, warmup=warmup, into=self.ingest)
+                measure_ingest(
+                    targets, sets, warmup=warmup, into=self.ingest,
+                    concurrent_sets=concurrent_sets,
+                )  # fmt: skip
             finally:
                 self.record_memory("ingest_node", node)
 
@@ -390,6 +418,8 @@ class Benchmark:
                 "sender": str(self.sender),
                 "instances": self.args.instances,
                 "ingest_repeats": self.args.ingest_repeats,
+                "associations": self.args.associations,
+                "concurrent_instances": self.args.concurrent_instances,
                 "latency_runs": self.args.latency_runs,
                 "stable_age_s": self.args.stable_age,
                 "tcp_nodelay": "all sides (sender, node listener, storescp, Orthanc, test PACS)",
@@ -432,6 +462,20 @@ class Benchmark:
                 lines.append(
                     f"  {name:<10} {_s(ing.median_rate(name), 1):>9}   {rates}{note}"
                 )
+            lines += _ratio_line(ing, 1)
+            for k, table in sorted(ing.concurrent.items()):
+                lines += [
+                    f"  {k} associations at once, {ing.instances_per_association} instances"
+                    f" each ({k * ing.instances_per_association} per send):",
+                ]
+                for name, runs in table.items():
+                    rates = ", ".join(f"{r.rate_per_s:.0f}" for r in runs)
+                    failures = sum(r.failures for r in runs)
+                    note = f"  ({failures} refused)" if failures else ""
+                    lines.append(
+                        f"  {name:<10} {_s(ing.median_rate(name, k), 1):>9}   {rates}{note}"
+                    )
+                lines += _ratio_line(ing, k)
             lines.append("")
         if self.latency is not None:
             lat = self.latency
@@ -516,6 +560,27 @@ class Benchmark:
         return "\n".join(lines)
 
 
+def _ratio_line(ingest: IngestResult, associations: int) -> list[str]:
+    """Rate ratios of each round (same load), as median and per round."""
+    lines = []
+    for target, reference in RATIO_PAIRS:
+        ratios = ingest.ratios(target, reference, associations)
+        if ratios:
+            lines.append(
+                f"  {target + '/' + reference:<16} {statistics.median(ratios):>5.2f}   "
+                + ", ".join(f"{r:.2f}" for r in ratios)
+                + f"  (range {min(ratios):.2f}-{max(ratios):.2f}, each from one round)"
+            )
+    return lines
+
+
+def _associations(text: str) -> list[int]:
+    values = sorted({int(v) for v in text.split(",") if v.strip()})
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError("a comma-separated list of positive integers")
+    return values
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(
@@ -524,6 +589,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUTPUT, help="JSON report path")
     parser.add_argument("--instances", type=int, default=200, help="instances per ingest send")
     parser.add_argument("--ingest-repeats", type=int, default=3, help="sends per receiver")
+    parser.add_argument(
+        "--associations", type=_associations, default=[1, 4, 8],
+        help="numbers of associations sending at once, comma-separated (default 1,4,8)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--concurrent-instances", type=int, default=100,
+        help="instances per association when several send at once",
+    )  # fmt: skip
     parser.add_argument("--latency-runs", type=int, default=5, help="runs per completeness case")
     parser.add_argument(
         "--stable-age", type=float, default=5.0,
@@ -537,6 +610,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--skip", action="append", default=[],
         choices=["ingest", "latency", "lge", "molli", "radiomics", "load"],
         help="leave out a part (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--baseline-checkout", type=Path,
+        help="another checkout of the project whose node is measured beside this one's"
+        " (target 'baseline', same rounds)",
     )  # fmt: skip
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")

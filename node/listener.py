@@ -60,8 +60,10 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from node.audit import AuditLog, withhold_values, withhold_values_in_logs
 from node.catalog import Catalog, InstanceRecord, SeriesState
 from node.dimse import AdmissionPolicy, AdmittingServer, NoDelayAE, StoreError, StoreStatus
+from node.header import scan_header, tags_of
+from node.presentation import cheap_copy_contexts
 from node.settings import DuplicatePolicy, Settings
-from node.spool import free_space_mb, instance_path, safe_uid, write_new_or_replace
+from node.spool import FreeSpaceGauge, instance_path, safe_uid, write_new_or_replace
 from node.tls import server_context
 
 logger = logging.getLogger(__name__)
@@ -140,9 +142,13 @@ HEADER_KEYWORDS = (
 #: Each C-STORE response waits for this thread's next poll; 0.2 ms raises a single
 #: association's throughput by about 40 % for ~3 % of a core while an association is open.
 DUL_POLL_S = 0.0002
+HEADER_TAGS = tags_of(HEADER_KEYWORDS)
 REQUIRED_KEYWORDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 #: How often an association waiting for the peer checks that the connection is still open.
 CONNECTION_CHECK_S = 0.1
+#: Longest time between two readings of the spool's free space (bytes written in between
+#: are subtracted from the last reading).
+FREE_SPACE_REFRESH_S = 1.0
 #: Series whose patient and modality the listener remembers (older ones are read again).
 SERIES_IDENTITY_CACHE = 1024
 
@@ -195,6 +201,28 @@ def content_sha256(raw: bytes) -> str:
         start = 144 + struct.unpack("<I", raw[140:144])[0]
         return hashlib.sha256(raw[start:]).hexdigest()
     return hashlib.sha256(raw).hexdigest()
+
+
+def _dataset_offset(raw: bytes) -> int | None:
+    """Offset of the data set after a well-formed file meta group (explicit VR little endian,
+    group 0002 only, lengths adding up), or None: then pydicom's reader judges the file."""
+    if len(raw) < 144 or raw[128:132] != b"DICM" or raw[132:138] != b"\x02\x00\x00\x00UL":
+        return None
+    end = 144 + int(struct.unpack("<I", raw[140:144])[0])
+    position = 144
+    while position < end:
+        if position + 8 > len(raw) or raw[position : position + 2] != b"\x02\x00":
+            return None
+        vr = raw[position + 4 : position + 6]
+        if vr in (b"OB", b"OW", b"UN", b"UT", b"SQ"):
+            if position + 12 > len(raw):
+                return None
+            position += 12 + int(struct.unpack("<I", raw[position + 8 : position + 12])[0])
+        elif len(vr) == 2 and vr.isalpha() and vr.isupper():
+            position += 8 + int(struct.unpack("<H", raw[position + 6 : position + 8])[0])
+        else:
+            return None
+    return end if position == end else None
 
 
 class ConnectionAwareQueue(queue.Queue[Any]):
@@ -298,8 +326,32 @@ class ReceivedHeader:
 def parse_header(raw: bytes, transfer_syntax: str) -> ReceivedHeader:
     """Parse a received file up to its Pixel Data and measure the Pixel Data element.
 
-    Parsing stops before the pixels: a quarter of the cost of a full read, which matters
-    once per received instance.
+    Parsing stops before the pixels.  The elements of :data:`HEADER_KEYWORDS` are found by
+    walking the element headers (:func:`node.header.scan_header`, a tenth of pydicom's
+    reader); a data set the walk does not handle is read by pydicom.  Either way the
+    elements kept are decoded here, so a malformed one is refused now.
+
+    Raises
+    ------
+    StoreError
+        0xC000 when the bytes are not a parsable DICOM data set.
+    """
+    start = _dataset_offset(raw)
+    scanned = None if start is None else scan_header(raw, start, transfer_syntax, HEADER_TAGS)
+    if scanned is not None:
+        try:
+            for _ in scanned[0]:  # decode the few elements kept: a malformed one fails here
+                pass
+        except Exception:  # pydicom's reader below gives the reason
+            scanned = None
+    if scanned is not None:
+        return ReceivedHeader(*scanned)
+    return read_header_with_pydicom(raw, transfer_syntax)
+
+
+def read_header_with_pydicom(raw: bytes, transfer_syntax: str) -> ReceivedHeader:
+    """:func:`parse_header` by pydicom's reader (any transfer syntax, the judge of malformed
+    input).
 
     Raises
     ------
@@ -438,13 +490,12 @@ def reconcile_spool(spool_dir: Path, catalog: Catalog) -> tuple[int, int]:
             continue
         try:
             raw = path.read_bytes()
-            transfer_syntax = str(
-                dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID
-            )
+            meta = dcmread(path, stop_before_pixels=True).file_meta
+            transfer_syntax = str(meta.TransferSyntaxUID)
             received = parse_header(raw, transfer_syntax)
             ds = received.dataset
             validate_instance(received, str(ds.SOPClassUID), str(ds.SOPInstanceUID))
-            calling = str(ds.file_meta.get("SourceApplicationEntityTitle", "")).strip() or None
+            calling = str(meta.get("SourceApplicationEntityTitle", "")).strip() or None
             record = instance_record(ds, path, len(raw), calling, transfer_syntax)
         except Exception as exc:
             target = spool_dir.parent / "quarantine" / path.name
@@ -501,6 +552,7 @@ class StorageListener:
         self.ae.require_called_aet = settings.listener.require_called_aet
         self._identities: OrderedDict[str, SeriesIdentity] = OrderedDict()
         self._identities_lock = threading.Lock()
+        self._free_space = FreeSpaceGauge(settings.spool_dir, FREE_SPACE_REFRESH_S)
         if settings.allowed_calling_aets:
             self.ae.require_calling_aet = list(settings.allowed_calling_aets)
         self.ae.add_supported_context(Verification)
@@ -534,6 +586,7 @@ class StorageListener:
             ssl_context=server_context(tls) if tls.listener else None,
         )
         assert isinstance(server, AdmittingServer)
+        server.contexts = cheap_copy_contexts(server.contexts)  # copied per association
         listener = self._settings.listener
         server.policy = AdmissionPolicy(
             request_timeout_s=listener.request_timeout_s,
@@ -591,6 +644,13 @@ class StorageListener:
             )
 
     def _tune_association(self, event: Any) -> None:
+        """Shorten the DUL's idle poll and make its ACSE queue notice a closed connection.
+
+        Both are private internals of pynetdicom 3.0 (``DULServiceProvider._run_loop_delay``
+        and ``.to_user_queue``, pinned in deploy/constraints.txt);
+        tests/node/test_pynetdicom_internals.py fails when an upgrade changes them or
+        what the listener assumes of them.
+        """
         dul = event.assoc.dul
         dul._run_loop_delay = DUL_POLL_S
         dul.to_user_queue = ConnectionAwareQueue(dul, dul.to_user_queue)
@@ -644,7 +704,7 @@ class StorageListener:
 
     def _store(self, event: Any, calling: str) -> None:
         settings = self._settings
-        if free_space_mb(settings.spool_dir) < settings.min_free_disk_mb:
+        if self._free_space.below(settings.min_free_disk_mb):
             raise StoreError(StoreStatus.OUT_OF_RESOURCES, "node disk space below limit")
         request = event.request
         transfer_syntax = str(event.context.transfer_syntax)
@@ -673,6 +733,7 @@ class StorageListener:
         replacing = path.exists()
         try:
             write_new_or_replace(path, raw)
+            self._free_space.consumed(len(raw))
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise StoreError(StoreStatus.OUT_OF_RESOURCES, "node disk full") from exc
