@@ -176,9 +176,13 @@ class Node:
             audit=self.audit,
         )
         self.workers = WorkerPool(settings, self.catalog, on_outputs=self.sender.wake)
-        self.tracker = SeriesTracker(self.catalog, settings.stable_age_s, self._series_complete)
+        self.tracker = SeriesTracker(
+            self.catalog, settings.stable_age_s, self._series_complete,
+            release_grace_s=settings.release_grace_s, is_carried=self._carried,
+        )
         self.listener = StorageListener(
-            settings, self.catalog, self._instance_stored, audit=self.audit
+            settings, self.catalog, self._instance_stored, audit=self.audit,
+            on_released=self.tracker.series_released,
         )
         self.status: StatusServer | None = None
         if settings.http_port:
@@ -234,6 +238,9 @@ class Node:
 
     def _instance_stored(self, state: SeriesState, _ds: Dataset) -> None:
         self.tracker.instance_stored(state)
+
+    def _carried(self, series_uid: str) -> bool:
+        return self.listener.associations.carries(series_uid)
 
     def _series_complete(self, series_uid: str, generation: int) -> None:
         receipt = self.catalog.series_receipt(series_uid)
