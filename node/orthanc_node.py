@@ -43,14 +43,16 @@ from pydicom.errors import InvalidDicomError
 from node import __version__
 from node.catalog import Catalog, InstanceRecord, OutboxItem, SeriesState
 from node.dicomweb import StowDelivery
+from node.pipeline import writer_settings
 from node.router import RuleSet, load_rules
 from node.sender import DeliveryError, OutboxSender
 from node.service import route_complete_series
 from node.settings import Destination, DestinationKind, Settings, load_settings
 from node.spool import instance_path, safe_uid, write_new_or_replace
 from node.sqlitedb import SqliteDatabase
+from node.warmup import start_warm_up
 from node.worker import WorkerPool
-from plugins import PLUGIN_NAMES, warm_up
+from plugins import PLUGIN_NAMES
 
 if TYPE_CHECKING:
     from node.orthanc_rest import RestRoutes
@@ -451,9 +453,9 @@ class OrthancNode:
         )
         self._intake_thread.start()
         if warm:
-            threading.Thread(
-                target=warm_up, args=(sorted(self.available),), name="warm-up", daemon=True
-            ).start()
+            start_warm_up(sorted(self.available),
+                          writer_settings(self.settings.manufacturer,
+                                          self.settings.institution_name))
         self.started_at = time.time()
         logger.info(
             "cmr-node %s in Orthanc: analyses %s, destinations %s",

@@ -19,13 +19,15 @@ from node.covariates import CovariateFolder
 from node.dicomweb import StowDelivery
 from node.listener import StorageListener, reconcile_spool
 from node.pairing import lge_reconstruction, preferred_partner, skip_reason
+from node.pipeline import writer_settings
 from node.router import RouteDecision, RuleSet, load_rules, route
 from node.sender import OutboxSender
 from node.settings import DestinationKind, Settings, http_token
 from node.status import StatusServer
 from node.tracker import SeriesTracker
+from node.warmup import start_warm_up
 from node.worker import WorkerPool
-from plugins import PLUGIN_NAMES, warm_up
+from plugins import PLUGIN_NAMES
 from plugins.lge import LgeContrast
 from plugins.lge.analysis import QCCode as LgeQCCode
 
@@ -199,13 +201,13 @@ class Node:
     def start(self) -> None:
         """Start every part; work left by a previous run resumes."""
         reconcile_spool(self.settings.spool_dir, self.catalog)
-        threading.Thread(
-            target=warm_up, args=(sorted(self.available),), name="warm-up", daemon=True
-        ).start()
         self.sender.start()
         self.workers.start()
         self.tracker.start()
         self.listener.start()
+        if self.settings.worker_count > 0:  # after the listener: accepting is not delayed
+            start_warm_up(sorted(self.available), writer_settings(
+                self.settings.manufacturer, self.settings.institution_name))
         if self.status is not None:
             self.status.start()
         if self.settings.worker_count == 0:
