@@ -20,6 +20,13 @@ failed Orthanc store job is not retried by Orthanc.
 
 The node's own outputs come back as new series (the outbox stores them into Orthanc) and
 Orthanc declares them stable in turn; they are recognised and skipped (:func:`own_output_reason`).
+
+Completion is Orthanc's: a series is analysed once Orthanc declares it stable (``StableAge``
+seconds without a new instance). The stand-alone listener completes a series when the scanner
+releases its association (node.associations); Orthanc gives plugins no such event (its change
+callbacks report new and stable resources, ``OnStoredInstance`` one instance, jobs their own
+progress), and ``OrthancPluginSetStableStatus`` (plugin SDK, 2025) only lets a plugin declare
+stability it must learn elsewhere (Orthanc Book, "Changing the Stable status of a resource").
 """
 
 from __future__ import annotations
