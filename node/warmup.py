@@ -63,12 +63,40 @@ PHANTOM_SERIES: dict[str, Callable[[Path], list[Path]]] = {
 }
 
 
+class _QuietRehearsal(logging.Filter):
+    """Drops the INFO and DEBUG records of one thread (the rehearsal's analyses log as real
+    ones would); warnings and errors pass."""
+
+    def __init__(self, thread: threading.Thread) -> None:
+        super().__init__()
+        self._ident = thread.ident
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.thread != self._ident
+
+
 def warm_up_analyses(names: Sequence[str], writer: WriterSettings) -> float:
     """Load the named analyses and rehearse their first run; returns the seconds taken.
 
-    Failures are logged, not raised: the first real series meets and reports them.
+    Failures are logged, not raised: the first real series meets and reports them. The
+    rehearsal's own INFO lines are left out of the log; one line reports the warm-up.
     """
     started = time.perf_counter()
+    quiet = _QuietRehearsal(threading.current_thread())
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        _rehearse(names, writer)
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
+    elapsed = time.perf_counter() - started
+    logger.info("analyses warmed up in %.1f s: %s", elapsed, ", ".join(names) or "none")
+    return elapsed
+
+
+def _rehearse(names: Sequence[str], writer: WriterSettings) -> None:
     load_plugins(names)
     with tempfile.TemporaryDirectory(prefix="cmr-node-warm-up-") as tmp:
         for name in names:
@@ -80,9 +108,6 @@ def warm_up_analyses(names: Sequence[str], writer: WriterSettings) -> float:
                 write_outputs(run, Path(tmp) / name / "outputs")
             except Exception:
                 logger.warning("warm-up run of analysis %s failed", name, exc_info=True)
-    elapsed = time.perf_counter() - started
-    logger.info("analyses warmed up in %.1f s: %s", elapsed, ", ".join(names) or "none")
-    return elapsed
 
 
 def start_warm_up(names: Sequence[str], writer: WriterSettings) -> threading.Thread:
