@@ -27,6 +27,8 @@ STABLE_AGE_S = 30.0
 #: Bound on release -> series complete, far under STABLE_AGE_S (not a timing target: the
 #: node's grace is 2 s, the rest is slack for a loaded CI machine).
 RELEASED_WITHIN_S = 15.0
+#: Bound on analysis and delivery (the machine may be loaded; not a timing target).
+RESULT_TIMEOUT_S = 120.0
 #: How long a series that must not be complete yet is watched.
 NOT_YET_S = 6.0
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
@@ -116,12 +118,13 @@ def test_released_series_without_count_reaches_pacs_long_before_stable_age(
     scanner = Scanner(node, paths)
     scanner.send(*paths)
     released = scanner.release()
-    wait_for(lambda: any(r.sop_class_uid == SEG_CLASS for r in pacs.received()),
-             RELEASED_WITHIN_S, interval=0.1)
     uid = _series_uid(paths)
-    assert _completed_at(node, uid) is not None
-    assert all(r.at - released < RELEASED_WITHIN_S for r in pacs.received())
-    assert "association released" in node.log_tail(100_000)
+    assert _wait_completed(node, uid, RELEASED_WITHIN_S) - released < RELEASED_WITHIN_S
+    assert "3 instances, association released" in node.log_tail(100_000)
+    # The analysis time depends on the machine's load, so only its arrival is awaited.
+    n_outputs = wait_for(lambda: _delivered(node, 0), RESULT_TIMEOUT_S, interval=0.1)
+    assert len(pacs.received()) == n_outputs
+    assert any(r.sop_class_uid == SEG_CLASS for r in pacs.received())
 
 
 def test_several_series_in_one_association_each_complete_on_release(
@@ -182,15 +185,18 @@ def test_late_instance_after_release_reopens_and_replaces_outputs(
     first = Scanner(node, paths)
     first.send(*paths[:2])
     first.release()
-    n_first = wait_for(lambda: _delivered(node, 0), RELEASED_WITHIN_S + 30, interval=0.1)
+    n_first = wait_for(lambda: _delivered(node, 0), RESULT_TIMEOUT_S, interval=0.1)
     first_uids = set(pacs.count_by_uid())
     assert len(pacs.received()) == n_first
     late = Scanner(node, paths)
     late.send(paths[2])
     released = late.release()
-    assert wait_for(lambda: _delivered(node, 1), RELEASED_WITHIN_S + 30, interval=0.1) == n_first
+    reopened = wait_for(lambda: node.query(
+        "SELECT completed_at FROM series WHERE series_instance_uid=? AND generation=1"
+        " AND state!='receiving'", (_series_uid(paths),)), RELEASED_WITHIN_S, interval=0.1)
+    assert float(reopened[0]["completed_at"]) - released < RELEASED_WITHIN_S
+    assert wait_for(lambda: _delivered(node, 1), RESULT_TIMEOUT_S, interval=0.1) == n_first
     assert set(pacs.count_by_uid()) == first_uids, "re-analysis created new objects"
-    assert min(r.at for r in pacs.received()[n_first:]) - released < RELEASED_WITHIN_S
     seg = next(ds for ds in pacs.latest_by_uid().values() if str(ds.SOPClassUID) == SEG_CLASS)
     referenced = {
         str(ref.ReferencedSOPInstanceUID)
