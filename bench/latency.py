@@ -1,10 +1,15 @@
 """Time to result: from the last acknowledged instance of a T1 map series to its last output.
 
 The node runs as its own process with one destination, a test PACS (``tests.netutil.PacsScp``)
-in the benchmark's process. A run sends a 3-slice MOLLI T1 map series in one association and
-records the wall-clock time at which the node acknowledged the last instance. The run ends
-when the PACS holds every object the node queued for the job (its outbox rows); the time to
-result is the arrival of the last of them minus that acknowledgement.
+in the benchmark's process. A run sends a 3-slice MOLLI T1 map series in one association,
+releases it, and records the wall-clock time at which the node acknowledged the last
+instance. The run ends when the PACS holds every object the node queued for the job (its
+outbox rows); the time to result is the arrival of the last of them minus that
+acknowledgement.
+
+The first series after the node's start is sent once the node logged the end of its warm-up
+(node.warmup), as a scanner's first series after a restart would arrive, and is reported
+apart; the warm-up's own duration is reported too.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import re
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -60,7 +66,8 @@ class Completeness(enum.StrEnum):
 
     #: ImagesInAcquisition in every header: complete when the last instance arrives.
     KNOWN = "known"
-    #: No count in the headers: complete after stable_age seconds without a new instance.
+    #: No count in the headers: complete release_grace_s after the association's release
+    #: (stable_age seconds without a new instance when the release signal is off).
     UNKNOWN = "unknown"
 
 
@@ -156,6 +163,22 @@ class ResultRun:
             "send_s": round(self.sent.total_s, 3),
             "error": self.error,
         }
+
+
+#: The node's log line at the end of its warm-up (node.warmup.warm_up_analyses).
+WARMED_UP = re.compile(r"analyses warmed up in ([0-9.]+) s")
+
+
+def wait_warmed_up(node: NodeProcess, timeout_s: float) -> float | None:
+    """Wait for the node's warm-up to end; its duration (s) as logged, None after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = WARMED_UP.search(node.log_tail(1_000_000))
+        if found:
+            return float(found.group(1))
+        time.sleep(POLL_S)
+    logger.warning("node did not log the end of its warm-up within %.0f s", timeout_s)
+    return None
 
 
 def _wait_for_job(node: NodeProcess, series_uid: str, deadline: float) -> dict[str, Any]:
@@ -294,6 +317,7 @@ class LatencyResult:
 
     stable_age_s: float
     cold: ResultRun | None = None
+    warm_up_s: float | None = None
     runs: dict[Completeness, list[ResultRun]] = field(
         default_factory=lambda: {c: [] for c in Completeness}
     )
@@ -314,6 +338,13 @@ class LatencyResult:
                 r.job_timings[key] for r in done if key in r.job_timings
             )
         return out
+
+    def first_excess(self) -> float | None:
+        """First series after start minus the median of the others (completeness known)."""
+        known = self.median(Completeness.KNOWN)
+        if self.cold is None or self.cold.seconds is None or known is None:
+            return None
+        return self.cold.seconds - known
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -336,7 +367,9 @@ class LatencyResult:
         return {
             "stable_age_s": self.stable_age_s,
             "expected_outputs": EXPECTED_OUTPUTS,
+            "warm_up_s": self.warm_up_s,
             "cold_first_run": None if self.cold is None else self.cold.as_dict(),
+            "first_minus_median_known_s": self.first_excess(),
             "cases": cases,
         }
 
@@ -361,8 +394,8 @@ def measure_latency(
     stable_age_s
         The node's stable_age (bounds the waits, and is reported).
     cold
-        A series with known completeness sent first, reported apart: the node's first
-        analysis after start (models loaded, caches cold).
+        A series with known completeness sent first, once the node's warm-up ended, reported
+        apart: the node's first analysis after start.
     into
         Filled run by run (so an interrupted benchmark keeps the runs done); a new one if
         None.
@@ -370,6 +403,7 @@ def measure_latency(
     result = into if into is not None else LatencyResult(stable_age_s)
     timeout = stable_age_s + RESULT_TIMEOUT_S
     if cold is not None:
+        result.warm_up_s = wait_warmed_up(node, RESULT_TIMEOUT_S)
         result.cold = measure_result(node, pacs, cold, Completeness.KNOWN, timeout_s=timeout)
     count = max(len(v) for v in studies.values())
     for i in range(count):

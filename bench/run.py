@@ -53,6 +53,7 @@ from bench.latency import (
     ResultRun,
     measure_latency,
     measure_result,
+    wait_warmed_up,
     write_lge_study,
     write_t1map_study,
 )
@@ -63,8 +64,13 @@ logger = logging.getLogger(__name__)
 SCHEMA = "cmr-node/bench/1"
 DEFAULT_OUTPUT = REPO / "build" / "bench.json"
 #: Targets from the issue.
-TIME_TO_RESULT_TARGET_S = 3.0
-LGE_TIME_TO_RESULT_TARGET_S = 5.0
+TIME_TO_RESULT_TARGET_S = 1.5
+"""3-slice T1 map, count in the headers (issue 16)."""
+RELEASED_TIME_TO_RESULT_TARGET_S = 3.0
+"""3-slice T1 map, no count in the headers, completed by the association's release."""
+LGE_TIME_TO_RESULT_TARGET_S = 2.5
+FIRST_SERIES_EXCESS_TARGET_S = 1.0
+"""First series after start against the median of the others."""
 PEAK_RSS_TARGET_BYTES = 10**9
 #: Bound on starting a node process (imports of torch and the models included).
 NODE_START_TIMEOUT_S = 180.0
@@ -168,6 +174,7 @@ class Benchmark:
         self.radiomics_time: dict[str, Any] | None = None
         self.load: dict[str, Any] | None = None
         self.lge_cold: ResultRun | None = None
+        self.lge_warm_up_s: float | None = None
         self.memory: dict[str, dict[str, int]] = {}
         self.errors: dict[str, str] = {}
         self.started = datetime.now(UTC)
@@ -305,6 +312,7 @@ class Benchmark:
             _start_node(node)
             timeout = args.stable_age + RESULT_TIMEOUT_S
             try:
+                self.lge_warm_up_s = wait_warmed_up(node, RESULT_TIMEOUT_S)
                 self.lge_cold = measure_result(node, pacs, studies[0], Completeness.KNOWN,
                                                timeout_s=timeout)
                 for paths in studies[1:]:
@@ -356,18 +364,29 @@ class Benchmark:
             None if known is None else known <= TIME_TO_RESULT_TARGET_S,
         ))  # fmt: skip
         unknown = self.latency.median(Completeness.UNKNOWN) if self.latency else None
-        limit = self.args.stable_age + TIME_TO_RESULT_TARGET_S
         out.append(Target(
-            "time to result, completeness by stable_age (median)",
-            f"<= stable_age + {TIME_TO_RESULT_TARGET_S:.1f} s = {limit:.1f} s",
-            _s(unknown, unit=" s"),
-            None if unknown is None else unknown <= limit,
+            "time to result, no count, association released (median)",
+            f"<= {RELEASED_TIME_TO_RESULT_TARGET_S:.1f} s", _s(unknown, unit=" s"),
+            None if unknown is None else unknown <= RELEASED_TIME_TO_RESULT_TARGET_S,
+        ))  # fmt: skip
+        first = self.latency.first_excess() if self.latency else None
+        out.append(Target(
+            "first T1 series after start minus the others' median",
+            f"<= {FIRST_SERIES_EXCESS_TARGET_S:.1f} s", _s(first, unit=" s"),
+            None if first is None else first <= FIRST_SERIES_EXCESS_TARGET_S,
         ))  # fmt: skip
         lge = self.lge_median()
         out.append(Target(
             f"LGE time to result, {LGE_SLICES} slices (median)",
             f"<= {LGE_TIME_TO_RESULT_TARGET_S:.1f} s", _s(lge, unit=" s"),
             None if lge is None else lge <= LGE_TIME_TO_RESULT_TARGET_S,
+        ))  # fmt: skip
+        lge_first = (None if lge is None or self.lge_cold is None or self.lge_cold.seconds is None
+                     else self.lge_cold.seconds - lge)
+        out.append(Target(
+            "first LGE series after start minus the others' median",
+            f"<= {FIRST_SERIES_EXCESS_TARGET_S:.1f} s", _s(lge_first, unit=" s"),
+            None if lge_first is None else lge_first <= FIRST_SERIES_EXCESS_TARGET_S,
         ))  # fmt: skip
         fit = self.molli_fit
         out.append(Target(
@@ -429,6 +448,7 @@ class Benchmark:
             "lge_time_to_result": {
                 "slices": LGE_SLICES,
                 "median_s": self.lge_median(),
+                "warm_up_s": self.lge_warm_up_s,
                 "cold_first_run": None if self.lge_cold is None else self.lge_cold.as_dict(),
                 "runs": [r.as_dict() for r in self.lge_runs],
             },
@@ -487,7 +507,7 @@ class Benchmark:
             ]
             for case, label in (
                 (Completeness.KNOWN, "known from headers"),
-                (Completeness.UNKNOWN, f"unknown (stable_age {lat.stable_age_s:g} s)"),
+                (Completeness.UNKNOWN, f"no count, released (stable_age {lat.stable_age_s:g})"),
             ):
                 case_runs = lat.runs[case]
                 times = [r.seconds for r in case_runs if r.seconds is not None]
@@ -507,15 +527,11 @@ class Benchmark:
                 for r in case_runs:
                     if r.error:
                         lines.append(f"    run failed: {r.error}")
-            unknown = lat.median(Completeness.UNKNOWN)
-            if unknown is not None:
-                lines.append(
-                    f"  excess over stable_age (unknown case): {unknown - lat.stable_age_s:.2f} s"
-                )
             if lat.cold is not None:
                 cold = lat.cold
                 lines.append(
-                    f"  first run after node start (cold, not in the medians):"
+                    f"  first run after node start (sent after the warm-up of"
+                    f" {_s(lat.warm_up_s, unit=' s')}, not in the medians):"
                     f" {_s(cold.seconds, unit=' s')}" + (f" ({cold.error})" if cold.error else "")
                 )
             lines.append("")
@@ -541,8 +557,9 @@ class Benchmark:
                 if r.error:
                     lines.append(f"  run failed: {r.error}")
             if self.lge_cold is not None:
-                lines.append(f"  first LGE run after node start (cold): "
-                             f"{_s(self.lge_cold.seconds, unit=' s')}")
+                lines.append(f"  first LGE run after node start (after the warm-up of"
+                             f" {_s(self.lge_warm_up_s, unit=' s')}):"
+                             f" {_s(self.lge_cold.seconds, unit=' s')}")
             lines.append("")
         if self.memory:
             lines.append("Peak RSS (VmHWM, read before stopping each node process):")
@@ -599,7 +616,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )  # fmt: skip
     parser.add_argument("--latency-runs", type=int, default=5, help="runs per completeness case")
     parser.add_argument(
-        "--stable-age", type=float, default=5.0,
+        "--stable-age", type=float, default=30.0,
         help="stable_age_s of the node measured for time to result (s)",
     )  # fmt: skip
     parser.add_argument(

@@ -108,8 +108,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import threading
 
     from node.catalog import Catalog
+    from node.pipeline import writer_settings
+    from node.warmup import start_warm_up
     from node.worker import WorkerNameInUseError, WorkerPool
-    from plugins import PLUGIN_NAMES, warm_up
+    from plugins import PLUGIN_NAMES
 
     settings = _settings(args)
     if settings.catalog_url is None:
@@ -133,7 +135,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         catalog.close()
         return 3
     available = sorted(frozenset(PLUGIN_NAMES) & settings.enabled_analyses())
-    threading.Thread(target=warm_up, args=(available,), name="warm-up", daemon=True).start()
+    if (settings.worker_count if args.threads is None else args.threads) > 0:
+        start_warm_up(available, writer_settings(settings.manufacturer, settings.institution_name))
     stopped = threading.Event()
     _on_stop_signals(stopped.set)
     stopped.wait()

@@ -34,6 +34,9 @@ patient information (names, IDs, free text such as Image Comments or description
 
 Associations: the called AE title must be the node's (``[listener] require_called_aet``); a
 TCP connection takes an association slot only once it has spoken (node.dimse.AdmittingServer).
+The series each association stored are kept (node.associations); when it is released
+(A-RELEASE), those no other open association carries are passed to ``on_released``, a signal
+that the scanner has finished sending them. An aborted or lost association signals nothing.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from pydicom import Dataset, dcmread
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from node.associations import AssociationLedger
 from node.audit import AuditLog, withhold_values, withhold_values_in_logs
 from node.catalog import Catalog, InstanceRecord, SeriesState
 from node.dimse import AdmissionPolicy, AdmittingServer, NoDelayAE, StoreError, StoreStatus
@@ -527,6 +531,12 @@ class StorageListener:
         Where each stored instance is recorded.
     on_stored
         Called after an instance is stored and recorded (from the association thread).
+    audit
+        The audit trail of associations and refusals.
+    on_released
+        Called with the series UIDs an association carried, once it is released (A-RELEASE)
+        and no other open association carries them (from the association thread; must not
+        block).
     """
 
     def __init__(
@@ -535,11 +545,14 @@ class StorageListener:
         catalog: Catalog,
         on_stored: Callable[[SeriesState, Dataset], None],
         audit: AuditLog | None = None,
+        on_released: Callable[[list[str]], None] | None = None,
     ) -> None:
         self._settings = settings
         self._catalog = catalog
         self._on_stored = on_stored
         self._audit = audit
+        self._on_released = on_released
+        self.associations = AssociationLedger()
         withhold_values_in_logs()
         self._server: AdmittingServer | None = None
         self._thread: threading.Thread | None = None
@@ -576,6 +589,9 @@ class StorageListener:
             (evt.EVT_CONN_OPEN, self._tune_association),
             (evt.EVT_ACCEPTED, self._log_association, ["accepted"]),
             (evt.EVT_REJECTED, self._log_association, ["rejected"]),
+            (evt.EVT_RELEASED, self._association_released),
+            (evt.EVT_ABORTED, self._association_broken, ["aborted"]),
+            (evt.EVT_CONN_CLOSE, self._association_broken, ["connection closed"]),
         ]
         address = (self._settings.listen_host, self._settings.listen_port)
         tls = self._settings.tls
@@ -642,6 +658,23 @@ class StorageListener:
                 None,
                 f"calling AE {requestor.ae_title!r} from {requestor.address} rejected",
             )
+
+    def _association_released(self, event: Any) -> None:
+        """A-RELEASE: the series the association carried that no other one carries are done."""
+        released = self.associations.close(event.assoc)
+        if released and self._on_released is not None:
+            logger.debug("association from %s released series %s",
+                         event.assoc.requestor.ae_title, released)
+            self._on_released(released)
+
+    def _association_broken(self, event: Any, how: str) -> None:
+        """A-ABORT or connection lost (also after a release): forget the association; its
+        series are left to the quiet-time fallback."""
+        broken = self.associations.close(event.assoc)
+        if broken:
+            logger.info("association from %s ended without release (%s) after storing %d"
+                        " series: their completion waits for the quiet time",
+                        event.assoc.requestor.ae_title, how, len(broken))
 
     def _tune_association(self, event: Any) -> None:
         """Shorten the DUL's idle poll and make its ACSE queue notice a closed connection.
@@ -751,6 +784,7 @@ class StorageListener:
             with contextlib.suppress(OSError):
                 replaced.unlink()  # the replaced copy was filed under another series
         self._remember(record.series_instance_uid, identity)
+        self.associations.carry(event.assoc, record.series_instance_uid)
         logger.debug(
             "stored %s series %s (%d/%s)",
             record.sop_instance_uid,

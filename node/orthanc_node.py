@@ -20,6 +20,13 @@ failed Orthanc store job is not retried by Orthanc.
 
 The node's own outputs come back as new series (the outbox stores them into Orthanc) and
 Orthanc declares them stable in turn; they are recognised and skipped (:func:`own_output_reason`).
+
+Completion is Orthanc's: a series is analysed once Orthanc declares it stable (``StableAge``
+seconds without a new instance). The stand-alone listener completes a series when the scanner
+releases its association (node.associations); Orthanc gives plugins no such event (its change
+callbacks report new and stable resources, ``OnStoredInstance`` one instance, jobs their own
+progress), and ``OrthancPluginSetStableStatus`` (plugin SDK, 2025) only lets a plugin declare
+stability it must learn elsewhere (Orthanc Book, "Changing the Stable status of a resource").
 """
 
 from __future__ import annotations
@@ -42,14 +49,16 @@ from pydicom.errors import InvalidDicomError
 from node import __version__
 from node.catalog import Catalog, InstanceRecord, OutboxItem, SeriesState
 from node.dicomweb import StowDelivery
+from node.pipeline import writer_settings
 from node.routing import RuleSet, load_rules
 from node.sender import DeliveryError, OutboxSender
 from node.service import route_complete_series
 from node.settings import Destination, DestinationKind, Settings
 from node.spool import instance_path, safe_uid, write_new_or_replace
 from node.sqlitedb import SqliteDatabase
+from node.warmup import start_warm_up
 from node.worker import WorkerPool
-from plugins import PLUGIN_NAMES, warm_up
+from plugins import PLUGIN_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -442,9 +451,9 @@ class OrthancNode:
         )
         self._intake_thread.start()
         if warm:
-            threading.Thread(
-                target=warm_up, args=(sorted(self.available),), name="warm-up", daemon=True
-            ).start()
+            start_warm_up(sorted(self.available),
+                          writer_settings(self.settings.manufacturer,
+                                          self.settings.institution_name))
         self.started_at = time.time()
         logger.info(
             "cmr-node %s in Orthanc: analyses %s, destinations %s",

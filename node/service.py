@@ -19,13 +19,15 @@ from node.covariates import CovariateFolder
 from node.dicomweb import StowDelivery
 from node.listener import StorageListener, reconcile_spool
 from node.pairing import lge_reconstruction, preferred_partner, skip_reason
+from node.pipeline import writer_settings
 from node.routing import RouteDecision, RuleSet, load_rules, route
 from node.sender import OutboxSender
 from node.settings import DestinationKind, Settings, http_token
 from node.status import StatusServer
 from node.tracker import SeriesTracker
+from node.warmup import start_warm_up
 from node.worker import WorkerPool
-from plugins import PLUGIN_NAMES, warm_up
+from plugins import PLUGIN_NAMES
 from plugins.lge import LgeContrast
 from plugins.lge.analysis import QCCode as LgeQCCode
 
@@ -176,9 +178,13 @@ class Node:
             audit=self.audit,
         )
         self.workers = WorkerPool(settings, self.catalog, on_outputs=self.sender.wake)
-        self.tracker = SeriesTracker(self.catalog, settings.stable_age_s, self._series_complete)
+        self.tracker = SeriesTracker(
+            self.catalog, settings.stable_age_s, self._series_complete,
+            release_grace_s=settings.release_grace_s, is_carried=self._carried,
+        )
         self.listener = StorageListener(
-            settings, self.catalog, self._instance_stored, audit=self.audit
+            settings, self.catalog, self._instance_stored, audit=self.audit,
+            on_released=self.tracker.series_released,
         )
         self.status: StatusServer | None = None
         if settings.http_port:
@@ -195,13 +201,13 @@ class Node:
     def start(self) -> None:
         """Start every part; work left by a previous run resumes."""
         reconcile_spool(self.settings.spool_dir, self.catalog)
-        threading.Thread(
-            target=warm_up, args=(sorted(self.available),), name="warm-up", daemon=True
-        ).start()
         self.sender.start()
         self.workers.start()
         self.tracker.start()
         self.listener.start()
+        if self.settings.worker_count > 0:  # after the listener: accepting is not delayed
+            start_warm_up(sorted(self.available), writer_settings(
+                self.settings.manufacturer, self.settings.institution_name))
         if self.status is not None:
             self.status.start()
         if self.settings.worker_count == 0:
@@ -234,6 +240,9 @@ class Node:
 
     def _instance_stored(self, state: SeriesState, _ds: Dataset) -> None:
         self.tracker.instance_stored(state)
+
+    def _carried(self, series_uid: str) -> bool:
+        return self.listener.associations.carries(series_uid)
 
     def _series_complete(self, series_uid: str, generation: int) -> None:
         receipt = self.catalog.series_receipt(series_uid)

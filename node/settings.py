@@ -133,6 +133,11 @@ class Settings:
     listen_port: int = 11112
     allowed_calling_aets: tuple[str, ...] = ()
     stable_age_s: float = 30.0
+    release_grace_s: float = 1.0
+    """Seconds after an association's release (A-RELEASE) at which the series it carried are
+    complete (0: releases are not used; node.tracker). A scanner that sends one image per
+    association opens the next one right after releasing the previous, well within it; one
+    that pauses longer only costs a re-analysis (the late instance re-opens the series)."""
     min_free_disk_mb: int = 200
     worker_count: int = 1
     max_job_attempts: int = 3
@@ -353,6 +358,9 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
     stable_age = float(node.get("stable_age_s", 30.0))
     if stable_age <= 0:
         raise SettingsError("node.stable_age_s must be positive")
+    release_grace = float(node.get("release_grace_s", 1.0))
+    if release_grace < 0:
+        raise SettingsError("node.release_grace_s must be 0 or more")
     workers = int(node.get("worker_count", 1))
     if workers < 0:
         raise SettingsError("node.worker_count must be 0 or more")
@@ -370,6 +378,7 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
             _ae_title(a, "node.allowed_calling_aets") for a in node.get("allowed_calling_aets", [])
         ),
         stable_age_s=stable_age,
+        release_grace_s=release_grace,
         min_free_disk_mb=int(node.get("min_free_disk_mb", 200)),
         worker_count=workers,
         max_job_attempts=max(1, int(node.get("max_job_attempts", 3))),

@@ -163,6 +163,21 @@ def _short(uid: str | None, width: int = 24) -> str:
     return uid if len(uid) <= width else "…" + uid[-(width - 1) :]
 
 
+def key_numbers_text(summary: dict[str, Any]) -> str:
+    """The few numbers of a job's summary a reader looks for, and its worst QC flag.
+
+    Summaries recorded before key numbers were kept show their QC flag codes only.
+    """
+    numbers = summary.get("key_numbers") or {}
+    parts = [f"{k.removeprefix('global_')}={v}" for k, v in numbers.items() if v is not None]
+    worst = summary.get("worst_flag")
+    if worst:
+        parts.append(f"worst QC: {worst}")
+    elif summary.get("qc_flags") and "worst_flag" not in summary:
+        parts.append(f"QC: {', '.join(summary['qc_flags'])}")
+    return ", ".join(parts)
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The status report as text tables for a terminal."""
     lines = [f"cmr-node {report['version']}"]
@@ -194,13 +209,7 @@ def format_report(report: dict[str, Any]) -> str:
     for j in report["jobs"]:
         timings = j.get("timings") or {}
         total = timings.get("total_s")
-        summary = j.get("summary") or {}
-        detail = j.get("error") or ", ".join(
-            f"{k}={v}" for k, v in (summary.get("values") or {}).items() if v is not None
-        )
-        flags = summary.get("qc_flags") or []
-        if flags:
-            detail += f"  QC: {', '.join(flags)}"
+        detail = j.get("error") or key_numbers_text(j.get("summary") or {})
         lines.append(
             f"{j['id']:>5}  {j['analysis']:8}  {j['state']:10}  {j['attempts']:>3}"
             f"  {total if total is None else f'{total:7.2f}'!s:>7}"

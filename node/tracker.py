@@ -1,12 +1,21 @@
 """Decides when a series is complete.
 
 A series is complete when the number of instances announced in its headers
-(ImagesInAcquisition) has arrived, or when no instance arrived for ``stable_age_s`` seconds —
+(ImagesInAcquisition) has arrived; or ``release_grace_s`` seconds after the association that
+carried it was released (A-RELEASE; node.associations) unless another association carries it
+again meanwhile, or its announced count is not reached; or when no instance arrived for
+``stable_age_s`` seconds —
 :data:`INCOMPLETE_COUNT_FACTOR` times longer while an announced count is not reached yet, so a
 scanner sending over several interleaved associations is not cut off (an instance that never
 comes still lets the series complete).
 A late instance re-opens the series (the catalog raises its generation) and the timer starts
-again, so the series is analysed anew and its outputs replaced.
+again, so the series is analysed anew and its outputs replaced (a re-opened series completes
+again by any of the three ways).
+
+A release completes a series only when its count is not known or reached: a scanner that
+announces twelve images and releases after ten may send the rest in the next association,
+and the count is the stronger statement. The grace covers scanners that open one association
+per image: each new association that carries the series pushes the completion further.
 """
 
 from __future__ import annotations
@@ -41,6 +50,11 @@ class SeriesTracker:
     on_complete
         Called with (series UID, generation) once the series is marked complete; runs in a
         scheduler thread and may take time (routing reads headers).
+    release_grace_s
+        Seconds after the release of the last association carrying a series at which it is
+        complete (0: releases are ignored).
+    is_carried
+        Whether an open association still carries a series (checked when the grace ends).
     """
 
     def __init__(
@@ -48,10 +62,15 @@ class SeriesTracker:
         catalog: Catalog,
         stable_age_s: float,
         on_complete: Callable[[str, int], None],
+        *,
+        release_grace_s: float = 0.0,
+        is_carried: Callable[[str], bool] | None = None,
     ) -> None:
         self._catalog = catalog
         self._stable_age_s = stable_age_s
         self._on_complete = on_complete
+        self._release_grace_s = release_grace_s
+        self._is_carried = is_carried
         self._lock = threading.Lock()
         self._armed: dict[str, float] = {}
         self._scheduler = BackgroundScheduler(
@@ -96,6 +115,37 @@ class SeriesTracker:
             self._armed[state.series_instance_uid] = due
         self._arm(state.series_instance_uid, due)
 
+    def series_released(self, series_uids: list[str]) -> None:
+        """The last association carrying these series was released: complete each after the
+        grace (a later release of the same series pushes its completion further)."""
+        if self._release_grace_s <= 0:
+            return
+        due = datetime.fromtimestamp(time.time() + self._release_grace_s)
+        for series_uid in series_uids:
+            self._scheduler.add_job(
+                self._check_released,
+                trigger="date",
+                run_date=due,
+                args=[series_uid],
+                id=f"{series_uid}-released",
+                replace_existing=True,
+            )
+
+    def _check_released(self, series_uid: str) -> None:
+        if self._is_carried is not None and self._is_carried(series_uid):
+            return  # another association carries it: its release checks again
+        found = self._catalog.series_state(series_uid)
+        if found is None or found[0] != "receiving":
+            return
+        _, state = found
+        if state.expected_count and state.instance_count < state.expected_count:
+            logger.info(
+                "series %s released with %d of %d announced instances: waiting for the rest",
+                series_uid, state.instance_count, state.expected_count,
+            )  # fmt: skip
+            return
+        self._complete(series_uid, state, "association released")
+
     def _quiet_s(self, state: SeriesState) -> float:
         """Seconds without a new instance after which the series counts as complete."""
         if state.expected_count:
@@ -130,15 +180,19 @@ class SeriesTracker:
                 self._armed[series_uid] = quiet_until
             self._arm(series_uid, quiet_until)
             return
+        self._complete(series_uid, state, "count from headers" if count_reached else "quiet time")
+
+    def _complete(self, series_uid: str, state: SeriesState, how: str) -> None:
+        """Mark the series complete (unless it moved on meanwhile) and route it."""
         if not self._catalog.complete_series(series_uid, state.generation):
             logger.debug("series %s moved on from generation %d", series_uid, state.generation)
             return
         logger.info(
-            "series %s complete (generation %d, %d instances%s)",
+            "series %s complete (generation %d, %d instances, %s)",
             series_uid,
             state.generation,
             state.instance_count,
-            ", count from headers" if count_reached else "",
+            how,
         )
         self._route_safely(series_uid, state.generation)
 

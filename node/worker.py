@@ -419,18 +419,47 @@ def _accession_number(paths: Sequence[Path]) -> str | None:
     return None
 
 
+#: The few numbers a reader of the status views looks for, per analysis (results.json keys of
+#: the series' global measurements); the rest stays in results.json, the SR and `cmr-node
+#: status --job`.
+KEY_NUMBERS: dict[str, tuple[str, ...]] = {
+    "t1map": ("global_myocardium_t1_mean_ms",),
+    "molli": ("global_myocardium_t1_mean_ms",),
+    "lge": ("scar_percent_lv_mass", "scar_mass_g"),
+    "ecv": ("global_myocardium_ecv_percent",),
+}
+#: QC severities from the mildest to the worst (plugins.api.Severity).
+SEVERITY_ORDER = ("info", "warning", "failure")
+
+
+def worst_flag(flags: Sequence[object]) -> str | None:
+    """``code (severity)`` of the most severe QC flag (the first of equals), or None."""
+    worst: tuple[int, str] | None = None
+    for flag in flags:
+        if not isinstance(flag, dict):
+            continue
+        severity = str(flag.get("severity", ""))
+        rank = SEVERITY_ORDER.index(severity) if severity in SEVERITY_ORDER else -1
+        if worst is None or rank > worst[0]:
+            worst = (rank, f"{flag.get('code')} ({severity})")
+    return None if worst is None else worst[1]
+
+
 def _short_summary(summary: dict[str, object]) -> dict[str, object]:
-    """Key numbers kept in the catalog for the status views."""
+    """Numbers kept in the catalog for the status views: all global values, and the key
+    numbers and worst QC flag the views show."""
     global_values = summary.get("global", {})
     values = {}
     if isinstance(global_values, dict):
         values = {k: v.get("value") for k, v in global_values.items() if isinstance(v, dict)}
     flags = summary.get("qc_flags", [])
+    flags = flags if isinstance(flags, list) else []
+    wanted = KEY_NUMBERS.get(str(summary.get("analysis", "")), ())
     return {
         "values": values,
-        "qc_flags": [f["code"] for f in flags if isinstance(f, dict)]
-        if isinstance(flags, list)
-        else [],
+        "key_numbers": {k: values[k] for k in wanted if k in values},
+        "worst_flag": worst_flag(flags),
+        "qc_flags": [f["code"] for f in flags if isinstance(f, dict)],
         "qc_failure": summary.get("qc_failure"),
         "outputs": summary.get("outputs"),
     }

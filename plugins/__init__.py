@@ -75,6 +75,6 @@ def warm_up(names: Iterable[str]) -> None:
             hook = getattr(module, "warm_up", None)
             if callable(hook):
                 hook()
-            logger.info("analysis %s ready", name)
+            logger.debug("analysis %s ready", name)
         except Exception:
             logger.exception("warm-up of analysis %s failed", name)

@@ -161,14 +161,21 @@ def test_storescu_series_comes_back_as_seg_sr_and_summary(
 
 
 def test_pynetdicom_series_without_count_completes_after_stable_age(
-    tmp_path: Path, node: NodeProcess, pacs: PacsScp
+    tmp_path: Path, pacs: PacsScp
 ) -> None:
-    paths, slices, datasets = _study(tmp_path, seed=202, vendor="philips", expected_count=False)
-    assert send_files(paths, node.port) == [0, 0, 0]
-    time.sleep(node.stable_age_s * 0.5)
-    assert pacs.received() == [], "analysed before stable_age without a known count"
-    kinds = _outputs_for(pacs)
-    _check_t1_values(kinds["sr"], datasets, slices)
+    # Releases ignored (release_grace_s = 0): the quiet-time fallback alone completes it.
+    node = NodeProcess(tmp_path / "node", pacs.port, stable_age_s=4.0,
+                       node_config="release_grace_s = 0").start()
+    try:
+        paths, slices, datasets = _study(tmp_path, seed=202, vendor="philips",
+                                         expected_count=False)
+        assert send_files(paths, node.port) == [0, 0, 0]
+        time.sleep(node.stable_age_s * 0.75)
+        assert pacs.received() == [], "analysed before stable_age without a known count"
+        kinds = _outputs_for(pacs)
+        _check_t1_values(kinds["sr"], datasets, slices)
+    finally:
+        node.stop()
 
 
 def test_late_instance_replaces_outputs(tmp_path: Path, node: NodeProcess, pacs: PacsScp) -> None:

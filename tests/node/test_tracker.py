@@ -54,3 +54,60 @@ def test_quiet_series_completes_after_stable_age_and_short_one_waits_longer(
     assert completed["1.9.1"] - start >= STABLE_AGE_S * 0.9
     assert completed["1.9.2"] - start >= STABLE_AGE_S * INCOMPLETE_COUNT_FACTOR * 0.9
     assert completed["1.9.2"] > completed["1.9.1"]
+
+
+def test_released_series_completes_after_grace_unless_still_carried_or_short(
+    tmp_path: Path,
+) -> None:
+    from node.associations import AssociationLedger
+
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    ledger = AssociationLedger()
+    completed: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def on_complete(series_uid: str, _generation: int) -> None:
+        with lock:
+            completed[series_uid] = time.monotonic()
+
+    grace = 0.2
+    tracker = SeriesTracker(catalog, 60.0, on_complete, release_grace_s=grace,
+                            is_carried=ledger.carries)
+    tracker.start()
+    try:
+        # "a" and "b" in one association; "b" also in a second, still open; "c" announces 5
+        # instances and has 2.
+        for series, n, expected in (("1.8.1", 2, None), ("1.8.2", 2, None), ("1.8.3", 2, 5)):
+            _record(catalog, series, n, expected)
+            ledger.carry("first", series)
+        ledger.carry("second", "1.8.2")
+        start = time.monotonic()
+        released = ledger.close("first")
+        assert released == ["1.8.1", "1.8.3"]
+        tracker.series_released(released)
+        wait_for(lambda: "1.8.1" in completed, 20 * grace, interval=0.02)
+        time.sleep(2 * grace)
+        assert set(completed) == {"1.8.1"}
+        assert completed["1.8.1"] - start >= grace * 0.9
+        tracker.series_released(ledger.close("second"))
+        wait_for(lambda: "1.8.2" in completed, 20 * grace, interval=0.02)
+    finally:
+        tracker.stop()
+        catalog.close()
+    assert "1.8.3" not in completed
+
+
+def test_association_ledger_releases_a_series_with_its_last_association() -> None:
+    from node.associations import AssociationLedger
+
+    ledger = AssociationLedger()
+    ledger.carry(1, "s")
+    ledger.carry(1, "s")
+    ledger.carry(2, "s")
+    ledger.carry(2, "t")
+    assert ledger.open_associations() == 2
+    assert ledger.close(1) == []
+    assert ledger.carries("s")
+    assert ledger.close(2) == ["s", "t"]
+    assert not ledger.carries("s")
+    assert ledger.close(2) == []  # closed twice (released, then connection closed)

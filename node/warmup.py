@@ -1,0 +1,118 @@
+"""Warm-up at start, so that the first series is analysed as fast as the next ones.
+
+Loading the weights (each plugin's ``warm_up``) is not enough: the first analysis of a process
+also pays the imports of its writers and libraries (highdicom, scikit-image, pyradiomics),
+highdicom's tables of the standard, the first inference of each network and the first feature
+extraction: 1.3 s of the first 3.54 s time to result of a 3-slice T1 map (issue 16). The
+warm-up therefore also analyses one synthetic phantom series (:mod:`models.phantoms`) of each
+analysis that has one, builds and writes its outputs into a temporary folder and discards
+them. It runs in a background thread of each process that runs analysis workers, after the
+listener accepts associations; a series that arrives meanwhile is analysed as soon as a worker
+takes it (the two share the loaded models).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from node.pipeline import run_analysis, write_outputs
+from node.writers import WriterSettings
+from plugins import warm_up as load_plugins
+
+logger = logging.getLogger(__name__)
+
+#: Seed of the phantom series analysed at start (any fixed value: the result is discarded).
+WARM_UP_SEED = 16
+#: Slices of the LGE phantom: enough for every step of the analysis, fewer than a real stack.
+LGE_WARM_UP_SLICES = 4
+
+
+def _t1map_series(folder: Path) -> list[Path]:
+    from models.phantoms.dicom_series import StudyInfo, t1map_series_datasets, write_series
+    from models.phantoms.t1map import make_t1map_stack
+
+    rng = np.random.default_rng(WARM_UP_SEED)
+    _, slices = make_t1map_stack(rng, field_strength_t=1.5, levels=("basal", "mid", "apical"))
+    datasets = t1map_series_datasets(slices, vendor="siemens", field_strength_t=1.5, rng=rng,
+                                     study=StudyInfo.synthetic(WARM_UP_SEED))
+    return list(write_series(datasets, folder))
+
+
+def _lge_series(folder: Path) -> list[Path]:
+    from models.phantoms.dicom_series import StudyInfo, lge_series_datasets, write_series
+    from models.phantoms.lge import make_lge_stack
+
+    rng = np.random.default_rng(WARM_UP_SEED)
+    _, slices = make_lge_stack(rng, n_slices=LGE_WARM_UP_SLICES, field_strength_t=1.5)
+    datasets = lge_series_datasets(slices, vendor="siemens",
+                                   study=StudyInfo.synthetic(WARM_UP_SEED))
+    return list(write_series(datasets, folder))
+
+
+#: Analyses whose first run is rehearsed on a phantom series (the others only load).
+PHANTOM_SERIES: dict[str, Callable[[Path], list[Path]]] = {
+    "t1map": _t1map_series,
+    "lge": _lge_series,
+}
+
+
+class _QuietRehearsal(logging.Filter):
+    """Drops the INFO and DEBUG records of one thread (the rehearsal's analyses log as real
+    ones would); warnings and errors pass."""
+
+    def __init__(self, thread: threading.Thread) -> None:
+        super().__init__()
+        self._ident = thread.ident
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.thread != self._ident
+
+
+def warm_up_analyses(names: Sequence[str], writer: WriterSettings) -> float:
+    """Load the named analyses and rehearse their first run; returns the seconds taken.
+
+    Failures are logged, not raised: the first real series meets and reports them. The
+    rehearsal's own INFO lines are left out of the log; one line reports the warm-up.
+    """
+    started = time.perf_counter()
+    quiet = _QuietRehearsal(threading.current_thread())
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(quiet)
+    try:
+        _rehearse(names, writer)
+    finally:
+        for handler in handlers:
+            handler.removeFilter(quiet)
+    elapsed = time.perf_counter() - started
+    logger.info("analyses warmed up in %.1f s: %s", elapsed, ", ".join(names) or "none")
+    return elapsed
+
+
+def _rehearse(names: Sequence[str], writer: WriterSettings) -> None:
+    load_plugins(names)
+    with tempfile.TemporaryDirectory(prefix="cmr-node-warm-up-") as tmp:
+        for name in names:
+            make = PHANTOM_SERIES.get(name)
+            if make is None:
+                continue
+            try:
+                run = run_analysis(make(Path(tmp) / name), name, {}, writer)
+                write_outputs(run, Path(tmp) / name / "outputs")
+            except Exception:
+                logger.warning("warm-up run of analysis %s failed", name, exc_info=True)
+
+
+def start_warm_up(names: Sequence[str], writer: WriterSettings) -> threading.Thread:
+    """Run :func:`warm_up_analyses` in a background (daemon) thread."""
+    thread = threading.Thread(target=warm_up_analyses, args=(list(names), writer),
+                              name="warm-up", daemon=True)
+    thread.start()
+    return thread
