@@ -5,19 +5,23 @@ relying on pixel spacing or field of view:
 
 1. **Localiser.**  The whole image, padded square with its minimum, is resampled to a
    :data:`~models.lgeseg.synth.LOCATE_GRID` grid and normalised (1st / 99th percentiles of the
-   grid to 0 / 1).  A small U-Net gives background / LV blood pool / myocardium; the largest
-   connected heart component (LV + myocardium) gives the LV centre and the heart's equivalent
-   diameter.
+   grid to 0 / 1).  A small U-Net gives background / LV blood pool / myocardium; its heart
+   components (LV + myocardium), most probable first, are the candidate LV centres and heart
+   equivalent diameters (:func:`heart_candidates`).
 2. **Segmenter.**  A square crop of :data:`~models.lgeseg.synth.CROP_FACTOR` times that diameter
    around that centre is resampled to a :data:`~models.lgeseg.synth.SEGMENT_GRID` grid and
    normalised the same way; a second U-Net gives the six LGE classes (with a mirrored pass
    when ``test_time_flip``).  The crop is then re-centred once on the segmented heart and
    segmented again (``refine``), which corrects a localiser that was off-centre or mis-sized.
+   Candidates are segmented in turn until one gives a myocardial ring around an LV blood pool
+   (:func:`ring_plausibility`); otherwise the most ring-like is kept.
 3. **Labels, plausibility, uncertainty** exactly as the one-stage network
    (:func:`models.lgeseg.segmenter.labels_from_probabilities` and
    :func:`~models.lgeseg.segmenter.segmentation_from_passes`): probabilities are mapped back to
    every source pixel centre, the myocardium is one ring around an LV blood pool, and a slice
    whose output is not such a ring is returned without labels and with a reason.
+4. **Scar is enhancement.**  Network scar not enhanced over the remote myocardium by
+   :data:`SCAR_RULE` becomes myocardium (:func:`plugins.lge.quantify.enhancement_confirmed`).
 
 Pixel spacing is used only for the post-processing limits in mm.  Both networks were trained
 on domain-randomised phantom and Sunnybrook label maps (:mod:`models.lgeseg.train_real`).
@@ -45,12 +49,14 @@ from models.segmentation import (
     predict_passes,
 )
 from plugins.api import FloatImage, Label, SegmentationOutput
+from plugins.lge.quantify import CONFIRMATION_RULES, enhancement_confirmed
 from plugins.lge.segmenter import LgeContrast, LgeSegmenter
 
 __all__ = [
     "DEFAULT_LOCATOR",
     "DEFAULT_SEGMENTER",
     "MODEL_NAME",
+    "SCAR_RULE",
     "TwoStageLgeSegmenter",
     "heart_candidates",
     "locate_heart",
@@ -65,6 +71,9 @@ MIN_HEART_GRID_PX: Final = 12
 """Smallest heart (LV + myocardium) the localiser may report, in grid pixels."""
 MAX_CANDIDATES: Final = 3
 """Most heart candidates (localiser components) segmented before a slice is given up."""
+SCAR_RULE: Final = "3sd"
+"""Enhancement that confirms network scar: remote mean + 3 SD, chosen on the EMIDEC dev split
+among the published 2, 3, 5 SD and FWHM (models/README.md, issue 14)."""
 WEAK_HEART_PROBABILITY: Final = 0.25
 """Heart probability above which a region is a fallback candidate when the localiser's own
 labels (arg max) hold no heart large enough."""
@@ -164,6 +173,9 @@ class TwoStageLgeSegmenter:
         Heart candidates tried, most probable first, until one segments as a plausible ring
         (:func:`ring_plausibility` at least ``MIN_LV_ENCLOSURE``); otherwise the most
         plausible is kept.  ``1`` is the localiser's largest heart component alone.
+    scar_rule
+        Network scar is kept only where the image is enhanced by this published threshold
+        (:func:`plugins.lge.quantify.enhancement_confirmed`; ``None``: network scar as is).
 
     Raises
     ------
@@ -173,7 +185,8 @@ class TwoStageLgeSegmenter:
 
     def __init__(self, locator: Path | None = None, segmenter: Path | None = None, *,
                  test_time_flip: bool = True, refine: bool = True,
-                 locator_tta: bool = True, max_candidates: int = MAX_CANDIDATES) -> None:
+                 locator_tta: bool = True, max_candidates: int = MAX_CANDIDATES,
+                 scar_rule: str | None = SCAR_RULE) -> None:
         locator = DEFAULT_LOCATOR if locator is None else Path(locator)
         segmenter = DEFAULT_SEGMENTER if segmenter is None else Path(segmenter)
         self._locator, locate_record, locate_sha = load_unet(
@@ -190,6 +203,9 @@ class TwoStageLgeSegmenter:
         self.refine = refine
         self.locator_tta = locator_tta
         self.max_candidates = max_candidates
+        if scar_rule is not None and scar_rule not in CONFIRMATION_RULES:
+            raise ValueError(f"Unknown scar rule {scar_rule!r}; one of {CONFIRMATION_RULES}")
+        self.scar_rule = scar_rule
         self.mvo_output = bool(record.get("mvo_output", False))
         self.record: Mapping[str, Any] = record
         self.locator_record: Mapping[str, Any] = locate_record
@@ -297,8 +313,16 @@ class TwoStageLgeSegmenter:
         details["heart_diameter_px"] = round(diameter, 1)
         inverse = np.asarray(np.linalg.inv(affine[0]), dtype=np.float64)
         back = (inverse, -inverse @ affine[1])
-        return segmentation_from_passes(passes, values.shape, spacing, self.mvo_output, details,
-                                   started, back)
+        output = segmentation_from_passes(passes, values.shape, spacing, self.mvo_output,
+                                          details, started, back)
+        if self.scar_rule is None or output.reason is not None:
+            return output
+        labels, threshold = enhancement_confirmed(values, output.labels, spacing,
+                                                  LgeContrast(contrast), self.scar_rule)
+        details["scar_rule"] = self.scar_rule
+        details["scar_threshold"] = None if threshold is None else round(threshold, 2)
+        details["inference_ms"] = round(1000.0 * (time.perf_counter() - started), 1)
+        return SegmentationOutput(labels, output.uncertainty, None, details)
 
 
 def _protocol_check(segmenter: TwoStageLgeSegmenter) -> LgeSegmenter:
