@@ -293,6 +293,8 @@ class TwoStageLgeSegmenter:
             "network_grid": f"{SEGMENT_GRID}x{SEGMENT_GRID} crop of {CROP_FACTOR} heart "
                             "diameters",
             "mvo_output": self.mvo_output,
+            "max_candidates": self.max_candidates,
+            "scar_rule": self.scar_rule,
         }
         found = self.candidates(values)
         if not found:
@@ -319,7 +321,6 @@ class TwoStageLgeSegmenter:
             return output
         labels, threshold = enhancement_confirmed(values, output.labels, spacing,
                                                   LgeContrast(contrast), self.scar_rule)
-        details["scar_rule"] = self.scar_rule
         details["scar_threshold"] = None if threshold is None else round(threshold, 2)
         details["inference_ms"] = round(1000.0 * (time.perf_counter() - started), 1)
         return SegmentationOutput(labels, output.uncertainty, None, details)

@@ -296,3 +296,20 @@ def test_scar_confirmation_refuses_an_unpublished_rule() -> None:
     image, labels = _scar_slice(400.0)
     with pytest.raises(ValueError, match="confirmation rule"):
         enhancement_confirmed(image, labels, (1.5, 1.5), LgeContrast.MAGNITUDE, "2.7sd")
+
+
+@needs_weights
+def test_two_stage_scar_rule_only_removes_unenhanced_network_scar() -> None:
+    stack = eval_stack(EVAL_SEED_START + 4)
+    mid = stack[len(stack) // 2]
+    contrast = LgeContrast(str(mid.contrast))
+    raw = TwoStageLgeSegmenter(scar_rule=None).segment(mid.image, mid.pixel_spacing, contrast)
+    confirmed = TwoStageLgeSegmenter(scar_rule="3sd").segment(mid.image, mid.pixel_spacing,
+                                                              contrast)
+    assert confirmed.details["scar_rule"] == "3sd"
+    raw_scar = np.isin(raw.labels, (Label.SCAR, Label.MVO))
+    kept = np.isin(confirmed.labels, (Label.SCAR, Label.MVO))
+    assert raw_scar.any() and kept.any()
+    assert not (kept & ~raw_scar).any()
+    myocardial = (Label.MYOCARDIUM, Label.SCAR, Label.MVO)
+    assert np.array_equal(np.isin(raw.labels, myocardial), np.isin(confirmed.labels, myocardial))
