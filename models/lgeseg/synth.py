@@ -20,7 +20,7 @@ of the transmural ones.
 Geometry follows how real images arrive, without using pixel spacing:
 
 - ``locate`` samples (:func:`locate_sample`): the whole image, the heart (LV blood pool and
-  myocardium) :data:`LOCATE_FILL` (8-80 %) of the image side, anywhere in the central
+  myocardium) :data:`LOCATE_FILL` (8-60 %) of the image side, anywhere in the central
   part, any rotation, mirrored
   half of the time, anisotropic stretch of +-15 %, black padding bands (non-square matrices,
   padded re-exports).  Targets: background, LV blood pool, myocardium (scar included).
@@ -62,7 +62,7 @@ LOCATE_GRID: Final = 96
 """Side of the localiser's input (the whole image, padded square)."""
 SEGMENT_GRID: Final = 128
 """Side of the segmenter's input (the heart-centred crop)."""
-LOCATE_FILL: Final = (0.08, 0.8)
+LOCATE_FILL: Final = (0.08, 0.6)
 """Range (log-uniform) of the heart's equivalent diameter / image side in ``locate`` samples."""
 CROP_FACTOR: Final = 2.4
 """Crop side / heart equivalent diameter (LV blood pool + myocardium)."""
