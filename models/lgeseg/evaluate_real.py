@@ -1,6 +1,7 @@
 """Real-image evaluation of an LGE segmenter: EMIDEC development split and Sunnybrook cine.
 
-``python -m models.lgeseg.evaluate_real [--segmenter two-stage|one-stage] [--json PATH]``
+``python -m models.lgeseg.evaluate_real [--segmenter two-stage|one-stage] [--json PATH]
+[--locator PT] [--segmenter-weights PT] [--max-candidates N] [--scar-rule 3sd|none|...]``
 
 - **EMIDEC dev split** (``../shared/data/emidec-dev``; 20 real LGE cases, CC BY-NC-SA 4.0,
   Lalande et al., Data 2020;5(4):89): 8-bit PNG slices without pixel spacing; every slice is
@@ -221,15 +222,16 @@ def evaluate_sunnybrook(segmenter: LgeSegmenter, npz: Path) -> dict[str, Any]:
     }
 
 
-def make_segmenter(name: str) -> LgeSegmenter:
-    """``one-stage`` (the committed 1.x U-Net) or ``two-stage`` (sim-to-real) segmenter."""
+def make_segmenter(name: str, **two_stage: Any) -> LgeSegmenter:
+    """``one-stage`` (the committed 1.x U-Net) or ``two-stage`` (sim-to-real) segmenter;
+    ``two_stage`` are keyword arguments of :class:`models.lgeseg.two_stage.TwoStageLgeSegmenter`."""
     if name == "one-stage":
         from models.lgeseg.segmenter import UNetLgeSegmenter
 
         return UNetLgeSegmenter()
     from models.lgeseg.two_stage import TwoStageLgeSegmenter
 
-    return TwoStageLgeSegmenter()
+    return TwoStageLgeSegmenter(**two_stage)
 
 
 def table(summary: dict[str, Any]) -> str:
@@ -256,10 +258,22 @@ def main(argv: list[str] | None = None) -> None:
                         help="directory holding emidec-dev/ and sunnybrook/")
     parser.add_argument("--segmenter", choices=("two-stage", "one-stage"), default="two-stage")
     parser.add_argument("--spacing", type=float, default=ASSUMED_SPACING_MM)
+    parser.add_argument("--locator", type=Path, default=None,
+                        help="two-stage localiser weights (default: committed)")
+    parser.add_argument("--segmenter-weights", type=Path, default=None,
+                        help="two-stage segmenter weights (default: committed)")
+    parser.add_argument("--max-candidates", type=int, default=None)
+    parser.add_argument("--scar-rule", default=None,
+                        help="two-stage scar confirmation: 2sd, 3sd, 5sd, fwhm or none")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    segmenter = make_segmenter(args.segmenter)
+    options: dict[str, Any] = {"locator": args.locator, "segmenter": args.segmenter_weights}
+    if args.max_candidates is not None:
+        options["max_candidates"] = args.max_candidates
+    if args.scar_rule is not None:
+        options["scar_rule"] = None if args.scar_rule == "none" else args.scar_rule
+    segmenter = make_segmenter(args.segmenter, **options)
     emidec = args.data / "emidec-dev"
     if not (emidec / "images").is_dir():
         raise SystemExit(f"EMIDEC dev split not found under {emidec}")

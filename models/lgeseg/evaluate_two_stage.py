@@ -1,6 +1,7 @@
 """Held-out phantom evaluation of the two-stage (sim-to-real) LGE segmenter.
 
-``python -m models.lgeseg.evaluate_two_stage [--stacks 64] [--locator PT] [--segmenter PT]``
+``python -m models.lgeseg.evaluate_two_stage [--stacks 64] [--locator PT] [--segmenter PT]
+[--max-candidates N] [--scar-rule 3sd|none|...]``
 scores the held-out phantom stacks of :mod:`models.lgeseg.evaluate` (seeds from 950000, the
 same intensity mappings and design) with :class:`models.lgeseg.two_stage.TwoStageLgeSegmenter`
 and prints the same tables (myocardium and scar Dice, per cent scar slope / r / bias,
@@ -18,7 +19,14 @@ from pathlib import Path
 
 from models.lgeseg.data import EVAL_SEED_START
 from models.lgeseg.evaluate import DEFAULT_STACKS, evaluate_stacks, summarise, tables
-from models.lgeseg.two_stage import DEFAULT_LOCATOR, DEFAULT_SEGMENTER, TwoStageLgeSegmenter
+from models.lgeseg.two_stage import (
+    DEFAULT_LOCATOR,
+    DEFAULT_SEGMENTER,
+    MAX_CANDIDATES,
+    SCAR_RULE,
+    TwoStageLgeSegmenter,
+)
+from plugins.lge.quantify import CONFIRMATION_RULES
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed-start", type=int, default=EVAL_SEED_START)
     parser.add_argument("--locator", type=Path, default=DEFAULT_LOCATOR)
     parser.add_argument("--segmenter", type=Path, default=DEFAULT_SEGMENTER)
+    parser.add_argument("--max-candidates", type=int, default=MAX_CANDIDATES)
+    parser.add_argument("--scar-rule", choices=(*CONFIRMATION_RULES, "none"), default=SCAR_RULE)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.seed_start < EVAL_SEED_START:
@@ -38,7 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    segmenter = TwoStageLgeSegmenter(args.locator, args.segmenter)
+    segmenter = TwoStageLgeSegmenter(
+        args.locator, args.segmenter, max_candidates=args.max_candidates,
+        scar_rule=None if args.scar_rule == "none" else args.scar_rule)
     started = time.perf_counter()
     slices, stacks = evaluate_stacks(segmenter, args.stacks, args.seed_start)  # type: ignore[arg-type]
     summary = summarise(slices, stacks)
@@ -48,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
             "segmenter": f"{segmenter.name} {segmenter.version}",
             "weights_sha256": segmenter.weights_sha256,
             "locator_sha256": segmenter.locator_sha256,
+            "max_candidates": segmenter.max_candidates,
+            "scar_rule": segmenter.scar_rule,
             "held_out_seeds": [args.seed_start, args.seed_start + args.stacks - 1],
             "summary": summary,
             "stacks": [asdict(s) for s in stacks],

@@ -20,7 +20,8 @@ of the transmural ones.
 Geometry follows how real images arrive, without using pixel spacing:
 
 - ``locate`` samples (:func:`locate_sample`): the whole image, the heart (LV blood pool and
-  myocardium) 8-60 % of the image side, anywhere in the central part, any rotation, mirrored
+  myocardium) :data:`LOCATE_FILL` (8-60 %) of the image side, anywhere in the central
+  part, any rotation, mirrored
   half of the time, anisotropic stretch of +-15 %, black padding bands (non-square matrices,
   padded re-exports).  Targets: background, LV blood pool, myocardium (scar included).
 - ``segment`` samples (:func:`segment_sample`): a square crop of :data:`CROP_FACTOR` times
@@ -47,6 +48,7 @@ from plugins.api import Label
 __all__ = [
     "CROP_FACTOR",
     "IGNORE",
+    "LOCATE_FILL",
     "LOCATE_GRID",
     "SEGMENT_GRID",
     "heart_centre_and_diameter",
@@ -60,6 +62,8 @@ LOCATE_GRID: Final = 96
 """Side of the localiser's input (the whole image, padded square)."""
 SEGMENT_GRID: Final = 128
 """Side of the segmenter's input (the heart-centred crop)."""
+LOCATE_FILL: Final = (0.08, 0.6)
+"""Range (log-uniform) of the heart's equivalent diameter / image side in ``locate`` samples."""
 CROP_FACTOR: Final = 2.4
 """Crop side / heart equivalent diameter (LV blood pool + myocardium)."""
 IGNORE: Final = 255
@@ -259,7 +263,7 @@ def locate_sample(rng: np.random.Generator, item: LabelMapSlice,
     if found is None:
         raise ValueError("slice without a heart")
     centre, diameter = found
-    fill = math.exp(rng.uniform(math.log(0.08), math.log(0.6)))
+    fill = math.exp(rng.uniform(*np.log(LOCATE_FILL)))
     step = diameter / (fill * LOCATE_GRID)
     room = 0.5 * LOCATE_GRID * (1.0 - fill) * 0.8
     shift = (float(rng.uniform(-room, room)), float(rng.uniform(-room, room)))
@@ -297,11 +301,13 @@ def segment_sample(rng: np.random.Generator, item: LabelMapSlice,
     return normalise_grid(image), target
 
 
-def batch(rng: np.random.Generator, items: Sequence[LabelMapSlice], size: int, stage: str
-          ) -> tuple[F32, npt.NDArray[np.int64]]:
-    """A training batch (inputs (n, 1, g, g), targets (n, g, g)) of one stage."""
+def batch(rng: np.random.Generator, items: Sequence[LabelMapSlice], size: int, stage: str,
+          physics_share: float = 0.3) -> tuple[F32, npt.NDArray[np.int64]]:
+    """A training batch (inputs (n, 1, g, g), targets (n, g, g)) of one stage;
+    ``physics_share`` of the phantom samples show the physics-rendered image."""
     make = locate_sample if stage == "locate" else segment_sample
-    pairs = [make(rng, items[int(i)]) for i in rng.integers(0, len(items), size)]
+    pairs = [make(rng, items[int(i)], physics_share)
+             for i in rng.integers(0, len(items), size)]
     images = np.stack([p[0] for p in pairs])[:, None]
     targets = np.stack([p[1] for p in pairs]).astype(np.int64)
     return images.astype(np.float32), targets

@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.lgeseg.data import VAL_SEED_START
-from models.lgeseg.synth import IGNORE, batch, locate_sample, segment_sample
+from models.lgeseg.synth import IGNORE, LOCATE_FILL, batch, locate_sample, segment_sample
 from models.lgeseg.synth_cache import (
     SYNTH_SEED_START,
     LabelMapSlice,
@@ -32,7 +32,7 @@ from models.lgeseg.synth_cache import (
     render_phantom_maps,
     sunnybrook_maps,
 )
-from models.segmentation import run_training, sha256_of
+from models.segmentation import load_unet, run_training, sha256_of
 
 if TYPE_CHECKING:
     import torch
@@ -117,8 +117,13 @@ def load_items(cache: Path, sunnybrook: Path | None, n_subjects: int) -> list[La
 
 def train(stage: str, out: Path, cache: Path, sunnybrook: Path | None, *, steps: int,
           max_minutes: float, batch_size: int, learning_rate: float, seed: int,
-          n_subjects: int, base_channels: int, version: str) -> dict[str, Any]:
-    """Train one stage; write ``out`` (state dict) and ``out.json`` (provenance)."""
+          n_subjects: int, base_channels: int, version: str,
+          init_weights: Path | None = None, physics_share: float = 0.3) -> dict[str, Any]:
+    """Train one stage; write ``out`` (state dict) and ``out.json`` (provenance).
+
+    ``init_weights`` (a state dict with its provenance JSON beside it) starts the training
+    from earlier weights of the same stage instead of a random initialisation.
+    """
     import torch
 
     from models.unet import UNet, UNetConfig
@@ -131,11 +136,20 @@ def train(stage: str, out: Path, cache: Path, sunnybrook: Path | None, *, steps:
     config = UNetConfig(in_channels=1, n_classes=STAGE_CLASSES[stage],
                         base_channels=base_channels, depth=4, dropout=0.1)
     model = UNet(config)
+    initial: dict[str, Any] | None = None
+    if init_weights is not None:
+        start, start_record, start_sha = load_unet(init_weights,
+                                                   init_weights.with_suffix(".json"))
+        if start.config != config:
+            raise SystemExit(f"{init_weights} is not a {config} network")
+        model.load_state_dict(start.state_dict())
+        initial = {"file": init_weights.name, "sha256": start_sha,
+                   "model_version": start_record.get("model_version")}
     rng = np.random.default_rng(seed)
 
     def batches() -> Any:
         while True:
-            yield batch(rng, items, batch_size, stage)
+            yield batch(rng, items, batch_size, stage, physics_share)
 
     started = time.perf_counter()
     outcome = run_training(
@@ -164,8 +178,10 @@ def train(stage: str, out: Path, cache: Path, sunnybrook: Path | None, *, steps:
                                   "http://hdl.handle.net/10380/3070",
             "real_lge_used": False,
             "appearance": "models.lgeseg.synth (SynthSeg-style domain randomisation, "
-                          "30 % physics-rendered phantom images)",
+                          f"{100 * physics_share:.0f} % physics-rendered phantom images)",
         },
+        "initial_weights": initial,
+        "geometry": {"locate_fill": list(LOCATE_FILL)},
         "checkpoint_selection": f"myocardium Dice on {VAL_SAMPLES} samples of phantom seeds "
                                 f"{VAL_SEED_START}-{VAL_SEED_START + VAL_SUBJECTS - 1}",
         "best_step": outcome.best_step,
@@ -199,13 +215,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subjects", type=int, default=300)
     parser.add_argument("--base-channels", type=int, default=8)
     parser.add_argument("--version", default="2.0.0")
+    parser.add_argument("--physics-share", type=float, default=0.3,
+                        help="share of phantom samples showing the physics-rendered image")
+    parser.add_argument("--init-weights", type=Path, default=None,
+                        help="start from these weights of the same stage (JSON beside them)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     record = train(args.stage, args.out, args.cache, args.sunnybrook, steps=args.steps,
                    max_minutes=args.max_minutes, batch_size=args.batch_size,
                    learning_rate=args.learning_rate, seed=args.seed,
                    n_subjects=args.subjects, base_channels=args.base_channels,
-                   version=args.version)
+                   version=args.version, init_weights=args.init_weights,
+                   physics_share=args.physics_share)
     logger.info("%s: best step %d, val myocardium Dice %.3f, %.1f min", args.stage,
                 record["best_step"], record["best_val_myo_dice"], record["training_minutes"])
 

@@ -5,19 +5,23 @@ relying on pixel spacing or field of view:
 
 1. **Localiser.**  The whole image, padded square with its minimum, is resampled to a
    :data:`~models.lgeseg.synth.LOCATE_GRID` grid and normalised (1st / 99th percentiles of the
-   grid to 0 / 1).  A small U-Net gives background / LV blood pool / myocardium; the largest
-   connected heart component (LV + myocardium) gives the LV centre and the heart's equivalent
-   diameter.
+   grid to 0 / 1).  A small U-Net gives background / LV blood pool / myocardium; its heart
+   components (LV + myocardium), most probable first, are the candidate LV centres and heart
+   equivalent diameters (:func:`heart_candidates`).
 2. **Segmenter.**  A square crop of :data:`~models.lgeseg.synth.CROP_FACTOR` times that diameter
    around that centre is resampled to a :data:`~models.lgeseg.synth.SEGMENT_GRID` grid and
    normalised the same way; a second U-Net gives the six LGE classes (with a mirrored pass
    when ``test_time_flip``).  The crop is then re-centred once on the segmented heart and
    segmented again (``refine``), which corrects a localiser that was off-centre or mis-sized.
+   Candidates are segmented in turn until one gives a myocardial ring around an LV blood pool
+   (:func:`ring_plausibility`); otherwise the most ring-like is kept.
 3. **Labels, plausibility, uncertainty** exactly as the one-stage network
    (:func:`models.lgeseg.segmenter.labels_from_probabilities` and
    :func:`~models.lgeseg.segmenter.segmentation_from_passes`): probabilities are mapped back to
    every source pixel centre, the myocardium is one ring around an LV blood pool, and a slice
    whose output is not such a ring is returned without labels and with a reason.
+4. **Scar is enhancement.**  Network scar not enhanced over the remote myocardium by
+   :data:`SCAR_RULE` becomes myocardium (:func:`plugins.lge.quantify.enhancement_confirmed`).
 
 Pixel spacing is used only for the post-processing limits in mm.  Both networks were trained
 on domain-randomised phantom and Sunnybrook label maps (:mod:`models.lgeseg.train_real`).
@@ -41,17 +45,22 @@ from models.segmentation import (
     EIGHT_CONNECTED,
     ModelUnavailableError,
     load_unet,
+    lv_enclosure,
     predict_passes,
 )
-from plugins.api import FloatImage, SegmentationOutput
+from plugins.api import FloatImage, Label, SegmentationOutput
+from plugins.lge.quantify import CONFIRMATION_RULES, enhancement_confirmed
 from plugins.lge.segmenter import LgeContrast, LgeSegmenter
 
 __all__ = [
     "DEFAULT_LOCATOR",
     "DEFAULT_SEGMENTER",
     "MODEL_NAME",
+    "SCAR_RULE",
     "TwoStageLgeSegmenter",
+    "heart_candidates",
     "locate_heart",
+    "ring_plausibility",
 ]
 
 MODEL_NAME: Final = "cmr-node LGE sim-to-real two-stage U-Net"
@@ -60,6 +69,14 @@ DEFAULT_LOCATOR: Final = WEIGHTS_DIR / "lge_real_locate.pt"
 DEFAULT_SEGMENTER: Final = WEIGHTS_DIR / "lge_real_segment.pt"
 MIN_HEART_GRID_PX: Final = 12
 """Smallest heart (LV + myocardium) the localiser may report, in grid pixels."""
+MAX_CANDIDATES: Final = 3
+"""Most heart candidates (localiser components) segmented before a slice is given up."""
+SCAR_RULE: Final = "3sd"
+"""Enhancement that confirms network scar: remote mean + 3 SD, chosen on the EMIDEC dev split
+among the published 2, 3, 5 SD and FWHM (models/README.md, issue 14)."""
+WEAK_HEART_PROBABILITY: Final = 0.25
+"""Heart probability above which a region is a fallback candidate when the localiser's own
+labels (arg max) hold no heart large enough."""
 
 F32 = npt.NDArray[np.float32]
 Affine = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
@@ -77,6 +94,14 @@ def _resample(image: F32, affine: Affine, grid: int, cval: float) -> F32:
                                                order=1, cval=cval), dtype=np.float32)
 
 
+def _component_geometry(component: npt.NDArray[np.bool_], affine: Affine
+                        ) -> tuple[tuple[float, float], float]:
+    rows, cols = np.nonzero(component)
+    centre = affine[0] @ np.array([rows.mean(), cols.mean()]) + affine[1]
+    diameter = 2.0 * math.sqrt(float(component.sum()) / math.pi) * float(affine[0][0, 0])
+    return (float(centre[0]), float(centre[1])), diameter
+
+
 def locate_heart(prob: F32, affine: Affine) -> tuple[tuple[float, float], float] | None:
     """Heart centre (source row, col) and equivalent diameter (source pixels) from the
     localiser's probabilities on its grid, or ``None`` if it found no heart."""
@@ -88,10 +113,46 @@ def locate_heart(prob: F32, affine: Affine) -> tuple[tuple[float, float], float]
     biggest = components == int(np.argmax(sizes)) + 1
     if int(biggest.sum()) < MIN_HEART_GRID_PX:
         return None
-    rows, cols = np.nonzero(biggest)
-    centre = affine[0] @ np.array([rows.mean(), cols.mean()]) + affine[1]
-    diameter = 2.0 * math.sqrt(float(biggest.sum()) / math.pi) * float(affine[0][0, 0])
-    return (float(centre[0]), float(centre[1])), diameter
+    return _component_geometry(biggest, affine)
+
+
+def heart_candidates(prob: F32, affine: Affine, limit: int = MAX_CANDIDATES
+                     ) -> list[tuple[tuple[float, float], float]]:
+    """Up to ``limit`` heart candidates (centre, diameter in source pixels), most probable
+    first: the localiser's heart components (arg max) ranked by their summed heart
+    probability, then, if those are fewer, the regions of heart probability above
+    :data:`WEAK_HEART_PROBABILITY` not already covered."""
+    heart_probability = 1.0 - prob[0]
+    found: list[tuple[tuple[float, float], float]] = []
+    covered = np.zeros(heart_probability.shape, dtype=bool)
+    for mask in (np.argmax(prob, axis=0) > 0, heart_probability > WEAK_HEART_PROBABILITY):
+        components, n = ndimage.label(mask & ~covered, structure=EIGHT_CONNECTED)
+        if n == 0:
+            continue
+        index = np.arange(1, n + 1)
+        sizes = ndimage.sum(np.ones_like(heart_probability), components, index)
+        mass = ndimage.sum(heart_probability, components, index)
+        for k in np.argsort(-np.asarray(mass)):
+            if sizes[k] < MIN_HEART_GRID_PX or len(found) >= limit:
+                continue
+            component = components == k + 1
+            found.append(_component_geometry(component, affine))
+        covered |= ndimage.binary_dilation(mask, iterations=2)
+    return found
+
+
+def ring_plausibility(passes: F32) -> float:
+    """How well the crop's mean prediction is one myocardial ring around an LV blood pool:
+    the fraction of the largest LV component's border that is myocardium (0 without LV)."""
+    mean = passes.mean(axis=0)
+    calls = np.argmax(mean, axis=0)
+    lv = calls == Label.LV_BLOOD_POOL
+    components, n = ndimage.label(lv, structure=EIGHT_CONNECTED)
+    if n == 0:
+        return 0.0
+    sizes = np.bincount(components.ravel())[1:]
+    largest = components == int(np.argmax(sizes)) + 1
+    return lv_enclosure(largest, np.isin(calls, (Label.MYOCARDIUM, Label.SCAR, Label.MVO)))
 
 
 class TwoStageLgeSegmenter:
@@ -108,6 +169,13 @@ class TwoStageLgeSegmenter:
         Re-centre the crop on the first segmentation and segment again.
     locator_tta
         Average the localiser over the image and its three mirrorings.
+    max_candidates
+        Heart candidates tried, most probable first, until one segments as a plausible ring
+        (:func:`ring_plausibility` at least ``MIN_LV_ENCLOSURE``); otherwise the most
+        plausible is kept.  ``1`` is the localiser's largest heart component alone.
+    scar_rule
+        Network scar is kept only where the image is enhanced by this published threshold
+        (:func:`plugins.lge.quantify.enhancement_confirmed`; ``None``: network scar as is).
 
     Raises
     ------
@@ -117,7 +185,8 @@ class TwoStageLgeSegmenter:
 
     def __init__(self, locator: Path | None = None, segmenter: Path | None = None, *,
                  test_time_flip: bool = True, refine: bool = True,
-                 locator_tta: bool = True) -> None:
+                 locator_tta: bool = True, max_candidates: int = MAX_CANDIDATES,
+                 scar_rule: str | None = SCAR_RULE) -> None:
         locator = DEFAULT_LOCATOR if locator is None else Path(locator)
         segmenter = DEFAULT_SEGMENTER if segmenter is None else Path(segmenter)
         self._locator, locate_record, locate_sha = load_unet(
@@ -133,17 +202,28 @@ class TwoStageLgeSegmenter:
         self.test_time_flip = test_time_flip
         self.refine = refine
         self.locator_tta = locator_tta
+        self.max_candidates = max_candidates
+        if scar_rule is not None and scar_rule not in CONFIRMATION_RULES:
+            raise ValueError(f"Unknown scar rule {scar_rule!r}; one of {CONFIRMATION_RULES}")
+        self.scar_rule = scar_rule
         self.mvo_output = bool(record.get("mvo_output", False))
         self.record: Mapping[str, Any] = record
         self.locator_record: Mapping[str, Any] = locate_record
 
     def locate(self, values: F32) -> tuple[tuple[float, float], float] | None:
         """Heart centre and diameter (source pixels) on a whole image, or ``None``."""
+        return locate_heart(*self._locator_output(values))
+
+    def candidates(self, values: F32) -> list[tuple[tuple[float, float], float]]:
+        """Heart candidates (centre, diameter in source pixels), most probable first."""
+        return heart_candidates(*self._locator_output(values), limit=self.max_candidates)
+
+    def _locator_output(self, values: F32) -> tuple[F32, Affine]:
         rows, cols = values.shape
         step = max(rows, cols) / LOCATE_GRID
         affine = _square_affine(((rows - 1) / 2.0, (cols - 1) / 2.0), step, LOCATE_GRID)
         grid = normalise_grid(_resample(values, affine, LOCATE_GRID, float(values.min())))
-        return locate_heart(self._locator_probabilities(grid), affine)
+        return self._locator_probabilities(grid), affine
 
     def _locator_probabilities(self, grid: F32) -> F32:
         """Localiser probabilities, averaged over the four mirrorings when ``locator_tta``."""
@@ -167,6 +247,20 @@ class TwoStageLgeSegmenter:
         grid = normalise_grid(_resample(values, affine, SEGMENT_GRID, float(values.min())))
         return predict_passes(self._segmenter, grid[None], self.test_time_flip), affine
 
+    def _refined_passes(self, values: F32, centre: tuple[float, float], diameter: float
+                        ) -> tuple[F32, Affine, tuple[float, float], float]:
+        """Crop passes around a candidate (re-centred once on its segmented heart if
+        ``refine``), their affine and the centre and diameter finally used."""
+        passes, affine = self.crop_passes(values, centre, diameter)
+        if self.refine:
+            mean = passes.mean(axis=0)
+            again = locate_heart(np.stack([mean[0] + mean[3], mean[1],
+                                           mean[2] + mean[4] + mean[5]]), affine)
+            if again is not None:
+                centre, diameter = again
+                passes, affine = self.crop_passes(values, centre, diameter)
+        return passes, affine, centre, diameter
+
     def segment(
         self,
         image: FloatImage,
@@ -175,7 +269,11 @@ class TwoStageLgeSegmenter:
         cine: FloatImage | None = None,
     ) -> SegmentationOutput:
         """Segment one slice (see the module description); ``cine`` is not used."""
-        from models.lgeseg.segmenter import empty_output, segmentation_from_passes
+        from models.lgeseg.segmenter import (
+            MIN_LV_ENCLOSURE,
+            empty_output,
+            segmentation_from_passes,
+        )
 
         started = time.perf_counter()
         values = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0,
@@ -195,26 +293,37 @@ class TwoStageLgeSegmenter:
             "network_grid": f"{SEGMENT_GRID}x{SEGMENT_GRID} crop of {CROP_FACTOR} heart "
                             "diameters",
             "mvo_output": self.mvo_output,
+            "max_candidates": self.max_candidates,
+            "scar_rule": self.scar_rule,
         }
-        found = self.locate(values)
-        if found is None:
+        found = self.candidates(values)
+        if not found:
             return empty_output(values.shape, "the localiser found no heart", details,
                                 started)
-        centre, diameter = found
-        passes, affine = self.crop_passes(values, centre, diameter)
-        if self.refine:
-            mean = passes.mean(axis=0)
-            again = locate_heart(np.stack([mean[0] + mean[3], mean[1],
-                                           mean[2] + mean[4] + mean[5]]), affine)
-            if again is not None:
-                centre, diameter = again
-                passes, affine = self.crop_passes(values, centre, diameter)
+        best: tuple[float, int, tuple[float, float], float, F32, Affine] | None = None
+        for rank, candidate in enumerate(found):
+            passes, affine, centre, diameter = self._refined_passes(values, *candidate)
+            score = ring_plausibility(passes)
+            if best is None or score > best[0]:
+                best = (score, rank, centre, diameter, passes, affine)
+            if score >= MIN_LV_ENCLOSURE:
+                break
+        assert best is not None
+        _, rank, centre, diameter, passes, affine = best
+        details["heart_candidate"] = f"{rank + 1} of {len(found)}"
         details["heart_centre_px"] = [round(centre[0], 1), round(centre[1], 1)]
         details["heart_diameter_px"] = round(diameter, 1)
         inverse = np.asarray(np.linalg.inv(affine[0]), dtype=np.float64)
         back = (inverse, -inverse @ affine[1])
-        return segmentation_from_passes(passes, values.shape, spacing, self.mvo_output, details,
-                                   started, back)
+        output = segmentation_from_passes(passes, values.shape, spacing, self.mvo_output,
+                                          details, started, back)
+        if self.scar_rule is None or output.reason is not None:
+            return output
+        labels, threshold = enhancement_confirmed(values, output.labels, spacing,
+                                                  LgeContrast(contrast), self.scar_rule)
+        details["scar_threshold"] = None if threshold is None else round(threshold, 2)
+        details["inference_ms"] = round(1000.0 * (time.perf_counter() - started), 1)
+        return SegmentationOutput(labels, output.uncertainty, None, details)
 
 
 def _protocol_check(segmenter: TwoStageLgeSegmenter) -> LgeSegmenter:

@@ -40,11 +40,13 @@ from plugins.lge.segmenter import LgeContrast
 from plugins.lib.cardiac.aha import InsertionPoints
 
 __all__ = [
+    "CONFIRMATION_RULES",
     "DEFAULT_N_SD",
     "N_SD_RANGE",
     "Layer",
     "Lesion",
     "RemoteReference",
+    "enhancement_confirmed",
     "fill_mvo",
     "fwhm_scar",
     "lesions",
@@ -413,3 +415,59 @@ def lesions(
             )
         )
     return found
+
+
+CONFIRMATION_RULES: Final = ("2sd", "3sd", "5sd", "fwhm")
+"""Published thresholds that :func:`enhancement_confirmed` accepts (n-SD with n = 2, 3, 5
+after Bondarenko et al. 2005; FWHM after Amado et al. 2004)."""
+
+
+def enhancement_confirmed(
+    image: FloatImage,
+    labels: LabelImage,
+    pixel_spacing: tuple[float, float],
+    contrast: LgeContrast,
+    rule: str,
+) -> tuple[LabelImage, float | None]:
+    """Network labels whose scar is kept only where the image is enhanced.
+
+    Scar is hyper-enhancement: a network scar pixel stays scar only if its signal is above
+    the threshold of ``rule`` over the remote myocardium of the same labels
+    (:func:`remote_reference`): remote mean + n SD for ``"2sd"`` / ``"3sd"`` / ``"5sd"``
+    (Bondarenko et al. 2005), or half the maximum of the network scar (:data:`FWHM_FRACTION`
+    of its :data:`FWHM_MAX_PERCENTILE` th percentile above zero signal) but at least remote
+    mean + :data:`FWHM_FLOOR_SD` SD for ``"fwhm"`` (Amado et al. 2004).  Kept scar pieces
+    smaller than :func:`min_lesion_pixels` become myocardium, as does network MVO that no
+    longer touches kept scar (MVO is a core of an infarct, not a finding of its own).
+
+    Returns
+    -------
+    labels, threshold
+        The relabelled copy and the threshold used; the labels unchanged and ``None`` when
+        there is no network scar or no remote reference to measure enhancement against.
+    """
+    if rule not in CONFIRMATION_RULES:
+        raise ValueError(f"Unknown scar confirmation rule {rule!r}; one of {CONFIRMATION_RULES}")
+    scar = labels == Label.SCAR
+    mvo = labels == Label.MVO
+    if not (scar.any() or mvo.any()):
+        return labels, None
+    values = np.asarray(image, dtype=np.float32)
+    remote = remote_reference(values, labels, pixel_spacing)
+    if remote is None:
+        return labels, None
+    if rule == "fwhm":
+        zero = signal_zero(values, contrast)
+        floor = remote.mean + FWHM_FLOOR_SD * remote.sd
+        peak = float(np.percentile(values[scar], FWHM_MAX_PERCENTILE)) - zero if scar.any() \
+            else 0.0
+        threshold = max(zero + FWHM_FRACTION * peak, floor)
+    else:
+        threshold = remote.mean + float(rule.removesuffix("sd")) * remote.sd
+    kept = _small_removed(scar & (values > threshold), min_lesion_pixels(pixel_spacing))
+    components, count = ndimage.label(mvo)
+    touching = np.unique(components[ndimage.binary_dilation(kept) & mvo])
+    kept_mvo = np.isin(components, touching[touching > 0]) if count else mvo
+    result = np.asarray(labels).copy()
+    result[(scar & ~kept) | (mvo & ~kept_mvo)] = Label.MYOCARDIUM
+    return result, threshold

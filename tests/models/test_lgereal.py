@@ -38,9 +38,12 @@ from models.lgeseg.two_stage import (  # noqa: E402
     DEFAULT_LOCATOR,
     DEFAULT_SEGMENTER,
     TwoStageLgeSegmenter,
+    heart_candidates,
+    ring_plausibility,
 )
 from models.phantoms.anatomy import Structure  # noqa: E402
 from plugins.api import FloatImage, Label, SegmentationOutput  # noqa: E402
+from plugins.lge.quantify import CONFIRMATION_RULES, enhancement_confirmed  # noqa: E402
 from plugins.lge.segmenter import LgeContrast, LgeSegmenter  # noqa: E402
 
 EMIDEC = DEFAULT_DATA / "emidec-dev"
@@ -226,3 +229,87 @@ def test_site_finetuning_writes_weights_with_provenance(tmp_path: Path) -> None:
     tuned = TwoStageLgeSegmenter(DEFAULT_LOCATOR, out)
     assert tuned.weights_sha256 == record["weights_sha256"]
     assert tuned.version.endswith("+site")
+
+
+def _blob_probabilities(blobs: list[tuple[int, int, int, float]]) -> np.ndarray:
+    """Localiser probabilities (3, 96, 96): heart probability ``p`` in discs (row, col, r, p)."""
+    rows, cols = np.mgrid[:LOCATE_GRID, :LOCATE_GRID]
+    heart = np.zeros((LOCATE_GRID, LOCATE_GRID))
+    for row, col, radius, p in blobs:
+        heart[np.hypot(rows - row, cols - col) < radius] = p
+    return np.stack([1.0 - heart, heart / 2, heart / 2]).astype(np.float32)
+
+
+def test_heart_candidates_rank_by_heart_probability_and_fall_back_to_weak_regions() -> None:
+    identity = (np.eye(2), np.zeros(2))
+    strong = _blob_probabilities([(20, 20, 4, 0.9), (60, 70, 8, 0.9), (80, 20, 5, 0.4)])
+    found = heart_candidates(strong, identity, limit=3)
+    assert [tuple(round(v) for v in c) for c, _ in found] == [(60, 70), (20, 20), (80, 20)]
+    assert found[0][1] == pytest.approx(16.0, rel=0.1)
+    assert len(heart_candidates(strong, identity, limit=1)) == 1
+    assert heart_candidates(_blob_probabilities([(40, 40, 6, 0.1)]), identity) == []
+
+
+def test_ring_plausibility_is_high_for_a_ring_and_zero_without_blood_pool() -> None:
+    rows, cols = np.mgrid[:SEGMENT_GRID, :SEGMENT_GRID]
+    r = np.hypot(rows - 64.0, cols - 64.0)
+    labels = np.where(r < 12, Label.LV_BLOOD_POOL, np.where(r < 20, Label.MYOCARDIUM, 0))
+    ring = np.eye(6, dtype=np.float32)[labels].transpose(2, 0, 1)[None]
+    assert ring_plausibility(ring) > 0.95
+    open_ring = np.eye(6, dtype=np.float32)[np.where((labels == Label.MYOCARDIUM) & (cols > 64),
+                                                     0, labels)].transpose(2, 0, 1)[None]
+    assert ring_plausibility(open_ring) < 0.75
+    assert ring_plausibility(np.eye(6, dtype=np.float32)[np.zeros_like(labels)]
+                             .transpose(2, 0, 1)[None]) == 0.0
+
+
+def _scar_slice(scar_signal: float) -> tuple[np.ndarray, np.ndarray]:
+    """A ring slice whose network labels mark a 60-degree sector scar of ``scar_signal``
+    (remote myocardium ~ 100 +- 5, blood 400)."""
+    rows, cols = np.mgrid[:96, :96]
+    r = np.hypot(rows - 48.0, cols - 48.0)
+    angle = np.degrees(np.arctan2(rows - 48.0, cols - 48.0))
+    labels = np.where(r < 14, Label.LV_BLOOD_POOL, np.where(r < 22, Label.MYOCARDIUM, 0))
+    sector = (labels == Label.MYOCARDIUM) & (np.abs(angle) < 30)
+    labels = np.where(sector, Label.SCAR, labels).astype(np.uint8)
+    image = np.random.default_rng(3).normal(100.0, 5.0, labels.shape)
+    image[labels == Label.LV_BLOOD_POOL] = 400.0
+    image[sector] = scar_signal
+    return image.astype(np.float32), labels
+
+
+@pytest.mark.parametrize("rule", CONFIRMATION_RULES)
+def test_enhanced_network_scar_is_kept_and_unenhanced_scar_becomes_myocardium(rule: str) -> None:
+    image, labels = _scar_slice(400.0)
+    kept, threshold = enhancement_confirmed(image, labels, (1.5, 1.5), LgeContrast.MAGNITUDE,
+                                            rule)
+    assert threshold is not None and threshold > 100.0
+    assert np.array_equal(kept, labels)
+    image, labels = _scar_slice(100.0)
+    dropped, _ = enhancement_confirmed(image, labels, (1.5, 1.5), LgeContrast.MAGNITUDE, rule)
+    assert not (dropped == Label.SCAR).any()
+    assert np.array_equal(dropped == Label.MYOCARDIUM, np.isin(labels, (Label.MYOCARDIUM,
+                                                                        Label.SCAR)))
+
+
+def test_scar_confirmation_refuses_an_unpublished_rule() -> None:
+    image, labels = _scar_slice(400.0)
+    with pytest.raises(ValueError, match="confirmation rule"):
+        enhancement_confirmed(image, labels, (1.5, 1.5), LgeContrast.MAGNITUDE, "2.7sd")
+
+
+@needs_weights
+def test_two_stage_scar_rule_only_removes_unenhanced_network_scar() -> None:
+    stack = eval_stack(EVAL_SEED_START + 4)
+    mid = stack[len(stack) // 2]
+    contrast = LgeContrast(str(mid.contrast))
+    raw = TwoStageLgeSegmenter(scar_rule=None).segment(mid.image, mid.pixel_spacing, contrast)
+    confirmed = TwoStageLgeSegmenter(scar_rule="3sd").segment(mid.image, mid.pixel_spacing,
+                                                              contrast)
+    assert confirmed.details["scar_rule"] == "3sd"
+    raw_scar = np.isin(raw.labels, (Label.SCAR, Label.MVO))
+    kept = np.isin(confirmed.labels, (Label.SCAR, Label.MVO))
+    assert raw_scar.any() and kept.any()
+    assert not (kept & ~raw_scar).any()
+    myocardial = (Label.MYOCARDIUM, Label.SCAR, Label.MVO)
+    assert np.array_equal(np.isin(raw.labels, myocardial), np.isin(confirmed.labels, myocardial))
