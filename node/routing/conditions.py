@@ -97,8 +97,13 @@ class ConditionResult:
         return WITHHELD if self.withheld is None else self.withheld
 
     def describe(self, withhold: bool = False) -> str:
-        """``id`` (name) [observed values]; with ``withhold``, the values are withheld."""
-        return f"'{self.condition_id}' ({self.name}) [{self.shown(withhold)}]"
+        """``id`` (name) [observed values]; with ``withhold``, the values are withheld.
+
+        Withheld, the id is not quoted: the log filter (:func:`node.audit.withhold_values`)
+        withholds every quoted text, and the rule's id must stay readable in the log.
+        """
+        name = self.condition_id if withhold else repr(self.condition_id)
+        return f"{name} ({self.name}) [{self.shown(withhold)}]"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -98,7 +98,8 @@ class RuleTrace:
         if self.outcome in (Outcome.MATCHED, Outcome.NOT_INSTALLED):
             lines.append(f"{a}: identified by {identified[0].describe(withhold)}")
             if len(identified) > 1:
-                others = ", ".join(repr(r.condition_id) for r in identified[1:])
+                others = ", ".join(r.condition_id if withhold else repr(r.condition_id)
+                                   for r in identified[1:])
                 lines.append(f"{a}: also identified by {others}")
             lines.append(
                 f"{a}: all {len(self.require)} requirements met; none of "
