@@ -217,15 +217,15 @@ class AdmissionPolicy:
     Attributes
     ----------
     request_timeout_s
-        A connection whose first byte (or TLS handshake) has not come within this long is
-        closed without ever becoming an association.
+        A connection whose whole A-ASSOCIATE-RQ (over TLS: handshake and first byte) has not
+        come within this long is closed without ever becoming an association.
     max_waiting_per_address
-        Connections from one address waiting for their first byte; a newer one closes the
-        oldest (a scanner reconnecting is never locked out by its own or a prober's idle
+        Connections from one address waiting for their A-ASSOCIATE-RQ; a newer one closes
+        the oldest (a scanner reconnecting is never locked out by its own or a prober's idle
         connections).
     max_waiting
-        Connections waiting for their first byte, from all addresses together (the oldest
-        is closed).
+        Connections waiting for their A-ASSOCIATE-RQ, from all addresses together (the
+        oldest is closed).
     """
 
     request_timeout_s: float = 5.0
@@ -233,20 +233,38 @@ class AdmissionPolicy:
     max_waiting: int = 128
 
 
+#: PDU type of an A-ASSOCIATE-RQ (PS3.8 Section 9.3.2).
+A_ASSOCIATE_RQ = 0x01
+#: An A-ASSOCIATE-RQ longer than this is admitted once this much of it has arrived (it must
+#: fit the socket's receive buffer to be peeked at; a request with all 128 presentation
+#: contexts of a storage SCU is about 15 KB).
+ASSOCIATE_RQ_PEEK_LIMIT = 32 * 1024
+#: How often a connection that sent part of its A-ASSOCIATE-RQ is looked at again.
+PARTIAL_REQUEST_POLL_S = 0.01
+#: Connections the kernel completes while the accepting thread is busy (``listen`` backlog;
+#: socketserver's default of 5 makes a burst of idle connections drop a scanner's SYN, which
+#: TCP only retries after 1 s).
+LISTEN_BACKLOG = 128
+
+
 class AdmittingServer(NoDelayServer):
-    """An association server where only connections that speak take association slots.
+    """An association server where only connections that have asked take association slots.
 
     pynetdicom's server makes an :class:`~pynetdicom.association.Association` of every TCP
     connection at once; an idle one holds one of the AE's ``maximum_associations`` slots for
     the whole ACSE timeout, so twenty idle connections make every scanner's association be
-    rejected ("Local Limit Exceeded").  Here the connection's thread first waits up to
-    :attr:`AdmissionPolicy.request_timeout_s` for the peer's first byte (after the TLS
-    handshake, done here rather than in the accepting thread, where an idle TLS peer would
-    block every other connection); only then is the association made.  Connections waiting
-    so are bounded per address and in total, the oldest closed first.
+    rejected ("Local Limit Exceeded"), and so does a peer that sends one byte of a PDU and
+    stalls.  Here the connection's thread first waits up to
+    :attr:`AdmissionPolicy.request_timeout_s` for the peer's whole A-ASSOCIATE-RQ (read
+    ahead with ``MSG_PEEK``, so pynetdicom still reads it; over TLS, where nothing can be
+    peeked at, for the handshake, done here rather than in the accepting thread where an
+    idle TLS peer would block every other connection, and the first byte); only then is the
+    association made.  Connections waiting so are bounded per address and in total, the
+    oldest closed first.
     """
 
     policy = AdmissionPolicy()
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -292,7 +310,8 @@ class AdmittingServer(NoDelayServer):
                 old.shutdown(socket.SHUT_RDWR)  # wakes its thread, which closes it
 
     def _admit(self, sock: socket.socket, address: str) -> bool:
-        """Whether the peer sent its first byte in time (False: closed, timed out, evicted)."""
+        """Whether the peer sent its association request in time (False: closed, timed out,
+        evicted)."""
         self._register(sock, address)
         deadline = time.monotonic() + self.policy.request_timeout_s
         try:
@@ -312,7 +331,10 @@ class AdmittingServer(NoDelayServer):
                     continue
                 if isinstance(sock, ssl.SSLSocket):
                     return True  # pynetdicom reads the record; a closed peer ends there
-                return sock.recv(1, socket.MSG_PEEK) != b""
+                arrived = _request_arrived(sock)
+                if arrived is not None:
+                    return arrived
+                time.sleep(min(PARTIAL_REQUEST_POLL_S, max(0.0, left)))
         except (OSError, ValueError) as exc:  # reset, evicted (fd closed), TLS failure
             logger.info("connection from %s closed before associating: %s", address, exc)
             return False
@@ -321,3 +343,24 @@ class AdmittingServer(NoDelayServer):
                 self._waiting.pop(id(sock), None)
             with contextlib.suppress(OSError):
                 sock.settimeout(None)
+
+
+def _request_arrived(sock: socket.socket) -> bool | None:
+    """Look at what a silent-until-now peer sent, without taking it off the socket.
+
+    Returns True once a whole A-ASSOCIATE-RQ (or up to :data:`ASSOCIATE_RQ_PEEK_LIMIT` of
+    it), or any other PDU type, has arrived (pynetdicom answers the latter), False when
+    the peer closed the connection, None while a request is still incomplete.
+    """
+    try:
+        head = sock.recv(6, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:  # woken without data
+        return None
+    if head == b"":
+        return False
+    if head[0] != A_ASSOCIATE_RQ:
+        return True
+    if len(head) < 6:
+        return None
+    needed = min(6 + int.from_bytes(head[2:6], "big"), ASSOCIATE_RQ_PEEK_LIMIT)
+    return True if len(sock.recv(needed, socket.MSG_PEEK | socket.MSG_DONTWAIT)) >= needed else None
