@@ -108,8 +108,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import threading
 
     from node.catalog import Catalog
+    from node.service import warm_up_then_set
     from node.worker import WorkerNameInUseError, WorkerPool
-    from plugins import PLUGIN_NAMES, warm_up
+    from plugins import PLUGIN_NAMES
 
     settings = _settings(args)
     if settings.catalog_url is None:
@@ -126,14 +127,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
     catalog = Catalog(settings.catalog_location)
     pool = WorkerPool(settings, catalog, on_outputs=lambda: None, role=args.name,
                       threads=args.threads)
+    warmed_up = threading.Event()
     try:
-        pool.start()
+        pool.start(ready=warmed_up)  # claims jobs once warmed up (see WorkerPool.start)
     except WorkerNameInUseError as exc:
         logger.error("%s", exc)
         catalog.close()
         return 3
-    available = sorted(frozenset(PLUGIN_NAMES) & settings.enabled_analyses())
-    threading.Thread(target=warm_up, args=(available,), name="warm-up", daemon=True).start()
+    available = frozenset(PLUGIN_NAMES) & settings.enabled_analyses()
+    threading.Thread(target=warm_up_then_set, args=(available, warmed_up), name="warm-up",
+                     daemon=True).start()
     stopped = threading.Event()
     _on_stop_signals(stopped.set)
     stopped.wait()

@@ -125,6 +125,15 @@ def _reanalyse_lge_for_cine(catalog: Catalog, series_uid: str, header: Dataset) 
     return job_ids
 
 
+def warm_up_then_set(analyses: frozenset[str], done: threading.Event) -> None:
+    """Warm up ``analyses`` (:func:`plugins.warm_up`), then set ``done`` (also on failure:
+    the first job meets and reports it)."""
+    try:
+        warm_up(sorted(analyses))
+    finally:
+        done.set()
+
+
 AUDIT_FILE = "audit.jsonl"
 """The audit trail under ``<data_dir>/logs`` (see node.audit)."""
 LGE_ANALYSIS = "lge"
@@ -211,11 +220,12 @@ class Node:
     def start(self) -> None:
         """Start every part; work left by a previous run resumes."""
         reconcile_spool(self.settings.spool_dir, self.catalog)
-        threading.Thread(
-            target=warm_up, args=(sorted(self.available),), name="warm-up", daemon=True
-        ).start()
+        warmed_up = threading.Event()
+        if self.settings.worker_count > 0:  # else this process analyses nothing
+            threading.Thread(target=warm_up_then_set, args=(self.available, warmed_up),
+                             name="warm-up", daemon=True).start()
         self.sender.start()
-        self.workers.start()
+        self.workers.start(ready=warmed_up)
         self.tracker.start()
         self.listener.start()
         if self.status is not None:
