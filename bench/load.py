@@ -87,6 +87,9 @@ class LoadReport:
     outputs_received: int
     lost_responses: int = 0
     """Associations whose sender waited in vain for a C-STORE response."""
+    stored_after_timeout: int = 0
+    """Of ``lost_responses``: the instance is in the catalog, so the node answered (or was
+    about to) after the sender's timeout: a late response, not a lost one."""
     stalls: int = 0
     """Times no association got a response for ``STALL_DUMP_S`` (threads dumped)."""
     burners: int = 0
@@ -239,6 +242,18 @@ def check(
     return problems
 
 
+def stored_after_timeout(node: NodeProcess, results: Sequence[StreamResult]) -> int:
+    """Associations whose unanswered instance the node nevertheless stored."""
+    pending = [sop_uid(r.statuses[-1][0]) for r in results
+               if r.error == "no response" and r.statuses]
+    if not pending:
+        return 0
+    marks = ",".join("?" * len(pending))
+    return int(node.query(
+        f"SELECT COUNT(*) AS n FROM instances WHERE sop_instance_uid IN ({marks})",
+        tuple(pending))[0]["n"])
+
+
 def settled(node: NodeProcess, pacs: PacsScp, workload: Workload) -> bool:
     """True once every T1 job is done and every output acknowledged by the PACS."""
     done = node.query("SELECT COUNT(*) AS n FROM jobs WHERE state = 'done'")[0]["n"]
@@ -298,6 +313,7 @@ def run_load(
             done_jobs=node.query("SELECT COUNT(*) AS n FROM jobs WHERE state='done'")[0]["n"],
             outputs_received=len(pacs.received()),
             lost_responses=sum(1 for r in results if r.error == "no response"),
+            stored_after_timeout=stored_after_timeout(node, results),
             stalls=stalls,
             burners=burners,
             problems=problems,
