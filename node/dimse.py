@@ -350,7 +350,8 @@ def _request_arrived(sock: socket.socket) -> bool | None:
 
     Returns True once a whole A-ASSOCIATE-RQ (or up to :data:`ASSOCIATE_RQ_PEEK_LIMIT` of
     it), or any other PDU type, has arrived (pynetdicom answers the latter), False when
-    the peer closed the connection, None while a request is still incomplete.
+    the peer closed the connection (before completing its request), None while a request
+    is still incomplete.
     """
     try:
         head = sock.recv(6, socket.MSG_PEEK | socket.MSG_DONTWAIT)
@@ -360,7 +361,19 @@ def _request_arrived(sock: socket.socket) -> bool | None:
         return False
     if head[0] != A_ASSOCIATE_RQ:
         return True
-    if len(head) < 6:
-        return None
-    needed = min(6 + int.from_bytes(head[2:6], "big"), ASSOCIATE_RQ_PEEK_LIMIT)
-    return True if len(sock.recv(needed, socket.MSG_PEEK | socket.MSG_DONTWAIT)) >= needed else None
+    if len(head) >= 6:
+        needed = min(6 + int.from_bytes(head[2:6], "big"), ASSOCIATE_RQ_PEEK_LIMIT)
+        if len(sock.recv(needed, socket.MSG_PEEK | socket.MSG_DONTWAIT)) >= needed:
+            return True
+    return False if _peer_closed(sock) else None
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """Whether the peer has shut its side down (its unread bytes can then never complete a
+    request); Linux tells by ``POLLRDHUP``, elsewhere the request timeout ends the wait."""
+    rdhup = getattr(select, "POLLRDHUP", 0)
+    if not rdhup:
+        return False
+    poller = select.poll()
+    poller.register(sock, rdhup)
+    return any(events & (rdhup | select.POLLHUP) for _, events in poller.poll(0))
