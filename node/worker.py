@@ -193,11 +193,18 @@ class WorkerPool:
     def _lease_loop(self) -> None:
         """Heartbeat this process's running jobs; re-queue jobs of silent workers."""
         period = self._settings.job_lease_s / 4
+        last = time.monotonic()
         while not self._stop.wait(period):
             try:
                 with self._running_lock:
                     running = sorted(self._running)
                 self._catalog.heartbeat(running, self.name)
+                now = time.monotonic()
+                if running and now - last > self._settings.job_lease_s / 2:
+                    logger.warning("worker %s: heartbeat of jobs %s %.1f s after the previous"
+                                   " one (lease %.0f s)", self.name, running, now - last,
+                                   self._settings.job_lease_s)
+                last = now
                 requeued = self._catalog.requeue_stale(self._settings.job_lease_s)
             except Exception:
                 logger.exception("worker %s: heartbeat failed; retrying", self.name)
