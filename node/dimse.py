@@ -285,7 +285,7 @@ class AdmittingServer(NoDelayServer):
         return client_socket, address
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        """Make an association of the connection once it has sent its first byte."""
+        """Make an association of the connection once its association request has arrived."""
         address = str(client_address[0]) if isinstance(client_address, tuple) else "?"
         if not self._admit(request, address):
             self.closed_unspoken += 1
@@ -294,25 +294,38 @@ class AdmittingServer(NoDelayServer):
         super().process_request_thread(request, client_address)
 
     def _register(self, sock: socket.socket, address: str) -> None:
-        evicted: list[socket.socket] = []
         policy = self.policy
         with self._waiting_lock:
             self._waiting[id(sock)] = (address, sock)
             same = [k for k, (a, _) in self._waiting.items() if a == address]
-            for key in same[: max(0, len(same) - policy.max_waiting_per_address)]:
-                evicted.append(self._waiting.pop(key)[1])
+            evicted = [self._waiting.pop(key)[1]
+                       for key in same[: max(0, len(same) - policy.max_waiting_per_address)]]
             while len(self._waiting) > policy.max_waiting:
                 evicted.append(self._waiting.popitem(last=False)[1][1])
-        for old in evicted:
+            # Under the lock: a connection taken out of the waiting set by its own thread to
+            # become an association (see _admit) is never shut down here.
+            for old in evicted:
+                with contextlib.suppress(OSError):
+                    old.shutdown(socket.SHUT_RDWR)  # wakes its thread, which closes it
+        for _ in evicted:
             logger.info("connection from %s closed: too many connections waiting to associate",
                         address)
-            with contextlib.suppress(OSError):
-                old.shutdown(socket.SHUT_RDWR)  # wakes its thread, which closes it
 
     def _admit(self, sock: socket.socket, address: str) -> bool:
         """Whether the peer sent its association request in time (False: closed, timed out,
         evicted)."""
         self._register(sock, address)
+        try:
+            asked = self._wait_for_request(sock, address)
+        finally:
+            with self._waiting_lock:
+                still_waiting = self._waiting.pop(id(sock), None) is not None
+            with contextlib.suppress(OSError):
+                sock.settimeout(None)
+        return asked and still_waiting  # else evicted meanwhile (and shut down)
+
+    def _wait_for_request(self, sock: socket.socket, address: str) -> bool:
+        """Wait up to the request timeout for the peer's association request (see class)."""
         deadline = time.monotonic() + self.policy.request_timeout_s
         try:
             sock.settimeout(self.policy.request_timeout_s)
@@ -338,11 +351,6 @@ class AdmittingServer(NoDelayServer):
         except (OSError, ValueError) as exc:  # reset, evicted (fd closed), TLS failure
             logger.info("connection from %s closed before associating: %s", address, exc)
             return False
-        finally:
-            with self._waiting_lock:
-                self._waiting.pop(id(sock), None)
-            with contextlib.suppress(OSError):
-                sock.settimeout(None)
 
 
 def _request_arrived(sock: socket.socket) -> bool | None:
