@@ -12,11 +12,14 @@ are ``tests/hardening/test_load.py`` and ``tests/reliability/test_load_burners.p
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import multiprocessing
 import os
 import random
+import signal
+import sys
 import tempfile
 import threading
 import time
@@ -54,6 +57,9 @@ STABLE_AGE_S = 120.0
 #: A response not received within this long is lost (the node answers within milliseconds).
 SENDER_DIMSE_TIMEOUT_S = 20.0
 BURNER_NICE = 10
+#: No response on any association for this long while sending is a stall: the node's and
+#: the sender's threads are dumped once (node log, stderr) to show who waits for what.
+STALL_DUMP_S = 5.0
 
 
 @dataclass
@@ -81,6 +87,11 @@ class LoadReport:
     outputs_received: int
     lost_responses: int = 0
     """Associations whose sender waited in vain for a C-STORE response."""
+    stored_after_timeout: int = 0
+    """Of ``lost_responses``: the instance is in the catalog, so the node answered (or was
+    about to) after the sender's timeout: a late response, not a lost one."""
+    stalls: int = 0
+    """Times no association got a response for ``STALL_DUMP_S`` (threads dumped)."""
     burners: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -107,10 +118,45 @@ def cpu_burners(count: int, niceness: int = BURNER_NICE) -> Iterator[None]:
             proc.join(timeout=10)
 
 
+def _dump_threads(node: NodeProcess) -> None:
+    """Stacks of every thread of the node (into its log, ``kill -USR2``) and of this process."""
+    if node.proc is not None:
+        node.proc.send_signal(signal.SIGUSR2)
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+
+
+def watch_for_stalls(
+    results: Sequence[StreamResult], threads: Sequence[threading.Thread], node: NodeProcess
+) -> int:
+    """Until the senders end: dump threads whenever no response came for ``STALL_DUMP_S``.
+
+    Returns the number of stalls seen.
+    """
+    stalls = 0
+    last_count, last_change = -1, time.monotonic()
+    while any(t.is_alive() for t in threads):
+        time.sleep(0.2)
+        count = sum(len(r.statuses) for r in results)
+        now = time.monotonic()
+        if count != last_count:
+            last_count, last_change = count, now
+        elif now - last_change >= STALL_DUMP_S:
+            stalls += 1
+            logger.warning("no C-STORE response for %.0f s after %d: dumping threads",
+                           STALL_DUMP_S, count)
+            _dump_threads(node)
+            last_change = float("inf")  # once per stall: re-armed by the next response
+    return stalls
+
+
 def send_concurrently(
-    chunks: Sequence[Sequence[Path]], port: int, dimse_timeout: float = SENDER_DIMSE_TIMEOUT_S
-) -> list[StreamResult]:
-    """One association per chunk, all at once; returns each association's statuses."""
+    chunks: Sequence[Sequence[Path]],
+    port: int,
+    dimse_timeout: float = SENDER_DIMSE_TIMEOUT_S,
+    node: NodeProcess | None = None,
+) -> tuple[list[StreamResult], int]:
+    """One association per chunk, all at once; returns each association's statuses and the
+    number of stalls (with ``node``, threads are dumped at each, see :func:`watch_for_stalls`)."""
     results = [StreamResult() for _ in chunks]
     threads = [
         threading.Thread(
@@ -123,9 +169,10 @@ def send_concurrently(
     ]
     for thread in threads:
         thread.start()
+    stalls = watch_for_stalls(results, threads, node) if node is not None else 0
     for thread in threads:
         thread.join(timeout=600)
-    return results
+    return results, stalls
 
 
 def make_workload(
@@ -195,6 +242,18 @@ def check(
     return problems
 
 
+def stored_after_timeout(node: NodeProcess, results: Sequence[StreamResult]) -> int:
+    """Associations whose unanswered instance the node nevertheless stored."""
+    pending = [sop_uid(r.statuses[-1][0]) for r in results
+               if r.error == "no response" and r.statuses]
+    if not pending:
+        return 0
+    marks = ",".join("?" * len(pending))
+    return int(node.query(
+        f"SELECT COUNT(*) AS n FROM instances WHERE sop_instance_uid IN ({marks})",
+        tuple(pending))[0]["n"])
+
+
 def settled(node: NodeProcess, pacs: PacsScp, workload: Workload) -> bool:
     """True once every T1 job is done and every output acknowledged by the PACS."""
     done = node.query("SELECT COUNT(*) AS n FROM jobs WHERE state = 'done'")[0]["n"]
@@ -233,7 +292,9 @@ def run_load(
     try:
         with cpu_burners(burners, burner_nice):
             started = time.monotonic()
-            results = send_concurrently(split(workload.paths, n_associations), node.port)
+            results, stalls = send_concurrently(
+                split(workload.paths, n_associations), node.port, node=node
+            )
             send_s = time.monotonic() - started
         if not any(r.error for r in results):  # else the workload never completes: report
             wait_for(lambda: settled(node, pacs, workload), drain_timeout_s, interval=0.5)
@@ -252,6 +313,8 @@ def run_load(
             done_jobs=node.query("SELECT COUNT(*) AS n FROM jobs WHERE state='done'")[0]["n"],
             outputs_received=len(pacs.received()),
             lost_responses=sum(1 for r in results if r.error == "no response"),
+            stored_after_timeout=stored_after_timeout(node, results),
+            stalls=stalls,
             burners=burners,
             problems=problems,
         )

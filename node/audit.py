@@ -30,8 +30,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["AuditLog", "UidHashingFilter", "ValueWithholdingFilter", "hash_uid",
            "withhold_values", "withhold_values_in_logs"]
 
-QUOTED: Final = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
-"""A quoted value inside a message (how pydicom and repr() show attribute values)."""
+QUOTED: Final = re.compile(r"'(?:[^'\n]|'(?![\s,;:)\]}]|$))*'|\"[^\"\n]*\"")
+"""A quoted value inside a message (how pydicom and repr() show attribute values); a single
+quote inside a value (``'O'Brien'``) does not end it unless a delimiter follows."""
 WITHHELD: Final = "'…'"
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import psycopg
 
+from node.audit import withhold_values
 from node.pgdb import PostgresDatabase, is_postgres_url, redact_url
 from node.sqlitedb import SqliteDatabase
 
@@ -224,10 +225,14 @@ class Catalog:
         ``postgresql://`` URL: one durable queue for a node and any number of worker
         processes on any machines (:mod:`node.pgdb`).  The SQL is the same on both engines;
         writes are serialised on both.
+    keep_values
+        Keep quoted header values in routing reasons, job errors and events (a debug
+        setting); by default they are withheld as in the logs (:func:`node.audit.withhold_values`).
     """
 
-    def __init__(self, location: CatalogLocation) -> None:
+    def __init__(self, location: CatalogLocation, *, keep_values: bool = False) -> None:
         self.location = str(location)
+        self._keep_values = keep_values
         self._db: Any
         try:
             if isinstance(location, str) and is_postgres_url(location):
@@ -451,6 +456,7 @@ class Catalog:
         a good result's place.  ``not_before`` (epoch seconds) holds the new jobs back until
         then.
         """
+        reason = self._shown(reason)
         now = time.time()
         job_ids: list[int] = []
         with self._tx() as cur:
@@ -522,6 +528,7 @@ class Catalog:
 
     def supersede_queued(self, series_uid: str, analysis: str, reason: str) -> int:
         """Supersede the queued (not yet started) jobs of a series' analysis, with a reason."""
+        reason = self._shown(reason)
         now = time.time()
         with self._tx() as cur:
             cur.execute(
@@ -717,6 +724,7 @@ class Catalog:
 
     def fail_job(self, job: Job, error: str, retry_at: float | None) -> None:
         """Record a failure; re-queue at ``retry_at`` or mark failed for good."""
+        error = self._shown(error)
         with self._tx() as cur:
             if not self._owned(cur, job):
                 return
@@ -836,8 +844,16 @@ class Catalog:
 
     # ---------------------------------------------------------------- events and status
 
+    def _shown(self, text: str) -> str:
+        """``text`` as the catalog keeps it for the status endpoint and ``cmr-node status``:
+        quoted header values (descriptions, comments, names: free text that can hold patient
+        information) withheld, unless the catalog was opened with ``keep_values`` (the
+        ``[node] values_in_reasons`` debug setting)."""
+        return text if self._keep_values else withhold_values(text)
+
     def record_event(self, kind: str, series_uid: str | None, message: str) -> None:
         """Append a human-readable event (rejections, routing decisions, failures)."""
+        message = self._shown(message)
         with self._tx() as cur:
             cur.execute(
                 "INSERT INTO events(at, kind, series_instance_uid, message) VALUES (?,?,?,?)",
@@ -931,6 +947,7 @@ class Catalog:
         list of int
             The ids of the new jobs.
         """
+        reason = self._shown(reason)
         now = time.time()
         job_ids: list[int] = []
         with self._tx() as cur:

@@ -128,15 +128,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
     catalog = Catalog(settings.catalog_location)
     pool = WorkerPool(settings, catalog, on_outputs=lambda: None, role=args.name,
                       threads=args.threads)
+    warmed_up = threading.Event()
     try:
-        pool.start()
+        pool.start(ready=warmed_up)  # claims jobs once warmed up (see WorkerPool.start)
     except WorkerNameInUseError as exc:
         logger.error("%s", exc)
         catalog.close()
         return 3
     available = sorted(frozenset(PLUGIN_NAMES) & settings.enabled_analyses())
     if (settings.worker_count if args.threads is None else args.threads) > 0:
-        start_warm_up(available, writer_settings(settings.manufacturer, settings.institution_name))
+        start_warm_up(available, writer_settings(settings.manufacturer, settings.institution_name),
+                      loaded=warmed_up)
+    else:
+        warmed_up.set()
     stopped = threading.Event()
     _on_stop_signals(stopped.set)
     stopped.wait()

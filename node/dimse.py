@@ -217,15 +217,15 @@ class AdmissionPolicy:
     Attributes
     ----------
     request_timeout_s
-        A connection whose first byte (or TLS handshake) has not come within this long is
-        closed without ever becoming an association.
+        A connection whose whole A-ASSOCIATE-RQ (over TLS: handshake and first byte) has not
+        come within this long is closed without ever becoming an association.
     max_waiting_per_address
-        Connections from one address waiting for their first byte; a newer one closes the
-        oldest (a scanner reconnecting is never locked out by its own or a prober's idle
+        Connections from one address waiting for their A-ASSOCIATE-RQ; a newer one closes
+        the oldest (a scanner reconnecting is never locked out by its own or a prober's idle
         connections).
     max_waiting
-        Connections waiting for their first byte, from all addresses together (the oldest
-        is closed).
+        Connections waiting for their A-ASSOCIATE-RQ, from all addresses together (the
+        oldest is closed).
     """
 
     request_timeout_s: float = 5.0
@@ -233,20 +233,38 @@ class AdmissionPolicy:
     max_waiting: int = 128
 
 
+#: PDU type of an A-ASSOCIATE-RQ (PS3.8 Section 9.3.2).
+A_ASSOCIATE_RQ = 0x01
+#: An A-ASSOCIATE-RQ longer than this is admitted once this much of it has arrived (it must
+#: fit the socket's receive buffer to be peeked at; a request with all 128 presentation
+#: contexts of a storage SCU is about 15 KB).
+ASSOCIATE_RQ_PEEK_LIMIT = 32 * 1024
+#: How often a connection that sent part of its A-ASSOCIATE-RQ is looked at again.
+PARTIAL_REQUEST_POLL_S = 0.01
+#: Connections the kernel completes while the accepting thread is busy (``listen`` backlog;
+#: socketserver's default of 5 makes a burst of idle connections drop a scanner's SYN, which
+#: TCP only retries after 1 s).
+LISTEN_BACKLOG = 128
+
+
 class AdmittingServer(NoDelayServer):
-    """An association server where only connections that speak take association slots.
+    """An association server where only connections that have asked take association slots.
 
     pynetdicom's server makes an :class:`~pynetdicom.association.Association` of every TCP
     connection at once; an idle one holds one of the AE's ``maximum_associations`` slots for
     the whole ACSE timeout, so twenty idle connections make every scanner's association be
-    rejected ("Local Limit Exceeded").  Here the connection's thread first waits up to
-    :attr:`AdmissionPolicy.request_timeout_s` for the peer's first byte (after the TLS
-    handshake, done here rather than in the accepting thread, where an idle TLS peer would
-    block every other connection); only then is the association made.  Connections waiting
-    so are bounded per address and in total, the oldest closed first.
+    rejected ("Local Limit Exceeded"), and so does a peer that sends one byte of a PDU and
+    stalls.  Here the connection's thread first waits up to
+    :attr:`AdmissionPolicy.request_timeout_s` for the peer's whole A-ASSOCIATE-RQ (read
+    ahead with ``MSG_PEEK``, so pynetdicom still reads it; over TLS, where nothing can be
+    peeked at, for the handshake, done here rather than in the accepting thread where an
+    idle TLS peer would block every other connection, and the first byte); only then is the
+    association made.  Connections waiting so are bounded per address and in total, the
+    oldest closed first.
     """
 
     policy = AdmissionPolicy()
+    request_queue_size = LISTEN_BACKLOG
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -267,7 +285,7 @@ class AdmittingServer(NoDelayServer):
         return client_socket, address
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        """Make an association of the connection once it has sent its first byte."""
+        """Make an association of the connection once its association request has arrived."""
         address = str(client_address[0]) if isinstance(client_address, tuple) else "?"
         if not self._admit(request, address):
             self.closed_unspoken += 1
@@ -276,24 +294,38 @@ class AdmittingServer(NoDelayServer):
         super().process_request_thread(request, client_address)
 
     def _register(self, sock: socket.socket, address: str) -> None:
-        evicted: list[socket.socket] = []
         policy = self.policy
         with self._waiting_lock:
             self._waiting[id(sock)] = (address, sock)
             same = [k for k, (a, _) in self._waiting.items() if a == address]
-            for key in same[: max(0, len(same) - policy.max_waiting_per_address)]:
-                evicted.append(self._waiting.pop(key)[1])
+            evicted = [self._waiting.pop(key)[1]
+                       for key in same[: max(0, len(same) - policy.max_waiting_per_address)]]
             while len(self._waiting) > policy.max_waiting:
                 evicted.append(self._waiting.popitem(last=False)[1][1])
-        for old in evicted:
+            # Under the lock: a connection taken out of the waiting set by its own thread to
+            # become an association (see _admit) is never shut down here.
+            for old in evicted:
+                with contextlib.suppress(OSError):
+                    old.shutdown(socket.SHUT_RDWR)  # wakes its thread, which closes it
+        for _ in evicted:
             logger.info("connection from %s closed: too many connections waiting to associate",
                         address)
-            with contextlib.suppress(OSError):
-                old.shutdown(socket.SHUT_RDWR)  # wakes its thread, which closes it
 
     def _admit(self, sock: socket.socket, address: str) -> bool:
-        """Whether the peer sent its first byte in time (False: closed, timed out, evicted)."""
+        """Whether the peer sent its association request in time (False: closed, timed out,
+        evicted)."""
         self._register(sock, address)
+        try:
+            asked = self._wait_for_request(sock, address)
+        finally:
+            with self._waiting_lock:
+                still_waiting = self._waiting.pop(id(sock), None) is not None
+            with contextlib.suppress(OSError):
+                sock.settimeout(None)
+        return asked and still_waiting  # else evicted meanwhile (and shut down)
+
+    def _wait_for_request(self, sock: socket.socket, address: str) -> bool:
+        """Wait up to the request timeout for the peer's association request (see class)."""
         deadline = time.monotonic() + self.policy.request_timeout_s
         try:
             sock.settimeout(self.policy.request_timeout_s)
@@ -312,12 +344,44 @@ class AdmittingServer(NoDelayServer):
                     continue
                 if isinstance(sock, ssl.SSLSocket):
                     return True  # pynetdicom reads the record; a closed peer ends there
-                return sock.recv(1, socket.MSG_PEEK) != b""
+                arrived = _request_arrived(sock)
+                if arrived is not None:
+                    return arrived
+                time.sleep(min(PARTIAL_REQUEST_POLL_S, max(0.0, left)))
         except (OSError, ValueError) as exc:  # reset, evicted (fd closed), TLS failure
             logger.info("connection from %s closed before associating: %s", address, exc)
             return False
-        finally:
-            with self._waiting_lock:
-                self._waiting.pop(id(sock), None)
-            with contextlib.suppress(OSError):
-                sock.settimeout(None)
+
+
+def _request_arrived(sock: socket.socket) -> bool | None:
+    """Look at what a silent-until-now peer sent, without taking it off the socket.
+
+    Returns True once a whole A-ASSOCIATE-RQ (or up to :data:`ASSOCIATE_RQ_PEEK_LIMIT` of
+    it), or any other PDU type, has arrived (pynetdicom answers the latter), False when
+    the peer closed the connection (before completing its request), None while a request
+    is still incomplete.
+    """
+    try:
+        head = sock.recv(6, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:  # woken without data
+        return None
+    if head == b"":
+        return False
+    if head[0] != A_ASSOCIATE_RQ:
+        return True
+    if len(head) >= 6:
+        needed = min(6 + int.from_bytes(head[2:6], "big"), ASSOCIATE_RQ_PEEK_LIMIT)
+        if len(sock.recv(needed, socket.MSG_PEEK | socket.MSG_DONTWAIT)) >= needed:
+            return True
+    return False if _peer_closed(sock) else None
+
+
+def _peer_closed(sock: socket.socket) -> bool:
+    """Whether the peer has shut its side down (its unread bytes can then never complete a
+    request); Linux tells by ``POLLRDHUP``, elsewhere the request timeout ends the wait."""
+    rdhup = getattr(select, "POLLRDHUP", 0)
+    if not rdhup:
+        return False
+    poller = select.poll()
+    poller.register(sock, rdhup)
+    return any(events & (rdhup | select.POLLHUP) for _, events in poller.poll(0))

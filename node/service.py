@@ -35,10 +35,25 @@ logger = logging.getLogger(__name__)
 
 
 def route_reason(decision: RouteDecision) -> str:
-    """One line per analysis: matched, or the deciding reasons it was not."""
+    """One line per analysis: matched, or the deciding reasons it was not.
+
+    Analysis names, rule names and condition ids, which come from the routing rules, are
+    given unquoted: the catalog withholds every quoted text (header values such as a
+    description or Image Comments, see :class:`node.catalog.Catalog`), and these must stay
+    readable in the status.
+    """
     reasons = [trace.summary() for trace in decision.traces]
     reasons.extend(decision.warnings)
-    return "; ".join(reasons) or "; ".join(decision.explanation)
+    text = "; ".join(reasons) or "; ".join(decision.explanation)
+    names: set[str] = set()
+    for trace in decision.traces:
+        names.add(trace.analysis)
+        if trace.matched_rule:
+            names.add(trace.matched_rule)
+        names.update(r.condition_id for r in (*trace.require, *trace.identify, *trace.reject))
+    for name in sorted(names, key=len, reverse=True):
+        text = text.replace(f"'{name}'", name)
+    return text
 
 
 def read_headers(paths: list[Path]) -> list[Dataset]:
@@ -169,7 +184,8 @@ class Node:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.catalog = Catalog(settings.catalog_location)
+        self.catalog = Catalog(settings.catalog_location,
+                               keep_values=settings.values_in_reasons)
         self.rules: RuleSet = load_rules(settings.rules_file)
         self.available = frozenset(PLUGIN_NAMES) & settings.enabled_analyses()
         self.audit = AuditLog(settings.data_dir / "logs" / AUDIT_FILE)
@@ -201,13 +217,14 @@ class Node:
     def start(self) -> None:
         """Start every part; work left by a previous run resumes."""
         reconcile_spool(self.settings.spool_dir, self.catalog)
+        warmed_up = threading.Event()  # workers claim jobs once the analyses are loaded
         self.sender.start()
-        self.workers.start()
+        self.workers.start(ready=warmed_up)
         self.tracker.start()
         self.listener.start()
         if self.settings.worker_count > 0:  # after the listener: accepting is not delayed
             start_warm_up(sorted(self.available), writer_settings(
-                self.settings.manufacturer, self.settings.institution_name))
+                self.settings.manufacturer, self.settings.institution_name), loaded=warmed_up)
         if self.status is not None:
             self.status.start()
         if self.settings.worker_count == 0:

@@ -149,6 +149,9 @@ class Settings:
     log_level: str = "INFO"
     log_uids: str = "plain"
     """``"plain"`` or ``"hashed"``: DICOM UIDs in the ordinary log (node.audit)."""
+    values_in_reasons: bool = False
+    """Debug: keep quoted header values (free text) in the routing reasons, job errors and
+    events the catalog and status show (withheld by default, as in the logs)."""
     sender: SenderSettings = field(default_factory=SenderSettings)
     listener: ListenerSettings = field(default_factory=ListenerSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -388,6 +391,7 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         rules_file=path(rules) if rules else None,
         log_level=str(node.get("log_level", "INFO")).upper(),
         log_uids=_choice(node.get("log_uids", "plain"), ("plain", "hashed"), "node.log_uids"),
+        values_in_reasons=bool(node.get("values_in_reasons", False)),
         sender=SenderSettings(
             retry_initial_s=float(sender.get("retry_initial_s", 2.0)),
             retry_max_s=float(sender.get("retry_max_s", 300.0)),

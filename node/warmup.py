@@ -75,11 +75,23 @@ class _QuietRehearsal(logging.Filter):
         return record.levelno >= logging.WARNING or record.thread != self._ident
 
 
-def warm_up_analyses(names: Sequence[str], writer: WriterSettings) -> float:
+def warm_up_analyses(names: Sequence[str], writer: WriterSettings,
+                     loaded: threading.Event | None = None) -> float:
     """Load the named analyses and rehearse their first run; returns the seconds taken.
 
     Failures are logged, not raised: the first real series meets and reports them. The
     rehearsal's own INFO lines are left out of the log; one line reports the warm-up.
+
+    Parameters
+    ----------
+    names
+        Analyses to load and rehearse.
+    writer
+        Settings of the rehearsal's (discarded) outputs.
+    loaded
+        Set once the analyses' modules and weights are loaded (also when loading failed), before
+        the rehearsal: workers wait for it, because importing torch and reading weights holds
+        the interpreter long enough to starve their heartbeats.
     """
     started = time.perf_counter()
     quiet = _QuietRehearsal(threading.current_thread())
@@ -87,6 +99,11 @@ def warm_up_analyses(names: Sequence[str], writer: WriterSettings) -> float:
     for handler in handlers:
         handler.addFilter(quiet)
     try:
+        try:
+            load_plugins(names)
+        finally:
+            if loaded is not None:
+                loaded.set()
         _rehearse(names, writer)
     finally:
         for handler in handlers:
@@ -97,7 +114,6 @@ def warm_up_analyses(names: Sequence[str], writer: WriterSettings) -> float:
 
 
 def _rehearse(names: Sequence[str], writer: WriterSettings) -> None:
-    load_plugins(names)
     with tempfile.TemporaryDirectory(prefix="cmr-node-warm-up-") as tmp:
         for name in names:
             make = PHANTOM_SERIES.get(name)
@@ -110,9 +126,10 @@ def _rehearse(names: Sequence[str], writer: WriterSettings) -> None:
                 logger.warning("warm-up run of analysis %s failed", name, exc_info=True)
 
 
-def start_warm_up(names: Sequence[str], writer: WriterSettings) -> threading.Thread:
+def start_warm_up(names: Sequence[str], writer: WriterSettings,
+                  loaded: threading.Event | None = None) -> threading.Thread:
     """Run :func:`warm_up_analyses` in a background (daemon) thread."""
-    thread = threading.Thread(target=warm_up_analyses, args=(list(names), writer),
+    thread = threading.Thread(target=warm_up_analyses, args=(list(names), writer, loaded),
                               name="warm-up", daemon=True)
     thread.start()
     return thread

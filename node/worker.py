@@ -111,8 +111,17 @@ class WorkerPool:
         self._running_lock = threading.Lock()
         self.jobs_done = 0
 
-    def start(self) -> None:
+    def start(self, ready: threading.Event | None = None) -> None:
         """Hold the worker name, resume this worker's interrupted jobs, start the threads.
+
+        Parameters
+        ----------
+        ready
+            Set once the analyses are warmed up (:func:`plugins.warm_up`); the threads claim
+            no job before.  Warming up imports torch and loads weights, which holds the GIL
+            for seconds at a time under CPU load (7 s measured at a load of 18): a job
+            claimed meanwhile could not be heartbeated and would lose its lease to another
+            worker although this one is alive.  None: claim at once.
 
         Raises
         ------
@@ -133,7 +142,8 @@ class WorkerPool:
             logger.info("re-queued %d jobs interrupted by the previous stop", resumed)
         for i in range(self._thread_count):
             thread = threading.Thread(
-                target=self._loop, args=(f"{self.name}#{i}",), name=f"worker-{i}", daemon=True
+                target=self._loop, args=(f"{self.name}#{i}", ready), name=f"worker-{i}",
+                daemon=True,
             )
             thread.start()
             self._threads.append(thread)
@@ -155,7 +165,9 @@ class WorkerPool:
             thread.join(timeout=timeout)
         self._threads.clear()
 
-    def _loop(self, worker: str) -> None:
+    def _loop(self, worker: str, ready: threading.Event | None = None) -> None:
+        while ready is not None and not ready.is_set() and not self._stop.is_set():
+            ready.wait(IDLE_POLL_S)
         while not self._stop.is_set():
             try:
                 job = self._catalog.claim_job(worker=worker)
@@ -181,11 +193,18 @@ class WorkerPool:
     def _lease_loop(self) -> None:
         """Heartbeat this process's running jobs; re-queue jobs of silent workers."""
         period = self._settings.job_lease_s / 4
+        last = time.monotonic()
         while not self._stop.wait(period):
             try:
                 with self._running_lock:
                     running = sorted(self._running)
                 self._catalog.heartbeat(running, self.name)
+                now = time.monotonic()
+                if running and now - last > self._settings.job_lease_s / 2:
+                    logger.warning("worker %s: heartbeat of jobs %s %.1f s after the previous"
+                                   " one (lease %.0f s)", self.name, running, now - last,
+                                   self._settings.job_lease_s)
+                last = now
                 requeued = self._catalog.requeue_stale(self._settings.job_lease_s)
             except Exception:
                 logger.exception("worker %s: heartbeat failed; retrying", self.name)

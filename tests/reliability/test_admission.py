@@ -6,7 +6,9 @@ scanner would reach it.
 
 from __future__ import annotations
 
+import os
 import select
+import signal
 import socket
 import time
 from pathlib import Path
@@ -14,6 +16,9 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 from pynetdicom import AE
+from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
+from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from tests.hardening.util import write_brain_series
@@ -83,6 +88,93 @@ def test_fifty_idle_connections_do_not_keep_a_scanner_out(tmp_path: Path) -> Non
         assert node.query("SELECT COUNT(*) AS n FROM instances")[0]["n"] == 1
     finally:
         for sock in idle:
+            sock.close()
+        node.stop()
+
+
+MAX_ASSOCIATIONS = 4
+"""A small association limit, so that a few connections holding slots would show."""
+
+
+def _associate_rq(called: str = "CMRNODE") -> bytes:
+    """The bytes of an A-ASSOCIATE-RQ for Verification (as a scanner sends it)."""
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title = "SCANNER"
+    primitive.called_ae_title = called
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = 16382
+    primitive.user_information = [max_length]
+    context = build_context(Verification)
+    context.context_id = 1
+    primitive.presentation_context_definition_list = [context]
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    return bytes(pdu.encode())
+
+
+def test_one_byte_stallers_hold_no_slot_and_are_closed(tmp_path: Path) -> None:
+    """Peers that send the first byte of an A-ASSOCIATE-RQ and stall (more of them than
+    association slots, from several addresses) keep no scanner out and are closed after the
+    request timeout, not the ACSE timeout (30 s)."""
+    [path] = write_brain_series(tmp_path / "in", 19, 1)
+    node = _node(tmp_path, f"max_associations = {MAX_ASSOCIATIONS}\n").start(timeout=120)
+    stallers: list[socket.socket] = []
+    try:
+        for k in range(3 * MAX_ASSOCIATIONS):  # 127.0.0.2.. : under the per-address limit
+            sock = socket.socket()
+            sock.bind((f"127.0.0.{2 + k % 3}", 0))
+            sock.connect(("127.0.0.1", node.port))
+            sock.sendall(_associate_rq()[:1])
+            stallers.append(sock)
+        time.sleep(0.5)  # every staller has sent its byte
+        assert _store_one(node.port, path) == 0
+        assert wait_for(lambda: all(_closed_by_peer(s) for s in stallers),
+                        timeout=REQUEST_TIMEOUT_S * 3)
+    finally:
+        for sock in stallers:
+            sock.close()
+        node.stop()
+
+
+def test_an_association_request_sent_in_pieces_is_answered(tmp_path: Path) -> None:
+    """A request that arrives in parts within the request timeout becomes an association."""
+    node = _node(tmp_path).start(timeout=120)
+    raw = _associate_rq()
+    try:
+        with socket.create_connection(("127.0.0.1", node.port), timeout=10) as sock:
+            sock.sendall(raw[:1])
+            time.sleep(0.4)
+            sock.sendall(raw[1:20])
+            time.sleep(0.4)
+            sock.sendall(raw[20:])
+            answer = sock.recv(1)
+            assert answer == b"\x02"  # A-ASSOCIATE-AC
+    finally:
+        node.stop()
+
+
+def test_a_burst_of_connections_is_queued_while_the_listener_is_busy(tmp_path: Path) -> None:
+    """Connections made while the node cannot accept (stopped here) are completed by the
+    kernel, a scanner's among them: none waits for TCP to re-send its SYN (after 1 s)."""
+    [path] = write_brain_series(tmp_path / "in", 20, 1)
+    node = _node(tmp_path).start(timeout=120)
+    assert node.proc is not None
+    held: list[socket.socket] = []
+    os.kill(node.proc.pid, signal.SIGSTOP)
+    try:
+        for _ in range(IDLE_CONNECTIONS):
+            sock = socket.socket()
+            sock.settimeout(2.0)  # longer than a retried SYN: a dropped one fails here
+            sock.connect(("127.0.0.1", node.port))
+            held.append(sock)
+    finally:
+        os.kill(node.proc.pid, signal.SIGCONT)
+    try:
+        assert len(held) == IDLE_CONNECTIONS
+        assert _store_one(node.port, path) == 0
+    finally:
+        for sock in held:
             sock.close()
         node.stop()
 
