@@ -656,7 +656,10 @@ class StorageListener:
             self._catalog.record_event(
                 "association_rejected",
                 None,
-                f"calling AE {requestor.ae_title!r} from {requestor.address} rejected",
+                # AE titles name devices, not patients: shown unquoted so they stay readable.
+                f"calling AE {requestor.ae_title.strip() or '(blank)'} to called AE"
+                f" {event.assoc.acceptor.ae_title.strip() or '(blank)'}"
+                f" from {requestor.address} rejected",
             )
 
     def _association_released(self, event: Any) -> None:

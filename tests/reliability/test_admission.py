@@ -204,7 +204,7 @@ def test_a_wrong_called_ae_title_is_rejected(tmp_path: Path) -> None:
         assert assoc.is_rejected and not assoc.is_established
         assert node.echo_ok()  # the right one is accepted
         rejected = node.query("SELECT message FROM events WHERE kind='association_rejected'")
-        assert rejected
+        assert any("called AE WRONG" in e["message"] for e in rejected), rejected
     finally:
         node.stop()
 
