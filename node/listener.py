@@ -636,6 +636,9 @@ class StorageListener:
 
     def _log_association(self, event: Any, outcome: str) -> None:
         requestor = event.assoc.requestor
+        # The title the peer asked for (A-ASSOCIATE-RQ); the acceptor's own title when absent.
+        called = str(getattr(requestor.primitive, "called_ae_title", None)
+                     or event.assoc.acceptor.ae_title).strip()
         logger.info(
             "association %s: calling AE %s from %s:%s",
             outcome,
@@ -648,7 +651,7 @@ class StorageListener:
                 "association",
                 outcome=outcome,
                 calling_ae=requestor.ae_title,
-                called_ae=event.assoc.acceptor.ae_title,
+                called_ae=called,
                 address=requestor.address,
                 port=requestor.port,
             )
@@ -658,7 +661,7 @@ class StorageListener:
                 None,
                 # AE titles name devices, not patients: shown unquoted so they stay readable.
                 f"calling AE {requestor.ae_title.strip() or '(blank)'} to called AE"
-                f" {event.assoc.acceptor.ae_title.strip() or '(blank)'}"
+                f" {called or '(blank)'}"
                 f" from {requestor.address} rejected",
             )
 
