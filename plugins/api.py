@@ -315,6 +315,38 @@ class Provenance:
     model_sha256: str | None = None
 
 
+@dataclass(frozen=True)
+class Finding:
+    """A coded qualitative finding about the whole study (e.g. myocardial infarct present).
+
+    Written as a TID 1501 group of qualitative evaluations in the summary SR.
+
+    Attributes
+    ----------
+    key
+        Stable key (the ``extra`` entry of ``results.json`` holding the details).
+    concept, value
+        What was assessed and the answer (e.g. SCT 22298006 "Myocardial infarction",
+        SCT 52101004 "Present").
+    summary
+        One line a reader understands.
+    qualifiers
+        Further coded (concept, value) pairs: pattern, territory, certainty.
+    evidence
+        Sentences giving the facts the finding rests on.
+    measurements
+        The numbers it rests on.
+    """
+
+    key: str
+    concept: Code
+    value: Code
+    summary: str
+    qualifiers: tuple[tuple[Code, Code], ...] = ()
+    evidence: tuple[str, ...] = ()
+    measurements: tuple[Measurement, ...] = ()
+
+
 DISCLAIMER = (
     "Research software: not for diagnostic use until validated by the site. "
     "Automatically generated; review contours before relying on values."
@@ -343,6 +375,8 @@ class AnalysisResult:
         Algorithm, version, weights hash.
     extra
         JSON-serialisable details for ``results.json`` (per-segment tables etc.).
+    findings
+        Coded study-level findings.
     """
 
     analysis: str
@@ -353,6 +387,8 @@ class AnalysisResult:
     qc_flags: tuple[QCFlag, ...]
     provenance: Provenance
     extra: Mapping[str, Any] = field(default_factory=dict)
+    findings: tuple[Finding, ...] = ()
+    """Coded study-level findings (e.g. the LGE infarct call)."""
 
     @property
     def has_failure(self) -> bool:

@@ -60,6 +60,7 @@ from plugins.lge.cine import (
     resample_to_frame,
     trigger_time,
 )
+from plugins.lge.infarct import InfarctAssessment, assess_infarct, infarct_finding
 from plugins.lge.quantify import (
     DEFAULT_N_SD,
     ENHANCED_LABELS,
@@ -584,6 +585,8 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     }
     if aha is not None:
         extra["aha"] = aha
+    infarct = _infarct(found, totals, spacing_mm, aha, flags, withheld, len(analysed))
+    extra["infarct"] = infarct.as_json()
     return AnalysisResult(
         analysis=NAME,
         series_instance_uid=series.series_instance_uid,
@@ -593,6 +596,37 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         qc_flags=tuple(flags),
         provenance=provenance,
         extra=extra,
+        findings=(infarct_finding(infarct),),
+    )
+
+
+_SCAR_QC: Final = frozenset({
+    QCCode.SEGMENTATION_UNCERTAIN, QCCode.SCAR_OUTSIDE_MYOCARDIUM, QCCode.LV_MASS_IMPLAUSIBLE,
+    QCCode.POOR_NULLING, QCCode.METHODS_DISAGREE, QCCode.REMOTE_NOT_FOUND,
+})
+"""QC codes that lower the confidence of the infarct call."""
+
+
+def _infarct(found: Sequence[Lesion], totals: Mapping[ScarMethod, Mapping[str, float]],
+             spacing_mm: float, aha: Mapping[str, Any] | None, flags: Sequence[QCFlag],
+             withheld: str | None, n_analysed: int) -> InfarctAssessment:
+    """The image-only infarct call (:mod:`plugins.lge.infarct`) of the analysed stack."""
+    net = totals[ScarMethod.NETWORK]
+    transmural = [s["max_transmurality_percent"] for s in (aha or {}).get("segments", {})
+                  .values() if s.get("max_transmurality_percent") is not None]
+    return assess_infarct(
+        found,
+        slab_mm=spacing_mm,
+        myocardium_volume_ml=net["myocardium_volume_ml"],
+        enhanced_volume_ml=net["scar_volume_ml"],
+        presence_percent=PRESENCE_PERCENT,
+        slices_analysed=n_analysed,
+        slices_not_segmented=sum(f.code == QCCode.SLICE_NOT_SEGMENTED for f in flags),
+        method_percents={str(m): totals[m]["percent"] for m in ScarMethod},
+        max_transmurality_percent=max(transmural) if transmural else None,
+        withheld_reason=withheld,
+        scar_warnings=sorted({f.code for f in flags if f.code in _SCAR_QC
+                              and f.severity is not Severity.INFO}),
     )
 
 
@@ -1117,6 +1151,10 @@ def _empty_result(series: LoadedSeries, flags: list[QCFlag], provenance: Provena
             ("scar_percent_lv_mass", codes.SCAR_EXTENT, codes.UCUM_PERCENT, Label.SCAR),
         )
     )
+    infarct = assess_infarct((), slab_mm=0.0, myocardium_volume_ml=0.0, enhanced_volume_ml=0.0,
+                             presence_percent=PRESENCE_PERCENT, slices_analysed=0,
+                             slices_not_segmented=sum(f.code == QCCode.SLICE_NOT_SEGMENTED
+                                                      for f in flags))
     return AnalysisResult(
         analysis=NAME,
         series_instance_uid=series.series_instance_uid,
@@ -1126,6 +1164,8 @@ def _empty_result(series: LoadedSeries, flags: list[QCFlag], provenance: Provena
         qc_flags=tuple(flags),
         provenance=provenance,
         extra={"display_name": "LGE scar", "slices": [],
-               "lge": {"contrast": str(contrast), "not_analysed_reason": reason}},
+               "lge": {"contrast": str(contrast), "not_analysed_reason": reason},
+               "infarct": infarct.as_json()},
+        findings=(infarct_finding(infarct),),
     )
 

@@ -152,6 +152,46 @@ LVRR_PROBABILITY: Final = Code(
     "lvrr-probability", PRIVATE_SCHEME, "Probability of LV reverse remodelling"
 )
 
+# Infarct call of an LGE study (issue 15).  Codes checked in pydicom 3.0's PS3.16 tables
+# (pydicom.sr._concepts_dict / _cid_dict): "Myocardial infarction" SCT 22298006 (CID 3121
+# Cardiac Diagnosis); presence values from CID 240 "Present-Absent-Undetermined" (Present
+# SCT 52101004, Absent SCT 272519000, Undetermined SCT 373068000); the ischaemic pattern as
+# "Ischemic heart disease" SCT 414545008 (CID 3727); certainty under DCM 111012 "Certainty of
+# Finding" (CID 6048) with SCT High 75540009 / Medium 255508009 / Low 62482003; coronary
+# arteries of the territory from CID 12292 (LAD SCT 59438005, RCA SCT 13647002, circumflex
+# SCT 57396003).  PS3.16 has no concept for a non-ischaemic enhancement pattern, for the
+# pattern itself or for a coronary territory: those are private.
+MYOCARDIAL_INFARCTION: Final = Code("22298006", "SCT", "Myocardial infarction")
+PRESENT: Final = Code("52101004", "SCT", "Present")
+ABSENT: Final = Code("272519000", "SCT", "Absent")
+UNDETERMINED: Final = Code("373068000", "SCT", "Undetermined")
+ISCHEMIC_HEART_DISEASE: Final = Code("414545008", "SCT", "Ischemic heart disease")
+NON_ISCHAEMIC_ENHANCEMENT: Final = Code(
+    "non-ischaemic-lge", PRIVATE_SCHEME, "Non-ischaemic late enhancement pattern"
+)
+MIXED_ENHANCEMENT: Final = Code(
+    "mixed-lge", PRIVATE_SCHEME, "Ischaemic and non-ischaemic late enhancement patterns"
+)
+NO_ENHANCEMENT: Final = Code("no-lge", PRIVATE_SCHEME, "No late enhancement pattern")
+LGE_PATTERN: Final = Code("lge-pattern", PRIVATE_SCHEME, "Late enhancement pattern")
+CORONARY_TERRITORY: Final = Code("coronary-territory", PRIVATE_SCHEME, "Coronary territory")
+CERTAINTY_OF_FINDING: Final = Code("111012", "DCM", "Certainty of Finding")
+HIGH: Final = Code("75540009", "SCT", "High")
+MEDIUM: Final = Code("255508009", "SCT", "Medium")
+LOW: Final = Code("62482003", "SCT", "Low")
+LEFT_ANTERIOR_DESCENDING_ARTERY: Final = Code(
+    "59438005", "SCT", "Left anterior descending coronary artery"
+)
+RIGHT_CORONARY_ARTERY: Final = Code("13647002", "SCT", "Right coronary artery")
+CIRCUMFLEX_CORONARY_ARTERY: Final = Code("57396003", "SCT", "Circumflex coronary artery")
+INFARCT_PROBABILITY: Final = Code(
+    "infarct-probability", PRIVATE_SCHEME, "Probability of myocardial infarction (site model)"
+)
+ENHANCED_VOLUME_ISCHAEMIC: Final = Code(
+    "ischaemic-lge-percent", PRIVATE_SCHEME,
+    "Subendocardial or transmural enhancement (% of LV myocardium)"
+)
+
 # Statistics (CID 7464), written under the concept name "Derivation"
 DERIVATION: Final = Code("121401", "DCM", "Derivation")
 MEAN: Final = Code("373098007", "SCT", "Mean")

@@ -1,0 +1,154 @@
+"""The image-only infarct call: rule on constructed lesions, then on LGE phantoms."""
+
+from __future__ import annotations
+
+import pytest
+
+from plugins.api import AnalysisResult
+from plugins.lge import analyse
+from plugins.lge.infarct import (
+    Aetiology,
+    Confidence,
+    InfarctCall,
+    assess_infarct,
+    infarct_finding,
+)
+from plugins.lge.quantify import Layer, Lesion
+from plugins.lib import codes
+from tests.plugins.test_lge import KnownLabels, Stack, _key, make_stack
+
+SLAB_MM = 10.0
+MYO_ML = 100.0
+
+
+def lesion(area_mm2: float, layer: Layer, segments: dict[int, int] | None = None,
+           at_insertion: bool = False) -> Lesion:
+    return Lesion(frame_index=0, area_mm2=area_mm2, layer=layer, segments=segments or {},
+                  septal_fraction=None, at_insertion=at_insertion)
+
+
+def call(found: list[Lesion], **kwargs: object):  # type: ignore[no-untyped-def]
+    options: dict[str, object] = {
+        "slab_mm": SLAB_MM, "myocardium_volume_ml": MYO_ML,
+        "enhanced_volume_ml": sum(x.area_mm2 for x in found) * SLAB_MM / 1000.0,
+        "presence_percent": 1.0, "slices_analysed": 8, "slices_not_segmented": 0,
+    }
+    options.update(kwargs)
+    return assess_infarct(found, **options)  # type: ignore[arg-type]
+
+
+def test_subendocardial_enhancement_in_one_territory_is_an_ischaemic_infarct() -> None:
+    # 500 mm2 x 10 mm = 5 ml = 5 % of 100 ml, all in LAD segments 1 and 7.
+    result = call([lesion(300.0, Layer.SUBENDOCARDIAL, {1: 30, 7: 10}),
+                   lesion(200.0, Layer.TRANSMURAL, {7: 25})])
+    assert result.call is InfarctCall.PRESENT
+    assert result.aetiology is Aetiology.ISCHAEMIC
+    assert result.territory == "LAD"
+    assert result.confidence is Confidence.HIGH
+    assert result.evidence is not None
+    assert result.evidence.ischaemic_volume_ml == pytest.approx(5.0)
+    assert result.evidence.ischaemic_percent == pytest.approx(5.0)
+    assert result.evidence.segments == (7, 1)
+
+
+@pytest.mark.parametrize("layer", [Layer.MID_WALL, Layer.SUBEPICARDIAL])
+def test_non_ischaemic_layers_are_not_an_infarct(layer: Layer) -> None:
+    result = call([lesion(800.0, layer, {3: 40})])
+    assert result.call is InfarctCall.ABSENT
+    assert result.aetiology is Aetiology.NON_ISCHAEMIC
+    assert result.evidence is not None and result.evidence.non_ischaemic_percent == \
+        pytest.approx(8.0)
+
+
+def test_transmural_enhancement_confined_to_the_insertion_point_is_not_an_infarct() -> None:
+    result = call([lesion(400.0, Layer.TRANSMURAL, {2: 10}, at_insertion=True)])
+    assert result.call is InfarctCall.ABSENT
+    assert result.aetiology is Aetiology.NON_ISCHAEMIC
+
+
+def test_enhancement_below_the_rule_is_absent_with_lowered_confidence() -> None:
+    # 0.6 % < 1 %: absent, but within a factor 2 of the rule.
+    result = call([lesion(60.0, Layer.SUBENDOCARDIAL, {4: 5})])
+    assert result.call is InfarctCall.ABSENT
+    assert result.confidence is Confidence.MEDIUM
+    assert any("factor" in r for r in result.confidence_reasons)
+
+
+def test_failed_slices_make_a_negative_study_indeterminate_never_absent() -> None:
+    result = call([], slices_not_segmented=2)
+    assert result.call is InfarctCall.INDETERMINATE
+    assert result.qc_state == "partial"
+    assert result.confidence is Confidence.LOW
+
+
+def test_failed_slices_do_not_remove_an_infarct_seen_elsewhere() -> None:
+    result = call([lesion(500.0, Layer.TRANSMURAL, {4: 30})], slices_not_segmented=1)
+    assert result.call is InfarctCall.PRESENT
+    assert result.territory == "RCA"
+    assert result.confidence is Confidence.MEDIUM
+
+
+def test_nothing_segmented_or_scar_withheld_is_indeterminate() -> None:
+    assert call([], slices_analysed=0, myocardium_volume_ml=0.0).call is \
+        InfarctCall.INDETERMINATE
+    withheld = call([lesion(900.0, Layer.TRANSMURAL)], withheld_reason="myocardium bright")
+    assert withheld.call is InfarctCall.INDETERMINATE
+    assert withheld.qc_state == "failed"
+
+
+def test_disagreeing_methods_and_spread_territories_lower_the_confidence() -> None:
+    result = call([lesion(300.0, Layer.TRANSMURAL, {1: 10, 4: 10, 5: 10})],
+                  method_percents={"network": 3.0, "n-SD": 0.2, "FWHM": 2.5})
+    assert result.call is InfarctCall.PRESENT
+    assert result.confidence is Confidence.LOW
+    assert len(result.confidence_reasons) == 2
+
+
+def test_finding_is_coded() -> None:
+    finding = infarct_finding(call([lesion(500.0, Layer.TRANSMURAL, {10: 5})]))
+    assert finding.concept == codes.MYOCARDIAL_INFARCTION
+    assert finding.value == codes.PRESENT
+    qualifiers = dict(finding.qualifiers)
+    assert qualifiers[codes.LGE_PATTERN] == codes.ISCHEMIC_HEART_DISEASE
+    assert qualifiers[codes.CORONARY_TERRITORY] == codes.RIGHT_CORONARY_ARTERY
+    assert qualifiers[codes.CERTAINTY_OF_FINDING] == codes.HIGH
+    assert infarct_finding(call([], slices_not_segmented=1)).value == codes.UNDETERMINED
+
+
+# ------------------------------------------------------------------------------ phantoms
+
+
+def _analysed(stack: Stack, segmenter: KnownLabels | None = None) -> AnalysisResult:
+    return analyse(stack.series, {"segmenter": segmenter or stack.segmenter})
+
+
+@pytest.mark.parametrize(("seed", "pattern", "territory"),
+                         [(2, "ischaemic_lad", "LAD"), (5, "ischaemic_rca", "RCA")])
+def test_phantom_infarcts_are_called_in_their_territory(seed: int, pattern: str,
+                                                        territory: str) -> None:
+    result = _analysed(make_stack(seed, pattern))
+    infarct = result.extra["infarct"]
+    assert infarct["call"] == InfarctCall.PRESENT
+    assert infarct["aetiology"] in (Aetiology.ISCHAEMIC, Aetiology.MIXED)
+    assert infarct["territory"] == territory
+    assert infarct["basis"] == "image only"
+    assert result.findings[0].value == codes.PRESENT
+
+
+@pytest.mark.parametrize(("seed", "pattern"),
+                         [(0, "midwall_septal"), (4, "subepicardial"), (3, "none")])
+def test_phantoms_without_infarct_are_called_absent(seed: int, pattern: str) -> None:
+    infarct = _analysed(make_stack(seed, pattern)).extra["infarct"]
+    assert infarct["call"] == InfarctCall.ABSENT
+    expected = Aetiology.NONE if pattern == "none" else Aetiology.NON_ISCHAEMIC
+    assert infarct["aetiology"] == expected
+
+
+def test_phantom_with_an_unsegmentable_slice_is_indeterminate() -> None:
+    stack = make_stack(3, "none")
+    table = dict(stack.segmenter.table)
+    del table[_key(stack.series.frames[4].pixels)]
+    result = _analysed(stack, KnownLabels(table))
+    assert result.extra["infarct"]["call"] == InfarctCall.INDETERMINATE
+    assert result.extra["infarct"]["qc_state"] == "partial"
+    assert result.findings[0].value == codes.UNDETERMINED
