@@ -8,6 +8,7 @@
 ``cmr-node send PATH... --port N``    send DICOM files to a peer (a scanner's role, for demos)
 ``cmr-node echo --port N``            C-ECHO a peer
 ``cmr-node radiomics train|export|lvrr``  rad-score training, cohort export, LVRR probability
+``cmr-node classify train``               site infarct model (clinical + LGE image features)
 """
 
 from __future__ import annotations
@@ -685,6 +686,9 @@ def build_parser() -> argparse.ArgumentParser:
     from node.cli_radiomics import add_radiomics_commands
 
     add_radiomics_commands(sub)
+    from node.cli_classify import add_classify_commands
+
+    add_classify_commands(sub)
 
     models = sub.add_parser("models", help="network weights of this site")
     models_sub = models.add_subparsers(dest="models_command", required=True)

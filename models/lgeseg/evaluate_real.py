@@ -18,6 +18,11 @@
   :data:`FAILED_DICE` (rejected slices included); *flagged* when the segmenter rejected it or
   its uncertainty exceeds the analysis' ``MAX_UNCERTAINTY``.  Counted: failed and flagged,
   failed but not flagged (silent failures), flagged but fine.
+- **Infarct call** (issue 15): per case the image-only call of
+  :func:`plugins.lge.infarct.assess_infarct` (wall layer of each lesion from the network
+  labels; no AHA segments, since the PNGs have no geometry), scored as accuracy (an
+  indeterminate call counts as wrong), sensitivity and specificity; the same rule on the
+  expert labels measures the rule apart from the segmentation.
 - **Sunnybrook** (CC0 real cine with LV / myocardium masks): slices segmented and
   myocardium Dice (cine, not LGE: a check of anatomy, not of scar).
 
@@ -40,7 +45,10 @@ import numpy as np
 import numpy.typing as npt
 
 from models.lgeseg.evaluate import regression
+from plugins.api import Label
 from plugins.lge.analysis import MAX_UNCERTAINTY, PRESENCE_PERCENT
+from plugins.lge.infarct import InfarctCall, assess_infarct
+from plugins.lge.quantify import Layer, Lesion, lesions
 from plugins.lge.segmenter import LgeContrast, LgeSegmenter
 
 logger = logging.getLogger(__name__)
@@ -85,6 +93,18 @@ class RealSlice:
     pred_myo_px: int
     pred_scar_px: int
     inference_ms: float | None
+    pred_lesions: tuple[tuple[str, float], ...] = ()
+    """(wall layer, area in pixels) of each network scar lesion."""
+    true_lesions: tuple[tuple[str, float], ...] = ()
+    """(wall layer, area in pixels) of each expert scar lesion."""
+
+
+def _layers(labels: npt.NDArray[np.uint8], myo: Sequence[int], scar: Sequence[int],
+            blood: int) -> tuple[tuple[str, float], ...]:
+    """(layer, area in pixels) of the scar lesions of a label image, as the analysis finds
+    them (square pixels: relative wall depth does not depend on their size)."""
+    found = lesions(0, np.isin(labels, scar), np.isin(labels, myo), labels == blood, (1.0, 1.0))
+    return tuple((str(lesion.layer), round(lesion.area_mm2, 2)) for lesion in found)
 
 
 def _dice(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
@@ -133,6 +153,9 @@ def score_slice(segmenter: LgeSegmenter, case: str, index: int,
         pred_myo_px=int(pred_myo.sum()) if segmented else 0,
         pred_scar_px=int(pred_scar.sum()) if segmented else 0,
         inference_ms=None if ms is None else float(ms),
+        pred_lesions=_layers(labels, OUR_MYO, OUR_SCAR, int(Label.LV_BLOOD_POOL))
+        if segmented else (),
+        true_lesions=_layers(truth, myo_truth, scar_truth, 1) if scar_truth else (),
     )
 
 
@@ -145,6 +168,41 @@ def evaluate_emidec(segmenter: LgeSegmenter, root: Path,
 
 def _mean(values: Sequence[float]) -> float | None:
     return round(float(np.mean(values)), 4) if values else None
+
+
+def case_call(rows: Sequence[RealSlice], *, truth: bool = False) -> InfarctCall:
+    """The image-only infarct call of one case from its slices (network or expert labels)."""
+    # Areas in pixels and a slab of 1000 "units": volumes in pixel-slabs, the same for every
+    # slice, so the per cent of the myocardium the call uses is exact.
+    found = [Lesion(r.slice_index, area, Layer(layer), {}, None, False)
+             for r in rows for layer, area in (r.true_lesions if truth else r.pred_lesions)]
+    return assess_infarct(
+        found, slab_mm=1000.0,
+        myocardium_volume_ml=float(sum(r.true_myo_px if truth else r.pred_myo_px for r in rows)),
+        enhanced_volume_ml=float(sum(r.true_scar_px if truth else r.pred_scar_px for r in rows)),
+        presence_percent=PRESENCE_PERCENT, slices_analysed=sum(
+            truth or r.segmented for r in rows),
+        slices_not_segmented=0 if truth else sum(not r.segmented for r in rows),
+    ).call
+
+
+def call_scores(cases: Sequence[tuple[bool, InfarctCall]]) -> dict[str, Any]:
+    """Accuracy, sensitivity, specificity (indeterminate counts as wrong) and coverage."""
+    infarcts = [c for truth, c in cases if truth]
+    normals = [c for truth, c in cases if not truth]
+    right = sum(c is InfarctCall.PRESENT for c in infarcts) + sum(
+        c is InfarctCall.ABSENT for c in normals)
+    decided = [(t, c) for t, c in cases if c is not InfarctCall.INDETERMINATE]
+    return {
+        "accuracy": round(right / len(cases), 4) if cases else None,
+        "sensitivity": round(sum(c is InfarctCall.PRESENT for c in infarcts) / len(infarcts), 4)
+        if infarcts else None,
+        "specificity": round(sum(c is InfarctCall.ABSENT for c in normals) / len(normals), 4)
+        if normals else None,
+        "indeterminate": len(cases) - len(decided),
+        "accuracy_of_decided": round(sum((c is InfarctCall.PRESENT) == t for t, c in decided)
+                                     / len(decided), 4) if decided else None,
+    }
 
 
 def summarise_emidec(slices: Sequence[RealSlice]) -> dict[str, Any]:
@@ -167,6 +225,8 @@ def summarise_emidec(slices: Sequence[RealSlice]) -> dict[str, Any]:
             "true_scar_percent": round(true_pct, 2),
             "predicted_scar_percent": round(pred_pct, 2),
             "predicted_infarct": pred_pct >= PRESENCE_PERCENT,
+            "infarct_call": str(case_call(rows)),
+            "infarct_call_on_expert_labels": str(case_call(rows, truth=True)),
         })
     failed = [not (r.myo_dice >= FAILED_DICE) for r in slices]
     flagged = [r.flagged for r in slices]
@@ -189,6 +249,10 @@ def summarise_emidec(slices: Sequence[RealSlice]) -> dict[str, Any]:
                                               for c in per_case])), 4) if per_case else None,
         "case_rule": f"infarct if network %scar >= {PRESENCE_PERCENT:g} % "
                      "(plugins.lge.analysis.PRESENCE_PERCENT; not chosen on this split)",
+        "infarct_call": call_scores([(c["infarct"], InfarctCall(c["infarct_call"]))
+                                     for c in per_case]),
+        "infarct_call_on_expert_labels": call_scores([
+            (c["infarct"], InfarctCall(c["infarct_call_on_expert_labels"])) for c in per_case]),
         "failure": {
             "failed_below_dice": FAILED_DICE,
             "flag_rule": f"rejected, or uncertainty > {MAX_UNCERTAINTY}",

@@ -1,0 +1,1 @@
+"""Site-trained infarct classifier: clinical variables and LGE image features (issue 15)."""
