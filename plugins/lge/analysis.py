@@ -143,6 +143,7 @@ class QCCode:
     CINE_FUSION = "cine_fusion"
     CINE_NOT_USED = "cine_not_used"
     FUSION_UNAVAILABLE = "fusion_model_unavailable"
+    INFARCT_MODEL_UNUSABLE = "infarct_model_unusable"
 
 
 class SegmentationMode(enum.StrEnum):
@@ -451,6 +452,11 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             network of :mod:`models.lgeseg.fusion_segmenter`).
         ``use_cine``
             ``False`` segments every slice from the LGE alone (default ``True``).
+        ``infarct_model`` / ``clinical`` / ``clinical_source``
+            A site infarct model (path or :class:`~plugins.lge.infarct_model.InfarctModel`,
+            ``cmr-node classify train``) and the study's clinical variables (name → number):
+            with both, ``extra["infarct"]["combined"]`` holds the model's probability of
+            infarction and its largest contributions; otherwise the reason there is none.
 
     Returns
     -------
@@ -586,7 +592,8 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     if aha is not None:
         extra["aha"] = aha
     infarct = _infarct(found, totals, spacing_mm, aha, flags, withheld, len(analysed))
-    extra["infarct"] = infarct.as_json()
+    combined = _combined_infarct(options, totals, analysed, spacing_mm, withheld, flags)
+    extra["infarct"] = {**infarct.as_json(), "combined": combined}
     return AnalysisResult(
         analysis=NAME,
         series_instance_uid=series.series_instance_uid,
@@ -596,7 +603,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         qc_flags=tuple(flags),
         provenance=provenance,
         extra=extra,
-        findings=(infarct_finding(infarct),),
+        findings=(infarct_finding(infarct, combined),),
     )
 
 
@@ -605,6 +612,51 @@ _SCAR_QC: Final = frozenset({
     QCCode.POOR_NULLING, QCCode.METHODS_DISAGREE, QCCode.REMOTE_NOT_FOUND,
 })
 """QC codes that lower the confidence of the infarct call."""
+
+
+def _combined_infarct(options: Mapping[str, Any],
+                      totals: Mapping[ScarMethod, Mapping[str, float]],
+                      analysed: Sequence[_Slice], spacing_mm: float, withheld: str | None,
+                      flags: list[QCFlag]) -> dict[str, Any]:
+    """The site model's probability of infarction from the clinical variables and the image
+    features (``options["infarct_model"]``, ``options["clinical"]``), or why there is none."""
+    from plugins.lge.infarct_model import (
+        NO_MODEL_MESSAGE,
+        InfarctModel,
+        InfarctModelError,
+        combined_probability,
+        load_infarct_model,
+    )
+
+    configured = options.get("infarct_model")
+    if not configured:
+        return {"available": False, "configured": False, "reason": NO_MODEL_MESSAGE}
+    clinical = options.get("clinical")
+    if not isinstance(clinical, Mapping) or not clinical:
+        return {"available": False, "configured": True,
+                "reason": "No clinical variables supplied for the study: the infarct call is "
+                          "from the images alone."}
+    if withheld is not None:
+        return {"available": False, "configured": True,
+                "reason": f"Image features withheld: {withheld}"}
+    net = totals[ScarMethod.NETWORK]
+    values = {
+        "scar_percent": net["percent"],
+        "enhanced_volume_ml": net["scar_volume_ml"],
+        "myocardium_volume_ml": net["myocardium_volume_ml"],
+        "lv_volume_ml": sum(s.area(s.lv_blood) for s in analysed) * spacing_mm / 1000.0,
+    }
+    try:
+        values |= {str(k): float(v) for k, v in clinical.items()}
+        model = configured if isinstance(configured, InfarctModel) \
+            else load_infarct_model(str(configured))
+        result = combined_probability(model, values)
+    except (InfarctModelError, TypeError, ValueError) as exc:
+        flags.append(QCFlag(QCCode.INFARCT_MODEL_UNUSABLE, Severity.WARNING,
+                            f"The site infarct model could not be applied: {exc}"))
+        return {"available": False, "configured": True, "reason": str(exc)}
+    return {**result.as_json(), "configured": True,
+            "clinical_source": options.get("clinical_source")}
 
 
 def _infarct(found: Sequence[Lesion], totals: Mapping[ScarMethod, Mapping[str, float]],

@@ -406,13 +406,19 @@ FINDING_KEY: Final = "infarct"
 """Key of the finding and of its ``extra`` entry in ``results.json``."""
 
 
-def infarct_finding(assessment: InfarctAssessment) -> Finding:
-    """The assessment as a coded finding: call, pattern, territory, certainty, evidence."""
+def infarct_finding(assessment: InfarctAssessment,
+                    combined: Mapping[str, Any] | None = None) -> Finding:
+    """The assessment as a coded finding: call, pattern, territory, certainty, evidence.
+
+    ``combined`` is the site model's block (``extra["infarct"]["combined"]``): its probability
+    becomes a measurement of the finding, or its reason a line of evidence.
+    """
     qualifiers: list[tuple[Code, Code]] = []
     if assessment.aetiology in _AETIOLOGY_CODES:
         qualifiers.append((codes.LGE_PATTERN, _AETIOLOGY_CODES[assessment.aetiology]))
     territory = assessment.territory
-    if assessment.call is InfarctCall.PRESENT and territory in _ARTERY_CODES:
+    if assessment.call is InfarctCall.PRESENT and territory is not None \
+            and territory in _ARTERY_CODES:
         qualifiers.append((codes.CORONARY_TERRITORY, _ARTERY_CODES[territory]))
     qualifiers.append((codes.CERTAINTY_OF_FINDING, _CONFIDENCE_CODES[assessment.confidence]))
     evidence = [*assessment.reasons, f"Rule: {assessment.rule}."]
@@ -435,6 +441,16 @@ def infarct_finding(assessment: InfarctAssessment) -> Finding:
             Measurement("infarct_ischaemic_percent", codes.ENHANCED_VOLUME_ISCHAEMIC,
                         round(e.ischaemic_percent, 2), codes.UCUM_PERCENT, Label.SCAR),
         ]
+    if combined is not None and combined.get("available"):
+        measurements.append(Measurement(
+            "infarct_probability_percent", codes.INFARCT_PROBABILITY,
+            round(100.0 * float(combined["probability"]), 1), codes.UCUM_PERCENT, Label.SCAR))
+        evidence.append(
+            f"Site model (sha256 {str(combined['model_sha256'])[:12]}, CV AUC "
+            f"{combined.get('model_cv_auc')}): probability {100 * combined['probability']:.0f} "
+            "% from the clinical variables and image features.")
+    elif combined is not None:
+        evidence.append(str(combined.get("reason")))
     return Finding(
         key=FINDING_KEY,
         concept=codes.MYOCARDIAL_INFARCTION,

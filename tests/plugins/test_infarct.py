@@ -152,3 +152,47 @@ def test_phantom_with_an_unsegmentable_slice_is_indeterminate() -> None:
     assert result.extra["infarct"]["call"] == InfarctCall.INDETERMINATE
     assert result.extra["infarct"]["qc_state"] == "partial"
     assert result.findings[0].value == codes.UNDETERMINED
+
+
+def test_site_model_combines_clinical_variables_with_the_image_features() -> None:
+    import numpy as np
+
+    from models.classify.train import CohortTable, train_infarct_model
+    from plugins.lge.infarct_model import NO_MODEL_MESSAGE
+
+    rng = np.random.default_rng(5)
+    features = ("troponin", "age", "scar_percent", "lv_volume_ml")
+    x = rng.standard_normal((120, 4)) * [1.0, 10.0, 5.0, 30.0] + [0.0, 60.0, 5.0, 150.0]
+    eta = 1.5 * (x[:, 0]) + 0.3 * (x[:, 2] - 5.0)
+    y = (rng.random(120) < 1 / (1 + np.exp(-eta))).astype(int)
+    model = train_infarct_model(CohortTable(features, x, y, "0" * 64),
+                                outcome_definition="infarct", bootstrap=20).model
+    stack = make_stack(2, "ischaemic_lad")
+    result = analyse(stack.series, {"segmenter": stack.segmenter, "infarct_model": model,
+                                    "clinical": {"troponin": 2.0, "age": 70},
+                                    "clinical_source": "test"})
+    combined = result.extra["infarct"]["combined"]
+    assert combined["available"] is True
+    contributions = combined["top_contributions"]
+    assert combined["log_odds"] == pytest.approx(
+        model.intercept + sum(c["contribution"] for c in contributions), abs=1e-3)
+    assert combined["probability"] == pytest.approx(1 / (1 + np.exp(-combined["log_odds"])),
+                                                    abs=1e-4)
+    assert {c["feature"] for c in contributions} == set(features)
+    sizes = [abs(c["contribution"]) for c in contributions]
+    assert sizes == sorted(sizes, reverse=True)
+    scar = next(c for c in contributions if c["feature"] == "scar_percent")
+    assert scar["value"] == pytest.approx(result.extra["lge"]["methods"]["network"]["percent"],
+                                          abs=0.01)
+    probability = [m for m in result.findings[0].measurements
+                   if m.name == codes.INFARCT_PROBABILITY]
+    assert probability and probability[0].value == pytest.approx(
+        100 * combined["probability"], abs=0.1)
+    # The image-only call is unchanged by the model and says so.
+    assert result.extra["infarct"]["basis"] == "image only"
+    alone = analyse(stack.series, {"segmenter": stack.segmenter})
+    assert alone.extra["infarct"]["combined"] == {
+        "available": False, "configured": False, "reason": NO_MODEL_MESSAGE}
+    assert alone.extra["infarct"]["call"] == result.extra["infarct"]["call"]
+    no_clinical = analyse(stack.series, {"segmenter": stack.segmenter, "infarct_model": model})
+    assert "No clinical variables" in no_clinical.extra["infarct"]["combined"]["reason"]
