@@ -43,6 +43,7 @@ from node.writers import (
     reference_range_text,
     weights_text,
 )
+from node.writers.explain import model_explanations
 from node.writers.seg import segment_tracking_uid, to_pydicom_code, used_segments
 from plugins.api import (
     DISCLAIMER,
@@ -75,6 +76,9 @@ QC_CONCEPTS: dict[Severity, PydicomCode] = {
     Severity.WARNING: PydicomCode("QC-WARNING", LOCAL_SCHEME, "Quality control warning"),
     Severity.FAILURE: PydicomCode("QC-FAILURE", LOCAL_SCHEME, "Quality control failure"),
 }
+CONTRIBUTIONS_CONCEPT = PydicomCode("CONTRIB", LOCAL_SCHEME,
+                                    "Largest contributions to a model output")
+"""The "why this number" text of a model-based value (:mod:`node.writers.explain`)."""
 MISSING_VALUE = codes.cid42.MeasurementFailure
 """Value of the qualitative evaluation that stands for a measurement without a value."""
 
@@ -641,6 +645,7 @@ def build_summary_report(
         _append_to_group(group, [_text(codes.DCM.Comment, reason) for reason in reasons])
         groups.append(group)
     groups.extend(_site_groups(result, definitions, algorithm))
+    groups.extend(finding_groups(result, algorithm))
     if not groups:
         groups.append(
             hd.sr.MeasurementsAndQualitativeEvaluations(
@@ -663,8 +668,51 @@ def build_summary_report(
     return _report_document(
         result,
         groups,
-        [qc_text(flag, result) for flag in result.qc_flags],
+        [*(qc_text(flag, result) for flag in result.qc_flags), *explanation_texts(result)],
         settings=settings,
         identity=identity,
         evidence=evidence,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Study-level findings and "why this number"
+# --------------------------------------------------------------------------------------------
+
+
+def finding_groups(
+    result: AnalysisResult, algorithm: hd.sr.AlgorithmIdentification
+) -> list[hd.sr.MeasurementsAndQualitativeEvaluations]:
+    """One TID 1501 group per coded finding of ``result`` (e.g. the infarct call).
+
+    The group's qualitative evaluations are the finding (concept = value, e.g. "Myocardial
+    infarction" = "Present") and its qualifiers (pattern, territory, certainty); its
+    measurements the numbers it rests on; comments the summary and evidence sentences.
+    """
+    groups = []
+    for finding in result.findings:
+        numbers, missing, reasons = _split_measurements(finding.measurements)
+        evaluations = [
+            hd.sr.QualitativeEvaluation(to_pydicom_code(concept), to_pydicom_code(value))
+            for concept, value in ((finding.concept, finding.value), *finding.qualifiers)
+        ]
+        group = hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=derived_uid(result.series_instance_uid, result.analysis,
+                                result.provenance.algorithm_version, "finding", finding.key),
+                identifier=f"{finding.key} finding",
+            ),
+            finding_type=to_pydicom_code(finding.concept),
+            algorithm_id=algorithm,
+            measurements=numbers or None,
+            qualitative_evaluations=[*evaluations, *missing],
+        )
+        _append_to_group(group, [_text(codes.DCM.Comment, text) for text in
+                                 (finding.summary, *finding.evidence, *reasons)])
+        groups.append(group)
+    return groups
+
+
+def explanation_texts(result: AnalysisResult) -> list[hd.sr.TextContentItem]:
+    """One TEXT item per model-based value: its largest contributions, largest first."""
+    return [_text(CONTRIBUTIONS_CONCEPT, item.text()) for item in model_explanations(result)]

@@ -29,6 +29,7 @@ from node.writers import (
     reference_range_text,
     weights_text,
 )
+from node.writers.explain import model_explanations
 from plugins.api import (
     DISCLAIMER,
     AnalysisResult,
@@ -387,6 +388,25 @@ def _region_lines(
     return lines
 
 
+def _finding_lines(result: AnalysisResult) -> list[_Line]:
+    """The study-level findings (e.g. the infarct call): summary, then evidence, small."""
+    lines = []
+    for finding in result.findings:
+        lines.append(_Line(finding.summary, TEXT, TEXT_SIZE, True))
+        lines += [_Line(text, MUTED, SMALL_SIZE, indent=INDENT) for text in finding.evidence]
+        lines += [_Line(text, indent=INDENT) for text in measurement_lines(finding.measurements)]
+    return lines
+
+
+def _explanation_lines(result: AnalysisResult) -> list[_Line]:
+    """"Why this number": each model-based value's largest contributions."""
+    items = model_explanations(result)
+    if not items:
+        return []
+    return [_Line("Why this number", TEXT, TEXT_SIZE, True),
+            *(_Line(item.text(), TEXT, SMALL_SIZE, indent=INDENT) for item in items)]
+
+
 def _readable(colour: tuple[int, int, int]) -> tuple[int, int, int]:
     """Return a segment colour, lightened if it would read poorly on the dark background."""
     luminance = 0.2126 * colour[0] + 0.7152 * colour[1] + 0.0722 * colour[2]
@@ -460,6 +480,7 @@ def render_summary(result: AnalysisResult, series: LoadedSeries) -> Image.Image:
     summary_lines += _region_lines(whole_regions, definitions) or [
         _Line("no series-level values", MUTED)
     ]
+    summary_lines += _finding_lines(result) + _explanation_lines(result)
     qc_lines = [_Line("Quality control", TEXT, TEXT_SIZE + 2, True)]
     qc_lines += [_flag_line(f, result) for f in result.qc_flags] or [_Line("no flags", MUTED)]
     contoured = [d.name for d in result.segments if d.label in _used(result)]
