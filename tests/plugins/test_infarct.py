@@ -196,3 +196,23 @@ def test_site_model_combines_clinical_variables_with_the_image_features() -> Non
     assert alone.extra["infarct"]["call"] == result.extra["infarct"]["call"]
     no_clinical = analyse(stack.series, {"segmenter": stack.segmenter, "infarct_model": model})
     assert "No clinical variables" in no_clinical.extra["infarct"]["combined"]["reason"]
+
+
+def test_real_data_evaluation_calls_each_case_from_its_slices() -> None:
+    from models.lgeseg.evaluate_real import RealSlice, call_scores, case_call
+
+    def row(index: int, segmented: bool, lesions: tuple[tuple[str, float], ...],
+            scar: int) -> RealSlice:
+        return RealSlice("Case_P001", index, segmented, None, 0.8, None, 0.1, False, 1000, 50,
+                         1000 if segmented else 0, scar, 5.0, lesions, lesions)
+
+    infarct = [row(0, True, (("subendocardial", 40.0),), 40), row(1, False, (), 0)]
+    assert case_call(infarct) is InfarctCall.PRESENT
+    hidden = [row(0, True, (), 0), row(1, False, (), 0)]
+    assert case_call(hidden) is InfarctCall.INDETERMINATE
+    midwall = [row(0, True, (("mid-wall", 40.0),), 40)]
+    assert case_call(midwall) is InfarctCall.ABSENT
+    scores = call_scores([(True, InfarctCall.PRESENT), (True, InfarctCall.INDETERMINATE),
+                          (False, InfarctCall.ABSENT), (False, InfarctCall.PRESENT)])
+    assert scores == {"accuracy": 0.5, "sensitivity": 0.5, "specificity": 0.5,
+                      "indeterminate": 1, "accuracy_of_decided": 0.6667}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from plugins.api import AnalysisResult
 from plugins.lge import analyse
 from plugins.lib.radiomics.lvrr import PUBLISHED_MODELS
 from plugins.t1map.texture import lvrr_assessment
+from tests.netutil import dciodvfy_errors
 from tests.plugins.test_lge import Stack, make_stack
 
 
@@ -119,3 +122,12 @@ def test_why_this_number_for_radscore_and_lvrr(combined: AnalysisResult) -> None
     assert total == pytest.approx(lvrr["log_odds"], abs=1e-6)
     sizes = [abs(c.contribution) for c in lvrr_terms.contributions]
     assert sizes == sorted(sizes, reverse=True)
+
+
+@pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="no dciodvfy")
+def test_summary_sr_with_the_finding_passes_dciodvfy(stack: Stack, combined: AnalysisResult,
+                                                     tmp_path: Path) -> None:
+    outputs = build_outputs(combined, stack.series, stack.datasets, settings=WriterSettings())
+    path = tmp_path / "sr.dcm"
+    {o.kind: o.dataset for o in outputs}[OutputKind.SR_SUMMARY].save_as(path)
+    assert dciodvfy_errors(path) == []
