@@ -435,9 +435,9 @@ def infarct_finding(assessment: InfarctAssessment,
         if e.territories:
             evidence.append("Coronary territories (Cerqueira 2002): " + ", ".join(
                 f"{k} {100 * v:.0f} %" for k, v in e.territories.items()) + ".")
+        evidence.insert(0, f"All late enhancement {e.enhanced_volume_ml:.1f} ml "
+                           f"({e.enhanced_percent:.1f} % of the LV myocardium).")
         measurements = [
-            Measurement("infarct_enhanced_volume_ml", codes.VOLUME,
-                        round(e.enhanced_volume_ml, 2), codes.UCUM_MILLILITER, Label.SCAR),
             Measurement("infarct_ischaemic_percent", codes.ENHANCED_VOLUME_ISCHAEMIC,
                         round(e.ischaemic_percent, 2), codes.UCUM_PERCENT, Label.SCAR),
         ]

@@ -247,4 +247,5 @@ def combined_probability(model: InfarctModel, values: Mapping[str, float]) -> Co
     log_odds = model.intercept + math.fsum(row[4] for row in rows)
     probability = 1.0 / (1.0 + math.exp(-log_odds)) if log_odds > -700 else 0.0
     ranked = tuple(sorted(rows, key=lambda row: (-abs(row[4]), row[0])))
-    return CombinedResult(probability, log_odds, ranked, model.sha256, model.training)
+    digest = model.sha256 or str(model_document(model)["sha256"])
+    return CombinedResult(probability, log_odds, ranked, digest, model.training)
