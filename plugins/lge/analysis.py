@@ -621,6 +621,7 @@ def _combined_infarct(options: Mapping[str, Any],
     """The site model's probability of infarction from the clinical variables and the image
     features (``options["infarct_model"]``, ``options["clinical"]``), or why there is none."""
     from plugins.lge.infarct_model import (
+        CLINICAL_FEATURES,
         NO_MODEL_MESSAGE,
         InfarctModel,
         InfarctModelError,
@@ -647,6 +648,10 @@ def _combined_infarct(options: Mapping[str, Any],
         "lv_volume_ml": sum(s.area(s.lv_blood) for s in analysed) * spacing_mm / 1000.0,
     }
     try:
+        unknown = sorted(str(k) for k in clinical if str(k) not in CLINICAL_FEATURES)
+        if unknown:
+            raise InfarctModelError(f"unknown clinical variable(s) {', '.join(unknown)}; "
+                                    f"known: {', '.join(CLINICAL_FEATURES)}")
         values |= {str(k): float(v) for k, v in clinical.items()}
         model = configured if isinstance(configured, InfarctModel) \
             else load_infarct_model(str(configured))

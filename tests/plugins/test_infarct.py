@@ -196,6 +196,11 @@ def test_site_model_combines_clinical_variables_with_the_image_features() -> Non
     assert alone.extra["infarct"]["call"] == result.extra["infarct"]["call"]
     no_clinical = analyse(stack.series, {"segmenter": stack.segmenter, "infarct_model": model})
     assert "No clinical variables" in no_clinical.extra["infarct"]["combined"]["reason"]
+    # A clinical value may not stand in for an image feature.
+    spoofed = analyse(stack.series, {"segmenter": stack.segmenter, "infarct_model": model,
+                                     "clinical": {"troponin": 2.0, "scar_percent": 0.0}})
+    assert spoofed.extra["infarct"]["combined"]["available"] is False
+    assert any(f.code == "infarct_model_unusable" for f in spoofed.qc_flags)
 
 
 def test_real_data_evaluation_calls_each_case_from_its_slices() -> None:
