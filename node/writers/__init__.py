@@ -14,8 +14,8 @@
     a Secondary Capture page (RGB, burned-in text) for viewers that show neither SEG nor SR.
 
 Every object belongs to the input study, is its own series with deterministic UIDs
-(:mod:`node.uids`: new ones for each analysis generation, see :class:`Lineage`), names the algorithm, its version and weights, and says it is not for
-diagnostic use.
+(:mod:`node.uids`: new ones for each analysis generation, see :class:`Lineage`), names the
+algorithm, its version and weights, and says it is not for diagnostic use.
 """
 
 from __future__ import annotations
