@@ -11,6 +11,8 @@ from the arrays the test edited and the stored map.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -21,7 +23,9 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from bench.latency import Completeness, write_t1map_study
-from tests.netutil import NodeProcess, PacsScp, free_port, send_files, wait_for
+from models.lgeseg.site_data import load_dicom_seg
+from plugins.api import Label
+from tests.netutil import REPO, NodeProcess, PacsScp, free_port, send_files, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -53,10 +57,10 @@ def _corrected_seg(node_seg_path: str, sources: list, rng: np.random.Generator
               str(item.SegmentedPropertyTypeCodeSequence[0].CodeValue))
              for item in node_seg.SegmentSequence]
     myo = types.index(MYOCARDIUM_TYPE)
-    # The reader removes 25 wall pixels of the first analysed image and adds 15 elsewhere.
+    # The reader removes 25 wall pixels of the first analysed image and adds 15 of background.
     frame = int(np.flatnonzero(ours[..., myo].any(axis=(1, 2)))[0])
     wall = np.argwhere(ours[frame, :, :, myo])
-    outside = np.argwhere(~ours[frame, :, :, myo])
+    outside = np.argwhere(~ours[frame].any(axis=-1))  # background of every segment
     for r, c in wall[rng.choice(len(wall), 25, replace=False)]:
         theirs[frame, r, c, myo] = False
     for r, c in outside[rng.choice(len(outside), 15, replace=False)]:
@@ -142,3 +146,16 @@ def test_a_corrected_seg_gives_an_agreement_record(tmp_path: Path) -> None:
         str(sources[0].StationName), "SCANNER_7", 1)
     assert scanner["median_dice"][myo] == pytest.approx(expected[myo], abs=1e-12)
     assert scanner["drift"] == []
+
+    # The corrected case is exported for site fine-tuning, in the layout it reads.
+    out = tmp_path / "export"
+    done = subprocess.run([sys.executable, "-m", "node", "corrections", "export", str(out),
+                           "--config", str(node.config_path)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    [case] = json.loads((out / "corrections.json").read_text())
+    assert dcmread(out / case["folder"] / "seg.dcm").SOPInstanceUID == corrected.SOPInstanceUID
+    pairs = {pair.name: pair for pair in load_dicom_seg(out)}
+    for index, ds in enumerate(sources):
+        wall = pairs[str(ds.SOPInstanceUID)].labels == int(Label.MYOCARDIUM)
+        assert np.array_equal(wall, theirs[myo][index])
