@@ -1037,9 +1037,9 @@ class Catalog:
         started before the new inputs and is re-queued anyway.  The series' generation goes
         up by one, as for a late instance: a running job of the old generation finishes as
         superseded, undelivered outputs of older generations are superseded, and the new
-        job writes outputs with the same (deterministic) UIDs, which replace the earlier
-        ones at the destinations.  Each re-queue is recorded as a ``reanalysis`` event with
-        ``reason``.
+        job writes new objects (new UIDs: :mod:`node.uids`) whose SRs reference the
+        delivered SRs they replace (:mod:`node.lineage`).  Each re-queue is recorded as a
+        ``reanalysis`` event with ``reason``.
 
         Returns
         -------
