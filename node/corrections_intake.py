@@ -41,8 +41,10 @@ from plugins.lib.codes import MYOCARDIUM, SCAR_TISSUE
 logger = logging.getLogger(__name__)
 
 SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-T1_ANALYSES = frozenset({"t1map", "molli"})
-"""Analyses whose stored source images are T1 maps (ms): ΔT1 is measured on them."""
+T1_ANALYSES = frozenset({"t1map"})
+"""Analyses whose stored source images are T1 maps (ms): ΔT1 is measured on them.  (A MOLLI
+fit's SEG references the node's own Parametric Maps, not a received series: a correction of
+it is not matched yet.)"""
 ROLE_CODES = {MYOCARDIUM_ROLE: (MYOCARDIUM.scheme, MYOCARDIUM.value),
               SCAR_ROLE: (SCAR_TISSUE.scheme, SCAR_TISSUE.value)}
 
