@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -83,3 +85,44 @@ def test_reader_segments_match_by_type_then_region_then_label() -> None:
               8: Segment(8, "Myo", ("SCT", "74281007"), None),
               9: Segment(9, "lv blood pool", blood, None)}
     assert match_segments(node, reader) == {1: 9, 2: 8, 3: 7}
+
+
+def test_status_and_metrics_show_a_drifting_scanner(
+    tmp_path: Path, catalog_location: str | Path
+) -> None:
+    from node.catalog import Catalog, InstanceRecord
+    from node.metrics import metrics_text
+    from node.status import corrections_report, format_report, status_report
+
+    catalog = Catalog(catalog_location)
+    catalog.record_instance(InstanceRecord("1.1", "1.3", "1.2", "1.2.840.10008.5.1.4.1.1.4",
+                                           None, tmp_path / "a.dcm", 1, "MR1AE", "MR", "T1",
+                                           None))
+    assert catalog.complete_series("1.3", 0)
+    [job_id] = catalog.route_series("1.3", 0, ["t1map"], "test")
+    values = [0.85] * 10 + [0.70] * 10
+    for i, value in enumerate(values):
+        assert catalog.record_correction({
+            "sop_instance_uid": f"9.{i}", "series_instance_uid": f"9.{i}", "path": "x",
+            "job_id": job_id, "source_series_uid": "1.3", "analysis": "t1map",
+            "station": "MR1", "calling_ae": "MR1AE", "reader_ae": "VIEWER", "creator": "R",
+            "received_at": 1000.0 + i,
+            "agreement": {"dice": {"LV myocardium": value}, "delta_t1_ms": 2.0,
+                          "delta_scar_percent": None, "images": 3},
+        })
+    assert not catalog.record_correction({
+        "sop_instance_uid": "9.0", "series_instance_uid": "9.0", "path": "x", "job_id": job_id,
+        "source_series_uid": "1.3", "analysis": "t1map", "received_at": 1.0,
+        "agreement": {"dice": {}}}), "the same SEG is recorded once"
+    assert [r["sop_instance_uid"] for r in catalog.corrections(limit=2)] == ["9.18", "9.19"]
+    [scanner] = corrections_report(catalog)
+    assert scanner["corrections"] == 20
+    assert scanner["median_dice"]["LV myocardium"] == pytest.approx(0.775)
+    assert scanner["median_delta_t1_ms"] == 2.0
+    assert len(scanner["drift"]) == 1 and "0.700" in scanner["drift"][0]
+    text = format_report(status_report(catalog))
+    assert "MR1 / MR1AE: 20 corrections" in text and "DRIFT WARNING LV myocardium" in text
+    metrics = metrics_text(catalog)
+    assert ('cmr_node_correction_drift{station="MR1",calling_ae="MR1AE",'
+            'segment="LV myocardium"} 1') in metrics
+    catalog.close()
