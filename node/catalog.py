@@ -112,6 +112,21 @@ CREATE TABLE IF NOT EXISTS outbox (
     UNIQUE (job_id, destination, sop_instance_uid)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);
+CREATE TABLE IF NOT EXISTS corrections (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    sop_instance_uid    TEXT NOT NULL UNIQUE,
+    series_instance_uid TEXT NOT NULL,
+    path                TEXT NOT NULL,
+    job_id              INTEGER NOT NULL REFERENCES jobs(id),
+    source_series_uid   TEXT NOT NULL,
+    analysis            TEXT NOT NULL,
+    station             TEXT,
+    calling_ae          TEXT,
+    reader_ae           TEXT,
+    creator             TEXT,
+    received_at         REAL NOT NULL,
+    agreement           TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     id                  INTEGER PRIMARY KEY AUTOINCREMENT,
     at                  REAL NOT NULL,
@@ -842,6 +857,90 @@ class Catalog:
                  "failed" if next_attempt_at is None else "pending", item_id),
             )
 
+    def delivered_outputs(
+        self, series_uid: str, analysis: str, before_generation: int, kinds: Sequence[str]
+    ) -> dict[str, Path]:
+        """The newest output of each kind that an older generation delivered.
+
+        Parameters
+        ----------
+        series_uid, analysis
+            The analysed series and analysis.
+        before_generation
+            Only jobs of a lower generation count.
+        kinds
+            Output kinds to look for (``"sr"``, ``"sr-summary"``, ...).
+
+        Returns
+        -------
+        dict of str to Path
+            By kind, the file of the newest older generation's output that at least one
+            destination accepted (outbox state ``sent``); kinds never delivered are absent.
+        """
+        found: dict[str, Path] = {}
+        for kind in kinds:
+            rows = self._query(
+                "SELECT o.path FROM outbox o JOIN jobs j ON j.id=o.job_id"
+                " WHERE j.series_instance_uid=? AND j.analysis=? AND j.generation<?"
+                " AND o.kind=? AND o.state='sent'"
+                " ORDER BY j.generation DESC, o.id DESC LIMIT 1",
+                (series_uid, analysis, before_generation, kind),
+            )
+            if rows:
+                found[kind] = Path(rows[0]["path"])
+        return found
+
+    # ---------------------------------------------------------------- reader corrections
+
+    def own_output(self, sop_instance_uid: str) -> bool:
+        """Whether an instance is one of the node's outputs (queued in the outbox)."""
+        return bool(self._query("SELECT 1 FROM outbox WHERE sop_instance_uid=? LIMIT 1",
+                                (sop_instance_uid,)))
+
+    def latest_segmentation(self, source_series_uid: str) -> dict[str, Any] | None:
+        """The newest done job of a series that wrote a SEG, with the SEG's file and UID."""
+        rows = self._query(
+            "SELECT j.id AS job_id, j.analysis, j.generation, j.result_dir, o.path,"
+            " o.sop_instance_uid FROM jobs j JOIN outbox o ON o.job_id=j.id"
+            " WHERE j.series_instance_uid=? AND j.state='done' AND o.kind='seg'"
+            " ORDER BY j.generation DESC, j.id DESC, o.id LIMIT 1",
+            (source_series_uid,),
+        )
+        return dict(rows[0]) if rows else None
+
+    def record_correction(self, record: dict[str, Any]) -> bool:
+        """Record a reader correction and its agreement; False if that SEG was recorded.
+
+        ``record`` holds the columns of the ``corrections`` table; ``agreement`` is a
+        JSON-ready mapping.
+        """
+        columns = ("sop_instance_uid", "series_instance_uid", "path", "job_id",
+                   "source_series_uid", "analysis", "station", "calling_ae", "reader_ae",
+                   "creator", "received_at")
+        values = [record.get(c) for c in columns] + [json.dumps(record["agreement"])]
+        with self._tx() as cur:
+            cur.execute(
+                f"INSERT INTO corrections({', '.join(columns)}, agreement)"
+                f" VALUES ({', '.join('?' * (len(columns) + 1))}) ON CONFLICT DO NOTHING",
+                values,
+            )
+            return bool(cur.rowcount == 1)
+
+    def corrections(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Recorded corrections, oldest first (the latest ``limit`` when given)."""
+        if limit is None:
+            rows = self._query("SELECT * FROM corrections ORDER BY received_at, id")
+        else:
+            rows = self._query(
+                "SELECT * FROM (SELECT * FROM corrections ORDER BY received_at DESC, id DESC"
+                " LIMIT ?) AS latest ORDER BY received_at, id", (limit,))
+        found = []
+        for row in rows:
+            item = dict(row)
+            item["agreement"] = json.loads(item["agreement"])
+            found.append(item)
+        return found
+
     # ---------------------------------------------------------------- events and status
 
     def _shown(self, text: str) -> str:
@@ -938,9 +1037,9 @@ class Catalog:
         started before the new inputs and is re-queued anyway.  The series' generation goes
         up by one, as for a late instance: a running job of the old generation finishes as
         superseded, undelivered outputs of older generations are superseded, and the new
-        job writes outputs with the same (deterministic) UIDs, which replace the earlier
-        ones at the destinations.  Each re-queue is recorded as a ``reanalysis`` event with
-        ``reason``.
+        job writes new objects (new UIDs: :mod:`node.uids`) whose SRs reference the
+        delivered SRs they replace (:mod:`node.lineage`).  Each re-queue is recorded as a
+        ``reanalysis`` event with ``reason``.
 
         Returns
         -------

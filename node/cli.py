@@ -684,11 +684,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_status)
 
     from node.cli_radiomics import add_radiomics_commands
+    from node.corrections_export import add_corrections_commands
 
     add_radiomics_commands(sub)
     from node.cli_classify import add_classify_commands
 
     add_classify_commands(sub)
+    add_corrections_commands(sub)
 
     models = sub.add_parser("models", help="network weights of this site")
     models_sub = models.add_subparsers(dest="models_command", required=True)

@@ -48,6 +48,7 @@ from pydicom.errors import InvalidDicomError
 
 from node import __version__
 from node.catalog import Catalog, InstanceRecord, OutboxItem, SeriesState
+from node.corrections_intake import record_correction_series
 from node.dicomweb import StowDelivery
 from node.pipeline import writer_settings
 from node.routing import RuleSet, load_rules
@@ -672,10 +673,12 @@ class OrthancNode:
         )
 
     def _route(self, series_uid: str, generation: int) -> list[int]:
-        return route_complete_series(
+        job_ids = route_complete_series(
             self.catalog, self.rules, self.available, series_uid, generation,
             self.settings.analysis_options,
         )
+        record_correction_series(self.catalog, series_uid)
+        return job_ids
 
     # ------------------------------------------------------------------ delivery
 

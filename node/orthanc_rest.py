@@ -10,7 +10,8 @@
 ``GET  /cmr-node/series/<id>``             what the node did with a series (Orthanc ID or UID)
 ``POST /cmr-node/series/<id>/rerun``       fetch and analyse a series again
 ``GET  /cmr-node/studies/<id>``            the same for every series of an Orthanc study
-``GET  /cmr-node/dashboard``               counts, queue, processing times, recent jobs, failures
+``GET  /cmr-node/dashboard``               counts, queue, processing times, recent jobs, failures,
+                                           reader corrections per scanner
 ``GET  /cmr-node/ui``                      the dashboard page (HTML)
 
 Errors are answered with the HTTP status only (404 unknown, 405 method, 409 conflict): the
@@ -32,7 +33,7 @@ from typing import Any
 
 from node import __version__
 from node.orthanc_node import IntakeState, OrthancNode
-from node.status import job_detail
+from node.status import corrections_report, job_detail
 
 logger = logging.getLogger(__name__)
 
@@ -535,6 +536,7 @@ class RestRoutes:
                 "outbox_problems": outbox_problems,
                 "intake": store.intake_rows(limit),
                 "events": self.node.catalog.recent_events(limit),
+                "corrections": corrections_report(self.node.catalog),
             }
         )
 

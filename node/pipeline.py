@@ -21,7 +21,7 @@ from node import __version__
 from node.catalog import OutputFile
 from node.loader import load_series_files
 from node.spool import write_atomic
-from node.writers import OutputObject, WriterError, WriterSettings, build_outputs
+from node.writers import Lineage, OutputObject, WriterError, WriterSettings, build_outputs
 from plugins import get_plugin
 from plugins.api import AnalysisError, AnalysisResult, LoadedSeries, Measurement, QCFlag
 
@@ -79,8 +79,12 @@ def run_analysis(
     analysis: str,
     options: Mapping[str, Any],
     settings: WriterSettings,
+    lineage: Lineage | None = None,
 ) -> PipelineRun:
     """Load a series from files, analyse it and build its DICOM outputs.
+
+    ``lineage`` is the analysis generation and the SRs the outputs replace (default: the
+    first analysis of the series, replacing nothing).
 
     Raises
     ------
@@ -98,7 +102,7 @@ def run_analysis(
     timings["analyse_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     try:
-        series, outputs = _build(result, series, sources, settings)
+        series, outputs = _build(result, series, sources, settings, lineage)
     except WriterError as exc:
         raise writer_failure(exc) from exc
     timings["write_s"] = time.perf_counter() - t2
@@ -119,6 +123,7 @@ def _build(
     series: LoadedSeries,
     sources: Sequence[Dataset],
     settings: WriterSettings,
+    lineage: Lineage | None = None,
 ) -> tuple[LoadedSeries, list[OutputObject]]:
     """The outputs of a result, and the series their frame indices refer to.
 
@@ -134,8 +139,10 @@ def _build(
 
         maps = build_parametric_maps(result, sources, settings=settings)
         derived: LoadedSeries = fitted["maps"].series
-        return derived, maps + build_outputs(result, derived, [maps[0].dataset], settings=settings)
-    outputs = build_outputs(result, series, sources, settings=settings)
+        return derived, maps + build_outputs(
+            result, derived, [maps[0].dataset], settings=settings, lineage=lineage
+        )
+    outputs = build_outputs(result, series, sources, settings=settings, lineage=lineage)
     ecv = result.extra.get("ecv")
     if isinstance(ecv, Mapping) and "maps" in ecv:
         from node.writers.parametric_map import build_ecv_map

@@ -15,6 +15,7 @@ from pydicom import Dataset, dcmread
 from node.audit import AuditLog, withhold_values
 from node.catalog import Catalog, SeriesState
 from node.companions import Candidate, looks_like_cine
+from node.corrections_intake import record_correction_series
 from node.covariates import CovariateFolder
 from node.dicomweb import StowDelivery
 from node.listener import StorageListener, reconcile_spool
@@ -270,5 +271,6 @@ class Node:
             self.catalog, self.rules, self.available, series_uid, generation,
             self.settings.analysis_options,
         )
+        record_correction_series(self.catalog, series_uid)
         if job_ids:
             self.workers.wake()

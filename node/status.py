@@ -20,6 +20,8 @@ over every route but ``/healthz``:
 
 ``GET /healthz``            liveness and version
 ``GET /status``             counts by state, recent series, jobs, outbox rows and events
+``GET /metrics``            Prometheus text format 0.0.4 (:mod:`node.metrics`); same checks as
+                            the other reads
 ``GET /jobs/<id>``          one job with its outbox rows and results.json
 ``POST /jobs/<id>/retry``   queue a failed job again
 ``POST /studies/<StudyInstanceUID>/covariates``
@@ -50,6 +52,7 @@ from typing import Any
 
 from node import __version__
 from node.catalog import Catalog
+from node.corrections import DRIFT_MARGIN, DRIFT_WINDOW, summarise
 from node.covariates import (
     ECV_ANALYSIS,
     HAEMATOCRIT_KEY,
@@ -58,6 +61,8 @@ from node.covariates import (
     CovariatesError,
     normalise_covariates,
 )
+from node.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from node.metrics import median, metrics_text
 
 logger = logging.getLogger(__name__)
 
@@ -137,7 +142,29 @@ def status_report(catalog: Catalog, limit: int = 20) -> dict[str, Any]:
         "jobs": catalog.recent_jobs(limit),
         "outbox": catalog.outbox_items(limit=limit),
         "events": catalog.recent_events(limit),
+        "corrections": corrections_report(catalog),
     }
+
+
+def corrections_report(catalog: Catalog) -> list[dict[str, Any]]:
+    """Reader-correction agreement per scanner (:mod:`node.corrections`), with drift warnings."""
+    report = []
+    for scanner in summarise(catalog.corrections()).values():
+        report.append({
+            "station": scanner.station,
+            "calling_ae": scanner.calling_ae,
+            "corrections": scanner.count,
+            "median_dice": {k: median(v) for k, v in sorted(scanner.dice.items())},
+            "median_delta_t1_ms": median(scanner.delta_t1_ms) if scanner.delta_t1_ms else None,
+            "median_delta_scar_percent": (median(scanner.delta_scar_percent)
+                                          if scanner.delta_scar_percent else None),
+            "drift": [
+                f"{segment}: median Dice of the latest {DRIFT_WINDOW} corrections {latest:.3f}, "
+                f"{earlier:.3f} before (drop over {DRIFT_MARGIN})"
+                for segment, (earlier, latest) in sorted(scanner.drift.items())
+            ],
+        })
+    return report
 
 
 def job_detail(catalog: Catalog, job_id: int) -> dict[str, Any] | None:
@@ -222,6 +249,16 @@ def format_report(report: dict[str, Any]) -> str:
             f"{o['id']:>5}  job {o['job_id']:<4} {o['kind']:13} -> {o['destination']:10}"
             f" {o['state']:10} tries {o['attempts']}  {o.get('last_error') or ''}"
         )
+    lines.append("")
+    lines.append("CORRECTIONS (reader SEGs per scanner: station / calling AE)")
+    for c in report.get("corrections", []):
+        dice = ", ".join(f"{k} {v:.3f}" for k, v in c["median_dice"].items())
+        extra = [f"{name} {c[key]:+.1f}" for key, name in (
+            ("median_delta_t1_ms", "dT1 ms"), ("median_delta_scar_percent", "d%scar"))
+            if c[key] is not None]
+        lines.append(f"{c['station'] or '-'} / {c['calling_ae'] or '-'}: {c['corrections']}"
+                     f" corrections; median Dice {dice}" + "".join(f"; {e}" for e in extra))
+        lines += [f"  DRIFT WARNING {text}" for text in c["drift"]]
     lines.append("")
     lines.append("EVENTS")
     for e in report["events"]:
@@ -325,6 +362,14 @@ class StatusServer:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _send_text(self, code: int, text: str, content_type: str) -> None:
+                body = text.encode()
+                self.send_response(code)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def _refuse(self, code: int, error: str, headers: dict[str, str] | None = None
                         ) -> bool:
                 logger.warning("http %s %s from %s refused (%d): %s", self.command,
@@ -373,6 +418,8 @@ class StatusServer:
                     return
                 elif path == "/status":
                     self._send(200, status_report(catalog))
+                elif path == "/metrics":
+                    self._send_text(200, metrics_text(catalog), METRICS_CONTENT_TYPE)
                 elif (m := _JOB_RE.match(path)) and not m.group(2):
                     detail = job_detail(catalog, int(m.group(1)))
                     self._send(200 if detail else 404, detail or {"error": "no such job"})

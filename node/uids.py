@@ -1,9 +1,23 @@
 """Deterministic identifiers for the objects the node derives from an input series.
 
 Every UID the node writes for a result depends only on the input series, the analysis
-(name and version) and what the object is.  Re-running the same analysis version on the same
-series therefore produces objects with the same SeriesInstanceUID and SOPInstanceUID, and a
-PACS replaces the earlier copies instead of storing duplicates.
+(name and version), what the object is, the input content (the SOP Instance UIDs analysed)
+and the analysis *generation* (the catalog's count of analyses of that series: a late
+instance or a re-analysis raises it).  Running one generation again (a restart between
+analysis and delivery) therefore rebuilds the very same objects, while a re-analysis gets new
+SeriesInstanceUIDs and SOPInstanceUIDs:
+
+* A changed object is a new SOP Instance (SOP Instance UID: PS3.3 C.12.1.1.1 and PS3.4; for
+  SR, "the rules for modification of document content in PS3.4" cited in PS3.3 C.17.2.2), and
+  archives keep the first copy of a UID they already hold: Orthanc's ``OverwriteInstances``
+  is false by default, "the new instance is discarded and the old one is kept" (Orthanc
+  configuration reference, option added in 1.4.2).  Re-sending a changed object under the
+  old UID would leave the stale one in place.
+* Each generation is its own output series: a Series of SR Documents may hold any number of
+  documents (PS3.3 C.17.1), but a summary image or SEG added to the earlier series would make
+  viewers stack the old and the new object in one display set.  The SeriesDescription of a
+  re-analysis says which generation it is; the re-analysis SR names the SR it replaces in its
+  Predecessor Documents Sequence (0040,A360) (:mod:`node.lineage`).
 
 The UIDs are name-based UUIDs (RFC 4122 version 5) under the ``2.25`` root (ISO/IEC 9834-8,
 DICOM PS3.5 B.2), so they are valid, at most 44 characters long, and do not need an
@@ -12,9 +26,11 @@ organisational root.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pydicom.uid import UID
@@ -85,6 +101,28 @@ def derived_uid(input_series_uid: str, analysis: str, version: str, *parts: obje
     return uid_from_parts("derived", input_series_uid, analysis, version, *parts)
 
 
+def content_digest(sop_instance_uids: Iterable[str]) -> str:
+    """Return a short digest of the set of instances an analysis read.
+
+    Parameters
+    ----------
+    sop_instance_uids
+        SOP Instance UIDs of the analysed instances; order and repetitions do not matter.
+
+    Returns
+    -------
+    str
+        16 hexadecimal digits (64 bits of SHA-256): the same for the same set of instances.
+    """
+    joined = "\\".join(sorted({str(uid) for uid in sop_instance_uids}))
+    return hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+
+def generation_suffix(generation: int) -> str:
+    """Return what a re-analysis adds to a SeriesDescription (nothing for generation 0)."""
+    return f" (rev {generation})" if generation > 0 else ""
+
+
 @dataclass(frozen=True)
 class DerivedObjectIdentity:
     """Series and instance identification of one derived object.
@@ -116,6 +154,8 @@ def derived_object_identity(
     *,
     series_number: int,
     series_description: str,
+    content: str = "",
+    generation: int = 0,
 ) -> DerivedObjectIdentity:
     """Return the identification of the ``kind`` object derived from a series.
 
@@ -128,16 +168,34 @@ def derived_object_identity(
     series_number
         SeriesNumber to give the output series.
     series_description
-        SeriesDescription to give the output series; cut to 64 characters.
+        SeriesDescription to give the output series; the generation suffix
+        (:func:`generation_suffix`) is kept when it is cut to 64 characters.
+    content
+        Digest of the analysed instances (:func:`content_digest`).
+    generation
+        The analysis generation of the input series (0 for the first analysis).
 
     Returns
     -------
     DerivedObjectIdentity
-        UIDs that depend only on (series, analysis, version, kind).
+        UIDs that depend only on (series, analysis, version, kind, content, generation).
+
+    Raises
+    ------
+    ValueError
+        If ``generation`` is negative.
     """
+    if generation < 0:
+        raise ValueError(f"An analysis generation is 0 or more, not {generation}.")
+    lineage = ("content", content, "generation", generation)
+    suffix = generation_suffix(generation)
     return DerivedObjectIdentity(
-        series_instance_uid=derived_uid(input_series_uid, analysis, version, "series", kind),
-        sop_instance_uid=derived_uid(input_series_uid, analysis, version, "instance", kind),
+        series_instance_uid=derived_uid(
+            input_series_uid, analysis, version, "series", kind, *lineage
+        ),
+        sop_instance_uid=derived_uid(
+            input_series_uid, analysis, version, "instance", kind, *lineage
+        ),
         series_number=series_number,
-        series_description=series_description[:64],
+        series_description=series_description[: 64 - len(suffix)] + suffix,
     )

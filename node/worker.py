@@ -55,6 +55,7 @@ from node.covariates import (
     lge_results_covariates,
     merge_covariates,
 )
+from node.lineage import job_lineage
 from node.pipeline import result_summary, run_analysis, write_json, write_outputs, writer_settings
 from node.radiomics_export import write_series_features
 from node.settings import Settings
@@ -234,7 +235,8 @@ class WorkerPool:
                 options = {**options, **self.haematocrit_options(job, paths)}
             if needed_roles(job.analysis):
                 options = {**options, **self.companion_options(job, paths)}
-            run = run_analysis(paths, job.analysis, options, self._writer)
+            run = run_analysis(paths, job.analysis, options, self._writer,
+                               job_lineage(self._catalog, job))
             out_dir = self._settings.results_dir / job.series_instance_uid / f"job-{job.id}"
             files = write_outputs(run, out_dir)
             summary = result_summary(run, files)

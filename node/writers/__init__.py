@@ -14,8 +14,8 @@
     a Secondary Capture page (RGB, burned-in text) for viewers that show neither SEG nor SR.
 
 Every object belongs to the input study, is its own series with deterministic UIDs
-(:mod:`node.uids`), names the algorithm, its version and weights, and says it is not for
-diagnostic use.
+(:mod:`node.uids`: new ones for each analysis generation, see :class:`Lineage`), names the
+algorithm, its version and weights, and says it is not for diagnostic use.
 """
 
 from __future__ import annotations
@@ -30,12 +30,13 @@ from pathlib import Path
 
 import pydicom
 
-from node.uids import DerivedObjectIdentity, derived_object_identity
+from node.uids import DerivedObjectIdentity, content_digest, derived_object_identity
 from plugins.api import AnalysisResult, Code, LoadedSeries, Provenance
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "Lineage",
     "OutputKind",
     "OutputObject",
     "WriterError",
@@ -138,6 +139,25 @@ class WriterSettings:
     device_serial_number: str = "0"
     institution_name: str | None = None
     procedure_reported: Code = PROCEDURE_CARDIAC_MRI
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Which analysis of its input series a result is, and the documents it replaces.
+
+    Attributes
+    ----------
+    generation
+        The catalog's analysis generation of the input series (0: the first analysis); part
+        of every output UID (:func:`node.uids.derived_object_identity`).
+    predecessors
+        By output kind (``"sr"``, ``"sr-summary"``): the header of the SR of an earlier
+        generation this result's SR replaces, referenced in its Predecessor Documents
+        Sequence (0040,A360).
+    """
+
+    generation: int = 0
+    predecessors: Mapping[str, pydicom.Dataset] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -245,8 +265,13 @@ def output_identity(
     series: LoadedSeries,
     sources: Sequence[pydicom.Dataset],
     kind: OutputKind,
+    generation: int = 0,
 ) -> DerivedObjectIdentity:
-    """Return the deterministic identification of the ``kind`` output of ``result``."""
+    """Return the deterministic identification of the ``kind`` output of ``result``.
+
+    It depends on the input series, the analysis and its version, the analysed instances
+    (``series.frames``) and the analysis ``generation``.
+    """
     number = _input_series_number(series, sources) + SERIES_NUMBER_OFFSETS[kind]
     if number > MAX_SERIES_NUMBER:
         number = SERIES_NUMBER_OFFSETS[kind]
@@ -257,6 +282,8 @@ def output_identity(
         kind.value,
         series_number=number,
         series_description=f"cmr-node {display_name(result)} {DESCRIPTION_SUFFIXES[kind]}",
+        content=content_digest(frame.sop_instance_uid for frame in series.frames),
+        generation=generation,
     )
 
 
@@ -302,6 +329,7 @@ def build_outputs(
     sources: Sequence[pydicom.Dataset],
     *,
     settings: WriterSettings,
+    lineage: Lineage | None = None,
 ) -> list[OutputObject]:
     """Build the DICOM objects (SEG, SRs, summary image) for one analysis result.
 
@@ -316,6 +344,9 @@ def build_outputs(
         instance referenced by ``series.frames``.
     settings
         Identity of the node.
+    lineage
+        The analysis generation and the SRs this result replaces (default: the first
+        analysis, replacing nothing).
 
     Returns
     -------
@@ -335,7 +366,11 @@ def build_outputs(
     from node.writers.summary import build_summary_image
 
     _check_inputs(result, series, sources)
+    lineage = Lineage() if lineage is None else lineage
     outputs: list[OutputObject] = []
+
+    def identity(kind: OutputKind) -> DerivedObjectIdentity:
+        return output_identity(result, series, sources, kind, lineage.generation)
 
     def add(kind: OutputKind, dataset: pydicom.Dataset) -> None:
         outputs.append(OutputObject(kind.value, dataset, FILENAMES[kind]))
@@ -345,7 +380,7 @@ def build_outputs(
         series,
         sources,
         settings=settings,
-        identity=output_identity(result, series, sources, OutputKind.SEG),
+        identity=identity(OutputKind.SEG),
     )
     if seg is not None:
         add(OutputKind.SEG, seg)
@@ -360,7 +395,8 @@ def build_outputs(
         series,
         sources,
         settings=settings,
-        identity=output_identity(result, series, sources, OutputKind.SR),
+        identity=identity(OutputKind.SR),
+        predecessor=lineage.predecessors.get(OutputKind.SR.value),
     )
     if roi_report is not None:
         add(OutputKind.SR, roi_report)
@@ -376,8 +412,9 @@ def build_outputs(
             series,
             sources,
             settings=settings,
-            identity=output_identity(result, series, sources, OutputKind.SR_SUMMARY),
+            identity=identity(OutputKind.SR_SUMMARY),
             segmentation=seg,
+            predecessor=lineage.predecessors.get(OutputKind.SR_SUMMARY.value),
         ),
     )
     add(
@@ -387,7 +424,7 @@ def build_outputs(
             series,
             sources,
             settings=settings,
-            identity=output_identity(result, series, sources, OutputKind.SUMMARY_IMAGE),
+            identity=identity(OutputKind.SUMMARY_IMAGE),
         ),
     )
     logger.info(

@@ -298,6 +298,51 @@ def _document_texts(
     return container
 
 
+PREDECESSOR_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID", "SOPInstanceUID")
+"""What an item of the Predecessor Documents Sequence references (PS3.3 Table C.17-3)."""
+
+
+def predecessor_documents(
+    predecessor: pydicom.Dataset | None, evidence: Sequence[pydicom.Dataset]
+) -> list[pydicom.Dataset] | None:
+    """Return the SR a re-analysis replaces, as highdicom's ``previous_versions``.
+
+    The re-analysis SR lists it in its Predecessor Documents Sequence (0040,A360), "required
+    if this document replaces or amends previous documents" (PS3.3 C.17.2): the reader's
+    viewer and the archive can tell that the earlier measurements are superseded.
+
+    Parameters
+    ----------
+    predecessor
+        Header of the replaced SR (pixel-free; its study, series, class and instance UIDs
+        are used), or ``None``.
+    evidence
+        The source datasets of the new SR; the predecessor must belong to their study.
+
+    Returns
+    -------
+    list of pydicom.Dataset or None
+        ``[predecessor]``, or ``None`` when nothing is replaced.
+
+    Raises
+    ------
+    WriterError
+        If the predecessor lacks an identifying UID or belongs to another study.
+    """
+    if predecessor is None:
+        return None
+    missing = [k for k in PREDECESSOR_KEYWORDS if not str(predecessor.get(k, "") or "")]
+    if missing:
+        raise WriterError(f"The SR to replace lacks {', '.join(missing)}.")
+    study = str(evidence[0].StudyInstanceUID) if evidence else None
+    if study is not None and str(predecessor.StudyInstanceUID) != study:
+        raise WriterError(
+            f"The SR to replace ({predecessor.SOPInstanceUID}) belongs to study "
+            f"{predecessor.StudyInstanceUID}, the new one to {study}."
+        )
+    return [predecessor]
+
+
 def _report_document(
     result: AnalysisResult,
     groups: Sequence[
@@ -310,6 +355,7 @@ def _report_document(
     settings: WriterSettings,
     identity: DerivedObjectIdentity,
     evidence: Sequence[pydicom.Dataset],
+    predecessor: pydicom.Dataset | None = None,
 ) -> hd.sr.ComprehensiveSR:
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(settings),
@@ -332,6 +378,7 @@ def _report_document(
             is_verified=False,
             institution_name=settings.institution_name,
             series_description=identity.series_description,
+            previous_versions=predecessor_documents(predecessor, evidence),
             manufacturer_model_name=settings.manufacturer_model_name,
             software_versions=settings.software_versions,
             device_serial_number=settings.device_serial_number,
@@ -509,6 +556,7 @@ def build_roi_report(
     *,
     settings: WriterSettings,
     identity: DerivedObjectIdentity,
+    predecessor: pydicom.Dataset | None = None,
 ) -> hd.sr.ComprehensiveSR | None:
     """Build the TID 1500 report with one planar ROI group per analysed slice and region.
 
@@ -520,6 +568,9 @@ def build_roi_report(
         Identity of the node (device observer, equipment).
     identity
         UIDs, number and description of the SR series.
+    predecessor
+        Header of the SR of an earlier analysis generation this one replaces
+        (:func:`predecessor_documents`).
 
     Returns
     -------
@@ -549,6 +600,7 @@ def build_roi_report(
         settings=settings,
         identity=identity,
         evidence=evidence,
+        predecessor=predecessor,
     )
 
 
@@ -565,6 +617,7 @@ def build_summary_report(
     settings: WriterSettings,
     identity: DerivedObjectIdentity,
     segmentation: pydicom.Dataset | None,
+    predecessor: pydicom.Dataset | None = None,
 ) -> hd.sr.ComprehensiveSR:
     """Build the TID 1500 report of the series-level values, QC flags and method.
 
@@ -579,6 +632,9 @@ def build_summary_report(
     segmentation
         The SEG built for the same result; its segments are the regions of the volumetric
         groups.  Without it, each region's values form a TID 1501 group.
+    predecessor
+        Header of the SR of an earlier analysis generation this one replaces
+        (:func:`predecessor_documents`).
 
     Returns
     -------
@@ -672,6 +728,7 @@ def build_summary_report(
         settings=settings,
         identity=identity,
         evidence=evidence,
+        predecessor=predecessor,
     )
 
 

@@ -153,8 +153,12 @@ def test_lge_is_analysed_again_when_its_cine_arrives_late(
     assert sorted((r["generation"], r["state"]) for r in jobs
                   if r["series_instance_uid"] == psir_uid) == [(0, "done"), (1, "done")]
     assert {r["series_instance_uid"] for r in jobs} == {psir_uid}  # the cine is not analysed
-    # The second outputs replaced the first at PACS (same UIDs): still one set of four.
+    # The second outputs are a new generation with new UIDs (node.uids: a PACS keeping the
+    # first copy of a UID would keep the stale ones): a second set of four, in "(rev 1)" series.
     received = pacs.latest_by_uid()
-    assert len(received) == 4, sorted(str(ds.SOPClassUID) for ds in received.values())
-    srs = [ds for ds in received.values() if str(ds.SOPClassUID) in SR_CLASSES]
+    assert len(received) == 8, sorted(str(ds.SOPClassUID) for ds in received.values())
+    revised = [ds for ds in received.values() if ds.SeriesDescription.endswith("(rev 1)")]
+    assert len(revised) == 4
+    srs = [ds for ds in revised if str(ds.SOPClassUID) in SR_CLASSES]
+    assert all("PredecessorDocumentsSequence" in ds for ds in srs)
     assert "used the matched cine" in " ".join(t for ds in srs for t in _texts(ds))

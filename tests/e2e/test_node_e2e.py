@@ -187,9 +187,13 @@ def test_late_instance_replaces_outputs(tmp_path: Path, node: NodeProcess, pacs:
     assert send_files(paths[2:], node.port) == [0]
     wait_for(lambda: len(pacs.received()) >= 2 * n_first, RESULT_TIMEOUT_S)
     time.sleep(1.0)
-    assert set(pacs.count_by_uid()) == first_uids, "re-analysis created new objects"
+    # A re-analysis is a new generation with new UIDs (node.uids: a PACS keeping the first
+    # copy of a UID would keep the stale objects); the earlier ones stay.
+    new_uids = set(pacs.count_by_uid()) - first_uids
+    assert len(new_uids) == len(first_uids), "re-analysis did not send a new set of objects"
     latest = pacs.latest_by_uid()
-    seg = next(ds for ds in latest.values() if str(ds.SOPClassUID) == SEG_CLASS)
+    seg = next(ds for uid, ds in latest.items()
+               if str(ds.SOPClassUID) == SEG_CLASS and uid in new_uids)
     referenced = {
         str(ref.ReferencedSOPInstanceUID)
         for fr in seg.PerFrameFunctionalGroupsSequence

@@ -196,8 +196,12 @@ def test_late_instance_after_release_reopens_and_replaces_outputs(
         " AND state!='receiving'", (_series_uid(paths),)), RELEASED_WITHIN_S, interval=0.1)
     assert float(reopened[0]["completed_at"]) - released < RELEASED_WITHIN_S
     assert wait_for(lambda: _delivered(node, 1), RESULT_TIMEOUT_S, interval=0.1) == n_first
-    assert set(pacs.count_by_uid()) == first_uids, "re-analysis created new objects"
-    seg = next(ds for ds in pacs.latest_by_uid().values() if str(ds.SOPClassUID) == SEG_CLASS)
+    # A re-analysis is a new generation with new UIDs (node.uids: a PACS keeping the first
+    # copy of a UID would keep the stale objects); the earlier ones stay.
+    new_uids = set(pacs.count_by_uid()) - first_uids
+    assert len(new_uids) == len(first_uids), "re-analysis did not send a new set of objects"
+    seg = next(ds for uid, ds in pacs.latest_by_uid().items()
+               if str(ds.SOPClassUID) == SEG_CLASS and uid in new_uids)
     referenced = {
         str(ref.ReferencedSOPInstanceUID)
         for frame in seg.PerFrameFunctionalGroupsSequence

@@ -242,16 +242,27 @@ def test_explorer_and_dashboard_render_in_chromium(analysed: Analysed, tmp_path:
         assert pixels.std() > 10, f"{name} screenshot is blank"
 
 
-def test_rerun_replaces_outputs(analysed: Analysed) -> None:
+def test_rerun_sends_new_outputs_naming_their_predecessors(analysed: Analysed) -> None:
     orthanc = analysed.orthanc
     series_id = orthanc.get("/cmr-node/jobs?state=done")["jobs"][0]["orthanc_series_id"]
     status, answer = orthanc.post(f"/cmr-node/series/{series_id}/rerun")
     assert status == 200 and answer["queued"] is True
     wait_until(lambda: len(_done_jobs(orthanc)) == 2, RESULT_TIMEOUT_S)
-    assert _output_uids(_done_jobs(orthanc)[1]) == analysed.outputs  # deterministic UIDs
-    wait_until(lambda: all(n == 2 for n in analysed.pacs.count_by_uid().values()), 60)
-    for uid in analysed.outputs.values():  # replaced in Orthanc, not duplicated
+    # A re-analysis is a new generation with new UIDs (node.uids: Orthanc keeps the first
+    # copy of a UID by default); its SRs name the SRs they replace.
+    again = _output_uids(_done_jobs(orthanc)[1])
+    assert again.keys() == analysed.outputs.keys()
+    assert not set(again.values()) & set(analysed.outputs.values())
+    everything = set(again.values()) | set(analysed.outputs.values())
+    wait_until(lambda: set(analysed.pacs.count_by_uid()) == everything, 60)
+    assert set(analysed.pacs.count_by_uid().values()) == {1}
+    for uid in everything:  # both generations stay in Orthanc
         assert _orthanc_instance(orthanc, uid)
+    latest = analysed.pacs.latest_by_uid()
+    for kind in ("sr", "sr-summary"):
+        predecessors = latest[again[kind]].PredecessorDocumentsSequence
+        referenced = predecessors[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+        assert referenced.ReferencedSOPInstanceUID == analysed.outputs[kind]
     assert len(orthanc.query("SELECT 1 FROM jobs WHERE state='done'")) == 2
 
 

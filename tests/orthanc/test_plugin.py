@@ -422,6 +422,7 @@ def test_rest_series_study_rerun_and_dashboard(
     assert dashboard["processing"]["n"] == 0
     assert [j["series_instance_uid"] for j in dashboard["recent_jobs"]] == [uid]
     assert {i["state"] for i in dashboard["intake"]} == {"done", "pending"}
+    assert dashboard["corrections"] == []  # no reader correction received
     page = fake.http("GET", "/cmr-node/ui")
     assert page.status == 200 and str(page.content_type).startswith("text/html")
     assert b"api('dashboard'" in page.body
