@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.lgeseg.evaluate import regression
+from plugins.api import SegmentationOutput
 from plugins.lge.analysis import MAX_UNCERTAINTY, PRESENCE_PERCENT
 from plugins.lge.segmenter import LgeContrast, LgeSegmenter
 
@@ -114,6 +115,13 @@ def score_slice(segmenter: LgeSegmenter, case: str, index: int,
                 scar_truth: Sequence[int] = EMIDEC_SCAR) -> RealSlice:
     """Segment one slice as the LGE analysis does and score it against its labels."""
     output = segmenter.segment(image, (spacing_mm, spacing_mm), LgeContrast.MAGNITUDE)
+    return score_output(output, case, index, truth, myo_truth, scar_truth)
+
+
+def score_output(output: SegmentationOutput, case: str, index: int,
+                 truth: npt.NDArray[np.uint8], myo_truth: Sequence[int] = EMIDEC_MYO,
+                 scar_truth: Sequence[int] = EMIDEC_SCAR) -> RealSlice:
+    """Score one slice's segmentation against its labels."""
     labels = np.asarray(output.labels)
     pred_myo = np.isin(labels, OUR_MYO)
     pred_scar = np.isin(labels, OUR_SCAR)
@@ -136,11 +144,40 @@ def score_slice(segmenter: LgeSegmenter, case: str, index: int,
     )
 
 
+def score_cases(segmenter: LgeSegmenter,
+                items: Sequence[tuple[str, int, npt.NDArray[np.float32], npt.NDArray[np.uint8],
+                                      float]],
+                per_stack: bool, myo_truth: Sequence[int] = EMIDEC_MYO,
+                scar_truth: Sequence[int] = EMIDEC_SCAR) -> list[RealSlice]:
+    """Segment and score (case, index, image, labels, spacing) items: slice by slice, or,
+    with ``per_stack`` and a segmenter that has ``segment_stack``, each case as one stack
+    in index order (no slice geometry: the slices of a case share one pixel grid)."""
+    segment_stack = getattr(segmenter, "segment_stack", None)
+    if not per_stack or segment_stack is None:
+        return [score_slice(segmenter, case, index, image, labels, spacing, myo_truth,
+                            scar_truth)
+                for case, index, image, labels, spacing in items]
+    cases: dict[str, list[tuple[str, int, npt.NDArray[np.float32], npt.NDArray[np.uint8],
+                                float]]] = defaultdict(list)
+    for item in items:
+        cases[item[0]].append(item)
+    scored: list[RealSlice] = []
+    for case in cases:
+        stack = sorted(cases[case], key=lambda item: item[1])
+        outputs = segment_stack([item[2] for item in stack],
+                                [(item[4], item[4]) for item in stack], LgeContrast.MAGNITUDE)
+        scored.extend(score_output(output, case, index, labels, myo_truth, scar_truth)
+                      for output, (_, index, _, labels, _) in zip(outputs, stack, strict=True))
+    return scored
+
+
 def evaluate_emidec(segmenter: LgeSegmenter, root: Path,
-                    spacing_mm: float = ASSUMED_SPACING_MM) -> list[RealSlice]:
-    """Every EMIDEC slice segmented and scored."""
-    return [score_slice(segmenter, case, index, image, labels, spacing_mm)
-            for case, index, image, labels in load_emidec(root)]
+                    spacing_mm: float = ASSUMED_SPACING_MM,
+                    per_stack: bool = True) -> list[RealSlice]:
+    """Every EMIDEC slice segmented (per case stack when ``per_stack``) and scored."""
+    return score_cases(segmenter, [(case, index, image, labels, spacing_mm)
+                                   for case, index, image, labels in load_emidec(root)],
+                       per_stack)
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -205,15 +242,17 @@ def summarise_emidec(slices: Sequence[RealSlice]) -> dict[str, Any]:
     }
 
 
-def evaluate_sunnybrook(segmenter: LgeSegmenter, npz: Path) -> dict[str, Any]:
-    """Slices segmented and myocardium Dice on the Sunnybrook cine slices."""
+def evaluate_sunnybrook(segmenter: LgeSegmenter, npz: Path,
+                        per_stack: bool = True) -> dict[str, Any]:
+    """Slices segmented and myocardium Dice on the Sunnybrook cine slices (each case's
+    slices one stack when ``per_stack``)."""
     data = np.load(npz)
-    rows = [
-        score_slice(segmenter, str(case), k, image.astype(np.float32), labels,
-                    float(spacing), myo_truth=(2,), scar_truth=())
-        for k, (image, labels, spacing, case) in enumerate(zip(
-            data["images"], data["labels"], data["spacing_mm"], data["case"], strict=True))
-    ]
+    rows = score_cases(
+        segmenter,
+        [(str(case), k, image.astype(np.float32), labels, float(spacing))
+         for k, (image, labels, spacing, case) in enumerate(zip(
+             data["images"], data["labels"], data["spacing_mm"], data["case"], strict=True))],
+        per_stack, myo_truth=(2,), scar_truth=())
     return {
         "slices": len(rows),
         "segmented": sum(r.segmented for r in rows),
@@ -265,6 +304,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-candidates", type=int, default=None)
     parser.add_argument("--scar-rule", default=None,
                         help="two-stage scar confirmation: 2sd, 3sd, 5sd, fwhm or none")
+    parser.add_argument("--localisation", choices=("stack", "slice"), default="stack",
+                        help="two-stage: heart localised per case stack (default) or per slice")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -277,16 +318,18 @@ def main(argv: list[str] | None = None) -> None:
     emidec = args.data / "emidec-dev"
     if not (emidec / "images").is_dir():
         raise SystemExit(f"EMIDEC dev split not found under {emidec}")
-    slices = evaluate_emidec(segmenter, emidec, args.spacing)
+    per_stack = args.localisation == "stack"
+    slices = evaluate_emidec(segmenter, emidec, args.spacing, per_stack)
     summary: dict[str, Any] = {
         "segmenter": f"{segmenter.name} {segmenter.version}",
         "weights_sha256": segmenter.weights_sha256,
         "assumed_spacing_mm": args.spacing,
+        "localisation": args.localisation,
         "emidec": summarise_emidec(slices),
         "emidec_slices": [asdict(s) for s in slices],
     }
     npz = args.data / "sunnybrook" / "sunnybrook_lv_myo_subset.npz"
-    summary["sunnybrook"] = evaluate_sunnybrook(segmenter, npz) if npz.exists() else None
+    summary["sunnybrook"] = evaluate_sunnybrook(segmenter, npz, per_stack) if npz.exists() else None
     logger.info("%s", table(summary))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,6 +40,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from models.lgeseg.stack_locate import HeartCandidate, locate_stack
 from models.lgeseg.synth import CROP_FACTOR, LOCATE_GRID, SEGMENT_GRID, normalise_grid
 from models.segmentation import (
     EIGHT_CONNECTED,
@@ -71,6 +72,8 @@ MIN_HEART_GRID_PX: Final = 12
 """Smallest heart (LV + myocardium) the localiser may report, in grid pixels."""
 MAX_CANDIDATES: Final = 3
 """Most heart candidates (localiser components) segmented before a slice is given up."""
+STACK_CANDIDATES: Final = 6
+"""Localiser candidates per slice offered to the stack chain (:meth:`segment_stack`)."""
 SCAR_RULE: Final = "3sd"
 """Enhancement that confirms network scar: remote mean + 3 SD, chosen on the EMIDEC dev split
 among the published 2, 3, 5 SD and FWHM (models/README.md, issue 14)."""
@@ -116,14 +119,14 @@ def locate_heart(prob: F32, affine: Affine) -> tuple[tuple[float, float], float]
     return _component_geometry(biggest, affine)
 
 
-def heart_candidates(prob: F32, affine: Affine, limit: int = MAX_CANDIDATES
-                     ) -> list[tuple[tuple[float, float], float]]:
-    """Up to ``limit`` heart candidates (centre, diameter in source pixels), most probable
-    first: the localiser's heart components (arg max) ranked by their summed heart
-    probability, then, if those are fewer, the regions of heart probability above
-    :data:`WEAK_HEART_PROBABILITY` not already covered."""
+def scored_heart_candidates(prob: F32, affine: Affine, limit: int = MAX_CANDIDATES
+                            ) -> list[HeartCandidate]:
+    """Up to ``limit`` heart candidates (centre and diameter in source pixels, score = summed
+    heart probability), most probable first: the localiser's heart components (arg max)
+    ranked by their summed heart probability, then, if those are fewer, the regions of heart
+    probability above :data:`WEAK_HEART_PROBABILITY` not already covered."""
     heart_probability = 1.0 - prob[0]
-    found: list[tuple[tuple[float, float], float]] = []
+    found: list[HeartCandidate] = []
     covered = np.zeros(heart_probability.shape, dtype=bool)
     for mask in (np.argmax(prob, axis=0) > 0, heart_probability > WEAK_HEART_PROBABILITY):
         components, n = ndimage.label(mask & ~covered, structure=EIGHT_CONNECTED)
@@ -135,10 +138,16 @@ def heart_candidates(prob: F32, affine: Affine, limit: int = MAX_CANDIDATES
         for k in np.argsort(-np.asarray(mass)):
             if sizes[k] < MIN_HEART_GRID_PX or len(found) >= limit:
                 continue
-            component = components == k + 1
-            found.append(_component_geometry(component, affine))
+            centre, diameter = _component_geometry(components == k + 1, affine)
+            found.append(HeartCandidate(centre, diameter, float(mass[k])))
         covered |= ndimage.binary_dilation(mask, iterations=2)
     return found
+
+
+def heart_candidates(prob: F32, affine: Affine, limit: int = MAX_CANDIDATES
+                     ) -> list[tuple[tuple[float, float], float]]:
+    """:func:`scored_heart_candidates` without their scores: (centre, diameter) pairs."""
+    return [(c.centre, c.diameter) for c in scored_heart_candidates(prob, affine, limit)]
 
 
 def ring_plausibility(passes: F32) -> float:
@@ -218,6 +227,18 @@ class TwoStageLgeSegmenter:
         """Heart candidates (centre, diameter in source pixels), most probable first."""
         return heart_candidates(*self._locator_output(values), limit=self.max_candidates)
 
+    def scored_candidates(self, values: F32, limit: int | None = None) -> list[HeartCandidate]:
+        """Heart candidates with their localiser scores, most probable first."""
+        return scored_heart_candidates(*self._locator_output(values),
+                                       limit=self.max_candidates if limit is None else limit)
+
+    def rehearse(self) -> None:
+        """Run both networks once on a blank image (first-inference costs paid ahead)."""
+        blank = np.zeros((LOCATE_GRID, LOCATE_GRID), dtype=np.float32)
+        self._locator_output(blank)
+        self.crop_passes(blank, ((LOCATE_GRID - 1) / 2.0, (LOCATE_GRID - 1) / 2.0),
+                         LOCATE_GRID / CROP_FACTOR)
+
     def _locator_output(self, values: F32) -> tuple[F32, Affine]:
         rows, cols = values.shape
         step = max(rows, cols) / LOCATE_GRID
@@ -261,21 +282,9 @@ class TwoStageLgeSegmenter:
                 passes, affine = self.crop_passes(values, centre, diameter)
         return passes, affine, centre, diameter
 
-    def segment(
-        self,
-        image: FloatImage,
-        pixel_spacing: tuple[float, float],
-        contrast: LgeContrast,
-        cine: FloatImage | None = None,
-    ) -> SegmentationOutput:
-        """Segment one slice (see the module description); ``cine`` is not used."""
-        from models.lgeseg.segmenter import (
-            MIN_LV_ENCLOSURE,
-            empty_output,
-            segmentation_from_passes,
-        )
-
-        started = time.perf_counter()
+    def _prepare(self, image: FloatImage, pixel_spacing: tuple[float, float],
+                 contrast: LgeContrast) -> tuple[F32, tuple[float, float], dict[str, Any]]:
+        """Finite float32 values, checked spacing and the details every output carries."""
         values = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0,
                                neginf=0.0)
         if values.ndim != 2:
@@ -296,7 +305,94 @@ class TwoStageLgeSegmenter:
             "max_candidates": self.max_candidates,
             "scar_rule": self.scar_rule,
         }
-        found = self.candidates(values)
+        return values, spacing, details
+
+    def segment(
+        self,
+        image: FloatImage,
+        pixel_spacing: tuple[float, float],
+        contrast: LgeContrast,
+        cine: FloatImage | None = None,
+    ) -> SegmentationOutput:
+        """Segment one slice (see the module description); ``cine`` is not used."""
+        started = time.perf_counter()
+        values, spacing, details = self._prepare(image, pixel_spacing, contrast)
+        details["heart_localisation"] = "slice"
+        found = [(c.centre, c.diameter) for c in self.scored_candidates(values)]
+        return self._segment_at(values, spacing, contrast, found, details, started)
+
+    def segment_stack(
+        self,
+        images: Sequence[FloatImage],
+        pixel_spacings: Sequence[tuple[float, float]],
+        contrast: LgeContrast,
+        offsets: Sequence[tuple[float, float]] | None = None,
+    ) -> list[SegmentationOutput]:
+        """Segment the slices of one short-axis stack, the heart localised per stack.
+
+        Every slice's localiser candidates enter :func:`models.lgeseg.stack_locate.locate_stack`;
+        each slice is segmented first at its point of that chain (its own candidate, or a
+        centre and size interpolated from its neighbours), then, if that crop is not a
+        myocardial ring, at its own other candidates, as :meth:`segment` does.
+
+        Parameters
+        ----------
+        images
+            The stack's slices in order along the LV axis (base to apex or apex to base).
+        pixel_spacings
+            (row, column) spacing of each slice, mm.
+        contrast
+            PSIR or magnitude.
+        offsets
+            Each slice's grid offset in a common frame
+            (:func:`models.lgeseg.stack_locate.in_plane_offsets`); ``None``: one shared grid.
+
+        Returns
+        -------
+        list of SegmentationOutput
+            One per slice, in order; ``details["heart_localisation"]`` says how the slice's
+            heart was placed.
+        """
+        if len(images) != len(pixel_spacings):
+            raise ValueError("One pixel spacing per image is needed.")
+        prepared = [self._prepare(image, spacing, contrast)
+                    for image, spacing in zip(images, pixel_spacings, strict=True)]
+        found, located_s = [], []
+        for values, _, _ in prepared:
+            begin = time.perf_counter()
+            found.append(self.scored_candidates(values, limit=STACK_CANDIDATES))
+            located_s.append(time.perf_counter() - begin)
+        chain = locate_stack(found, offsets)
+        outputs = []
+        for k, ((values, spacing, details), point) in enumerate(zip(prepared, chain,
+                                                                    strict=True)):
+            begin = time.perf_counter()
+            order = [(c.centre, c.diameter) for c in found[k]]
+            if point is None:
+                details["heart_localisation"] = "slice"
+            else:
+                details["heart_localisation"] = (
+                    "stack chain: interpolated from neighbours" if point.candidate is None
+                    else f"stack chain: candidate {point.candidate + 1}")
+                if point.candidate is not None:
+                    del order[point.candidate]
+                order = [(point.centre, point.diameter), *order][:self.max_candidates]
+            # inference_ms of a slice includes its own localisation.
+            outputs.append(self._segment_at(values, spacing, contrast, order, details,
+                                            begin - located_s[k]))
+        return outputs
+
+    def _segment_at(self, values: F32, spacing: tuple[float, float], contrast: LgeContrast,
+                    found: Sequence[tuple[tuple[float, float], float]],
+                    details: dict[str, Any], started: float) -> SegmentationOutput:
+        """Segment ``values`` at the first of the heart positions ``found`` whose crop is a
+        myocardial ring (else at the most ring-like), then confirm scar by enhancement."""
+        from models.lgeseg.segmenter import (
+            MIN_LV_ENCLOSURE,
+            empty_output,
+            segmentation_from_passes,
+        )
+
         if not found:
             return empty_output(values.shape, "the localiser found no heart", details,
                                 started)
