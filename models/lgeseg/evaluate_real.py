@@ -40,8 +40,9 @@ import numpy as np
 import numpy.typing as npt
 
 from models.lgeseg.evaluate import regression
-from plugins.api import SegmentationOutput
+from plugins.api import Label, SegmentationOutput
 from plugins.lge.analysis import MAX_UNCERTAINTY, PRESENCE_PERCENT
+from plugins.lge.quantify import DEFAULT_N_SD, MYOCARDIAL_LABELS, nsd_scar, remote_reference
 from plugins.lge.segmenter import LgeContrast, LgeSegmenter
 
 logger = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class RealSlice:
     pred_myo_px: int
     pred_scar_px: int
     inference_ms: float | None
+    pred_nsd_px: int = 0
 
 
 def _dice(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
@@ -115,13 +117,32 @@ def score_slice(segmenter: LgeSegmenter, case: str, index: int,
                 scar_truth: Sequence[int] = EMIDEC_SCAR) -> RealSlice:
     """Segment one slice as the LGE analysis does and score it against its labels."""
     output = segmenter.segment(image, (spacing_mm, spacing_mm), LgeContrast.MAGNITUDE)
-    return score_output(output, case, index, truth, myo_truth, scar_truth)
+    return score_output(output, case, index, truth, myo_truth, scar_truth, image,
+                        spacing_mm)
+
+
+def nsd_pixels(image: npt.NDArray[np.float32], labels: npt.NDArray[np.uint8],
+               spacing_mm: float, n_sd: float = DEFAULT_N_SD) -> int:
+    """Scar pixels (MVO included) by the analysis' n-SD method on the segmenter's
+    myocardium: remote reference of the slice's own labels, n-SD threshold, network MVO
+    added (``plugins.lge.analysis``; no remote borrowed from other slices)."""
+    spacing = (spacing_mm, spacing_mm)
+    myocardium = np.isin(labels, MYOCARDIAL_LABELS)
+    remote = remote_reference(image, labels, spacing)
+    if remote is None or not myocardium.any():
+        return 0
+    scar, _ = nsd_scar(image, myocardium, labels == Label.LV_BLOOD_POOL, remote, n_sd,
+                       spacing)
+    return int((scar | (labels == Label.MVO)).sum())
 
 
 def score_output(output: SegmentationOutput, case: str, index: int,
                  truth: npt.NDArray[np.uint8], myo_truth: Sequence[int] = EMIDEC_MYO,
-                 scar_truth: Sequence[int] = EMIDEC_SCAR) -> RealSlice:
-    """Score one slice's segmentation against its labels."""
+                 scar_truth: Sequence[int] = EMIDEC_SCAR,
+                 image: npt.NDArray[np.float32] | None = None,
+                 spacing_mm: float = ASSUMED_SPACING_MM) -> RealSlice:
+    """Score one slice's segmentation against its labels (and, given the ``image``, its
+    n-SD scar, :func:`nsd_pixels`)."""
     labels = np.asarray(output.labels)
     pred_myo = np.isin(labels, OUR_MYO)
     pred_scar = np.isin(labels, OUR_SCAR)
@@ -141,6 +162,8 @@ def score_output(output: SegmentationOutput, case: str, index: int,
         pred_myo_px=int(pred_myo.sum()) if segmented else 0,
         pred_scar_px=int(pred_scar.sum()) if segmented else 0,
         inference_ms=None if ms is None else float(ms),
+        pred_nsd_px=nsd_pixels(image, labels, spacing_mm) if segmented and image is not None
+        else 0,
     )
 
 
@@ -166,8 +189,10 @@ def score_cases(segmenter: LgeSegmenter,
         stack = sorted(cases[case], key=lambda item: item[1])
         outputs = segment_stack([item[2] for item in stack],
                                 [(item[4], item[4]) for item in stack], LgeContrast.MAGNITUDE)
-        scored.extend(score_output(output, case, index, labels, myo_truth, scar_truth)
-                      for output, (_, index, _, labels, _) in zip(outputs, stack, strict=True))
+        scored.extend(score_output(output, case, index, labels, myo_truth, scar_truth, image,
+                                   spacing)
+                      for output, (_, index, image, labels, spacing) in zip(outputs, stack,
+                                                                            strict=True))
     return scored
 
 
@@ -195,6 +220,7 @@ def summarise_emidec(slices: Sequence[RealSlice]) -> dict[str, Any]:
             sum(r.true_myo_px for r in rows), 1)
         pred_myo = sum(r.pred_myo_px for r in rows)
         pred_pct = 100.0 * sum(r.pred_scar_px for r in rows) / pred_myo if pred_myo else 0.0
+        nsd_pct = 100.0 * sum(r.pred_nsd_px for r in rows) / pred_myo if pred_myo else 0.0
         per_case.append({
             "case": case,
             "infarct": case.startswith("Case_P"),
@@ -204,6 +230,8 @@ def summarise_emidec(slices: Sequence[RealSlice]) -> dict[str, Any]:
             "true_scar_percent": round(true_pct, 2),
             "predicted_scar_percent": round(pred_pct, 2),
             "predicted_infarct": pred_pct >= PRESENCE_PERCENT,
+            "nsd_scar_percent": round(nsd_pct, 2),
+            "nsd_infarct": nsd_pct >= PRESENCE_PERCENT,
         })
     failed = [not (r.myo_dice >= FAILED_DICE) for r in slices]
     flagged = [r.flagged for r in slices]
@@ -224,6 +252,11 @@ def summarise_emidec(slices: Sequence[RealSlice]) -> dict[str, Any]:
         "scar_percent_fit": fit,
         "case_accuracy": round(float(np.mean([c["infarct"] == c["predicted_infarct"]
                                               for c in per_case])), 4) if per_case else None,
+        "nsd_scar_percent_fit": regression([c["true_scar_percent"] for c in per_case],
+                                           [c["nsd_scar_percent"] for c in per_case]),
+        "nsd_case_accuracy": round(float(np.mean([c["infarct"] == c["nsd_infarct"]
+                                                  for c in per_case])), 4) if per_case else None,
+        "nsd_rule": f"analysis n-SD, n = {DEFAULT_N_SD:g} (plugins.lge.quantify.DEFAULT_N_SD)",
         "case_rule": f"infarct if network %scar >= {PRESENCE_PERCENT:g} % "
                      "(plugins.lge.analysis.PRESENCE_PERCENT; not chosen on this split)",
         "failure": {
@@ -280,12 +313,14 @@ def table(summary: dict[str, Any]) -> str:
     s = summary.get("sunnybrook") or {}
     return (
         "| segmenter | slices segmented | myo Dice | scar Dice | %scar r | slope | bias | "
-        "case acc. | failed (flagged / silent) | flagged but fine | Sunnybrook seg. / Dice |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "case acc. | n-SD %scar r / case acc. | failed (flagged / silent) | flagged but fine | "
+        "Sunnybrook seg. / Dice |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         f"| {summary['segmenter']} | {e['segmented']}/{e['slices']} | {e['myo_dice_mean']} | "
         f"{e['scar_dice_mean']} | {fit.get('r')} | {fit.get('slope')} | "
         f"{fit.get('bias_percent')} | "
-        f"{e['case_accuracy']} | {f['failed']} ({f['failed_flagged']} / {f['failed_silent']})"
+        f"{e['case_accuracy']} | {e['nsd_scar_percent_fit'].get('r')} / "
+        f"{e['nsd_case_accuracy']} | {f['failed']} ({f['failed_flagged']} / {f['failed_silent']})"
         f" | {f['flagged_but_fine']} | {s.get('segmented')}/{s.get('slices')} / "
         f"{s.get('myo_dice_mean')} |")
 

@@ -59,11 +59,14 @@ class HeartCandidate:
         Equivalent diameter of the heart (LV + myocardium), source pixels.
     score
         The localiser's confidence (summed heart probability); only ratios matter.
+    aspect
+        How many times wider (columns) than high (rows) the heart is, in source pixels.
     """
 
     centre: tuple[float, float]
     diameter: float
     score: float
+    aspect: float = 1.0
 
 
 @dataclass(frozen=True)
