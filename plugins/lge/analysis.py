@@ -429,7 +429,9 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         ``segmenter``
             An :class:`~plugins.lge.segmenter.LgeSegmenter`, or ``"unet"`` (default: the
             trained network of :mod:`models.lgeseg.segmenter`) or ``"two-stage"``
-            (:mod:`models.lgeseg.two_stage`).
+            (:mod:`models.lgeseg.two_stage`).  A segmenter with ``segment_stack`` (the
+            two-stage one) gets the whole stack at once, with the frames' geometry, and
+            localises the heart per stack.
         ``segmenter_weights``
             With ``"two-stage"``: site segmenter weights (``cmr-node models finetune``)
             instead of the committed ones.
