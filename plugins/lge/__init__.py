@@ -40,7 +40,7 @@ def warm_up() -> None:
     default_fusion_segmenter()
     try:
         cached_default().rehearse()
-    except ModelUnavailableError as exc:
+    except (ModelUnavailableError, ImportError) as exc:
         logger.warning("two-stage LGE segmenter not preloaded: %s", exc)
 
 
