@@ -127,11 +127,14 @@ def evaluate_stacks(
     n_stacks: int = DEFAULT_STACKS,
     seed_start: int = EVAL_SEED_START,
     mvo_segmenter: UNetLgeSegmenter | None = None,
+    per_stack: bool = False,
 ) -> tuple[list[SliceScore], list[StackScore]]:
     """Score the segmenter on ``n_stacks`` held-out stacks.
 
     ``mvo_segmenter`` (the same weights with MVO output forced on) scores MVO on slices
-    that have it, when the main segmenter merges MVO into scar.
+    that have it, when the main segmenter merges MVO into scar.  With ``per_stack``, a
+    segmenter that has ``segment_stack`` (:mod:`models.lgeseg.two_stage`) segments each
+    stack at once (its slices share one pixel grid).
     """
     slice_scores: list[SliceScore] = []
     stack_scores: list[StackScore] = []
@@ -141,10 +144,15 @@ def evaluate_stacks(
         truth = lge_case_truth(stack)
         pattern = str(truth["scar_pattern"])
         scar_total, myo_total, segmented = 0.0, 0.0, 0
+        segment_stack = getattr(segmenter, "segment_stack", None) if per_stack else None
+        outputs = None if segment_stack is None else segment_stack(
+            [loader_view(item, seed) for item in stack], [item.pixel_spacing for item in stack],
+            LgeContrast(str(stack[0].contrast)))
         for index, item in enumerate(stack):
             image = loader_view(item, seed)
             contrast = LgeContrast(str(item.contrast))
-            output = segmenter.segment(image, item.pixel_spacing, contrast)
+            output = (segmenter.segment(image, item.pixel_spacing, contrast) if outputs is None
+                      else outputs[index])
             labels = output.labels
             area = item.pixel_spacing[0] * item.pixel_spacing[1]
             pred_myo, true_myo = np.isin(labels, MYOCARDIAL), np.isin(item.labels, MYOCARDIAL)

@@ -45,10 +45,18 @@ import numpy as np
 import numpy.typing as npt
 
 from models.lgeseg.evaluate import regression
-from plugins.api import Label
+from plugins.api import Label, SegmentationOutput
 from plugins.lge.analysis import MAX_UNCERTAINTY, PRESENCE_PERCENT
 from plugins.lge.infarct import InfarctCall, assess_infarct
-from plugins.lge.quantify import Layer, Lesion, lesions
+from plugins.lge.quantify import (
+    DEFAULT_N_SD,
+    MYOCARDIAL_LABELS,
+    Layer,
+    Lesion,
+    lesions,
+    nsd_scar,
+    remote_reference,
+)
 from plugins.lge.segmenter import LgeContrast, LgeSegmenter
 
 logger = logging.getLogger(__name__)
@@ -97,6 +105,8 @@ class RealSlice:
     """(wall layer, area in pixels) of each network scar lesion."""
     true_lesions: tuple[tuple[str, float], ...] = ()
     """(wall layer, area in pixels) of each expert scar lesion."""
+    pred_nsd_px: int = 0
+    """Myocardium pixels above the analysis' n-SD threshold (remote reference)."""
 
 
 def _layers(labels: npt.NDArray[np.uint8], myo: Sequence[int], scar: Sequence[int],
@@ -134,6 +144,32 @@ def score_slice(segmenter: LgeSegmenter, case: str, index: int,
                 scar_truth: Sequence[int] = EMIDEC_SCAR) -> RealSlice:
     """Segment one slice as the LGE analysis does and score it against its labels."""
     output = segmenter.segment(image, (spacing_mm, spacing_mm), LgeContrast.MAGNITUDE)
+    return score_output(output, case, index, truth, myo_truth, scar_truth, image,
+                        spacing_mm)
+
+
+def nsd_pixels(image: npt.NDArray[np.float32], labels: npt.NDArray[np.uint8],
+               spacing_mm: float, n_sd: float = DEFAULT_N_SD) -> int:
+    """Scar pixels (MVO included) by the analysis' n-SD method on the segmenter's
+    myocardium: remote reference of the slice's own labels, n-SD threshold, network MVO
+    added (``plugins.lge.analysis``; no remote borrowed from other slices)."""
+    spacing = (spacing_mm, spacing_mm)
+    myocardium = np.isin(labels, MYOCARDIAL_LABELS)
+    remote = remote_reference(image, labels, spacing)
+    if remote is None or not myocardium.any():
+        return 0
+    scar, _ = nsd_scar(image, myocardium, labels == Label.LV_BLOOD_POOL, remote, n_sd,
+                       spacing)
+    return int((scar | (labels == Label.MVO)).sum())
+
+
+def score_output(output: SegmentationOutput, case: str, index: int,
+                 truth: npt.NDArray[np.uint8], myo_truth: Sequence[int] = EMIDEC_MYO,
+                 scar_truth: Sequence[int] = EMIDEC_SCAR,
+                 image: npt.NDArray[np.float32] | None = None,
+                 spacing_mm: float = ASSUMED_SPACING_MM) -> RealSlice:
+    """Score one slice's segmentation against its labels (and, given the ``image``, its
+    n-SD scar, :func:`nsd_pixels`)."""
     labels = np.asarray(output.labels)
     pred_myo = np.isin(labels, OUR_MYO)
     pred_scar = np.isin(labels, OUR_SCAR)
@@ -156,14 +192,47 @@ def score_slice(segmenter: LgeSegmenter, case: str, index: int,
         pred_lesions=_layers(labels, OUR_MYO, OUR_SCAR, int(Label.LV_BLOOD_POOL))
         if segmented else (),
         true_lesions=_layers(truth, myo_truth, scar_truth, 1) if scar_truth else (),
+        pred_nsd_px=nsd_pixels(image, labels, spacing_mm) if segmented and image is not None
+        else 0,
     )
 
 
+def score_cases(segmenter: LgeSegmenter,
+                items: Sequence[tuple[str, int, npt.NDArray[np.float32], npt.NDArray[np.uint8],
+                                      float]],
+                per_stack: bool, myo_truth: Sequence[int] = EMIDEC_MYO,
+                scar_truth: Sequence[int] = EMIDEC_SCAR) -> list[RealSlice]:
+    """Segment and score (case, index, image, labels, spacing) items: slice by slice, or,
+    with ``per_stack`` and a segmenter that has ``segment_stack``, each case as one stack
+    in index order (no slice geometry: the slices of a case share one pixel grid)."""
+    segment_stack = getattr(segmenter, "segment_stack", None)
+    if not per_stack or segment_stack is None:
+        return [score_slice(segmenter, case, index, image, labels, spacing, myo_truth,
+                            scar_truth)
+                for case, index, image, labels, spacing in items]
+    cases: dict[str, list[tuple[str, int, npt.NDArray[np.float32], npt.NDArray[np.uint8],
+                                float]]] = defaultdict(list)
+    for item in items:
+        cases[item[0]].append(item)
+    scored: list[RealSlice] = []
+    for case in cases:
+        stack = sorted(cases[case], key=lambda item: item[1])
+        outputs = segment_stack([item[2] for item in stack],
+                                [(item[4], item[4]) for item in stack], LgeContrast.MAGNITUDE)
+        scored.extend(score_output(output, case, index, labels, myo_truth, scar_truth, image,
+                                   spacing)
+                      for output, (_, index, image, labels, spacing) in zip(outputs, stack,
+                                                                            strict=True))
+    return scored
+
+
 def evaluate_emidec(segmenter: LgeSegmenter, root: Path,
-                    spacing_mm: float = ASSUMED_SPACING_MM) -> list[RealSlice]:
-    """Every EMIDEC slice segmented and scored."""
-    return [score_slice(segmenter, case, index, image, labels, spacing_mm)
-            for case, index, image, labels in load_emidec(root)]
+                    spacing_mm: float = ASSUMED_SPACING_MM,
+                    per_stack: bool = True) -> list[RealSlice]:
+    """Every EMIDEC slice segmented (per case stack when ``per_stack``) and scored."""
+    return score_cases(segmenter, [(case, index, image, labels, spacing_mm)
+                                   for case, index, image, labels in load_emidec(root)],
+                       per_stack)
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -216,6 +285,7 @@ def summarise_emidec(slices: Sequence[RealSlice]) -> dict[str, Any]:
             sum(r.true_myo_px for r in rows), 1)
         pred_myo = sum(r.pred_myo_px for r in rows)
         pred_pct = 100.0 * sum(r.pred_scar_px for r in rows) / pred_myo if pred_myo else 0.0
+        nsd_pct = 100.0 * sum(r.pred_nsd_px for r in rows) / pred_myo if pred_myo else 0.0
         per_case.append({
             "case": case,
             "infarct": case.startswith("Case_P"),
@@ -227,6 +297,8 @@ def summarise_emidec(slices: Sequence[RealSlice]) -> dict[str, Any]:
             "predicted_infarct": pred_pct >= PRESENCE_PERCENT,
             "infarct_call": str(case_call(rows)),
             "infarct_call_on_expert_labels": str(case_call(rows, truth=True)),
+            "nsd_scar_percent": round(nsd_pct, 2),
+            "nsd_infarct": nsd_pct >= PRESENCE_PERCENT,
         })
     failed = [not (r.myo_dice >= FAILED_DICE) for r in slices]
     flagged = [r.flagged for r in slices]
@@ -247,6 +319,11 @@ def summarise_emidec(slices: Sequence[RealSlice]) -> dict[str, Any]:
         "scar_percent_fit": fit,
         "case_accuracy": round(float(np.mean([c["infarct"] == c["predicted_infarct"]
                                               for c in per_case])), 4) if per_case else None,
+        "nsd_scar_percent_fit": regression([c["true_scar_percent"] for c in per_case],
+                                           [c["nsd_scar_percent"] for c in per_case]),
+        "nsd_case_accuracy": round(float(np.mean([c["infarct"] == c["nsd_infarct"]
+                                                  for c in per_case])), 4) if per_case else None,
+        "nsd_rule": f"analysis n-SD, n = {DEFAULT_N_SD:g} (plugins.lge.quantify.DEFAULT_N_SD)",
         "case_rule": f"infarct if network %scar >= {PRESENCE_PERCENT:g} % "
                      "(plugins.lge.analysis.PRESENCE_PERCENT; not chosen on this split)",
         "infarct_call": call_scores([(c["infarct"], InfarctCall(c["infarct_call"]))
@@ -269,15 +346,17 @@ def summarise_emidec(slices: Sequence[RealSlice]) -> dict[str, Any]:
     }
 
 
-def evaluate_sunnybrook(segmenter: LgeSegmenter, npz: Path) -> dict[str, Any]:
-    """Slices segmented and myocardium Dice on the Sunnybrook cine slices."""
+def evaluate_sunnybrook(segmenter: LgeSegmenter, npz: Path,
+                        per_stack: bool = True) -> dict[str, Any]:
+    """Slices segmented and myocardium Dice on the Sunnybrook cine slices (each case's
+    slices one stack when ``per_stack``)."""
     data = np.load(npz)
-    rows = [
-        score_slice(segmenter, str(case), k, image.astype(np.float32), labels,
-                    float(spacing), myo_truth=(2,), scar_truth=())
-        for k, (image, labels, spacing, case) in enumerate(zip(
-            data["images"], data["labels"], data["spacing_mm"], data["case"], strict=True))
-    ]
+    rows = score_cases(
+        segmenter,
+        [(str(case), k, image.astype(np.float32), labels, float(spacing))
+         for k, (image, labels, spacing, case) in enumerate(zip(
+             data["images"], data["labels"], data["spacing_mm"], data["case"], strict=True))],
+        per_stack, myo_truth=(2,), scar_truth=())
     return {
         "slices": len(rows),
         "segmented": sum(r.segmented for r in rows),
@@ -305,12 +384,14 @@ def table(summary: dict[str, Any]) -> str:
     s = summary.get("sunnybrook") or {}
     return (
         "| segmenter | slices segmented | myo Dice | scar Dice | %scar r | slope | bias | "
-        "case acc. | failed (flagged / silent) | flagged but fine | Sunnybrook seg. / Dice |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "case acc. | n-SD %scar r / case acc. | failed (flagged / silent) | flagged but fine | "
+        "Sunnybrook seg. / Dice |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         f"| {summary['segmenter']} | {e['segmented']}/{e['slices']} | {e['myo_dice_mean']} | "
         f"{e['scar_dice_mean']} | {fit.get('r')} | {fit.get('slope')} | "
         f"{fit.get('bias_percent')} | "
-        f"{e['case_accuracy']} | {f['failed']} ({f['failed_flagged']} / {f['failed_silent']})"
+        f"{e['case_accuracy']} | {e['nsd_scar_percent_fit'].get('r')} / "
+        f"{e['nsd_case_accuracy']} | {f['failed']} ({f['failed_flagged']} / {f['failed_silent']})"
         f" | {f['flagged_but_fine']} | {s.get('segmented')}/{s.get('slices')} / "
         f"{s.get('myo_dice_mean')} |")
 
@@ -329,6 +410,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-candidates", type=int, default=None)
     parser.add_argument("--scar-rule", default=None,
                         help="two-stage scar confirmation: 2sd, 3sd, 5sd, fwhm or none")
+    parser.add_argument("--localisation", choices=("stack", "slice"), default="stack",
+                        help="two-stage: heart localised per case stack (default) or per slice")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -341,16 +424,18 @@ def main(argv: list[str] | None = None) -> None:
     emidec = args.data / "emidec-dev"
     if not (emidec / "images").is_dir():
         raise SystemExit(f"EMIDEC dev split not found under {emidec}")
-    slices = evaluate_emidec(segmenter, emidec, args.spacing)
+    per_stack = args.localisation == "stack"
+    slices = evaluate_emidec(segmenter, emidec, args.spacing, per_stack)
     summary: dict[str, Any] = {
         "segmenter": f"{segmenter.name} {segmenter.version}",
         "weights_sha256": segmenter.weights_sha256,
         "assumed_spacing_mm": args.spacing,
+        "localisation": args.localisation,
         "emidec": summarise_emidec(slices),
         "emidec_slices": [asdict(s) for s in slices],
     }
     npz = args.data / "sunnybrook" / "sunnybrook_lv_myo_subset.npz"
-    summary["sunnybrook"] = evaluate_sunnybrook(segmenter, npz) if npz.exists() else None
+    summary["sunnybrook"] = evaluate_sunnybrook(segmenter, npz, per_stack) if npz.exists() else None
     logger.info("%s", table(summary))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

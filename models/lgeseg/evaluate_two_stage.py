@@ -1,7 +1,7 @@
 """Held-out phantom evaluation of the two-stage (sim-to-real) LGE segmenter.
 
 ``python -m models.lgeseg.evaluate_two_stage [--stacks 64] [--locator PT] [--segmenter PT]
-[--max-candidates N] [--scar-rule 3sd|none|...]``
+[--max-candidates N] [--scar-rule 3sd|none|...] [--localisation stack|slice]``
 scores the held-out phantom stacks of :mod:`models.lgeseg.evaluate` (seeds from 950000, the
 same intensity mappings and design) with :class:`models.lgeseg.two_stage.TwoStageLgeSegmenter`
 and prints the same tables (myocardium and scar Dice, per cent scar slope / r / bias,
@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--segmenter", type=Path, default=DEFAULT_SEGMENTER)
     parser.add_argument("--max-candidates", type=int, default=MAX_CANDIDATES)
     parser.add_argument("--scar-rule", choices=(*CONFIRMATION_RULES, "none"), default=SCAR_RULE)
+    parser.add_argument("--localisation", choices=("stack", "slice"), default="stack",
+                        help="heart localised per stack (default) or per slice")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.seed_start < EVAL_SEED_START:
@@ -52,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
         args.locator, args.segmenter, max_candidates=args.max_candidates,
         scar_rule=None if args.scar_rule == "none" else args.scar_rule)
     started = time.perf_counter()
-    slices, stacks = evaluate_stacks(segmenter, args.stacks, args.seed_start)  # type: ignore[arg-type]
+    slices, stacks = evaluate_stacks(segmenter, args.stacks, args.seed_start,  # type: ignore[arg-type]
+                                     per_stack=args.localisation == "stack")
     summary = summarise(slices, stacks)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -62,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
             "locator_sha256": segmenter.locator_sha256,
             "max_candidates": segmenter.max_candidates,
             "scar_rule": segmenter.scar_rule,
+            "localisation": args.localisation,
             "held_out_seeds": [args.seed_start, args.seed_start + args.stacks - 1],
             "summary": summary,
             "stacks": [asdict(s) for s in stacks],

@@ -32,7 +32,8 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -40,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from models.lgeseg.stack_locate import HeartCandidate, locate_stack
 from models.lgeseg.synth import CROP_FACTOR, LOCATE_GRID, SEGMENT_GRID, normalise_grid
 from models.segmentation import (
     EIGHT_CONNECTED,
@@ -71,9 +73,20 @@ MIN_HEART_GRID_PX: Final = 12
 """Smallest heart (LV + myocardium) the localiser may report, in grid pixels."""
 MAX_CANDIDATES: Final = 3
 """Most heart candidates (localiser components) segmented before a slice is given up."""
+STACK_CANDIDATES: Final = 6
+"""Localiser candidates per slice offered to the stack chain (:meth:`segment_stack`)."""
 SCAR_RULE: Final = "3sd"
 """Enhancement that confirms network scar: remote mean + 3 SD, chosen on the EMIDEC dev split
 among the published 2, 3, 5 SD and FWHM (models/README.md, issue 14)."""
+STRETCH_TOLERANCE: Final = 1.2
+"""Stack stretch (segmented heart width over height beyond what the pixel spacing explains)
+left uncorrected; per-slice heart width over height is 0.80-1.15 on the 37 real Sunnybrook
+slices (expert masks), so a stack median beyond 1.2 is stretch, not anatomy."""
+STRETCH_ROUNDS: Final = 3
+"""Most re-segmentations of a stack to undo its stretch (the segmenter, trained on round
+hearts, sees a stretched heart rounder than it is, so one round undoes only part)."""
+MIN_STRETCH_SLICES: Final = 2
+"""Slices with a segmented heart needed before a stack's stretch is corrected."""
 WEAK_HEART_PROBABILITY: Final = 0.25
 """Heart probability above which a region is a fallback candidate when the localiser's own
 labels (arg max) hold no heart large enough."""
@@ -82,9 +95,13 @@ F32 = npt.NDArray[np.float32]
 Affine = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
 
 
-def _square_affine(centre: tuple[float, float], step: float, grid: int) -> Affine:
-    """Grid index -> source index, ``step`` source pixels per grid pixel, grid centred."""
-    matrix = np.diag([step, step])
+def _square_affine(centre: tuple[float, float], step: float, grid: int,
+                   aspect: float = 1.0) -> Affine:
+    """Grid index -> source index, grid centred: ``step`` source pixels per grid pixel, as
+    ``step / sqrt(aspect)`` rows and ``step * sqrt(aspect)`` columns when the heart spans
+    ``aspect`` times more columns than rows (non-square or stretched pixels)."""
+    root = math.sqrt(aspect)
+    matrix = np.diag([step / root, step * root])
     offset = np.asarray(centre, dtype=np.float64) - matrix @ np.full(2, (grid - 1) / 2.0)
     return matrix, offset
 
@@ -95,11 +112,16 @@ def _resample(image: F32, affine: Affine, grid: int, cval: float) -> F32:
 
 
 def _component_geometry(component: npt.NDArray[np.bool_], affine: Affine
-                        ) -> tuple[tuple[float, float], float]:
+                        ) -> tuple[tuple[float, float], float, float]:
+    """Centre, equivalent diameter (source pixels) and aspect (column over row standard
+    deviation, source pixels) of a grid component."""
     rows, cols = np.nonzero(component)
     centre = affine[0] @ np.array([rows.mean(), cols.mean()]) + affine[1]
-    diameter = 2.0 * math.sqrt(float(component.sum()) / math.pi) * float(affine[0][0, 0])
-    return (float(centre[0]), float(centre[1])), diameter
+    area = float(component.sum()) * abs(float(np.linalg.det(affine[0])))
+    diameter = 2.0 * math.sqrt(area / math.pi)
+    spread_rows = max(float(rows.std()), 0.5) * abs(float(affine[0][0, 0]))
+    spread_cols = max(float(cols.std()), 0.5) * abs(float(affine[0][1, 1]))
+    return (float(centre[0]), float(centre[1])), diameter, spread_cols / spread_rows
 
 
 def locate_heart(prob: F32, affine: Affine) -> tuple[tuple[float, float], float] | None:
@@ -113,17 +135,18 @@ def locate_heart(prob: F32, affine: Affine) -> tuple[tuple[float, float], float]
     biggest = components == int(np.argmax(sizes)) + 1
     if int(biggest.sum()) < MIN_HEART_GRID_PX:
         return None
-    return _component_geometry(biggest, affine)
+    centre, diameter, _ = _component_geometry(biggest, affine)
+    return centre, diameter
 
 
-def heart_candidates(prob: F32, affine: Affine, limit: int = MAX_CANDIDATES
-                     ) -> list[tuple[tuple[float, float], float]]:
-    """Up to ``limit`` heart candidates (centre, diameter in source pixels), most probable
-    first: the localiser's heart components (arg max) ranked by their summed heart
-    probability, then, if those are fewer, the regions of heart probability above
-    :data:`WEAK_HEART_PROBABILITY` not already covered."""
+def scored_heart_candidates(prob: F32, affine: Affine, limit: int = MAX_CANDIDATES
+                            ) -> list[HeartCandidate]:
+    """Up to ``limit`` heart candidates (centre and diameter in source pixels, score = summed
+    heart probability), most probable first: the localiser's heart components (arg max)
+    ranked by their summed heart probability, then, if those are fewer, the regions of heart
+    probability above :data:`WEAK_HEART_PROBABILITY` not already covered."""
     heart_probability = 1.0 - prob[0]
-    found: list[tuple[tuple[float, float], float]] = []
+    found: list[HeartCandidate] = []
     covered = np.zeros(heart_probability.shape, dtype=bool)
     for mask in (np.argmax(prob, axis=0) > 0, heart_probability > WEAK_HEART_PROBABILITY):
         components, n = ndimage.label(mask & ~covered, structure=EIGHT_CONNECTED)
@@ -135,10 +158,37 @@ def heart_candidates(prob: F32, affine: Affine, limit: int = MAX_CANDIDATES
         for k in np.argsort(-np.asarray(mass)):
             if sizes[k] < MIN_HEART_GRID_PX or len(found) >= limit:
                 continue
-            component = components == k + 1
-            found.append(_component_geometry(component, affine))
+            centre, diameter, aspect = _component_geometry(components == k + 1, affine)
+            found.append(HeartCandidate(centre, diameter, float(mass[k]), aspect))
         covered |= ndimage.binary_dilation(mask, iterations=2)
     return found
+
+
+def heart_candidates(prob: F32, affine: Affine, limit: int = MAX_CANDIDATES
+                     ) -> list[tuple[tuple[float, float], float]]:
+    """:func:`scored_heart_candidates` without their scores: (centre, diameter) pairs."""
+    return [(c.centre, c.diameter) for c in scored_heart_candidates(prob, affine, limit)]
+
+
+def _heart_probabilities(passes: F32) -> F32:
+    """Background, LV blood pool and myocardium (with scar and MVO) probabilities of the
+    segmenter's mean pass, as the localiser's three classes."""
+    mean = passes.mean(axis=0)
+    return np.stack([mean[0] + mean[3], mean[1], mean[2] + mean[4] + mean[5]])
+
+
+def segmented_aspect(passes: F32, affine: Affine) -> float | None:
+    """Width over height (source pixels) of the heart the segmenter found in a crop, or
+    ``None`` if it found none."""
+    heart = np.argmax(_heart_probabilities(passes), axis=0) > 0
+    components, n = ndimage.label(heart, structure=EIGHT_CONNECTED)
+    if n == 0:
+        return None
+    sizes = np.bincount(components.ravel())[1:]
+    biggest = components == int(np.argmax(sizes)) + 1
+    if int(biggest.sum()) < MIN_HEART_GRID_PX:
+        return None
+    return _component_geometry(biggest, affine)[2]
 
 
 def ring_plausibility(passes: F32) -> float:
@@ -176,6 +226,10 @@ class TwoStageLgeSegmenter:
     scar_rule
         Network scar is kept only where the image is enhanced by this published threshold
         (:func:`plugins.lge.quantify.enhancement_confirmed`; ``None``: network scar as is).
+    correct_stretch
+        In :meth:`segment_stack`, segment a stack again with crops that undo its stretch
+        when its segmented hearts are wider than high (or higher than wide) beyond
+        :data:`STRETCH_TOLERANCE` (stretched re-exports, wrong pixel spacing).
 
     Raises
     ------
@@ -186,7 +240,7 @@ class TwoStageLgeSegmenter:
     def __init__(self, locator: Path | None = None, segmenter: Path | None = None, *,
                  test_time_flip: bool = True, refine: bool = True,
                  locator_tta: bool = True, max_candidates: int = MAX_CANDIDATES,
-                 scar_rule: str | None = SCAR_RULE) -> None:
+                 scar_rule: str | None = SCAR_RULE, correct_stretch: bool = True) -> None:
         locator = DEFAULT_LOCATOR if locator is None else Path(locator)
         segmenter = DEFAULT_SEGMENTER if segmenter is None else Path(segmenter)
         self._locator, locate_record, locate_sha = load_unet(
@@ -206,6 +260,7 @@ class TwoStageLgeSegmenter:
         if scar_rule is not None and scar_rule not in CONFIRMATION_RULES:
             raise ValueError(f"Unknown scar rule {scar_rule!r}; one of {CONFIRMATION_RULES}")
         self.scar_rule = scar_rule
+        self.correct_stretch = correct_stretch
         self.mvo_output = bool(record.get("mvo_output", False))
         self.record: Mapping[str, Any] = record
         self.locator_record: Mapping[str, Any] = locate_record
@@ -217,6 +272,18 @@ class TwoStageLgeSegmenter:
     def candidates(self, values: F32) -> list[tuple[tuple[float, float], float]]:
         """Heart candidates (centre, diameter in source pixels), most probable first."""
         return heart_candidates(*self._locator_output(values), limit=self.max_candidates)
+
+    def scored_candidates(self, values: F32, limit: int | None = None) -> list[HeartCandidate]:
+        """Heart candidates with their localiser scores, most probable first."""
+        return scored_heart_candidates(*self._locator_output(values),
+                                       limit=self.max_candidates if limit is None else limit)
+
+    def rehearse(self) -> None:
+        """Run both networks once on a blank image (first-inference costs paid ahead)."""
+        blank = np.zeros((LOCATE_GRID, LOCATE_GRID), dtype=np.float32)
+        self._locator_output(blank)
+        self.crop_passes(blank, ((LOCATE_GRID - 1) / 2.0, (LOCATE_GRID - 1) / 2.0),
+                         LOCATE_GRID / CROP_FACTOR)
 
     def _locator_output(self, values: F32) -> tuple[F32, Affine]:
         rows, cols = values.shape
@@ -240,42 +307,30 @@ class TwoStageLgeSegmenter:
         prob[3] = prob[3][:, ::-1, ::-1]
         return np.asarray(prob.mean(axis=0), dtype=np.float32)
 
-    def crop_passes(self, values: F32, centre: tuple[float, float], diameter: float
-                    ) -> tuple[F32, Affine]:
-        """Segmenter probabilities (passes, 6, g, g) of the crop and its grid affine."""
-        affine = _square_affine(centre, CROP_FACTOR * diameter / SEGMENT_GRID, SEGMENT_GRID)
+    def crop_passes(self, values: F32, centre: tuple[float, float], diameter: float,
+                    aspect: float = 1.0) -> tuple[F32, Affine]:
+        """Segmenter probabilities (passes, 6, g, g) of the crop and its grid affine
+        (``aspect``: the heart's width over height in source pixels, made round)."""
+        affine = _square_affine(centre, CROP_FACTOR * diameter / SEGMENT_GRID, SEGMENT_GRID,
+                                aspect)
         grid = normalise_grid(_resample(values, affine, SEGMENT_GRID, float(values.min())))
         return predict_passes(self._segmenter, grid[None], self.test_time_flip), affine
 
-    def _refined_passes(self, values: F32, centre: tuple[float, float], diameter: float
-                        ) -> tuple[F32, Affine, tuple[float, float], float]:
+    def _refined_passes(self, values: F32, centre: tuple[float, float], diameter: float,
+                        aspect: float) -> tuple[F32, Affine, tuple[float, float], float]:
         """Crop passes around a candidate (re-centred once on its segmented heart if
         ``refine``), their affine and the centre and diameter finally used."""
-        passes, affine = self.crop_passes(values, centre, diameter)
+        passes, affine = self.crop_passes(values, centre, diameter, aspect)
         if self.refine:
-            mean = passes.mean(axis=0)
-            again = locate_heart(np.stack([mean[0] + mean[3], mean[1],
-                                           mean[2] + mean[4] + mean[5]]), affine)
+            again = locate_heart(_heart_probabilities(passes), affine)
             if again is not None:
                 centre, diameter = again
-                passes, affine = self.crop_passes(values, centre, diameter)
+                passes, affine = self.crop_passes(values, centre, diameter, aspect)
         return passes, affine, centre, diameter
 
-    def segment(
-        self,
-        image: FloatImage,
-        pixel_spacing: tuple[float, float],
-        contrast: LgeContrast,
-        cine: FloatImage | None = None,
-    ) -> SegmentationOutput:
-        """Segment one slice (see the module description); ``cine`` is not used."""
-        from models.lgeseg.segmenter import (
-            MIN_LV_ENCLOSURE,
-            empty_output,
-            segmentation_from_passes,
-        )
-
-        started = time.perf_counter()
+    def _prepare(self, image: FloatImage, pixel_spacing: tuple[float, float],
+                 contrast: LgeContrast) -> tuple[F32, tuple[float, float], dict[str, Any]]:
+        """Finite float32 values, checked spacing and the details every output carries."""
         values = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0,
                                neginf=0.0)
         if values.ndim != 2:
@@ -296,26 +351,158 @@ class TwoStageLgeSegmenter:
             "max_candidates": self.max_candidates,
             "scar_rule": self.scar_rule,
         }
-        found = self.candidates(values)
-        if not found:
-            return empty_output(values.shape, "the localiser found no heart", details,
-                                started)
-        best: tuple[float, int, tuple[float, float], float, F32, Affine] | None = None
+        return values, spacing, details
+
+    def segment(
+        self,
+        image: FloatImage,
+        pixel_spacing: tuple[float, float],
+        contrast: LgeContrast,
+        cine: FloatImage | None = None,
+    ) -> SegmentationOutput:
+        """Segment one slice (see the module description); ``cine`` is not used."""
+        started = time.perf_counter()
+        values, spacing, details = self._prepare(image, pixel_spacing, contrast)
+        details["heart_localisation"] = "slice"
+        found = [(c.centre, c.diameter) for c in self.scored_candidates(values)]
+        crop = self._best_crop(values, found, spacing[0] / spacing[1])
+        return self._finish(values, spacing, contrast, crop, details, started)
+
+    def segment_stack(
+        self,
+        images: Sequence[FloatImage],
+        pixel_spacings: Sequence[tuple[float, float]],
+        contrast: LgeContrast,
+        offsets: Sequence[tuple[float, float]] | None = None,
+    ) -> list[SegmentationOutput]:
+        """Segment the slices of one short-axis stack, the heart localised per stack.
+
+        Every slice's localiser candidates enter :func:`models.lgeseg.stack_locate.locate_stack`;
+        each slice is segmented first at its point of that chain (its own candidate, or a
+        centre and size interpolated from its neighbours), then, if that crop is not a
+        myocardial ring, at its own other candidates, as :meth:`segment` does.
+
+        Parameters
+        ----------
+        images
+            The stack's slices in order along the LV axis (base to apex or apex to base).
+        pixel_spacings
+            (row, column) spacing of each slice, mm.
+        contrast
+            PSIR or magnitude.
+        offsets
+            Each slice's grid offset in a common frame
+            (:func:`models.lgeseg.stack_locate.in_plane_offsets`); ``None``: one shared grid.
+
+        Returns
+        -------
+        list of SegmentationOutput
+            One per slice, in order; ``details["heart_localisation"]`` says how the slice's
+            heart was placed.
+        """
+        if len(images) != len(pixel_spacings):
+            raise ValueError("One pixel spacing per image is needed.")
+        prepared = [self._prepare(image, spacing, contrast)
+                    for image, spacing in zip(images, pixel_spacings, strict=True)]
+        found, located_s = [], []
+        for values, _, _ in prepared:
+            begin = time.perf_counter()
+            found.append(self.scored_candidates(values, limit=STACK_CANDIDATES))
+            located_s.append(time.perf_counter() - begin)
+        chain = locate_stack(found, offsets)
+        spent = list(located_s)
+        orders: list[list[tuple[tuple[float, float], float]]] = []
+        for k, ((_, _, details), point) in enumerate(zip(prepared, chain, strict=True)):
+            order = [(c.centre, c.diameter) for c in found[k]]
+            if point is None:
+                details["heart_localisation"] = "slice"
+            else:
+                details["heart_localisation"] = (
+                    "stack chain: interpolated from neighbours" if point.candidate is None
+                    else f"stack chain: candidate {point.candidate + 1}")
+                if point.candidate is not None:
+                    del order[point.candidate]
+                order = [(point.centre, point.diameter), *order][:self.max_candidates]
+            orders.append(order)
+        pixel_aspects = [spacing[0] / spacing[1] for _, spacing, _ in prepared]
+        crops = []
+        for k, (values, _, _) in enumerate(prepared):
+            begin = time.perf_counter()
+            crops.append(self._best_crop(values, orders[k], pixel_aspects[k]))
+            spent[k] += time.perf_counter() - begin
+        stretch = 1.0
+        for _ in range(STRETCH_ROUNDS):
+            residual = self._stack_stretch(crops, [a * stretch for a in pixel_aspects])
+            if residual is None:
+                break
+            stretch *= residual
+            for k, (values, _, _) in enumerate(prepared):
+                first = crops[k]
+                if first is None:
+                    continue
+                begin = time.perf_counter()
+                again = self._best_crop(values, [(first.centre, first.diameter), *orders[k]][
+                    :self.max_candidates], pixel_aspects[k] * stretch)
+                if again is not None and again.score >= first.score:
+                    crops[k] = again
+                spent[k] += time.perf_counter() - begin
+        for _, _, details in prepared:
+            details["stretch_corrected"] = round(stretch, 3)
+        outputs = []
+        for k, ((values, spacing, details), crop) in enumerate(zip(prepared, crops,
+                                                                   strict=True)):
+            # inference_ms of a slice includes its own localisation and every crop.
+            outputs.append(self._finish(values, spacing, contrast, crop, details,
+                                        time.perf_counter() - spent[k]))
+        return outputs
+
+    def _stack_stretch(self, crops: Sequence[_Crop | None], pixel_aspects: Sequence[float]
+                       ) -> float | None:
+        """The stack's unexplained stretch: median over its slices of the segmented heart's
+        width over height divided by what the crops' aspects explain, if farther from 1
+        than :data:`STRETCH_TOLERANCE` (else ``None``: nothing to correct)."""
+        ratios = [crop.aspect / pixel_aspect
+                  for crop, pixel_aspect in zip(crops, pixel_aspects, strict=True)
+                  if crop is not None and crop.aspect is not None]
+        if not self.correct_stretch or len(ratios) < MIN_STRETCH_SLICES:
+            return None
+        stretch = float(np.median(ratios))
+        return stretch if abs(math.log(stretch)) > math.log(STRETCH_TOLERANCE) else None
+
+    def _best_crop(self, values: F32, found: Sequence[tuple[tuple[float, float], float]],
+                   aspect: float) -> _Crop | None:
+        """The crop at the first of the heart positions ``found`` that segments as a
+        myocardial ring (else the most ring-like); ``None`` without positions."""
+        from models.lgeseg.segmenter import MIN_LV_ENCLOSURE
+
+        best: _Crop | None = None
         for rank, candidate in enumerate(found):
-            passes, affine, centre, diameter = self._refined_passes(values, *candidate)
+            passes, affine, centre, diameter = self._refined_passes(values, *candidate, aspect)
             score = ring_plausibility(passes)
-            if best is None or score > best[0]:
-                best = (score, rank, centre, diameter, passes, affine)
+            if best is None or score > best.score:
+                best = _Crop(score, rank, len(found), centre, diameter, aspect, passes, affine,
+                             segmented_aspect(passes, affine))
             if score >= MIN_LV_ENCLOSURE:
                 break
-        assert best is not None
-        _, rank, centre, diameter, passes, affine = best
-        details["heart_candidate"] = f"{rank + 1} of {len(found)}"
-        details["heart_centre_px"] = [round(centre[0], 1), round(centre[1], 1)]
-        details["heart_diameter_px"] = round(diameter, 1)
-        inverse = np.asarray(np.linalg.inv(affine[0]), dtype=np.float64)
-        back = (inverse, -inverse @ affine[1])
-        output = segmentation_from_passes(passes, values.shape, spacing, self.mvo_output,
+        return best
+
+    def _finish(self, values: F32, spacing: tuple[float, float], contrast: LgeContrast,
+                crop: _Crop | None, details: dict[str, Any], started: float
+                ) -> SegmentationOutput:
+        """Labels of the chosen crop on the source grid, then scar confirmed by
+        enhancement."""
+        from models.lgeseg.segmenter import empty_output, segmentation_from_passes
+
+        if crop is None:
+            return empty_output(values.shape, "the localiser found no heart", details,
+                                started)
+        details["heart_candidate"] = f"{crop.rank + 1} of {crop.tried}"
+        details["heart_centre_px"] = [round(crop.centre[0], 1), round(crop.centre[1], 1)]
+        details["heart_diameter_px"] = round(crop.diameter, 1)
+        details["crop_aspect"] = round(crop.crop_aspect, 3)
+        inverse = np.asarray(np.linalg.inv(crop.affine[0]), dtype=np.float64)
+        back = (inverse, -inverse @ crop.affine[1])
+        output = segmentation_from_passes(crop.passes, values.shape, spacing, self.mvo_output,
                                           details, started, back)
         if self.scar_rule is None or output.reason is not None:
             return output
@@ -324,6 +511,22 @@ class TwoStageLgeSegmenter:
         details["scar_threshold"] = None if threshold is None else round(threshold, 2)
         details["inference_ms"] = round(1000.0 * (time.perf_counter() - started), 1)
         return SegmentationOutput(labels, output.uncertainty, None, details)
+
+
+@dataclass(frozen=True)
+class _Crop:
+    """A segmented heart crop: ring plausibility, rank among the positions tried, centre,
+    diameter and aspect it was cut with, passes, grid affine, segmented heart's aspect."""
+
+    score: float
+    rank: int
+    tried: int
+    centre: tuple[float, float]
+    diameter: float
+    crop_aspect: float
+    passes: F32
+    affine: Affine
+    aspect: float | None
 
 
 def _protocol_check(segmenter: TwoStageLgeSegmenter) -> LgeSegmenter:

@@ -431,7 +431,9 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         ``segmenter``
             An :class:`~plugins.lge.segmenter.LgeSegmenter`, or ``"unet"`` (default: the
             trained network of :mod:`models.lgeseg.segmenter`) or ``"two-stage"``
-            (:mod:`models.lgeseg.two_stage`).
+            (:mod:`models.lgeseg.two_stage`).  A segmenter with ``segment_stack`` (the
+            two-stage one) gets the whole stack at once, with the frames' geometry, and
+            localises the heart per stack.
         ``segmenter_weights``
             With ``"two-stage"``: site segmenter weights (``cmr-node models finetune``)
             instead of the committed ones.
@@ -492,11 +494,13 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     )
     flags.extend(stack_flags)
     cine = _cine_context(options, flags)
+    alone = _stack_outputs(series, stack, contrast, segmenter)
     analysed: list[_Slice] = []
     for index in stack:
         frame = series.frames[index]
         image = np.asarray(frame.pixels, dtype=np.float32)
-        output, mode, cine_row = _segment_slice(frame, image, contrast, segmenter, cine)
+        output, mode, cine_row = _segment_slice(frame, image, contrast, segmenter, cine,
+                                                alone.get(index))
         labels = np.asarray(output.labels, dtype=np.uint8)
         if output.reason or not np.isin(labels, MYOCARDIAL_LABELS).any():
             flags.append(QCFlag(
@@ -1103,17 +1107,41 @@ def _cine_context(options: Mapping[str, Any], flags: list[QCFlag]) -> _CineConte
     return _CineContext(found, uid, fusion, None, looked_up)
 
 
+def _stack_outputs(series: LoadedSeries, stack: Sequence[int], contrast: LgeContrast,
+                   segmenter: LgeSegmenter) -> dict[int, SegmentationOutput]:
+    """LGE-only outputs of the whole stack at once, by frame index, when the segmenter
+    localises the heart per stack (``segment_stack``, :mod:`models.lgeseg.two_stage`), with
+    the frames' ImagePositionPatient / ImageOrientationPatient placing the slices; else
+    empty (each slice is then segmented alone)."""
+    segment_stack = getattr(segmenter, "segment_stack", None)
+    if segment_stack is None or not stack:
+        return {}
+    from models.lgeseg.stack_locate import in_plane_offsets
+
+    frames = [series.frames[i] for i in stack]
+    offsets = in_plane_offsets([f.image_position for f in frames],
+                               [f.image_orientation for f in frames],
+                               [f.pixel_spacing for f in frames])
+    outputs = segment_stack([np.asarray(f.pixels, dtype=np.float32) for f in frames],
+                            [f.pixel_spacing for f in frames], contrast, offsets)
+    return dict(zip(stack, outputs, strict=True))
+
+
 def _segment_slice(
     frame: SourceFrame, image: npt.NDArray[np.float32], contrast: LgeContrast,
-    segmenter: LgeSegmenter, cine: _CineContext,
+    segmenter: LgeSegmenter, cine: _CineContext, alone: SegmentationOutput | None = None,
 ) -> tuple[SegmentationOutput, SegmentationMode, dict[str, Any]]:
-    """Segment one slice with its matched cine when there is one, else from the LGE alone."""
+    """Segment one slice with its matched cine when there is one, else from the LGE alone
+    (``alone``: that LGE-only output, already computed with the stack)."""
+    def lge_only() -> SegmentationOutput:
+        return alone if alone is not None else segmenter.segment(image, frame.pixel_spacing,
+                                                                 contrast)
+
     if cine.series is None or cine.segmenter is None:
-        return (segmenter.segment(image, frame.pixel_spacing, contrast), SegmentationMode.LGE,
-                {"used": False, "reason": cine.reason})
+        return lge_only(), SegmentationMode.LGE, {"used": False, "reason": cine.reason}
     match = pair_cine_frames(frame, cine.series)
     if not isinstance(match, CineMatch):
-        return (segmenter.segment(image, frame.pixel_spacing, contrast), SegmentationMode.LGE,
+        return (lge_only(), SegmentationMode.LGE,
                 {"used": False, "series_instance_uid": cine.series_uid,
                  "reason": f"{match.reason}: {match.detail}"})
     cine_frame = cine.series.frames[match.cine_index]
@@ -1138,13 +1166,13 @@ def _segment_slice(
     }
     output = cine.segmenter.segment(image, frame.pixel_spacing, contrast, aligned)
     if output.reason or not np.isin(output.labels, MYOCARDIAL_LABELS).any():
-        alone = segmenter.segment(image, frame.pixel_spacing, contrast)
-        if not alone.reason and np.isin(alone.labels, MYOCARDIAL_LABELS).any():
+        fallback = lge_only()
+        if not fallback.reason and np.isin(fallback.labels, MYOCARDIAL_LABELS).any():
             row["used"] = False
             rejected = output.reason or "no myocardium"
             row["reason"] = (f"the LGE + cine output was rejected ({rejected}); the LGE-only "
                              "network segmented the slice")
-            return alone, SegmentationMode.LGE, row
+            return fallback, SegmentationMode.LGE, row
     return output, SegmentationMode.LGE_CINE, row
 
 
