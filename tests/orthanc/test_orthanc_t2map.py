@@ -42,9 +42,15 @@ def test_t2_map_in_orthanc_mode(tmp_path: Path) -> None:
         assert summary["key_numbers"]["global_myocardium_t2_mean_ms"] is not None
         outputs = {kind: out["sop_instance_uid"] for kind, out in summary["outputs"].items()}
         assert set(outputs) == OUTPUT_KINDS
-        for uid in outputs.values():
+
+        def stored(uid: str) -> bool:
             status, body = orthanc.request("POST", "/tools/lookup", uid.encode())
-            assert status == 200 and any(i["Type"] == "Instance" for i in json.loads(body))
+            assert status == 200
+            return any(item["Type"] == "Instance" for item in json.loads(body))
+
+        # The outbox stores the outputs back into Orthanc after the job is done.
+        wait_until(lambda: all(stored(uid) for uid in outputs.values()) or None,
+                   RESULT_TIMEOUT_S)
         wait_until(lambda: set(outputs.values()) <= set(pacs.latest_by_uid()) or None,
                    RESULT_TIMEOUT_S)
     except BaseException:
