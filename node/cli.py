@@ -23,6 +23,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -198,8 +199,8 @@ def _files_under(root: Path) -> list[Path]:
 
 def cmd_analyse(args: argparse.Namespace) -> int:
     """Analyse every recognised series under INPUT, write outputs and results.json to OUT."""
-    from node.companions import companion_options
-    from node.covariates import CovariatesError, read_covariates_table
+    from node.analyses import StudyFacts, assemble_options, descriptor
+    from node.covariates import CovariateFolder, CovariatesError, read_covariates_table
     from node.pipeline import (
         RESULTS_SCHEMA,
         result_summary,
@@ -245,8 +246,12 @@ def cmd_analyse(args: argparse.Namespace) -> int:
         {uid: all_headers[uid] for uid, d in decisions.items() if d.analysis == "lge"},
         settings.analysis_options.get("lge", {}),
     )
-    # LGE series first: their scar extent is a covariate of the T1 maps' LVRR models.
-    order = sorted(groups, key=lambda uid: (decisions[uid].analysis != "lge", uid))
+    # Analyses whose results others of the study read (LGE: its scar extent is a covariate
+    # of the T1 maps' LVRR models) first, as the node re-queues the readers after them.
+    order = sorted(groups, key=lambda uid: (
+        not descriptor(decisions[uid].analysis or "").analysed_first, uid))
+    sources = ((table,) if table is not None else ()) + (
+        CovariateFolder(settings.covariates_folder),)
     for series_uid in order:
         paths = groups[series_uid]
         headers = all_headers[series_uid]
@@ -277,23 +282,22 @@ def cmd_analyse(args: argparse.Namespace) -> int:
             continue
         started = time.perf_counter()
         study_uid = str(first.get("StudyInstanceUID", "")) if first is not None else ""
-        options = dict(settings.analysis_options.get(analysis, {}))
         accession = str(first.get("AccessionNumber", "") or "") if first is not None else ""
-        if analysis == "t1map":
-            options.update(_analyse_covariates(
-                settings, table, lge_by_study.get(study_uid), study_uid, accession,
-            ))
-        if analysis == "ecv":
-            options.update(_analyse_haematocrit(settings, table, study_uid, accession))
-        options.update(companion_options(
-            analysis, paths, _study_candidates(study_uid, groups, all_headers, decisions)
-        ))
+        facts = StudyFacts(
+            study_uid=study_uid,
+            accession=accession or None,
+            sources=sources,
+            lge_covariates=partial(lge_by_study.get, study_uid),
+            candidates=partial(_study_candidates, study_uid, groups, all_headers, decisions),
+        )
+        options = assemble_options(
+            analysis, settings.analysis_options.get(analysis, {}), paths, facts
+        )
         try:
             run = run_analysis(paths, analysis, options, writer)
             files = write_outputs(run, out / series_uid)
             summary = result_summary(run, files)
-            if analysis == "lge":
-                _remember_lge(lge_by_study, study_uid, summary, label)
+            _remember_lge(lge_by_study, study_uid, summary, label)
             features = write_series_features(
                 summary, out / series_uid, run.result.extra.get("radiomics")
             )
@@ -333,59 +337,15 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     return 0
 
 
-def _analyse_covariates(
-    settings: Settings,
-    table: Any,
-    lge: Any,
-    study_uid: str,
-    accession: str,
-) -> dict[str, Any]:
-    """Plugin options with a T1 map's covariates: ``--covariates`` file, else the sidecar
-    folder, completed by the LGE series of the same study analysed in this run."""
-    from node.covariates import (
-        CovariateFolder,
-        CovariatesError,
-        analysis_covariate_options,
-        merge_covariates,
-    )
-
-    explicit = table.lookup(study_uid, accession or None) if table is not None else None
-    if explicit is None:
-        try:
-            explicit = CovariateFolder(settings.covariates_folder).lookup(
-                study_uid, accession or None
-            )
-        except CovariatesError as exc:
-            return {"covariates_error": str(exc), "covariates_source": "sidecar file"}
-    return analysis_covariate_options(merge_covariates(explicit, lge))
-
-
-def _analyse_haematocrit(
-    settings: Settings, table: Any, study_uid: str, accession: str
-) -> dict[str, Any]:
-    """ECV plugin options with a study's haematocrit: ``--covariates`` file, else the
-    sidecar folder; nothing when neither has one (the configuration's value stays)."""
-    from node.covariates import CovariateFolder, CovariatesError, haematocrit_options
-
-    supplied = table.lookup(study_uid, accession or None) if table is not None else None
-    if supplied is None or not haematocrit_options(supplied):
-        try:
-            supplied = CovariateFolder(settings.covariates_folder).lookup(
-                study_uid, accession or None
-            )
-        except CovariatesError as exc:
-            return {"haematocrit_error": str(exc)}
-    return haematocrit_options(supplied)
-
-
 def _study_candidates(
     study_uid: str,
     groups: Mapping[str, Sequence[Path]],
     headers: Mapping[str, Sequence[Any]],
     decisions: Mapping[str, Any],
+    specs: Sequence[Any] = (),
 ) -> list[Any]:
     """The input's series of one study as companion candidates (newest by SeriesDate and
-    SeriesTime, then SeriesNumber)."""
+    SeriesTime, then SeriesNumber), whatever roles ``specs`` asks for."""
     from node.companions import Candidate
 
     found = []

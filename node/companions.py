@@ -9,12 +9,14 @@ slices (role ``native_t1map``); the LGE analysis uses the short-axis cine of the
 role has none.
 
 A role is a :class:`CompanionSpec`: which routed analysis a candidate must have, or, for
-series the node never analyses (cine), a header test of its own (:func:`looks_like_cine`
-over the candidate's first file; only series not routed to any analysis are tried), and a
-geometric test against the job's series.  Candidates are tried newest first; the first that
-passes wins.  The node (catalog: series of the study and their
-routed analysis) and ``cmr-node analyse`` (the grouped input) describe candidates the same
-way (:class:`Candidate`), so both find the same companions.
+series the node does not analyse (cine), a header test of its own (:func:`looks_like_cine`
+over the candidate's first file; every complete series of the study is tried, routed or
+not, so a site rule routing cines to an analysis does not switch the LGE-cine fusion off),
+and a geometric test against the job's series.  Candidates are tried newest first; the first
+that passes wins.  Which analysis asks for which roles is declared in its descriptor
+(:mod:`node.analyses`).  The node (catalog: series of the study and their routed analysis)
+and ``cmr-node analyse`` (the grouped input) describe candidates the same way
+(:class:`Candidate`), so both find the same companions.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from __future__ import annotations
 import enum
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -37,17 +39,17 @@ from plugins.api import AnalysisError, LoadedSeries, SourceFrame
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "COMPANION_SPECS",
     "MAX_SLICE_DISTANCE_MM",
     "Candidate",
+    "CompanionLookup",
     "CompanionRole",
     "CompanionSpec",
     "cine_of_slices",
     "companion_options",
+    "covers_any_slice",
     "covers_slices",
+    "find_companions",
     "looks_like_cine",
-    "needed_roles",
-    "needs_unrouted_candidates",
 ]
 
 MAX_SLICE_DISTANCE_MM: Final = 2.0
@@ -171,14 +173,18 @@ class CompanionSpec:
     description: str
     selects: Callable[[Candidate], bool] | None = None
     """Header test of a candidate before it is loaded.  With ``analyses`` empty the role is
-    filled from series not routed to any analysis that pass this test (cine)."""
+    filled from any complete series of the study that passes this test (cine), whether the
+    routing rules send it to an analysis or not: routing a cine somewhere must not take it
+    away from the LGE-cine fusion."""
+
+    @property
+    def by_header(self) -> bool:
+        """Whether the role is filled by a header test, independently of routing."""
+        return not self.analyses
 
     def accepts(self, candidate: Candidate) -> bool:
         """Whether ``candidate`` is worth loading for this role."""
-        if self.analyses:
-            if candidate.analysis not in self.analyses:
-                return False
-        elif candidate.analysis is not None:
+        if self.analyses and candidate.analysis not in self.analyses:
             return False
         return self.selects is None or self.selects(candidate)
 
@@ -186,7 +192,7 @@ class CompanionSpec:
         """Which series can fill the role, for messages."""
         if self.analyses:
             return f"no series routed to {' or '.join(self.analyses)}"
-        return "no series outside the analysed ones looks like one"
+        return "no complete series of the study looks like one"
 
 
 def _first_header(candidate: Candidate) -> Any | None:
@@ -250,45 +256,6 @@ def cine_of_slices(target: LoadedSeries, candidate: LoadedSeries) -> str | None:
     return "it has no slice within half a slice thickness of any of the job's slices"
 
 
-COMPANION_SPECS: Final[Mapping[str, tuple[CompanionSpec, ...]]] = {
-    "ecv": (
-        CompanionSpec(
-            CompanionRole.NATIVE_T1MAP, ("t1map",), covers_any_slice,
-            "native T1 map of the same slices",
-        ),
-    ),
-    "molli": (
-        CompanionSpec(
-            CompanionRole.SCANNER_MAP, ("t1map",), covers_any_slice,
-            "scanner T1 map of the same slices",
-        ),
-    ),
-    "lge": (
-        CompanionSpec(
-            CompanionRole.CINE, (), cine_of_slices, "short-axis cine of the same slices",
-            selects=looks_like_cine,
-        ),
-    ),
-}
-"""Companion roles per analysis.  Cine series are never routed to an analysis: the LGE's
-``cine`` role is filled from the study's unrouted series that :func:`looks_like_cine` and
-:func:`cine_of_slices` accept."""
-
-
-def needs_unrouted_candidates(analysis: str) -> bool:
-    """Whether a role of ``analysis`` is filled from series not routed to any analysis.
-
-    A caller that collects candidates from routed series only (the node's jobs) must then
-    also offer the study's unrouted series (``Candidate.analysis = None``).
-    """
-    return any(not spec.analyses for spec in needed_roles(analysis))
-
-
-def needed_roles(analysis: str) -> tuple[CompanionSpec, ...]:
-    """The companion roles ``analysis`` asks for (empty for most analyses)."""
-    return COMPANION_SPECS.get(analysis, ())
-
-
 @dataclass
 class CompanionLookup:
     """Companions found for one job: loaded series by role, and reasons for missing roles."""
@@ -309,7 +276,7 @@ class CompanionLookup:
 
 
 def find_companions(
-    analysis: str,
+    specs: Sequence[CompanionSpec],
     target: LoadedSeries,
     candidates: Sequence[Candidate],
     *,
@@ -319,8 +286,8 @@ def find_companions(
 
     Parameters
     ----------
-    analysis
-        The job's analysis.
+    specs
+        The roles the job's analysis asks for.
     target
         The job's series, loaded.
     candidates
@@ -335,7 +302,7 @@ def find_companions(
         Per role the newest matching series, or the reason none matched.
     """
     found = CompanionLookup()
-    for spec in needed_roles(analysis):
+    for spec in specs:
         pool = sorted(
             (
                 c for c in candidates
@@ -362,7 +329,7 @@ def find_companions(
                 found.series[spec.role] = loaded
                 found.sources[spec.role] = candidate.series_instance_uid
                 logger.info(
-                    "%s of series %s: %s is series %s", analysis, target.series_instance_uid,
+                    "series %s: %s is series %s", target.series_instance_uid,
                     spec.role, candidate.series_instance_uid,
                 )
                 break
@@ -375,16 +342,16 @@ def find_companions(
 
 
 def companion_options(
-    analysis: str,
+    specs: Sequence[CompanionSpec],
     paths: Sequence[Path],
     candidates: Sequence[Candidate],
 ) -> dict[str, Any]:
-    """Plugin options with the companions of a job (empty when ``analysis`` needs none).
+    """Plugin options with the companions of a job (empty when it needs none).
 
     Parameters
     ----------
-    analysis
-        The job's analysis.
+    specs
+        The roles the job's analysis asks for.
     paths
         The job's series files (loaded here to compare geometry).
     candidates
@@ -397,14 +364,14 @@ def companion_options(
         or ``{}``.  A job series that cannot be loaded gives ``{}``: the analysis itself
         then reports why.
     """
-    if not needed_roles(analysis):
+    if not specs:
         return {}
     try:
         target = _load(paths)
     except AnalysisError as exc:
         logger.info("no companions looked up: the series cannot be loaded (%s)", exc)
         return {}
-    return find_companions(analysis, target, candidates).options()
+    return find_companions(specs, target, candidates).options()
 
 
 def _load(paths: Sequence[Path], analysis: str | None = None) -> LoadedSeries:

@@ -1,6 +1,7 @@
 """One analysis of one series, from files to written outputs: load -> analyse -> write.
 
-The same function serves the listener's workers and the offline ``cmr-node analyse``.
+The same function serves the listener's workers and the offline ``cmr-node analyse``; the
+outputs an analysis writes are declared in its descriptor (:mod:`node.analyses`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from pydicom import Dataset
 from pydicom.filebase import DicomBytesIO
 
 from node import __version__
+from node.analyses import descriptor
 from node.catalog import OutputFile
 from node.loader import load_series_files
 from node.spool import write_atomic
-from node.writers import Lineage, OutputObject, WriterError, WriterSettings, build_outputs
+from node.writers import Lineage, OutputObject, WriterError, WriterSettings
 from plugins import get_plugin
 from plugins.api import AnalysisError, AnalysisResult, LoadedSeries, Measurement, QCFlag
 
@@ -102,7 +104,9 @@ def run_analysis(
     timings["analyse_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     try:
-        series, outputs = _build(result, series, sources, settings, lineage)
+        series, outputs = descriptor(analysis).build_outputs(
+            result, series, sources, settings, lineage
+        )
     except WriterError as exc:
         raise writer_failure(exc) from exc
     timings["write_s"] = time.perf_counter() - t2
@@ -116,39 +120,6 @@ def run_analysis(
         time.perf_counter() - t0,
     )
     return PipelineRun(series, result, outputs, timings)
-
-
-def _build(
-    result: AnalysisResult,
-    series: LoadedSeries,
-    sources: Sequence[Dataset],
-    settings: WriterSettings,
-    lineage: Lineage | None = None,
-) -> tuple[LoadedSeries, list[OutputObject]]:
-    """The outputs of a result, and the series their frame indices refer to.
-
-    An analysis that derives its own images (the MOLLI fit: ``extra["molli"]["maps"]``) was
-    measured on those: they are written first, as Parametric Maps, and the SEG, SRs and
-    summary reference them instead of the source images.  An ECV result's pixel-wise map
-    (``extra["ecv"]["maps"]``) is written as a Parametric Map after the usual outputs, which
-    stay on the post-contrast images.
-    """
-    fitted = result.extra.get("molli")
-    if isinstance(fitted, Mapping) and "maps" in fitted:
-        from node.writers.parametric_map import build_parametric_maps
-
-        maps = build_parametric_maps(result, sources, settings=settings)
-        derived: LoadedSeries = fitted["maps"].series
-        return derived, maps + build_outputs(
-            result, derived, [maps[0].dataset], settings=settings, lineage=lineage
-        )
-    outputs = build_outputs(result, series, sources, settings=settings, lineage=lineage)
-    ecv = result.extra.get("ecv")
-    if isinstance(ecv, Mapping) and "maps" in ecv:
-        from node.writers.parametric_map import build_ecv_map
-
-        outputs += build_ecv_map(result, series, sources, settings=settings)
-    return series, outputs
 
 
 def encode_dataset(ds: Dataset) -> bytes:

@@ -12,9 +12,10 @@ from typing import Any
 
 from pydicom import Dataset, dcmread
 
+from node.analyses import arrivals
 from node.audit import AuditLog, withhold_values
 from node.catalog import Catalog, SeriesState
-from node.companions import Candidate, looks_like_cine
+from node.companions import Candidate
 from node.corrections_intake import record_correction_series
 from node.covariates import CovariateFolder
 from node.dicomweb import StowDelivery
@@ -30,7 +31,6 @@ from node.warmup import start_warm_up
 from node.worker import WorkerPool
 from plugins import PLUGIN_NAMES
 from plugins.lge import LgeContrast
-from plugins.lge.analysis import QCCode as LgeQCCode
 
 logger = logging.getLogger(__name__)
 
@@ -103,28 +103,31 @@ def route_complete_series(
     else:
         short = decision.headline() if decision.analysis is None else reason
         logger.info("series %s not analysed: %s", series_uid, withhold_values(short))
-        job_ids = _reanalyse_lge_for_cine(catalog, series_uid, headers[0])
-    return job_ids
+    return job_ids + requeue_on_arrival(catalog, series_uid, headers[0])
 
 
-def _reanalyse_lge_for_cine(catalog: Catalog, series_uid: str, header: Dataset) -> list[int]:
-    """A cine completed after its study's LGE was analysed without one: analyse it again.
+def requeue_on_arrival(catalog: Catalog, series_uid: str, header: Dataset) -> list[int]:
+    """A completed series may fill a companion role of analyses already run: queue them again.
 
-    Re-queues the study's LGE jobs that are done and found no cine (flag ``cine_not_used``)
-    or are still running; returns the new job ids.
+    Which series re-queue which analyses is declared by each analysis (``arrivals`` of its
+    descriptor, :mod:`node.analyses`: a cine re-queues the study's LGE jobs that found no
+    cine).  The series may be routed or not.  Returns the new job ids.
     """
     study = catalog.series_study(series_uid)
+    if study is None:
+        return []
     candidate = Candidate(series_uid, None, catalog.instance_paths(series_uid)[:1],
                           description=str(header.get("SeriesDescription", "") or ""))
-    if study is None or not looks_like_cine(candidate):
-        return []
-    reason = (f"cine series {series_uid} completed after the LGE analysis, which had no cine: "
-              "the LGE + cine network can now segment its slices")
-    job_ids = catalog.reanalyse_study(study, LGE_ANALYSIS, reason,
-                                      done_with_flag=LgeQCCode.CINE_NOT_USED)
-    if job_ids:
-        logger.info("series %s is a cine: LGE jobs %s of study %s queued again", series_uid,
-                    job_ids, study)
+    job_ids: list[int] = []
+    for analysis, rule in arrivals():
+        if not rule.spec.accepts(candidate):
+            continue
+        ids = catalog.reanalyse_study(study, analysis, rule.reason.format(series=series_uid),
+                                      done_with_flag=rule.done_with_flag)
+        if ids:
+            logger.info("series %s is a %s: %s jobs %s of study %s queued again", series_uid,
+                        rule.spec.role, analysis, ids, study)
+        job_ids += ids
     return job_ids
 
 

@@ -11,16 +11,11 @@ as ``host/name#i`` and send a heartbeat for their running jobs every quarter lea
 worker fell silent for ``job_lease_s`` (killed, machine lost) is queued again by any process,
 and the silent worker's late result, if it ever comes, is discarded.
 
-A T1-map job gets its study's LVRR covariates (:mod:`node.covariates`) in its options and
-writes its full radiomic feature vector (``features.json``, ``features.csv``) next to its
-outputs.  When an LGE job of a study finishes, the study's analysed T1 maps are queued again
-so that their LVRR probability uses the LGE values.
-
-An analysis that needs other series of its study (ECV: the native T1 map) gets them as
-``options["companions"]`` (:mod:`node.companions`), found among the study's series the
-catalog routed; an ECV job also gets the study's haematocrit (sidecar or REST).  When a
-native T1 map of a study is analysed, the study's ECV jobs that are done or failed (e.g. for
-want of a native map) are queued again.
+A job's options are assembled by :func:`node.analyses.assemble_options` from what the catalog
+knows of its study (:meth:`WorkerPool.study_facts`: sidecar values, the study's LGE results,
+its other series as companion candidates); which analyses a finished job queues again is
+declared by each analysis (:mod:`node.analyses`).  A T1-map job writes its full radiomic
+feature vector (``features.json``, ``features.csv``) next to its outputs.
 """
 
 from __future__ import annotations
@@ -29,32 +24,17 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
 
+from node.analyses import StudyFacts, assemble_options, descriptor, requeues_after
 from node.audit import withhold_values
 from node.catalog import Catalog, Job
-from node.companions import (
-    Candidate,
-    companion_options,
-    needed_roles,
-    needs_unrouted_candidates,
-)
-from node.covariates import (
-    ECV_ANALYSIS,
-    LGE_ANALYSIS,
-    T1MAP_ANALYSIS,
-    CovariateFolder,
-    CovariatesError,
-    analysis_covariate_options,
-    haematocrit_options,
-    lge_covariates,
-    lge_results_covariates,
-    merge_covariates,
-)
+from node.companions import Candidate, CompanionSpec
+from node.covariates import CovariateFolder, SuppliedCovariates, lge_results_covariates
 from node.lineage import job_lineage
 from node.pipeline import result_summary, run_analysis, write_json, write_outputs, writer_settings
 from node.radiomics_export import write_series_features
@@ -228,13 +208,10 @@ class WorkerPool:
         )
         try:
             paths = self._catalog.instance_paths(job.series_instance_uid)
-            options = self._settings.analysis_options.get(job.analysis, {})
-            if job.analysis == T1MAP_ANALYSIS:
-                options = {**options, **self.covariate_options(job, paths)}
-            if job.analysis == ECV_ANALYSIS:
-                options = {**options, **self.haematocrit_options(job, paths)}
-            if needed_roles(job.analysis):
-                options = {**options, **self.companion_options(job, paths)}
+            options = assemble_options(
+                job.analysis, self._settings.analysis_options.get(job.analysis, {}), paths,
+                self.study_facts(job, paths),
+            )
             run = run_analysis(paths, job.analysis, options, self._writer,
                                job_lineage(self._catalog, job))
             out_dir = self._settings.results_dir / job.series_instance_uid / f"job-{job.id}"
@@ -273,10 +250,7 @@ class WorkerPool:
             self.jobs_done += 1
             logger.info("job %d done in %.2f s", job.id, time.perf_counter() - started)
             self._on_outputs()
-            if job.analysis == LGE_ANALYSIS and lge_covariates(summary):
-                self.reanalyse_after_lge(job)
-            if job.analysis == T1MAP_ANALYSIS:
-                self.reanalyse_ecv(job)
+            self.requeue_after(job, summary)
         else:
             logger.info("job %d superseded by a newer generation of its series", job.id)
 
@@ -300,61 +274,52 @@ class WorkerPool:
                 "export_failed", job.series_instance_uid, f"features not exported: {exc}"
             )
 
-    def covariate_options(self, job: Job, paths: Sequence[Path]) -> dict[str, Any]:
-        """The LVRR covariates of a T1-map job's study, as plugin options.
+    def study_facts(self, job: Job, paths: Sequence[Path]) -> StudyFacts:
+        """What the catalog knows of a job's study, for its options (:mod:`node.analyses`).
 
-        Explicit covariates come from the study's sidecar (by StudyInstanceUID, then
-        AccessionNumber); the LGE values they lack come from the latest done LGE job of the
-        same study.  An invalid sidecar is reported in the result (``covariates_error``).
+        Supplied values come from the study's sidecar (by StudyInstanceUID, then
+        AccessionNumber); LGE covariates from the latest done LGE job of the study;
+        companion candidates from the study's other series (:meth:`candidates`).
         """
         study_uid = self._catalog.series_study(job.series_instance_uid)
+
+        def report(kind: str, message: str) -> None:
+            self._catalog.record_event(kind, job.series_instance_uid, message)
+
+        return StudyFacts(
+            study_uid=study_uid,
+            accession=_accession_number(paths) if study_uid is not None else None,
+            sources=(CovariateFolder(self._settings.covariates_folder),),
+            lge_covariates=lambda: self._lge_covariates(study_uid),
+            candidates=lambda specs: self.candidates(job, study_uid, specs),
+            report=report,
+        )
+
+    def _lge_covariates(self, study_uid: str | None) -> SuppliedCovariates | None:
+        """LVRR covariates from the latest done LGE job of the study that gives them."""
         if study_uid is None:
-            return {}
-        folder = CovariateFolder(self._settings.covariates_folder)
-        try:
-            explicit = folder.lookup(study_uid, _accession_number(paths))
-        except CovariatesError as exc:
-            logger.warning("job %d: covariates of study %s refused: %s", job.id, study_uid, exc)
-            self._catalog.record_event("covariates_invalid", job.series_instance_uid, str(exc))
-            return {"covariates_error": str(exc), "covariates_source": "sidecar file"}
-        lge = None
-        for lge_job in self._catalog.study_jobs(study_uid, LGE_ANALYSIS):
+            return None
+        for lge_job in self._catalog.study_jobs(study_uid, "lge"):
             path = results_file(lge_job.get("result_dir"))
-            if path is not None:
-                lge = lge_results_covariates(path, f"LGE analysis job {lge_job['id']}")
-            if lge is not None:
-                break
-        return analysis_covariate_options(merge_covariates(explicit, lge))
+            found = (lge_results_covariates(path, f"LGE analysis job {lge_job['id']}")
+                     if path is not None else None)
+            if found is not None:
+                return found
+        return None
 
-    def haematocrit_options(self, job: Job, paths: Sequence[Path]) -> dict[str, Any]:
-        """The haematocrit of an ECV job's study from its sidecar, as plugin options.
+    def candidates(
+        self, job: Job, study_uid: str | None, specs: Sequence[CompanionSpec]
+    ) -> list[Candidate]:
+        """The study's other series that may fill ``specs`` (:mod:`node.companions`).
 
-        An invalid sidecar gives ``haematocrit_error`` (the plugin reports it); no sidecar or
-        no haematocrit in it gives nothing (the configuration's value, if any, stays).
+        For a role filled from routed series: the series routed to the analyses it names, in
+        any job state (the newest job's creation orders them).  For a role filled by a
+        header test (cine): every complete series of the study, routed or not.
         """
-        study_uid = self._catalog.series_study(job.series_instance_uid)
         if study_uid is None:
-            return {}
-        folder = CovariateFolder(self._settings.covariates_folder)
-        try:
-            supplied = folder.lookup(study_uid, _accession_number(paths))
-        except CovariatesError as exc:
-            logger.warning("job %d: haematocrit of study %s refused: %s", job.id, study_uid, exc)
-            self._catalog.record_event("covariates_invalid", job.series_instance_uid, str(exc))
-            return {"haematocrit_error": str(exc)}
-        return haematocrit_options(supplied)
-
-    def companion_options(self, job: Job, paths: Sequence[Path]) -> dict[str, Any]:
-        """The companion series of a job (:mod:`node.companions`), as plugin options.
-
-        Candidates are the study's other series routed to an analysis a role asks for, in
-        any job state; the newest by job creation wins among those that fit.
-        """
-        study_uid = self._catalog.series_study(job.series_instance_uid)
-        if study_uid is None:
-            return {}
+            return []
         candidates: dict[str, Candidate] = {}
-        analyses = {a for spec in needed_roles(job.analysis) for a in spec.analyses}
+        analyses = {a for spec in specs for a in spec.analyses}
         for analysis in sorted(analyses):
             for state in ("done", "running", "queued", "failed"):
                 for row in self._catalog.study_jobs(study_uid, analysis, state):
@@ -368,11 +333,10 @@ class WorkerPool:
                     candidates[uid] = Candidate(
                         uid, analysis, self._catalog.instance_paths(uid), received
                     )
-        if needs_unrouted_candidates(job.analysis):
-            # Roles such as the LGE's cine are filled from series the node does not analyse.
+        if any(spec.by_header for spec in specs):
             for row in self._catalog.query(
                 "SELECT series_instance_uid, description, first_received FROM series"
-                " WHERE study_instance_uid=? AND state='unrouted'",
+                " WHERE study_instance_uid=? AND state IN ('unrouted', 'routed')",
                 (study_uid,),
             ):
                 uid = str(row["series_instance_uid"])
@@ -382,47 +346,26 @@ class WorkerPool:
                     uid, None, self._catalog.instance_paths(uid),
                     float(row["first_received"] or 0.0), str(row["description"] or ""),
                 )
-        return companion_options(job.analysis, paths, list(candidates.values()))
+        return list(candidates.values())
 
-    def reanalyse_ecv(self, job: Job) -> list[int]:
-        """A native T1 map was analysed: analyse the study's post-contrast maps again.
+    def requeue_after(self, job: Job, summary: Mapping[str, Any]) -> list[int]:
+        """Queue again the study's analyses that use a finished job's results.
 
-        Returns the ids of the re-queued ECV jobs (done ones, which may now pair with a newer
-        native map, and failed ones, which may have lacked one).
+        Which ones is declared by each analysis (``requeues`` of its descriptor, e.g. the
+        study's ECV after its native T1 map).  Returns the ids of the new jobs.
         """
         study_uid = self._catalog.series_study(job.series_instance_uid)
         if study_uid is None:
             return []
-        reason = (
-            f"native T1 map analysed (job {job.id}, series {job.series_instance_uid}): the "
-            "ECV of the study's post-contrast maps uses it"
-        )
-        requeued = self._catalog.reanalyse_study(
-            study_uid, ECV_ANALYSIS, reason, states=("done", "failed")
-        )
+        requeued: list[int] = []
+        for analysis, rule in requeues_after(job.analysis, summary):
+            reason = rule.reason.format(job=job.id, series=job.series_instance_uid)
+            ids = self._catalog.reanalyse_study(study_uid, analysis, reason, states=rule.states)
+            if ids:
+                logger.info("job %d: %s jobs %s of study %s queued again", job.id, analysis,
+                            ids, study_uid)
+            requeued += ids
         if requeued:
-            logger.info("job %d: ECV jobs %s of study %s queued again", job.id, requeued,
-                        study_uid)
-            self.wake()
-        return requeued
-
-    def reanalyse_after_lge(self, job: Job) -> list[int]:
-        """An LGE analysis with covariates finished: analyse the study's T1 maps again.
-
-        Returns the ids of the re-queued T1-map jobs (none when the study's T1 maps are not
-        analysed yet: they will read the LGE results when they run).
-        """
-        study_uid = self._catalog.series_study(job.series_instance_uid)
-        if study_uid is None:
-            return []
-        reason = (
-            f"LGE analysis (job {job.id}, series {job.series_instance_uid}) of the study "
-            "finished after the T1 map was analysed: LVRR covariates from LGE now available"
-        )
-        requeued = self._catalog.reanalyse_study(study_uid, T1MAP_ANALYSIS, reason)
-        if requeued:
-            logger.info("job %d: T1-map jobs %s of study %s queued again", job.id, requeued,
-                        study_uid)
             self.wake()
         return requeued
 
@@ -440,15 +383,6 @@ def _accession_number(paths: Sequence[Path]) -> str | None:
     return None
 
 
-#: The few numbers a reader of the status views looks for, per analysis (results.json keys of
-#: the series' global measurements); the rest stays in results.json, the SR and `cmr-node
-#: status --job`.
-KEY_NUMBERS: dict[str, tuple[str, ...]] = {
-    "t1map": ("global_myocardium_t1_mean_ms",),
-    "molli": ("global_myocardium_t1_mean_ms",),
-    "lge": ("scar_percent_lv_mass", "scar_mass_g"),
-    "ecv": ("global_myocardium_ecv_percent",),
-}
 #: QC severities from the mildest to the worst (plugins.api.Severity).
 SEVERITY_ORDER = ("info", "warning", "failure")
 
@@ -475,7 +409,7 @@ def _short_summary(summary: dict[str, object]) -> dict[str, object]:
         values = {k: v.get("value") for k, v in global_values.items() if isinstance(v, dict)}
     flags = summary.get("qc_flags", [])
     flags = flags if isinstance(flags, list) else []
-    wanted = KEY_NUMBERS.get(str(summary.get("analysis", "")), ())
+    wanted = descriptor(str(summary.get("analysis", ""))).key_numbers
     return {
         "values": values,
         "key_numbers": {k: values[k] for k in wanted if k in values},

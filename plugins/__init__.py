@@ -23,6 +23,7 @@ _PLUGIN_MODULES: dict[str, str] = {
     "lge": "plugins.lge",
     "molli": "plugins.molli",
     "t1map": "plugins.t1map",
+    "t2map": "plugins.t2map",
 }
 
 PLUGIN_NAMES: tuple[str, ...] = tuple(sorted(_PLUGIN_MODULES))

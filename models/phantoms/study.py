@@ -39,7 +39,7 @@ EXPECTED_ANALYSIS: dict[SeriesKind, str | None] = {
     SeriesKind.T1MAP: "t1map",
     SeriesKind.T1MAP_ENHANCED: "t1map",
     SeriesKind.MOLLI_SOURCE: "molli",
-    SeriesKind.T2MAP: None,
+    SeriesKind.T2MAP: "t2map",
     SeriesKind.T1MAP_POST: "ecv",
     SeriesKind.ECV: None,
     SeriesKind.BRAIN_T2: None,

@@ -370,7 +370,7 @@ def test_example_site_loads_and_every_key_is_read_by_the_node() -> None:
     assert settings.listen_host == "0.0.0.0" and settings.http_host == "127.0.0.1"
     assert settings.allowed_calling_aets, "the example shows a calling-AE allowlist"
     assert [d.name for d in settings.destinations] == ["pacs", "research-archive"]
-    assert settings.enabled_analyses() == {"t1map", "lge", "molli", "ecv"}
+    assert settings.enabled_analyses() == {"t1map", "lge", "molli", "ecv", "t2map"}
     assert settings.analysis_options["t1map"]["radiomics"] is True
     check_analysis_options(settings)
     check_site_keys(tomllib.loads(EXAMPLE_SITE.read_text()), str(EXAMPLE_SITE))

@@ -93,8 +93,8 @@ def test_lge_series_is_segmented_with_the_cine_of_its_study(
     rows = summary["extra"]["slices"]
     assert len(rows) == 6
     assert {row["mode"] for row in rows} == {"lge+cine"}, (
-        "the LGE job got no cine: does node/worker.py offer the study's unrouted series as "
-        f"companion candidates (node.companions.needs_unrouted_candidates)? {rows[0]['cine']}")
+        "the LGE job got no cine: does node/worker.py offer the study's series as companion "
+        f"candidates (WorkerPool.candidates, roles found by header)? {rows[0]['cine']}")
     assert {row["cine"]["series_instance_uid"] for row in rows} == {cine_uid}
     assert summary["extra"]["lge"]["cine"]["series_instance_uid"] == cine_uid
     assert summary["provenance"]["model_name"] == FUSION_MODEL_NAME

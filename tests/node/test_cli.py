@@ -61,8 +61,9 @@ def test_analyse_writes_outputs_and_results_and_explains_skips(
     skipped = [s for s in results["series"] if s["status"] == "skipped"]
     routed = {s["series_instance_uid"]: s["expected_analysis"] for s in expected_series
               if s.get("expected_analysis")}
-    # The T1 map, the MOLLI source images the node fits itself, and the post-contrast map (ECV).
-    assert sorted(routed.values()) == ["ecv", "molli", "t1map"]
+    # The T1 map, the MOLLI source images the node fits itself, the post-contrast map (ECV)
+    # and the T2 map.
+    assert sorted(routed.values()) == ["ecv", "molli", "t1map", "t2map"]
     assert {s["series_instance_uid"]: s["analysis"] for s in analysed} == routed
     assert len(skipped) == len(expected_series) - len(routed)
     for s in skipped:
@@ -104,7 +105,7 @@ def test_analyse_keeps_going_past_unreadable_files(
     printed = capsys.readouterr().out
     assert "garbage.dcm: not a readable DICOM file" in printed
     results = json.loads((out / "results.json").read_text())
-    assert sum(s["status"] == "analysed" for s in results["series"]) == 3  # T1, MOLLI, ECV
+    assert sum(s["status"] == "analysed" for s in results["series"]) == 4  # T1, MOLLI, ECV, T2
 
 
 def test_route_explains_each_series(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

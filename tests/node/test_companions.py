@@ -29,6 +29,8 @@ from models.phantoms.maps import ContrastState
 from models.phantoms.study import write_synthetic_study
 from models.phantoms.t1map import make_t1map_stack
 from node import cli
+from node.analyses import assemble_options, descriptor
+from node.analyses.ecv import study_haematocrit
 from node.catalog import Catalog, InstanceRecord, OutputFile
 from node.companions import (
     Candidate,
@@ -37,7 +39,6 @@ from node.companions import (
     companion_options,
     find_companions,
     looks_like_cine,
-    needs_unrouted_candidates,
 )
 from node.covariates import (
     HAEMATOCRIT_KEY,
@@ -54,6 +55,8 @@ from node.settings import Settings
 from node.worker import WorkerPool
 from tests.netutil import dciodvfy_errors
 
+ECV_ROLES = descriptor("ecv").companions
+LGE_ROLES = descriptor("lge").companions
 SEED = 0
 """A lesion-free subject: its remote myocardial ECV is the ECV of every segment."""
 ECV_TOLERANCE_POINTS = 1.0
@@ -95,7 +98,7 @@ def _candidate(study: dict[str, Any], kind: str, analysis: str | None, received:
 
 def test_native_t1_map_found_for_the_post_contrast_map(study):
     post, _ = load_series_files(study["paths"]["t1map_post"])
-    found = find_companions("ecv", post, [
+    found = find_companions(ECV_ROLES, post, [
         _candidate(study, "t1map", "t1map"),
         _candidate(study, "ecv", None),
         _candidate(study, "t1map_post", "ecv"),
@@ -110,11 +113,11 @@ def test_native_t1_map_found_for_the_post_contrast_map(study):
 
 def test_missing_or_unfit_native_map_gives_a_reason(study):
     post, _ = load_series_files(study["paths"]["t1map_post"])
-    none = find_companions("ecv", post, [_candidate(study, "ecv", None)])
+    none = find_companions(ECV_ROLES, post, [_candidate(study, "ecv", None)])
     assert none.series == {}
     assert "no series routed to t1map" in none.reasons["native_t1map"]
     # A "native map" of another orientation (the brain series, pretended routed to t1map).
-    other = find_companions("ecv", post, [_candidate(study, "brain_t2", "t1map")])
+    other = find_companions(ECV_ROLES, post, [_candidate(study, "brain_t2", "t1map")])
     assert "another orientation" in other.reasons["native_t1map"]
     assert other.options()["companions"] == {}
 
@@ -123,21 +126,21 @@ def test_newest_fitting_candidate_wins(study, tmp_path):
     post, _ = load_series_files(study["paths"]["t1map_post"])
     newer = _candidate(study, "t2map", "t1map", received=5.0)  # same slices: fits geometry
     older = _candidate(study, "t1map", "t1map", received=2.0)
-    found = find_companions("ecv", post, [older, newer])
+    found = find_companions(ECV_ROLES, post, [older, newer])
     assert found.sources["native_t1map"] == newer.series_instance_uid
     # A newer candidate that cannot be loaded is skipped with its reason kept for the log.
     broken = tmp_path / "broken.dcm"
     broken.write_bytes(b"not dicom")
-    found = find_companions("ecv", post, [
+    found = find_companions(ECV_ROLES, post, [
         older, Candidate("2.25.1", "t1map", [broken], received=9.0),
     ])
     assert found.sources["native_t1map"] == older.series_instance_uid
 
 
 def test_analyses_without_roles_get_no_options(study):
-    assert companion_options("t1map", study["paths"]["t1map"], []) == {}
+    assert companion_options(descriptor("t1map").companions, study["paths"]["t1map"], []) == {}
     # LGE asks for the cine: without candidates it gets the reason, not a companion.
-    lge = companion_options("lge", study["paths"]["t1map"], [])
+    lge = companion_options(LGE_ROLES, study["paths"]["t1map"], [])
     assert lge["companions"] == {} and "short-axis cine" in lge["companion_reasons"]["cine"]
 
 
@@ -162,12 +165,13 @@ def _lge_candidate(lge_study: dict[str, Any], kind: str, analysis: str | None,
 
 
 def test_lge_finds_the_unrouted_cine_of_its_study(lge_study):
-    assert needs_unrouted_candidates("lge") and not needs_unrouted_candidates("ecv")
+    assert all(spec.by_header for spec in LGE_ROLES)
+    assert not any(spec.by_header for spec in ECV_ROLES)
     assert looks_like_cine(_lge_candidate(lge_study, "cine", None))
     assert not looks_like_cine(_lge_candidate(lge_study, "ti_scout", None))  # inversion times
     assert not looks_like_cine(_lge_candidate(lge_study, "lge_magnitude", None))
     psir, _ = load_series_files(lge_study["paths"]["lge_psir"])
-    found = find_companions("lge", psir, [
+    found = find_companions(LGE_ROLES, psir, [
         _lge_candidate(lge_study, "lge_magnitude", "lge", received=3.0),
         _lge_candidate(lge_study, "ti_scout", None, received=2.0),
         _lge_candidate(lge_study, "cine", None),
@@ -175,10 +179,13 @@ def test_lge_finds_the_unrouted_cine_of_its_study(lge_study):
     cine_uid = lge_study["series"]["cine"]["series_instance_uid"]
     assert found.sources == {"cine": cine_uid} and found.reasons == {}
     assert found.series[CompanionRole.CINE].series_instance_uid == cine_uid
-    # A cine routed to an analysis is not offered as the companion (only unrouted series are).
-    routed = find_companions("lge", psir, [_lge_candidate(lge_study, "cine", "t1map")])
-    assert routed.series == {}
-    assert "looks like one" in routed.reasons["cine"]
+    # A cine that a site rule routes to an analysis is still the LGE's companion: routing
+    # must not switch the LGE-cine fusion off.
+    routed = find_companions(LGE_ROLES, psir, [_lge_candidate(lge_study, "cine", "t1map")])
+    assert routed.sources == {"cine": cine_uid} and routed.reasons == {}
+    # A series that does not look like a cine is refused, routed or not.
+    other = find_companions(LGE_ROLES, psir, [_lge_candidate(lge_study, "ti_scout", "t1map")])
+    assert other.series == {} and "looks like one" in other.reasons["cine"]
 
 
 def test_single_phase_or_distant_series_is_not_a_cine(lge_study):
@@ -276,21 +283,22 @@ def test_worker_gives_ecv_jobs_the_native_map_and_haematocrit(study, tmp_path):
     job = catalog.claim_job()
     assert job is not None and job.analysis == "ecv"
     paths = catalog.instance_paths(post_uid)
-    options = pool.companion_options(job, paths)  # the native job is still running
+    options = assemble_options("ecv", {}, paths, pool.study_facts(job, paths))
+    # the native job is still running
     assert options["companions"]["native_t1map"].series_instance_uid == native_uid
-    assert pool.haematocrit_options(job, paths) == {}
+    assert study_haematocrit(pool.study_facts(job, paths)) == {}
     CovariateFolder(settings.covariates_folder).write(study_uid, {"haematocrit": 40})
-    assert pool.haematocrit_options(job, paths) == {
+    assert study_haematocrit(pool.study_facts(job, paths)) == {
         "haematocrit": 0.40, "haematocrit_source": f"sidecar {study_uid}.json",
     }
     (settings.covariates_folder / f"{study_uid}.json").write_text('{"haematocrit": 90}')
-    assert "outside" in pool.haematocrit_options(job, paths)["haematocrit_error"]
+    assert "outside" in study_haematocrit(pool.study_facts(job, paths))["haematocrit_error"]
     # An ECV job that failed (e.g. before the native map arrived) is queued again when the
     # study's native map has been analysed.
     catalog.fail_job(job, "cannot analyse: no native map", retry_at=None)
     out = OutputFile(tmp_path / "sr.dcm", "2.25.77", "1.2.840.10008.5.1.4.1.1.88.33", "sr")
     assert catalog.finish_job(first, [out], [], result_dir=tmp_path, timings={}, summary={})
-    [requeued] = pool.reanalyse_ecv(first)
+    [requeued] = pool.requeue_after(first, {"analysis": "t1map"})
     again = catalog.job(requeued)
     assert again is not None and again["analysis"] == "ecv" and again["state"] == "queued"
     catalog.close()
@@ -373,3 +381,22 @@ def test_analyse_gives_ecv_near_truth_and_valid_outputs(study, tmp_path, capsys)
         study["series"]["t1map"]["series_instance_uid"]
     )
     assert abs(comparison["difference_ms"]) < 30
+
+
+def test_worker_offers_a_routed_cine_to_the_lge(lge_study, tmp_path):
+    """A site rule routing cines to an analysis leaves the cine a candidate of the LGE."""
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    pool = WorkerPool(Settings(data_dir=tmp_path), catalog, on_outputs=lambda: None)
+    study_uid = "2.25.555"
+    psir = lge_study["series"]["lge_psir"]["series_instance_uid"]
+    cine = lge_study["series"]["cine"]["series_instance_uid"]
+    _record(catalog, study_uid, psir, lge_study["paths"]["lge_psir"], "psir")
+    catalog.route_series(psir, 0, ["lge"], "test")
+    _record(catalog, study_uid, cine, lge_study["paths"]["cine"], "cine")
+    catalog.route_series(cine, 0, ["t1map"], "a site rule routes cines")
+    job = catalog.claim_job()
+    assert job is not None and job.analysis == "lge"
+    paths = catalog.instance_paths(psir)
+    options = assemble_options("lge", {}, paths, pool.study_facts(job, paths))
+    assert options["companion_series"] == {"cine": cine}
+    catalog.close()

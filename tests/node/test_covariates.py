@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 
+from node.analyses.t1map import covariate_options
 from node.catalog import Catalog, InstanceRecord, OutputFile
 from node.covariates import (
     CovariateFolder,
@@ -170,7 +171,7 @@ def test_worker_gives_t1_jobs_sidecar_and_lge_covariates(tmp_path: Path) -> None
     job = catalog.claim_job()
     assert job is not None and job.analysis == "t1map"
     pool = WorkerPool(settings, catalog, on_outputs=lambda: None)
-    options = pool.covariate_options(job, [])
+    options = covariate_options(pool.study_facts(job, []))
     lge_job = catalog.study_jobs(STUDY, "lge")[0]["id"]
     assert options == {
         "covariates": {"lge_percent_lv_mass": 12.0, "septal_midwall_lge": 0.0},
@@ -178,12 +179,12 @@ def test_worker_gives_t1_jobs_sidecar_and_lge_covariates(tmp_path: Path) -> None
         "septal_midwall_lge)",
     }
     CovariateFolder(settings.covariates_folder).write(STUDY, CLINICAL)
-    options = pool.covariate_options(job, [])
+    options = covariate_options(pool.study_facts(job, []))
     assert options["covariates"] == {**{k: float(v) for k, v in CLINICAL.items()},
                                      "lge_percent_lv_mass": 12.0, "septal_midwall_lge": 0.0}
     assert options["covariates_source"].startswith(f"sidecar {STUDY}.json; LGE analysis job")
     (settings.covariates_folder / f"{STUDY}.json").write_text('{"smoking": 2}')
-    options = pool.covariate_options(job, [])
+    options = covariate_options(pool.study_facts(job, []))
     assert "smoking" in options["covariates_error"]
     catalog.close()
 
@@ -194,10 +195,13 @@ def test_an_lge_job_finishing_later_requeues_the_t1_map(tmp_path: Path) -> None:
     _routed_series(catalog, tmp_path, "2.25.40", "lge")
     lge_job = catalog.claim_job()
     assert lge_job is not None
-    assert pool.reanalyse_after_lge(lge_job) == []  # no T1 map of the study yet
+    lge_done = _lge_results(9.0, False)
+    assert pool.requeue_after(lge_job, lge_done) == []  # no T1 map of the study yet
     _routed_series(catalog, tmp_path, "2.25.41", "t1map")
     _finish(catalog, tmp_path / "t1-0")
-    [t1_job] = pool.reanalyse_after_lge(lge_job)
+    # An LGE result without covariates (failed QC) gives the T1 map nothing new.
+    assert pool.requeue_after(lge_job, _lge_results(9.0, False, qc_failure=True)) == []
+    [t1_job] = pool.requeue_after(lge_job, lge_done)
     job = catalog.job(t1_job)
     assert job is not None and job["series_instance_uid"] == "2.25.41"
     assert job["generation"] == 1 and job["state"] == "queued"

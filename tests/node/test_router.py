@@ -1168,8 +1168,8 @@ def test_missing_rules_file_is_a_rules_error(tmp_path):
 
 
 def test_default_rules_are_valid_and_collect_what_they_use(rules):
-    assert rules.priority == ("t1map", "ecv", "molli", "lge")
-    assert set(rules.analyses) == {"t1map", "ecv", "molli", "lge"}
+    assert rules.priority == ("t1map", "ecv", "molli", "lge", "t2map")
+    assert set(rules.analyses) == {"t1map", "ecv", "molli", "lge", "t2map"}
     for analysis in rules.analyses.values():
         assert analysis.enabled and analysis.identify
         ids = [c.id for _, c in analysis.conditions()]
@@ -1274,7 +1274,7 @@ def test_site_disables_an_analysis_and_a_common_condition(tmp_path):
         )
     )
     # Analyses the site's priority leaves out keep their default order after those it names.
-    assert site.priority == ("lge", "t1map", "ecv", "molli")
+    assert site.priority == ("lge", "t1map", "ecv", "molli", "t2map")
     facts = _facts(SIEMENS, {"SeriesDescription": "MOLLI_T1MAP", "ImageType": SIEMENS_MAP_TYPE})
     decision = route(site, facts, BOTH)
     assert decision.analysis is None

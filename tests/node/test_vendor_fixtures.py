@@ -9,7 +9,7 @@ from tests.node.vendor_fixtures import VendorCase, vendor_cases
 
 CASES = list(vendor_cases())
 POSITIVE = [c for c in CASES if c.expected is not None]
-ALL_ANALYSES = frozenset({"t1map", "ecv", "molli", "lge"})
+ALL_ANALYSES = frozenset({"t1map", "ecv", "molli", "lge", "t2map"})
 KINDS = {"native_map", "molli_source", "post_map", "lge_magnitude", "psir", "cine", "t2_map",
          "perfusion", "localiser", "ti_scout"}
 

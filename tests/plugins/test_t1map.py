@@ -583,10 +583,10 @@ def test_registry() -> None:
     assert plugin.NAME == "t1map"
     assert plugin.VERSION == VERSION
     assert callable(plugin.analyse)
-    with pytest.raises(UnknownPluginError, match="t2map"):
-        get_plugin("t2map")
+    with pytest.raises(UnknownPluginError, match="t3map"):
+        get_plugin("t3map")
     with pytest.raises(KeyError):
-        get_plugin("t2map")
+        get_plugin("t3map")
 
 
 def test_codes_agree_with_the_dicom_dictionary() -> None:

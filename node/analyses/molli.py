@@ -1,0 +1,47 @@
+"""MOLLI fit from inversion-recovery source images (``plugins.molli``).
+
+Companion: the scanner's T1 map of the same slices (a series routed to ``t1map``), to
+compare the fit with.  The fitted maps are written first, as Parametric Maps; the SEG, SRs
+and summary reference them instead of the source images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from pydicom import Dataset
+
+from node.analyses.base import AnalysisDescriptor
+from node.companions import CompanionRole, CompanionSpec, covers_any_slice
+from node.writers import Lineage, OutputObject, WriterSettings, build_outputs
+from plugins.api import AnalysisResult, LoadedSeries
+
+
+def molli_outputs(
+    result: AnalysisResult, series: LoadedSeries, sources: Sequence[Dataset],
+    settings: WriterSettings, lineage: Lineage | None = None,
+) -> tuple[LoadedSeries, list[OutputObject]]:
+    """The fitted maps (Parametric Maps), then the usual outputs referencing them."""
+    fitted = result.extra.get("molli")
+    if not (isinstance(fitted, Mapping) and "maps" in fitted):
+        return series, build_outputs(result, series, sources, settings=settings,
+                                     lineage=lineage)
+    from node.writers.parametric_map import build_parametric_maps
+
+    maps = build_parametric_maps(result, sources, settings=settings)
+    derived: LoadedSeries = fitted["maps"].series
+    return derived, maps + build_outputs(result, derived, [maps[0].dataset], settings=settings,
+                                         lineage=lineage)
+
+
+DESCRIPTOR = AnalysisDescriptor(
+    name="molli",
+    companions=(
+        CompanionSpec(
+            CompanionRole.SCANNER_MAP, ("t1map",), covers_any_slice,
+            "scanner T1 map of the same slices",
+        ),
+    ),
+    build_outputs=molli_outputs,
+    key_numbers=("global_myocardium_t1_mean_ms",),
+)
