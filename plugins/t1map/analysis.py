@@ -302,6 +302,8 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             Field strength in tesla overriding the header's MagneticFieldStrength.
         ``min_core_pixels``
             Override of :data:`MIN_CORE_PIXELS`.
+        ``core``
+            Myocardial T1 region, one of :data:`CORE_RULES` (default "conservative").
 
     Returns
     -------
@@ -312,7 +314,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     Raises
     ------
     plugins.api.AnalysisError
-        If the series has no frames.
+        If the series has no frames, or ``options["core"]`` is not one of :data:`CORE_RULES`.
     """
     if not series.frames:
         raise AnalysisError(f"Series {series.series_instance_uid} has no frames to analyse.")
@@ -328,7 +330,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             flags.append(unavailable)
         segmenter = segmenter or ClassicalSegmenter()
     min_core = int(options.get("min_core_pixels", MIN_CORE_PIXELS))
-    core_rule = str(options.get("core", "conservative"))
+    core_rule = str(options.get("core", CORE_RULES[0]))
     if core_rule not in CORE_RULES:
         raise AnalysisError(f"options['core'] must be one of {CORE_RULES}, not {core_rule!r}")
 
@@ -348,7 +350,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     scale, unit_flag = _unit_scale(series.frames)
     if unit_flag is not None:
         flags.append(unit_flag)
-    provenance = _provenance(segmenter)
+    provenance = _provenance(segmenter, core_rule)
     if scale is None:
         return _empty_result(series, flags, provenance, "pixel values are not T1 in ms")
 
@@ -476,7 +478,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
 
     extra: dict[str, Any] = {
         "slices": table,
-        "method": _method_details(segmenter, field, ranges, scale, min_core),
+        "method": _method_details(segmenter, field, ranges, scale, min_core, core_rule),
     }
     if cross_checks:
         extra["cross_check"] = {
@@ -791,7 +793,7 @@ def _measure_slice(
     frame: SourceFrame,
     t1: npt.NDArray[np.float32],
     output: SegmentationOutput,
-    core_rule: str = "conservative",
+    core_rule: str = CORE_RULES[0],
 ) -> _SliceStats | None:
     labels = np.asarray(output.labels, dtype=np.uint8)
     if labels.shape != t1.shape:
@@ -901,7 +903,7 @@ def _t1_measurements(
 
 def _slice_measurements(stats: _SliceStats) -> tuple[Measurement, ...]:
     n_core = int(stats.core_values.size)
-    core_reason = None if n_core > 0 else "no conservative-core pixels (wall too thin)"
+    core_reason = None if n_core > 0 else "no core pixels (wall too thin)"
     measurements = _t1_measurements("myocardium", Label.MYOCARDIUM, stats.core_values, core_reason)
     measurements.append(
         Measurement(
@@ -1161,7 +1163,7 @@ def _series_measurements(usable: Sequence[_SliceStats]) -> tuple[Measurement, ..
     core = np.concatenate([s.core_values for s in usable]) if usable else np.empty(0, np.float64)
     blood = np.concatenate([s.blood_values for s in usable]) if usable else np.empty(0, np.float64)
     if reason is None and core.size == 0:
-        reason = "no conservative-core pixels on any slice"
+        reason = "no core pixels on any slice"
     measurements = _t1_measurements("global_myocardium", Label.MYOCARDIUM, core, reason)
     measurements.append(
         Measurement(
@@ -1218,13 +1220,23 @@ def _levels(
 # --------------------------------------------------------------------------------------------
 
 
-def _provenance(segmenter: Segmenter) -> Provenance:
-    core_text = (
-        "T1 statistics over a conservative mid-wall core (inner "
-        f"{CORE_FRACTION_ENDO:.0%} and outer {CORE_FRACTION_EPI:.0%} of the wall, and pixels "
-        f"within {CORE_MARGIN_ENDO_MM:g} mm of the endocardium or {CORE_MARGIN_EPI_MM:g} mm of "
-        "the epicardium, excluded; the endocardium moved outwards over a blood-mixed rim)."
+def core_description(core_rule: str) -> str:
+    """One sentence naming the myocardial T1 region of ``core_rule`` (provenance, SR, summary)."""
+    if core_rule == "midwall":
+        return (
+            "T1 statistics over the mid-wall core (inner "
+            f"{CORE_FRACTION_ENDO:.0%} and outer {CORE_FRACTION_EPI:.0%} of the wall, and pixels "
+            f"within {CORE_MARGIN_ENDO_MM:g} mm of the endocardium or {CORE_MARGIN_EPI_MM:g} mm "
+            "of the epicardium, excluded; the endocardium moved outwards over a blood-mixed rim)."
+        )
+    return (
+        f"T1 statistics over the conservative core (inner and outer {CONSERVATIVE_FRACTION:.0%} "
+        "of the segmented wall excluded)."
     )
+
+
+def _provenance(segmenter: Segmenter, core_rule: str) -> Provenance:
+    core_text = core_description(core_rule)
     if segmenter.weights_sha256 is None:
         method = (
             f"LV segmentation by {segmenter.name} {segmenter.version} (classical, no trained "
@@ -1351,7 +1363,31 @@ def _method_details(
     ranges: TissueRanges,
     scale: float,
     min_core: int,
+    core_rule: str,
 ) -> dict[str, Any]:
+    if core_rule == "midwall":
+        core: dict[str, Any] = {
+            "rule": core_rule,
+            "fraction_excluded_endocardial": round(CORE_FRACTION_ENDO, 4),
+            "fraction_excluded_epicardial": round(CORE_FRACTION_EPI, 4),
+            "min_margin_endocardial_mm": CORE_MARGIN_ENDO_MM,
+            "min_margin_epicardial_mm": CORE_MARGIN_EPI_MM,
+            "min_margin_px": CORE_MARGIN_PX,
+            "blood_mixed_rim": {
+                "reach_mm": RIM_REACH_MM,
+                "blood_fraction": RIM_BLOOD_FRACTION,
+                "smoothing_sigma_px": RIM_SMOOTH_SIGMA_PX,
+            },
+        }
+    else:
+        core = {
+            "rule": core_rule,
+            "fraction_excluded_endocardial": CONSERVATIVE_FRACTION,
+            "fraction_excluded_epicardial": CONSERVATIVE_FRACTION,
+            "min_margin_px": CORE_MARGIN_PX,
+        }
+    core["min_core_pixels"] = min_core
+    core["description"] = core_description(core_rule)
     return {
         "algorithm": ALGORITHM_NAME,
         "version": VERSION,
@@ -1370,21 +1406,7 @@ def _method_details(
             "myocardium_plausible": list(ranges.myocardium),
             "blood_plausible": list(ranges.blood_plausible),
         },
-        "core": {
-            "fraction_excluded_endocardial": round(CORE_FRACTION_ENDO, 4),
-            "fraction_excluded_epicardial": round(CORE_FRACTION_EPI, 4),
-            "min_margin_endocardial_mm": CORE_MARGIN_ENDO_MM,
-            "min_margin_epicardial_mm": CORE_MARGIN_EPI_MM,
-            "min_margin_px": CORE_MARGIN_PX,
-            "blood_mixed_rim": {
-                "reach_mm": RIM_REACH_MM,
-                "blood_fraction": RIM_BLOOD_FRACTION,
-                "smoothing_sigma_px": RIM_SMOOTH_SIGMA_PX,
-            },
-            "min_core_pixels": min_core,
-            "description": "myocardial pixels in the middle of the local wall depth, away from "
-            "blood pool and epicardial borders",
-        },
+        "core": core,
         "blood": "LV blood pool at least 2 mm from the endocardium, papillary-muscle pixels "
         "(low tail) removed",
         "series_statistics": "pixel-weighted over the cores of all slices without FAILURE flags",
