@@ -67,7 +67,7 @@ slice of a dilated 3 T heart (+33 ms; ``tests/node/test_cli.py``, Philips seed 1
 5.6 mm (4 pixels) and the map acquired at 1.9 mm, so the acquired-resolution blur spreads LV
 blood (+440 ms) into every mid-wall pixel: the noise-free map over the true mid-wall reads
 +20 ms; the core read +7 ms more (its pixels, only in the thickest sector) and +6 ms of noise
-(with the rim margin below, +28 ms in all, +8 ms above that region).  No region of such a map
+(with the rim margin above: +28 ms in all, +8 ms above that region).  No region of such a map
 reads the tissue T1; the phantom truth therefore also gives ``myocardium_t1_midwall_map_ms``,
 what an expert's mid-wall region reads on the map.
 
