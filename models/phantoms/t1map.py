@@ -40,6 +40,7 @@ from models.phantoms.anatomy import (
 )
 from models.phantoms.tissues import PROTON_DENSITY, T2_MS, Tissue, check_field_strength
 from plugins.api import Label
+from plugins.t1map.analysis import conservative_core
 
 __all__ = [
     "BackgroundMode",
@@ -281,8 +282,10 @@ class PhantomSlice:
         ``myocardium_t1_mean_ms`` (mean of ``t1_ms`` over myocardium),
         ``myocardium_t1_true_ms`` (noise-free remote tissue value, diffuse disease included),
         ``myocardium_t1_sd_ms``, ``myocardium_t1_noise_free_mean_ms`` (mean of the
-        noise-free map over myocardium), ``blood_t1_mean_ms`` (mean over the LV pool
-        label), ``blood_t1_true_ms``, ``myocardium_area_mm2``, ``lv_blood_area_mm2``,
+        noise-free map over myocardium), ``myocardium_t1_midwall_map_ms`` (the map without
+        noise over the true mid-wall: what an expert's mid-wall region reads),
+        ``blood_t1_mean_ms`` (mean over the LV pool label), ``blood_t1_true_ms``,
+        ``myocardium_area_mm2``, ``lv_blood_area_mm2``,
         ``rv_blood_area_mm2``, ``lesion_area_mm2``, ``lesion_t1_true_ms`` (0 without
         lesion), ``wall_thickness_mm``, ``field_strength_t``, ``haematocrit``,
         ``diffuse_rise_ms``, ``long_axis_position``, ``off_resonance_band`` (1 if the
@@ -624,6 +627,18 @@ def _truth(
     }
 
 
+def _midwall_map_t1(noiseless: F32, rendered: RenderedSlice, case: HeartCase) -> float:
+    """Noise-free map T1 over the mid-wall of the true contours: what a reader's mid-wall
+    region reads on this map without pixel noise (its blur, acquired resolution, bias and
+    bands included).  The region is the consensus mid-wall rule of
+    :func:`plugins.t1map.analysis.conservative_core` on the true labels; where the wall is too
+    thin for one, the tissue T1."""
+    midwall = conservative_core(rendered.labels, rendered.pixel_spacing)
+    if not midwall.any():
+        return float(case.tissues.myocardium_t1_ms)
+    return float(np.mean(noiseless[midwall], dtype=np.float64))
+
+
 def _check_level(level: str) -> str:
     if level not in LEVELS:
         raise ValueError(f"Unknown short-axis level {level!r}; expected one of {LEVELS}")
@@ -663,6 +678,7 @@ def _make_slice(
         rendered = render_slice(case, where, shape, spacing, centre_shift_mm=shift)
     t1, noiseless, clean, signal, band = _t1_map(rng, rendered, case, acquisition)
     truth = _truth(t1, clean, rendered.labels, rendered, case)
+    truth["myocardium_t1_midwall_map_ms"] = _midwall_map_t1(noiseless, rendered, case)
     truth["off_resonance_band"] = 1.0 if band else 0.0
     logger.debug("phantom %s slice %dx%d: myocardium %.0f ms", level, shape[0], shape[1],
                  truth["myocardium_t1_mean_ms"])
