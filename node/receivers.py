@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import faulthandler
 import logging
 import os
 import pickle
@@ -148,6 +149,7 @@ class ReceiverPool:
         self.associations = AssociationLedger()
         self._socket: socket.socket | None = None
         self._stopping = threading.Event()
+        self._start_failed = threading.Event()
         self._lock = threading.Lock()
         self._receivers = [_Receiver(i) for i in range(settings.listener.processes)]
         self.restarts = 0
@@ -187,9 +189,11 @@ class ReceiverPool:
             receiver.thread.start()
         deadline = time.monotonic() + START_TIMEOUT_S
         for receiver in self._receivers:
-            if not receiver.ready.wait(max(0.0, deadline - time.monotonic())):
-                self.stop()
-                raise RuntimeError(f"receiver process {receiver.index} did not start")
+            while not receiver.ready.wait(STOP_POLL_S / 5):
+                if self._start_failed.is_set() or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"receiver process {receiver.index} did not start"
+                                       " (its error is on the node's standard error)")
         # Listening only now: no connection waits in the queue for the one receiver ready.
         self._socket.listen(LISTEN_BACKLOG)
         logger.info("DICOM listener %s on %s:%d (%d receiver processes)",
@@ -229,6 +233,8 @@ class ReceiverPool:
             except Exception:
                 logger.exception("receiver process %d failed", receiver.index)
             code = self._reap(receiver)
+            if not receiver.ready.is_set():
+                self._start_failed.set()  # ended before it accepted: settings, not chance
             if self._stopping.is_set():
                 return
             self.restarts += 1
@@ -411,6 +417,7 @@ def _die_with_parent(parent_pid: int) -> None:
 def serve(listen_fd: int, link_fd: int, parent_pid: int, index: int) -> int:
     """Run one receiver process until SIGTERM or the end of its link (the node ended)."""
     _die_with_parent(parent_pid)
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # as the node: stacks on demand
     connection = Connection(link_fd)
     settings: Settings = connection.recv()
     link = _Link(connection)
