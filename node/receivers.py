@@ -65,7 +65,7 @@ from node.dimse import LISTEN_BACKLOG
 from node.listener import StorageListener
 from node.settings import Settings
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("node.receivers")  # also when run as __main__
 
 AUDIT_FILE = "audit.jsonl"
 """The audit trail under ``<data_dir>/logs`` (the node's, see node.service)."""

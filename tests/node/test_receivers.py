@@ -21,6 +21,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from node.dimse import NoDelayAE
+from node.settings import SettingsError, load_settings
 from tests.netutil import NodeProcess, wait_for
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -237,3 +238,14 @@ def test_receivers_end_with_the_node(tmp_path: Path) -> None:
     restarted = NodeProcess(tmp_path / "node", None, port=node.port, stable_age_s=STABLE_AGE_S,
                             extra_config="[listener]\nprocesses = 2\n").start()  # port free
     restarted.stop()
+
+
+@pytest.mark.parametrize(("value", "valid"), [(1, True), (2, True), (0, False), (65, False)])
+def test_processes_setting_is_bounded(tmp_path: Path, value: int, valid: bool) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text(f'[node]\ndata_dir = "{tmp_path}"\n[listener]\nprocesses = {value}\n')
+    if valid:
+        assert load_settings(config).listener.processes == value
+    else:
+        with pytest.raises(SettingsError, match=r"listener\.processes"):
+            load_settings(config)
