@@ -38,9 +38,11 @@ is replaced by that re-send or recorded by the spool reconciliation at the next 
 
 Status: off by default.  With 2 receivers, tests/reliability/test_load_burners.py (8
 associations while two processes burn the CPU, on a shared 2-core machine at a load of 15-25)
-failed in 2 of 3 runs: every receiver stopped for about 20 s with all its storing threads in
+failed in 2 of 4 runs: every receiver stopped for about 20 s with all its storing threads in
 ``os.fsync`` of a spool file, and the senders timed out; with one process it passed 2 of 2
-runs that day.  Not yet explained.
+runs that day.  The disk was shared and under pressure (``/proc/pressure/io`` "some" 18-40 %
+over a minute), and fsync stalls of that disk were seen with one process before; whether two
+receivers make them likelier is not yet known.
 """
 
 from __future__ import annotations
