@@ -33,13 +33,16 @@ class AssociationLedger:
         self._carried: dict[Hashable, set[str]] = {}
         self._open: dict[str, int] = {}
 
-    def carry(self, association: Hashable, series_uid: str) -> None:
-        """Record that ``association`` stored an instance of ``series_uid``."""
+    def carry(self, association: Hashable, series_uid: str) -> bool:
+        """Record that ``association`` stored an instance of ``series_uid``; whether it is the
+        association's first instance of that series."""
         with self._lock:
             series = self._carried.setdefault(association, set())
-            if series_uid not in series:
-                series.add(series_uid)
-                self._open[series_uid] = self._open.get(series_uid, 0) + 1
+            if series_uid in series:
+                return False
+            series.add(series_uid)
+            self._open[series_uid] = self._open.get(series_uid, 0) + 1
+            return True
 
     def close(self, association: Hashable) -> list[str]:
         """Forget an association that ended; the series it carried that no other open
@@ -55,6 +58,11 @@ class AssociationLedger:
                     del self._open[series_uid]
                     freed.append(series_uid)
         return sorted(freed)
+
+    def is_open(self, association: Hashable) -> bool:
+        """Whether ``association`` has stored an instance and has not been closed."""
+        with self._lock:
+            return association in self._carried
 
     def carries(self, series_uid: str) -> bool:
         """Whether an open association has stored an instance of ``series_uid``."""

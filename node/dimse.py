@@ -385,3 +385,29 @@ def _peer_closed(sock: socket.socket) -> bool:
     poller = select.poll()
     poller.register(sock, rdhup)
     return any(events & (rdhup | select.POLLHUP) for _, events in poller.poll(0))
+
+
+class SharedSocketServer(AdmittingServer):
+    """An :class:`AdmittingServer` that accepts on a listening socket it is given
+    (:attr:`shared_socket`, set on a subclass) instead of binding one: several receiver
+    processes accept from one socket (node.receivers).
+
+    The socket is made non-blocking: every process waiting in ``select`` is woken by a new
+    connection and only one ``accept`` succeeds; the others get ``BlockingIOError``, which
+    socketserver ignores, instead of blocking their accepting thread.
+    """
+
+    shared_socket: socket.socket | None = None
+
+    def server_bind(self) -> None:
+        """Take the shared socket in place of the one socketserver made."""
+        if self.shared_socket is None:
+            raise RuntimeError("SharedSocketServer needs a shared_socket")
+        if self.socket is not None:
+            self.socket.close()
+        self.socket = self.shared_socket
+        self.socket.setblocking(False)
+        self.server_address = self.socket.getsockname()
+
+    def server_activate(self) -> None:
+        """The shared socket is already listening."""

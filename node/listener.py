@@ -47,6 +47,7 @@ import hashlib
 import io
 import logging
 import queue
+import socket
 import struct
 import threading
 import time
@@ -63,7 +64,14 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from node.associations import AssociationLedger
 from node.audit import AuditLog, withhold_values, withhold_values_in_logs
 from node.catalog import Catalog, InstanceRecord, SeriesState
-from node.dimse import AdmissionPolicy, AdmittingServer, NoDelayAE, StoreError, StoreStatus
+from node.dimse import (
+    AdmissionPolicy,
+    AdmittingServer,
+    NoDelayAE,
+    SharedSocketServer,
+    StoreError,
+    StoreStatus,
+)
 from node.header import scan_header, tags_of
 from node.presentation import cheap_copy_contexts
 from node.settings import DuplicatePolicy, Settings
@@ -581,8 +589,15 @@ class StorageListener:
         host, port = self._server.server_address[:2]
         return str(host), int(port)
 
-    def start(self) -> tuple[str, int]:
-        """Start accepting associations in a background thread; returns the bound address."""
+    def start(self, shared_socket: socket.socket | None = None) -> tuple[str, int]:
+        """Start accepting associations in a background thread; returns the bound address.
+
+        Parameters
+        ----------
+        shared_socket
+            A listening socket to accept on (shared with other receiver processes,
+            node.receivers) instead of binding ``listen_host:listen_port``.
+        """
         handlers: list[Any] = [
             (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_C_ECHO, self._handle_echo),
@@ -595,10 +610,14 @@ class StorageListener:
         ]
         address = (self._settings.listen_host, self._settings.listen_port)
         tls = self._settings.tls
+        server_class: type[AdmittingServer] = AdmittingServer
+        if shared_socket is not None:
+            server_class = type("SharedSocket", (SharedSocketServer,),
+                                {"shared_socket": shared_socket})
         server = self.ae.make_server(
             address,
             evt_handlers=handlers,
-            server_class=AdmittingServer,
+            server_class=server_class,
             ssl_context=server_context(tls) if tls.listener else None,
         )
         assert isinstance(server, AdmittingServer)

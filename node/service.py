@@ -19,9 +19,10 @@ from node.companions import Candidate
 from node.corrections_intake import record_correction_series
 from node.covariates import CovariateFolder
 from node.dicomweb import StowDelivery
-from node.listener import StorageListener, reconcile_spool
+from node.listener import reconcile_spool
 from node.pairing import lge_reconstruction, preferred_partner, skip_reason
 from node.pipeline import writer_settings
+from node.receivers import storage_receiver
 from node.routing import RouteDecision, RuleSet, load_rules, route
 from node.sender import OutboxSender
 from node.settings import DestinationKind, Settings, http_token
@@ -202,7 +203,7 @@ class Node:
             self.catalog, settings.stable_age_s, self._series_complete,
             release_grace_s=settings.release_grace_s, is_carried=self._carried,
         )
-        self.listener = StorageListener(
+        self.listener = storage_receiver(
             settings, self.catalog, self._instance_stored, audit=self.audit,
             on_released=self.tracker.series_released,
         )

@@ -94,6 +94,10 @@ class DuplicatePolicy(enum.StrEnum):
     """Store the new one in its place (audited with both content hashes)."""
 
 
+MAX_RECEIVER_PROCESSES = 64
+"""Upper bound of ``[listener] processes``."""
+
+
 @dataclass(frozen=True)
 class ListenerSettings:
     """How the DICOM listener admits associations and treats re-sent instances."""
@@ -109,6 +113,9 @@ class ListenerSettings:
     """Connections of one address waiting to speak; a newer one closes the oldest."""
     duplicate_policy: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST
     """A second instance with a stored SOP Instance UID but other content."""
+    processes: int = 1
+    """Receiver processes accepting on the DICOM port (node.receivers); 1: the listener runs
+    in the node's own process."""
 
 
 @dataclass(frozen=True)
@@ -472,8 +479,11 @@ def _listener_settings(raw: Mapping[str, Any]) -> ListenerSettings:
     max_associations = int(raw.get("max_associations", 16))
     timeout = float(raw.get("request_timeout_s", 5.0))
     per_address = int(raw.get("max_waiting_per_address", 8))
+    processes = int(raw.get("processes", 1))
     if max_associations < 1 or per_address < 1:
         raise SettingsError("listener.max_associations and max_waiting_per_address must be >= 1")
+    if not 1 <= processes <= MAX_RECEIVER_PROCESSES:
+        raise SettingsError(f"listener.processes must be in [1, {MAX_RECEIVER_PROCESSES}]")
     if not 0 < timeout <= 300:
         raise SettingsError("listener.request_timeout_s must be in (0, 300] seconds")
     policy = _choice(
@@ -487,6 +497,7 @@ def _listener_settings(raw: Mapping[str, Any]) -> ListenerSettings:
         request_timeout_s=timeout,
         max_waiting_per_address=per_address,
         duplicate_policy=DuplicatePolicy(policy),
+        processes=processes,
     )
 
 

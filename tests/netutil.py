@@ -149,6 +149,11 @@ class PacsScp:
         return dict(counts)
 
 
+LISTENER_PROCESSES_ENV = "CMRNODE_TEST_LISTENER_PROCESSES"
+"""When set, every NodeProcess runs with ``[listener] processes`` = its value (else the
+default)."""
+
+
 @dataclass
 class NodeProcess:
     """The node run as a separate process (``python -m node run``), as in production."""
@@ -176,6 +181,12 @@ class NodeProcess:
 
     def write_config(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
+        extra = self.extra_config
+        processes = os.environ.get(LISTENER_PROCESSES_ENV)
+        if processes:  # the suite run against several receiver processes (node.receivers)
+            line = f"processes = {int(processes)}\n"
+            extra = (extra.replace("[listener]\n", "[listener]\n" + line, 1)
+                     if "[listener]\n" in extra else f"{extra}\n[listener]\n{line}")
         dest = ""
         if self.pacs_port is not None:
             dest = (
@@ -189,7 +200,7 @@ class NodeProcess:
             f"http_port = {self.http_port}\n"
             'min_free_disk_mb = 1\nlog_level = "INFO"\n'
             f"{self.node_config}\n"
-            f"{self.extra_config}\n"
+            f"{extra}\n"
             "[sender]\nretry_initial_s = 0.5\nretry_max_s = 2.0\nnetwork_timeout_s = 10\n"
             f"{dest}"
         )
