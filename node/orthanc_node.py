@@ -453,7 +453,8 @@ class OrthancNode:
         if warm:
             start_warm_up(sorted(self.available),
                           writer_settings(self.settings.manufacturer,
-                                          self.settings.institution_name))
+                                          self.settings.institution_name),
+                          mode=self.settings.warm_up)
         self.started_at = time.time()
         logger.info(
             "cmr-node %s in Orthanc: analyses %s, destinations %s",

@@ -94,6 +94,20 @@ class DuplicatePolicy(enum.StrEnum):
     """Store the new one in its place (audited with both content hashes)."""
 
 
+class WarmUp(enum.StrEnum):
+    """What a process that runs analysis workers does with its analyses at start
+    (node.warmup)."""
+
+    REHEARSE = "rehearse"
+    """Load them, then analyse one synthetic series of each analysis that has one (the first
+    real series is then as fast as the next ones)."""
+    LOAD = "load"
+    """Load their modules and weights only (the first real series pays its writers' imports
+    and the first inference)."""
+    OFF = "off"
+    """Nothing at start: the first job of each analysis loads it."""
+
+
 @dataclass(frozen=True)
 class ListenerSettings:
     """How the DICOM listener admits associations and treats re-sent instances."""
@@ -107,6 +121,9 @@ class ListenerSettings:
     speaks it takes no association slot."""
     max_waiting_per_address: int = 8
     """Connections of one address waiting to speak; a newer one closes the oldest."""
+    max_associations_per_address: int = 12
+    """Associations one address may hold at once; one more is rejected (A-ASSOCIATE-RJ,
+    transient, local limit exceeded), so one peer cannot take every slot."""
     duplicate_policy: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST
     """A second instance with a stored SOP Instance UID but other content."""
 
@@ -169,6 +186,8 @@ class Settings:
     """This process's name among the workers of one catalog (``host/name`` in the jobs)."""
     job_lease_s: float = 60.0
     """A running job whose worker sent no heartbeat for this long is queued again."""
+    warm_up: WarmUp = WarmUp.REHEARSE
+    """What a process with analysis workers does with its analyses at start."""
 
     @property
     def spool_dir(self) -> Path:
@@ -417,6 +436,8 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         catalog_url=_catalog_url(catalog.get("url", "")),
         worker_name=_worker_name(node.get("worker_name", "")),
         job_lease_s=lease,
+        warm_up=WarmUp(_choice(node.get("warm_up", WarmUp.REHEARSE),
+                               tuple(w.value for w in WarmUp), "node.warm_up")),
     )
 
 
@@ -474,6 +495,9 @@ def _listener_settings(raw: Mapping[str, Any]) -> ListenerSettings:
     per_address = int(raw.get("max_waiting_per_address", 8))
     if max_associations < 1 or per_address < 1:
         raise SettingsError("listener.max_associations and max_waiting_per_address must be >= 1")
+    associations_per_address = int(raw.get("max_associations_per_address", 12))
+    if associations_per_address < 1:
+        raise SettingsError("listener.max_associations_per_address must be >= 1")
     if not 0 < timeout <= 300:
         raise SettingsError("listener.request_timeout_s must be in (0, 300] seconds")
     policy = _choice(
@@ -486,6 +510,7 @@ def _listener_settings(raw: Mapping[str, Any]) -> ListenerSettings:
         max_associations=max_associations,
         request_timeout_s=timeout,
         max_waiting_per_address=per_address,
+        max_associations_per_address=associations_per_address,
         duplicate_policy=DuplicatePolicy(policy),
     )
 

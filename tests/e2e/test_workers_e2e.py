@@ -61,6 +61,7 @@ def test_two_workers_share_the_queue_and_take_over_a_killed_workers_job(
 
     node = NodeProcess(
         tmp_path / "node", pacs.port, stable_age_s=1.0, node_config="worker_count = 0",
+        warm_up="load",  # the workers read this file: they claim jobs once loaded
         extra_config=f'[catalog]\nurl = "{url}"\njob_lease_s = {LEASE_S}\n',
     ).start()
     workers = [WorkerProcess(node.config_path, name) for name in ("w1", "w2")]
