@@ -47,6 +47,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from node import __version__
+from node.audit import withhold_values, withhold_values_in_logs
 from node.catalog import Catalog, InstanceRecord, OutboxItem, SeriesState
 from node.dicomweb import StowDelivery
 from node.pipeline import writer_settings
@@ -415,7 +416,11 @@ class OrthancNode:
             destinations = (local, *destinations)
         self.settings = replace(settings, destinations=destinations)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.catalog = Catalog(self.settings.catalog_location)
+        # Quoted header values stay out of logs, and out of the reasons and events recorded
+        # unless [node] values_in_reasons, as in the listener's mode (node.audit).
+        withhold_values_in_logs()
+        self.catalog = Catalog(self.settings.catalog_location,
+                               keep_values=self.settings.values_in_reasons)
         self.store = OrthancStore(self.settings.catalog_path)
         self.rules: RuleSet = load_rules(self.settings.rules_file)
         self.available = frozenset(PLUGIN_NAMES) & self.settings.enabled_analyses()
@@ -525,14 +530,21 @@ class OrthancNode:
                 continue
             self.run_intake(item)
 
+    def _reason(self, text: str) -> str:
+        """A reason as the intake table keeps it: quoted values withheld unless
+        ``[node] values_in_reasons`` (the catalog does the same to its events)."""
+        return text if self.settings.values_in_reasons else withhold_values(text)
+
     def run_intake(self, item: IntakeItem) -> IntakeOutcome | None:
         """Fetch, record and route one series; returns its outcome (None: retried later)."""
         try:
             outcome, study_uid, study_id, count = self._fetch_and_route(item)
+            outcome = replace(outcome, message=self._reason(outcome.message))
         except IntakeError as exc:
             max_attempts = self.settings.orthanc.intake_max_attempts
             if exc.permanent or item.attempts >= max_attempts:
-                outcome = IntakeOutcome(IntakeState.FAILED, f"attempt {item.attempts}: {exc}")
+                outcome = IntakeOutcome(IntakeState.FAILED,
+                                        self._reason(f"attempt {item.attempts}: {exc}"))
                 logger.warning(
                     "intake of Orthanc series %s failed: %s", item.orthanc_series_id, exc
                 )
@@ -548,11 +560,12 @@ class OrthancNode:
                 exc,
                 delay,
             )
-            self.store.retry_later(item.id, f"attempt {item.attempts}: {exc}", time.time() + delay)
+            self.store.retry_later(item.id, self._reason(f"attempt {item.attempts}: {exc}"),
+                                   time.time() + delay)
             return None
         except Exception as exc:  # a bug must not stop the intake thread
             logger.exception("intake of Orthanc series %s failed", item.orthanc_series_id)
-            outcome = IntakeOutcome(IntakeState.FAILED, f"unexpected error: {exc}")
+            outcome = IntakeOutcome(IntakeState.FAILED, self._reason(f"unexpected error: {exc}"))
             self.store.finish(item.id, outcome)
             return outcome
         self.store.finish(
