@@ -579,13 +579,15 @@ class OrthancNode:
         try:
             return json.loads(self.api.RestApiGet(uri))
         except self.api.OrthancException as exc:
-            raise IntakeError(f"GET {uri}: {exc}", permanent=_unknown(exc)) from exc
+            raise IntakeError(f"GET {uri}: {_orthanc_error(exc)}",
+                              permanent=_unknown(exc)) from exc
 
     def _get_bytes(self, uri: str) -> bytes:
         try:
             return bytes(self.api.RestApiGet(uri))
         except self.api.OrthancException as exc:
-            raise IntakeError(f"GET {uri}: {exc}", permanent=_unknown(exc)) from exc
+            raise IntakeError(f"GET {uri}: {_orthanc_error(exc)}",
+                              permanent=_unknown(exc)) from exc
 
     def _fetch_and_route(
         self, item: IntakeItem
@@ -732,6 +734,16 @@ class OrthancNode:
         if not isinstance(answer, dict) or "ID" not in answer:
             raise DeliveryError(f"unexpected answer from POST /instances: {answer!r}")
         return answer
+
+
+def _orthanc_error(exc: BaseException) -> str:
+    """An ``OrthancException`` as text: its description and code, unquoted (its ``str`` is
+    the tuple ``(17, 'Unknown resource')``, whose quoted description the withholding of
+    quoted values would hide; Orthanc's error descriptions are fixed texts, not header
+    values)."""
+    if len(exc.args) == 2 and isinstance(exc.args[0], int):
+        return f"{exc.args[1]} (Orthanc error {exc.args[0]})"
+    return str(exc)
 
 
 def _unknown(exc: BaseException) -> bool:

@@ -31,6 +31,8 @@ HOST = socket.gethostname()
 LEASE_S = 6.0
 """Short job lease so that the killed worker's job is taken over within seconds."""
 RESULT_TIMEOUT_S = 180.0
+SERIES_AT_ONCE = 4
+"""Series queued together: more than the two workers, so both take jobs while others wait."""
 
 
 def _t1_series(tmp: Path, seed: int, levels: tuple[str, ...]) -> list[Path]:
@@ -76,14 +78,16 @@ def test_two_workers_share_the_queue_and_take_over_a_killed_workers_job(
             )
         assert refused.returncode == 3, "a second process named w1 must be refused"
 
-        # 1. Eight series at once: every series analysed once, by both workers.
-        series = [_t1_series(tmp_path, 7100 + i, ("basal", "mid", "apical")) for i in range(8)]
+        # 1. Several series at once: every series analysed once, by both workers.
+        series = [_t1_series(tmp_path, 7100 + i, ("basal", "mid", "apical"))
+                  for i in range(SERIES_AT_ONCE)]
         for paths in series:
             assert send_files(paths, node.port) == [0, 0, 0]
-        wait_for(lambda: len(rows("SELECT 1 FROM jobs WHERE state='done'")) == 8,
+        wait_for(lambda: len(rows("SELECT 1 FROM jobs WHERE state='done'")) == SERIES_AT_ONCE,
                  RESULT_TIMEOUT_S, interval=0.5)
         jobs = rows("SELECT series_instance_uid, state, attempts, worker FROM jobs")
-        assert len(jobs) == 8 and len({j["series_instance_uid"] for j in jobs}) == 8
+        assert len(jobs) == SERIES_AT_ONCE
+        assert len({j["series_instance_uid"] for j in jobs}) == SERIES_AT_ONCE
         assert all(j["attempts"] == 1 for j in jobs), jobs
         by_worker = {j["worker"] for j in jobs}
         assert by_worker == {f"{HOST}/w1#0", f"{HOST}/w2#0"}, "both workers must take jobs"
@@ -116,7 +120,7 @@ def test_two_workers_share_the_queue_and_take_over_a_killed_workers_job(
         wait_for(lambda: len(pacs.received()) >= total, 30)
         assert all(n == 1 for n in pacs.count_by_uid().values()), "an output arrived twice"
         assert len(pacs.count_by_uid()) == total
-        assert rows("SELECT COUNT(*) AS n FROM jobs")[0]["n"] == 9
+        assert rows("SELECT COUNT(*) AS n FROM jobs")[0]["n"] == SERIES_AT_ONCE + 1
     finally:
         for worker in workers:
             worker.stop()
