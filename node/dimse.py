@@ -270,13 +270,14 @@ class AdmittingServer(NoDelayServer):
     stalls.  Here the connection's thread first waits up to
     :attr:`AdmissionPolicy.request_timeout_s` for the peer's whole A-ASSOCIATE-RQ (read
     ahead with ``MSG_PEEK``, so pynetdicom still reads it; over TLS, where nothing can be
-    peeked at, for the handshake, done here rather than in the accepting thread where an
-    idle TLS peer would block every other connection, and the first byte); only then is the
-    association made.  Connections waiting so are bounded per address and in total, the
-    oldest closed first.  An address that holds
-    :attr:`AdmissionPolicy.max_associations_per_address` associations has its next request
-    rejected (transient, local limit exceeded) without taking a slot, so one peer never takes
-    every one of the AE's ``maximum_associations``; :attr:`on_refused` is told.
+    peeked at, the handshake, done here rather than in the accepting thread where an idle TLS
+    peer would block every other connection, and the request are read and then handed back
+    to pynetdicom, :class:`ReplayingSSLSocket`); only then is the association made.
+    Connections waiting so are bounded per address and in total, the oldest closed first.
+    An address that holds :attr:`AdmissionPolicy.max_associations_per_address` associations
+    has its next request rejected (transient, local limit exceeded) without taking a slot,
+    so one peer never takes every one of the AE's ``maximum_associations``;
+    :attr:`on_refused` is told.
     """
 
     policy = AdmissionPolicy()
