@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="cmr-admission-") as tmp:
         paths = write_brain_series(Path(tmp) / "in", 5, args.repeat)
-        node = NodeProcess(Path(tmp) / "node", None).start(timeout=120)
+        node = NodeProcess(Path(tmp) / "node", None, warm_up="rehearse").start(timeout=120)
         idle: list[socket.socket] = []
         times: list[float | None] = []
         try:

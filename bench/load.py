@@ -288,7 +288,8 @@ def run_load(
     """
     workload = make_workload(workdir / "input", n_instances, n_t1_series)
     pacs = PacsScp(workdir / "pacs").start()
-    node = NodeProcess(workdir / "node", pacs.port, stable_age_s=stable_age_s).start(timeout=120)
+    node = NodeProcess(workdir / "node", pacs.port, stable_age_s=stable_age_s,
+                       warm_up="rehearse").start(timeout=120)
     try:
         with cpu_burners(burners, burner_nice):
             started = time.monotonic()

@@ -78,7 +78,8 @@ def run_memory(workdir: Path, n_series: int = DEFAULT_SERIES) -> MemoryReport:
     from tests.netutil import send_files
 
     pacs = PacsScp(workdir / "pacs").start()
-    node = NodeProcess(workdir / "node", pacs.port, stable_age_s=2.0).start(timeout=120)
+    node = NodeProcess(workdir / "node", pacs.port, stable_age_s=2.0,
+                       warm_up="rehearse").start(timeout=120)
     assert node.proc is not None
     pid = node.proc.pid
     try:

@@ -229,6 +229,7 @@ class Benchmark:
             node = NodeProcess(
                 self.workdir / "ingest-node",
                 None,
+                warm_up="rehearse",
                 stable_age_s=INGEST_STABLE_AGE_S,
                 extra_config=NO_ANALYSIS_CONFIG,
             )
@@ -282,7 +283,8 @@ class Benchmark:
             pacs = PacsScp(self.workdir / "pacs").start()
             stack.callback(pacs.stop)
             node = NodeProcess(
-                self.workdir / "result-node", pacs.port, stable_age_s=args.stable_age
+                self.workdir / "result-node", pacs.port, stable_age_s=args.stable_age,
+                warm_up="rehearse",
             )
             stack.callback(node.stop)
             _start_node(node)
@@ -307,7 +309,8 @@ class Benchmark:
         with contextlib.ExitStack() as stack:
             pacs = PacsScp(self.workdir / "lge-pacs").start()
             stack.callback(pacs.stop)
-            node = NodeProcess(self.workdir / "lge-node", pacs.port, stable_age_s=args.stable_age)
+            node = NodeProcess(self.workdir / "lge-node", pacs.port, stable_age_s=args.stable_age,
+                               warm_up="rehearse")
             stack.callback(node.stop)
             _start_node(node)
             timeout = args.stable_age + RESULT_TIMEOUT_S

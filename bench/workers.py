@@ -62,7 +62,7 @@ def run_once(workdir: Path, server: PostgresServer, series: list[list[Path]],
 
     pacs = PacsScp(workdir / "pacs").start()
     node = NodeProcess(workdir / "node", pacs.port, stable_age_s=5.0,
-                       node_config="worker_count = 0",
+                       node_config="worker_count = 0", warm_up="rehearse",
                        extra_config=f'[catalog]\nurl = "{url}"\n').start()
     threads = str(max(1, (os.cpu_count() or 2) // workers))
     procs = [WorkerProcess(node.config_path, f"w{i + 1}") for i in range(workers)]

@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 WORKER_LOCK_CLASS = 0x434D5257  # "CMRW"
 """First key of the PostgreSQL advisory locks that hold worker names."""
+HUNG_WORKER_LEASES = 10
+"""Leases without heartbeat after which a job is re-queued although its worker process still
+holds its name (hung, not merely starved of CPU; see :meth:`Catalog.requeue_stale`)."""
 
 SCHEMA_VERSION = 2
 """2: jobs record the worker that claimed them and its last heartbeat.  (Outbox rows also
@@ -598,26 +601,43 @@ class Catalog:
         """Re-queue running jobs whose worker sent no heartbeat for ``lease_s`` seconds.
 
         A worker that died (``kill -9``, a lost machine) stops its heartbeat; any other
-        process returns its jobs to the queue.  Returns the ids re-queued.
+        process returns its jobs to the queue.  On PostgreSQL a job whose worker process
+        still holds its name (:meth:`register_worker`: a session lock the server drops as
+        soon as the process's connection closes) is left running until its heartbeat is
+        :data:`HUNG_WORKER_LEASES` leases old: a live worker whose heartbeat thread is starved
+        by its analysis (libraries that hold the interpreter lock for seconds under CPU
+        load) keeps its job; a hung one loses it.  Returns the ids re-queued.
         """
         now = time.time() if now is None else now
+        seen = "COALESCE(heartbeat_at, started_at, 0)"
+        alive = ""
+        params: tuple[Any, ...] = (now - lease_s,)
+        if self.engine == "postgresql":
+            # A two-key advisory lock is (classid, objid) = (key1, key2) in pg_locks, key2
+            # as an unsigned oid; the job's worker is host/name#thread, the lock's host/name.
+            alive = (
+                f" AND ({seen} < ? OR worker IS NULL OR NOT EXISTS (SELECT 1 FROM pg_locks"
+                " WHERE locktype='advisory' AND granted AND objsubid=2 AND classid::bigint=?"
+                " AND objid::bigint=(hashtext(split_part(worker, '#', 1))::bigint"
+                " & 4294967295)))"
+            )
+            params += (now - HUNG_WORKER_LEASES * lease_s, WORKER_LOCK_CLASS)
         with self._tx() as cur:
             rows = cur.execute(
                 "UPDATE jobs SET state='queued', error=COALESCE(error || '; ', '') ||"
                 " 'worker ' || COALESCE(worker, 'unknown') || ' stopped responding'"
-                " WHERE state='running' AND COALESCE(heartbeat_at, started_at, 0) < ?"
-                " RETURNING id",
-                (now - lease_s,),
+                f" WHERE state='running' AND {seen} < ?{alive} RETURNING id, {seen} AS seen",
+                params,
             ).fetchall()
-            ids = sorted(int(r["id"]) for r in rows)
-            for job_id in ids:
+            stale = sorted((int(r["id"]), float(r["seen"])) for r in rows)
+            for job_id, last in stale:
                 cur.execute(
                     "INSERT INTO events(at, kind, series_instance_uid, message)"
                     " SELECT ?, 'job_requeued', series_instance_uid, ? FROM jobs WHERE id=?",
-                    (now, f"job {job_id}: no heartbeat for {lease_s:g} s, queued again",
-                     job_id),
+                    (now, f"job {job_id}: no heartbeat for {now - last:.0f} s (lease"
+                          f" {lease_s:g} s), queued again", job_id),
                 )
-        return ids
+        return [job_id for job_id, _ in stale]
 
     def heartbeat(self, job_ids: Sequence[int], worker: str, now: float | None = None) -> int:
         """Record that ``worker`` is still running these jobs; returns how many it still owns."""

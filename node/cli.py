@@ -140,7 +140,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     available = sorted(frozenset(PLUGIN_NAMES) & settings.enabled_analyses())
     if (settings.worker_count if args.threads is None else args.threads) > 0:
         start_warm_up(available, writer_settings(settings.manufacturer, settings.institution_name),
-                      loaded=warmed_up)
+                      loaded=warmed_up, mode=settings.warm_up)
     else:
         warmed_up.set()
     stopped = threading.Event()

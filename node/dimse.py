@@ -17,9 +17,11 @@ import logging
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,15 +228,26 @@ class AdmissionPolicy:
     max_waiting
         Connections waiting for their A-ASSOCIATE-RQ, from all addresses together (the
         oldest is closed).
+    max_associations_per_address
+        Associations one address may hold at once (counting those being set up); one more
+        is rejected with A-ASSOCIATE-RJ, transient, local limit exceeded.
     """
 
     request_timeout_s: float = 5.0
     max_waiting_per_address: int = 8
     max_waiting: int = 128
+    max_associations_per_address: int = 12
 
 
 #: PDU type of an A-ASSOCIATE-RQ (PS3.8 Section 9.3.2).
 A_ASSOCIATE_RQ = 0x01
+#: A-ASSOCIATE-RJ (PS3.8 Section 9.3.4): rejected-transient (2), DICOM UL service-provider
+#: presentation related function (3), local-limit-exceeded (2) - what pynetdicom answers
+#: when all ``maximum_associations`` are taken.
+A_ASSOCIATE_RJ_LOCAL_LIMIT = struct.pack(">BBIBBBB", 0x03, 0, 4, 0, 0x02, 0x03, 0x02)
+#: How long a rejected peer is given to close the connection (it must, PS3.8 9.2.2) before
+#: the node closes it.
+REJECTED_CLOSE_S = 2.0
 #: An A-ASSOCIATE-RQ longer than this is admitted once this much of it has arrived (it must
 #: fit the socket's receive buffer to be peeked at; a request with all 128 presentation
 #: contexts of a storage SCU is about 15 KB).
@@ -257,19 +270,29 @@ class AdmittingServer(NoDelayServer):
     stalls.  Here the connection's thread first waits up to
     :attr:`AdmissionPolicy.request_timeout_s` for the peer's whole A-ASSOCIATE-RQ (read
     ahead with ``MSG_PEEK``, so pynetdicom still reads it; over TLS, where nothing can be
-    peeked at, for the handshake, done here rather than in the accepting thread where an
-    idle TLS peer would block every other connection, and the first byte); only then is the
-    association made.  Connections waiting so are bounded per address and in total, the
-    oldest closed first.
+    peeked at, the handshake, done here rather than in the accepting thread where an idle TLS
+    peer would block every other connection, and the request are read and then handed back
+    to pynetdicom, :class:`ReplayingSSLSocket`); only then is the association made.
+    Connections waiting so are bounded per address and in total, the oldest closed first.
+    An address that holds :attr:`AdmissionPolicy.max_associations_per_address` associations
+    has its next request rejected (transient, local limit exceeded) without taking a slot,
+    so one peer never takes every one of the AE's ``maximum_associations``;
+    :attr:`on_refused` is told.
     """
 
     policy = AdmissionPolicy()
     request_queue_size = LISTEN_BACKLOG
+    on_refused: Callable[[str, str], None] | None = None
+    """Called with the peer's address and the reason when a request is rejected here (from
+    the connection's thread)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._waiting_lock = threading.Lock()
         self._waiting: OrderedDict[int, tuple[str, socket.socket]] = OrderedDict()
+        self._starting: Counter[str] = Counter()
+        if self.ssl_context is not None:  # the request is read here, then given back
+            self.ssl_context.sslsocket_class = ReplayingSSLSocket
         self.closed_unspoken = 0
         """Connections closed before they sent anything (counted for tests and status)."""
 
@@ -291,7 +314,48 @@ class AdmittingServer(NoDelayServer):
             self.closed_unspoken += 1
             self.shutdown_request(request)
             return
-        super().process_request_thread(request, client_address)
+        limit = self.policy.max_associations_per_address
+        with self._waiting_lock:
+            held = self._associations_of(address) + self._starting[address]
+            if held < limit:
+                self._starting[address] += 1
+        if held >= limit:
+            self._reject_over_limit(request, address, held)
+            return
+        try:
+            super().process_request_thread(request, client_address)  # starts its thread
+        finally:
+            with self._waiting_lock:
+                self._starting[address] -= 1
+                if not self._starting[address]:
+                    del self._starting[address]
+
+    def _associations_of(self, address: str) -> int:
+        """Running associations (pynetdicom acceptor threads) of one peer address."""
+        return sum(1 for assoc in self.active_associations
+                   if assoc.is_alive() and str(assoc.requestor.address) == address)
+
+    def _reject_over_limit(self, sock: socket.socket, address: str, held: int) -> None:
+        """Answer A-ASSOCIATE-RJ (local limit exceeded), let the peer close, close.
+
+        The request is read meanwhile: closing on unread bytes resets the connection, and
+        the peer could lose the rejection.
+        """
+        reason = (f"{held} associations of this address open (limit"
+                  f" {self.policy.max_associations_per_address}): local limit exceeded")
+        logger.info("association from %s rejected: %s", address, reason)
+        if self.on_refused is not None:  # recorded before the peer learns of it
+            self.on_refused(address, reason)
+        try:
+            sock.settimeout(REJECTED_CLOSE_S)
+            sock.sendall(A_ASSOCIATE_RJ_LOCAL_LIMIT)
+            deadline = time.monotonic() + REJECTED_CLOSE_S
+            while time.monotonic() < deadline and sock.recv(65536):
+                pass  # the request, then the peer's close
+        except (OSError, ValueError) as exc:
+            logger.debug("rejected connection from %s: %s", address, exc)
+        finally:
+            self.shutdown_request(sock)
 
     def _register(self, sock: socket.socket, address: str) -> None:
         policy = self.policy
@@ -328,29 +392,112 @@ class AdmittingServer(NoDelayServer):
         """Wait up to the request timeout for the peer's association request (see class)."""
         deadline = time.monotonic() + self.policy.request_timeout_s
         try:
+            if isinstance(sock, ReplayingSSLSocket):
+                return self._read_tls_request(sock, address, deadline)
             sock.settimeout(self.policy.request_timeout_s)
-            if isinstance(sock, ssl.SSLSocket):
-                sock.do_handshake()
-                if sock.pending():
-                    return True
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    logger.info("connection from %s closed: no A-ASSOCIATE-RQ within %.0f s",
-                                address, self.policy.request_timeout_s)
+                    self._log_timeout(address)
                     return False
                 readable, _, _ = select.select([sock], [], [], left)
                 if not readable:
                     continue
-                if isinstance(sock, ssl.SSLSocket):
-                    return True  # pynetdicom reads the record; a closed peer ends there
                 arrived = _request_arrived(sock)
                 if arrived is not None:
                     return arrived
                 time.sleep(min(PARTIAL_REQUEST_POLL_S, max(0.0, left)))
-        except (OSError, ValueError) as exc:  # reset, evicted (fd closed), TLS failure
+        except (OSError, ValueError, AttributeError) as exc:
+            # reset, evicted (fd closed; a TLS socket's shutdown drops its TLS object, which
+            # its handshake then lacks), TLS failure
             logger.info("connection from %s closed before associating: %s", address, exc)
             return False
+
+    def _log_timeout(self, address: str) -> None:
+        logger.info("connection from %s closed: no A-ASSOCIATE-RQ within %.0f s",
+                    address, self.policy.request_timeout_s)
+
+    def _read_tls_request(self, sock: ReplayingSSLSocket, address: str,
+                          deadline: float) -> bool:
+        """The TLS handshake and the whole A-ASSOCIATE-RQ within the deadline, read here
+        (a TLS record cannot be peeked at) and put back for pynetdicom.
+
+        A peer that trickles its handshake, or completes it and sends part of a request,
+        is closed at the deadline like a plain-TCP one.
+        """
+        sock.setblocking(False)
+        while True:
+            try:
+                sock.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if not _wait_io(sock, deadline, write=False):
+                    self._log_timeout(address)
+                    return False
+            except ssl.SSLWantWriteError:
+                if not _wait_io(sock, deadline, write=True):
+                    self._log_timeout(address)
+                    return False
+        received = b""
+        while not _request_complete(received):
+            if not sock.pending() and not _wait_io(sock, deadline, write=False):
+                self._log_timeout(address)
+                return False
+            try:
+                chunk = sock.recv(ASSOCIATE_RQ_PEEK_LIMIT)
+            except ssl.SSLWantReadError:  # part of a record
+                continue
+            if not chunk:
+                return False  # closed before completing its request
+            received += chunk
+        sock.unread(received)
+        sock.setblocking(True)
+        return True
+
+
+class ReplayingSSLSocket(ssl.SSLSocket):
+    """An accepted TLS connection whose first decrypted bytes, read by the admission
+    (:class:`AdmittingServer`), are given again to the next reads (pynetdicom's)."""
+
+    _replay = b""
+
+    def unread(self, data: bytes) -> None:
+        """Put ``data`` back in front of what the peer sends next."""
+        self._replay = data + self._replay
+
+    def pending(self) -> int:
+        """Decrypted bytes readable without waiting (pynetdicom checks it as well as
+        ``select``)."""
+        return len(self._replay) + super().pending()
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        """As :meth:`ssl.SSLSocket.recv`, the put-back bytes first."""
+        if self._replay and not flags:
+            data, self._replay = self._replay[:buflen], self._replay[buflen:]
+            return data
+        return super().recv(buflen, flags)
+
+
+def _wait_io(sock: socket.socket, deadline: float, *, write: bool) -> bool:
+    """Wait until the socket is readable (or writable) or the deadline passed (False)."""
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return False
+    ready = select.select([], [sock], [], left)[1] if write else select.select(
+        [sock], [], [], left)[0]
+    return bool(ready) or time.monotonic() < deadline
+
+
+def _request_complete(head: bytes) -> bool:
+    """Whether received bytes hold a whole A-ASSOCIATE-RQ (or :data:`ASSOCIATE_RQ_PEEK_LIMIT`
+    of it), or the start of another PDU type (pynetdicom answers it)."""
+    if not head:
+        return False
+    if head[0] != A_ASSOCIATE_RQ:
+        return True
+    if len(head) < 6:
+        return False
+    return len(head) >= min(6 + int.from_bytes(head[2:6], "big"), ASSOCIATE_RQ_PEEK_LIMIT)
 
 
 def _request_arrived(sock: socket.socket) -> bool | None:
@@ -367,11 +514,11 @@ def _request_arrived(sock: socket.socket) -> bool | None:
         return None
     if head == b"":
         return False
-    if head[0] != A_ASSOCIATE_RQ:
+    if _request_complete(head):
         return True
     if len(head) >= 6:
         needed = min(6 + int.from_bytes(head[2:6], "big"), ASSOCIATE_RQ_PEEK_LIMIT)
-        if len(sock.recv(needed, socket.MSG_PEEK | socket.MSG_DONTWAIT)) >= needed:
+        if _request_complete(sock.recv(needed, socket.MSG_PEEK | socket.MSG_DONTWAIT)):
             return True
     return False if _peer_closed(sock) else None
 

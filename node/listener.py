@@ -626,7 +626,9 @@ class StorageListener:
         server.policy = AdmissionPolicy(
             request_timeout_s=listener.request_timeout_s,
             max_waiting_per_address=listener.max_waiting_per_address,
+            max_associations_per_address=listener.max_associations_per_address,
         )
+        server.on_refused = self._refused_by_admission
         self._server = server
         self.ae._servers.append(server)  # pynetdicom's shutdown() expects its own bookkeeping
         self._thread = threading.Thread(
@@ -683,6 +685,16 @@ class StorageListener:
                 f" {called or '(blank)'}"
                 f" from {requestor.address} rejected",
             )
+
+    def _refused_by_admission(self, address: str, reason: str) -> None:
+        """A request the admission rejected before it became an association (per-address
+        limit): recorded like pynetdicom's rejections."""
+        if self._audit is not None:
+            self._audit.record("association", outcome="rejected", address=address,
+                               reason=reason)
+        self._catalog.record_event(
+            "association_rejected", None, f"association from {address} rejected: {reason}"
+        )
 
     def _association_released(self, event: Any) -> None:
         """A-RELEASE: the series the association carried that no other one carries are done."""

@@ -47,6 +47,7 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from node import __version__
+from node.audit import withhold_values, withhold_values_in_logs
 from node.catalog import Catalog, InstanceRecord, OutboxItem, SeriesState
 from node.corrections_intake import record_correction_series
 from node.dicomweb import StowDelivery
@@ -416,7 +417,11 @@ class OrthancNode:
             destinations = (local, *destinations)
         self.settings = replace(settings, destinations=destinations)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.catalog = Catalog(self.settings.catalog_location)
+        # Quoted header values stay out of logs, and out of the reasons and events recorded
+        # unless [node] values_in_reasons, as in the listener's mode (node.audit).
+        withhold_values_in_logs()
+        self.catalog = Catalog(self.settings.catalog_location,
+                               keep_values=self.settings.values_in_reasons)
         self.store = OrthancStore(self.settings.catalog_path)
         self.rules: RuleSet = load_rules(self.settings.rules_file)
         self.available = frozenset(PLUGIN_NAMES) & self.settings.enabled_analyses()
@@ -454,7 +459,8 @@ class OrthancNode:
         if warm:
             start_warm_up(sorted(self.available),
                           writer_settings(self.settings.manufacturer,
-                                          self.settings.institution_name))
+                                          self.settings.institution_name),
+                          mode=self.settings.warm_up)
         self.started_at = time.time()
         logger.info(
             "cmr-node %s in Orthanc: analyses %s, destinations %s",
@@ -525,14 +531,21 @@ class OrthancNode:
                 continue
             self.run_intake(item)
 
+    def _reason(self, text: str) -> str:
+        """A reason as the intake table keeps it: quoted values withheld unless
+        ``[node] values_in_reasons`` (the catalog does the same to its events)."""
+        return text if self.settings.values_in_reasons else withhold_values(text)
+
     def run_intake(self, item: IntakeItem) -> IntakeOutcome | None:
         """Fetch, record and route one series; returns its outcome (None: retried later)."""
         try:
             outcome, study_uid, study_id, count = self._fetch_and_route(item)
+            outcome = replace(outcome, message=self._reason(outcome.message))
         except IntakeError as exc:
             max_attempts = self.settings.orthanc.intake_max_attempts
             if exc.permanent or item.attempts >= max_attempts:
-                outcome = IntakeOutcome(IntakeState.FAILED, f"attempt {item.attempts}: {exc}")
+                outcome = IntakeOutcome(IntakeState.FAILED,
+                                        self._reason(f"attempt {item.attempts}: {exc}"))
                 logger.warning(
                     "intake of Orthanc series %s failed: %s", item.orthanc_series_id, exc
                 )
@@ -548,11 +561,12 @@ class OrthancNode:
                 exc,
                 delay,
             )
-            self.store.retry_later(item.id, f"attempt {item.attempts}: {exc}", time.time() + delay)
+            self.store.retry_later(item.id, self._reason(f"attempt {item.attempts}: {exc}"),
+                                   time.time() + delay)
             return None
         except Exception as exc:  # a bug must not stop the intake thread
             logger.exception("intake of Orthanc series %s failed", item.orthanc_series_id)
-            outcome = IntakeOutcome(IntakeState.FAILED, f"unexpected error: {exc}")
+            outcome = IntakeOutcome(IntakeState.FAILED, self._reason(f"unexpected error: {exc}"))
             self.store.finish(item.id, outcome)
             return outcome
         self.store.finish(
@@ -566,13 +580,15 @@ class OrthancNode:
         try:
             return json.loads(self.api.RestApiGet(uri))
         except self.api.OrthancException as exc:
-            raise IntakeError(f"GET {uri}: {exc}", permanent=_unknown(exc)) from exc
+            raise IntakeError(f"GET {uri}: {_orthanc_error(exc)}",
+                              permanent=_unknown(exc)) from exc
 
     def _get_bytes(self, uri: str) -> bytes:
         try:
             return bytes(self.api.RestApiGet(uri))
         except self.api.OrthancException as exc:
-            raise IntakeError(f"GET {uri}: {exc}", permanent=_unknown(exc)) from exc
+            raise IntakeError(f"GET {uri}: {_orthanc_error(exc)}",
+                              permanent=_unknown(exc)) from exc
 
     def _fetch_and_route(
         self, item: IntakeItem
@@ -721,6 +737,16 @@ class OrthancNode:
         if not isinstance(answer, dict) or "ID" not in answer:
             raise DeliveryError(f"unexpected answer from POST /instances: {answer!r}")
         return answer
+
+
+def _orthanc_error(exc: BaseException) -> str:
+    """An ``OrthancException`` as text: its description and code, unquoted (its ``str`` is
+    the tuple ``(17, 'Unknown resource')``, whose quoted description the withholding of
+    quoted values would hide; Orthanc's error descriptions are fixed texts, not header
+    values)."""
+    if len(exc.args) == 2 and isinstance(exc.args[0], int):
+        return f"{exc.args[1]} (Orthanc error {exc.args[0]})"
+    return str(exc)
 
 
 def _unknown(exc: BaseException) -> bool:

@@ -42,6 +42,12 @@ CATALOG_LOCK_KEY = 0x434D524E  # "CMRN"
 
 CONNECT_TIMEOUT_S = 10
 """How long opening a connection may take before the node reports the database down."""
+KEEPALIVE_IDLE_S = 10
+KEEPALIVE_INTERVAL_S = 5
+KEEPALIVE_COUNT = 3
+"""TCP keepalive of catalog connections (client and server side): a peer silent at the TCP
+level for idle + count x interval = 25 s is dead (a live process's kernel answers the probes
+however busy the process is)."""
 
 _SCHEMES = ("postgresql", "postgres")
 
@@ -140,9 +146,16 @@ class PostgresDatabase:
         logger.info("catalog on PostgreSQL %s", redact_url(url))
 
     def _connect(self) -> psycopg.Connection[dict[str, Any]]:
+        # TCP keepalives both ways: the server ends the session of a lost machine (and drops
+        # the worker-name lock its jobs' lease depends on, node.catalog.requeue_stale) within
+        # about idle + count x interval seconds, not the operating system's two hours.
         return psycopg.connect(
             self.url, row_factory=dict_row, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-            application_name="cmr-node",
+            application_name="cmr-node", keepalives=1, keepalives_idle=KEEPALIVE_IDLE_S,
+            keepalives_interval=KEEPALIVE_INTERVAL_S, keepalives_count=KEEPALIVE_COUNT,
+            options=f"-c tcp_keepalives_idle={KEEPALIVE_IDLE_S}"
+                    f" -c tcp_keepalives_interval={KEEPALIVE_INTERVAL_S}"
+                    f" -c tcp_keepalives_count={KEEPALIVE_COUNT}",
         )
 
     def _live(self) -> psycopg.Connection[dict[str, Any]]:

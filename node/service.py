@@ -229,7 +229,8 @@ class Node:
         self.listener.start()
         if self.settings.worker_count > 0:  # after the listener: accepting is not delayed
             start_warm_up(sorted(self.available), writer_settings(
-                self.settings.manufacturer, self.settings.institution_name), loaded=warmed_up)
+                self.settings.manufacturer, self.settings.institution_name), loaded=warmed_up,
+                mode=self.settings.warm_up)
         if self.status is not None:
             self.status.start()
         if self.settings.worker_count == 0:

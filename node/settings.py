@@ -94,6 +94,20 @@ class DuplicatePolicy(enum.StrEnum):
     """Store the new one in its place (audited with both content hashes)."""
 
 
+class WarmUp(enum.StrEnum):
+    """What a process that runs analysis workers does with its analyses at start
+    (node.warmup)."""
+
+    REHEARSE = "rehearse"
+    """Load them, then analyse one synthetic series of each analysis that has one (the first
+    real series is then as fast as the next ones)."""
+    LOAD = "load"
+    """Load their modules and weights only (the first real series pays its writers' imports
+    and the first inference)."""
+    OFF = "off"
+    """Nothing at start: the first job of each analysis loads it."""
+
+
 MAX_RECEIVER_PROCESSES = 64
 """Upper bound of ``[listener] processes``."""
 
@@ -111,6 +125,9 @@ class ListenerSettings:
     speaks it takes no association slot."""
     max_waiting_per_address: int = 8
     """Connections of one address waiting to speak; a newer one closes the oldest."""
+    max_associations_per_address: int = 12
+    """Associations one address may hold at once; one more is rejected (A-ASSOCIATE-RJ,
+    transient, local limit exceeded), so one peer cannot take every slot."""
     duplicate_policy: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST
     """A second instance with a stored SOP Instance UID but other content."""
     processes: int = 1
@@ -176,6 +193,8 @@ class Settings:
     """This process's name among the workers of one catalog (``host/name`` in the jobs)."""
     job_lease_s: float = 60.0
     """A running job whose worker sent no heartbeat for this long is queued again."""
+    warm_up: WarmUp = WarmUp.REHEARSE
+    """What a process with analysis workers does with its analyses at start."""
 
     @property
     def spool_dir(self) -> Path:
@@ -424,6 +443,8 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         catalog_url=_catalog_url(catalog.get("url", "")),
         worker_name=_worker_name(node.get("worker_name", "")),
         job_lease_s=lease,
+        warm_up=WarmUp(_choice(node.get("warm_up", WarmUp.REHEARSE),
+                               tuple(w.value for w in WarmUp), "node.warm_up")),
     )
 
 
@@ -484,6 +505,9 @@ def _listener_settings(raw: Mapping[str, Any]) -> ListenerSettings:
         raise SettingsError("listener.max_associations and max_waiting_per_address must be >= 1")
     if not 1 <= processes <= MAX_RECEIVER_PROCESSES:
         raise SettingsError(f"listener.processes must be in [1, {MAX_RECEIVER_PROCESSES}]")
+    associations_per_address = int(raw.get("max_associations_per_address", 12))
+    if associations_per_address < 1:
+        raise SettingsError("listener.max_associations_per_address must be >= 1")
     if not 0 < timeout <= 300:
         raise SettingsError("listener.request_timeout_s must be in (0, 300] seconds")
     policy = _choice(
@@ -496,6 +520,7 @@ def _listener_settings(raw: Mapping[str, Any]) -> ListenerSettings:
         max_associations=max_associations,
         request_timeout_s=timeout,
         max_waiting_per_address=per_address,
+        max_associations_per_address=associations_per_address,
         duplicate_policy=DuplicatePolicy(policy),
         processes=processes,
     )

@@ -9,6 +9,11 @@ analysis that has one, builds and writes its outputs into a temporary folder and
 them. It runs in a background thread of each process that runs analysis workers, after the
 listener accepts associations; a series that arrives meanwhile is analysed as soon as a worker
 takes it (the two share the loaded models).
+
+``[node] warm_up`` chooses how much is done (:class:`node.settings.WarmUp`): the rehearsal
+(default), loading only, or nothing.  The rehearsal costs each start about a full analysis
+of a T1 map and an LGE series in CPU time; a process started often for short work (the test
+suite's nodes) loads only, or nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from node.pipeline import run_analysis, write_outputs
+from node.settings import WarmUp
 from node.writers import WriterSettings
 from plugins import warm_up as load_plugins
 
@@ -76,7 +82,8 @@ class _QuietRehearsal(logging.Filter):
 
 
 def warm_up_analyses(names: Sequence[str], writer: WriterSettings,
-                     loaded: threading.Event | None = None) -> float:
+                     loaded: threading.Event | None = None,
+                     mode: WarmUp = WarmUp.REHEARSE) -> float:
     """Load the named analyses and rehearse their first run; returns the seconds taken.
 
     Failures are logged, not raised: the first real series meets and reports them. The
@@ -92,8 +99,15 @@ def warm_up_analyses(names: Sequence[str], writer: WriterSettings,
         Set once the analyses' modules and weights are loaded (also when loading failed), before
         the rehearsal: workers wait for it, because importing torch and reading weights holds
         the interpreter long enough to starve their heartbeats.
+    mode
+        Rehearse, load only, or nothing (``loaded`` is then set at once).
     """
     started = time.perf_counter()
+    if mode == WarmUp.OFF:
+        if loaded is not None:
+            loaded.set()
+        logger.info("analyses not warmed up (node.warm_up = off): the first job loads them")
+        return 0.0
     quiet = _QuietRehearsal(threading.current_thread())
     handlers = list(logging.getLogger().handlers)
     for handler in handlers:
@@ -104,12 +118,15 @@ def warm_up_analyses(names: Sequence[str], writer: WriterSettings,
         finally:
             if loaded is not None:
                 loaded.set()
-        _rehearse(names, writer)
+        if mode == WarmUp.REHEARSE:
+            _rehearse(names, writer)
     finally:
         for handler in handlers:
             handler.removeFilter(quiet)
     elapsed = time.perf_counter() - started
-    logger.info("analyses warmed up in %.1f s: %s", elapsed, ", ".join(names) or "none")
+    logger.info("analyses %s in %.1f s: %s",
+                "warmed up" if mode == WarmUp.REHEARSE else "loaded", elapsed,
+                ", ".join(names) or "none")
     return elapsed
 
 
@@ -127,9 +144,10 @@ def _rehearse(names: Sequence[str], writer: WriterSettings) -> None:
 
 
 def start_warm_up(names: Sequence[str], writer: WriterSettings,
-                  loaded: threading.Event | None = None) -> threading.Thread:
+                  loaded: threading.Event | None = None,
+                  mode: WarmUp = WarmUp.REHEARSE) -> threading.Thread:
     """Run :func:`warm_up_analyses` in a background (daemon) thread."""
-    thread = threading.Thread(target=warm_up_analyses, args=(list(names), writer, loaded),
+    thread = threading.Thread(target=warm_up_analyses, args=(list(names), writer, loaded, mode),
                               name="warm-up", daemon=True)
     thread.start()
     return thread

@@ -8,8 +8,11 @@ Several processes may take jobs from one catalog (PostgreSQL: ``cmr-node run`` a
 of ``cmr-node worker`` processes, on any machines sharing the data folder).  Each process has a
 name (``host/name``, unique: held by an advisory lock while it runs); its threads claim jobs
 as ``host/name#i`` and send a heartbeat for their running jobs every quarter lease.  A job whose
-worker fell silent for ``job_lease_s`` (killed, machine lost) is queued again by any process,
-and the silent worker's late result, if it ever comes, is discarded.
+worker fell silent for ``job_lease_s`` and whose process is gone (killed, machine lost: its
+catalog session, which holds the name, has closed) is queued again by any process, and the
+silent worker's late result, if it ever comes, is discarded.  A live worker keeps its job when
+its heartbeat is late (an analysis can hold the interpreter for seconds under CPU load), unless
+it stays silent for ten leases (hung; :meth:`node.catalog.Catalog.requeue_stale`).
 
 A job's options are assembled by :func:`node.analyses.assemble_options` from what the catalog
 knows of its study (:meth:`WorkerPool.study_facts`: sidecar values, the study's LGE results,

@@ -169,6 +169,10 @@ class NodeProcess:
     http_port: int = 0
     tls_args: Any = None
     """``(ssl.SSLContext, server_hostname)`` of a client, when the listener speaks TLS."""
+    warm_up: str = "off"
+    """``[node] warm_up``: the suite's nodes skip the rehearsal (a full T1 and LGE analysis,
+    minutes of CPU under load, running beside each test) and load analyses with their first
+    job; tests of the warm-up ask for it."""
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -199,6 +203,7 @@ class NodeProcess:
             f"listen_port = {self.port}\nstable_age_s = {self.stable_age_s}\n"
             f"http_port = {self.http_port}\n"
             'min_free_disk_mb = 1\nlog_level = "INFO"\n'
+            f'warm_up = "{self.warm_up}"\n'
             f"{self.node_config}\n"
             f"{extra}\n"
             "[sender]\nretry_initial_s = 0.5\nretry_max_s = 2.0\nnetwork_timeout_s = 10\n"

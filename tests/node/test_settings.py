@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from node.settings import SettingsError, load_settings
+from node.settings import SettingsError, WarmUp, load_settings
 
 
 def test_defaults_load_without_site_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -42,6 +42,8 @@ def test_site_file_overrides_and_resolves_paths(tmp_path: Path) -> None:
         ('[[destination]]\nname = "x"\nhost = "h"\nport = 1\n', "ae_title"),
         ("[node]\nstable_age_s = 0\n", "stable_age_s"),
         ("not toml at all [", "cannot read"),
+        ('[node]\nwarm_up = "sometimes"\n', "node.warm_up"),
+        ("[listener]\nmax_associations_per_address = 0\n", "max_associations_per_address"),
     ],
 )
 def test_invalid_settings_are_explained(tmp_path: Path, body: str, message: str) -> None:
@@ -84,3 +86,13 @@ def test_malformed_reference_ranges_are_refused_at_load(
     cfg.write_text(body)
     with pytest.raises(SettingsError, match=f"normal_ranges.*{message}"):
         load_settings(cfg)
+
+
+def test_warm_up_and_per_address_limit_defaults_and_overrides(tmp_path: Path) -> None:
+    cfg = tmp_path / "node.toml"
+    cfg.write_text("[node]\n")
+    s = load_settings(cfg)
+    assert s.warm_up == WarmUp.REHEARSE and s.listener.max_associations_per_address == 12
+    cfg.write_text('[node]\nwarm_up = "load"\n[listener]\nmax_associations_per_address = 3\n')
+    s = load_settings(cfg)
+    assert s.warm_up == WarmUp.LOAD and s.listener.max_associations_per_address == 3

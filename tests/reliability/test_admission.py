@@ -12,6 +12,7 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom import dcmread
@@ -218,4 +219,69 @@ def test_any_called_ae_title_when_so_configured(tmp_path: Path) -> None:
         assert assoc.is_established
         assoc.release()
     finally:
+        node.stop()
+
+
+PER_ADDRESS_ASSOCIATIONS = 2
+"""A small per-address association limit, under the association limit (4)."""
+LOCAL_LIMIT_RJ = bytes([0x03, 0, 0, 0, 0, 4, 0, 0x02, 0x03, 0x02])
+"""A-ASSOCIATE-RJ, rejected-transient, service-provider (presentation), local-limit-exceeded
+(PS3.8 Section 9.3.4)."""
+
+
+def _verification_association(port: int, bind: str) -> Any:
+    ae = AE(ae_title="SCANNER")
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.network_timeout = SCANNER_TIMEOUT_S
+    return ae.associate("127.0.0.1", port, ae_title="CMRNODE", bind_address=(bind, 0))
+
+
+def test_one_address_holds_at_most_its_share_of_associations(tmp_path: Path) -> None:
+    """A peer holding its limit of associations has the next one rejected (transient, local
+    limit exceeded) with an event naming its address; a scanner from another address still
+    stores; once one of the peer's associations ends it may associate again."""
+    [path] = write_brain_series(tmp_path / "in", 23, 1)
+    node = _node(tmp_path, f"max_associations = {MAX_ASSOCIATIONS}\n"
+                           f"max_associations_per_address = {PER_ADDRESS_ASSOCIATIONS}\n")
+    node.start(timeout=120)
+    held = [_verification_association(node.port, "127.0.0.1")
+            for _ in range(PER_ADDRESS_ASSOCIATIONS)]
+    try:
+        assert all(a.is_established for a in held)
+        with socket.create_connection(("127.0.0.1", node.port), timeout=10) as sock:
+            sock.sendall(_associate_rq())
+            answer = b""
+            while len(answer) < len(LOCAL_LIMIT_RJ):
+                chunk = sock.recv(64)
+                if not chunk:
+                    break
+                answer += chunk
+        assert answer == LOCAL_LIMIT_RJ
+        refused = _verification_association(node.port, "127.0.0.1")
+        assert refused.is_rejected and not refused.is_established
+        events = [e["message"] for e in node.query(
+            "SELECT message FROM events WHERE kind='association_rejected'")]
+        assert len(events) == 2 and all(
+            m.startswith("association from 127.0.0.1 rejected") and "local limit" in m
+            for m in events), events
+        scanner = _verification_association(node.port, "127.0.0.2")
+        assert scanner.is_established
+        scanner.release()
+        ds = dcmread(path)
+        ae = AE(ae_title="SCANNER")
+        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = SCANNER_TIMEOUT_S
+        other = ae.associate("127.0.0.1", node.port, ae_title="CMRNODE",
+                             bind_address=("127.0.0.3", 0))
+        assert other.is_established
+        assert int(other.send_c_store(ds).Status) == 0
+        other.release()
+        held.pop().release()
+        again = wait_for(
+            lambda: (a := _verification_association(node.port, "127.0.0.1")).is_established
+            and a, timeout=5)
+        again.release()
+    finally:
+        for assoc in held:
+            assoc.release()
         node.stop()
