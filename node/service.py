@@ -241,8 +241,9 @@ class Node:
         logger.info(
             "node %s ready: analyses %s, destinations %s",
             self.settings.ae_title,
-            sorted(self.available),
-            [d.name for d in self.settings.destinations] or "none",
+            # joined, not quoted: the log filter withholds quoted values
+            ", ".join(sorted(self.available)) or "none",
+            ", ".join(d.name for d in self.settings.destinations) or "none",
         )
 
     def stop(self) -> None:
