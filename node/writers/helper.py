@@ -20,7 +20,6 @@ import logging
 import logging.handlers
 import multiprocessing
 import os
-import select
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -72,24 +71,8 @@ def _loaded() -> None:
     """A task that only makes the pool start its process (the writers are preloaded)."""
 
 
-def _exit_with(node_pid: int) -> None:
-    """Wait for the node's process to end, then end this one.
-
-    A node killed with SIGKILL cannot stop its helper, and the helper keeps the forkserver
-    (and multiprocessing's resource tracker) alive: without this they stayed, 300 MB, as
-    orphans.
-    """
-    try:
-        ended = os.pidfd_open(node_pid)
-    except ProcessLookupError:
-        os._exit(0)
-    select.select([ended], [], [])
-    os._exit(0)
-
-
-def _init_helper(records: Queue[logging.LogRecord], node_pid: int) -> None:
-    """Send every log record of the helper to the node's process; end with the node."""
-    threading.Thread(target=_exit_with, args=(node_pid,), name="node-watch", daemon=True).start()
+def _init_helper(records: Queue[logging.LogRecord]) -> None:
+    """Send every log record of the helper to the node's process."""
     root = logging.getLogger()
     root.handlers[:] = [logging.handlers.QueueHandler(records)]
     root.setLevel(logging.INFO)
@@ -116,7 +99,7 @@ class OutputHelper:
         self._listener.start()
         self._pool = ProcessPoolExecutor(
             max_workers=1, mp_context=context, initializer=_init_helper,
-            initargs=(self._records, os.getpid()),
+            initargs=(self._records,),
         )  # fmt: skip
 
     def submit(

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pydicom
 import pytest
 
 from node.writers import OutputKind, WriterSettings, build_outputs
 from node.writers.helper import OutputHelper, encode
-from tests.netutil import REPO, wait_for
 from tests.node.test_writers import make_case
 
 #: Attributes that hold the moment an object was built (highdicom sets them to "now").
@@ -63,24 +58,3 @@ def test_helper_builds_the_same_objects(helper: OutputHelper, images: str) -> No
             assert _without_creation_times(theirs.dataset) == _without_creation_times(
                 mine.dataset
             ), mine.kind
-
-
-KILLED_NODE = """
-import os, signal
-from node.writers.helper import output_helper
-
-if __name__ == "__main__":
-    helper = output_helper()
-    print(helper._pool.submit(os.getpid).result(), flush=True)
-    os.kill(os.getpid(), signal.SIGKILL)
-"""
-
-
-def test_helper_ends_with_a_killed_node(tmp_path: Path) -> None:
-    script = tmp_path / "killed_node.py"
-    script.write_text(KILLED_NODE)
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          cwd=REPO, timeout=120, check=False)
-    assert proc.returncode == -signal.SIGKILL
-    helper_pid = int(proc.stdout.split()[0])
-    wait_for(lambda: not Path(f"/proc/{helper_pid}").exists(), 20)
