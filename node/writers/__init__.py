@@ -358,14 +358,10 @@ def build_outputs(
     started: dict[OutputKind, Future[bytes | None]] = {}
     if helper is not None:
         for kind, builder in independent.items():
-            try:
-                started[kind] = helper.submit(
-                    builder, result, series, sources, settings=settings,
-                    identity=output_identity(result, series, sources, kind),
-                )  # fmt: skip
-            except (BrokenProcessPool, RuntimeError) as exc:  # broken, or the node is stopping
-                helper_failed(exc)
-                break
+            started[kind] = helper.submit(
+                builder, result, series, sources, settings=settings,
+                identity=output_identity(result, series, sources, kind),
+            )  # fmt: skip
 
     seg = build_segmentation(
         result,
