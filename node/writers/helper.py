@@ -10,8 +10,8 @@ encoded, and its bytes are what is written.
 The helper is one process for the whole node, started from a ``forkserver`` (forking a process
 that runs listener and worker threads would copy their locks in whatever state they are in),
 with the writer modules loaded in advance. Its log records are handled by the node's logging.
-When the helper cannot be used (one core, the node embedded in Orthanc, or the process pool
-broke), the outputs are built in the calling thread.
+When the helper cannot be used (one core, or the process pool broke), the outputs are built in
+the calling thread.
 """
 
 from __future__ import annotations
@@ -20,12 +20,10 @@ import logging
 import logging.handlers
 import multiprocessing
 import os
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pydicom
@@ -132,22 +130,10 @@ _helper_lock = threading.Lock()
 _helper_broken = False
 
 
-def can_start_helper() -> bool:
-    """Whether this process can start a helper: two cores or more, and a process started as a
-    Python interpreter (``python -m node``, ``cmr-node``), whose ``sys.executable`` starts the
-    helper. Not the node embedded in Orthanc's Python plugin: that process is Orthanc (plugin
-    4.0 in Orthanc 1.10 gives ``sys.executable`` ``/usr/sbin/Orthanc`` and an empty
-    ``sys.orig_argv``), which must not be started again as a helper."""
-    started_as = sys.orig_argv[0] if sys.orig_argv else ""
-    return ((os.cpu_count() or 1) >= 2 and Path(sys.executable).name.startswith("python")
-            and Path(started_as).name.startswith("python"))
-
-
 def output_helper() -> OutputHelper | None:
-    """The node's helper, started on first use; None when :func:`can_start_helper` says no or
-    after the helper broke."""
+    """The node's helper, started on first use; None on a single core or after it broke."""
     global _helper
-    if _helper_broken or not can_start_helper():
+    if _helper_broken or (os.cpu_count() or 1) < 2:
         return None
     with _helper_lock:
         if _helper is None:
