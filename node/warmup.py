@@ -25,7 +25,6 @@ import numpy as np
 
 from node.pipeline import run_analysis, write_outputs
 from node.writers import WriterSettings
-from node.writers.helper import output_helper
 from plugins import warm_up as load_plugins
 
 logger = logging.getLogger(__name__)
@@ -101,9 +100,6 @@ def warm_up_analyses(names: Sequence[str], writer: WriterSettings,
     for handler in handlers:
         handler.addFilter(quiet)
     try:
-        helper = output_helper()
-        if helper is not None:  # its imports overlap the loading of the weights
-            helper.start()
         try:
             load_plugins(names)
         finally:

@@ -65,10 +65,6 @@ def _build_encoded(
     return None if ds is None else encode(ds)
 
 
-def _loaded() -> None:
-    """A task that only makes the pool start its process (the writers are preloaded)."""
-
-
 def _init_helper(records: Queue[logging.LogRecord]) -> None:
     """Send every log record of the helper to the node's process."""
     root = logging.getLogger()
@@ -114,10 +110,6 @@ class OutputHelper:
         return self._pool.submit(
             _build_encoded, builder, result, series, list(sources), settings, identity
         )
-
-    def start(self) -> Future[None]:
-        """Start the helper process now (a pool starts its process on the first task)."""
-        return self._pool.submit(_loaded)
 
     def shutdown(self) -> None:
         """Stop the helper process and the log forwarding."""
