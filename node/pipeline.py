@@ -23,7 +23,6 @@ from node.catalog import OutputFile
 from node.loader import load_series_files
 from node.spool import write_atomic
 from node.writers import OutputObject, WriterError, WriterSettings, build_outputs
-from node.writers.helper import output_helper
 from plugins import get_plugin
 from plugins.api import AnalysisError, AnalysisResult, LoadedSeries, Measurement, QCFlag
 
@@ -138,9 +137,8 @@ def _build(
 
         maps = build_parametric_maps(result, sources, settings=settings)
         derived: LoadedSeries = fitted["maps"].series
-        return derived, maps + build_outputs(result, derived, [maps[0].dataset],
-                                             settings=settings, helper=output_helper())
-    outputs = build_outputs(result, series, sources, settings=settings, helper=output_helper())
+        return derived, maps + build_outputs(result, derived, [maps[0].dataset], settings=settings)
+    outputs = build_outputs(result, series, sources, settings=settings)
     ecv = result.extra.get("ecv")
     if isinstance(ecv, Mapping) and "maps" in ecv:
         from node.writers.parametric_map import build_ecv_map
@@ -174,8 +172,7 @@ def write_outputs(run: PipelineRun, out_dir: Path) -> list[OutputFile]:
         written = []
         for obj in run.outputs:
             path = out_dir / obj.filename
-            data = obj.encoded if obj.encoded is not None else encode_dataset(obj.dataset)
-            written.append(pool.submit(write_atomic, path, data))
+            written.append(pool.submit(write_atomic, path, encode_dataset(obj.dataset)))
             files.append(
                 OutputFile(
                     path=path,

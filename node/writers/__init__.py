@@ -27,17 +27,11 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pydicom
 
 from node.uids import DerivedObjectIdentity, derived_object_identity
 from plugins.api import AnalysisResult, Code, LoadedSeries, Provenance
-
-if TYPE_CHECKING:
-    from concurrent.futures import Future
-
-    from node.writers.helper import OutputHelper
 
 logger = logging.getLogger(__name__)
 
@@ -158,16 +152,11 @@ class OutputObject:
         The object, ready to be stored or sent.
     filename
         A file name for it, unique within one result (e.g. ``"seg.dcm"``).
-    encoded
-        ``dataset`` as DICOM file bytes, when it was built in the output helper
-        (:mod:`node.writers.helper`).
     """
 
     kind: str
     dataset: pydicom.Dataset
     filename: str
-    encoded: bytes | None = None
-    """The object as DICOM file bytes, when it was encoded where it was built."""
 
 
 def display_name(result: AnalysisResult) -> str:
@@ -313,7 +302,6 @@ def build_outputs(
     sources: Sequence[pydicom.Dataset],
     *,
     settings: WriterSettings,
-    helper: OutputHelper | None = None,
 ) -> list[OutputObject]:
     """Build the DICOM objects (SEG, SRs, summary image) for one analysis result.
 
@@ -328,9 +316,6 @@ def build_outputs(
         instance referenced by ``series.frames``.
     settings
         Identity of the node.
-    helper
-        Where the planar-ROI report and the summary image are built while this thread builds
-        the SEG and the summary report (:mod:`node.writers.helper`); None: all here.
 
     Returns
     -------
@@ -345,23 +330,15 @@ def build_outputs(
         If the result, series and sources do not fit together or an object cannot be built.
     """
     # Imported here: the writer modules import this package's settings for type hints.
-    from node.writers.helper import BrokenProcessPool, decode, helper_failed
     from node.writers.seg import build_segmentation
     from node.writers.sr import build_roi_report, build_summary_report
     from node.writers.summary import build_summary_image
 
     _check_inputs(result, series, sources)
-    built: dict[OutputKind, tuple[pydicom.Dataset | None, bytes | None]] = {}
+    outputs: list[OutputObject] = []
 
-    # Independent of the SEG: started in the helper process, if any, before the SEG is built.
-    independent = {OutputKind.SR: build_roi_report, OutputKind.SUMMARY_IMAGE: build_summary_image}
-    started: dict[OutputKind, Future[bytes | None]] = {}
-    if helper is not None:
-        for kind, builder in independent.items():
-            started[kind] = helper.submit(
-                builder, result, series, sources, settings=settings,
-                identity=output_identity(result, series, sources, kind),
-            )  # fmt: skip
+    def add(kind: OutputKind, dataset: pydicom.Dataset) -> None:
+        outputs.append(OutputObject(kind.value, dataset, FILENAMES[kind]))
 
     seg = build_segmentation(
         result,
@@ -370,8 +347,30 @@ def build_outputs(
         settings=settings,
         identity=output_identity(result, series, sources, OutputKind.SEG),
     )
-    built[OutputKind.SEG] = (seg, None)
-    built[OutputKind.SR_SUMMARY] = (
+    if seg is not None:
+        add(OutputKind.SEG, seg)
+    else:
+        logger.warning(
+            "Series %s: no labelled pixel on any slice, no SEG written",
+            series.series_instance_uid,
+        )
+
+    roi_report = build_roi_report(
+        result,
+        series,
+        sources,
+        settings=settings,
+        identity=output_identity(result, series, sources, OutputKind.SR),
+    )
+    if roi_report is not None:
+        add(OutputKind.SR, roi_report)
+    else:
+        logger.warning(
+            "Series %s: no contour to draw, no planar-ROI SR written", series.series_instance_uid
+        )
+
+    add(
+        OutputKind.SR_SUMMARY,
         build_summary_report(
             result,
             series,
@@ -380,37 +379,17 @@ def build_outputs(
             identity=output_identity(result, series, sources, OutputKind.SR_SUMMARY),
             segmentation=seg,
         ),
-        None,
     )
-    for kind, builder in independent.items():
-        if kind in started:
-            try:
-                encoded = started[kind].result()
-            except BrokenProcessPool as exc:
-                helper_failed(exc)
-            else:
-                built[kind] = (None if encoded is None else decode(encoded), encoded)
-                continue
-        built[kind] = (
-            builder(result, series, sources, settings=settings,
-                    identity=output_identity(result, series, sources, kind)),
-            None,
-        )  # fmt: skip
-
-    if built[OutputKind.SEG][0] is None:
-        logger.warning(
-            "Series %s: no labelled pixel on any slice, no SEG written",
-            series.series_instance_uid,
-        )
-    if built[OutputKind.SR][0] is None:
-        logger.warning(
-            "Series %s: no contour to draw, no planar-ROI SR written", series.series_instance_uid
-        )
-    outputs: list[OutputObject] = []
-    for kind in (OutputKind.SEG, OutputKind.SR, OutputKind.SR_SUMMARY, OutputKind.SUMMARY_IMAGE):
-        dataset, encoded = built[kind]
-        if dataset is not None:
-            outputs.append(OutputObject(kind.value, dataset, FILENAMES[kind], encoded))
+    add(
+        OutputKind.SUMMARY_IMAGE,
+        build_summary_image(
+            result,
+            series,
+            sources,
+            settings=settings,
+            identity=output_identity(result, series, sources, OutputKind.SUMMARY_IMAGE),
+        ),
+    )
     logger.info(
         "Series %s: built %s",
         series.series_instance_uid,
