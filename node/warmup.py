@@ -18,6 +18,7 @@ suite's nodes) loads only, or nothing.
 
 from __future__ import annotations
 
+import gc
 import logging
 import tempfile
 import threading
@@ -120,6 +121,7 @@ def warm_up_analyses(names: Sequence[str], writer: WriterSettings,
                 loaded.set()
         if mode == WarmUp.REHEARSE:
             _rehearse(names, writer)
+        freeze_heap()
     finally:
         for handler in handlers:
             handler.removeFilter(quiet)
@@ -128,6 +130,20 @@ def warm_up_analyses(names: Sequence[str], writer: WriterSettings,
                 "warmed up" if mode == WarmUp.REHEARSE else "loaded", elapsed,
                 ", ".join(names) or "none")
     return elapsed
+
+
+def freeze_heap() -> None:
+    """Leave the objects alive now (modules, weights, tables) out of every later collection.
+
+    An analysis and its outputs create a few hundred thousand objects, so Python's full
+    collection runs every few jobs, and it went through the whole heap: 310,000 objects once
+    both analyses are loaded, 0.12 s of CPU and up to 1 s of wall time on the shared 2-core
+    machine, spent inside the job it fell into. After :func:`gc.freeze` it goes through what
+    the jobs created only. Garbage is collected first, so only live objects are frozen.
+    """
+    gc.collect()
+    gc.freeze()
+    logger.debug("%d objects left out of garbage collection", gc.get_freeze_count())
 
 
 def _rehearse(names: Sequence[str], writer: WriterSettings) -> None:

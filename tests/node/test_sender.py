@@ -7,7 +7,10 @@ from pathlib import Path
 import numpy as np
 from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
+from pynetdicom import AE, evt
+from pynetdicom.dsutils import split_dataset
+from pynetdicom.sop_class import SecondaryCaptureImageStorage  # type: ignore[attr-defined]
 
 from node.catalog import Catalog, InstanceRecord, OutputFile
 from node.sender import OutboxSender
@@ -164,3 +167,51 @@ def test_a_sop_class_the_pacs_refuses_fails_that_item_only(tmp_path: Path) -> No
         sender.stop()
         picky.stop()
         pacs.stop()
+
+
+def _stored_data_set(path: Path) -> bytes:
+    """The bytes of a DICOM file after its File Meta Information."""
+    _, offset = split_dataset(path)
+    return path.read_bytes()[offset:]
+
+
+def test_an_output_arrives_as_stored(tmp_path: Path) -> None:
+    pacs = PacsScp(tmp_path / "pacs").start()
+    dest = Destination("pacs", "TESTPACS", "127.0.0.1", pacs.port)
+    cat = _queued(tmp_path, ["pacs"])
+    sender = OutboxSender(_settings(tmp_path, (dest,)), cat)
+    sender.start()
+    try:
+        wait_for(lambda: cat.outbox_items()[0]["state"] == "sent", 20)
+        (receipt,) = pacs.received()
+        sent = Path(cat.outbox_items()[0]["path"])
+        assert _stored_data_set(receipt.path) == _stored_data_set(sent)
+    finally:
+        sender.stop()
+        pacs.stop()
+
+
+def test_a_pacs_without_the_files_transfer_syntax_gets_it_converted(tmp_path: Path) -> None:
+    received: list[Dataset] = []
+
+    def on_store(event: evt.Event) -> int:
+        received.append(event.dataset)
+        return 0x0000
+
+    ae = AE(ae_title="IMPLICIT")
+    ae.add_supported_context(SecondaryCaptureImageStorage, ImplicitVRLittleEndian)
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False,
+                             evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    cat = _queued(tmp_path, ["implicit"])
+    dest = Destination("implicit", "IMPLICIT", "127.0.0.1", port)
+    sender = OutboxSender(_settings(tmp_path, (dest,)), cat)
+    sender.start()
+    try:
+        wait_for(lambda: cat.outbox_items()[0]["state"] == "sent", 20)
+        (ds,) = received
+        assert ds.SOPInstanceUID == cat.outbox_items()[0]["sop_instance_uid"]
+        assert ds.Rows == 8 and len(ds.PixelData) == 64
+    finally:
+        sender.stop()
+        server.shutdown()
