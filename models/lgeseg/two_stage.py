@@ -127,16 +127,22 @@ def _component_geometry(component: npt.NDArray[np.bool_], affine: Affine
 def locate_heart(prob: F32, affine: Affine) -> tuple[tuple[float, float], float] | None:
     """Heart centre (source row, col) and equivalent diameter (source pixels) from the
     localiser's probabilities on its grid, or ``None`` if it found no heart."""
-    heart = np.argmax(prob, axis=0) > 0
+    biggest = _largest_heart(np.argmax(prob, axis=0) > 0)
+    if biggest is None:
+        return None
+    centre, diameter, _ = _component_geometry(biggest, affine)
+    return centre, diameter
+
+
+def _largest_heart(heart: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_] | None:
+    """The largest 8-connected component of a heart mask, or ``None`` when there is none
+    of at least ``MIN_HEART_GRID_PX`` pixels."""
     components, n = ndimage.label(heart, structure=EIGHT_CONNECTED)
     if n == 0:
         return None
     sizes = np.bincount(components.ravel())[1:]
-    biggest = components == int(np.argmax(sizes)) + 1
-    if int(biggest.sum()) < MIN_HEART_GRID_PX:
-        return None
-    centre, diameter, _ = _component_geometry(biggest, affine)
-    return centre, diameter
+    biggest: npt.NDArray[np.bool_] = components == int(np.argmax(sizes)) + 1
+    return biggest if int(biggest.sum()) >= MIN_HEART_GRID_PX else None
 
 
 def scored_heart_candidates(prob: F32, affine: Affine, limit: int = MAX_CANDIDATES
@@ -180,15 +186,8 @@ def _heart_probabilities(passes: F32) -> F32:
 def segmented_aspect(passes: F32, affine: Affine) -> float | None:
     """Width over height (source pixels) of the heart the segmenter found in a crop, or
     ``None`` if it found none."""
-    heart = np.argmax(_heart_probabilities(passes), axis=0) > 0
-    components, n = ndimage.label(heart, structure=EIGHT_CONNECTED)
-    if n == 0:
-        return None
-    sizes = np.bincount(components.ravel())[1:]
-    biggest = components == int(np.argmax(sizes)) + 1
-    if int(biggest.sum()) < MIN_HEART_GRID_PX:
-        return None
-    return _component_geometry(biggest, affine)[2]
+    biggest = _largest_heart(np.argmax(_heart_probabilities(passes), axis=0) > 0)
+    return None if biggest is None else _component_geometry(biggest, affine)[2]
 
 
 def ring_plausibility(passes: F32) -> float:

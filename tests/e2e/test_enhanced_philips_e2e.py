@@ -11,7 +11,6 @@ valid DICOM.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,6 @@ from tests.netutil import NodeProcess, PacsScp, dciodvfy_errors, send_files, wai
 pytestmark = pytest.mark.e2e
 
 RESULT_TIMEOUT_S = 240.0
-
-
-@pytest.fixture()
-def pacs(tmp_path: Path) -> Iterator[PacsScp]:
-    server = PacsScp(tmp_path / "pacs").start()
-    yield server
-    server.stop()
 
 
 @pytest.mark.timeout(600)

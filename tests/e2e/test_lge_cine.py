@@ -10,7 +10,6 @@ says the cine was used and names the network, all valid DICOM.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,13 +27,6 @@ pytestmark = [
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 SR_CLASSES = ("1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.22")
 RESULT_TIMEOUT_S = 120.0
-
-
-@pytest.fixture()
-def pacs(tmp_path: Path) -> Iterator[PacsScp]:
-    server = PacsScp(tmp_path / "pacs").start()
-    yield server
-    server.stop()
 
 
 def _texts(ds: object) -> list[str]:

@@ -9,7 +9,6 @@ and deliver SEG, SRs and summary image of the PSIR series to PACS, all valid DIC
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,13 +21,6 @@ pytestmark = pytest.mark.e2e
 
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 RESULT_TIMEOUT_S = 120.0
-
-
-@pytest.fixture()
-def pacs(tmp_path: Path) -> Iterator[PacsScp]:
-    server = PacsScp(tmp_path / "pacs").start()
-    yield server
-    server.stop()
 
 
 def test_lge_study_comes_back_as_scar_results_of_the_psir_series(

@@ -8,7 +8,6 @@ what it receives. Tolerances for T1 values are justified in ``T1_TOLERANCE_MS``.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -101,20 +100,6 @@ def _outputs_for(pacs: PacsScp, minimum: int = 3) -> dict[str, list]:
         return None
 
     return wait_for(ready, RESULT_TIMEOUT_S, interval=0.1)
-
-
-@pytest.fixture()
-def pacs(tmp_path: Path) -> Iterator[PacsScp]:
-    server = PacsScp(tmp_path / "pacs").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
-def node(tmp_path: Path, pacs: PacsScp) -> Iterator[NodeProcess]:
-    proc = NodeProcess(tmp_path / "node", pacs.port, stable_age_s=2.0).start()
-    yield proc
-    proc.stop()
 
 
 def _check_t1_values(srs: list, datasets: list, slices: list[PhantomSlice]) -> None:

@@ -13,7 +13,6 @@ delivered object must be valid DICOM.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,13 +26,6 @@ from tests.netutil import NodeProcess, PacsScp, dciodvfy_errors, send_files, wai
 pytestmark = pytest.mark.e2e
 
 RESULT_TIMEOUT_S = 240.0
-
-
-@pytest.fixture()
-def pacs(tmp_path: Path) -> Iterator[PacsScp]:
-    server = PacsScp(tmp_path / "pacs").start()
-    yield server
-    server.stop()
 
 
 def _results(job: dict) -> dict:

@@ -98,13 +98,6 @@ def _wait_completed(node: NodeProcess, series_uid: str, timeout: float) -> float
 
 
 @pytest.fixture()
-def pacs(tmp_path: Path) -> Iterator[PacsScp]:
-    server = PacsScp(tmp_path / "pacs").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
 def node(tmp_path: Path, pacs: PacsScp) -> Iterator[NodeProcess]:
     proc = NodeProcess(tmp_path / "node", pacs.port, stable_age_s=STABLE_AGE_S).start()
     yield proc

@@ -6,7 +6,6 @@ routing rules, plugin and node descriptor), which is what this test proves.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +28,6 @@ pytestmark = pytest.mark.e2e
 
 T2_CODE_MEANING = "T2"
 """Meaning of DCM 113065, the concept of every T2 value in the SRs."""
-
-
-@pytest.fixture()
-def pacs(tmp_path: Path) -> Iterator[PacsScp]:
-    server = PacsScp(tmp_path / "pacs").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture()
-def node(tmp_path: Path, pacs: PacsScp) -> Iterator[NodeProcess]:
-    proc = NodeProcess(tmp_path / "node", pacs.port, stable_age_s=2.0).start()
-    yield proc
-    proc.stop()
 
 
 def test_t2_map_over_the_listener(tmp_path: Path, node: NodeProcess, pacs: PacsScp) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -44,13 +43,6 @@ def _t1_series(tmp: Path, seed: int, levels: tuple[str, ...]) -> list[Path]:
         slices, vendor="siemens", field_strength_t=1.5, rng=rng, study=StudyInfo.synthetic(seed)
     )
     return write_series(datasets, tmp / f"series-{seed}")
-
-
-@pytest.fixture()
-def pacs(tmp_path: Path) -> Iterator[PacsScp]:
-    server = PacsScp(tmp_path / "pacs").start()
-    yield server
-    server.stop()
 
 
 def test_two_workers_share_the_queue_and_take_over_a_killed_workers_job(
