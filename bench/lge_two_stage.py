@@ -1,11 +1,14 @@
-"""Inference time of the whole two-stage LGE path on one core: ``python -m bench.lge_two_stage``.
+"""Inference time of the whole LGE segmentation path on one core: ``python -m bench.lge_two_stage``.
 
-Every stack is segmented as the LGE analysis does with ``segmenter = "two-stage"``
-(:meth:`models.lgeseg.two_stage.TwoStageLgeSegmenter.segment_stack`: localiser on every
-slice, stack chain, heart crops with test-time flip and re-centring, stretch correction,
-post-processing, scar confirmation); the time per slice is the stack's wall-clock time over
-its slices.  The committed 1.1.0 U-Net segments the same slices in between, as a reference
-that shows how loaded the machine was.  One torch thread; the load average is recorded.
+Every stack is segmented as the LGE analysis does by default (``segmenter = "cascade"``,
+:class:`models.lgeseg.cascade.CascadeLgeSegmenter`: the 1.1.0 U-Net until it is unsure of
+the stack, then :meth:`models.lgeseg.two_stage.TwoStageLgeSegmenter.segment_stack`:
+localiser on every slice, stack chain, heart crops with eight test-time views and
+re-centring, stretch correction, post-processing, scar confirmation); the time per slice is
+the stack's wall-clock time over its slices.  In between, the two-stage path with two views
+(identity and mirror, as before eight were chosen) and the committed 1.1.0 U-Net alone
+segment the same slices, as references (the second shows how loaded the machine was).  One
+torch thread; the load average is recorded.
 
 Stacks: the EMIDEC dev split's cases when ``../shared/data/emidec-dev`` is present (real
 images; measuring only), else held-out phantom stacks.  Writes ``build/lge_two_stage.json``.
@@ -57,38 +60,56 @@ def _stacks(limit: int) -> list[Stack]:
     return found
 
 
+def _one_by_one(segmenter: Any, images: list[np.ndarray], spacings: list[tuple[float, float]],
+                contrast: LgeContrast) -> list[Any]:
+    return [segmenter.segment(image, spacing, contrast)
+            for image, spacing in zip(images, spacings, strict=True)]
+
+
 def run(limit: int, out: Path) -> dict[str, Any]:
     """Time the two-stage path and the 1.1.0 U-Net on ``limit`` stacks; write ``out``."""
     import torch
 
+    from models.lgeseg.cascade import CascadeLgeSegmenter
     from models.lgeseg.segmenter import UNetLgeSegmenter
     from models.lgeseg.two_stage import TwoStageLgeSegmenter
 
     torch.set_num_threads(1)
-    two_stage, unet = TwoStageLgeSegmenter(), UNetLgeSegmenter()
+    unet = UNetLgeSegmenter()
+    cascade = CascadeLgeSegmenter(unet, TwoStageLgeSegmenter())
+    two_views = TwoStageLgeSegmenter(test_time_views=2)
     stacks = _stacks(limit)
     warm = stacks[0]
-    two_stage.segment_stack(warm[1][:2], warm[2][:2], warm[3])
-    unet.segment(warm[1][0], warm[2][0], warm[3])
+    cascade.segment_stack(warm[1][:2], warm[2][:2], warm[3])
+    two_views.segment_stack(warm[1][:2], warm[2][:2], warm[3])
     load_before = os.getloadavg()
     per_slice: list[float] = []
+    two_views_per_slice: list[float] = []
     unet_per_slice: list[float] = []
     rows: list[dict[str, Any]] = []
+
+    def timed(segment: Any, *args: Any) -> tuple[Any, float]:
+        started = time.perf_counter()
+        found = segment(*args)
+        return found, 1000.0 * (time.perf_counter() - started)
+
     for name, images, spacings, contrast in stacks:
-        started = time.perf_counter()
-        outputs = two_stage.segment_stack(images, spacings, contrast)
-        ms = 1000.0 * (time.perf_counter() - started) / len(images)
-        started = time.perf_counter()
-        for image, spacing in zip(images, spacings, strict=True):
-            unet.segment(image, spacing, contrast)
-        unet_ms = 1000.0 * (time.perf_counter() - started) / len(images)
+        outputs, ms = timed(cascade.segment_stack, images, spacings, contrast)
+        _, two_ms = timed(two_views.segment_stack, images, spacings, contrast)
+        _, unet_ms = timed(_one_by_one, unet, images, spacings, contrast)
+        ms, two_ms, unet_ms = (v / len(images) for v in (ms, two_ms, unet_ms))
         per_slice.append(ms)
+        two_views_per_slice.append(two_ms)
         unet_per_slice.append(unet_ms)
         stretch = outputs[0].details.get("stretch_corrected")
-        rows.append({"stack": name, "slices": len(images), "two_stage_ms_per_slice": round(ms, 1),
+        network = outputs[0].details["cascade"]["network"]
+        rows.append({"stack": name, "slices": len(images), "network": network,
+                     "cascade_ms_per_slice": round(ms, 1),
+                     "two_stage_two_views_ms_per_slice": round(two_ms, 1),
                      "unet_1_1_ms_per_slice": round(unet_ms, 1), "stretch_corrected": stretch})
-        logger.info("%s: %d slices, two-stage %.0f ms/slice, 1.1.0 %.0f ms/slice (stretch %s)",
-                    name, len(images), ms, unet_ms, stretch)
+        logger.info("%s: %d slices, cascade %.0f ms/slice (%s), two-stage with 2 views %.0f, "
+                    "1.1.0 %.0f ms/slice (stretch %s)", name, len(images), ms, network, two_ms,
+                    unet_ms, stretch)
     result = {
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
@@ -96,10 +117,14 @@ def run(limit: int, out: Path) -> dict[str, Any]:
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "stacks": len(stacks),
         "slices": sum(r["slices"] for r in rows),
-        "two_stage_median_ms_per_slice": round(statistics.median(per_slice), 1),
+        "cascade_median_ms_per_slice": round(statistics.median(per_slice), 1),
+        "two_stage_two_views_median_ms_per_slice": round(statistics.median(
+            two_views_per_slice), 1),
         "unet_1_1_median_ms_per_slice": round(statistics.median(unet_per_slice), 1),
-        "ratio_two_stage_to_unet": round(statistics.median(
+        "ratio_cascade_to_unet": round(statistics.median(
             a / b for a, b in zip(per_slice, unet_per_slice, strict=True)), 2),
+        "ratio_cascade_to_two_views": round(statistics.median(
+            a / b for a, b in zip(per_slice, two_views_per_slice, strict=True)), 2),
         "per_stack": rows,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -115,9 +140,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     result = run(args.stacks, args.out)
-    logger.info("two-stage %.1f ms/slice, 1.1.0 %.1f ms/slice (ratio %.2f), load %s -> %s",
-                result["two_stage_median_ms_per_slice"], result["unet_1_1_median_ms_per_slice"],
-                result["ratio_two_stage_to_unet"], result["load_average_before"],
+    logger.info("cascade %.1f ms/slice, two-stage with 2 views %.1f, 1.1.0 %.1f (ratios %.2f "
+                "to 1.1.0, %.2f to 2 views), load %s -> %s",
+                result["cascade_median_ms_per_slice"],
+                result["two_stage_two_views_median_ms_per_slice"],
+                result["unet_1_1_median_ms_per_slice"], result["ratio_cascade_to_unet"],
+                result["ratio_cascade_to_two_views"], result["load_average_before"],
                 result["load_average_after"])
 
 

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DIHEDRAL_VIEWS",
     "EIGHT_CONNECTED",
     "ModelUnavailableError",
     "TrainingOutcome",
@@ -55,6 +56,7 @@ __all__ = [
     "lv_enclosure",
     "mask_dice",
     "predict_passes",
+    "predict_views",
     "provenance_common",
     "random_warp",
     "ring_postprocess",
@@ -260,6 +262,61 @@ def predict_passes(model: torch.nn.Module, grid: F32, test_time_flip: bool) -> F
     if test_time_flip:
         result[1] = result[1][:, :, ::-1]
     return result
+
+
+DIHEDRAL_VIEWS: Final = (1, 2, 4, 8)
+"""Numbers of test-time views :func:`predict_views` accepts."""
+
+
+def _dihedral(grid: F32, k: int) -> F32:
+    """View ``k`` of a (channels, g, g) grid: identity, left-right mirror, up-down mirror,
+    both mirrors, then the same four of the transposed grid."""
+    view = np.swapaxes(grid, -1, -2) if k >= 4 else grid
+    if k % 4 in (1, 3):
+        view = view[..., ::-1]
+    if k % 4 in (2, 3):
+        view = view[..., ::-1, :]
+    return view
+
+
+def _undo_dihedral(prob: F32, k: int) -> F32:
+    """Map the probabilities of view ``k`` (classes, g, g) back onto the grid."""
+    back = prob
+    if k % 4 in (1, 3):
+        back = back[..., ::-1]
+    if k % 4 in (2, 3):
+        back = back[..., ::-1, :]
+    return np.swapaxes(back, -1, -2) if k >= 4 else back
+
+
+def predict_views(model: torch.nn.Module, grid: F32, views: int) -> F32:
+    """Class probabilities of the network on dihedral views of the grid, mapped back.
+
+    Parameters
+    ----------
+    model
+        Network in evaluation mode.
+    grid
+        Input (channels, g, g) on the network grid.
+    views
+        One of :data:`DIHEDRAL_VIEWS`: the identity, then the left-right mirror (as
+        :func:`predict_passes` with ``test_time_flip``), the up-down mirror and both
+        mirrors, then those four of the transposed grid.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (views, classes, g, g), in that order.
+    """
+    import torch
+
+    if views not in DIHEDRAL_VIEWS:
+        raise ValueError(f"views must be one of {DIHEDRAL_VIEWS}, got {views}")
+    batch = np.stack([np.ascontiguousarray(_dihedral(grid, k)) for k in range(views)])
+    with torch.inference_mode():
+        prob = torch.softmax(model(torch.from_numpy(batch).to(
+            memory_format=torch.channels_last)), dim=1).numpy().astype(np.float32)
+    return np.stack([_undo_dihedral(prob[k], k) for k in range(views)])
 
 
 def mask_dice(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:

@@ -469,8 +469,9 @@ def _analysis_options(
     return options
 
 
-LGE_SEGMENTERS = ("unet", "two-stage")
-"""``[analysis.lge] segmenter``: the one-stage U-Net (default) or the two-stage segmenter."""
+LGE_SEGMENTERS = ("cascade", "unet", "two-stage")
+"""``[analysis.lge] segmenter``: the cascade (default: the one-stage U-Net for stacks it is
+sure of, else the two-stage segmenter), the one-stage U-Net or the two-stage one alone."""
 
 
 def _lge_segmenter(table: dict[str, Any], path: Callable[[str], Path]) -> None:
@@ -482,9 +483,9 @@ def _lge_segmenter(table: dict[str, Any], path: Callable[[str], Path]) -> None:
     weights = str(table.pop("segmenter_weights", "") or "")
     if not weights:
         return
-    if table.get("segmenter") != "two-stage":
-        raise SettingsError('analysis.lge.segmenter_weights needs segmenter = "two-stage" '
-                            "(site weights fine-tune the two-stage segmenter)")
+    if table.get("segmenter", "cascade") not in ("two-stage", "cascade"):
+        raise SettingsError('analysis.lge.segmenter_weights needs segmenter = "two-stage" or '
+                            '"cascade" (site weights fine-tune the two-stage segmenter)')
     from models.lgeseg.site_weights import verify_weights
     from models.segmentation import ModelUnavailableError
 

@@ -1,6 +1,6 @@
 """Real-image evaluation of an LGE segmenter: EMIDEC development split and Sunnybrook cine.
 
-``python -m models.lgeseg.evaluate_real [--segmenter two-stage|one-stage] [--json PATH]
+``python -m models.lgeseg.evaluate_real [--segmenter two-stage|one-stage|cascade] [--json PATH]
 [--locator PT] [--segmenter-weights PT] [--max-candidates N] [--scar-rule 3sd|none|...]``
 
 - **EMIDEC dev split** (``../shared/data/emidec-dev``; 20 real LGE cases, CC BY-NC-SA 4.0,
@@ -366,14 +366,20 @@ def evaluate_sunnybrook(segmenter: LgeSegmenter, npz: Path,
 
 
 def make_segmenter(name: str, **two_stage: Any) -> LgeSegmenter:
-    """``one-stage`` (the committed 1.x U-Net) or ``two-stage`` (sim-to-real) segmenter;
-    ``two_stage`` are keyword arguments of :class:`models.lgeseg.two_stage.TwoStageLgeSegmenter`."""
-    if name == "one-stage":
-        from models.lgeseg.segmenter import UNetLgeSegmenter
+    """``one-stage`` (the committed 1.x U-Net), ``two-stage`` (sim-to-real) or ``cascade``
+    (:mod:`models.lgeseg.cascade`: the first where it is sure of the stack, else the second)
+    segmenter; ``two_stage`` are keyword arguments of
+    :class:`models.lgeseg.two_stage.TwoStageLgeSegmenter`."""
+    from models.lgeseg.segmenter import UNetLgeSegmenter
 
+    if name == "one-stage":
         return UNetLgeSegmenter()
     from models.lgeseg.two_stage import TwoStageLgeSegmenter
 
+    if name == "cascade":
+        from models.lgeseg.cascade import CascadeLgeSegmenter
+
+        return CascadeLgeSegmenter(UNetLgeSegmenter(), TwoStageLgeSegmenter(**two_stage))
     return TwoStageLgeSegmenter(**two_stage)
 
 
@@ -401,7 +407,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA,
                         help="directory holding emidec-dev/ and sunnybrook/")
-    parser.add_argument("--segmenter", choices=("two-stage", "one-stage"), default="two-stage")
+    parser.add_argument("--segmenter", choices=("two-stage", "one-stage", "cascade"),
+                        default="two-stage")
     parser.add_argument("--spacing", type=float, default=ASSUMED_SPACING_MM)
     parser.add_argument("--locator", type=Path, default=None,
                         help="two-stage localiser weights (default: committed)")

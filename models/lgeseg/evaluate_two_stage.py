@@ -1,11 +1,13 @@
 """Held-out phantom evaluation of the two-stage (sim-to-real) LGE segmenter.
 
 ``python -m models.lgeseg.evaluate_two_stage [--stacks 64] [--locator PT] [--segmenter PT]
-[--max-candidates N] [--scar-rule 3sd|none|...] [--localisation stack|slice]``
+[--max-candidates N] [--scar-rule 3sd|none|...] [--localisation stack|slice] [--cascade]``
 scores the held-out phantom stacks of :mod:`models.lgeseg.evaluate` (seeds from 950000, the
 same intensity mappings and design) with :class:`models.lgeseg.two_stage.TwoStageLgeSegmenter`
 and prints the same tables (myocardium and scar Dice, per cent scar slope / r / bias,
-presence accuracy); ``--json`` writes the summary.
+presence accuracy); ``--json`` writes the summary.  With ``--cascade`` the stacks go through
+:class:`models.lgeseg.cascade.CascadeLgeSegmenter` (the committed one-stage U-Net where it is
+sure of the stack, else the two-stage segmenter).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from models.lgeseg.cascade import CascadeLgeSegmenter
 from models.lgeseg.data import EVAL_SEED_START
 from models.lgeseg.evaluate import DEFAULT_STACKS, evaluate_stacks, summarise, tables
+from models.lgeseg.segmenter import UNetLgeSegmenter
 from models.lgeseg.two_stage import (
     DEFAULT_LOCATOR,
     DEFAULT_SEGMENTER,
@@ -27,6 +31,7 @@ from models.lgeseg.two_stage import (
     TwoStageLgeSegmenter,
 )
 from plugins.lge.quantify import CONFIRMATION_RULES
+from plugins.lge.segmenter import LgeSegmenter
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scar-rule", choices=(*CONFIRMATION_RULES, "none"), default=SCAR_RULE)
     parser.add_argument("--localisation", choices=("stack", "slice"), default="stack",
                         help="heart localised per stack (default) or per slice")
+    parser.add_argument("--cascade", action="store_true",
+                        help="one-stage U-Net first, two-stage where it is unsure")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.seed_start < EVAL_SEED_START:
@@ -53,15 +60,18 @@ def main(argv: list[str] | None = None) -> None:
     segmenter = TwoStageLgeSegmenter(
         args.locator, args.segmenter, max_candidates=args.max_candidates,
         scar_rule=None if args.scar_rule == "none" else args.scar_rule)
+    evaluated: LgeSegmenter = segmenter
+    if args.cascade:
+        evaluated = CascadeLgeSegmenter(UNetLgeSegmenter(), segmenter)
     started = time.perf_counter()
-    slices, stacks = evaluate_stacks(segmenter, args.stacks, args.seed_start,  # type: ignore[arg-type]
+    slices, stacks = evaluate_stacks(evaluated, args.stacks, args.seed_start,  # type: ignore[arg-type]
                                      per_stack=args.localisation == "stack")
     summary = summarise(slices, stacks)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({
-            "segmenter": f"{segmenter.name} {segmenter.version}",
-            "weights_sha256": segmenter.weights_sha256,
+            "segmenter": f"{evaluated.name} {evaluated.version}",
+            "weights_sha256": evaluated.weights_sha256,
             "locator_sha256": segmenter.locator_sha256,
             "max_candidates": segmenter.max_candidates,
             "scar_rule": segmenter.scar_rule,

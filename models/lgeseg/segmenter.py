@@ -296,6 +296,7 @@ def segmentation_from_passes(
     details: dict[str, Any],
     started: float,
     to_source: tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None = None,
+    uncertainty_passes: int | None = None,
 ) -> SegmentationOutput:
     """One slice's labels, uncertainty and plausibility from the network passes.
 
@@ -314,6 +315,9 @@ def segmentation_from_passes(
         The affine (matrix, offset) from source pixel indices to grid indices
         (:func:`scipy.ndimage.affine_transform` form); ``None`` for the centred
         :data:`GRID_SIZE` grid of :data:`GRID_SPACING_MM` pixels.
+    uncertainty_passes
+        Only the first passes (the identity and its mirror) give the uncertainty and the
+        scar disagreement, as calibrated; all passes give the labels.  ``None``: all.
     """
     mean = passes.mean(axis=0)
     if to_source is None:
@@ -325,10 +329,11 @@ def segmentation_from_passes(
             for k in range(mean.shape[0])
         ]).astype(np.float32)
     labels = labels_from_probabilities(source, spacing, mvo_output)
-    geometry_passes = np.stack([_geometry_probabilities(p) for p in passes])
+    judged = passes if uncertainty_passes is None else passes[:uncertainty_passes]
+    geometry_passes = np.stack([_geometry_probabilities(p) for p in judged])
     uncertainty = flip_uncertainty(geometry_passes, geometry_passes.mean(axis=0),
                                    (int(Label.MYOCARDIUM),))
-    calls = np.argmax(passes, axis=1)
+    calls = np.argmax(judged, axis=1)
     scar_calls = np.isin(calls, (int(Label.SCAR), int(Label.MVO)))
     myocardium = np.isin(labels, MYOCARDIAL)
     lv = labels == Label.LV_BLOOD_POOL

@@ -10,9 +10,10 @@ relying on pixel spacing or field of view:
    equivalent diameters (:func:`heart_candidates`).
 2. **Segmenter.**  A square crop of :data:`~models.lgeseg.synth.CROP_FACTOR` times that diameter
    around that centre is resampled to a :data:`~models.lgeseg.synth.SEGMENT_GRID` grid and
-   normalised the same way; a second U-Net gives the six LGE classes (with a mirrored pass
-   when ``test_time_flip``).  The crop is then re-centred once on the segmented heart and
-   segmented again (``refine``), which corrects a localiser that was off-centre or mis-sized.
+   normalised the same way; a second U-Net gives the six LGE classes, averaged over the
+   crop's eight dihedral views (``test_time_views``).  The crop is then re-centred once on
+   the segmented heart and segmented again (``refine``), which corrects a localiser that was
+   off-centre or mis-sized.
    Candidates are segmented in turn until one gives a myocardial ring around an LV blood pool
    (:func:`ring_plausibility`); otherwise the most ring-like is kept.
 3. **Labels, plausibility, uncertainty** exactly as the one-stage network
@@ -44,11 +45,13 @@ from scipy import ndimage
 from models.lgeseg.stack_locate import HeartCandidate, locate_stack
 from models.lgeseg.synth import CROP_FACTOR, LOCATE_GRID, SEGMENT_GRID, normalise_grid
 from models.segmentation import (
+    DIHEDRAL_VIEWS,
     EIGHT_CONNECTED,
     ModelUnavailableError,
     load_unet,
     lv_enclosure,
     predict_passes,
+    predict_views,
 )
 from plugins.api import FloatImage, Label, SegmentationOutput
 from plugins.lge.quantify import CONFIRMATION_RULES, enhancement_confirmed
@@ -78,6 +81,11 @@ STACK_CANDIDATES: Final = 6
 SCAR_RULE: Final = "3sd"
 """Enhancement that confirms network scar: remote mean + 3 SD, chosen on the EMIDEC dev split
 among the published 2, 3, 5 SD and FWHM (models/README.md, issue 14)."""
+TEST_TIME_VIEWS: Final = 8
+"""Dihedral test-time views averaged for every crop: chosen on the EMIDEC dev split against
+2 (the mirror alone), 4, and 8 for the chosen crop only (models/README.md)."""
+CALIBRATED_VIEWS: Final = 2
+"""The views (identity and mirror) the slice uncertainty is computed from, as calibrated."""
 STRETCH_TOLERANCE: Final = 1.2
 """Stack stretch (segmented heart width over height beyond what the pixel spacing explains)
 left uncorrected; per-slice heart width over height is 0.80-1.15 on the 37 real Sunnybrook
@@ -212,8 +220,10 @@ class TwoStageLgeSegmenter:
     locator, segmenter
         The two ``.pt`` state dicts (provenance JSON beside each, SHA-256 checked); the
         committed weights if ``None``.
-    test_time_flip
-        Average the segmenter's prediction with that of the mirrored crop.
+    test_time_views
+        Dihedral views of every crop averaged (:func:`models.segmentation.predict_views`:
+        1, 2 = with the mirror, 4 or 8); the uncertainty comes from the identity and mirror
+        views alone (:data:`CALIBRATED_VIEWS`, the definition its threshold was set on).
     refine
         Re-centre the crop on the first segmentation and segment again.
     locator_tta
@@ -237,7 +247,8 @@ class TwoStageLgeSegmenter:
     """
 
     def __init__(self, locator: Path | None = None, segmenter: Path | None = None, *,
-                 test_time_flip: bool = True, refine: bool = True,
+                 test_time_views: int = TEST_TIME_VIEWS,
+                 refine: bool = True,
                  locator_tta: bool = True, max_candidates: int = MAX_CANDIDATES,
                  scar_rule: str | None = SCAR_RULE, correct_stretch: bool = True) -> None:
         locator = DEFAULT_LOCATOR if locator is None else Path(locator)
@@ -252,7 +263,9 @@ class TwoStageLgeSegmenter:
         self.version: str = str(record["model_version"])
         self.weights_sha256: str | None = sha
         self.locator_sha256 = locate_sha
-        self.test_time_flip = test_time_flip
+        if test_time_views not in DIHEDRAL_VIEWS:
+            raise ValueError(f"test_time_views must be one of {DIHEDRAL_VIEWS}")
+        self.test_time_views = test_time_views
         self.refine = refine
         self.locator_tta = locator_tta
         self.max_candidates = max_candidates
@@ -313,7 +326,7 @@ class TwoStageLgeSegmenter:
         affine = _square_affine(centre, CROP_FACTOR * diameter / SEGMENT_GRID, SEGMENT_GRID,
                                 aspect)
         grid = normalise_grid(_resample(values, affine, SEGMENT_GRID, float(values.min())))
-        return predict_passes(self._segmenter, grid[None], self.test_time_flip), affine
+        return predict_views(self._segmenter, grid[None], self.test_time_views), affine
 
     def _refined_passes(self, values: F32, centre: tuple[float, float], diameter: float,
                         aspect: float) -> tuple[F32, Affine, tuple[float, float], float]:
@@ -343,7 +356,7 @@ class TwoStageLgeSegmenter:
             "locator_sha256": self.locator_sha256,
             "contrast": str(LgeContrast(contrast)),
             "cine_used": False,
-            "test_time_flip": self.test_time_flip,
+            "test_time_views": self.test_time_views,
             "network_grid": f"{SEGMENT_GRID}x{SEGMENT_GRID} crop of {CROP_FACTOR} heart "
                             "diameters",
             "mvo_output": self.mvo_output,
@@ -502,7 +515,7 @@ class TwoStageLgeSegmenter:
         inverse = np.asarray(np.linalg.inv(crop.affine[0]), dtype=np.float64)
         back = (inverse, -inverse @ crop.affine[1])
         output = segmentation_from_passes(crop.passes, values.shape, spacing, self.mvo_output,
-                                          details, started, back)
+                                          details, started, back, CALIBRATED_VIEWS)
         if self.scar_rule is None or output.reason is not None:
             return output
         labels, threshold = enhancement_confirmed(values, output.labels, spacing,

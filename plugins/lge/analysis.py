@@ -28,7 +28,7 @@ from __future__ import annotations
 import enum
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -91,6 +91,12 @@ MYOCARDIAL_DENSITY_G_PER_ML: Final = 1.05
 """Density of myocardium (g/ml)."""
 PRESENCE_PERCENT: Final = 1.0
 """LGE is called present when scar is at least this per cent of LV mass."""
+SEGMENTERS: Final = ("cascade", "unet", "two-stage")
+"""Values of the ``segmenter`` option: :mod:`models.lgeseg.cascade` (the one-stage U-Net
+where it is sure of the stack, else the two-stage segmenter), the one-stage U-Net alone
+(:mod:`models.lgeseg.segmenter`) or the two-stage segmenter alone
+(:mod:`models.lgeseg.two_stage`)."""
+DEFAULT_SEGMENTER: Final = "cascade"
 MAX_UNCERTAINTY: Final = 0.35
 """Segmentation uncertainty above which a slice is flagged (as for the T1 network)."""
 MAX_NULLING_RATIO: Final = 0.3
@@ -360,20 +366,24 @@ def _segmenter(options: Mapping[str, Any]) -> tuple[LgeSegmenter, QCFlag | None]
     chosen = options.get("segmenter")
     if chosen is not None and not isinstance(chosen, str):
         return chosen, None
-    if chosen == "two-stage":
+    if chosen is None:
+        chosen = DEFAULT_SEGMENTER
+    if chosen not in SEGMENTERS:
+        raise AnalysisError(f"segmenter = {chosen!r} is not one of {', '.join(SEGMENTERS)}")
+    if chosen in ("two-stage", "cascade"):
         from models.lgeseg.site_weights import two_stage_segmenter
         from models.segmentation import ModelUnavailableError
 
         weights = options.get("segmenter_weights")
         try:
-            return two_stage_segmenter(str(weights) if weights else None), None
+            two_stage = two_stage_segmenter(str(weights) if weights else None)
         except (ModelUnavailableError, ImportError) as exc:
             raise AnalysisError(
-                f"The selected two-stage LGE segmenter is unavailable, so LGE cannot be "
-                f"analysed: {exc}"
+                f"The selected {chosen} LGE segmenter is unavailable, so LGE cannot be "
+                f"analysed: the two-stage network: {exc}"
             ) from exc
-    if chosen not in (None, "unet"):
-        raise AnalysisError(f"segmenter = {chosen!r} is neither 'unet' nor 'two-stage'")
+        if chosen == "two-stage":
+            return two_stage, None
     from models.lgeseg.segmenter import default_segmenter
 
     found, unavailable = default_segmenter()
@@ -382,7 +392,27 @@ def _segmenter(options: Mapping[str, Any]) -> tuple[LgeSegmenter, QCFlag | None]
         raise AnalysisError(
             f"The LGE segmentation model is unavailable, so LGE cannot be analysed: {reason}"
         )
+    if chosen == "cascade":
+        from models.lgeseg.cascade import CascadeLgeSegmenter
+
+        return CascadeLgeSegmenter(found, two_stage), unavailable
     return found, unavailable
+
+
+def _network_used(segmenter: LgeSegmenter, outputs: Iterable[SegmentationOutput]
+                  ) -> tuple[LgeSegmenter, str | None]:
+    """The network of a cascade (:mod:`models.lgeseg.cascade`) that segmented the stack and
+    why it was chosen; ``segmenter`` itself and ``None`` for any other segmenter."""
+    networks = getattr(segmenter, "networks", None)
+    if networks is None:
+        return segmenter, None
+    for output in outputs:
+        chosen = output.details.get("cascade") or {}
+        for network in networks():
+            if (network.name == chosen.get("network")
+                    and network.version == chosen.get("network_version")):
+                return network, str(chosen.get("reason", ""))
+    return segmenter, None
 
 
 def _n_sd(options: Mapping[str, Any]) -> float:
@@ -429,14 +459,16 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         Optional settings:
 
         ``segmenter``
-            An :class:`~plugins.lge.segmenter.LgeSegmenter`, or ``"unet"`` (default: the
-            trained network of :mod:`models.lgeseg.segmenter`) or ``"two-stage"``
-            (:mod:`models.lgeseg.two_stage`).  A segmenter with ``segment_stack`` (the
-            two-stage one) gets the whole stack at once, with the frames' geometry, and
-            localises the heart per stack.
+            An :class:`~plugins.lge.segmenter.LgeSegmenter`, or one of :data:`SEGMENTERS`:
+            ``"cascade"`` (default; :mod:`models.lgeseg.cascade`: the one-stage U-Net for a
+            stack it is sure of, else the two-stage segmenter; the network that segmented
+            the stack is the one named in the provenance), ``"unet"`` (the one-stage
+            network of :mod:`models.lgeseg.segmenter` alone) or ``"two-stage"``
+            (:mod:`models.lgeseg.two_stage` alone).  A segmenter with ``segment_stack`` gets
+            the whole stack at once, with the frames' geometry.
         ``segmenter_weights``
-            With ``"two-stage"``: site segmenter weights (``cmr-node models finetune``)
-            instead of the committed ones.
+            With ``"two-stage"`` or ``"cascade"``: site two-stage segmenter weights
+            (``cmr-node models finetune``) instead of the committed ones.
         ``n_sd``
             n of the n-SD method (default 5, accepted 2-6).
         ``contrast``
@@ -495,12 +527,18 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     flags.extend(stack_flags)
     cine = _cine_context(options, flags)
     alone = _stack_outputs(series, stack, contrast, segmenter)
+    cascade = segmenter
+    segmenter, chosen_because = _network_used(segmenter, alone.values())
+    # The LGE + cine network learnt from the same phantoms as the one-stage U-Net: on a
+    # stack the cascade gave to the two-stage network, its slices count only where it is sure.
+    fused_must_be_sure = (chosen_because is not None
+                          and segmenter is getattr(cascade, "fallback", None))
     analysed: list[_Slice] = []
     for index in stack:
         frame = series.frames[index]
         image = np.asarray(frame.pixels, dtype=np.float32)
         output, mode, cine_row = _segment_slice(frame, image, contrast, segmenter, cine,
-                                                alone.get(index))
+                                                alone.get(index), fused_must_be_sure)
         labels = np.asarray(output.labels, dtype=np.uint8)
         if output.reason or not np.isin(labels, MYOCARDIAL_LABELS).any():
             flags.append(QCFlag(
@@ -529,7 +567,9 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     used = [s for s in analysed if s.mode is SegmentationMode.LGE_CINE]
     flags.extend(_cine_flags(cine, analysed, len(stack)))
     provenance = _provenance(segmenter, n_sd, cine.segmenter if used else None,
-                             (len(used), len(analysed) - len(used)))
+                             (len(used), len(analysed) - len(used)),
+                             None if chosen_because is None
+                             else f"{_network_text(cascade)}: {chosen_because}")
     if not analysed:
         return _empty_result(series, flags, provenance, "no slice could be segmented", contrast)
 
@@ -1039,11 +1079,14 @@ def _network_text(segmenter: LgeSegmenter) -> str:
 
 
 def _provenance(segmenter: LgeSegmenter, n_sd: float, fusion: LgeSegmenter | None = None,
-                counts: tuple[int, int] = (0, 0)) -> Provenance:
+                counts: tuple[int, int] = (0, 0), chosen_by: str | None = None) -> Provenance:
     """The method record; with ``fusion`` (used on ``counts[0]`` slices, the LGE-only
-    segmenter on ``counts[1]``) both networks are named and the fusion network is the model."""
+    segmenter on ``counts[1]``) both networks are named and the fusion network is the model;
+    ``chosen_by`` says which cascade chose the LGE-only network and why."""
     if fusion is None:
         segmentation = f"LV myocardium, scar and MVO by {segmenter.name} {segmenter.version}"
+        if chosen_by:
+            segmentation += f" (chosen by {chosen_by})"
     else:
         with_cine, alone = counts
         segmentation = (
@@ -1130,9 +1173,12 @@ def _stack_outputs(series: LoadedSeries, stack: Sequence[int], contrast: LgeCont
 def _segment_slice(
     frame: SourceFrame, image: npt.NDArray[np.float32], contrast: LgeContrast,
     segmenter: LgeSegmenter, cine: _CineContext, alone: SegmentationOutput | None = None,
+    fused_must_be_sure: bool = False,
 ) -> tuple[SegmentationOutput, SegmentationMode, dict[str, Any]]:
     """Segment one slice with its matched cine when there is one, else from the LGE alone
-    (``alone``: that LGE-only output, already computed with the stack)."""
+    (``alone``: that LGE-only output, already computed with the stack).  The LGE + cine
+    output is replaced by the LGE-only one when it was rejected or, with
+    ``fused_must_be_sure``, when its uncertainty exceeds :data:`MAX_UNCERTAINTY`."""
     def lge_only() -> SegmentationOutput:
         return alone if alone is not None else segmenter.segment(image, frame.pixel_spacing,
                                                                  contrast)
@@ -1165,11 +1211,15 @@ def _segment_slice(
         "registration_accepted": registration.accepted,
     }
     output = cine.segmenter.segment(image, frame.pixel_spacing, contrast, aligned)
-    if output.reason or not np.isin(output.labels, MYOCARDIAL_LABELS).any():
+    unsure = (fused_must_be_sure and output.uncertainty is not None
+              and output.uncertainty > MAX_UNCERTAINTY)
+    if output.reason or unsure or not np.isin(output.labels, MYOCARDIAL_LABELS).any():
         fallback = lge_only()
         if not fallback.reason and np.isin(fallback.labels, MYOCARDIAL_LABELS).any():
             row["used"] = False
-            rejected = output.reason or "no myocardium"
+            rejected = output.reason or (
+                f"uncertainty {output.uncertainty:.2f} > {MAX_UNCERTAINTY} on a stack the "
+                "one-stage network was not sure of" if unsure else "no myocardium")
             row["reason"] = (f"the LGE + cine output was rejected ({rejected}); the LGE-only "
                              "network segmented the slice")
             return fallback, SegmentationMode.LGE, row

@@ -34,18 +34,22 @@ def _fake_weights(folder: Path, *, sha: str | None = None) -> Path:
     return weights
 
 
-def test_site_weights_are_resolved_against_the_configuration(tmp_path: Path) -> None:
+@pytest.mark.parametrize("chosen", ['segmenter = "two-stage"\n', ""])
+def test_site_weights_are_resolved_against_the_configuration(tmp_path: Path,
+                                                            chosen: str) -> None:
     weights = _fake_weights(tmp_path / "weights")
     settings = load_settings(_config(
-        tmp_path, 'segmenter = "two-stage"\nsegmenter_weights = "weights/site_segment.pt"'))
+        tmp_path, chosen + 'segmenter_weights = "weights/site_segment.pt"'))
     options = settings.analysis_options["lge"]
-    assert options["segmenter"] == "two-stage"
+    assert options.get("segmenter", "cascade") == ("two-stage" if chosen else "cascade")
     assert options["segmenter_weights"] == str(weights.resolve())
 
 
 @pytest.mark.parametrize(("lge", "message"), [
-    ('segmenter = "three-stage"', "analysis.lge.segmenter must be one of unet, two-stage"),
-    ('segmenter_weights = "weights/site_segment.pt"', 'needs segmenter = "two-stage"'),
+    ('segmenter = "three-stage"',
+     "analysis.lge.segmenter must be one of cascade, unet, two-stage"),
+    ('segmenter = "unet"\nsegmenter_weights = "weights/site_segment.pt"',
+     'needs segmenter = "two-stage" or "cascade"'),
     ('segmenter = "two-stage"\nsegmenter_weights = "weights/missing.pt"', "does not exist"),
 ])
 def test_bad_segmenter_settings_are_refused_at_load(tmp_path: Path, lge: str,

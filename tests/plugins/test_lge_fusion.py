@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -238,3 +239,54 @@ def test_trained_networks_on_a_study_with_cine(study: Study, tmp_path: Path) -> 
         run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
         errors = [line for line in run.stderr.splitlines() if line.startswith("Error")]
         assert not errors, (output.kind, errors)
+
+
+class _Unsure(Labels):
+    """The phantom's labels, but with a fixed uncertainty (a network unsure of them)."""
+
+    def __init__(self, name: str, table: dict[str, np.ndarray], uncertainty: float) -> None:
+        super().__init__(name, table)
+        self.uncertainty = uncertainty
+
+    def segment(self, image: FloatImage, pixel_spacing: tuple[float, float],
+                contrast: LgeContrast, cine: FloatImage | None = None) -> SegmentationOutput:
+        output = super().segment(image, pixel_spacing, contrast, cine)
+        return SegmentationOutput(output.labels, self.uncertainty, None, output.details)
+
+
+class _Stacked(Labels):
+    """Labels with a per-stack entry point, as the two-stage segmenter has."""
+
+    def segment_stack(self, images: Sequence[FloatImage],
+                      pixel_spacings: Sequence[tuple[float, float]], contrast: LgeContrast,
+                      offsets: Sequence[tuple[float, float]] | None = None
+                      ) -> list[SegmentationOutput]:
+        return [self.segment(image, spacing, contrast)
+                for image, spacing in zip(images, pixel_spacings, strict=True)]
+
+
+def test_the_cascade_names_the_network_it_chose_and_gates_an_unsure_fusion(
+        study: Study) -> None:
+    from models.lgeseg.cascade import CascadeLgeSegmenter
+
+    unsure_first = _Unsure("one-stage", study.table, 0.9)
+    fallback = _Stacked("two-stage", study.table)
+    options = _options(study, segmenter=CascadeLgeSegmenter(unsure_first, fallback),
+                       cine_segmenter=_Unsure("lge+cine", study.table, 0.6))
+    result = analyse(study.lge, options)
+    assert result.provenance.model_name == "two-stage"
+    assert "chosen by" in result.provenance.method and "one-stage" in result.provenance.method
+    rows = result.extra["slices"]
+    assert {row["mode"] for row in rows} == {"lge"}, "an unsure fusion is not used there"
+    assert all("uncertainty 0.60" in row["cine"]["reason"] for row in rows)
+    # A sure fusion network is still used on that stack, and on a stack the first is sure of
+    # the fusion network is used as before, sure or not.
+    sure_fusion = analyse(study.lge, _options(
+        study, segmenter=CascadeLgeSegmenter(_Unsure("one-stage", study.table, 0.9),
+                                             _Stacked("two-stage", study.table))))
+    assert {row["mode"] for row in sure_fusion.extra["slices"]} == {"lge+cine"}
+    kept = analyse(study.lge, _options(
+        study, segmenter=CascadeLgeSegmenter(Labels("one-stage", study.table),
+                                             _Stacked("two-stage", study.table)),
+        cine_segmenter=_Unsure("lge+cine", study.table, 0.6)))
+    assert {row["mode"] for row in kept.extra["slices"]} == {"lge+cine"}
