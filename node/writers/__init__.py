@@ -4,6 +4,9 @@
 
 ``seg``
     a DICOM Segmentation (binary, one segment per label used) on the source images,
+``seg-probability``
+    when enabled (``[outputs] probability_seg``) and the segmenter gave them, a FRACTIONAL
+    Segmentation of the per-pixel probabilities (myocardium, scar) on the same images,
 ``sr``
     a TID 1500 Measurement Report with one planar ROI (TID 1410) per analysed slice and region,
     each with its contour drawn on the source image, so that viewers such as OHIF show it,
@@ -76,6 +79,7 @@ class OutputKind(enum.StrEnum):
     """The kinds of object built for one result."""
 
     SEG = "seg"
+    SEG_PROBABILITY = "seg-probability"
     SR = "sr"
     SR_SUMMARY = "sr-summary"
     SUMMARY_IMAGE = "summary-image"
@@ -86,6 +90,7 @@ SERIES_NUMBER_OFFSETS: dict[OutputKind, int] = {
     OutputKind.SR: 2000,
     OutputKind.SR_SUMMARY: 3000,
     OutputKind.SUMMARY_IMAGE: 4000,
+    OutputKind.SEG_PROBABILITY: 7000,
 }
 """Added to the input SeriesNumber to number each output series."""
 
@@ -94,6 +99,7 @@ FILENAMES: dict[OutputKind, str] = {
     OutputKind.SR: "sr.dcm",
     OutputKind.SR_SUMMARY: "sr-summary.dcm",
     OutputKind.SUMMARY_IMAGE: "summary.dcm",
+    OutputKind.SEG_PROBABILITY: "seg-probability.dcm",
 }
 
 DESCRIPTION_SUFFIXES: dict[OutputKind, str] = {
@@ -101,6 +107,7 @@ DESCRIPTION_SUFFIXES: dict[OutputKind, str] = {
     OutputKind.SR: "SR contours",
     OutputKind.SR_SUMMARY: "SR summary",
     OutputKind.SUMMARY_IMAGE: "summary",
+    OutputKind.SEG_PROBABILITY: "probability SEG",
 }
 
 
@@ -131,6 +138,8 @@ class WriterSettings:
         InstitutionName of the outputs, if set.
     procedure_reported
         Procedure Reported of the SRs (CID 100).
+    probability_seg
+        Also write the FRACTIONAL probability SEG of results that carry probabilities.
     """
 
     manufacturer: str = "cmr-node"
@@ -139,6 +148,7 @@ class WriterSettings:
     device_serial_number: str = "0"
     institution_name: str | None = None
     procedure_reported: Code = PROCEDURE_CARDIAC_MRI
+    probability_seg: bool = False
 
 
 @dataclass(frozen=True)
@@ -351,8 +361,9 @@ def build_outputs(
     Returns
     -------
     list[OutputObject]
-        In order SEG, planar-ROI SR, summary SR, summary image.  SEG and planar-ROI SR are
-        absent when no slice has any labelled pixel (nothing to draw); the summary SR and
+        In order SEG, probability SEG, planar-ROI SR, summary SR, summary image.  SEG and
+        planar-ROI SR are absent when no slice has any labelled pixel (nothing to draw), the
+        probability SEG when not enabled or no slice has probabilities; the summary SR and
         summary image are always present.
 
     Raises
@@ -361,7 +372,7 @@ def build_outputs(
         If the result, series and sources do not fit together or an object cannot be built.
     """
     # Imported here: the writer modules import this package's settings for type hints.
-    from node.writers.seg import build_segmentation
+    from node.writers.seg import build_probability_segmentation, build_segmentation
     from node.writers.sr import build_roi_report, build_summary_report
     from node.writers.summary import build_summary_image
 
@@ -389,6 +400,17 @@ def build_outputs(
             "Series %s: no labelled pixel on any slice, no SEG written",
             series.series_instance_uid,
         )
+
+    if settings.probability_seg:
+        probability_seg = build_probability_segmentation(
+            result,
+            series,
+            sources,
+            settings=settings,
+            identity=identity(OutputKind.SEG_PROBABILITY),
+        )
+        if probability_seg is not None:
+            add(OutputKind.SEG_PROBABILITY, probability_seg)
 
     roi_report = build_roi_report(
         result,

@@ -29,7 +29,7 @@ import enum
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import numpy as np
@@ -40,6 +40,7 @@ from plugins.api import (
     AnalysisError,
     AnalysisResult,
     Code,
+    FloatImage,
     Label,
     LabelImage,
     LoadedSeries,
@@ -268,6 +269,7 @@ class _Slice:
     level: str = "unknown"
     mode: SegmentationMode = SegmentationMode.LGE
     cine: Mapping[str, Any] | None = None
+    probabilities: Mapping[Label, FloatImage] = field(default_factory=dict)
 
     @property
     def pixel_area(self) -> float:
@@ -525,7 +527,8 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
                 frame_index=index,
             ))
         analysed.append(_Slice(index, frame, labels, output.uncertainty, dict(output.details),
-                               signal_zero(image, contrast), mode=mode, cine=cine_row))
+                               signal_zero(image, contrast), mode=mode, cine=cine_row,
+                               probabilities=output.probabilities))
     used = [s for s in analysed if s.mode is SegmentationMode.LGE_CINE]
     flags.extend(_cine_flags(cine, analysed, len(stack)))
     provenance = _provenance(segmenter, n_sd, cine.segmenter if used else None,
@@ -569,6 +572,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             measurements=_withheld(_slice_measurements(s), withheld),
             level=s.level,
             analysed_region=s.remote.mask if s.remote is not None else None,
+            probabilities=s.probabilities,
         )
         for s in analysed
     )

@@ -1,0 +1,156 @@
+"""Tests of the FRACTIONAL (probability) SEG: values, references, identification, validity.
+
+The synthetic T1-map case of :mod:`tests.node.test_writers` is given per-pixel myocardium
+and scar probabilities (soft rings around its label rings); the probability SEG must store
+them within one quantisation step, on the same source images as the binary SEG, name the
+algorithm and its weights, say it is not for diagnostic use, and pass dciodvfy.  The binary
+SEG must not change when the probability SEG is enabled.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from node.settings import SettingsError, settings_from_mapping
+from node.uids import derived_object_identity
+from node.writers import OutputKind, WriterSettings, build_outputs
+from node.writers.seg import MAX_FRACTIONAL_VALUE, build_probability_segmentation
+from plugins.api import Label
+from plugins.lib.codes import SEGMENT_SCAR
+from tests.netutil import dciodvfy_errors
+from tests.node.test_writers import Case, make_case
+
+needs_dciodvfy = pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="no dciodvfy")
+
+ENABLED = WriterSettings(probability_seg=True)
+STEP = 1.0 / MAX_FRACTIONAL_VALUE
+
+
+def soft_ring(labels: np.ndarray, seed: int) -> dict[Label, np.ndarray]:
+    """Myocardium and scar probabilities: the ring blurred, scar on one quadrant, noise."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    ring = (labels == Label.MYOCARDIUM).astype(np.float32)
+    myocardium = np.clip(ndimage.gaussian_filter(ring, 1.5) + rng.normal(0, 0.02, ring.shape),
+                         0.0, 1.0).astype(np.float32)
+    rows, columns = np.nonzero(ring)
+    quadrant = np.zeros_like(ring)
+    quadrant[: int(rows.mean()), int(columns.mean()):] = 1.0
+    scar = np.clip(0.8 * ndimage.gaussian_filter(ring * quadrant, 1.0), 0.0, 1.0)
+    return {Label.MYOCARDIUM: myocardium, Label.SCAR: scar.astype(np.float32)}
+
+
+def with_probabilities(case: Case) -> Case:
+    """The case with probabilities on every analysed slice."""
+    slices = tuple(
+        replace(s, probabilities=soft_ring(s.labels, s.frame_index)) for s in case.result.slices
+    )
+    result = replace(case.result, slices=slices, segments=(*case.result.segments, SEGMENT_SCAR))
+    return replace(case, result=result)
+
+
+@pytest.fixture(scope="module")
+def case() -> Case:
+    return with_probabilities(make_case())
+
+
+def outputs_of(case: Case, settings: WriterSettings) -> dict[str, pydicom.Dataset]:
+    built = build_outputs(case.result, case.series, case.sources, settings=settings)
+    return {o.kind: o.dataset for o in built}
+
+
+def stored_probabilities(seg: pydicom.Dataset) -> dict[tuple[str, int], np.ndarray]:
+    """Probabilities per (source SOP Instance UID, segment number) as a reader decodes them."""
+    pixels = seg.pixel_array.reshape(int(seg.NumberOfFrames), seg.Rows, seg.Columns)
+    found = {}
+    for index, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        source = item.DerivationImageSequence[0].SourceImageSequence[0]
+        key = (str(source.ReferencedSOPInstanceUID), number)
+        found[key] = pixels[index].astype(np.float64) / float(seg.MaximumFractionalValue)
+    return found
+
+
+def test_probability_seg_stores_the_probabilities_on_the_source_images(case: Case) -> None:
+    seg = outputs_of(case, ENABLED)[OutputKind.SEG_PROBABILITY.value]
+    assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
+    assert seg.SegmentationType == "FRACTIONAL"
+    assert seg.SegmentationFractionalType == "PROBABILITY"
+    assert int(seg.MaximumFractionalValue) == MAX_FRACTIONAL_VALUE
+    assert int(seg.BitsAllocated) == 8
+    names = {int(s.SegmentNumber): s.SegmentLabel for s in seg.SegmentSequence}
+    assert names == {1: "myocardium probability", 2: "scar probability"}
+    number = {label: n for n, label in ((1, Label.MYOCARDIUM), (2, Label.SCAR))}
+    stored = stored_probabilities(seg)
+    for s in case.result.slices:
+        uid = case.series.frames[s.frame_index].sop_instance_uid
+        for label, expected in s.probabilities.items():
+            got = stored[(uid, number[label])]
+            assert np.abs(got - expected).max() <= STEP / 2 + 1e-6, (s.frame_index, label)
+
+
+def test_probability_seg_references_the_binary_segs_images_and_names_the_weights(
+    case: Case,
+) -> None:
+    outputs = outputs_of(case, ENABLED)
+    binary, fractional = outputs["seg"], outputs[OutputKind.SEG_PROBABILITY.value]
+
+    def referenced(ds: pydicom.Dataset) -> set[str]:
+        return {str(i.ReferencedSOPInstanceUID)
+                for s in ds.ReferencedSeriesSequence for i in s.ReferencedInstanceSequence}
+
+    assert referenced(fractional) == referenced(binary)
+    assert fractional.StudyInstanceUID == binary.StudyInstanceUID
+    assert fractional.FrameOfReferenceUID == binary.FrameOfReferenceUID
+    assert fractional.SeriesInstanceUID != binary.SeriesInstanceUID
+    provenance = case.result.provenance
+    for segment in fractional.SegmentSequence:
+        algorithm = segment.SegmentationAlgorithmIdentificationSequence[0]
+        assert algorithm.AlgorithmName == provenance.algorithm_name
+        assert algorithm.AlgorithmVersion == provenance.algorithm_version
+        assert provenance.model_sha256 in algorithm.AlgorithmParameters
+        assert segment.SegmentAlgorithmType == "AUTOMATIC"
+    assert "not for diagnostic use" in fractional.ContentDescription
+    assert "not for diagnostic use" in fractional.ImageComments
+
+
+def test_binary_seg_is_the_same_with_the_probability_seg_enabled(case: Case) -> None:
+    plain = outputs_of(case, WriterSettings())
+    enabled = outputs_of(case, ENABLED)
+    assert OutputKind.SEG_PROBABILITY.value not in plain
+    assert plain["seg"].PixelData == enabled["seg"].PixelData
+    assert plain["seg"].SOPInstanceUID == enabled["seg"].SOPInstanceUID
+    assert [o for o in enabled if o != OutputKind.SEG_PROBABILITY.value] == list(plain)
+
+
+def test_no_probability_seg_without_probabilities() -> None:
+    plain = make_case()
+    assert OutputKind.SEG_PROBABILITY.value not in outputs_of(plain, ENABLED)
+    identity = derived_object_identity(plain.series.series_instance_uid, "t1map", "0.1.0",
+                                       "seg-probability", series_number=7012,
+                                       series_description="probability SEG")
+    assert build_probability_segmentation(plain.result, plain.series, plain.sources,
+                                          settings=ENABLED, identity=identity) is None
+
+
+@needs_dciodvfy
+def test_probability_seg_passes_dciodvfy(case: Case, tmp_path: Path) -> None:
+    seg = outputs_of(case, ENABLED)[OutputKind.SEG_PROBABILITY.value]
+    path = tmp_path / "seg-probability.dcm"
+    seg.save_as(path, enforce_file_format=True)
+    assert dciodvfy_errors(path) == []
+
+
+def test_outputs_probability_seg_setting(tmp_path: Path) -> None:
+    assert settings_from_mapping({}, tmp_path).probability_seg is False
+    on = settings_from_mapping({"outputs": {"probability_seg": True}}, tmp_path)
+    assert on.probability_seg is True
+    with pytest.raises(SettingsError, match=r"outputs\.probability_seg"):
+        settings_from_mapping({"outputs": {"probability_seg": "yes"}}, tmp_path)
