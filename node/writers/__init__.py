@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "Lineage",
+    "OptionalKind",
     "OutputKind",
     "OutputObject",
     "WriterError",
@@ -79,35 +80,41 @@ class OutputKind(enum.StrEnum):
     """The kinds of object built for one result."""
 
     SEG = "seg"
-    SEG_PROBABILITY = "seg-probability"
     SR = "sr"
     SR_SUMMARY = "sr-summary"
     SUMMARY_IMAGE = "summary-image"
 
 
-SERIES_NUMBER_OFFSETS: dict[OutputKind, int] = {
+class OptionalKind(enum.StrEnum):
+    """Kinds of object built for a result only when the site enables them."""
+
+    SEG_PROBABILITY = "seg-probability"
+    """FRACTIONAL SEG of the segmenter's per-pixel probabilities (``[outputs]``)."""
+
+
+SERIES_NUMBER_OFFSETS: dict[OutputKind | OptionalKind, int] = {
     OutputKind.SEG: 1000,
     OutputKind.SR: 2000,
     OutputKind.SR_SUMMARY: 3000,
     OutputKind.SUMMARY_IMAGE: 4000,
-    OutputKind.SEG_PROBABILITY: 7000,
+    OptionalKind.SEG_PROBABILITY: 7000,
 }
 """Added to the input SeriesNumber to number each output series."""
 
-FILENAMES: dict[OutputKind, str] = {
+FILENAMES: dict[OutputKind | OptionalKind, str] = {
     OutputKind.SEG: "seg.dcm",
     OutputKind.SR: "sr.dcm",
     OutputKind.SR_SUMMARY: "sr-summary.dcm",
     OutputKind.SUMMARY_IMAGE: "summary.dcm",
-    OutputKind.SEG_PROBABILITY: "seg-probability.dcm",
+    OptionalKind.SEG_PROBABILITY: "seg-probability.dcm",
 }
 
-DESCRIPTION_SUFFIXES: dict[OutputKind, str] = {
+DESCRIPTION_SUFFIXES: dict[OutputKind | OptionalKind, str] = {
     OutputKind.SEG: "SEG",
     OutputKind.SR: "SR contours",
     OutputKind.SR_SUMMARY: "SR summary",
     OutputKind.SUMMARY_IMAGE: "summary",
-    OutputKind.SEG_PROBABILITY: "probability SEG",
+    OptionalKind.SEG_PROBABILITY: "probability SEG",
 }
 
 
@@ -274,7 +281,7 @@ def output_identity(
     result: AnalysisResult,
     series: LoadedSeries,
     sources: Sequence[pydicom.Dataset],
-    kind: OutputKind,
+    kind: OutputKind | OptionalKind,
     generation: int = 0,
 ) -> DerivedObjectIdentity:
     """Return the deterministic identification of the ``kind`` output of ``result``.
@@ -380,10 +387,10 @@ def build_outputs(
     lineage = Lineage() if lineage is None else lineage
     outputs: list[OutputObject] = []
 
-    def identity(kind: OutputKind) -> DerivedObjectIdentity:
+    def identity(kind: OutputKind | OptionalKind) -> DerivedObjectIdentity:
         return output_identity(result, series, sources, kind, lineage.generation)
 
-    def add(kind: OutputKind, dataset: pydicom.Dataset) -> None:
+    def add(kind: OutputKind | OptionalKind, dataset: pydicom.Dataset) -> None:
         outputs.append(OutputObject(kind.value, dataset, FILENAMES[kind]))
 
     seg = build_segmentation(
@@ -407,10 +414,10 @@ def build_outputs(
             series,
             sources,
             settings=settings,
-            identity=identity(OutputKind.SEG_PROBABILITY),
+            identity=identity(OptionalKind.SEG_PROBABILITY),
         )
         if probability_seg is not None:
-            add(OutputKind.SEG_PROBABILITY, probability_seg)
+            add(OptionalKind.SEG_PROBABILITY, probability_seg)
 
     roi_report = build_roi_report(
         result,

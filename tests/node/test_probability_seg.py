@@ -19,7 +19,7 @@ import pytest
 
 from node.settings import SettingsError, settings_from_mapping
 from node.uids import derived_object_identity
-from node.writers import OutputKind, WriterSettings, build_outputs
+from node.writers import OptionalKind, WriterSettings, build_outputs
 from node.writers.seg import MAX_FRACTIONAL_VALUE, build_probability_segmentation
 from plugins.api import Label
 from plugins.lib.codes import SEGMENT_SCAR
@@ -79,7 +79,7 @@ def stored_probabilities(seg: pydicom.Dataset) -> dict[tuple[str, int], np.ndarr
 
 
 def test_probability_seg_stores_the_probabilities_on_the_source_images(case: Case) -> None:
-    seg = outputs_of(case, ENABLED)[OutputKind.SEG_PROBABILITY.value]
+    seg = outputs_of(case, ENABLED)[OptionalKind.SEG_PROBABILITY.value]
     assert seg.SOPClassUID == "1.2.840.10008.5.1.4.1.1.66.4"
     assert seg.SegmentationType == "FRACTIONAL"
     assert seg.SegmentationFractionalType == "PROBABILITY"
@@ -100,7 +100,7 @@ def test_probability_seg_references_the_binary_segs_images_and_names_the_weights
     case: Case,
 ) -> None:
     outputs = outputs_of(case, ENABLED)
-    binary, fractional = outputs["seg"], outputs[OutputKind.SEG_PROBABILITY.value]
+    binary, fractional = outputs["seg"], outputs[OptionalKind.SEG_PROBABILITY.value]
 
     def referenced(ds: pydicom.Dataset) -> set[str]:
         return {str(i.ReferencedSOPInstanceUID)
@@ -124,15 +124,15 @@ def test_probability_seg_references_the_binary_segs_images_and_names_the_weights
 def test_binary_seg_is_the_same_with_the_probability_seg_enabled(case: Case) -> None:
     plain = outputs_of(case, WriterSettings())
     enabled = outputs_of(case, ENABLED)
-    assert OutputKind.SEG_PROBABILITY.value not in plain
+    assert OptionalKind.SEG_PROBABILITY.value not in plain
     assert plain["seg"].PixelData == enabled["seg"].PixelData
     assert plain["seg"].SOPInstanceUID == enabled["seg"].SOPInstanceUID
-    assert [o for o in enabled if o != OutputKind.SEG_PROBABILITY.value] == list(plain)
+    assert [o for o in enabled if o != OptionalKind.SEG_PROBABILITY.value] == list(plain)
 
 
 def test_no_probability_seg_without_probabilities() -> None:
     plain = make_case()
-    assert OutputKind.SEG_PROBABILITY.value not in outputs_of(plain, ENABLED)
+    assert OptionalKind.SEG_PROBABILITY.value not in outputs_of(plain, ENABLED)
     identity = derived_object_identity(plain.series.series_instance_uid, "t1map", "0.1.0",
                                        "seg-probability", series_number=7012,
                                        series_description="probability SEG")
@@ -142,7 +142,7 @@ def test_no_probability_seg_without_probabilities() -> None:
 
 @needs_dciodvfy
 def test_probability_seg_passes_dciodvfy(case: Case, tmp_path: Path) -> None:
-    seg = outputs_of(case, ENABLED)[OutputKind.SEG_PROBABILITY.value]
+    seg = outputs_of(case, ENABLED)[OptionalKind.SEG_PROBABILITY.value]
     path = tmp_path / "seg-probability.dcm"
     seg.save_as(path, enforce_file_format=True)
     assert dciodvfy_errors(path) == []
