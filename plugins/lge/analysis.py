@@ -81,6 +81,7 @@ from plugins.lge.segmenter import LgeContrast, LgeSegmenter
 from plugins.lib import codes
 from plugins.lib.cardiac.aha import SEGMENT_NAMES, assign_levels, transmurality
 from plugins.lib.cardiac.regions import SliceSegments, merged_wall, slice_segment_maps
+from plugins.lib.uncertainty import MAX_UNCERTAIN_AREA_RATIO, uncertain_area_ratio
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +128,7 @@ class QCCode:
 
     SLICE_NOT_SEGMENTED = "slice_not_segmented"
     SEGMENTATION_UNCERTAIN = "segmentation_uncertain"
+    PIXEL_UNCERTAINTY_HIGH = "pixel_uncertainty_high"
     SCAR_OUTSIDE_MYOCARDIUM = "scar_outside_myocardium"
     LV_MASS_IMPLAUSIBLE = "lv_mass_implausible"
     POOR_NULLING = "poor_myocardial_nulling"
@@ -524,6 +526,15 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
                 QCCode.SEGMENTATION_UNCERTAIN, Severity.WARNING,
                 f"The network is unsure of this slice (uncertainty {output.uncertainty:.2f} > "
                 f"{MAX_UNCERTAINTY}); check the contours.",
+                frame_index=index,
+            ))
+        ratio = uncertain_area_ratio(output.probabilities, labels)
+        if ratio is not None and ratio > MAX_UNCERTAIN_AREA_RATIO:
+            flags.append(QCFlag(
+                QCCode.PIXEL_UNCERTAINTY_HIGH, Severity.WARNING,
+                f"The network's uncertain pixels cover {100 * ratio:.0f} % of the segmented "
+                f"myocardium's area (> {100 * MAX_UNCERTAIN_AREA_RATIO:.0f} %); check the "
+                "contours where the summary image shades them.",
                 frame_index=index,
             ))
         analysed.append(_Slice(index, frame, labels, output.uncertainty, dict(output.details),

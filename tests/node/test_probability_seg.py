@@ -154,3 +154,60 @@ def test_outputs_probability_seg_setting(tmp_path: Path) -> None:
     assert on.probability_seg is True
     with pytest.raises(SettingsError, match=r"outputs\.probability_seg"):
         settings_from_mapping({"outputs": {"probability_seg": "yes"}}, tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# Summary image: uncertainty shading and caption
+# --------------------------------------------------------------------------------------------
+
+
+def test_summary_tile_shades_exactly_the_uncertain_pixels(case: Case) -> None:
+    from PIL import Image
+
+    from node.writers.summary import paste_uncertainty
+    from plugins.lib.uncertainty import UNCERTAIN_ENTROPY_BITS, uncertainty_image
+
+    s = case.result.slices[0]
+    rows, columns = s.labels.shape
+    box = (0, rows, 0, columns)
+    size = max(rows, columns)
+    plain = Image.new("RGB", (size, size), (100, 100, 100))
+    shaded = plain.copy()
+    paste_uncertainty(shaded, s.probabilities, box, (columns, rows), (255, 140, 0))
+    changed = np.any(np.asarray(shaded) != np.asarray(plain), axis=2)
+    entropy = uncertainty_image(s.probabilities)
+    assert entropy is not None
+    top = (size - rows) // 2
+    inside = changed[top : top + rows, :columns]
+    sure = entropy < UNCERTAIN_ENTROPY_BITS - 0.1
+    unsure = entropy > UNCERTAIN_ENTROPY_BITS + 0.1
+    assert unsure.sum() > 50 and sure.sum() > 50
+    assert inside[unsure].mean() > 0.95
+    assert inside[sure].mean() < 0.02
+    tinted = np.asarray(shaded)[top : top + rows, :columns][unsure]
+    assert (tinted[:, 0] > tinted[:, 2]).all()  # orange: more red than blue
+
+
+def test_summary_caption_gives_the_uncertain_area(case: Case) -> None:
+    from node.writers.summary import uncertainty_caption
+    from plugins.lib.uncertainty import uncertain_area_ratio
+
+    s = case.result.slices[1]
+    ratio = uncertain_area_ratio(s.probabilities, s.labels)
+    assert ratio is not None and ratio > 0
+    assert uncertainty_caption(s) == f"uncertain pixels: {100 * ratio:.0f} % of the myocardial area"
+    assert uncertainty_caption(make_case().result.slices[1]) is None
+
+
+def test_uncertain_area_ratio_counts_entropy_against_myocardium() -> None:
+    from plugins.lib.uncertainty import binary_entropy, uncertain_area_ratio
+
+    assert binary_entropy(np.array([0.0, 0.5, 1.0])).tolist() == pytest.approx([0, 1, 0], abs=1e-5)
+    labels = np.zeros((10, 10), np.uint8)
+    labels[2:6, 2:6] = Label.MYOCARDIUM  # 16 myocardial pixels
+    p = np.zeros((10, 10), np.float32)
+    p[0, :8] = 0.5  # 8 uncertain pixels
+    p[2:6, 2:6] = 0.95  # sure: entropy 0.29 bit
+    assert uncertain_area_ratio({Label.MYOCARDIUM: p}, labels) == pytest.approx(0.5)
+    assert uncertain_area_ratio({}, labels) is None
+    assert uncertain_area_ratio({Label.MYOCARDIUM: p}, np.zeros_like(labels)) is None
