@@ -70,7 +70,11 @@ class PipelineRun:
 
 
 def writer_settings(
-    manufacturer: str, institution_name: str | None, *, probability_seg: bool = False
+    manufacturer: str,
+    institution_name: str | None,
+    *,
+    probability_seg: bool = False,
+    uncertainty_map: bool = False,
 ) -> WriterSettings:
     """The node's identity as written into every output, and the optional outputs chosen."""
     return WriterSettings(
@@ -79,6 +83,7 @@ def writer_settings(
         software_versions=__version__,
         institution_name=institution_name,
         probability_seg=probability_seg,
+        uncertainty_map=uncertainty_map,
     )
 
 

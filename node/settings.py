@@ -197,6 +197,8 @@ class Settings:
     """What a process with analysis workers does with its analyses at start."""
     probability_seg: bool = False
     """Also send a FRACTIONAL SEG of the network's per-pixel probabilities (``[outputs]``)."""
+    uncertainty_map: bool = False
+    """Also send a Parametric Map of the network's per-pixel uncertainty (``[outputs]``)."""
 
     @property
     def spool_dir(self) -> Path:
@@ -444,6 +446,7 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         manufacturer=str(writer.get("manufacturer", "cmr-node project")),
         institution_name=str(writer.get("institution_name") or "") or None,
         probability_seg=_flag(outputs.get("probability_seg", False), "outputs.probability_seg"),
+        uncertainty_map=_flag(outputs.get("uncertainty_map", False), "outputs.uncertainty_map"),
         analysis_options=_analysis_options(dict(raw.get("analysis", {})), path),
         orthanc=_orthanc_settings(orthanc, names),
         tls=_tls_settings(dict(raw.get("tls", {})), path),

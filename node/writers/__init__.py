@@ -7,6 +7,9 @@
 ``seg-probability``
     when enabled (``[outputs] probability_seg``) and the segmenter gave them, a FRACTIONAL
     Segmentation of the per-pixel probabilities (myocardium, scar) on the same images,
+``parametric-map-uncertainty``
+    when enabled (``[outputs] uncertainty_map``), a Parametric Map of the per-pixel
+    uncertainty (binary entropy of those probabilities),
 ``sr``
     a TID 1500 Measurement Report with one planar ROI (TID 1410) per analysed slice and region,
     each with its contour drawn on the source image, so that viewers such as OHIF show it,
@@ -90,6 +93,8 @@ class OptionalKind(enum.StrEnum):
 
     SEG_PROBABILITY = "seg-probability"
     """FRACTIONAL SEG of the segmenter's per-pixel probabilities (``[outputs]``)."""
+    UNCERTAINTY_MAP = "parametric-map-uncertainty"
+    """Parametric Map of the segmenter's per-pixel uncertainty (``[outputs]``)."""
 
 
 SERIES_NUMBER_OFFSETS: dict[OutputKind | OptionalKind, int] = {
@@ -98,6 +103,7 @@ SERIES_NUMBER_OFFSETS: dict[OutputKind | OptionalKind, int] = {
     OutputKind.SR_SUMMARY: 3000,
     OutputKind.SUMMARY_IMAGE: 4000,
     OptionalKind.SEG_PROBABILITY: 7000,
+    OptionalKind.UNCERTAINTY_MAP: 8000,
 }
 """Added to the input SeriesNumber to number each output series."""
 
@@ -107,6 +113,7 @@ FILENAMES: dict[OutputKind | OptionalKind, str] = {
     OutputKind.SR_SUMMARY: "sr-summary.dcm",
     OutputKind.SUMMARY_IMAGE: "summary.dcm",
     OptionalKind.SEG_PROBABILITY: "seg-probability.dcm",
+    OptionalKind.UNCERTAINTY_MAP: "uncertainty-map.dcm",
 }
 
 DESCRIPTION_SUFFIXES: dict[OutputKind | OptionalKind, str] = {
@@ -115,6 +122,7 @@ DESCRIPTION_SUFFIXES: dict[OutputKind | OptionalKind, str] = {
     OutputKind.SR_SUMMARY: "SR summary",
     OutputKind.SUMMARY_IMAGE: "summary",
     OptionalKind.SEG_PROBABILITY: "probability SEG",
+    OptionalKind.UNCERTAINTY_MAP: "uncertainty map",
 }
 
 
@@ -147,6 +155,9 @@ class WriterSettings:
         Procedure Reported of the SRs (CID 100).
     probability_seg
         Also write the FRACTIONAL probability SEG of results that carry probabilities.
+    uncertainty_map
+        Also write the Parametric Map of their per-pixel uncertainty (viewers without
+        FRACTIONAL SEG support, such as OHIF 3.13, show it).
     """
 
     manufacturer: str = "cmr-node"
@@ -156,6 +167,7 @@ class WriterSettings:
     institution_name: str | None = None
     procedure_reported: Code = PROCEDURE_CARDIAC_MRI
     probability_seg: bool = False
+    uncertainty_map: bool = False
 
 
 @dataclass(frozen=True)
@@ -368,10 +380,10 @@ def build_outputs(
     Returns
     -------
     list[OutputObject]
-        In order SEG, probability SEG, planar-ROI SR, summary SR, summary image.  SEG and
-        planar-ROI SR are absent when no slice has any labelled pixel (nothing to draw), the
-        probability SEG when not enabled or no slice has probabilities; the summary SR and
-        summary image are always present.
+        In order SEG, probability SEG, uncertainty map, planar-ROI SR, summary SR, summary
+        image.  SEG and planar-ROI SR are absent when no slice has any labelled pixel
+        (nothing to draw), the probability SEG and uncertainty map when not enabled or no
+        slice has probabilities; the summary SR and summary image are always present.
 
     Raises
     ------
@@ -418,6 +430,18 @@ def build_outputs(
         )
         if probability_seg is not None:
             add(OptionalKind.SEG_PROBABILITY, probability_seg)
+    if settings.uncertainty_map:
+        from node.writers.uncertainty_map import build_uncertainty_map
+
+        uncertainty = build_uncertainty_map(
+            result,
+            series,
+            sources,
+            settings=settings,
+            identity=identity(OptionalKind.UNCERTAINTY_MAP),
+        )
+        if uncertainty is not None:
+            add(OptionalKind.UNCERTAINTY_MAP, uncertainty)
 
     roi_report = build_roi_report(
         result,

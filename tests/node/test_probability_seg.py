@@ -154,6 +154,8 @@ def test_outputs_probability_seg_setting(tmp_path: Path) -> None:
     assert on.probability_seg is True
     with pytest.raises(SettingsError, match=r"outputs\.probability_seg"):
         settings_from_mapping({"outputs": {"probability_seg": "yes"}}, tmp_path)
+    both = settings_from_mapping({"outputs": {"uncertainty_map": True}}, tmp_path)
+    assert both.uncertainty_map is True and both.probability_seg is False
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,3 +213,52 @@ def test_uncertain_area_ratio_counts_entropy_against_myocardium() -> None:
     assert uncertain_area_ratio({Label.MYOCARDIUM: p}, labels) == pytest.approx(0.5)
     assert uncertain_area_ratio({}, labels) is None
     assert uncertain_area_ratio({Label.MYOCARDIUM: p}, np.zeros_like(labels)) is None
+
+
+# --------------------------------------------------------------------------------------------
+# Uncertainty Parametric Map (for OHIF 3.13, which refuses FRACTIONAL SEGs)
+# --------------------------------------------------------------------------------------------
+
+BOTH = WriterSettings(probability_seg=True, uncertainty_map=True)
+
+
+def test_uncertainty_map_holds_the_entropy_on_every_source_image(case: Case) -> None:
+    from plugins.lib.uncertainty import uncertainty_image
+
+    pm = outputs_of(case, BOTH)[OptionalKind.UNCERTAINTY_MAP.value]
+    assert pm.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30"
+    assert "FloatPixelData" in pm and "PixelData" not in pm
+    assert int(pm.NumberOfFrames) == len(case.series.frames)
+    values = pm.pixel_array.reshape(int(pm.NumberOfFrames), pm.Rows, pm.Columns)
+    by_position = {
+        tuple(round(float(v), 3) for v in item.PlanePositionSequence[0].ImagePositionPatient):
+            values[k]
+        for k, item in enumerate(pm.PerFrameFunctionalGroupsSequence)
+    }
+    for s in case.result.slices:
+        frame = case.series.frames[s.frame_index]
+        got = by_position[tuple(round(v, 3) for v in frame.image_position)]
+        expected = uncertainty_image(s.probabilities)
+        assert expected is not None
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+    mapping = pm.SharedFunctionalGroupsSequence[0].RealWorldValueMappingSequence[0]
+    assert mapping.MeasurementUnitsCodeSequence[0].CodeValue == "bit"
+    assert "not for diagnostic use" in pm.ImageComments
+
+
+def test_uncertainty_map_is_zero_on_frames_without_probabilities(case: Case) -> None:
+    first = case.result.slices[0]
+    rest = tuple(replace(s, probabilities={}) for s in case.result.slices[1:])
+    partial = replace(case, result=replace(case.result, slices=(first, *rest)))
+    pm = outputs_of(partial, BOTH)[OptionalKind.UNCERTAINTY_MAP.value]
+    values = pm.pixel_array.reshape(int(pm.NumberOfFrames), pm.Rows, pm.Columns)
+    assert int(pm.NumberOfFrames) == 3
+    assert sum(bool(v.any()) for v in values) == 1
+
+
+@needs_dciodvfy
+def test_uncertainty_map_passes_dciodvfy(case: Case, tmp_path: Path) -> None:
+    pm = outputs_of(case, BOTH)[OptionalKind.UNCERTAINTY_MAP.value]
+    path = tmp_path / "uncertainty-map.dcm"
+    pm.save_as(path, enforce_file_format=True)
+    assert dciodvfy_errors(path) == []
