@@ -81,9 +81,11 @@ MIN_TEXT_LUMINANCE = 110.0
 LIGHTEN_FRACTION = 0.5
 CORE_ALPHA = 0.30
 CONTOUR_WIDTH = 2
-UNCERTAINTY_COLOURS = ((255, 140, 0), (255, 255, 255), (0, 229, 255), (255, 64, 255))
-"""Candidate colours of the uncertainty shading (the farthest from the contours is used)."""
-UNCERTAINTY_ALPHA = 0.75
+UNCERTAINTY_COLOURS = ((255, 140, 0), (0, 229, 255), (255, 64, 255), (255, 255, 255))
+"""Candidate colours of the uncertainty shading, preferred first (orange shows on grey)."""
+MIN_UNCERTAINTY_COLOUR_DISTANCE = 80.0
+"""RGB distance from the contour and core colours an uncertainty colour must keep."""
+UNCERTAINTY_ALPHA = 0.85
 """Opacity of the uncertainty stripes at entropy 1 (p = 0.5)."""
 UNCERTAINTY_STRIPE_PX = 4
 """Width of the diagonal stripes of the uncertainty shading, in tile pixels."""
@@ -340,12 +342,17 @@ def render_tile(
 def uncertainty_colour(
     segments: Sequence[SegmentDefinition], core: tuple[int, int, int]
 ) -> tuple[int, int, int]:
-    """The candidate colour farthest from every segment colour and the core shading."""
+    """The first candidate colour distinct from every segment colour and the core shading
+    (else the farthest)."""
     taken = np.asarray([*(d.colour_rgb for d in segments), core], dtype=np.float64)
-    return max(
-        UNCERTAINTY_COLOURS,
-        key=lambda c: float(np.min(np.linalg.norm(taken - np.asarray(c), axis=1))),
-    )
+
+    def distance(candidate: tuple[int, int, int]) -> float:
+        return float(np.min(np.linalg.norm(taken - np.asarray(candidate), axis=1)))
+
+    for candidate in UNCERTAINTY_COLOURS:
+        if distance(candidate) >= MIN_UNCERTAINTY_COLOUR_DISTANCE:
+            return candidate
+    return max(UNCERTAINTY_COLOURS, key=distance)
 
 
 def paste_uncertainty(
