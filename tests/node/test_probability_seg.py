@@ -262,3 +262,55 @@ def test_uncertainty_map_passes_dciodvfy(case: Case, tmp_path: Path) -> None:
     path = tmp_path / "uncertainty-map.dcm"
     pm.save_as(path, enforce_file_format=True)
     assert dciodvfy_errors(path) == []
+
+
+# --------------------------------------------------------------------------------------------
+# LGE analysis: probabilities carried to the result, slices flagged by their uncertain area
+# --------------------------------------------------------------------------------------------
+
+
+def test_lge_carries_probabilities_and_flags_the_slice_the_network_was_unsure_of() -> None:
+    from scipy import ndimage
+
+    from plugins.api import FloatImage, SegmentationOutput
+    from plugins.lge import LgeContrast, QCCode, analyse
+    from plugins.lib.uncertainty import MYOCARDIAL_LABELS
+    from tests.plugins.test_lge import KnownLabels, _key, make_stack
+
+    stack = make_stack(2, "ischaemic_lad", n_slices=4)
+    unsure_key = _key(stack.series.frames[2].pixels)
+
+    class WithProbabilities(KnownLabels):
+        def segment(self, image: FloatImage, pixel_spacing: tuple[float, float],
+                    contrast: LgeContrast, cine: FloatImage | None = None,
+                    ) -> SegmentationOutput:
+            output = super().segment(image, pixel_spacing, contrast, cine)
+            myocardium = np.isin(output.labels, MYOCARDIAL_LABELS)
+            scar = np.isin(output.labels, (int(Label.SCAR), int(Label.MVO)))
+            p_myo = myocardium.astype(np.float32)
+            if _key(image) == unsure_key:  # a wide band of p = 0.5 around the wall
+                band = ndimage.binary_dilation(myocardium, iterations=4)
+                p_myo = np.where(band, 0.5, 0.0).astype(np.float32)
+            probabilities = {Label.MYOCARDIUM: p_myo, Label.SCAR: scar.astype(np.float32)}
+            return replace(output, probabilities=probabilities)
+
+    result = analyse(stack.series, {"segmenter": WithProbabilities(stack.segmenter.table)})
+    flagged = [f.frame_index for f in result.qc_flags if f.code == QCCode.PIXEL_UNCERTAINTY_HIGH]
+    assert flagged == [2]
+    assert all(set(s.probabilities) == {Label.MYOCARDIUM, Label.SCAR} for s in result.slices)
+    plain = analyse(stack.series, {"segmenter": stack.segmenter})
+    assert not [f for f in plain.qc_flags if f.code == QCCode.PIXEL_UNCERTAINTY_HIGH]
+
+    sources = stack.datasets
+    outputs = {o.kind: o.dataset for o in build_outputs(result, stack.series, sources,
+                                                         settings=ENABLED)}
+    fractional = outputs[OptionalKind.SEG_PROBABILITY.value]
+    assert [s.SegmentLabel for s in fractional.SegmentSequence] == [
+        "myocardium probability", "scar probability"]
+    binary = outputs["seg"]
+    names = {s.SegmentLabel: s for s in binary.SegmentSequence}
+    for segment in fractional.SegmentSequence:
+        source = names["LV myocardium" if segment.SegmentNumber == 1
+                       else "LV myocardial scar (LGE)"]
+        assert (segment.SegmentedPropertyTypeCodeSequence[0].CodeValue
+                == source.SegmentedPropertyTypeCodeSequence[0].CodeValue)
