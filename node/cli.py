@@ -233,7 +233,9 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rules = load_rules(settings.rules_file)
     available = frozenset(PLUGIN_NAMES) & settings.enabled_analyses()
-    writer = writer_settings(settings.manufacturer, settings.institution_name)
+    writer = writer_settings(settings.manufacturer, settings.institution_name,
+                             probability_seg=settings.probability_seg,
+                             uncertainty_map=settings.uncertainty_map)
     groups, notes = group_series(_files_under(root))
     for note in notes:
         print(f"skipped file {note}")

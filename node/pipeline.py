@@ -69,13 +69,21 @@ class PipelineRun:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def writer_settings(manufacturer: str, institution_name: str | None) -> WriterSettings:
-    """The node's identity as written into every output."""
+def writer_settings(
+    manufacturer: str,
+    institution_name: str | None,
+    *,
+    probability_seg: bool = False,
+    uncertainty_map: bool = False,
+) -> WriterSettings:
+    """The node's identity as written into every output, and the optional outputs chosen."""
     return WriterSettings(
         manufacturer=manufacturer,
         manufacturer_model_name="cmr-node",
         software_versions=__version__,
         institution_name=institution_name,
+        probability_seg=probability_seg,
+        uncertainty_map=uncertainty_map,
     )
 
 

@@ -195,6 +195,10 @@ class Settings:
     """A running job whose worker sent no heartbeat for this long is queued again."""
     warm_up: WarmUp = WarmUp.REHEARSE
     """What a process with analysis workers does with its analyses at start."""
+    probability_seg: bool = False
+    """Also send a FRACTIONAL SEG of the network's per-pixel probabilities (``[outputs]``)."""
+    uncertainty_map: bool = False
+    """Also send a Parametric Map of the network's per-pixel uncertainty (``[outputs]``)."""
 
     @property
     def spool_dir(self) -> Path:
@@ -334,6 +338,12 @@ MIN_TOKEN_LENGTH = 16
 """Shortest bearer token accepted (guessable tokens protect nothing)."""
 
 
+def _flag(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise SettingsError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
 def _choice(value: Any, allowed: tuple[str, ...], key: str) -> str:
     text = str(value).strip().lower()
     if text not in allowed:
@@ -356,6 +366,7 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
     orthanc = dict(raw.get("orthanc", {}))
     listener = dict(raw.get("listener", {}))
     http = dict(raw.get("http", {}))
+    outputs = dict(raw.get("outputs", {}))
 
     def path(value: str) -> Path:
         p = Path(os.path.expanduser(value))
@@ -434,6 +445,8 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         destinations=tuple(destinations),
         manufacturer=str(writer.get("manufacturer", "cmr-node project")),
         institution_name=str(writer.get("institution_name") or "") or None,
+        probability_seg=_flag(outputs.get("probability_seg", False), "outputs.probability_seg"),
+        uncertainty_map=_flag(outputs.get("uncertainty_map", False), "outputs.uncertainty_map"),
         analysis_options=_analysis_options(dict(raw.get("analysis", {})), path),
         orthanc=_orthanc_settings(orthanc, names),
         tls=_tls_settings(dict(raw.get("tls", {})), path),

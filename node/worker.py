@@ -89,7 +89,9 @@ class WorkerPool:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._thread_count = settings.worker_count if threads is None else threads
-        self._writer = writer_settings(settings.manufacturer, settings.institution_name)
+        self._writer = writer_settings(settings.manufacturer, settings.institution_name,
+                                       probability_seg=settings.probability_seg,
+                                       uncertainty_map=settings.uncertainty_map)
         self.name = f"{settings.worker_name}/{role}"
         self._running: set[int] = set()
         self._running_lock = threading.Lock()

@@ -283,6 +283,9 @@ class SliceResult:
     analysed_region
         Optional mask (bool, same shape) of the pixels the myocardial statistics used
         (the conservative core), for display and audit.
+    probabilities
+        The segmenter's per-pixel probabilities (see :attr:`SegmentationOutput.probabilities`);
+        empty when the method gives none.
     """
 
     frame_index: int
@@ -290,6 +293,7 @@ class SliceResult:
     measurements: tuple[Measurement, ...]
     level: str = "unknown"
     analysed_region: npt.NDArray[np.bool_] | None = None
+    probabilities: Mapping[Label, FloatImage] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -411,12 +415,19 @@ class SegmentationOutput:
         Why nothing was segmented, if ``labels`` holds no myocardium.
     details
         JSON-serialisable facts about how the segmentation was found (for audit).
+    probabilities
+        Per-pixel probability, in [0, 1] and float32 on the source grid, that a pixel belongs
+        to the region of a label together with the labels its segment includes
+        (``Label.MYOCARDIUM``: myocardium, scar or MVO; ``Label.SCAR``: scar or MVO), as the
+        network gave it before post-processing.  Empty for methods without probabilities
+        and for slices not segmented (``reason`` set).
     """
 
     labels: LabelImage
     uncertainty: float | None = None
     reason: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    probabilities: Mapping[Label, FloatImage] = field(default_factory=dict)
 
 
 class AnalysisError(Exception):

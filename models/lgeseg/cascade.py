@@ -26,6 +26,7 @@ import hashlib
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Final, Protocol
 
 from plugins.api import FloatImage, SegmentationOutput
@@ -189,4 +190,4 @@ class CascadeLgeSegmenter:
             "weights_sha256": network.weights_sha256,
             "reason": why,
         }
-        return SegmentationOutput(output.labels, output.uncertainty, output.reason, details)
+        return replace(output, details=details)

@@ -352,7 +352,18 @@ def segmentation_from_passes(
         )
         labels = np.zeros_like(labels)
     details["inference_ms"] = round(1000.0 * (time.perf_counter() - started), 1)
-    return SegmentationOutput(labels, uncertainty, reason, details)
+    return SegmentationOutput(labels, uncertainty, reason, details,
+                              {} if reason else region_probabilities(source))
+
+
+def region_probabilities(source: F32) -> dict[Label, FloatImage]:
+    """Myocardium (with scar and MVO) and scar (with MVO) probabilities from the six-class
+    probabilities ``source`` (``Label`` order) on the source grid."""
+    scar = source[Label.SCAR] + source[Label.MVO]
+    return {
+        Label.MYOCARDIUM: np.clip(source[Label.MYOCARDIUM] + scar, 0.0, 1.0).astype(np.float32),
+        Label.SCAR: np.clip(scar, 0.0, 1.0).astype(np.float32),
+    }
 
 
 def empty_output(shape: tuple[int, ...], reason: str, details: dict[str, Any],

@@ -522,7 +522,8 @@ class TwoStageLgeSegmenter:
                                                   LgeContrast(contrast), self.scar_rule)
         details["scar_threshold"] = None if threshold is None else round(threshold, 2)
         details["inference_ms"] = round(1000.0 * (time.perf_counter() - started), 1)
-        return SegmentationOutput(labels, output.uncertainty, None, details)
+        return SegmentationOutput(labels, output.uncertainty, None, details,
+                                  output.probabilities)
 
 
 @dataclass(frozen=True)

@@ -249,7 +249,10 @@ class UNetT1Segmenter:
                 f"{lv_area:.0f} mm2, {100 * enclosure:.0f} % of its border myocardium)"
             )
             labels = np.zeros_like(labels)
-        return SegmentationOutput(labels, uncertainty, reason, details)
+        probabilities = {} if reason else {
+            Label.MYOCARDIUM: np.clip(source[Label.MYOCARDIUM], 0.0, 1.0).astype(np.float32)
+        }
+        return SegmentationOutput(labels, uncertainty, reason, details, probabilities)
 
     @staticmethod
     def _uncertainty(passes: npt.NDArray[np.float32], mean: npt.NDArray[np.float32]) -> float:

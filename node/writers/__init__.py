@@ -4,6 +4,12 @@
 
 ``seg``
     a DICOM Segmentation (binary, one segment per label used) on the source images,
+``seg-probability``
+    when enabled (``[outputs] probability_seg``) and the segmenter gave them, a FRACTIONAL
+    Segmentation of the per-pixel probabilities (myocardium, scar) on the same images,
+``parametric-map-uncertainty``
+    when enabled (``[outputs] uncertainty_map``), a Parametric Map of the per-pixel
+    uncertainty (binary entropy of those probabilities),
 ``sr``
     a TID 1500 Measurement Report with one planar ROI (TID 1410) per analysed slice and region,
     each with its contour drawn on the source image, so that viewers such as OHIF show it,
@@ -37,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "Lineage",
+    "OptionalKind",
     "OutputKind",
     "OutputObject",
     "WriterError",
@@ -81,26 +88,41 @@ class OutputKind(enum.StrEnum):
     SUMMARY_IMAGE = "summary-image"
 
 
-SERIES_NUMBER_OFFSETS: dict[OutputKind, int] = {
+class OptionalKind(enum.StrEnum):
+    """Kinds of object built for a result only when the site enables them."""
+
+    SEG_PROBABILITY = "seg-probability"
+    """FRACTIONAL SEG of the segmenter's per-pixel probabilities (``[outputs]``)."""
+    UNCERTAINTY_MAP = "parametric-map-uncertainty"
+    """Parametric Map of the segmenter's per-pixel uncertainty (``[outputs]``)."""
+
+
+SERIES_NUMBER_OFFSETS: dict[OutputKind | OptionalKind, int] = {
     OutputKind.SEG: 1000,
     OutputKind.SR: 2000,
     OutputKind.SR_SUMMARY: 3000,
     OutputKind.SUMMARY_IMAGE: 4000,
+    OptionalKind.SEG_PROBABILITY: 7000,
+    OptionalKind.UNCERTAINTY_MAP: 8000,
 }
 """Added to the input SeriesNumber to number each output series."""
 
-FILENAMES: dict[OutputKind, str] = {
+FILENAMES: dict[OutputKind | OptionalKind, str] = {
     OutputKind.SEG: "seg.dcm",
     OutputKind.SR: "sr.dcm",
     OutputKind.SR_SUMMARY: "sr-summary.dcm",
     OutputKind.SUMMARY_IMAGE: "summary.dcm",
+    OptionalKind.SEG_PROBABILITY: "seg-probability.dcm",
+    OptionalKind.UNCERTAINTY_MAP: "uncertainty-map.dcm",
 }
 
-DESCRIPTION_SUFFIXES: dict[OutputKind, str] = {
+DESCRIPTION_SUFFIXES: dict[OutputKind | OptionalKind, str] = {
     OutputKind.SEG: "SEG",
     OutputKind.SR: "SR contours",
     OutputKind.SR_SUMMARY: "SR summary",
     OutputKind.SUMMARY_IMAGE: "summary",
+    OptionalKind.SEG_PROBABILITY: "probability SEG",
+    OptionalKind.UNCERTAINTY_MAP: "uncertainty map",
 }
 
 
@@ -131,6 +153,11 @@ class WriterSettings:
         InstitutionName of the outputs, if set.
     procedure_reported
         Procedure Reported of the SRs (CID 100).
+    probability_seg
+        Also write the FRACTIONAL probability SEG of results that carry probabilities.
+    uncertainty_map
+        Also write the Parametric Map of their per-pixel uncertainty (viewers without
+        FRACTIONAL SEG support, such as OHIF 3.13, show it).
     """
 
     manufacturer: str = "cmr-node"
@@ -139,6 +166,8 @@ class WriterSettings:
     device_serial_number: str = "0"
     institution_name: str | None = None
     procedure_reported: Code = PROCEDURE_CARDIAC_MRI
+    probability_seg: bool = False
+    uncertainty_map: bool = False
 
 
 @dataclass(frozen=True)
@@ -264,7 +293,7 @@ def output_identity(
     result: AnalysisResult,
     series: LoadedSeries,
     sources: Sequence[pydicom.Dataset],
-    kind: OutputKind,
+    kind: OutputKind | OptionalKind,
     generation: int = 0,
 ) -> DerivedObjectIdentity:
     """Return the deterministic identification of the ``kind`` output of ``result``.
@@ -351,9 +380,10 @@ def build_outputs(
     Returns
     -------
     list[OutputObject]
-        In order SEG, planar-ROI SR, summary SR, summary image.  SEG and planar-ROI SR are
-        absent when no slice has any labelled pixel (nothing to draw); the summary SR and
-        summary image are always present.
+        In order SEG, probability SEG, uncertainty map, planar-ROI SR, summary SR, summary
+        image.  SEG and planar-ROI SR are absent when no slice has any labelled pixel
+        (nothing to draw), the probability SEG and uncertainty map when not enabled or no
+        slice has probabilities; the summary SR and summary image are always present.
 
     Raises
     ------
@@ -361,7 +391,7 @@ def build_outputs(
         If the result, series and sources do not fit together or an object cannot be built.
     """
     # Imported here: the writer modules import this package's settings for type hints.
-    from node.writers.seg import build_segmentation
+    from node.writers.seg import build_probability_segmentation, build_segmentation
     from node.writers.sr import build_roi_report, build_summary_report
     from node.writers.summary import build_summary_image
 
@@ -369,10 +399,10 @@ def build_outputs(
     lineage = Lineage() if lineage is None else lineage
     outputs: list[OutputObject] = []
 
-    def identity(kind: OutputKind) -> DerivedObjectIdentity:
+    def identity(kind: OutputKind | OptionalKind) -> DerivedObjectIdentity:
         return output_identity(result, series, sources, kind, lineage.generation)
 
-    def add(kind: OutputKind, dataset: pydicom.Dataset) -> None:
+    def add(kind: OutputKind | OptionalKind, dataset: pydicom.Dataset) -> None:
         outputs.append(OutputObject(kind.value, dataset, FILENAMES[kind]))
 
     seg = build_segmentation(
@@ -389,6 +419,29 @@ def build_outputs(
             "Series %s: no labelled pixel on any slice, no SEG written",
             series.series_instance_uid,
         )
+
+    if settings.probability_seg:
+        probability_seg = build_probability_segmentation(
+            result,
+            series,
+            sources,
+            settings=settings,
+            identity=identity(OptionalKind.SEG_PROBABILITY),
+        )
+        if probability_seg is not None:
+            add(OptionalKind.SEG_PROBABILITY, probability_seg)
+    if settings.uncertainty_map:
+        from node.writers.uncertainty_map import build_uncertainty_map
+
+        uncertainty = build_uncertainty_map(
+            result,
+            series,
+            sources,
+            settings=settings,
+            identity=identity(OptionalKind.UNCERTAINTY_MAP),
+        )
+        if uncertainty is not None:
+            add(OptionalKind.UNCERTAINTY_MAP, uncertainty)
 
     roi_report = build_roi_report(
         result,

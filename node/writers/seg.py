@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from typing import TypeVar
 
 import highdicom as hd
 import numpy as np
@@ -23,6 +24,8 @@ from node.writers import (
 from plugins.api import DISCLAIMER, AnalysisResult, Code, Label, LoadedSeries, SegmentDefinition
 
 logger = logging.getLogger(__name__)
+
+ScalarT = TypeVar("ScalarT", np.bool_, np.float32)
 
 MAX_CONTENT_LABEL_LENGTH = 16
 """ContentLabel is a CS: at most 16 characters of A-Z, 0-9, underscore and space."""
@@ -182,8 +185,8 @@ def _analysed_planes(
     result: AnalysisResult,
     series: LoadedSeries,
     layout: Sequence[tuple[int, int]],
-    masks: npt.NDArray[np.bool_],
-) -> tuple[npt.NDArray[np.bool_], list[hd.PlanePositionSequence]]:
+    masks: npt.NDArray[ScalarT],
+) -> tuple[npt.NDArray[ScalarT], list[hd.PlanePositionSequence]]:
     """The planes of the analysed frames only, with their positions.
 
     An enhanced MR object keeps several frames per slice position (a Philips MOLLI series:
@@ -311,6 +314,189 @@ def build_segmentation(
     seg.ImageComments = DISCLAIMER
     logger.debug(
         "SEG %s: %d segments, %d frames",
+        identity.sop_instance_uid,
+        len(segments),
+        seg.NumberOfFrames,
+    )
+    return seg
+
+
+# --------------------------------------------------------------------------------------------
+# Probability SEG (FRACTIONAL)
+# --------------------------------------------------------------------------------------------
+
+PROBABILITY_SEGMENT_NAMES: dict[Label, str] = {
+    Label.MYOCARDIUM: "myocardium probability",
+    Label.SCAR: "scar probability",
+}
+"""Segment labels of the probability SEG, by the label whose probability they hold."""
+
+MAX_FRACTIONAL_VALUE = 255
+"""Stored value of probability 1 (8-bit fractional pixels, DICOM PS3.3 C.8.20.2.3)."""
+
+
+def probability_segments(result: AnalysisResult) -> dict[Label, tuple[int, SegmentDefinition]]:
+    """Return the segment number and definition of every label with probabilities.
+
+    Numbers start at 1 in the order of :data:`PROBABILITY_SEGMENT_NAMES`; a label gets a
+    segment when some analysed slice carries its probabilities and the result defines it.
+    """
+    present = {label for s in result.slices for label in s.probabilities}
+    definitions = {definition.label: definition for definition in result.segments}
+    numbers: dict[Label, tuple[int, SegmentDefinition]] = {}
+    for label in PROBABILITY_SEGMENT_NAMES:
+        if label in present and label in definitions:
+            numbers[label] = (len(numbers) + 1, definitions[label])
+    return numbers
+
+
+def _probability_descriptions(
+    result: AnalysisResult, segments: dict[Label, tuple[int, SegmentDefinition]]
+) -> list[hd.seg.SegmentDescription]:
+    algorithm = algorithm_identification(result)
+    descriptions = []
+    for label, (number, definition) in segments.items():
+        name = PROBABILITY_SEGMENT_NAMES[label]
+        anatomic_regions = (
+            [to_pydicom_code(definition.anatomic_region)]
+            if definition.anatomic_region is not None
+            else None
+        )
+        descriptions.append(
+            hd.seg.SegmentDescription(
+                segment_number=number,
+                segment_label=name,
+                segmented_property_category=to_pydicom_code(definition.category),
+                segmented_property_type=to_pydicom_code(definition.property_type),
+                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                algorithm_identification=algorithm,
+                tracking_uid=derived_uid(
+                    result.series_instance_uid,
+                    result.analysis,
+                    result.provenance.algorithm_version,
+                    "probability-segment",
+                    label.name,
+                ),
+                tracking_id=name,
+                anatomic_regions=anatomic_regions,
+                display_color=hd.color.CIELabColor.from_rgb(*definition.colour_rgb),
+            )
+        )
+    return descriptions
+
+
+def probability_planes(
+    result: AnalysisResult,
+    series: LoadedSeries,
+    segments: dict[Label, tuple[int, SegmentDefinition]],
+    planes: int,
+    layout: Sequence[tuple[int, int]],
+    multi_frame: bool,
+) -> npt.NDArray[np.float32]:
+    """Return the probabilities (planes, rows, columns, segments) in source-image order.
+
+    Frames that were not analysed, or whose segmenter gave no probabilities, are zero.
+    """
+    rows, columns = series.frames[0].pixels.shape
+    values = np.zeros((planes, rows, columns, len(segments)), dtype=np.float32)
+    for slice_result in result.slices:
+        image_index, frame_index = layout[slice_result.frame_index]
+        plane = frame_index if multi_frame else image_index
+        for label, (number, _) in segments.items():
+            probability = slice_result.probabilities.get(label)
+            if probability is None:
+                continue
+            if probability.shape != (rows, columns):
+                raise WriterError(
+                    f"The {label.name.lower()} probabilities of frame {slice_result.frame_index}"
+                    f" have shape {probability.shape}, the frame ({rows}, {columns})."
+                )
+            values[plane, :, :, number - 1] = np.clip(probability, 0.0, 1.0)
+    return values
+
+
+def build_probability_segmentation(
+    result: AnalysisResult,
+    series: LoadedSeries,
+    sources: Sequence[pydicom.Dataset],
+    *,
+    settings: WriterSettings,
+    identity: DerivedObjectIdentity,
+) -> hd.seg.Segmentation | None:
+    """Build the FRACTIONAL (probability) DICOM Segmentation of ``result``.
+
+    One segment per label whose per-pixel probabilities the segmenter returned ("myocardium
+    probability", and for LGE "scar probability"), SegmentationFractionalType PROBABILITY,
+    stored as 8-bit values of :data:`MAX_FRACTIONAL_VALUE` steps, on the same source images
+    and with the same algorithm identification as the binary SEG.
+
+    Parameters
+    ----------
+    result
+        The analysis result; the slices' ``probabilities`` become segments.
+    series
+        The analysed series.
+    sources
+        The source instances' datasets.
+    settings
+        Identity of the node.
+    identity
+        UIDs, number and description of the probability SEG series.
+
+    Returns
+    -------
+    highdicom.seg.Segmentation or None
+        ``None`` if no analysed slice carries probabilities (a classical segmenter).
+        Frames without any non-zero stored value are omitted.
+
+    Raises
+    ------
+    WriterError
+        If the probabilities, segment definitions and sources do not fit together.
+    """
+    segments = probability_segments(result)
+    if not segments:
+        return None
+    images, layout = _source_layout(series, sources)
+    multi_frame = any(frame.frame_number is not None for frame in series.frames)
+    planes = int(getattr(images[0], "NumberOfFrames", 1)) if multi_frame else len(images)
+    values = probability_planes(result, series, segments, planes, layout, multi_frame)
+    plane_positions = None
+    if multi_frame and _shares_positions(images[0]):
+        values, plane_positions = _analysed_planes(result, series, layout, values)
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=images,
+            pixel_array=values,
+            plane_positions=plane_positions,
+            segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
+            fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
+            max_fractional_value=MAX_FRACTIONAL_VALUE,
+            segment_descriptions=_probability_descriptions(result, segments),
+            series_instance_uid=identity.series_instance_uid,
+            series_number=identity.series_number,
+            sop_instance_uid=identity.sop_instance_uid,
+            instance_number=identity.instance_number,
+            manufacturer=settings.manufacturer,
+            manufacturer_model_name=settings.manufacturer_model_name,
+            software_versions=settings.software_versions,
+            device_serial_number=settings.device_serial_number,
+            content_description=SHORT_DISCLAIMER,
+            content_label=(content_label(result)[:MAX_CONTENT_LABEL_LENGTH - 5] + " PROB"),
+            content_creator_name=None,
+            series_description=identity.series_description,
+            institution_name=settings.institution_name,
+            omit_empty_frames=True,
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise WriterError(
+            f"Cannot build the probability SEG of series {series.series_instance_uid}: {exc}"
+        ) from exc
+    if plane_positions is not None:
+        _reference_analysed_frames(seg, series, result, layout)
+    seg.ImageComments = DISCLAIMER
+    logger.debug(
+        "probability SEG %s: %d segments, %d frames",
         identity.sop_instance_uid,
         len(segments),
         seg.NumberOfFrames,

@@ -42,6 +42,11 @@ from plugins.api import (
     SliceResult,
 )
 from plugins.lib.cardiac.bullseye import render_bullseye
+from plugins.lib.uncertainty import (
+    UNCERTAIN_ENTROPY_BITS,
+    uncertain_area_ratio,
+    uncertainty_image,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +81,14 @@ MIN_TEXT_LUMINANCE = 110.0
 LIGHTEN_FRACTION = 0.5
 CORE_ALPHA = 0.30
 CONTOUR_WIDTH = 2
+UNCERTAINTY_COLOURS = ((255, 140, 0), (0, 229, 255), (255, 64, 255), (255, 255, 255))
+"""Candidate colours of the uncertainty shading, preferred first (orange shows on grey)."""
+MIN_UNCERTAINTY_COLOUR_DISTANCE = 80.0
+"""RGB distance from the contour and core colours an uncertainty colour must keep."""
+UNCERTAINTY_ALPHA = 0.85
+"""Opacity of the uncertainty stripes at entropy 1 (p = 0.5)."""
+UNCERTAINTY_STRIPE_PX = 4
+"""Width of the diagonal stripes of the uncertainty shading, in tile pixels."""
 SCALE_BAR_MM = 20.0
 MS_WINDOW_1_5T = (0.0, 2000.0)
 MS_WINDOW_3T = (0.0, 2500.0)
@@ -287,6 +300,9 @@ def render_tile(
 
     core = slice_result.analysed_region
     overlay_colour = core_colour(segments)
+    if slice_result.probabilities:
+        paste_uncertainty(tile, slice_result.probabilities, box, (width, height),
+                          uncertainty_colour(segments, overlay_colour))
     if core is not None and core.any():
         overlay = np.zeros((size, size), dtype=np.uint8)
         core_crop = Image.fromarray(core[r0:r1, c0:c1].astype(np.uint8) * 255, mode="L")
@@ -321,6 +337,78 @@ def render_tile(
         draw.line([(x1 - bar, y), (x1, y)], fill=TEXT, width=3)
         draw.text((x1 - bar / 2, y - 4), label, fill=TEXT, font=small, anchor="md")
     return tile
+
+
+def uncertainty_colour(
+    segments: Sequence[SegmentDefinition], core: tuple[int, int, int]
+) -> tuple[int, int, int]:
+    """The first candidate colour distinct from every segment colour and the core shading
+    (else the farthest)."""
+    taken = np.asarray([*(d.colour_rgb for d in segments), core], dtype=np.float64)
+
+    def distance(candidate: tuple[int, int, int]) -> float:
+        return float(np.min(np.linalg.norm(taken - np.asarray(candidate), axis=1)))
+
+    for candidate in UNCERTAINTY_COLOURS:
+        if distance(candidate) >= MIN_UNCERTAINTY_COLOUR_DISTANCE:
+            return candidate
+    return max(UNCERTAINTY_COLOURS, key=distance)
+
+
+def paste_uncertainty(
+    tile: Image.Image,
+    probabilities: Mapping[Label, npt.NDArray[np.float32]],
+    box: tuple[int, int, int, int],
+    shown: tuple[int, int],
+    colour: tuple[int, int, int],
+) -> None:
+    """Shade, on a tile, the pixels where the segmenter was unsure.
+
+    Pixels whose binary entropy reaches :data:`~plugins.lib.uncertainty.UNCERTAIN_ENTROPY_BITS`
+    (probability between about 0.11 and 0.89, any region) are covered with diagonal stripes
+    of ``colour`` whose opacity grows with the entropy, so that the shading stays distinct
+    from the filled analysed region and the contours drawn over it.
+
+    Parameters
+    ----------
+    tile
+        The square tile, modified in place; the crop is centred in it.
+    probabilities
+        The slice's per-pixel probabilities by region.
+    box
+        The (row0, row1, col0, col1) crop of the source image the tile shows.
+    shown
+        (width, height) of the crop on the tile.
+    colour
+        Shading colour.
+    """
+    entropy = uncertainty_image(probabilities)
+    if entropy is None:
+        return
+    r0, r1, c0, c1 = box
+    crop = np.where(entropy >= UNCERTAIN_ENTROPY_BITS, entropy, 0.0)[r0:r1, c0:c1]
+    scaled = Image.fromarray((crop * 255.0).astype(np.uint8), mode="L").resize(
+        shown, Image.Resampling.BILINEAR
+    )
+    strength = np.asarray(scaled, dtype=np.float32) / 255.0
+    yy, xx = np.mgrid[: strength.shape[0], : strength.shape[1]]
+    stripes = ((xx + yy) // UNCERTAINTY_STRIPE_PX) % 2 == 0
+    alpha = strength * np.where(stripes, UNCERTAINTY_ALPHA, UNCERTAINTY_ALPHA / 3)
+    size = tile.size[0]
+    mask = Image.new("L", tile.size, 0)
+    mask.paste(
+        Image.fromarray((alpha * 255.0).astype(np.uint8), mode="L"),
+        ((size - shown[0]) // 2, (size - shown[1]) // 2),
+    )
+    tile.paste(Image.new("RGB", tile.size, colour), (0, 0), mask)
+
+
+def uncertainty_caption(slice_result: SliceResult) -> str | None:
+    """The caption line giving a slice's uncertain area, if the segmenter gave probabilities."""
+    ratio = uncertain_area_ratio(slice_result.probabilities, slice_result.labels)
+    if ratio is None:
+        return None
+    return f"uncertain pixels: {100 * ratio:.0f} % of the myocardial area"
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,6 +533,8 @@ def render_summary(result: AnalysisResult, series: LoadedSeries) -> Image.Image:
     for s in slices:
         lines = [_Line(f"{s.level}  (frame {s.frame_index + 1})", TEXT, TEXT_SIZE + 2, True)]
         lines += _region_lines(s.measurements, definitions)
+        if (uncertain := uncertainty_caption(s)) is not None:
+            lines.append(_Line(uncertain, MUTED, SMALL_SIZE))
         lines += [
             _flag_line(f, result, SMALL_SIZE)
             for f in result.qc_flags
@@ -493,6 +583,16 @@ def render_summary(result: AnalysisResult, series: LoadedSeries) -> Image.Image:
                 + ", ".join(contoured)
                 + (f"; shaded: {result.extra.get('shaded_region', 'region the statistics use')}"
                    if shaded else ""),
+                MUTED,
+                SMALL_SIZE,
+            )
+        )
+    if any(s.probabilities for s in slices):
+        legend.append(
+            _Line(
+                "Striped shading: pixels where the network was unsure (probability between"
+                f" 0.11 and 0.89, entropy >= {UNCERTAIN_ENTROPY_BITS:g} bit); denser = closer"
+                " to 0.5.",
                 MUTED,
                 SMALL_SIZE,
             )

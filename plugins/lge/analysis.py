@@ -29,7 +29,7 @@ import enum
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import numpy as np
@@ -40,6 +40,7 @@ from plugins.api import (
     AnalysisError,
     AnalysisResult,
     Code,
+    FloatImage,
     Label,
     LabelImage,
     LoadedSeries,
@@ -80,6 +81,7 @@ from plugins.lge.segmenter import LgeContrast, LgeSegmenter
 from plugins.lib import codes
 from plugins.lib.cardiac.aha import SEGMENT_NAMES, assign_levels, transmurality
 from plugins.lib.cardiac.regions import SliceSegments, merged_wall, slice_segment_maps
+from plugins.lib.uncertainty import MAX_UNCERTAIN_AREA_RATIO, uncertain_area_ratio
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +134,7 @@ class QCCode:
 
     SLICE_NOT_SEGMENTED = "slice_not_segmented"
     SEGMENTATION_UNCERTAIN = "segmentation_uncertain"
+    PIXEL_UNCERTAINTY_HIGH = "pixel_uncertainty_high"
     SCAR_OUTSIDE_MYOCARDIUM = "scar_outside_myocardium"
     LV_MASS_IMPLAUSIBLE = "lv_mass_implausible"
     POOR_NULLING = "poor_myocardial_nulling"
@@ -274,6 +277,7 @@ class _Slice:
     level: str = "unknown"
     mode: SegmentationMode = SegmentationMode.LGE
     cine: Mapping[str, Any] | None = None
+    probabilities: Mapping[Label, FloatImage] = field(default_factory=dict)
 
     @property
     def pixel_area(self) -> float:
@@ -562,8 +566,18 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
                 f"{MAX_UNCERTAINTY}); check the contours.",
                 frame_index=index,
             ))
+        ratio = uncertain_area_ratio(output.probabilities, labels)
+        if ratio is not None and ratio > MAX_UNCERTAIN_AREA_RATIO:
+            flags.append(QCFlag(
+                QCCode.PIXEL_UNCERTAINTY_HIGH, Severity.WARNING,
+                f"The network's uncertain pixels cover {100 * ratio:.0f} % of the segmented "
+                f"myocardium's area (> {100 * MAX_UNCERTAIN_AREA_RATIO:.0f} %); check the "
+                "contours where the summary image shades them.",
+                frame_index=index,
+            ))
         analysed.append(_Slice(index, frame, labels, output.uncertainty, dict(output.details),
-                               signal_zero(image, contrast), mode=mode, cine=cine_row))
+                               signal_zero(image, contrast), mode=mode, cine=cine_row,
+                               probabilities=output.probabilities))
     used = [s for s in analysed if s.mode is SegmentationMode.LGE_CINE]
     flags.extend(_cine_flags(cine, analysed, len(stack)))
     provenance = _provenance(segmenter, n_sd, cine.segmenter if used else None,
@@ -609,6 +623,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             measurements=_withheld(_slice_measurements(s), withheld),
             level=s.level,
             analysed_region=s.remote.mask if s.remote is not None else None,
+            probabilities=s.probabilities,
         )
         for s in analysed
     )

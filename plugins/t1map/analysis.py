@@ -404,6 +404,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     stats: dict[int, _SliceStats] = {}
     long_axis_results: dict[int, LongAxisFrameResult] = {}
     segmenter_4ch = long_axis_segmenter(segmenter) if long_axis else segmenter
+    probabilities: dict[int, Mapping[Label, npt.NDArray[np.float32]]] = {}
     for index, frame in enumerate(series.frames):
         if index in excluded:
             continue
@@ -421,6 +422,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
                 index, frame, t1, output, conservative_core(output.labels, frame.pixel_spacing),
                 ranges, MAX_UNCERTAINTY)
             continue
+        probabilities[index] = output.probabilities
         slice_stats = _measure_slice(index, frame, t1, output, core_rule)
         if slice_stats is not None and cross_checker is not None:
             check = _cross_check(index, frame, t1, slice_stats, cross_checker, field, core_rule)
@@ -478,6 +480,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
                 measurements=_slice_measurements(slice_stats),
                 level=levels[index],
                 analysed_region=slice_stats.core,
+                probabilities=probabilities.get(index, {}),
             )
         )
         table.append(

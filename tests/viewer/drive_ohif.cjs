@@ -5,13 +5,19 @@
 // PLAN.json: {
 //   "viewerUrl": "http://127.0.0.1:PORT",  "studyUid": "...",
 //   "segSeriesNumber": 1010, "srSeriesNumber": 2010,
-//   "outDir": "/abs/dir",  "chromium": "/usr/bin/chromium",  "timeoutMs": 60000
+//   "outDir": "/abs/dir",  "chromium": "/usr/bin/chromium",  "timeoutMs": 60000,
+//   "probabilitySegSeriesNumber": 7010,  "uncertaintyMapSeriesNumber": 8010   (optional)
 // }
 // Steps: open the study; screenshot the source image; open the SEG (answering OHIF's
 // "open this Segmentation?" prompt) and screenshot every image with it; open the SR and, on
 // every image of the series, screenshot it and read the annotation layer OHIF draws.  Each
 // screenshot comes with the viewport's geometry (where image pixels land on the page), its
 // annotation layer and the SOP Instance UID shown.
+// With the optional series numbers, two more steps follow, each recorded on its own (a
+// failure there is recorded in result.probabilitySeg / result.uncertaintyMap and does not
+// fail the run): open the FRACTIONAL SEG and record what OHIF shows (prompt, loaded
+// segmentations, notifications, console errors); open the uncertainty Parametric Map and
+// capture the viewport OHIF opens for it, with the volumes it shows.
 // The result is written to OUT_DIR/result.json; the exit status is 0 when every step ran
 // (whether the results are right is for the caller to judge), 1 otherwise.  playwright-core is
 // found through NODE_PATH.
@@ -189,6 +195,92 @@ async function openSeries(page, seriesNumber) {
   await thumbnail.first().dblclick({ timeout });
 }
 
+// Runs in the page: the toasts and alerts OHIF shows, and the segmentations it holds.
+function shownState() {
+  const texts = Array.from(document.querySelectorAll(
+    '[data-sonner-toast], [role="alert"], [role="status"], [role="dialog"]'))
+    .map((n) => n.innerText.trim()).filter((t) => t);
+  const seg = window.cornerstoneTools && window.cornerstoneTools.segmentation;
+  const segmentations = seg ? seg.state.getSegmentations().map((s) => ({
+    label: s.label,
+    segments: Object.values(s.segments).map((g) => g && g.label),
+  })) : [];
+  return { texts, segmentations };
+}
+
+// Runs in the page: the active viewport's type and the volumes (actors) it shows.
+function viewportVolumes() {
+  const viewportId = window.services.viewportGridService.getActiveViewportId();
+  for (const engine of window.cornerstone.getRenderingEngines()) {
+    const viewport = engine.getViewport(viewportId);
+    if (viewport) {
+      return {
+        type: viewport.type,
+        actors: viewport.getActors().map((a) => a.referencedId || a.uid),
+      };
+    }
+  }
+  return null;
+}
+
+async function openProbabilitySeg(page) {
+  const record = { prompt: false, error: null };
+  const firstConsole = result.console.length;
+  try {
+    await openSeries(page, plan.probabilitySegSeriesNumber);
+    try {
+      await page.getByText('Do you want to open this Segmentation?').waitFor({ timeout: 15000 });
+      record.prompt = true;
+      await page.getByRole('button', { name: 'Yes', exact: true }).click();
+    } catch (err) {
+      // No prompt shown.
+    }
+    await page.waitForTimeout(5000);
+    Object.assign(record, await page.evaluate(shownState));
+    await capture(page, 'probability-seg').catch((err) => { record.captureError = String(err); });
+  } catch (err) {
+    record.error = String(err && err.stack ? err.stack : err);
+  }
+  record.console = result.console.slice(firstConsole);
+  return record;
+}
+
+async function openUncertaintyMap(page) {
+  const record = { error: null };
+  const firstConsole = result.console.length;
+  try {
+    await openSeries(page, plan.uncertaintyMapSeriesNumber);
+    await page.waitForFunction(() => {
+      try {
+        const viewportId = window.services.viewportGridService.getActiveViewportId();
+        for (const engine of window.cornerstone.getRenderingEngines()) {
+          const viewport = engine.getViewport(viewportId);
+          if (viewport && viewport.getActors().length >= 2) return true;
+        }
+      } catch (err) {
+        // Not ready yet.
+      }
+      return false;
+    }, null, { timeout, polling: 250 });
+    await page.waitForTimeout(2000);
+    record.viewport = await page.evaluate(viewportVolumes);
+    record.state = await capture(page, 'uncertainty-map');
+    Object.assign(record, await page.evaluate(shownState));
+  } catch (err) {
+    record.error = String(err && err.stack ? err.stack : err);
+    try {
+      Object.assign(record, await page.evaluate(shownState));
+      const file = path.join(plan.outDir, 'uncertainty-map-failure.png');
+      await page.screenshot({ path: file });
+      result.screenshots['uncertainty-map-failure'] = file;
+    } catch (shotErr) {
+      record.console = [`no failure screenshot: ${shotErr}`];
+    }
+  }
+  record.console = [...(record.console || []), ...result.console.slice(firstConsole)];
+  return record;
+}
+
 let page = null;
 
 async function main() {
@@ -252,6 +344,14 @@ async function main() {
     }
     await capture(page, 'sr');
     result.sr = await captureEveryImage(page, 'sr-image', true);
+    if (plan.probabilitySegSeriesNumber) {
+      step('open probability SEG');
+      result.probabilitySeg = await openProbabilitySeg(page);
+    }
+    if (plan.uncertaintyMapSeriesNumber) {
+      step('open uncertainty map');
+      result.uncertaintyMap = await openUncertaintyMap(page);
+    }
     step('done');
   } catch (err) {
     result.error = String(err && err.stack ? err.stack : err);

@@ -7,6 +7,12 @@ as a reader would, loads the SEG and the SR, and the test checks the screenshots
 annotation layer against what the SEG and SR hold.  ``sr-summary.dcm`` is not uploaded: its
 volumetric groups have no planar contour, and OHIF's loader shows nothing for such a report.
 
+The node's uncertainty outputs (``[outputs] probability_seg`` and ``uncertainty_map``) are
+uploaded too.  OHIF 3.13 does not display the FRACTIONAL SEG (its loader throws; the test
+records that, so that an OHIF that learns it fails the test and is noticed); it overlays the
+uncertainty Parametric Map on the T1-map volume in its "rainbow_2" colours, which the test
+checks against the map's values.
+
 The tools come from ``deploy/viewer/setup.sh``.  Where they are missing the tests fail with
 the reason, unless ``CMR_NODE_SKIP_VIEWER=1`` is set.  Screenshots are taken in the pytest
 temporary folder (their paths appear in the assertion messages) and copied to
@@ -57,6 +63,13 @@ PHANTOM_SEED = 3
 MYOCARDIUM = "74281007"
 """SNOMED CT code of the myocardium (the SEG must have this segment)."""
 
+SITE_CONFIG = """
+[outputs]
+probability_seg = true
+uncertainty_map = true
+"""
+"""The node's optional uncertainty outputs, both written for the viewer."""
+
 ANALYSE_TIMEOUT_S = 120.0
 DRIVER_TIMEOUT_S = 150.0
 STEP_TIMEOUT_MS = 60_000
@@ -88,6 +101,9 @@ class ViewerRun:
     seg: Dataset
     sr: Dataset
     out_dir: Path
+    probability_seg: Dataset
+    uncertainty_map: Dataset
+    sources: tuple[Dataset, ...]
 
     def screenshot(self, name: str) -> np.ndarray:
         return np.asarray(Image.open(self.result["screenshots"][name]).convert("RGB"))
@@ -128,8 +144,10 @@ def viewer_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ViewerRun]:
     _run([sys.executable, "-m", "models.phantoms", "--out", str(study_dir),
           "--seed", str(PHANTOM_SEED)], ANALYSE_TIMEOUT_S)
     # ``python -m node`` is the ``cmr-node`` command (the same ``node.cli.main``).
-    _run([sys.executable, "-m", "node", "analyse", str(study_dir), "--out", str(node_out)],
-         ANALYSE_TIMEOUT_S)
+    config = work / "site.toml"
+    config.write_text(SITE_CONFIG)
+    _run([sys.executable, "-m", "node", "analyse", str(study_dir), "--out", str(node_out),
+          "--config", str(config)], ANALYSE_TIMEOUT_S)
     analysed = [
         s for s in json.loads((node_out / "results.json").read_text())["series"]
         if s.get("analysis") == "t1map" and s.get("status") == "analysed"
@@ -138,8 +156,12 @@ def viewer_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ViewerRun]:
     series_uid = analysed[0]["series_instance_uid"]
     outputs = node_out / series_uid
     seg_path, sr_path = outputs / "seg.dcm", outputs / "sr.dcm"
-    assert seg_path.is_file() and sr_path.is_file(), f"no seg.dcm / sr.dcm in {outputs}"
+    probability_path, uncertainty_path = (outputs / "seg-probability.dcm",
+                                          outputs / "uncertainty-map.dcm")
+    for path in (seg_path, sr_path, probability_path, uncertainty_path):
+        assert path.is_file(), f"no {path.name} in {outputs}"
     seg, sr = dcmread(seg_path), dcmread(sr_path)
+    probability_seg, uncertainty_map = dcmread(probability_path), dcmread(uncertainty_path)
     sources = [
         path for path in sorted(study_dir.rglob("*.dcm"))
         if str(dcmread(path, stop_before_pixels=True).SeriesInstanceUID) == series_uid
@@ -149,7 +171,7 @@ def viewer_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ViewerRun]:
     orthanc = DicomWebOrthanc(work / "orthanc", tools.orthanc or "Orthanc").start()
     server = OhifServer(tools.ohif_dist, orthanc.url)
     try:
-        for path in [*sources, seg_path, sr_path]:
+        for path in [*sources, seg_path, sr_path, probability_path, uncertainty_path]:
             orthanc.upload(path)
         server.start()
         plan = {
@@ -159,13 +181,17 @@ def viewer_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ViewerRun]:
             "srSeriesNumber": int(sr.SeriesNumber),
             "chromium": str(tools.chromium),
             "timeoutMs": STEP_TIMEOUT_MS,
+            "probabilitySegSeriesNumber": int(probability_seg.SeriesNumber),
+            "uncertaintyMapSeriesNumber": int(uncertainty_map.SeriesNumber),
         }
         result = run_driver(tools, plan, work / "browser", DRIVER_TIMEOUT_S)
     finally:
         server.stop()
         orthanc.stop()
         _keep_screenshots(work / "browser", tools.viewer_dir / ARTEFACTS)
-    yield ViewerRun(result=result, seg=seg, sr=sr, out_dir=work / "browser")
+    yield ViewerRun(result=result, seg=seg, sr=sr, out_dir=work / "browser",
+                    probability_seg=probability_seg, uncertainty_map=uncertainty_map,
+                    sources=tuple(dcmread(path) for path in sources))
 
 
 def _keep_screenshots(source: Path, target: Path) -> None:
@@ -318,3 +344,88 @@ def test_ohif_shows_sr_contours_with_their_values(viewer_run: ViewerRun) -> None
             f"painted in the screenshot: {shot}"
         )
     assert t1_texts > 0, "no T1 value in ms was checked"
+
+
+# --------------------------------------------------------------------------------------------
+# Uncertainty outputs
+# --------------------------------------------------------------------------------------------
+
+FRACTIONAL_REFUSAL = "Fractional segmentations are not yet supported"
+"""What OHIF 3.13's SEG loader (``@cornerstonejs/adapters``) throws for a FRACTIONAL SEG
+whose stored values are not only 0 and MaximumFractionalValue (OHIF issue #1346)."""
+MIN_CHROMA = 60
+"""Smallest max-min RGB difference of a pixel counted as coloured (the images are grey)."""
+SURE_UNCERTAINTY = 0.8
+"""Map values (bits) from which OHIF's overlay (values x 100, opacity ramp to 0.99 at 90)
+must colour the pixel."""
+MIN_COLOURED_UNSURE = 0.8
+"""Share of the pixels above :data:`SURE_UNCERTAINTY` that must show colour."""
+MAX_COLOURED_SURE = 0.02
+"""Share of the certain pixels, away from any uncertain one, allowed to show colour."""
+CERTAIN_BELOW = 0.05
+"""Map values (bits) below which a pixel counts as certain (OHIF's overlay: opacity 0.05)."""
+
+
+def _chroma(pixels: np.ndarray) -> np.ndarray:
+    values = pixels.astype(np.int16)
+    return values.max(axis=1) - values.min(axis=1)
+
+
+def _map_frame(run: ViewerRun, sop_instance_uid: str) -> np.ndarray:
+    """The uncertainty map's frame at the position of a source image."""
+    source = next(ds for ds in run.sources if str(ds.SOPInstanceUID) == sop_instance_uid)
+    position = np.asarray(source.ImagePositionPatient, dtype=np.float64)
+    pm = run.uncertainty_map
+    values = pm.pixel_array.reshape(int(pm.NumberOfFrames), pm.Rows, pm.Columns)
+    for index, item in enumerate(pm.PerFrameFunctionalGroupsSequence):
+        at = np.asarray(item.PlanePositionSequence[0].ImagePositionPatient, dtype=np.float64)
+        if np.allclose(at, position, atol=1e-3):
+            return np.asarray(values[index], dtype=np.float64)
+    raise AssertionError(f"the uncertainty map has no frame at image {sop_instance_uid}")
+
+
+def test_ohif_does_not_display_the_fractional_seg(viewer_run: ViewerRun) -> None:
+    """OHIF 3.13 shows no prompt and no overlay: "Loading SEG..." stays on the viewport and
+    its SEG loader throws; the reader sees the uncertainty through the Parametric Map."""
+    assert viewer_run.probability_seg.SegmentationType == "FRACTIONAL"
+    record = viewer_run.result.get("probabilitySeg")
+    assert record is not None and record["error"] is None, record
+    assert not record["prompt"], "OHIF offered to open the FRACTIONAL SEG"
+    assert any(FRACTIONAL_REFUSAL in line for line in record["console"]), record["console"]
+    loaded = {label for s in record["segmentations"] for label in s["segments"]}
+    probability_labels = {s.SegmentLabel for s in viewer_run.probability_seg.SegmentSequence}
+    assert not loaded & probability_labels, f"OHIF loaded {record['segmentations']}"
+
+
+def test_ohif_overlays_the_uncertainty_map_where_the_network_was_unsure(
+    viewer_run: ViewerRun,
+) -> None:
+    record = viewer_run.result.get("uncertaintyMap")
+    assert record is not None and record["error"] is None, record
+    actors = record["viewport"]["actors"]
+    assert len(actors) == 2 and any(a.startswith("pmap.") for a in actors), actors
+    state = record["state"]
+    shot = viewer_run.screenshot("uncertainty-map")
+    shot_path = viewer_run.shot_path("uncertainty-map")
+    uncertainty = _map_frame(viewer_run, state["sopInstanceUid"])
+    mapping = PageMapping.from_state(state)
+
+    def coloured(mask: np.ndarray, image: np.ndarray, mapping: PageMapping) -> tuple[int, int]:
+        points = mask_page_points(mask, mapping)
+        points = points[mapping.on_canvas(points)]
+        return int((_chroma(sample(image, points)) >= MIN_CHROMA).sum()), len(points)
+
+    unsure = uncertainty >= SURE_UNCERTAINTY
+    sure = ~ndimage.binary_dilation(uncertainty >= CERTAIN_BELOW, iterations=3)
+    hit, n = coloured(unsure, shot, mapping)
+    assert n > 20, f"too few uncertain pixels on the shown image ({n}): {shot_path}"
+    assert hit >= MIN_COLOURED_UNSURE * n, (
+        f"only {hit} of {n} uncertain pixels are coloured: {shot_path}")
+    hit, n = coloured(sure, shot, mapping)
+    assert n > 1000, f"too few certain pixels on the shown image ({n}): {shot_path}"
+    assert hit <= MAX_COLOURED_SURE * n, f"{hit} of {n} certain pixels are coloured: {shot_path}"
+    # The control: the same image without the map showed no colour there.
+    before = viewer_run.result["images"]["source"]
+    if before["sopInstanceUid"] == state["sopInstanceUid"]:
+        hit, n = coloured(unsure, viewer_run.screenshot("source"), PageMapping.from_state(before))
+        assert hit <= MAX_COLOURED_SURE * n, "the source image alone was coloured"
