@@ -231,13 +231,15 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append("SERIES (most recent first)")
     lines.append(
-        f"{'last received':19}  {'series UID':24}  {'n':>4}  {'state':9}  description / route"
+        f"{'last received':19}  {'series UID':24}  {'n':>4}  {'state':10}  description / route"
     )
     for s in report["series"]:
+        # A reader's SEG is no input of an analysis: its reason says what it corrects.
+        target = "reader SEG" if s["state"] == "correction" else s.get("analysis") or "-"
         lines.append(
             f"{_when(s['last_received']):19}  {_short(s['series_instance_uid']):24}"
-            f"  {s['instance_count']:>4}  {s['state']:9}  {s.get('description') or ''}"
-            f" -> {s.get('analysis') or '-'}: {s.get('route_reason') or ''}"
+            f"  {s['instance_count']:>4}  {s['state']:10}  {s.get('description') or ''}"
+            f" -> {target}: {s.get('route_reason') or ''}"
         )
     lines.append("")
     lines.append("JOBS")
