@@ -46,23 +46,29 @@ def _delivered(node: NodeProcess, series_uid: str, after: int
     return int(jobs[0]["generation"]), Path(jobs[0]["result_dir"]), rows
 
 
-def _sr_values(srs: list[Any], code_value: str) -> list[float]:
-    """Every NUM value of the concept ``code_value`` in the SRs' content trees (a value over
-    16 characters is a Long Code Value, PS3.3 8.8)."""
-    found: list[float] = []
+def _sr_items(srs: list[Any], value_type: str, code_value: str) -> list[Any]:
+    """Every content item of ``value_type`` and concept ``code_value`` in the SRs' trees (a
+    code value over 16 characters is a Long Code Value, PS3.3 8.8)."""
+    found: list[Any] = []
 
     def walk(items: Any) -> None:
         for item in items:
             name = item.get("ConceptNameCodeSequence")
             value = (name[0].get("CodeValue") or name[0].get("LongCodeValue")) if name else None
-            if item.get("ValueType") == "NUM" and value == code_value:
-                found.append(float(item.MeasuredValueSequence[0].NumericValue))
+            if item.get("ValueType") == value_type and value == code_value:
+                found.append(item)
             if "ContentSequence" in item:
                 walk(item.ContentSequence)
 
     for sr in srs:
         walk(sr.ContentSequence)
     return found
+
+
+def _sr_values(srs: list[Any], code_value: str) -> list[float]:
+    """Every NUM value of the concept ``code_value`` in the SRs."""
+    return [float(item.MeasuredValueSequence[0].NumericValue)
+            for item in _sr_items(srs, "NUM", code_value)]
 
 
 def _srs(paths: list[Path]) -> list[Any]:
@@ -126,11 +132,16 @@ def test_posted_clinical_variables_give_the_sr_a_combined_probability(
     assert combined["probability"] == pytest.approx(expected.probability, abs=1e-3)
     # The re-analysis SRs reached the PACS and carry the probability (per cent).
     received = pacs.latest_by_uid()
-    srs = [received[str(dcmread(Path(r["path"]), stop_before_pixels=True).SOPInstanceUID)]
-           for r in second]
-    values = _sr_values([ds for ds in srs if ds.Modality == "SR"], INFARCT_PROBABILITY.value)
+    objects = [received[str(dcmread(Path(r["path"]), stop_before_pixels=True).SOPInstanceUID)]
+               for r in second]
+    srs = [ds for ds in objects if ds.Modality == "SR"]
+    values = _sr_values(srs, INFARCT_PROBABILITY.value)
     # The SR keeps one decimal of the per cent (± 0.05) of a probability kept to 4 (± 0.005).
     assert values and all(v == pytest.approx(100 * expected.probability, abs=0.055)
                           for v in values)
+    # ... and why: the largest contributions, troponin among them (the planted signal).
+    why = [str(item.TextValue) for item in _sr_items(srs, "TEXT", "CONTRIB")
+           if str(item.TextValue).startswith("infarct probability")]
+    assert why and "troponin" in why[0], why
     for row in second:
         assert dciodvfy_errors(Path(row["path"])) == [], row["path"]
