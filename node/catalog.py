@@ -9,8 +9,8 @@ that loses its "sent" is sent again with the same UIDs.
 
 States
 ------
-series:  receiving -> complete -> routed | unrouted   (a late instance re-opens it: receiving,
-         generation + 1)
+series:  receiving -> complete -> routed | unrouted | correction   (a late instance re-opens
+         it: receiving, generation + 1; correction: a reader's SEG, node.corrections_intake)
 jobs:    queued -> running -> done | failed            (superseded when a newer generation of the
          same series is queued; running -> queued again after a crash)
 outbox:  pending -> sent | failed | superseded
@@ -512,6 +512,26 @@ class Catalog:
                 (now, "routed" if analyses else "unrouted", series_uid, reason),
             )
         return job_ids
+
+    def mark_correction(self, series_uid: str, generation: int, reason: str,
+                        *, matched: bool) -> None:
+        """Record that a complete series is a reader's corrected SEG, not routed.
+
+        The series' state becomes ``correction`` with ``reason`` (matched to which result,
+        or why not), and a ``correction`` or ``correction_unmatched`` event is recorded.
+        """
+        reason = self._shown(reason)
+        with self._tx() as cur:
+            cur.execute(
+                "UPDATE series SET state='correction', analysis=NULL, route_reason=?"
+                " WHERE series_instance_uid=? AND generation=?",
+                (reason, series_uid, generation),
+            )
+            cur.execute(
+                "INSERT INTO events(at, kind, series_instance_uid, message) VALUES (?,?,?,?)",
+                (time.time(), "correction" if matched else "correction_unmatched",
+                 series_uid, reason),
+            )
 
     def series_receipt(self, series_uid: str) -> dict[str, Any] | None:
         """Study, instance count and calling AE titles of a series (for the audit trail)."""

@@ -185,7 +185,52 @@ def compare(node_seg: pydicom.Dataset, reader_seg: pydicom.Dataset,
     return agreement(by_label, corrected, roles, t1_maps)
 
 
-def record_correction_series(catalog: Catalog, series_uid: str) -> int | None:
+@dataclass(frozen=True)
+class CorrectionOutcome:
+    """What became of a reader's SEG series.
+
+    Attributes
+    ----------
+    recorded
+        Agreement records written (one per SEG instance matched and measured for the first
+        time).
+    matched
+        Whether at least one SEG instance was matched to a node result and measured.
+    reason
+        For the status views: which result it corrects and how well it agrees, or why it was
+        not matched.
+    """
+
+    recorded: int
+    matched: bool
+    reason: str
+
+
+def take_correction(catalog: Catalog, series_uid: str, generation: int
+                    ) -> CorrectionOutcome | None:
+    """Take a completed series as a reader's correction if it is one, instead of routing it.
+
+    A series of DICOM Segmentations that are not the node's own outputs is a reader's SEG:
+    each instance is matched to the node's newest SEG of the series it references and the
+    agreement recorded (:func:`record_correction_series`); the series is marked
+    ``correction`` in the catalog with the outcome, matched or not and why
+    (:meth:`node.catalog.Catalog.mark_correction`), so that the status views show it as a
+    correction and not as a series no analysis wanted.
+
+    Returns
+    -------
+    CorrectionOutcome or None
+        None when the series is not a reader's SEG (route it as usual).
+    """
+    outcome = record_correction_series(catalog, series_uid)
+    if outcome is None:
+        return None
+    catalog.mark_correction(series_uid, generation, outcome.reason, matched=outcome.matched)
+    logger.info("series %s is a reader's SEG: %s", series_uid, outcome.reason)
+    return outcome
+
+
+def record_correction_series(catalog: Catalog, series_uid: str) -> CorrectionOutcome | None:
     """Record the agreement of a completed series if it is a reader's correction.
 
     Parameters
@@ -197,31 +242,38 @@ def record_correction_series(catalog: Catalog, series_uid: str) -> int | None:
 
     Returns
     -------
-    int or None
-        The number of corrections recorded (one per SEG instance); None when the series is
-        no correction (not a SEG, one of the node's own, or of images the node did not
-        segment).  A correction that cannot be measured is recorded as a
-        ``correction_failed`` event.
+    CorrectionOutcome or None
+        The corrections recorded (one per SEG instance) and the reason shown; None when the
+        series is no reader's SEG (not a SEG, or only the node's own).  A correction that
+        cannot be measured is recorded as a ``correction_failed`` event.
     """
     paths = catalog.instance_paths(series_uid)
     header = _first_header(paths)
     if header is None or str(header.get("SOPClassUID", "")) != SEGMENTATION_STORAGE:
         return None
-    recorded = 0
+    recorded, readers = 0, 0
+    matched: list[str] = []
+    unmatched: list[str] = []
     for path in paths:
         try:
             reader_seg = pydicom.dcmread(path)
         except (OSError, InvalidDicomError) as exc:
             logger.warning("correction %s unreadable: %s", path, exc)
+            unmatched.append(f"{path.name} unreadable")
             continue
         sop_uid = str(reader_seg.SOPInstanceUID)
         if catalog.own_output(sop_uid):
             continue
-        found = next((f for f in map(catalog.latest_segmentation, referenced_series(reader_seg))
+        readers += 1
+        referenced = referenced_series(reader_seg)
+        found = next((f for f in map(catalog.latest_segmentation, referenced)
                       if f is not None), None)
         if found is None:
+            unmatched.append(
+                f"SEG {sop_uid} references no series the node segmented"
+                f" ({', '.join(referenced) or 'no referenced series'})")
             continue
-        source = str(referenced_series(reader_seg)[0])
+        source = str(referenced[0])
         try:
             node_seg = pydicom.dcmread(found["path"])
             source = str(catalog.query("SELECT series_instance_uid FROM jobs WHERE id=?",
@@ -233,6 +285,7 @@ def record_correction_series(catalog: Catalog, series_uid: str) -> int | None:
             logger.warning("correction %s not measured: %s", sop_uid, exc)
             catalog.record_event("correction_failed", series_uid,
                                  f"correction {sop_uid} of series {source} not measured: {exc}")
+            unmatched.append(f"SEG {sop_uid} of job {found['job_id']} not measured: {exc}")
             continue
         source_header = _first_header(catalog.instance_paths(source))
         station = str(source_header.get("StationName", "") or "") if source_header else ""
@@ -246,10 +299,18 @@ def record_correction_series(catalog: Catalog, series_uid: str) -> int | None:
             "reader_ae": _calling_ae(catalog, series_uid), "creator": creator,
             "received_at": time.time(), "agreement": figures.as_json(),
         })
+        text = ", ".join(f"{k} Dice {v:.3f}" for k, v in figures.dice.items())
+        matched.append(f"job {found['job_id']} ({found['analysis']}): {text}")
         if stored:
             recorded += 1
-            text = ", ".join(f"{k} Dice {v:.3f}" for k, v in figures.dice.items())
             logger.info("correction %s of job %s: %s", sop_uid, found["job_id"], text)
             catalog.record_event("correction", source,
                                  f"reader SEG {sop_uid} on job {found['job_id']}: {text}")
-    return recorded
+    if readers == 0 and not unmatched:
+        return None
+    parts = []
+    if matched:
+        parts.append("matched to " + "; ".join(matched))
+    if unmatched:
+        parts.append("unmatched: " + "; ".join(unmatched))
+    return CorrectionOutcome(recorded, bool(matched), "reader correction, " + "; ".join(parts))

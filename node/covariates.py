@@ -15,6 +15,15 @@ the node's side:
   method) and septal mid-wall LGE from its ``results.json``, used for the keys the explicit
   covariates do not give.
 
+The same sidecars, REST body and ``--covariates`` file may hold the study's **clinical
+variables** for the site infarct model of the LGE analysis (EMIDEC's twelve: ``sex``, ``age``,
+``tobacco``, ``overweight``, ``arterial_hypertension``, ``diabetes``, ``family_history``,
+``ecg_st_elevation``, ``troponin``, ``killip``, ``ntprobnp``, and the LVEF, ``lvef_percent``,
+shared with the LVRR covariates).  Types, units and ranges are checked by
+:func:`plugins.lge.clinical.parse_clinical`; they are kept as
+:class:`~plugins.lge.clinical.ClinicalVariables` in :attr:`SuppliedCovariates.clinical` and
+handed to the LGE plugin by :func:`clinical_options`.
+
 The same sidecars, REST body and ``--covariates`` file may hold the study's **haematocrit**
 (``haematocrit``, also spelt ``hematocrit`` or ``hct``: a fraction 0.15-0.70 or per cent
 15-70, or ``{"value": 42, "unit": "%"}``) for the ECV analysis.  It is validated by
@@ -35,6 +44,13 @@ from typing import Any, Final
 
 from node.spool import write_atomic
 from plugins.ecv.analysis import HaematocritError, parse_haematocrit
+from plugins.lge.clinical import (
+    CLINICAL_KEYS,
+    LVEF_KEY,
+    ClinicalError,
+    ClinicalVariables,
+    parse_clinical,
+)
 from plugins.lib.radiomics.lvrr import Covariate, CovariateError, parse_covariates
 
 logger = logging.getLogger(__name__)
@@ -49,12 +65,16 @@ __all__ = [
     "CovariatesTable",
     "SuppliedCovariates",
     "analysis_covariate_options",
+    "clinical_options",
     "haematocrit_options",
+    "has_clinical",
     "lge_covariates",
     "lge_results_covariates",
     "merge_covariates",
     "normalise_covariates",
+    "parse_supplied",
     "read_covariates_table",
+    "supplied_document",
     "valid_study_uid",
 ]
 
@@ -85,10 +105,13 @@ class SuppliedCovariates:
         Covariate name → number in the models' units (validated).
     source
         Human-readable origin (file, REST, command line, LGE job).
+    clinical
+        The clinical variables of the infarct model, when any was supplied.
     """
 
     values: Mapping[str, float]
     source: str
+    clinical: ClinicalVariables | None = None
 
 
 def valid_study_uid(uid: str) -> bool:
@@ -97,12 +120,15 @@ def valid_study_uid(uid: str) -> bool:
 
 
 def normalise_covariates(raw: Any) -> dict[str, float]:
-    """Validate covariates and return them as name → number in the models' units.
+    """Validate covariates and return the LVRR covariates and haematocrit as numbers.
+
+    Clinical variables in ``raw`` are validated too (:func:`parse_supplied` returns them).
 
     Parameters
     ----------
     raw
-        A JSON object as :func:`plugins.lib.radiomics.lvrr.parse_covariates` accepts.
+        A JSON object as :func:`plugins.lib.radiomics.lvrr.parse_covariates` accepts, plus
+        the haematocrit and the clinical variables.
 
     Raises
     ------
@@ -110,8 +136,48 @@ def normalise_covariates(raw: Any) -> dict[str, float]:
         If ``raw`` is not an object, or a covariate is unknown, out of range or in a wrong
         unit.
     """
+    return parse_supplied(raw)[0]
+
+
+def parse_supplied(raw: Any) -> tuple[dict[str, float], ClinicalVariables | None]:
+    """Validate what was supplied for a study: LVRR covariates and haematocrit (numbers in
+    the models' units), and the clinical variables (None when none of
+    :data:`~plugins.lge.clinical.CLINICAL_KEYS` is given; the LVEF alone is an LVRR
+    covariate).
+
+    Raises
+    ------
+    CovariatesError
+        If ``raw`` is not an object, or a value is unknown, of a wrong type or unit, or out
+        of range; nothing is returned then.
+    """
     if not isinstance(raw, Mapping):
         raise CovariatesError("Covariates must be a JSON object of covariate name to value.")
+    known = (*(str(c) for c in Covariate), *CLINICAL_KEYS)
+    for name in raw:
+        if str(name) not in known and str(name).lower() not in HAEMATOCRIT_ALIASES:
+            raise CovariatesError(f"Unknown covariate {str(name)!r}; known: "
+                                  f"{', '.join(sorted(known))}, haematocrit.")
+    clinical_raw = {str(k): v for k, v in raw.items() if str(k) in CLINICAL_KEYS}
+    values = _lvrr_and_haematocrit(
+        {k: v for k, v in raw.items() if str(k) not in CLINICAL_KEYS})
+    if not any(v is not None for v in clinical_raw.values()):
+        return values, None
+    if LVEF_KEY in values:
+        clinical_raw[LVEF_KEY] = values[LVEF_KEY]
+    try:
+        return values, parse_clinical(clinical_raw)
+    except ClinicalError as exc:
+        raise CovariatesError(str(exc)) from exc
+
+
+def supplied_document(values: Mapping[str, float],
+                      clinical: ClinicalVariables | None) -> dict[str, Any]:
+    """The JSON object of a study's sidecar: what :func:`parse_supplied` reads back."""
+    return {**values, **(clinical.as_json() if clinical is not None else {})}
+
+
+def _lvrr_and_haematocrit(raw: Mapping[Any, Any]) -> dict[str, float]:
     lvrr = {k: v for k, v in raw.items() if str(k).lower() not in HAEMATOCRIT_ALIASES}
     given = [(str(k), v) for k, v in raw.items() if str(k).lower() in HAEMATOCRIT_ALIASES]
     if len(given) > 1:
@@ -188,36 +254,47 @@ class CovariateFolder:
             path = self.path_for(key) if key else None
             if path is None or not path.is_file():
                 continue
-            values = normalise_covariates(_read_json(path))
+            values, clinical = parse_supplied(_read_json(path))
             logger.info("covariates of study %s from %s (%s)", study_uid, path, kind)
-            return SuppliedCovariates(values, f"sidecar {path.name}")
+            return SuppliedCovariates(values, f"sidecar {path.name}", clinical)
         return None
 
     def write(self, study_uid: str, raw: Any) -> tuple[Path, dict[str, float]]:
         """Validate covariates and write them atomically as the study's sidecar.
+
+        As :meth:`write_supplied`; returns the sidecar path and the LVRR covariates and
+        haematocrit written.
+        """
+        path, supplied = self.write_supplied(study_uid, raw)
+        return path, dict(supplied.values)
+
+    def write_supplied(self, study_uid: str, raw: Any) -> tuple[Path, SuppliedCovariates]:
+        """Validate a study's covariates and clinical variables and write them atomically
+        as its sidecar.
 
         The file replaces any earlier sidecar of the study (all keys, not a merge).
 
         Returns
         -------
         tuple
-            The sidecar path and the normalised covariates written.
+            The sidecar path and what was written (validated, in canonical units).
 
         Raises
         ------
         CovariatesError
-            For an invalid study UID or invalid covariates; nothing is written then.
+            For an invalid study UID or invalid values; nothing is written then.
         """
         if not valid_study_uid(study_uid):
             raise CovariatesError(f"{study_uid!r} is not a valid StudyInstanceUID.")
-        values = normalise_covariates(raw)
+        values, clinical = parse_supplied(raw)
         path = self.path_for(study_uid)
         if path is None:  # unreachable for a valid UID; kept for the type checker
             raise CovariatesError(f"{study_uid!r} cannot name a file.")
         self.folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, (json.dumps(values, indent=2, sort_keys=True) + "\n").encode())
+        document = supplied_document(values, clinical)
+        write_atomic(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
         logger.info("covariates of study %s written to %s", study_uid, path)
-        return path, values
+        return path, SuppliedCovariates(values, f"sidecar {path.name}", clinical)
 
 
 @dataclass(frozen=True)
@@ -229,25 +306,28 @@ class CovariatesTable:
     path
         The file read.
     by_key
-        StudyInstanceUID or AccessionNumber → covariates; empty for a flat file.
+        StudyInstanceUID or AccessionNumber → covariates and clinical variables; empty for
+        a flat file.
     flat
-        Covariates for every study, for a flat file.
+        Covariates and clinical variables for every study, for a flat file.
     """
 
     path: Path
-    by_key: Mapping[str, Mapping[str, float]]
-    flat: Mapping[str, float] | None = None
+    by_key: Mapping[str, tuple[Mapping[str, float], ClinicalVariables | None]]
+    flat: tuple[Mapping[str, float], ClinicalVariables | None] | None = None
 
     def lookup(self, study_uid: str | None, accession: str | None = None
                ) -> SuppliedCovariates | None:
         """Covariates of a study (by study UID, then accession, then the flat mapping)."""
         for key in (study_uid, accession):
             if key and key in self.by_key:
+                values, clinical = self.by_key[key]
                 return SuppliedCovariates(
-                    self.by_key[key], f"command line file {self.path.name} [{key}]"
+                    values, f"command line file {self.path.name} [{key}]", clinical
                 )
         if self.flat is not None:
-            return SuppliedCovariates(self.flat, f"command line file {self.path.name}")
+            return SuppliedCovariates(self.flat[0], f"command line file {self.path.name}",
+                                      self.flat[1])
         return None
 
 
@@ -266,13 +346,13 @@ def read_covariates_table(path: Path) -> CovariatesTable:
     document = _read_json(path)
     if not isinstance(document, Mapping):
         raise CovariatesError(f"{path}: the covariates file must hold a JSON object.")
-    known = {str(c) for c in Covariate} | set(HAEMATOCRIT_ALIASES)
+    known = {str(c) for c in Covariate} | set(HAEMATOCRIT_ALIASES) | set(CLINICAL_KEYS)
     if document and {str(k).lower() for k in document} <= known:
-        return CovariatesTable(path, {}, normalise_covariates(document))
-    by_key: dict[str, Mapping[str, float]] = {}
+        return CovariatesTable(path, {}, parse_supplied(document))
+    by_key: dict[str, tuple[Mapping[str, float], ClinicalVariables | None]] = {}
     for key, raw in document.items():
         try:
-            by_key[str(key)] = normalise_covariates(raw)
+            by_key[str(key)] = parse_supplied(raw)
         except CovariatesError as exc:
             raise CovariatesError(f"{path}: covariates of {key!r}: {exc}") from exc
     return CovariatesTable(path, by_key)
@@ -322,8 +402,28 @@ def merge_covariates(
             values = {**(explicit.values if explicit else {}), **used}
             sources = [explicit.source] if explicit else []
             sources.append(f"{lge.source} ({', '.join(sorted(used))})")
-            return SuppliedCovariates(values, "; ".join(sources))
+            return SuppliedCovariates(values, "; ".join(sources),
+                                      explicit.clinical if explicit else None)
     return explicit
+
+
+def has_clinical(supplied: SuppliedCovariates) -> bool:
+    """Whether ``supplied`` holds clinical variables."""
+    return bool(supplied.clinical)
+
+
+def clinical_options(covariates: SuppliedCovariates | None) -> dict[str, Any]:
+    """The LGE plugin options that carry a study's clinical variables (empty when none).
+
+    Returns
+    -------
+    dict
+        ``clinical`` (:class:`~plugins.lge.clinical.ClinicalVariables`) and
+        ``clinical_source`` (where they came from).
+    """
+    if covariates is None or not covariates.clinical:
+        return {}
+    return {"clinical": covariates.clinical, "clinical_source": covariates.source}
 
 
 def analysis_covariate_options(covariates: SuppliedCovariates | None) -> dict[str, Any]:

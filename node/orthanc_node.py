@@ -49,7 +49,6 @@ from pydicom.errors import InvalidDicomError
 from node import __version__
 from node.audit import withhold_values, withhold_values_in_logs
 from node.catalog import Catalog, InstanceRecord, OutboxItem, SeriesState
-from node.corrections_intake import record_correction_series
 from node.dicomweb import StowDelivery
 from node.pipeline import writer_settings
 from node.routing import RuleSet, load_rules
@@ -651,7 +650,10 @@ class OrthancNode:
                 "SELECT route_reason FROM series WHERE series_instance_uid=?", (series_uid,)
             )
             if rows and rows[0]["route_reason"]:
-                message += f": {rows[0]['route_reason']}"
+                reason = str(rows[0]["route_reason"])
+                # A reader's SEG was not meant for analysis: its reason says what it is.
+                message = (message.removesuffix("not analysed") + reason
+                           if routed[0] == "correction" else f"{message}: {reason}")
         outcome = IntakeOutcome(
             IntakeState.DONE,
             message,
@@ -689,12 +691,10 @@ class OrthancNode:
         )
 
     def _route(self, series_uid: str, generation: int) -> list[int]:
-        job_ids = route_complete_series(
+        return route_complete_series(
             self.catalog, self.rules, self.available, series_uid, generation,
             self.settings.analysis_options,
         )
-        record_correction_series(self.catalog, series_uid)
-        return job_ids
 
     # ------------------------------------------------------------------ delivery
 

@@ -16,7 +16,7 @@ from node.analyses import arrivals
 from node.audit import AuditLog, withhold_values
 from node.catalog import Catalog, SeriesState
 from node.companions import Candidate
-from node.corrections_intake import record_correction_series
+from node.corrections_intake import take_correction
 from node.covariates import CovariateFolder
 from node.dicomweb import StowDelivery
 from node.listener import reconcile_spool
@@ -80,9 +80,12 @@ def route_complete_series(
     """Route a complete series and queue its jobs; returns the ids of the queued jobs.
 
     The decision (analysis or the reasons for none) is recorded in the catalog either way.
+    A reader's corrected SEG is taken as a correction instead (:mod:`node.corrections_intake`).
     An LGE series is first paired with the other reconstruction of its acquisition
     (:mod:`node.pairing`): only the preferred one (PSIR by default) is analysed.
     """
+    if take_correction(catalog, series_uid, generation) is not None:
+        return []
     headers = read_headers(catalog.instance_paths(series_uid))
     if not headers:
         catalog.route_series(series_uid, generation, [], "no readable instance")
@@ -277,6 +280,5 @@ class Node:
             self.catalog, self.rules, self.available, series_uid, generation,
             self.settings.analysis_options,
         )
-        record_correction_series(self.catalog, series_uid)
         if job_ids:
             self.workers.wake()

@@ -29,7 +29,9 @@ over every route but ``/healthz``:
                             :func:`plugins.lib.radiomics.lvrr.parse_covariates` accepts) as its
                             sidecar file and analyse its T1 maps again; a ``haematocrit``
                             key (fraction or per cent) is kept for ECV and queues the study's
-                            ECV analyses again; 400 with the reason for invalid input
+                            ECV analyses again; the clinical variables of the site infarct
+                            model (:mod:`plugins.lge.clinical`) queue its LGE analyses again;
+                            400 with the reason for invalid input (nothing stored)
 ``GET /studies/<StudyInstanceUID>/covariates``
                             the study's stored covariates (404 when none)
 """
@@ -56,10 +58,11 @@ from node.corrections import DRIFT_MARGIN, DRIFT_WINDOW, summarise
 from node.covariates import (
     ECV_ANALYSIS,
     HAEMATOCRIT_KEY,
+    LGE_ANALYSIS,
     T1MAP_ANALYSIS,
     CovariateFolder,
     CovariatesError,
-    normalise_covariates,
+    supplied_document,
 )
 from node.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from node.metrics import median, metrics_text
@@ -97,7 +100,10 @@ def write_token_file(path: Path) -> str:
 def post_covariates(
     catalog: Catalog, folder: CovariateFolder, study_uid: str, body: bytes
 ) -> tuple[int, dict[str, Any]]:
-    """Validate and store a study's covariates, then queue its T1 maps again.
+    """Validate and store a study's covariates, then queue the analyses that use them again.
+
+    LVRR covariates queue the study's T1 maps, a haematocrit its ECV analyses, clinical
+    variables its LGE analyses.
 
     Returns
     -------
@@ -107,14 +113,19 @@ def post_covariates(
     """
     try:
         raw = json.loads(body.decode("utf-8"))
-        path, values = folder.write(study_uid, raw)
+        path, supplied = folder.write_supplied(study_uid, raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return 400, {"error": f"The body is not JSON: {exc}"}
     except CovariatesError as exc:
         return 400, {"error": str(exc)}
+    values = supplied.values
     requeued: list[int] = []
+    if supplied.clinical:
+        requeued += catalog.reanalyse_study(
+            study_uid, LGE_ANALYSIS, f"clinical variables posted for the study ({path.name})"
+        )
     if any(key != HAEMATOCRIT_KEY for key in values):
-        requeued = catalog.reanalyse_study(
+        requeued += catalog.reanalyse_study(
             study_uid, T1MAP_ANALYSIS, f"LVRR covariates posted for the study ({path.name})"
         )
     if HAEMATOCRIT_KEY in values:
@@ -122,11 +133,11 @@ def post_covariates(
             study_uid, ECV_ANALYSIS, f"haematocrit posted for the study ({path.name})",
             states=("done", "running", "failed"),
         )
-    logger.info("covariates of study %s stored; T1-map jobs queued again: %s", study_uid,
-                requeued)
+    logger.info("covariates of study %s stored; jobs queued again: %s", study_uid, requeued)
     return 200, {
         "study_instance_uid": study_uid,
         "covariates": values,
+        "clinical": supplied.clinical.as_json() if supplied.clinical else None,
         "sidecar": str(path),
         "requeued_jobs": requeued,
     }
@@ -220,13 +231,15 @@ def format_report(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append("SERIES (most recent first)")
     lines.append(
-        f"{'last received':19}  {'series UID':24}  {'n':>4}  {'state':9}  description / route"
+        f"{'last received':19}  {'series UID':24}  {'n':>4}  {'state':10}  description / route"
     )
     for s in report["series"]:
+        # A reader's SEG is no input of an analysis: its reason says what it corrects.
+        target = "reader SEG" if s["state"] == "correction" else s.get("analysis") or "-"
         lines.append(
             f"{_when(s['last_received']):19}  {_short(s['series_instance_uid']):24}"
-            f"  {s['instance_count']:>4}  {s['state']:9}  {s.get('description') or ''}"
-            f" -> {s.get('analysis') or '-'}: {s.get('route_reason') or ''}"
+            f"  {s['instance_count']:>4}  {s['state']:10}  {s.get('description') or ''}"
+            f" -> {target}: {s.get('route_reason') or ''}"
         )
     lines.append("")
     lines.append("JOBS")
@@ -441,7 +454,8 @@ class StatusServer:
                     self._send(404, {"error": f"no covariates stored for study {study_uid}"})
                 else:
                     self._send(200, {"study_instance_uid": study_uid,
-                                     "covariates": normalise_covariates(found.values),
+                                     "covariates": supplied_document(found.values,
+                                                                     found.clinical),
                                      "source": found.source})
 
             def do_POST(self) -> None:

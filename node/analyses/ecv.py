@@ -45,7 +45,8 @@ def ecv_outputs(
     if isinstance(block, Mapping) and "maps" in block:
         from node.writers.parametric_map import build_ecv_map
 
-        outputs += build_ecv_map(result, series, sources, settings=settings)
+        outputs += build_ecv_map(result, series, sources, settings=settings,
+                                 generation=lineage.generation if lineage is not None else 0)
     return series, outputs
 
 

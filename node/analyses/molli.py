@@ -1,8 +1,9 @@
 """MOLLI fit from inversion-recovery source images (``plugins.molli``).
 
 Companion: the scanner's T1 map of the same slices (a series routed to ``t1map``), to
-compare the fit with.  The fitted maps are written first, as Parametric Maps; the SEG, SRs
-and summary reference them instead of the source images.
+compare the fit with.  The fitted maps are written first, as Parametric Maps (new UIDs per
+analysis generation, as every output); the SEG, SRs and summary reference them instead of the
+source images.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ def molli_outputs(
     if not (isinstance(fitted, Mapping) and "maps" in fitted):
         return series, build_outputs(result, series, sources, settings=settings,
                                      lineage=lineage)
-    from node.writers.parametric_map import build_parametric_maps
+    from node.writers.parametric_map import build_parametric_maps, fitted_series
 
-    maps = build_parametric_maps(result, sources, settings=settings)
-    derived: LoadedSeries = fitted["maps"].series
+    generation = lineage.generation if lineage is not None else 0
+    maps = build_parametric_maps(result, sources, settings=settings, generation=generation)
+    derived = fitted_series(result, maps[0].dataset)
     return derived, maps + build_outputs(result, derived, [maps[0].dataset], settings=settings,
                                          lineage=lineage)
 

@@ -19,15 +19,21 @@ and, for an ``ecv`` result with a haematocrit, :func:`build_ecv_map`:
     standard concept exists), stored in steps of :data:`ECV_STEP_PERCENT`, one frame per
     analysed post-contrast slice, referencing the post-contrast T1 map images.
 
-The MOLLI maps reference the MOLLI source images they were fitted from and carry the SOP
-Instance and Series Instance UIDs the analysis chose (``extra["molli"]["uids"]``), so the SEG
-and SR built on the fitted series reference the T1 map PACS receives.  Integer storage is used (not
-float pixel data) because most viewers and :mod:`node.loader` read integer pixel data with a
-real-world value mapping, and it is lossless at these steps.
+The MOLLI maps reference the MOLLI source images they were fitted from.  Each map gets its
+Series and SOP Instance UIDs as the SEG, SRs and summary image do
+(:func:`node.uids.derived_object_identity`: input series, analysis and version, kind, digest
+of the input instances, analysis *generation*), so a re-analysis sends new maps in new
+series while running one generation again (a restart) rebuilds identical ones.  The UIDs the
+plugin proposes (``extra["molli"]["uids"]``, ``extra["ecv"]["uids"]``) know no generation and
+are not used; :func:`fitted_series` gives the fitted series whose frames reference the T1 map
+as built, for the SEG and SR.  Integer storage is used (not float pixel data) because most
+viewers and :mod:`node.loader` read integer pixel data with a real-world value mapping, and
+it is lossless at these steps.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -38,6 +44,7 @@ import numpy.typing as npt
 import pydicom
 from pydicom.sr.coding import Code as PydicomCode
 
+from node.uids import DerivedObjectIdentity, content_digest, derived_object_identity
 from node.writers import SHORT_DISCLAIMER, OutputObject, WriterError, WriterSettings
 from plugins.api import DISCLAIMER, AnalysisResult, LoadedSeries, SourceFrame
 
@@ -52,6 +59,8 @@ __all__ = [
     "T1_STEP_MS",
     "build_ecv_map",
     "build_parametric_maps",
+    "fitted_series",
+    "map_identity",
 ]
 
 KIND_T1: Final = "parametric-map"
@@ -96,11 +105,56 @@ WINDOW_T1_MS: Final[Mapping[str, tuple[float, float]]] = {
 """(centre, width) of the default display window by field strength, as vendors set them."""
 
 
+DESCRIPTIONS: Final[Mapping[str, str]] = {
+    KIND_T1: "cmr-node MOLLI T1 map (fit)",
+    KIND_FIT: "cmr-node MOLLI T1 fit R2",
+    KIND_ECV: "cmr-node ECV map",
+}
+
+
+def map_identity(
+    result: AnalysisResult,
+    sources: Sequence[pydicom.Dataset],
+    kind: str,
+    series_number: int,
+    generation: int = 0,
+) -> DerivedObjectIdentity:
+    """The UIDs, number and description of the ``kind`` map of ``result``.
+
+    As for the SEG and SRs (:func:`node.writers.output_identity`): they depend on the input
+    series, the analysis and its version, ``kind``, the input instances (``sources``) and the
+    analysis ``generation`` only; a re-analysis' SeriesDescription says "(rev N)".
+    """
+    return derived_object_identity(
+        result.series_instance_uid,
+        result.analysis,
+        result.provenance.algorithm_version,
+        kind,
+        series_number=series_number,
+        series_description=DESCRIPTIONS[kind],
+        content=content_digest(str(ds.SOPInstanceUID) for ds in sources),
+        generation=generation,
+    )
+
+
+def fitted_series(result: AnalysisResult, t1_map: pydicom.Dataset) -> LoadedSeries:
+    """The fitted T1 series of a ``molli`` result, its frames referencing ``t1_map``.
+
+    The SEG, SRs and summary image are built on this series: they then reference the T1 map
+    as built (its generation's SOP Instance UID), not the UID the plugin proposed.
+    """
+    series: LoadedSeries = _fitted_maps(result).series
+    uid = str(t1_map.SOPInstanceUID)
+    frames = tuple(dataclasses.replace(frame, sop_instance_uid=uid) for frame in series.frames)
+    return dataclasses.replace(series, frames=frames)
+
+
 def build_parametric_maps(
     result: AnalysisResult,
     sources: Sequence[pydicom.Dataset],
     *,
     settings: WriterSettings,
+    generation: int = 0,
 ) -> list[OutputObject]:
     """Build the T1 and goodness-of-fit Parametric Maps of a MOLLI fit result.
 
@@ -112,6 +166,9 @@ def build_parametric_maps(
         The datasets of the MOLLI source series (at least the fitted source images).
     settings
         Identity of the node.
+    generation
+        The analysis generation of the source series (:class:`node.writers.Lineage`): part
+        of the maps' UIDs.
 
     Returns
     -------
@@ -135,7 +192,8 @@ def build_parametric_maps(
         raise WriterError("The MOLLI result has no fitted slice; no Parametric Map to write.")
     series: LoadedSeries = maps.series
     base_number = _series_number(referenced[0])
-    uids = maps.uids
+    t1_id = map_identity(result, sources, KIND_T1, _offset(base_number, KIND_T1), generation)
+    fit_id = map_identity(result, sources, KIND_FIT, _offset(base_number, KIND_FIT), generation)
 
     # Planes in the order of the frame numbers the analysis gave the fitted frames.
     order = sorted(range(len(series.frames)), key=lambda i: series.frames[i].frame_number or 0)
@@ -164,12 +222,9 @@ def build_parametric_maps(
             quantity_definition=QUANTITY_T1,
         ),
         window=(window[0] / T1_STEP_MS, window[1] / T1_STEP_MS),
-        series_instance_uid=uids.t1_series_instance_uid,
-        sop_instance_uid=uids.t1_sop_instance_uid,
-        series_number=_offset(base_number, KIND_T1),
+        identity=t1_id,
         settings=settings,
         content_label=CONTENT_LABEL_T1,
-        description="cmr-node MOLLI T1 map (fit)",
     )
     fit_map = _parametric_map(
         planes,
@@ -185,17 +240,15 @@ def build_parametric_maps(
             quantity_definition=QUANTITY_R_SQUARED,
         ),
         window=(0.5 / R_SQUARED_STEP, 1.0 / R_SQUARED_STEP),
-        series_instance_uid=uids.fit_series_instance_uid,
-        sop_instance_uid=uids.fit_sop_instance_uid,
-        series_number=_offset(base_number, KIND_FIT),
+        identity=fit_id,
         settings=settings,
         content_label=CONTENT_LABEL_FIT,
-        description="cmr-node MOLLI T1 fit R2",
     )
     logger.debug(
-        "Parametric Maps %s (T1) and %s (R2): %d frame(s)",
-        uids.t1_sop_instance_uid,
-        uids.fit_sop_instance_uid,
+        "Parametric Maps %s (T1) and %s (R2), generation %d: %d frame(s)",
+        t1_id.sop_instance_uid,
+        fit_id.sop_instance_uid,
+        generation,
         t1_stored.shape[0],
     )
     return [
@@ -210,6 +263,7 @@ def build_ecv_map(
     sources: Sequence[pydicom.Dataset],
     *,
     settings: WriterSettings,
+    generation: int = 0,
 ) -> list[OutputObject]:
     """Build the ECV Parametric Map of an ``ecv`` result, if it has one.
 
@@ -224,6 +278,8 @@ def build_ecv_map(
         Its datasets.
     settings
         Identity of the node.
+    generation
+        The analysis generation of the post-contrast series: part of the map's UIDs.
 
     Returns
     -------
@@ -238,7 +294,7 @@ def build_ecv_map(
     """
     block = result.extra.get("ecv")
     maps = block.get("maps") if isinstance(block, Mapping) else None
-    required = ("frame_indices", "ecv_percent", "series_instance_uid", "sop_instance_uid")
+    required = ("frame_indices", "ecv_percent")
     if maps is None or not all(hasattr(maps, name) for name in required):
         return []
     if not maps.frame_indices:
@@ -273,12 +329,10 @@ def build_ecv_map(
         ),
         window=(WINDOW_ECV_PERCENT[0] / ECV_STEP_PERCENT,
                 WINDOW_ECV_PERCENT[1] / ECV_STEP_PERCENT),
-        series_instance_uid=maps.series_instance_uid,
-        sop_instance_uid=maps.sop_instance_uid,
-        series_number=_offset(_series_number(referenced[0]), KIND_ECV),
+        identity=map_identity(result, sources, KIND_ECV,
+                              _offset(_series_number(referenced[0]), KIND_ECV), generation),
         settings=settings,
         content_label=CONTENT_LABEL_ECV,
-        description="cmr-node ECV map",
     )
     return [OutputObject(KIND_ECV, ecv_map, FILENAMES[KIND_ECV])]
 
@@ -337,12 +391,9 @@ def _parametric_map(
     *,
     mapping: hd.pm.RealWorldValueMapping,
     window: tuple[float, float],
-    series_instance_uid: str,
-    sop_instance_uid: str,
-    series_number: int,
+    identity: DerivedObjectIdentity,
     settings: WriterSettings,
     content_label: str,
-    description: str,
 ) -> hd.pm.ParametricMap:
     first = planes[0]
     thickness = first.slice_thickness
@@ -350,10 +401,10 @@ def _parametric_map(
         pm = hd.pm.ParametricMap(
             source_images=list(referenced),
             pixel_array=stored,
-            series_instance_uid=series_instance_uid,
-            series_number=series_number,
-            sop_instance_uid=sop_instance_uid,
-            instance_number=1,
+            series_instance_uid=identity.series_instance_uid,
+            series_number=identity.series_number,
+            sop_instance_uid=identity.sop_instance_uid,
+            instance_number=identity.instance_number,
             manufacturer=settings.manufacturer,
             manufacturer_model_name=settings.manufacturer_model_name,
             software_versions=settings.software_versions,
@@ -380,7 +431,7 @@ def _parametric_map(
                 )
                 for frame in planes
             ],
-            series_description=description,
+            series_description=identity.series_description,
             institution_name=settings.institution_name,
         )
     except (ValueError, TypeError, AttributeError) as exc:

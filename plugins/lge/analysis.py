@@ -492,9 +492,13 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             ``False`` segments every slice from the LGE alone (default ``True``).
         ``infarct_model`` / ``clinical`` / ``clinical_source``
             A site infarct model (path or :class:`~plugins.lge.infarct_model.InfarctModel`,
-            ``cmr-node classify train``) and the study's clinical variables (name → number):
+            ``cmr-node classify train``) and the study's clinical variables
+            (:class:`~plugins.lge.clinical.ClinicalVariables`, or feature name → number):
             with both, ``extra["infarct"]["combined"]`` holds the model's probability of
             infarction and its largest contributions; otherwise the reason there is none.
+        ``clinical_error``
+            Why the study's supplied clinical variables were refused (reported as the reason
+            there is no combined probability).
 
     Returns
     -------
@@ -679,6 +683,7 @@ def _combined_infarct(options: Mapping[str, Any],
                       flags: list[QCFlag]) -> dict[str, Any]:
     """The site model's probability of infarction from the clinical variables and the image
     features (``options["infarct_model"]``, ``options["clinical"]``), or why there is none."""
+    from plugins.lge.clinical import ClinicalVariables
     from plugins.lge.infarct_model import (
         CLINICAL_FEATURES,
         NO_MODEL_MESSAGE,
@@ -691,7 +696,14 @@ def _combined_infarct(options: Mapping[str, Any],
     configured = options.get("infarct_model")
     if not configured:
         return {"available": False, "configured": False, "reason": NO_MODEL_MESSAGE}
+    if options.get("clinical_error"):
+        return {"available": False, "configured": True,
+                "reason": f"The study's clinical variables were refused "
+                          f"({options['clinical_error']}): the infarct call is from the images "
+                          "alone."}
     clinical = options.get("clinical")
+    if isinstance(clinical, ClinicalVariables):
+        clinical = clinical.features()
     if not isinstance(clinical, Mapping) or not clinical:
         return {"available": False, "configured": True,
                 "reason": "No clinical variables supplied for the study: the infarct call is "

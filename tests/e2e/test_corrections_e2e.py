@@ -5,11 +5,14 @@ Slicer's SEG export would) writes a corrected SEG: the node's segments on the sa
 images with some myocardium pixels moved, in a new series, under a new SOP Instance UID and
 another manufacturer, and stores it to the node.  The node must record the agreement: the
 Dice per segment and the ΔT1 over the corrected myocardium, here computed independently
-from the arrays the test edited and the stored map.
+from the arrays the test edited and the stored map.  The reader's SEG series is shown as a
+correction (matched, with the agreement; or unmatched, with the reason) in ``cmr-node
+status``, the status endpoint and the log, never as a series no analysis wanted.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -98,6 +101,48 @@ def _corrected_seg(node_seg_path: str, sources: list, rng: np.random.Generator
             {lab: theirs[..., i] for i, lab in enumerate(labels)})
 
 
+def _seg_of_other_images(sources: list) -> hd.seg.Segmentation:
+    """A reader's myocardium SEG on copies of ``sources`` as another series of the study
+    (new Series and SOP UIDs): images the node never received, let alone segmented."""
+    series_uid = generate_uid()
+    copies = []
+    for ds in sources:
+        other = copy.deepcopy(ds)
+        other.SeriesInstanceUID = series_uid
+        other.SOPInstanceUID = generate_uid()
+        copies.append(other)
+    mask = np.zeros((len(copies), int(copies[0].Rows), int(copies[0].Columns)), dtype=bool)
+    mask[:, 10:20, 10:20] = True
+    return hd.seg.Segmentation(
+        source_images=copies,
+        pixel_array=mask,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[hd.seg.SegmentDescription(
+            segment_number=1,
+            segment_label="LV myocardium",
+            segmented_property_category=hd.sr.CodedConcept("91723000", "SCT",
+                                                           "Anatomical Structure"),
+            segmented_property_type=hd.sr.CodedConcept(MYOCARDIUM_TYPE[1], MYOCARDIUM_TYPE[0],
+                                                       "Myocardium"),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+        )],
+        series_instance_uid=generate_uid(),
+        series_number=9002,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="Viewer vendor",
+        manufacturer_model_name="Viewer",
+        software_versions="1.0",
+        device_serial_number="1",
+        series_description="Segmentation of other images",
+    )
+
+
+def _short_uid(uid: str, width: int = 24) -> str:
+    """A UID as ``cmr-node status`` prints it."""
+    return uid if len(uid) <= width else "…" + uid[-(width - 1):]
+
+
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     return 2.0 * float(np.logical_and(a, b).sum()) / float(a.sum() + b.sum())
 
@@ -119,12 +164,53 @@ def test_a_corrected_seg_gives_an_agreement_record(tmp_path: Path) -> None:
         assert send_files([corrected_path], node.port, calling="VIEWER") == [0]
         [record] = wait_for(lambda: node.query("SELECT * FROM corrections"), RESULT_TIMEOUT_S,
                             interval=0.2)
+        # A reader's SEG of images the node never segmented: a correction it cannot match.
+        stray = _seg_of_other_images(sources)
+        stray_path = tmp_path / "stray.dcm"
+        stray.save_as(stray_path)
+        assert send_files([stray_path], node.port, calling="VIEWER") == [0]
+        wait_for(lambda: node.query("SELECT 1 FROM series WHERE series_instance_uid=? AND"
+                                    " state='correction'", (str(stray.SeriesInstanceUID),)),
+                 RESULT_TIMEOUT_S, interval=0.2)
+        wait_for(lambda: node.query("SELECT 1 FROM series WHERE series_instance_uid=? AND"
+                                    " state NOT IN ('receiving', 'complete')",
+                                    (str(dcmread(seg_path).SeriesInstanceUID),)),
+                 RESULT_TIMEOUT_S, interval=0.2)
         with urllib.request.urlopen(f"http://127.0.0.1:{node.http_port}/status",
                                     timeout=10) as reply:
             status = json.loads(reply.read())
+        shown = subprocess.run([sys.executable, "-m", "node", "status", "--config",
+                                str(node.config_path), "--limit", "50"], cwd=REPO,
+                               capture_output=True, text=True, timeout=120, check=True).stdout
+        log = node.log_tail(200_000)
     finally:
         node.stop()
         pacs.stop()
+
+    # Shown as corrections: matched with its agreement, unmatched with the reason.
+    series = {s["series_instance_uid"]: s for s in status["series"]}
+    corrected_row = series[str(corrected.SeriesInstanceUID)]
+    stray_row = series[str(stray.SeriesInstanceUID)]
+    assert corrected_row["state"] == stray_row["state"] == "correction"
+    assert corrected_row["route_reason"].startswith(
+        f"reader correction, matched to job {record['job_id']} (t1map): ")
+    assert "Dice 0.9" in corrected_row["route_reason"]
+    assert "unmatched: SEG" in stray_row["route_reason"]
+    assert "references no series the node segmented" in stray_row["route_reason"]
+    # The node's own SEG sent back stays what it was: a series no analysis takes.
+    assert series[str(dcmread(seg_path).SeriesInstanceUID)]["state"] == "unrouted"
+    kinds = {(e["kind"], e["series_instance_uid"]) for e in status["events"]}
+    assert ("correction", str(corrected.SeriesInstanceUID)) in kinds
+    assert ("correction_unmatched", str(stray.SeriesInstanceUID)) in kinds
+    assert not {("unrouted", str(corrected.SeriesInstanceUID)),
+                ("unrouted", str(stray.SeriesInstanceUID))} & kinds
+    for row in (corrected_row, stray_row):
+        [line] = [text for text in shown.splitlines()
+                  if _short_uid(row["series_instance_uid"]) in text and "reader SEG" in text]
+        assert " correction " in line and "unrouted" not in line
+    for uid in (corrected.SeriesInstanceUID, stray.SeriesInstanceUID):
+        assert f"series {uid} is a reader's SEG: reader correction" in log
+        assert f"series {uid} not analysed" not in log
 
     assert record["sop_instance_uid"] == str(corrected.SOPInstanceUID)
     assert (record["calling_ae"], record["reader_ae"]) == ("SCANNER_7", "VIEWER")

@@ -126,3 +126,53 @@ def test_status_and_metrics_show_a_drifting_scanner(
     assert ('cmr_node_correction_drift{station="MR1",calling_ae="MR1AE",'
             'segment="LV myocardium"} 1') in metrics
     catalog.close()
+
+
+def test_a_reader_seg_is_shown_as_a_correction_not_unrouted(
+    tmp_path: Path, catalog_location: str | Path
+) -> None:
+    import highdicom as hd
+    from pydicom import dcmread
+    from pydicom.uid import generate_uid
+
+    from bench.latency import Completeness, write_t1map_study
+    from node.catalog import Catalog, InstanceRecord
+    from node.routing import load_rules
+    from node.service import route_complete_series
+    from node.status import format_report, status_report
+
+    sources = [dcmread(p) for p in write_t1map_study(31, tmp_path / "t1", Completeness.KNOWN)]
+    mask = np.zeros((len(sources), int(sources[0].Rows), int(sources[0].Columns)), bool)
+    mask[:, 5:9, 5:9] = True
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=mask,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[hd.seg.SegmentDescription(
+            segment_number=1, segment_label="LV myocardium",
+            segmented_property_category=hd.sr.CodedConcept("91723000", "SCT", "Anatomical"),
+            segmented_property_type=hd.sr.CodedConcept("74281007", "SCT", "Myocardium"),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)],
+        series_instance_uid=generate_uid(), series_number=900, sop_instance_uid=generate_uid(),
+        instance_number=1, manufacturer="Viewer", manufacturer_model_name="V",
+        software_versions="1", device_serial_number="1")
+    path = tmp_path / "reader-seg.dcm"
+    seg.save_as(path)
+    series_uid = str(seg.SeriesInstanceUID)
+    catalog = Catalog(catalog_location)
+    catalog.record_instance(InstanceRecord(
+        str(seg.SOPInstanceUID), series_uid, str(seg.StudyInstanceUID), str(seg.SOPClassUID),
+        None, path, path.stat().st_size, "VIEWER", "SEG", "reader", 1))
+    assert catalog.complete_series(series_uid, 0)
+    rules = load_rules()
+    assert route_complete_series(catalog, rules, frozenset({"t1map", "lge"}), series_uid,
+                                 0) == []
+    [row] = [s for s in catalog.recent_series() if s["series_instance_uid"] == series_uid]
+    assert row["state"] == "correction"
+    assert row["route_reason"].startswith("reader correction, unmatched: SEG ")
+    assert "references no series the node segmented" in row["route_reason"]
+    kinds = [e["kind"] for e in catalog.recent_events()]
+    assert "correction_unmatched" in kinds and "unrouted" not in kinds
+    text = format_report(status_report(catalog))
+    [line] = [t for t in text.splitlines() if series_uid[-20:] in t and "->" in t]
+    assert " correction " in line and "-> reader SEG: reader correction, unmatched" in line
+    catalog.close()

@@ -2,8 +2,9 @@
 
 The maps are built from a real ``molli`` result on a two-slice phantom source series, checked
 with dciodvfy, and read back through :mod:`node.loader`: T1 must survive within the storage
-quantisation (half of :data:`~node.writers.parametric_map.T1_STEP_MS`), with the UIDs the
-analysis chose and the source geometry.
+quantisation (half of :data:`~node.writers.parametric_map.T1_STEP_MS`), with the source
+geometry.  The maps' UIDs follow the analysis generation as the SEG's and SRs' do: a
+re-analysis gets new ones, a restart of the same generation the same ones.
 """
 
 from __future__ import annotations
@@ -17,15 +18,19 @@ import numpy as np
 import pytest
 from pydicom.dataset import Dataset
 
+from node.analyses import descriptor
 from node.loader import load_series, load_series_files
 from node.pipeline import encode_dataset
-from node.writers import OutputObject, WriterError, WriterSettings, build_outputs
+from node.uids import content_digest, derived_uid
+from node.writers import Lineage, OutputObject, WriterError, WriterSettings, build_outputs
 from node.writers.parametric_map import (
+    KIND_ECV,
     KIND_FIT,
     KIND_T1,
     R_SQUARED_STEP,
     T1_STEP_MS,
     build_parametric_maps,
+    fitted_series,
 )
 from plugins.molli import analyse
 from plugins.t1map import ClassicalSegmenter
@@ -57,19 +62,18 @@ def files(case: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> dic
     return paths
 
 
-def test_two_maps_with_the_analysis_uids(case: dict[str, Any]) -> None:
+def test_two_maps_with_the_generation_uids(case: dict[str, Any]) -> None:
     outputs: list[OutputObject] = case["outputs"]
-    uids = case["result"].extra["molli"]["uids"]
+    result = case["result"]
     assert [o.kind for o in outputs] == [KIND_T1, KIND_FIT]
     t1, fit = (o.dataset for o in outputs)
-    assert (t1.SOPInstanceUID, t1.SeriesInstanceUID) == (
-        uids["t1_sop_instance_uid"],
-        uids["t1_series_instance_uid"],
-    )
-    assert (fit.SOPInstanceUID, fit.SeriesInstanceUID) == (
-        uids["fit_sop_instance_uid"],
-        uids["fit_series_instance_uid"],
-    )
+    digest = content_digest(str(ds.SOPInstanceUID) for ds in case["datasets"])
+    for ds, kind in ((t1, KIND_T1), (fit, KIND_FIT)):
+        lineage = (kind, "content", digest, "generation", 0)
+        assert (ds.SeriesInstanceUID, ds.SOPInstanceUID) == tuple(
+            derived_uid(result.series_instance_uid, "molli",
+                        result.provenance.algorithm_version, part, *lineage)
+            for part in ("series", "instance"))
     assert t1.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30"
     assert t1.StudyInstanceUID == case["series"].study_instance_uid
     assert int(t1.NumberOfFrames) == 2
@@ -110,7 +114,8 @@ def test_round_trip_through_the_loader(case: dict[str, Any], files: dict[str, Pa
     maps = case["result"].extra["molli"]["maps"]
     loaded, _ = load_series_files([files[KIND_T1]])
     assert len(loaded.frames) == len(maps.t1_ms)
-    for frame, fitted, original in zip(loaded.frames, maps.t1_ms, maps.series.frames, strict=True):
+    originals = fitted_series(case["result"], case["outputs"][0].dataset).frames
+    for frame, fitted, original in zip(loaded.frames, maps.t1_ms, originals, strict=True):
         assert frame.units == "ms"
         assert frame.sop_instance_uid == original.sop_instance_uid
         assert frame.frame_number == original.frame_number
@@ -125,8 +130,8 @@ def test_round_trip_through_the_loader(case: dict[str, Any], files: dict[str, Pa
 
 def test_seg_and_sr_reference_the_parametric_map(case: dict[str, Any], tmp_path: Path) -> None:
     result = case["result"]
-    fitted = result.extra["molli"]["maps"].series
     t1_map: Dataset = case["outputs"][0].dataset
+    fitted = fitted_series(result, t1_map)
     outputs = build_outputs(result, fitted, [t1_map], settings=SETTINGS)
     seg = next(o.dataset for o in outputs if o.kind == "seg")
     referenced = {
@@ -153,3 +158,60 @@ def test_result_without_maps_is_refused(case: dict[str, Any]) -> None:
 def test_missing_source_image_is_refused(case: dict[str, Any]) -> None:
     with pytest.raises(WriterError, match="not among the sources"):
         build_parametric_maps(case["result"], case["datasets"][1:], settings=SETTINGS)
+
+
+def _uids(outputs: list[OutputObject]) -> dict[str, tuple[str, str]]:
+    return {o.kind: (str(o.dataset.SeriesInstanceUID), str(o.dataset.SOPInstanceUID))
+            for o in outputs}
+
+
+def test_a_reanalysis_gets_new_map_uids_and_a_restart_the_same(case: dict[str, Any]) -> None:
+    build = descriptor("molli").build_outputs
+    result, datasets = case["result"], case["datasets"]
+    first_series, first = build(result, case["series"], datasets, SETTINGS, Lineage(0))
+    _, again = build(result, case["series"], datasets, SETTINGS, Lineage(0))
+    _, second = build(result, case["series"], datasets, SETTINGS, Lineage(1))
+    assert _uids(again) == _uids(first)  # a restart re-sends identical objects
+    old, new = _uids(first), _uids(second)
+    assert set(old) == set(new) >= {KIND_T1, KIND_FIT, "seg", "sr"}
+    for kind in old:
+        assert not set(old[kind]) & set(new[kind]), kind
+    # The SEG of each generation references that generation's T1 map.
+    for outputs in (first, second):
+        by_kind = {o.kind: o.dataset for o in outputs}
+        referenced = {str(item.ReferencedSOPInstanceUID)
+                      for series in by_kind["seg"].ReferencedSeriesSequence
+                      for item in series.ReferencedInstanceSequence}
+        assert referenced == {str(by_kind[KIND_T1].SOPInstanceUID)}
+    assert {f.sop_instance_uid for f in first_series.frames} == {old[KIND_T1][1]}
+    assert by_kind[KIND_T1].SeriesDescription.endswith("(rev 1)")
+
+
+def test_the_ecv_map_gets_new_uids_per_generation() -> None:
+    import numpy as np
+
+    from models.phantoms.dicom_series import (
+        StudyInfo,
+        postcontrast_t1map_series_datasets,
+        t1map_series_datasets,
+    )
+    from models.phantoms.maps import ContrastState
+    from models.phantoms.t1map import make_t1map_stack
+    from plugins.ecv import COMPANION_NATIVE
+    from plugins.ecv import analyse as analyse_ecv
+
+    rng = np.random.default_rng([400, 1])
+    _, slices = make_t1map_stack(rng, field_strength_t=1.5)
+    info = StudyInfo.synthetic(400)
+    native = t1map_series_datasets(slices, study=info, rng=rng, field_strength_t=1.5)
+    state = ContrastState(blood_t1_post_ms=350.0, myocardial_ecv=0.3, lesion_ecv=0.55)
+    post = postcontrast_t1map_series_datasets(
+        slices, study=info, rng=rng, contrast=state,
+        slice_gap_mm=float(native[0].SpacingBetweenSlices), field_strength_t=1.5)
+    series = load_series(post)
+    result = analyse_ecv(series, {"companions": {COMPANION_NATIVE: load_series(native)},
+                                  "haematocrit": 0.42})
+    build = descriptor("ecv").build_outputs
+    uids = [_uids(build(result, series, post, SETTINGS, Lineage(g))[1]) for g in (0, 0, 1)]
+    assert KIND_ECV in uids[0] and uids[1] == uids[0]
+    assert not set(uids[0][KIND_ECV]) & set(uids[2][KIND_ECV])
