@@ -34,7 +34,7 @@ import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -66,6 +66,7 @@ __all__ = [
     "heart_candidates",
     "locate_heart",
     "ring_plausibility",
+    "stack_ringness",
 ]
 
 MODEL_NAME: Final = "cmr-node LGE sim-to-real two-stage U-Net"
@@ -98,6 +99,12 @@ MIN_STRETCH_SLICES: Final = 2
 WEAK_HEART_PROBABILITY: Final = 0.25
 """Heart probability above which a region is a fallback candidate when the localiser's own
 labels (arg max) hold no heart large enough."""
+
+TILE_POSITIONS: Final = (0.25, 0.5, 0.75)
+"""Centres (fractions of the image's rows and columns) of the half-size tiles the localiser
+also sees in the tiled hypothesis of :meth:`TwoStageLgeSegmenter.segment_stack`: 3 x 3 tiles
+of half the image side overlapping by half, so a heart too small for the localiser at the
+whole field of view (10-15 % of it) is seen at twice the size wherever it lies."""
 
 F32 = npt.NDArray[np.float32]
 Affine = tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]
@@ -212,6 +219,15 @@ def ring_plausibility(passes: F32) -> float:
     return lv_enclosure(largest, np.isin(calls, (Label.MYOCARDIUM, Label.SCAR, Label.MVO)))
 
 
+def stack_ringness(outputs: Sequence[SegmentationOutput]) -> float:
+    """Mean over a stack's slices of how much of the LV blood pool's border is myocardium
+    (``details["lv_enclosure"]``; 0 for a slice not segmented)."""
+    if not outputs:
+        return 0.0
+    return sum(0.0 if o.reason else float(o.details.get("lv_enclosure", 0.0))
+               for o in outputs) / len(outputs)
+
+
 class TwoStageLgeSegmenter:
     """Localiser + heart-crop segmenter for LGE short-axis slices (see the module description).
 
@@ -224,6 +240,9 @@ class TwoStageLgeSegmenter:
         Dihedral views of every crop averaged (:func:`models.segmentation.predict_views`:
         1, 2 = with the mirror, 4 or 8); the uncertainty comes from the identity and mirror
         views alone (:data:`CALIBRATED_VIEWS`, the definition its threshold was set on).
+    tiled_hypothesis
+        In :meth:`segment_stack`, also localise with half-size tiles of the image
+        (:data:`TILE_POSITIONS`) and keep the more ring-like of the two hypotheses.
     refine
         Re-centre the crop on the first segmentation and segment again.
     locator_tta
@@ -247,7 +266,7 @@ class TwoStageLgeSegmenter:
     """
 
     def __init__(self, locator: Path | None = None, segmenter: Path | None = None, *,
-                 test_time_views: int = TEST_TIME_VIEWS,
+                 test_time_views: int = TEST_TIME_VIEWS, tiled_hypothesis: bool = True,
                  refine: bool = True,
                  locator_tta: bool = True, max_candidates: int = MAX_CANDIDATES,
                  scar_rule: str | None = SCAR_RULE, correct_stretch: bool = True) -> None:
@@ -266,6 +285,7 @@ class TwoStageLgeSegmenter:
         if test_time_views not in DIHEDRAL_VIEWS:
             raise ValueError(f"test_time_views must be one of {DIHEDRAL_VIEWS}")
         self.test_time_views = test_time_views
+        self.tiled_hypothesis = tiled_hypothesis
         self.refine = refine
         self.locator_tta = locator_tta
         self.max_candidates = max_candidates
@@ -297,12 +317,38 @@ class TwoStageLgeSegmenter:
         self.crop_passes(blank, ((LOCATE_GRID - 1) / 2.0, (LOCATE_GRID - 1) / 2.0),
                          LOCATE_GRID / CROP_FACTOR)
 
-    def _locator_output(self, values: F32) -> tuple[F32, Affine]:
+    def _locator_output(self, values: F32, centre: tuple[float, float] | None = None,
+                        side: float | None = None) -> tuple[F32, Affine]:
+        """Localiser probabilities and grid affine of the whole image, or of the square
+        window of ``side`` source pixels around ``centre``."""
         rows, cols = values.shape
-        step = max(rows, cols) / LOCATE_GRID
-        affine = _square_affine(((rows - 1) / 2.0, (cols - 1) / 2.0), step, LOCATE_GRID)
+        if centre is None or side is None:
+            centre, side = ((rows - 1) / 2.0, (cols - 1) / 2.0), float(max(rows, cols))
+        affine = _square_affine(centre, side / LOCATE_GRID, LOCATE_GRID)
         grid = normalise_grid(_resample(values, affine, LOCATE_GRID, float(values.min())))
         return self._locator_probabilities(grid), affine
+
+    def tiled_candidates(self, values: F32, limit: int) -> list[HeartCandidate]:
+        """Heart candidates of the whole image and of the :data:`TILE_POSITIONS` tiles,
+        scored as localiser heart probability per source pixel area (so that the scales
+        compare), a candidate within half a diameter of a better one dropped; best first."""
+        rows, cols = values.shape
+        side = float(max(rows, cols))
+        windows: list[tuple[tuple[float, float] | None, float | None]] = [(None, None)]
+        windows += [((fr * rows - 0.5, fc * cols - 0.5), side / 2.0)
+                    for fr in TILE_POSITIONS for fc in TILE_POSITIONS]
+        found = []
+        for centre, window in windows:
+            prob, affine = self._locator_output(values, centre, window)
+            area = abs(float(np.linalg.det(affine[0])))
+            found += [replace(c, score=c.score * area)
+                      for c in scored_heart_candidates(prob, affine, limit=limit)]
+        kept: list[HeartCandidate] = []
+        for candidate in sorted(found, key=lambda c: -c.score):
+            if not any(math.dist(candidate.centre, k.centre)
+                       < 0.5 * max(candidate.diameter, k.diameter) for k in kept):
+                kept.append(candidate)
+        return kept[:limit]
 
     def _locator_probabilities(self, grid: F32) -> F32:
         """Localiser probabilities, averaged over the four mirrorings when ``locator_tta``."""
@@ -410,16 +456,48 @@ class TwoStageLgeSegmenter:
         -------
         list of SegmentationOutput
             One per slice, in order; ``details["heart_localisation"]`` says how the slice's
-            heart was placed.
+            heart was placed, ``details["localisation_hypothesis"]`` which hypothesis won.
+
+        Notes
+        -----
+        With ``tiled_hypothesis`` the stack is localised and segmented twice: with the
+        localiser's candidates of the whole image, and with those of the whole image and
+        of half-size tiles (:meth:`tiled_candidates`); the hypothesis whose segmentations
+        are the more ring-like over the stack (:func:`stack_ringness`) is kept, the whole
+        image on a tie.
         """
         if len(images) != len(pixel_spacings):
             raise ValueError("One pixel spacing per image is needed.")
         prepared = [self._prepare(image, spacing, contrast)
                     for image, spacing in zip(images, pixel_spacings, strict=True)]
+        fresh = [(values, spacing, dict(details)) for values, spacing, details in prepared]
+        outputs = self._segment_prepared(prepared, contrast, offsets, tiled=False)
+        whole = stack_ringness(outputs)
+        if not self.tiled_hypothesis:
+            return outputs
+        tiled = self._segment_prepared(fresh, contrast, offsets, tiled=True)
+        with_tiles = stack_ringness(tiled)
+        chosen, name = ((tiled, "whole image and half-size tiles") if with_tiles > whole
+                        else (outputs, "whole image"))
+        hypothesis = {"chosen": name, "ringness_whole_image": round(whole, 3),
+                      "ringness_with_tiles": round(with_tiles, 3)}
+        return [replace(output, details={**output.details, "localisation_hypothesis": hypothesis})
+                for output in chosen]
+
+    def _segment_prepared(
+        self,
+        prepared: Sequence[tuple[F32, tuple[float, float], dict[str, Any]]],
+        contrast: LgeContrast,
+        offsets: Sequence[tuple[float, float]] | None,
+        tiled: bool,
+    ) -> list[SegmentationOutput]:
+        """:meth:`segment_stack` for one localisation hypothesis (``tiled``: candidates of
+        the whole image and of the tiles)."""
         found, located_s = [], []
         for values, _, _ in prepared:
             begin = time.perf_counter()
-            found.append(self.scored_candidates(values, limit=STACK_CANDIDATES))
+            found.append(self.tiled_candidates(values, STACK_CANDIDATES) if tiled
+                         else self.scored_candidates(values, limit=STACK_CANDIDATES))
             located_s.append(time.perf_counter() - begin)
         chain = locate_stack(found, offsets)
         spent = list(located_s)
