@@ -4,10 +4,12 @@ Every stack is segmented as the LGE analysis does by default (``segmenter = "cas
 :class:`models.lgeseg.cascade.CascadeLgeSegmenter`: the 1.1.0 U-Net until it is unsure of
 the stack, then :meth:`models.lgeseg.two_stage.TwoStageLgeSegmenter.segment_stack`:
 localiser on every slice, stack chain, heart crops with eight test-time views and
-re-centring, stretch correction, post-processing, scar confirmation); the time per slice is
-the stack's wall-clock time over its slices.  In between, the two-stage path with two views
-(identity and mirror, as before eight were chosen) and the committed 1.1.0 U-Net alone
-segment the same slices, as references (the second shows how loaded the machine was).  One
+re-centring, stretch correction, post-processing, scar confirmation, twice: whole image and
+with half-size tiles); the time per slice is
+the stack's wall-clock time over its slices.  In between, the two-stage path as it was
+before the cascade (two views, identity and mirror; whole-image localisation only) and the
+committed 1.1.0 U-Net alone segment the same slices, as references (the second shows how
+loaded the machine was).  One
 torch thread; the load average is recorded.
 
 Stacks: the EMIDEC dev split's cases when ``../shared/data/emidec-dev`` is present (real
@@ -77,7 +79,7 @@ def run(limit: int, out: Path) -> dict[str, Any]:
     torch.set_num_threads(1)
     unet = UNetLgeSegmenter()
     cascade = CascadeLgeSegmenter(unet, TwoStageLgeSegmenter())
-    two_views = TwoStageLgeSegmenter(test_time_views=2)
+    two_views = TwoStageLgeSegmenter(test_time_views=2, tiled_hypothesis=False)
     stacks = _stacks(limit)
     warm = stacks[0]
     cascade.segment_stack(warm[1][:2], warm[2][:2], warm[3])
