@@ -464,7 +464,8 @@ class TwoStageLgeSegmenter:
         localiser's candidates of the whole image, and with those of the whole image and
         of half-size tiles (:meth:`tiled_candidates`); the hypothesis whose segmentations
         are the more ring-like over the stack (:func:`stack_ringness`) is kept, the whole
-        image on a tie.
+        image on a tie; when the whole image already gives a closed ring on every slice
+        (ringness 1, which nothing can beat) the tiles are not tried.
         """
         if len(images) != len(pixel_spacings):
             raise ValueError("One pixel spacing per image is needed.")
@@ -475,14 +476,18 @@ class TwoStageLgeSegmenter:
         whole = stack_ringness(outputs)
         if not self.tiled_hypothesis:
             return outputs
-        tiled = self._segment_prepared(fresh, contrast, offsets, tiled=True)
-        with_tiles = stack_ringness(tiled)
-        chosen, name = ((tiled, "whole image and half-size tiles") if with_tiles > whole
-                        else (outputs, "whole image"))
-        hypothesis = {"chosen": name, "ringness_whole_image": round(whole, 3),
-                      "ringness_with_tiles": round(with_tiles, 3)}
+        hypothesis: dict[str, Any] = {"chosen": "whole image",
+                                      "ringness_whole_image": round(whole, 3),
+                                      "ringness_with_tiles": None}
+        if whole < 1.0:  # a stack of closed rings cannot be beaten: tiles not tried
+            tiled = self._segment_prepared(fresh, contrast, offsets, tiled=True)
+            with_tiles = stack_ringness(tiled)
+            hypothesis["ringness_with_tiles"] = round(with_tiles, 3)
+            if with_tiles > whole:
+                outputs = tiled
+                hypothesis["chosen"] = "whole image and half-size tiles"
         return [replace(output, details={**output.details, "localisation_hypothesis": hypothesis})
-                for output in chosen]
+                for output in outputs]
 
     def _segment_prepared(
         self,
