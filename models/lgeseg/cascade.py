@@ -30,7 +30,6 @@ from dataclasses import replace
 from typing import Any, Final, Protocol
 
 from plugins.api import FloatImage, SegmentationOutput
-from plugins.lge.analysis import MAX_UNCERTAINTY
 from plugins.lge.segmenter import LgeContrast, LgeSegmenter
 
 logger = logging.getLogger(__name__)
@@ -47,9 +46,10 @@ all 128 held-out phantom stacks (of 75 %: 120), so at one half the phantom figur
 U-Net's own; of none of the 135 real EMIDEC LGE slices, so there every case goes to the
 two-stage segmenter whatever the share; on the real Sunnybrook cine it is sure of 25 of 37
 slices (myocardium Dice 0.69 on them, the two-stage segmenter 0.70)."""
-SURE_UNCERTAINTY: Final = MAX_UNCERTAINTY
+SURE_UNCERTAINTY: Final = 0.35
 """Uncertainty at or below which a segmented slice counts as sure: the LGE analysis' own
-threshold for flagging a slice."""
+threshold for flagging a slice (``plugins.lge.analysis.MAX_UNCERTAINTY``; a test keeps the
+two equal, without this module importing the analysis that imports it)."""
 
 
 class StackSegmenter(LgeSegmenter, Protocol):
