@@ -4,13 +4,13 @@ Every state change is committed here before the node acknowledges it to a peer (
 With ``synchronous=NORMAL`` a committed transaction survives a crash of the process
 (``kill -9``); a power loss may undo the last transactions, which is safe because each of
 them can be redone: received instances are rebuilt from the fsynced spool at start
-(``node.listener.reconcile_spool``), a job that loses its "done" runs again, and an output
+(``node.receive.listener.reconcile_spool``), a job that loses its "done" runs again, and an output
 that loses its "sent" is sent again with the same UIDs.
 
 States
 ------
 series:  receiving -> complete -> routed | unrouted | correction   (a late instance re-opens
-         it: receiving, generation + 1; correction: a reader's SEG, node.corrections_intake)
+         it: receiving, generation + 1; correction: a reader's SEG, node.corrections.intake)
 jobs:    queued -> running -> done | failed            (superseded when a newer generation of the
          same series is queued; running -> queued again after a crash)
 outbox:  pending -> sent | failed | superseded
@@ -29,9 +29,9 @@ from typing import Any
 
 import psycopg
 
-from node.audit import withhold_values
-from node.pgdb import PostgresDatabase, is_postgres_url, redact_url
-from node.sqlitedb import SqliteDatabase
+from node.catalog.audit import withhold_values
+from node.catalog.pgdb import PostgresDatabase, is_postgres_url, redact_url
+from node.catalog.sqlitedb import SqliteDatabase
 
 logger = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ class CatalogError(RuntimeError):
 
 
 CatalogLocation = Path | str
-"""An SQLite file, or a ``postgresql://`` URL (:mod:`node.pgdb`)."""
+"""An SQLite file, or a ``postgresql://`` URL (:mod:`node.catalog.pgdb`)."""
 
 
 def _added_columns(db: SqliteDatabase) -> None:
@@ -241,11 +241,12 @@ class Catalog:
     location
         An SQLite file (one node process, or processes of one machine), or a
         ``postgresql://`` URL: one durable queue for a node and any number of worker
-        processes on any machines (:mod:`node.pgdb`).  The SQL is the same on both engines;
+        processes on any machines (:mod:`node.catalog.pgdb`).  The SQL is the same on both engines;
         writes are serialised on both.
     keep_values
         Keep quoted header values in routing reasons, job errors and events (a debug
-        setting); by default they are withheld as in the logs (:func:`node.audit.withhold_values`).
+        setting); by default they are withheld as in the logs
+        (:func:`node.catalog.audit.withhold_values`).
     """
 
     def __init__(self, location: CatalogLocation, *, keep_values: bool = False) -> None:
@@ -1077,8 +1078,8 @@ class Catalog:
         started before the new inputs and is re-queued anyway.  The series' generation goes
         up by one, as for a late instance: a running job of the old generation finishes as
         superseded, undelivered outputs of older generations are superseded, and the new
-        job writes new objects (new UIDs: :mod:`node.uids`) whose SRs reference the
-        delivered SRs they replace (:mod:`node.lineage`).  Each re-queue is recorded as a
+        job writes new objects (new UIDs: :mod:`node.outputs.uids`) whose SRs reference the
+        delivered SRs they replace (:mod:`node.jobs.lineage`).  Each re-queue is recorded as a
         ``reanalysis`` event with ``reason``.
 
         Returns

@@ -1,8 +1,9 @@
 """The catalog on PostgreSQL: one durable queue shared by the node and worker processes.
 
-:class:`PostgresDatabase` offers :class:`node.sqlitedb.SqliteDatabase`'s interface (``_tx``,
-``_query``, ``query``, ``close``) so that :class:`node.catalog.Catalog` runs its SQL unchanged
-on either engine.  The catalog writes ``?`` placeholders; they become psycopg's ``%s`` here.
+:class:`PostgresDatabase` offers :class:`node.catalog.sqlitedb.SqliteDatabase`'s interface
+(``_tx``, ``_query``, ``query``, ``close``) so that :class:`node.catalog.catalog.Catalog` runs its
+SQL unchanged on either engine.  The catalog writes ``?`` placeholders; they become psycopg's
+``%s`` here.
 
 Concurrency is the engine's, not the node's:
 
@@ -147,8 +148,8 @@ class PostgresDatabase:
 
     def _connect(self) -> psycopg.Connection[dict[str, Any]]:
         # TCP keepalives both ways: the server ends the session of a lost machine (and drops
-        # the worker-name lock its jobs' lease depends on, node.catalog.requeue_stale) within
-        # about idle + count x interval seconds, not the operating system's two hours.
+        # the worker-name lock its jobs' lease depends on, node.catalog.catalog.requeue_stale)
+        # within about idle + count x interval seconds, not the operating system's two hours.
         return psycopg.connect(
             self.url, row_factory=dict_row, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
             application_name="cmr-node", keepalives=1, keepalives_idle=KEEPALIVE_IDLE_S,

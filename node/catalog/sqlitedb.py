@@ -56,7 +56,7 @@ class SqliteDatabase:
         """A write transaction (BEGIN IMMEDIATE ... COMMIT), rolled back on error.
 
         SQLite serialises every write transaction; ``serialized`` is accepted for the
-        interface :class:`node.pgdb.PostgresDatabase` shares.
+        interface :class:`node.catalog.pgdb.PostgresDatabase` shares.
         """
         with self._lock:
             cur = self._conn.cursor()

@@ -73,7 +73,7 @@ def _start_logging(settings: Settings, log_name: str) -> None:
     """
     import faulthandler
 
-    from node.audit import UidHashingFilter
+    from node.catalog.audit import UidHashingFilter
 
     faulthandler.register(signal.SIGUSR2, all_threads=True)
 
@@ -109,10 +109,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Run analysis workers on the shared PostgreSQL catalog until SIGINT/SIGTERM."""
     import threading
 
-    from node.catalog import Catalog
-    from node.pipeline import writer_settings
-    from node.warmup import start_warm_up
-    from node.worker import WorkerNameInUseError, WorkerPool
+    from node.catalog.catalog import Catalog
+    from node.jobs.pipeline import writer_settings
+    from node.jobs.warmup import start_warm_up
+    from node.jobs.worker import WorkerNameInUseError, WorkerPool
     from plugins import PLUGIN_NAMES
 
     settings = _settings(args)
@@ -159,8 +159,8 @@ def preferred_lge_partners(
     lge_series: Mapping[str, Sequence[Any]], options: Mapping[str, Any]
 ) -> dict[str, str]:
     """LGE series not to analyse because the preferred reconstruction of the same acquisition
-    is present, with the reason (see :mod:`node.pairing`)."""
-    from node.pairing import lge_reconstruction, preferred_partner, skip_reason
+    is present, with the reason (see :mod:`node.completion.pairing`)."""
+    from node.completion.pairing import lge_reconstruction, preferred_partner, skip_reason
     from plugins.lge import LgeContrast
 
     prefer = LgeContrast(str(options.get("prefer", LgeContrast.PSIR)).lower())
@@ -200,8 +200,8 @@ def _files_under(root: Path) -> list[Path]:
 def cmd_analyse(args: argparse.Namespace) -> int:
     """Analyse every recognised series under INPUT, write outputs and results.json to OUT."""
     from node.analyses import StudyFacts, assemble_options, descriptor
-    from node.covariates import CovariateFolder, CovariatesError, read_covariates_table
-    from node.pipeline import (
+    from node.inputs.covariates import CovariateFolder, CovariatesError, read_covariates_table
+    from node.jobs.pipeline import (
         RESULTS_SCHEMA,
         result_summary,
         run_analysis,
@@ -209,7 +209,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
         write_outputs,
         writer_settings,
     )
-    from node.radiomics_export import write_series_features
+    from node.outputs.radiomics_export import write_series_features
     from node.routing import load_rules, route
     from node.service import read_headers, route_reason
     from plugins import PLUGIN_NAMES
@@ -348,7 +348,7 @@ def _study_candidates(
 ) -> list[Any]:
     """The input's series of one study as companion candidates (newest by SeriesDate and
     SeriesTime, then SeriesNumber), whatever roles ``specs`` asks for."""
-    from node.companions import Candidate
+    from node.inputs.companions import Candidate
 
     found = []
     for uid, paths in groups.items():
@@ -384,7 +384,7 @@ def _remember_lge(
     lge_by_study: dict[str, Any], study_uid: str, summary: Mapping[str, Any], label: str
 ) -> None:
     """Keep an analysed LGE series' covariates for the T1 maps of its study."""
-    from node.covariates import SuppliedCovariates, lge_covariates
+    from node.inputs.covariates import SuppliedCovariates, lge_covariates
 
     values = lge_covariates(summary)
     if values and study_uid and study_uid not in lge_by_study:
@@ -423,8 +423,8 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print recent series, jobs, deliveries and events from the catalog."""
-    from node.catalog import Catalog
-    from node.status import format_report, status_report
+    from node.catalog.catalog import Catalog
+    from node.status.report import format_report, status_report
 
     settings = _settings(args)
     if not settings.catalog_path.exists():
@@ -448,7 +448,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     from pydicom import dcmread
     from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-    from node.dimse import NoDelayAE, is_accepted
+    from node.network.dimse import NoDelayAE, is_accepted
 
     _setup_logging("WARNING")
     files: list[Path] = []
@@ -495,7 +495,7 @@ def cmd_echo(args: argparse.Namespace) -> int:
     """C-ECHO a peer."""
     from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-    from node.dimse import NoDelayAE
+    from node.network.dimse import NoDelayAE
 
     ae = NoDelayAE(ae_title=args.calling_aet)
     ae.add_requested_context(Verification)
@@ -515,7 +515,7 @@ def cmd_echo(args: argparse.Namespace) -> int:
 
 def cmd_dicomweb(args: argparse.Namespace) -> int:
     """Pull studies from a DICOMweb archive, analyse them like ``analyse``, optionally STOW back."""
-    from node.dicomweb import (
+    from node.delivery.dicomweb import (
         DicomWebError,
         make_client,
         output_files,
@@ -645,11 +645,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_status)
 
-    from node.cli_radiomics import add_radiomics_commands
-    from node.corrections_export import add_corrections_commands
+    from node.cli.radiomics import add_radiomics_commands
+    from node.corrections.export import add_corrections_commands
 
     add_radiomics_commands(sub)
-    from node.cli_classify import add_classify_commands
+    from node.cli.classify import add_classify_commands
 
     add_classify_commands(sub)
     add_corrections_commands(sub)
@@ -679,7 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cmr-node``."""
-    from node.catalog import CatalogError
+    from node.catalog.catalog import CatalogError
     from node.routing import RulesError
 
     args = build_parser().parse_args(argv)

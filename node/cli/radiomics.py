@@ -4,7 +4,7 @@
 ``cmr-node radiomics export DIR_OR_RESULTS... --out features.csv``
 ``cmr-node radiomics lvrr --covariates x.json [--radscore V] [--model NAME] [--json]``
 
-Training is :mod:`models.radscore.train`, the export :mod:`node.radiomics_export`, the LVRR
+Training is :mod:`models.radscore.train`, the export :mod:`node.outputs.radiomics_export`, the LVRR
 models :mod:`plugins.lib.radiomics.lvrr`; this module only wires them to the command line.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from node import __version__
-from node.radiomics_export import export_features
+from node.outputs.radiomics_export import export_features
 
 __all__ = ["add_radiomics_commands"]
 

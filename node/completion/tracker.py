@@ -2,7 +2,7 @@
 
 A series is complete when the number of instances announced in its headers
 (ImagesInAcquisition) has arrived; or ``release_grace_s`` seconds after the association that
-carried it was released (A-RELEASE; node.associations) unless another association carries it
+carried it was released (A-RELEASE; node.receive.associations) unless another association carries it
 again meanwhile, or its announced count is not reached; or when no instance arrived for
 ``stable_age_s`` seconds —
 :data:`INCOMPLETE_COUNT_FACTOR` times longer while an announced count is not reached yet, so a
@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from node.catalog import Catalog, SeriesState
+from node.catalog.catalog import Catalog, SeriesState
 
 logger = logging.getLogger(__name__)
 

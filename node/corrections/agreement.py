@@ -4,7 +4,7 @@ A reader who corrects the node's SEG in a viewer (OHIF segmentation editing, 3D 
 stores the corrected SEG back sends the node a SEG on the same source images.  This module
 holds the pure part: the masks of both SEGs per source image and segment, the agreement
 figures, and their summary per scanner with the drift rule.  Reading, matching and recording
-are in :mod:`node.corrections_intake`.
+are in :mod:`node.corrections.intake`.
 
 Figures of one correction (all computed over the source images either SEG labels):
 

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from node.catalog import Catalog
+from node.catalog.catalog import Catalog
 
 __all__ = ["add_corrections_commands", "export_corrections"]
 

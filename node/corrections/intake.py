@@ -6,7 +6,7 @@ reader's correction of the node's newest SEG of that series.  The two SEGs are c
 source image, found through each frame's Derivation Image Sequence > Source Image Sequence
 (PS3.3 C.8.20.2; highdicom, OHIF's dcmjs and 3D Slicer's dcmqi write it), and per segment,
 the reader's segments being matched to the node's by Segmented Property Type, then Anatomic
-Region, then Segment Label.  The agreement (:mod:`node.corrections`) is recorded in the
+Region, then Segment Label.  The agreement (:mod:`node.corrections.agreement`) is recorded in the
 catalog with the station name and calling AE title of the source images (the scanner) and
 the calling AE title of the correction (the viewer).
 """
@@ -25,8 +25,8 @@ import numpy.typing as npt
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from node.catalog import Catalog
-from node.corrections import (
+from node.catalog.catalog import Catalog
+from node.corrections.agreement import (
     MYOCARDIUM_ROLE,
     SCAR_ROLE,
     Agreement,
@@ -34,7 +34,7 @@ from node.corrections import (
     SegmentMasks,
     agreement,
 )
-from node.loader import load_series_files
+from node.inputs.loader import load_series_files
 from plugins.api import AnalysisError
 from plugins.lib.codes import MYOCARDIUM, SCAR_TISSUE
 
@@ -214,7 +214,7 @@ def take_correction(catalog: Catalog, series_uid: str, generation: int
     each instance is matched to the node's newest SEG of the series it references and the
     agreement recorded (:func:`record_correction_series`); the series is marked
     ``correction`` in the catalog with the outcome, matched or not and why
-    (:meth:`node.catalog.Catalog.mark_correction`), so that the status views show it as a
+    (:meth:`node.catalog.catalog.Catalog.mark_correction`), so that the status views show it as a
     correction and not as a series no analysis wanted.
 
     Returns

@@ -28,10 +28,10 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom import Dataset, dcmread
 from requests import RequestException, Session
 
-from node.catalog import OutboxItem
-from node.sender import DeliveryError
+from node.catalog.catalog import OutboxItem
+from node.catalog.spool import safe_uid, write_atomic
+from node.delivery.sender import DeliveryError
 from node.settings import Destination
-from node.spool import safe_uid, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def _destination_client(destination: Destination) -> DICOMwebClient:
 class StowDelivery:
     """Outbox handler of ``kind = "dicomweb"`` destinations: one STOW-RS request per object.
 
-    A failed request raises :class:`~node.sender.DeliveryError` (the row is retried); a
+    A failed request raises :class:`~node.delivery.sender.DeliveryError` (the row is retried); a
     response listing the instance under FailedSOPSequence too.
     """
 

@@ -29,11 +29,11 @@ from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import _config as pynetdicom_config
 
-from node.audit import AuditLog
-from node.catalog import Catalog, OutboxItem
-from node.dimse import NoDelayAE, is_accepted
+from node.catalog.audit import AuditLog
+from node.catalog.catalog import Catalog, OutboxItem
+from node.network.dimse import NoDelayAE, is_accepted
+from node.network.tls import client_context
 from node.settings import Destination, DestinationKind, Settings
-from node.tls import client_context
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ Some analyses read more than the series they run on: ECV needs the native T1 map
 slices (role ``native_t1map``); the LGE analysis uses the short-axis cine of the same slices
 (``cine``) for its LGE + cine network; a MOLLI fit is compared with the scanner's own T1 map
 (``scanner_map``).  The plugins stay pure: the node finds the companions, loads them with
-:mod:`node.loader` and passes them as ``options["companions"][role]`` (a
+:mod:`node.inputs.loader` and passes them as ``options["companions"][role]`` (a
 :class:`~plugins.api.LoadedSeries`), with ``options["companion_reasons"][role]`` saying why a
 role has none.
 
@@ -33,7 +33,7 @@ import numpy as np
 from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
-from node.loader import load_series_files
+from node.inputs.loader import load_series_files
 from plugins.api import AnalysisError, LoadedSeries, SourceFrame
 
 logger = logging.getLogger(__name__)
@@ -293,7 +293,7 @@ def find_companions(
     candidates
         The other series of the study (the job's own series is skipped).
     loader
-        Loads a candidate from its paths (default: :func:`node.loader.load_series_files`
+        Loads a candidate from its paths (default: :func:`node.inputs.loader.load_series_files`
         with the candidate's routed analysis).
 
     Returns
@@ -376,7 +376,7 @@ def companion_options(
 
 def _load(paths: Sequence[Path], analysis: str | None = None) -> LoadedSeries:
     """A series loaded with the images its routed ``analysis`` needs (a native T1 map
-    series that also holds source images gives its maps, :mod:`node.selection`)."""
+    series that also holds source images gives its maps, :mod:`node.inputs.selection`)."""
     series, _ = load_series_files(paths, analysis)
     return series
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from node.spool import write_atomic
+from node.catalog.spool import write_atomic
 from plugins.ecv.analysis import HaematocritError, parse_haematocrit
 from plugins.lge.clinical import (
     CLINICAL_KEYS,

@@ -19,7 +19,7 @@ frame geometry is read, so that every analysis plugin sees the same, vendor-neut
   enhanced MR InversionTimes carries it, its ``InversionTime``; the series gets its
   :class:`plugins.api.Acquisition` (vendor, sequence family, field strength, contrast).
 * When the analysis is named, the images it needs are chosen per slice position
-  (:mod:`node.selection`: maps out of a map + source series, PSIR over magnitude, the newest
+  (:mod:`node.inputs.selection`: maps out of a map + source series, PSIR over magnitude, the newest
   of a re-sent slice, no stray instance of another modality); each choice is recorded in
   ``header["ImageSelection"]``.
 
@@ -48,7 +48,7 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 from pydicom.valuerep import IS, DSdecimal, DSfloat, PersonName
 
-from node.selection import KIND_ATTRIBUTE, select_frames
+from node.inputs.selection import KIND_ATTRIBUTE, select_frames
 from node.vendor import describe_series
 from node.vendor.image_kind import SIGNAL_KINDS, ImageKind
 from plugins.api import AnalysisError, LoadedSeries, SourceFrame
@@ -172,7 +172,7 @@ def load_series(datasets: Sequence[Dataset], analysis: str | None = None) -> Loa
         pixel data (e.g. a stray presentation state) are skipped with a log message.
     analysis
         The analysis the series is loaded for ("t1map", "ecv", "molli", "lge"): the images it
-        needs are chosen per slice position (:func:`node.selection.select_frames`).  ``None``
+        needs are chosen per slice position (:func:`node.inputs.selection.select_frames`).  ``None``
         leaves out only repeated images and instances of another modality.
 
     Returns

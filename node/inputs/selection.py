@@ -23,7 +23,7 @@ Rules, in order:
    fit parameters, phase images and other maps are left out.
 5. For LGE (lge): phase images are left out; where a position has both a PSIR (or real)
    and a magnitude image, the PSIR image is kept (the node's default LGE preference,
-   :mod:`node.pairing`); one image per position, the newest.
+   :mod:`node.completion.pairing`); one image per position, the newest.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Which analysis of a series a job is, and which delivered SRs its outputs replace.
 
 A re-analysis (a late instance, posted covariates, a companion series that arrived later)
-writes new objects (:mod:`node.uids`).  Its SRs name the SRs of the latest earlier generation
-that reached a destination in their Predecessor Documents Sequence (0040,A360): an SR the
+writes new objects (:mod:`node.outputs.uids`).  Its SRs name the SRs of the latest earlier
+generation that reached a destination in their Predecessor Documents Sequence (0040,A360): an SR the
 node built but never delivered is not referenced, since no archive or viewer holds it.
 
 SEG and summary image: their IODs have no predecessor attribute (PS3.3 A.51, A.8); they get
@@ -17,8 +17,8 @@ import logging
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from node.catalog import Catalog, Job
-from node.writers import Lineage, OutputKind
+from node.catalog.catalog import Catalog, Job
+from node.outputs.writers import Lineage, OutputKind
 
 logger = logging.getLogger(__name__)
 

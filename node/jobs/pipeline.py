@@ -21,10 +21,10 @@ from pydicom.filebase import DicomBytesIO
 
 from node import __version__
 from node.analyses import descriptor
-from node.catalog import OutputFile
-from node.loader import load_series_files
-from node.spool import write_atomic
-from node.writers import Lineage, OutputObject, WriterError, WriterSettings
+from node.catalog.catalog import OutputFile
+from node.catalog.spool import write_atomic
+from node.inputs.loader import load_series_files
+from node.outputs.writers import Lineage, OutputObject, WriterError, WriterSettings
 from plugins import get_plugin
 from plugins.api import AnalysisError, AnalysisResult, LoadedSeries, Measurement, QCFlag
 
@@ -143,7 +143,7 @@ def encode_dataset(ds: Dataset) -> bytes:
 def write_outputs(run: PipelineRun, out_dir: Path) -> list[OutputFile]:
     """Write every output object atomically into ``out_dir``; returns what the outbox sends.
 
-    Every file is on disk (fsynced, as :func:`node.spool.write_atomic` promises) when this
+    Every file is on disk (fsynced, as :func:`node.catalog.spool.write_atomic` promises) when this
     returns; a file is written and synced by a thread while the next object is encoded, so
     the syncs' waits overlap the encoding.
 

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from node.pipeline import run_analysis, write_outputs
+from node.jobs.pipeline import run_analysis, write_outputs
+from node.outputs.writers import WriterSettings
 from node.settings import WarmUp
-from node.writers import WriterSettings
 from plugins import warm_up as load_plugins
 
 logger = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ worker fell silent for ``job_lease_s`` and whose process is gone (killed, machin
 catalog session, which holds the name, has closed) is queued again by any process, and the
 silent worker's late result, if it ever comes, is discarded.  A live worker keeps its job when
 its heartbeat is late (an analysis can hold the interpreter for seconds under CPU load), unless
-it stays silent for ten leases (hung; :meth:`node.catalog.Catalog.requeue_stale`).
+it stays silent for ten leases (hung; :meth:`node.catalog.catalog.Catalog.requeue_stale`).
 
 A job's options are assembled by :func:`node.analyses.assemble_options` from what the catalog
 knows of its study (:meth:`WorkerPool.study_facts`: sidecar values, the study's LGE results,
@@ -34,13 +34,19 @@ from typing import Any
 from pydicom import dcmread
 
 from node.analyses import StudyFacts, assemble_options, descriptor, requeues_after
-from node.audit import withhold_values
-from node.catalog import Catalog, Job
-from node.companions import Candidate, CompanionSpec
-from node.covariates import CovariateFolder, SuppliedCovariates, lge_results_covariates
-from node.lineage import job_lineage
-from node.pipeline import result_summary, run_analysis, write_json, write_outputs, writer_settings
-from node.radiomics_export import write_series_features
+from node.catalog.audit import withhold_values
+from node.catalog.catalog import Catalog, Job
+from node.inputs.companions import Candidate, CompanionSpec
+from node.inputs.covariates import CovariateFolder, SuppliedCovariates, lge_results_covariates
+from node.jobs.lineage import job_lineage
+from node.jobs.pipeline import (
+    result_summary,
+    run_analysis,
+    write_json,
+    write_outputs,
+    writer_settings,
+)
+from node.outputs.radiomics_export import write_series_features
 from node.settings import Settings
 from plugins.api import AnalysisError
 
@@ -315,7 +321,7 @@ class WorkerPool:
     def candidates(
         self, job: Job, study_uid: str | None, specs: Sequence[CompanionSpec]
     ) -> list[Candidate]:
-        """The study's other series that may fill ``specs`` (:mod:`node.companions`).
+        """The study's other series that may fill ``specs`` (:mod:`node.inputs.companions`).
 
         For a role filled from routed series: the series routed to the analyses it names, in
         any job state (the newest job's creation orders them).  For a role filled by a

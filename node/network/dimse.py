@@ -179,7 +179,7 @@ def install_pause_handshake(assoc: Association) -> None:
     if not isinstance(current, threading.Event) or not hasattr(assoc, "_is_paused"):
         raise RuntimeError(
             "pynetdicom's Association has no _reactor_checkpoint/_is_paused: the pause"
-            " handshake of node.dimse must be revisited for this pynetdicom version"
+            " handshake of node.network.dimse must be revisited for this pynetdicom version"
         )
     if isinstance(current, ReactorCheckpoint):
         return
@@ -537,7 +537,7 @@ def _peer_closed(sock: socket.socket) -> bool:
 class SharedSocketServer(AdmittingServer):
     """An :class:`AdmittingServer` that accepts on a listening socket it is given
     (:attr:`shared_socket`, set on a subclass) instead of binding one: several receiver
-    processes accept from one socket (node.receivers).
+    processes accept from one socket (node.receive.receivers).
 
     The socket is made non-blocking: every process waiting in ``select`` is woken by a new
     connection and only one ``accept`` succeeds; the others get ``BlockingIOError``, which

@@ -2,8 +2,8 @@
 
 ``orthanc/plugin.py`` (the script Orthanc runs) calls :func:`register` with the ``orthanc``
 module.  This module only wires: it reads the node's settings from Orthanc's configuration,
-builds the :class:`~node.orthanc_node.OrthancNode`, registers its change callback, the REST
-routes of :mod:`node.orthanc_rest` and the Explorer extension, and sends the node's log
+builds the :class:`~node.orthanc.node.OrthancNode`, registers its change callback, the REST
+routes of :mod:`node.orthanc.rest` and the Explorer extension, and sends the node's log
 records to Orthanc's log.  The node and its routes know nothing of each other's wiring, so
 imports run one way: this module -> ``orthanc_rest`` -> ``orthanc_node``.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from node import __version__
-from node.orthanc_node import OrthancNode
-from node.orthanc_rest import RestRoutes, explorer_extension
+from node.orthanc.node import OrthancNode
+from node.orthanc.rest import RestRoutes, explorer_extension
 from node.settings import Settings, load_settings
 
 logger = logging.getLogger(__name__)

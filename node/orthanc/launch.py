@@ -1,6 +1,6 @@
 """Start Debian's Orthanc with the cmr-node plugin for a data folder.
 
-``python -m node.orthanc_launch --data ./orthanc-data [--config site.toml]`` renders
+``python -m node.orthanc.launch --data ./orthanc-data [--config site.toml]`` renders
 ``<data>/orthanc.json`` from ``orthanc/orthanc.json.in`` (Orthanc's storage in
 ``<data>/orthanc-db``, the node's spool, catalog and results in ``<data>/node``) and replaces
 itself with ``Orthanc <data>/orthanc.json``, run with ``TCP_NODELAY=1`` (dcmtk otherwise
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 ORTHANC_DIR = REPOSITORY / "orthanc"
 TEMPLATE = ORTHANC_DIR / "orthanc.json.in"
 PLUGIN_SCRIPT = ORTHANC_DIR / "plugin.py"
@@ -181,7 +181,7 @@ def _users(values: Sequence[str]) -> dict[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     """Command-line options."""
     parser = argparse.ArgumentParser(
-        prog="python -m node.orthanc_launch", description=__doc__.split("\n\n")[0]
+        prog="python -m node.orthanc.launch", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--data", type=Path, required=True, help="data folder")
     parser.add_argument("--config", type=Path, help="the node's settings (TOML)")

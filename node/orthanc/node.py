@@ -1,6 +1,6 @@
 """The node inside Orthanc: series that Orthanc declares stable go through the node's queue.
 
-Orthanc runs ``orthanc/plugin.py``, which calls :func:`node.orthanc_app.register` with the
+Orthanc runs ``orthanc/plugin.py``, which calls :func:`node.orthanc.app.register` with the
 ``orthanc`` module (injected, so this module never imports it and is testable with a fake).
 The path of a series::
 
@@ -23,8 +23,8 @@ Orthanc declares them stable in turn; they are recognised and skipped (:func:`ow
 
 Completion is Orthanc's: a series is analysed once Orthanc declares it stable (``StableAge``
 seconds without a new instance). The stand-alone listener completes a series when the scanner
-releases its association (node.associations); Orthanc gives plugins no such event (its change
-callbacks report new and stable resources, ``OnStoredInstance`` one instance, jobs their own
+releases its association (node.receive.associations); Orthanc gives plugins no such event (its
+change callbacks report new and stable resources, ``OnStoredInstance`` one instance, jobs their own
 progress), and ``OrthancPluginSetStableStatus`` (plugin SDK, 2025) only lets a plugin declare
 stability it must learn elsewhere (Orthanc Book, "Changing the Stable status of a resource").
 """
@@ -47,32 +47,33 @@ from pydicom import dcmread
 from pydicom.errors import InvalidDicomError
 
 from node import __version__
-from node.audit import withhold_values, withhold_values_in_logs
-from node.catalog import Catalog, InstanceRecord, OutboxItem, SeriesState
-from node.dicomweb import StowDelivery
-from node.pipeline import writer_settings
+from node.catalog.audit import withhold_values, withhold_values_in_logs
+from node.catalog.catalog import Catalog, InstanceRecord, OutboxItem, SeriesState
+from node.catalog.spool import instance_path, safe_uid, write_new_or_replace
+from node.catalog.sqlitedb import SqliteDatabase
+from node.delivery.dicomweb import StowDelivery
+from node.delivery.sender import DeliveryError, OutboxSender
+from node.jobs.pipeline import writer_settings
+from node.jobs.warmup import start_warm_up
+from node.jobs.worker import WorkerPool
 from node.routing import RuleSet, load_rules
-from node.sender import DeliveryError, OutboxSender
 from node.service import route_complete_series
 from node.settings import Destination, DestinationKind, Settings
-from node.spool import instance_path, safe_uid, write_new_or_replace
-from node.sqlitedb import SqliteDatabase
-from node.warmup import start_warm_up
-from node.worker import WorkerPool
 from plugins import PLUGIN_NAMES
 
 logger = logging.getLogger(__name__)
 
-#: ManufacturerModelName the node writes into every output (node.pipeline.writer_settings).
+#: ManufacturerModelName the node writes into every output (node.jobs.pipeline.writer_settings).
 OUTPUT_MODEL_NAME = "cmr-node"
-#: Every output SeriesDescription starts with this (node.writers.output_identity).
+#: Every output SeriesDescription starts with this (node.outputs.writers.output_identity).
 OUTPUT_DESCRIPTION_PREFIX = "cmr-node "
 #: Calling AE title recorded for instances fetched from Orthanc.
 ORTHANC_SOURCE_AET = "ORTHANC"
 INTAKE_IDLE_POLL_S = 1.0
 INTAKE_RETRY_BASE_S = 2.0
 STOP_TIMEOUT_S = 5.0
-#: Names of the node's threads that use the catalog (node.worker, node.sender, intake).
+#: Names of the node's threads that use the catalog (workers: node.jobs.worker; outbox:
+#: node.delivery.sender; intake).
 THREAD_PREFIXES = ("worker-", "outbox-sender", "orthanc-intake")
 HEADER_KEYWORDS = (
     "SOPClassUID",
@@ -221,9 +222,9 @@ def _row(row: sqlite3.Row | None) -> dict[str, Any] | None:
 class OrthancStore(SqliteDatabase):
     """The Orthanc-specific tables (intake queue and stored outputs) in the node's catalog file.
 
-    A connection of its own beside :class:`~node.catalog.Catalog` (WAL: readers and one writer
-    at a time, ``busy_timeout`` waits for the other); it also answers the read-only queries of
-    the REST routes over the catalog's tables.
+    A connection of its own beside :class:`~node.catalog.catalog.Catalog` (WAL: readers and one
+    writer at a time, ``busy_timeout`` waits for the other); it also answers the read-only queries
+    of the REST routes over the catalog's tables.
     """
 
     def __init__(self, path: Path) -> None:
@@ -417,7 +418,7 @@ class OrthancNode:
         self.settings = replace(settings, destinations=destinations)
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         # Quoted header values stay out of logs, and out of the reasons and events recorded
-        # unless [node] values_in_reasons, as in the listener's mode (node.audit).
+        # unless [node] values_in_reasons, as in the listener's mode (node.catalog.audit).
         withhold_values_in_logs()
         self.catalog = Catalog(self.settings.catalog_location,
                                keep_values=self.settings.values_in_reasons)
@@ -703,7 +704,7 @@ class OrthancNode:
 
         Raises
         ------
-        node.sender.DeliveryError
+        node.delivery.sender.DeliveryError
             When the file cannot be read or Orthanc refuses it (the outbox retries).
         """
         try:

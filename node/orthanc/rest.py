@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from node import __version__
-from node.orthanc_node import IntakeState, OrthancNode
-from node.status import corrections_report, job_detail
+from node.orthanc.node import IntakeState, OrthancNode
+from node.status.report import corrections_report, job_detail
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "/cmr-node"
-ASSETS_DIR = Path(__file__).resolve().parents[1] / "orthanc" / "explorer"
+ASSETS_DIR = Path(__file__).resolve().parents[2] / "orthanc" / "explorer"
 EXPLORER_SCRIPT = "extension.js"
 DASHBOARD_PAGE = "dashboard.html"
 DEFAULT_LIMIT = 50

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from node.spool import write_atomic
+from node.catalog.spool import write_atomic
 
 logger = logging.getLogger(__name__)
 

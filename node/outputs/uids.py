@@ -17,7 +17,7 @@ SeriesInstanceUIDs and SOPInstanceUIDs:
   documents (PS3.3 C.17.1), but a summary image or SEG added to the earlier series would make
   viewers stack the old and the new object in one display set.  The SeriesDescription of a
   re-analysis says which generation it is; the re-analysis SR names the SR it replaces in its
-  Predecessor Documents Sequence (0040,A360) (:mod:`node.lineage`).
+  Predecessor Documents Sequence (0040,A360) (:mod:`node.jobs.lineage`).
 
 The UIDs are name-based UUIDs (RFC 4122 version 5) under the ``2.25`` root (ISO/IEC 9834-8,
 DICOM PS3.5 B.2), so they are valid, at most 44 characters long, and do not need an

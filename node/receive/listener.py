@@ -33,8 +33,9 @@ log lines name UIDs, statuses and attribute keywords, never attribute values tha
 patient information (names, IDs, free text such as Image Comments or descriptions).
 
 Associations: the called AE title must be the node's (``[listener] require_called_aet``); a
-TCP connection takes an association slot only once it has spoken (node.dimse.AdmittingServer).
-The series each association stored are kept (node.associations); when it is released
+TCP connection takes an association slot only once it has spoken
+(node.network.dimse.AdmittingServer).
+The series each association stored are kept (node.receive.associations); when it is released
 (A-RELEASE), those no other open association carries are passed to ``on_released``, a signal
 that the scanner has finished sending them. An aborted or lost association signals nothing.
 """
@@ -61,10 +62,10 @@ from pydicom import Dataset, dcmread
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from node.associations import AssociationLedger
-from node.audit import AuditLog, withhold_values, withhold_values_in_logs
-from node.catalog import Catalog, InstanceRecord, SeriesState
-from node.dimse import (
+from node.catalog.audit import AuditLog, withhold_values, withhold_values_in_logs
+from node.catalog.catalog import Catalog, InstanceRecord, SeriesState
+from node.catalog.spool import FreeSpaceGauge, instance_path, safe_uid, write_new_or_replace
+from node.network.dimse import (
     AdmissionPolicy,
     AdmittingServer,
     NoDelayAE,
@@ -72,11 +73,11 @@ from node.dimse import (
     StoreError,
     StoreStatus,
 )
-from node.header import scan_header, tags_of
-from node.presentation import cheap_copy_contexts
+from node.network.tls import server_context
+from node.receive.associations import AssociationLedger
+from node.receive.header import scan_header, tags_of
+from node.receive.presentation import cheap_copy_contexts
 from node.settings import DuplicatePolicy, Settings
-from node.spool import FreeSpaceGauge, instance_path, safe_uid, write_new_or_replace
-from node.tls import server_context
 
 logger = logging.getLogger(__name__)
 
@@ -339,7 +340,7 @@ def parse_header(raw: bytes, transfer_syntax: str) -> ReceivedHeader:
     """Parse a received file up to its Pixel Data and measure the Pixel Data element.
 
     Parsing stops before the pixels.  The elements of :data:`HEADER_KEYWORDS` are found by
-    walking the element headers (:func:`node.header.scan_header`, a tenth of pydicom's
+    walking the element headers (:func:`node.receive.header.scan_header`, a tenth of pydicom's
     reader); a data set the walk does not handle is read by pydicom.  Either way the
     elements kept are decoded here, so a malformed one is refused now.
 
@@ -596,7 +597,7 @@ class StorageListener:
         ----------
         shared_socket
             A listening socket to accept on (shared with other receiver processes,
-            node.receivers) instead of binding ``listen_host:listen_port``.
+            node.receive.receivers) instead of binding ``listen_host:listen_port``.
         """
         handlers: list[Any] = [
             (evt.EVT_C_STORE, self._handle_store),

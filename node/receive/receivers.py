@@ -3,16 +3,16 @@
 One Python process receives at most about one core's worth of C-STOREs: pynetdicom's DUL and
 DIMSE layers and the listener's handler run under one GIL, and more associations only add
 threads that contend for it.  With ``processes > 1`` the node's process binds and listens on
-the DICOM port itself and starts that many receiver processes (``python -m node.receivers``)
+the DICOM port itself and starts that many receiver processes (``python -m node.receive.receivers``)
 that all accept on this one socket, each running the unchanged store path of
-:class:`node.listener.StorageListener`: spool write with fsync and catalog row committed
+:class:`node.receive.listener.StorageListener`: spool write with fsync and catalog row committed
 before Success.  The kernel wakes every process waiting on the socket and the first to call
 ``accept`` takes the connection, so a process whose threads are busy takes fewer; a
 connection queued on the socket is not lost when one receiver dies (unlike ``SO_REUSEPORT``,
 where each process has its own queue).
 
-What stays in the node's process: completion (node.tracker), release grace, routing, jobs and
-delivery.  Each receiver tells the node, over a socket pair, in order:
+What stays in the node's process: completion (node.completion.tracker), release grace, routing,
+jobs and delivery.  Each receiver tells the node, over a socket pair, in order:
 
 * ``("carry", association, series)`` -- the first instance of a series on an association;
 * ``("stored", SeriesState)`` -- an instance stored and recorded;
@@ -21,7 +21,7 @@ delivery.  Each receiver tells the node, over a socket pair, in order:
 * ``("log", record)`` -- its log records, written by the node's handlers (one log file, the
   same filters).
 
-The node keeps the :class:`node.associations.AssociationLedger` of every receiver's
+The node keeps the :class:`node.receive.associations.AssociationLedger` of every receiver's
 associations, so a series carried by associations in two processes is released by the last
 release.  What holds across processes: the catalog (SQLite WAL or PostgreSQL) is shared, so
 duplicates and the series identity are judged against every instance stored by any receiver
@@ -66,14 +66,14 @@ from typing import Any
 
 from pydicom import Dataset
 
-from node.associations import AssociationLedger
-from node.audit import AuditLog
-from node.catalog import Catalog, SeriesState
-from node.dimse import LISTEN_BACKLOG
-from node.listener import StorageListener
+from node.catalog.audit import AuditLog
+from node.catalog.catalog import Catalog, SeriesState
+from node.network.dimse import LISTEN_BACKLOG
+from node.receive.associations import AssociationLedger
+from node.receive.listener import StorageListener
 from node.settings import Settings
 
-logger = logging.getLogger("node.receivers")  # also when run as __main__
+logger = logging.getLogger("node.receive.receivers")  # also when run as __main__
 
 AUDIT_FILE = "audit.jsonl"
 """The audit trail under ``<data_dir>/logs`` (the node's, see node.service)."""
@@ -102,7 +102,7 @@ def storage_receiver(
     on_released: Callable[[list[str]], None] | None = None,
 ) -> StorageListener | ReceiverPool:
     """The node's DICOM receiver: the listener in this process, or ``[listener] processes``
-    receiver processes (same parameters as :class:`node.listener.StorageListener`)."""
+    receiver processes (same parameters as :class:`node.receive.listener.StorageListener`)."""
     if settings.listener.processes <= 1:
         return StorageListener(settings, catalog, on_stored, audit=audit,
                                on_released=on_released)
@@ -127,7 +127,7 @@ class _Receiver:
 class ReceiverPool:
     """``[listener] processes`` receiver processes accepting on one DICOM port.
 
-    Used as :class:`node.listener.StorageListener` is: :meth:`start`, :meth:`stop`,
+    Used as :class:`node.receive.listener.StorageListener` is: :meth:`start`, :meth:`stop`,
     :attr:`address`, :attr:`associations`.
 
     Parameters
@@ -257,7 +257,7 @@ class ReceiverPool:
         ours, theirs = socket.socketpair()
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "node.receivers", str(self._socket.fileno()),
+                [sys.executable, "-m", "node.receive.receivers", str(self._socket.fileno()),
                  str(theirs.fileno()), str(os.getpid()), str(receiver.index)],
                 pass_fds=(self._socket.fileno(), theirs.fileno()),
                 stdin=subprocess.DEVNULL,

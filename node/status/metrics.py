@@ -1,6 +1,6 @@
 """Operations metrics in the Prometheus text exposition format (version 0.0.4).
 
-Served by the status endpoint as ``GET /metrics`` (:mod:`node.status`).  Every figure is read
+Served by the status endpoint as ``GET /metrics`` (:mod:`node.status.report`).  Every figure is read
 from the durable catalog when scraped, so counters survive restarts and several processes
 sharing one catalog report the same numbers; nothing is kept in memory.
 
@@ -21,11 +21,11 @@ Families
 ``cmr_node_delivery_retries_total`` (counter, by ``destination``)
     delivery attempts beyond the first of each output.
 ``cmr_node_corrections_total`` (counter, by ``station`` and ``calling_ae``)
-    reader corrections matched to a node result (:mod:`node.corrections`).
+    reader corrections matched to a node result (:mod:`node.corrections.agreement`).
 ``cmr_node_correction_dice`` (summary, by ``station``, ``calling_ae`` and ``segment``)
     Dice of the node's segment against the reader's correction (0.5 quantile, sum, count).
 ``cmr_node_correction_drift`` (gauge, by ``station``, ``calling_ae`` and ``segment``)
-    1 when the drift rule of :mod:`node.corrections` fires, else 0.
+    1 when the drift rule of :mod:`node.corrections.agreement` fires, else 0.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from node.catalog import Catalog
-from node.corrections import ScannerAgreement, summarise
+from node.catalog.catalog import Catalog
+from node.corrections.agreement import ScannerAgreement, summarise
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """Content type of the text exposition format 0.0.4."""
@@ -225,7 +225,7 @@ def collect(catalog: Catalog) -> list[MetricFamily]:
 
 
 def correction_families(scanners: Iterable[ScannerAgreement]) -> list[MetricFamily]:
-    """The reader-correction families (:mod:`node.corrections`)."""
+    """The reader-correction families (:mod:`node.corrections.agreement`)."""
     total = MetricFamily("cmr_node_corrections_total", "counter",
                          "Reader corrections matched to a node result.")
     dice = MetricFamily("cmr_node_correction_dice", "summary",

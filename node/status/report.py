@@ -20,8 +20,8 @@ over every route but ``/healthz``:
 
 ``GET /healthz``            liveness and version
 ``GET /status``             counts by state, recent series, jobs, outbox rows and events
-``GET /metrics``            Prometheus text format 0.0.4 (:mod:`node.metrics`); same checks as
-                            the other reads
+``GET /metrics``            Prometheus text format 0.0.4 (:mod:`node.status.metrics`); same checks
+                            as the other reads
 ``GET /jobs/<id>``          one job with its outbox rows and results.json
 ``POST /jobs/<id>/retry``   queue a failed job again
 ``POST /studies/<StudyInstanceUID>/covariates``
@@ -53,9 +53,9 @@ from pathlib import Path
 from typing import Any
 
 from node import __version__
-from node.catalog import Catalog
-from node.corrections import DRIFT_MARGIN, DRIFT_WINDOW, summarise
-from node.covariates import (
+from node.catalog.catalog import Catalog
+from node.corrections.agreement import DRIFT_MARGIN, DRIFT_WINDOW, summarise
+from node.inputs.covariates import (
     ECV_ANALYSIS,
     HAEMATOCRIT_KEY,
     LGE_ANALYSIS,
@@ -64,8 +64,8 @@ from node.covariates import (
     CovariatesError,
     supplied_document,
 )
-from node.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from node.metrics import median, metrics_text
+from node.status.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from node.status.metrics import median, metrics_text
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def status_report(catalog: Catalog, limit: int = 20) -> dict[str, Any]:
 
 
 def corrections_report(catalog: Catalog) -> list[dict[str, Any]]:
-    """Reader-correction agreement per scanner (:mod:`node.corrections`), with drift warnings."""
+    """Reader-correction agreement per scanner, with drift warnings (node.corrections.agreement)."""
     report = []
     for scanner in summarise(catalog.corrections()).values():
         report.append({

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from node import orthanc_launch
-from node.orthanc_launch import (
+from node.orthanc.launch import (
     OrthancLaunch,
     main,
     orthanc_environment,

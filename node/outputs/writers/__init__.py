@@ -20,7 +20,7 @@
     a Secondary Capture page (RGB, burned-in text) for viewers that show neither SEG nor SR.
 
 Every object belongs to the input study, is its own series with deterministic UIDs
-(:mod:`node.uids`: new ones for each analysis generation, see :class:`Lineage`), names the
+(:mod:`node.outputs.uids`: new ones for each analysis generation, see :class:`Lineage`), names the
 algorithm, its version and weights, and says it is not for diagnostic use.
 """
 
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pydicom
 
-from node.uids import DerivedObjectIdentity, content_digest, derived_object_identity
+from node.outputs.uids import DerivedObjectIdentity, content_digest, derived_object_identity
 from plugins.api import AnalysisResult, Code, LoadedSeries, Provenance
 
 logger = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ def package_version() -> str:
         return importlib.metadata.version(DISTRIBUTION_NAME)
     except importlib.metadata.PackageNotFoundError:
         pass
-    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    pyproject = Path(__file__).resolve().parents[3] / "pyproject.toml"
     try:
         with pyproject.open("rb") as stream:
             return str(tomllib.load(stream)["project"]["version"])
@@ -178,7 +178,7 @@ class Lineage:
     ----------
     generation
         The catalog's analysis generation of the input series (0: the first analysis); part
-        of every output UID (:func:`node.uids.derived_object_identity`).
+        of every output UID (:func:`node.outputs.uids.derived_object_identity`).
     predecessors
         By output kind (``"sr"``, ``"sr-summary"``): the header of the SR of an earlier
         generation this result's SR replaces, referenced in its Predecessor Documents
@@ -391,9 +391,9 @@ def build_outputs(
         If the result, series and sources do not fit together or an object cannot be built.
     """
     # Imported here: the writer modules import this package's settings for type hints.
-    from node.writers.seg import build_probability_segmentation, build_segmentation
-    from node.writers.sr import build_roi_report, build_summary_report
-    from node.writers.summary import build_summary_image
+    from node.outputs.writers.seg import build_probability_segmentation, build_segmentation
+    from node.outputs.writers.sr import build_roi_report, build_summary_report
+    from node.outputs.writers.summary import build_summary_image
 
     _check_inputs(result, series, sources)
     lineage = Lineage() if lineage is None else lineage
@@ -431,7 +431,7 @@ def build_outputs(
         if probability_seg is not None:
             add(OptionalKind.SEG_PROBABILITY, probability_seg)
     if settings.uncertainty_map:
-        from node.writers.uncertainty_map import build_uncertainty_map
+        from node.outputs.writers.uncertainty_map import build_uncertainty_map
 
         uncertainty = build_uncertainty_map(
             result,

@@ -21,13 +21,13 @@ and, for an ``ecv`` result with a haematocrit, :func:`build_ecv_map`:
 
 The MOLLI maps reference the MOLLI source images they were fitted from.  Each map gets its
 Series and SOP Instance UIDs as the SEG, SRs and summary image do
-(:func:`node.uids.derived_object_identity`: input series, analysis and version, kind, digest
+(:func:`node.outputs.uids.derived_object_identity`: input series, analysis and version, kind, digest
 of the input instances, analysis *generation*), so a re-analysis sends new maps in new
 series while running one generation again (a restart) rebuilds identical ones.  The UIDs the
 plugin proposes (``extra["molli"]["uids"]``, ``extra["ecv"]["uids"]``) know no generation and
 are not used; :func:`fitted_series` gives the fitted series whose frames reference the T1 map
 as built, for the SEG and SR.  Integer storage is used (not float pixel data) because most
-viewers and :mod:`node.loader` read integer pixel data with a real-world value mapping, and
+viewers and :mod:`node.inputs.loader` read integer pixel data with a real-world value mapping, and
 it is lossless at these steps.
 """
 
@@ -44,8 +44,8 @@ import numpy.typing as npt
 import pydicom
 from pydicom.sr.coding import Code as PydicomCode
 
-from node.uids import DerivedObjectIdentity, content_digest, derived_object_identity
-from node.writers import SHORT_DISCLAIMER, OutputObject, WriterError, WriterSettings
+from node.outputs.uids import DerivedObjectIdentity, content_digest, derived_object_identity
+from node.outputs.writers import SHORT_DISCLAIMER, OutputObject, WriterError, WriterSettings
 from plugins.api import DISCLAIMER, AnalysisResult, LoadedSeries, SourceFrame
 
 logger = logging.getLogger(__name__)
@@ -121,7 +121,7 @@ def map_identity(
 ) -> DerivedObjectIdentity:
     """The UIDs, number and description of the ``kind`` map of ``result``.
 
-    As for the SEG and SRs (:func:`node.writers.output_identity`): they depend on the input
+    As for the SEG and SRs (:func:`node.outputs.writers.output_identity`): they depend on the input
     series, the analysis and its version, ``kind``, the input instances (``sources``) and the
     analysis ``generation`` only; a re-analysis' SeriesDescription says "(rev N)".
     """
@@ -167,7 +167,7 @@ def build_parametric_maps(
     settings
         Identity of the node.
     generation
-        The analysis generation of the source series (:class:`node.writers.Lineage`): part
+        The analysis generation of the source series (:class:`node.outputs.writers.Lineage`): part
         of the maps' UIDs.
 
     Returns

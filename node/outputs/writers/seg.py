@@ -13,8 +13,8 @@ import numpy.typing as npt
 import pydicom
 from pydicom.sr.coding import Code as PydicomCode
 
-from node.uids import DerivedObjectIdentity, derived_uid
-from node.writers import (
+from node.outputs.uids import DerivedObjectIdentity, derived_uid
+from node.outputs.writers import (
     SHORT_DISCLAIMER,
     WriterError,
     WriterSettings,

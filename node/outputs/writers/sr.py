@@ -33,8 +33,8 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage import measure
 
-from node.uids import DerivedObjectIdentity, derived_uid, uid_from_parts
-from node.writers import (
+from node.outputs.uids import DerivedObjectIdentity, derived_uid, uid_from_parts
+from node.outputs.writers import (
     WriterError,
     WriterSettings,
     algorithm_family,
@@ -43,8 +43,8 @@ from node.writers import (
     reference_range_text,
     weights_text,
 )
-from node.writers.explain import model_explanations
-from node.writers.seg import segment_tracking_uid, to_pydicom_code, used_segments
+from node.outputs.writers.explain import model_explanations
+from node.outputs.writers.seg import segment_tracking_uid, to_pydicom_code, used_segments
 from plugins.api import (
     DISCLAIMER,
     AnalysisResult,
@@ -78,7 +78,7 @@ QC_CONCEPTS: dict[Severity, PydicomCode] = {
 }
 CONTRIBUTIONS_CONCEPT = PydicomCode("CONTRIB", LOCAL_SCHEME,
                                     "Largest contributions to a model output")
-"""The "why this number" text of a model-based value (:mod:`node.writers.explain`)."""
+"""The "why this number" text of a model-based value (:mod:`node.outputs.writers.explain`)."""
 MISSING_VALUE = codes.cid42.MeasurementFailure
 """Value of the qualitative evaluation that stands for a measurement without a value."""
 

@@ -19,8 +19,8 @@ import pydicom
 from PIL import Image, ImageDraw, ImageFont
 from skimage import measure
 
-from node.uids import DerivedObjectIdentity
-from node.writers import (
+from node.outputs.uids import DerivedObjectIdentity
+from node.outputs.writers import (
     SHORT_DISCLAIMER,
     WriterError,
     WriterSettings,
@@ -29,7 +29,7 @@ from node.writers import (
     reference_range_text,
     weights_text,
 )
-from node.writers.explain import model_explanations
+from node.outputs.writers.explain import model_explanations
 from plugins.api import (
     DISCLAIMER,
     AnalysisResult,

@@ -27,8 +27,8 @@ import numpy as np
 import pydicom
 from pydicom.sr.coding import Code as PydicomCode
 
-from node.uids import DerivedObjectIdentity
-from node.writers import SHORT_DISCLAIMER, WriterError, WriterSettings
+from node.outputs.uids import DerivedObjectIdentity
+from node.outputs.writers import SHORT_DISCLAIMER, WriterError, WriterSettings
 from plugins.api import DISCLAIMER, AnalysisResult, LoadedSeries
 from plugins.lib.uncertainty import uncertainty_image
 
@@ -100,7 +100,7 @@ def build_uncertainty_map(
     if missing:
         raise WriterError(f"Source instances {missing} of the uncertainty map are not given.")
     # highdicom keeps the planes in the order given; descending along the normal as the
-    # other Parametric Maps of the node (node.writers.parametric_map).
+    # other Parametric Maps of the node (node.outputs.writers.parametric_map).
     order = sorted(range(len(frames)), key=lambda k: -frames[k].slice_location)
     shape = frames[0].pixels.shape
     stored = np.stack([
