@@ -5,7 +5,7 @@ module.  This module only wires: it reads the node's settings from Orthanc's con
 builds the :class:`~node.orthanc.node.OrthancNode`, registers its change callback, the REST
 routes of :mod:`node.orthanc.rest` and the Explorer extension, and sends the node's log
 records to Orthanc's log.  The node and its routes know nothing of each other's wiring, so
-imports run one way: this module -> ``orthanc_rest`` -> ``orthanc_node``.
+imports run one way: this module -> :mod:`.rest` -> :mod:`.node`.
 """
 
 from __future__ import annotations

@@ -28,10 +28,10 @@ from models.phantoms.dicom_series import (
 from models.phantoms.maps import ContrastState
 from models.phantoms.study import write_synthetic_study
 from models.phantoms.t1map import make_t1map_stack
-from node import cli
 from node.analyses import assemble_options, descriptor
 from node.analyses.ecv import study_haematocrit
 from node.catalog.catalog import Catalog, InstanceRecord, OutputFile
+from node.cli import main as cli
 from node.inputs.companions import (
     Candidate,
     CompanionRole,

@@ -237,7 +237,7 @@ def test_analyse_with_covariates_file_and_lge_of_the_same_study(
     import dataclasses
 
     from bench.latency import Completeness, write_t1map_study
-    from node import cli
+    from node.cli import main as cli
     from node.cli.main import main
 
     seed = 4242  # one synthetic study: the T1 map and the LGE share its StudyInstanceUID

@@ -195,7 +195,7 @@ def test_posting_variables_requeues_the_lge_and_refuses_bad_ones(tmp_path: Path)
 def test_analyse_reports_the_combined_probability_or_why_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from node import cli
+    from node.cli import main as cli
     from node.cli.main import main
     from tests.node.test_covariates import _lge_study
 

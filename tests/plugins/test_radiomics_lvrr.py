@@ -15,7 +15,7 @@ pytest.importorskip("radiomics")
 
 from models.phantoms.t1map import PhantomSlice, make_t1map_slice
 from models.radscore.train import save_model
-from node import radiomics_export as rcli
+from node.outputs import radiomics_export as rcli
 from plugins.api import Label, LoadedSeries, Severity, SliceResult, SourceFrame
 from plugins.lib import codes
 from plugins.lib.radiomics.features import EXPECTED_FEATURE_COUNT
