@@ -8,7 +8,7 @@ wrapped as single-frame MR images (the PNGs have no geometry: an assumed 1.25 mm
 8 mm slice step), segmented by the LGE segmenter as the analysis does, and written as the
 node's SEG (LV myocardium with scar, scar); the expert labels are written as a reader's SEG
 (another series, another manufacturer).  Both go through DICOM encoding, and
-:func:`node.corrections_intake.compare` measures them as the node does when a corrected SEG
+:func:`node.corrections.intake.compare` measures them as the node does when a corrected SEG
 arrives.  Reported per case and summarised: myocardium and scar Dice (case-pooled), Δ%scar
 (reader minus node); each Dice is checked against the one computed from the arrays directly.
 """
@@ -41,8 +41,8 @@ from models.lgeseg.evaluate_real import (
     load_emidec,
     make_segmenter,
 )
-from node.corrections_intake import compare
-from node.writers.seg import to_pydicom_code
+from node.corrections.intake import compare
+from node.outputs.writers.seg import to_pydicom_code
 from plugins.lge.segmenter import LgeContrast
 from plugins.lib.codes import SEGMENT_LGE_MYOCARDIUM, SEGMENT_SCAR
 

@@ -8,7 +8,7 @@ outbox rows); the time to result is the arrival of the last of them minus that
 acknowledgement.
 
 The first series after the node's start is sent once the node logged the end of its warm-up
-(node.warmup), as a scanner's first series after a restart would arrive, and is reported
+(node.jobs.warmup), as a scanner's first series after a restart would arrive, and is reported
 apart; the warm-up's own duration is reported too.
 """
 
@@ -165,7 +165,7 @@ class ResultRun:
         }
 
 
-#: The node's log line at the end of its warm-up (node.warmup.warm_up_analyses).
+#: The node's log line at the end of its warm-up (node.jobs.warmup.warm_up_analyses).
 WARMED_UP = re.compile(r"analyses warmed up in ([0-9.]+) s")
 
 

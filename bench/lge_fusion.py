@@ -46,7 +46,7 @@ from models.phantoms.cine import (
 )
 from models.phantoms.dicom_series import StudyInfo, cine_series_datasets, lge_series_datasets
 from models.phantoms.lge import LgeSlice, lge_case_truth
-from node.loader import load_series
+from node.inputs.loader import load_series
 from plugins.api import AnalysisResult, Label, LoadedSeries
 from plugins.lge import analyse
 from plugins.lge.analysis import PRESENCE_PERCENT, QCCode

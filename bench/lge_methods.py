@@ -26,7 +26,7 @@ import numpy as np
 
 from models.phantoms.dicom_series import lge_series_datasets
 from models.phantoms.lge import ScarPattern, lge_case_truth, make_lge_stack
-from node.loader import load_series
+from node.inputs.loader import load_series
 from plugins.api import FloatImage, LoadedSeries, SegmentationOutput
 from plugins.lge import LgeContrast, ScarMethod, analyse
 from plugins.lge.analysis import PRESENCE_PERCENT

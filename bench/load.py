@@ -5,8 +5,8 @@ non-cardiac series (stored, recorded as not routed) and a few MOLLI T1 map serie
 outputs sent to a test PACS). It then checks that every instance is stored once, every T1
 series analysed once and every output delivered once, and prints the timings as JSON.
 ``--burners N`` runs N CPU-burning processes (at ``--burner-nice``) while it sends: CPU
-starvation is what exposed pynetdicom's lost C-STORE responses (node.dimse).  The CI variants
-are ``tests/hardening/test_load.py`` and ``tests/reliability/test_load_burners.py``.
+starvation is what exposed pynetdicom's lost C-STORE responses (node.network.dimse).  The CI
+variants are ``tests/hardening/test_load.py`` and ``tests/reliability/test_load_burners.py``.
 """
 
 from __future__ import annotations

@@ -13,23 +13,23 @@ from typing import Any
 from pydicom import Dataset, dcmread
 
 from node.analyses import arrivals
-from node.audit import AuditLog, withhold_values
-from node.catalog import Catalog, SeriesState
-from node.companions import Candidate
-from node.corrections_intake import take_correction
-from node.covariates import CovariateFolder
-from node.dicomweb import StowDelivery
-from node.listener import reconcile_spool
-from node.pairing import lge_reconstruction, preferred_partner, skip_reason
-from node.pipeline import writer_settings
-from node.receivers import storage_receiver
+from node.catalog.audit import AuditLog, withhold_values
+from node.catalog.catalog import Catalog, SeriesState
+from node.completion.pairing import lge_reconstruction, preferred_partner, skip_reason
+from node.completion.tracker import SeriesTracker
+from node.corrections.intake import take_correction
+from node.delivery.dicomweb import StowDelivery
+from node.delivery.sender import OutboxSender
+from node.inputs.companions import Candidate
+from node.inputs.covariates import CovariateFolder
+from node.jobs.pipeline import writer_settings
+from node.jobs.warmup import start_warm_up
+from node.jobs.worker import WorkerPool
+from node.receive.listener import reconcile_spool
+from node.receive.receivers import storage_receiver
 from node.routing import RouteDecision, RuleSet, load_rules, route
-from node.sender import OutboxSender
 from node.settings import DestinationKind, Settings, http_token
-from node.status import StatusServer
-from node.tracker import SeriesTracker
-from node.warmup import start_warm_up
-from node.worker import WorkerPool
+from node.status.report import StatusServer
 from plugins import PLUGIN_NAMES
 from plugins.lge import LgeContrast
 
@@ -41,7 +41,7 @@ def route_reason(decision: RouteDecision) -> str:
 
     Analysis names, rule names and condition ids, which come from the routing rules, are
     given unquoted: the catalog withholds every quoted text (header values such as a
-    description or Image Comments, see :class:`node.catalog.Catalog`), and these must stay
+    description or Image Comments, see :class:`node.catalog.catalog.Catalog`), and these must stay
     readable in the status.
     """
     reasons = [trace.summary() for trace in decision.traces]
@@ -80,9 +80,9 @@ def route_complete_series(
     """Route a complete series and queue its jobs; returns the ids of the queued jobs.
 
     The decision (analysis or the reasons for none) is recorded in the catalog either way.
-    A reader's corrected SEG is taken as a correction instead (:mod:`node.corrections_intake`).
+    A reader's corrected SEG is taken as a correction instead (:mod:`node.corrections.intake`).
     An LGE series is first paired with the other reconstruction of its acquisition
-    (:mod:`node.pairing`): only the preferred one (PSIR by default) is analysed.
+    (:mod:`node.completion.pairing`): only the preferred one (PSIR by default) is analysed.
     """
     if take_correction(catalog, series_uid, generation) is not None:
         return []
@@ -136,7 +136,7 @@ def requeue_on_arrival(catalog: Catalog, series_uid: str, header: Dataset) -> li
 
 
 AUDIT_FILE = "audit.jsonl"
-"""The audit trail under ``<data_dir>/logs`` (see node.audit)."""
+"""The audit trail under ``<data_dir>/logs`` (see node.catalog.audit)."""
 LGE_ANALYSIS = "lge"
 DEFAULT_PARTNER_WAIT_S = 15.0
 """How long the analysis of a non-preferred LGE reconstruction (magnitude) waits for the
@@ -152,7 +152,10 @@ class _Pairing:
 def _pair_lge(
     catalog: Catalog, series_uid: str, headers: list[Dataset], options: Mapping[str, Any]
 ) -> _Pairing:
-    """Skip, hold back or supersede LGE reconstructions of one acquisition (see node.pairing)."""
+    """Skip, hold back or supersede LGE reconstructions of one acquisition.
+
+    See :mod:`node.completion.pairing`.
+    """
     prefer = LgeContrast(str(options.get("prefer", LgeContrast.PSIR)).lower())
     candidate = lge_reconstruction(series_uid, headers)
     study = catalog.series_study(series_uid)

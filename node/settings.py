@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from node.tls import TlsError, TlsSettings, parse_tls
+from node.network.tls import TlsError, TlsSettings, parse_tls
 from plugins.t1map.reference import parse_site_ranges
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ class DestinationKind(enum.StrEnum):
     ORTHANC = "orthanc"
     """``POST /instances`` into the Orthanc that hosts the node as a plugin."""
     DICOMWEB = "dicomweb"
-    """STOW-RS to a DICOMweb service (``url``; node.dicomweb)."""
+    """STOW-RS to a DICOMweb service (``url``; node.delivery.dicomweb)."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ class DuplicatePolicy(enum.StrEnum):
 
 class WarmUp(enum.StrEnum):
     """What a process that runs analysis workers does with its analyses at start
-    (node.warmup)."""
+    (node.jobs.warmup)."""
 
     REHEARSE = "rehearse"
     """Load them, then analyse one synthetic series of each analysis that has one (the first
@@ -131,13 +131,13 @@ class ListenerSettings:
     duplicate_policy: DuplicatePolicy = DuplicatePolicy.KEEP_FIRST
     """A second instance with a stored SOP Instance UID but other content."""
     processes: int = 1
-    """Receiver processes accepting on the DICOM port (node.receivers); 1: the listener runs
+    """Receiver processes accepting on the DICOM port (node.receive.receivers); 1: the listener runs
     in the node's own process."""
 
 
 @dataclass(frozen=True)
 class HttpSettings:
-    """Who may call the status endpoint (node.status) besides the token."""
+    """Who may call the status endpoint (node.status.report) besides the token."""
 
     allowed_hosts: tuple[str, ...] = ()
     """Host names the endpoint answers to besides loopback names and ``http_host``
@@ -159,7 +159,7 @@ class Settings:
     stable_age_s: float = 30.0
     release_grace_s: float = 1.0
     """Seconds after an association's release (A-RELEASE) at which the series it carried are
-    complete (0: releases are not used; node.tracker). A scanner that sends one image per
+    complete (0: releases are not used; node.completion.tracker). A scanner that sends one image per
     association opens the next one right after releasing the previous, well within it; one
     that pauses longer only costs a re-analysis (the late instance re-opens the series)."""
     min_free_disk_mb: int = 200
@@ -168,11 +168,11 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 8089
     http_token_env: str | None = None
-    """Environment variable holding the status endpoint's bearer token (node.status)."""
+    """Environment variable holding the status endpoint's bearer token (node.status.report)."""
     rules_file: Path | None = None
     log_level: str = "INFO"
     log_uids: str = "plain"
-    """``"plain"`` or ``"hashed"``: DICOM UIDs in the ordinary log (node.audit)."""
+    """``"plain"`` or ``"hashed"``: DICOM UIDs in the ordinary log (node.catalog.audit)."""
     values_in_reasons: bool = False
     """Debug: keep quoted header values (free text) in the routing reasons, job errors and
     events the catalog and status show (withheld by default, as in the logs)."""

@@ -3,10 +3,10 @@
 Orthanc's embedded Python is Debian's libpython3.11, not the project's virtual environment:
 the venv's site-packages and the repository are put first on ``sys.path`` before anything of
 the node is imported. Their locations come from the ``CmrNode`` section of Orthanc's
-configuration (``SitePackages``, ``Repository``, written by ``python -m node.orthanc_launch``);
+configuration (``SitePackages``, ``Repository``, written by ``python -m node.orthanc.launch``);
 without it, the repository holding this file and its ``.venv`` are used.
 
-All logic lives in :mod:`node.orthanc_app` (the wiring) and :mod:`node.orthanc_node` (the
+All logic lives in :mod:`node.orthanc.app` (the wiring) and :mod:`node.orthanc.node` (the
 node), with the ``orthanc`` module passed in.
 """
 
@@ -31,6 +31,6 @@ for _path in (_repository, _site):
         sys.path.remove(_path)
 sys.path[:0] = [p for p in (_site, _repository) if p]
 
-from node.orthanc_app import register  # noqa: E402  (needs the paths above)
+from node.orthanc.app import register  # noqa: E402  (needs the paths above)
 
 registration = register(orthanc, _config)

@@ -5,4 +5,4 @@
 # See `orthanc/run.sh --help` for every option.
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
-exec "$repo/.venv/bin/python" -m node.orthanc_launch "$@"
+exec "$repo/.venv/bin/python" -m node.orthanc.launch "$@"

@@ -2,7 +2,7 @@
 
 An analysis plugin is a pure function ``analyse(series: LoadedSeries, options) ->
 AnalysisResult``.  It opens no file or socket and writes no DICOM.  The node loads the series
-(``node.loader``), calls the plugin, then hands the result to the writers (SEG, SR, summary
+(``node.inputs.loader``), calls the plugin, then hands the result to the writers (SEG, SR, summary
 image) and to ``results.json``.
 
 Coordinates: every 2-D array is indexed ``[row, column]`` exactly as the source image's pixel

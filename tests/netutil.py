@@ -20,7 +20,7 @@ from pydicom import Dataset, dcmread
 from pynetdicom import AE, StoragePresentationContexts, evt
 from pynetdicom.sop_class import ParametricMapStorage, Verification  # type: ignore[attr-defined]
 
-from node.dimse import NoDelayServer
+from node.network.dimse import NoDelayServer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -187,7 +187,7 @@ class NodeProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         extra = self.extra_config
         processes = os.environ.get(LISTENER_PROCESSES_ENV)
-        if processes:  # the suite run against several receiver processes (node.receivers)
+        if processes:  # the suite run against several receiver processes (node.receive.receivers)
             line = f"processes = {int(processes)}\n"
             extra = (extra.replace("[listener]\n", "[listener]\n" + line, 1)
                      if "[listener]\n" in extra else f"{extra}\n[listener]\n{line}")
@@ -317,7 +317,7 @@ def send_files(
     """C-STORE files with pynetdicom (``raw``: send file bytes without decoding)."""
     from pynetdicom import _config
 
-    from node.dimse import NoDelayAE
+    from node.network.dimse import NoDelayAE
 
     datasets = [dcmread(p, stop_before_pixels=True) for p in paths]
     ae = NoDelayAE(ae_title=calling)

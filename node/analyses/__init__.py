@@ -26,7 +26,7 @@ from node.analyses.base import (
     StudyFacts,
     standard_outputs,
 )
-from node.companions import Candidate, companion_options
+from node.inputs.companions import Candidate, companion_options
 
 __all__ = [
     "AnalysisDescriptor",

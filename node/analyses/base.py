@@ -5,15 +5,15 @@ node-side descriptor (``node.analyses.<name>``) says everything else the node mu
 
 * ``study_options``: options taken from the study's data (covariates, haematocrit ...),
   on top of the site's ``[analysis.<name>]`` settings;
-* ``companions``: the other series of the study it reads, by role (:mod:`node.companions`);
+* ``companions``: the other series of the study it reads, by role (:mod:`node.inputs.companions`);
 * ``requeues``: which finished analyses of the same study queue it again;
 * ``arrivals``: which newly completed series of the study queue it again;
 * ``build_outputs``: the DICOM objects written for its result (default: SEG, SRs, summary
   image; analyses that derive images add Parametric Maps);
 * ``key_numbers``: the results.json keys the status views show.
 
-The listener's workers (:mod:`node.worker`), ``cmr-node analyse`` (:mod:`node.cli`) and the
-Orthanc mode (which runs the same workers) call :func:`node.analyses.assemble_options`, so the
+The listener's workers (:mod:`node.jobs.worker`), ``cmr-node analyse`` (:mod:`node.cli.main`) and
+the Orthanc mode (which runs the same workers) call :func:`node.analyses.assemble_options`, so the
 options of a series do not depend on how it arrived.  The study's data come through
 :class:`StudyFacts`, which each caller fills from what it has (the catalog, or the input
 folder and ``--covariates``).
@@ -28,9 +28,9 @@ from typing import Any, Protocol
 
 from pydicom import Dataset
 
-from node.companions import Candidate, CompanionSpec
-from node.covariates import CovariatesError, SuppliedCovariates
-from node.writers import Lineage, OutputObject, WriterSettings, build_outputs
+from node.inputs.companions import Candidate, CompanionSpec
+from node.inputs.covariates import CovariatesError, SuppliedCovariates
+from node.outputs.writers import Lineage, OutputObject, WriterSettings, build_outputs
 from plugins.api import AnalysisResult, LoadedSeries
 
 logger = logging.getLogger(__name__)
@@ -186,7 +186,7 @@ class AnalysisDescriptor:
     study_options
         Options from the study's data, merged over the site's settings.
     companions
-        Companion roles (:mod:`node.companions`).
+        Companion roles (:mod:`node.inputs.companions`).
     requeues
         Finished analyses of the study that queue this one again.
     arrivals

@@ -15,9 +15,9 @@ from typing import Any
 from pydicom import Dataset
 
 from node.analyses.base import AnalysisDescriptor, Requeue, StudyFacts, supplied_or_error
-from node.companions import CompanionRole, CompanionSpec, covers_any_slice
-from node.covariates import SuppliedCovariates, haematocrit_options
-from node.writers import Lineage, OutputObject, WriterSettings, build_outputs
+from node.inputs.companions import CompanionRole, CompanionSpec, covers_any_slice
+from node.inputs.covariates import SuppliedCovariates, haematocrit_options
+from node.outputs.writers import Lineage, OutputObject, WriterSettings, build_outputs
 from plugins.api import AnalysisResult, LoadedSeries
 
 
@@ -43,7 +43,7 @@ def ecv_outputs(
     outputs = build_outputs(result, series, sources, settings=settings, lineage=lineage)
     block = result.extra.get("ecv")
     if isinstance(block, Mapping) and "maps" in block:
-        from node.writers.parametric_map import build_ecv_map
+        from node.outputs.writers.parametric_map import build_ecv_map
 
         outputs += build_ecv_map(result, series, sources, settings=settings,
                                  generation=lineage.generation if lineage is not None else 0)

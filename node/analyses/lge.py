@@ -1,15 +1,15 @@
 """LGE scar quantification (``plugins.lge``), with the short-axis cine as companion.
 
 Companion: the cine of the same slices, for the LGE + cine network.  It is found by a header
-test (:func:`node.companions.looks_like_cine`) among every complete series of the study,
+test (:func:`node.inputs.companions.looks_like_cine`) among every complete series of the study,
 routed or not.  When such a series completes after the study's LGE was analysed without a
 cine (flag ``cine_not_used``), the LGE is analysed again.
 
 Options from the study: its clinical variables (sidecar, REST or ``--covariates``;
-:mod:`node.covariates`) as :class:`~plugins.lge.clinical.ClinicalVariables`, for the site
+:mod:`node.inputs.covariates`) as :class:`~plugins.lge.clinical.ClinicalVariables`, for the site
 infarct model (``[analysis.lge] infarct_model``).  An invalid sidecar gives
 ``clinical_error`` (the plugin reports it); posting variables for the study analyses its LGE
-again (:func:`node.status.post_covariates`).
+again (:func:`node.status.report.post_covariates`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from node.analyses.base import AnalysisDescriptor, Arrival, StudyFacts, supplied_or_error
-from node.companions import CompanionRole, CompanionSpec, cine_of_slices, looks_like_cine
-from node.covariates import clinical_options, has_clinical
+from node.inputs.companions import CompanionRole, CompanionSpec, cine_of_slices, looks_like_cine
+from node.inputs.covariates import clinical_options, has_clinical
 from plugins.lge.analysis import QCCode
 
 CINE = CompanionSpec(

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from pydicom import Dataset
 
 from node.analyses.base import AnalysisDescriptor
-from node.companions import CompanionRole, CompanionSpec, covers_any_slice
-from node.writers import Lineage, OutputObject, WriterSettings, build_outputs
+from node.inputs.companions import CompanionRole, CompanionSpec, covers_any_slice
+from node.outputs.writers import Lineage, OutputObject, WriterSettings, build_outputs
 from plugins.api import AnalysisResult, LoadedSeries
 
 
@@ -27,7 +27,7 @@ def molli_outputs(
     if not (isinstance(fitted, Mapping) and "maps" in fitted):
         return series, build_outputs(result, series, sources, settings=settings,
                                      lineage=lineage)
-    from node.writers.parametric_map import build_parametric_maps, fitted_series
+    from node.outputs.writers.parametric_map import build_parametric_maps, fitted_series
 
     generation = lineage.generation if lineage is not None else 0
     maps = build_parametric_maps(result, sources, settings=settings, generation=generation)

@@ -1,6 +1,6 @@
 """Native T1 map (``plugins.t1map``): LVRR covariates in, re-analysed after the study's LGE.
 
-Options from the study: the LVRR covariates (:mod:`node.covariates`) supplied for the study
+Options from the study: the LVRR covariates (:mod:`node.inputs.covariates`) supplied for the study
 (sidecar file, REST, ``--covariates``), completed by the scar extent and septal mid-wall LGE
 of the study's own LGE analysis.  An invalid sidecar gives ``covariates_error`` (the plugin
 reports it).  When an LGE analysis of the study gives covariates after the map was analysed,
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from node.analyses.base import AnalysisDescriptor, Requeue, StudyFacts, supplied_or_error
-from node.covariates import analysis_covariate_options, lge_covariates, merge_covariates
+from node.inputs.covariates import analysis_covariate_options, lge_covariates, merge_covariates
 
 
 def covariate_options(facts: StudyFacts) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from node.audit import WITHHELD
+from node.catalog.audit import WITHHELD
 from node.routing.facts import (
     CountOf,
     Scalar,
@@ -99,7 +99,7 @@ class ConditionResult:
     def describe(self, withhold: bool = False) -> str:
         """``id`` (name) [observed values]; with ``withhold``, the values are withheld.
 
-        Withheld, the id is not quoted: the log filter (:func:`node.audit.withhold_values`)
+        Withheld, the id is not quoted: the log filter (:func:`node.catalog.audit.withhold_values`)
         withholds every quoted text, and the rule's id must stay readable in the log.
         """
         name = self.condition_id if withhold else repr(self.condition_id)

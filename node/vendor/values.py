@@ -1,6 +1,6 @@
 """Real-world values: how a vendor's stored pixel values become physical values.
 
-The loader (:mod:`node.loader`) applies, in this order of preference:
+The loader (:mod:`node.inputs.loader`) applies, in this order of preference:
 
 1. **Real World Value Mapping Sequence (0040,9096)** (PS3.3 C.7.6.16.2.11), per frame in
    enhanced objects: the item whose Measurement Units Code Sequence is milliseconds, else

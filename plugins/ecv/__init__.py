@@ -2,7 +2,7 @@
 
 The node calls :func:`analyse` with a post-contrast T1-map series and, in
 ``options["companions"]["native_t1map"]``, the native T1 map of the same slices (found by
-:mod:`node.companions`).  See :mod:`plugins.ecv.analysis`.
+:mod:`node.inputs.companions`).  See :mod:`plugins.ecv.analysis`.
 """
 
 from __future__ import annotations

@@ -480,7 +480,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         ``prefer``
             Which reconstruction to analyse when the series holds both (default PSIR).
         ``companions`` / ``companion_reasons`` / ``companion_series``
-            From the node (:mod:`node.companions`): ``["cine"]`` is the study's short-axis
+            From the node (:mod:`node.inputs.companions`): ``["cine"]`` is the study's short-axis
             cine series, or the reason there is none.  Every slice with a cine image at its
             position is segmented by the two-channel LGE + cine network
             (:mod:`plugins.lge.cine` pairs, resamples and aligns it); the others by the

@@ -6,7 +6,7 @@ Where vendors put the inversion time
   classic MR images, GE, and this project's phantom writer
   (:func:`models.phantoms.dicom_series.molli_source_series_datasets`).  Enhanced MR images
   (Philips multi-frame) carry it per frame in the MR Modifier functional group
-  (InversionTimes), which :mod:`node.loader` copies into the frame's ``InversionTime``.
+  (InversionTimes), which :mod:`node.inputs.loader` copies into the frame's ``InversionTime``.
 * **ImageComments** as text such as ``"TI 123"``, ``"TI: 123.5"``, ``"TI=123ms"``,
   ``"MOLLI_TI_123"``: older
   Siemens MOLLI works-in-progress write the effective TI only there (InversionTime then

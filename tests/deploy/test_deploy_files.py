@@ -28,10 +28,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from node import __version__, cli, orthanc_launch
-from node.catalog import Catalog
+from node import __version__
+from node.catalog.catalog import Catalog
+from node.cli import main as cli
+from node.orthanc import launch as orthanc_launch
 from node.settings import DEFAULTS_PATH, Settings, load_settings
-from node.status import StatusServer
+from node.status.report import StatusServer
 from plugins import PLUGIN_NAMES
 from plugins.lge import LgeContrast
 from plugins.lge.analysis import N_SD_RANGE

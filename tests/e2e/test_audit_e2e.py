@@ -12,7 +12,7 @@ from pydicom import dcmread
 
 from models.phantoms.dicom_series import StudyInfo, t1map_series_datasets, write_series
 from models.phantoms.t1map import make_heart_case, make_t1map_stack
-from node.audit import UidHashingFilter, hash_uid
+from node.catalog.audit import UidHashingFilter, hash_uid
 from tests.netutil import NodeProcess, PacsScp, send_files, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -85,7 +85,7 @@ def test_lge_series_is_segmented_with_the_cine_of_its_study(
     rows = summary["extra"]["slices"]
     assert len(rows) == 6
     assert {row["mode"] for row in rows} == {"lge+cine"}, (
-        "the LGE job got no cine: does node/worker.py offer the study's series as companion "
+        "the LGE job got no cine: does node/jobs/worker.py offer the study's series as companion "
         f"candidates (WorkerPool.candidates, roles found by header)? {rows[0]['cine']}")
     assert {row["cine"]["series_instance_uid"] for row in rows} == {cine_uid}
     assert summary["extra"]["lge"]["cine"]["series_instance_uid"] == cine_uid
@@ -145,7 +145,7 @@ def test_lge_is_analysed_again_when_its_cine_arrives_late(
     assert sorted((r["generation"], r["state"]) for r in jobs
                   if r["series_instance_uid"] == psir_uid) == [(0, "done"), (1, "done")]
     assert {r["series_instance_uid"] for r in jobs} == {psir_uid}  # the cine is not analysed
-    # The second outputs are a new generation with new UIDs (node.uids: a PACS keeping the
+    # The second outputs are a new generation with new UIDs (node.outputs.uids: a PACS keeping the
     # first copy of a UID would keep the stale ones): a second set of four, in "(rev 1)" series.
     received = pacs.latest_by_uid()
     assert len(received) == 8, sorted(str(ds.SOPClassUID) for ds in received.values())

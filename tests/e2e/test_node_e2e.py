@@ -174,7 +174,7 @@ def test_late_instance_replaces_outputs(tmp_path: Path, node: NodeProcess, pacs:
     assert send_files(paths[2:], node.port) == [0]
     wait_for(lambda: len(pacs.received()) >= 2 * n_first, RESULT_TIMEOUT_S)
     time.sleep(1.0)
-    # A re-analysis is a new generation with new UIDs (node.uids: a PACS keeping the first
+    # A re-analysis is a new generation with new UIDs (node.outputs.uids: a PACS keeping the first
     # copy of a UID would keep the stale objects); the earlier ones stay.
     new_uids = set(pacs.count_by_uid()) - first_uids
     assert len(new_uids) == len(first_uids), "re-analysis did not send a new set of objects"

@@ -17,7 +17,7 @@ import pytest
 from pydicom import dcmread
 
 from models.phantoms.dicom_series import write_series
-from node.writers.parametric_map import KIND_FIT, KIND_T1
+from node.outputs.writers.parametric_map import KIND_FIT, KIND_T1
 from tests.netutil import NodeProcess, PacsScp, dciodvfy_errors, send_files, wait_for
 
 pytestmark = pytest.mark.e2e

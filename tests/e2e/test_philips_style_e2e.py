@@ -20,7 +20,7 @@ from pydicom import dcmread
 
 from models.phantoms.dicom_series import t1map_series_datasets, write_series
 from models.phantoms.philips_style import write_philips_style_study
-from node.pipeline import run_analysis, writer_settings
+from node.jobs.pipeline import run_analysis, writer_settings
 from tests.netutil import NodeProcess, PacsScp, dciodvfy_errors, send_files, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -18,7 +18,7 @@ from pydicom import dcmread
 
 from models.phantoms.dicom_series import StudyInfo, t1map_series_datasets, write_series
 from models.phantoms.t1map import make_heart_case, make_t1map_stack
-from node.dimse import NoDelayAE
+from node.network.dimse import NoDelayAE
 from tests.netutil import NodeProcess, PacsScp, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -189,7 +189,7 @@ def test_late_instance_after_release_reopens_and_replaces_outputs(
         " AND state!='receiving'", (_series_uid(paths),)), RELEASED_WITHIN_S, interval=0.1)
     assert float(reopened[0]["completed_at"]) - released < RELEASED_WITHIN_S
     assert wait_for(lambda: _delivered(node, 1), RESULT_TIMEOUT_S, interval=0.1) == n_first
-    # A re-analysis is a new generation with new UIDs (node.uids: a PACS keeping the first
+    # A re-analysis is a new generation with new UIDs (node.outputs.uids: a PACS keeping the first
     # copy of a UID would keep the stale objects); the earlier ones stay.
     new_uids = set(pacs.count_by_uid()) - first_uids
     assert len(new_uids) == len(first_uids), "re-analysis did not send a new set of objects"

@@ -23,9 +23,9 @@ from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from models.phantoms.dicom_series import StudyInfo, non_cardiac_mr_series_datasets
-from node.dimse import StoreError
-from node.listener import instance_record, parse_header, validate_instance
-from node.loader import LoadError, load_series
+from node.inputs.loader import LoadError, load_series
+from node.network.dimse import StoreError
+from node.receive.listener import instance_record, parse_header, validate_instance
 from tests.hardening.util import StreamResult, send_stream, sop_uid, write_brain_series
 from tests.netutil import NodeProcess
 

@@ -10,8 +10,8 @@ from typing import NoReturn
 import pytest
 from pydicom.dataelem import DataElement
 
-from node.dimse import StoreStatus
-from node.listener import CONNECTION_CHECK_S
+from node.network.dimse import StoreStatus
+from node.receive.listener import CONNECTION_CHECK_S
 from tests.node.test_listener import Harness, _mr
 
 
@@ -104,8 +104,8 @@ def test_unknown_vr_cannot_be_understood() -> None:
     # 0x0110 Processing failure (and logged a traceback) instead of 0xC000.
     import struct
 
-    from node.dimse import StoreError
-    from node.listener import file_meta_bytes, parse_header
+    from node.network.dimse import StoreError
+    from node.receive.listener import file_meta_bytes, parse_header
 
     syntax = "1.2.840.10008.1.2.1"
     element = struct.pack("<HH", 0x0008, 0x0060) + b"CS" + struct.pack("<H", 2) + b"MR"
@@ -122,8 +122,8 @@ def test_malformed_header_element_is_refused_by_the_parser() -> None:
     # NotImplementedError surfaced as 0x0110 Processing failure instead of 0xC000.
     import struct
 
-    from node.dimse import StoreError
-    from node.listener import file_meta_bytes, parse_header
+    from node.network.dimse import StoreError
+    from node.receive.listener import file_meta_bytes, parse_header
 
     syntax = "1.2.840.10008.1.2.1"
     images_in_acquisition = struct.pack("<HH", 0x0020, 0x1002) + b"I\x00" + struct.pack("<H", 2)

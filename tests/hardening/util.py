@@ -21,7 +21,7 @@ from models.phantoms.dicom_series import (
     write_series,
 )
 from models.phantoms.t1map import make_heart_case, make_t1map_stack
-from node.dimse import NoDelayAE
+from node.network.dimse import NoDelayAE
 from tests.netutil import NodeProcess, PacsScp
 
 #: Fewest outputs of one analysed T1 map series: SEG, SR and the summary Secondary Capture.

@@ -26,7 +26,7 @@ from models.lgeseg.two_stage import DEFAULT_LOCATOR, DEFAULT_SEGMENTER, TwoStage
 from models.phantoms.dicom_series import StudyInfo, lge_series_datasets, write_series
 from models.phantoms.lge import LgeSlice, make_lge_stack
 from models.segmentation import sha256_of
-from node.cli import main
+from node.cli.main import main
 from plugins.api import Label, SegmentDefinition
 from plugins.lib import codes
 
@@ -102,7 +102,7 @@ def _seg_of(datasets: Sequence[Dataset], slices: Sequence[LgeSlice],
     """A binary SEG of the phantom truth, built with highdicom as a reader's tool would."""
     import highdicom as hd
 
-    from node.writers.seg import to_pydicom_code
+    from node.outputs.writers.seg import to_pydicom_code
 
     masks = np.stack([np.stack([np.isin(s.labels, _members(d)) for d in segments], axis=-1)
                       for s in slices]).astype(np.uint8)

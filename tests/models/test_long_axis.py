@@ -21,7 +21,7 @@ from models.phantoms.long_axis import (
     sample_long_axis_geometry,
 )
 from models.phantoms.t1map import make_t1map_stack, sample_t1map_acquisition
-from node.loader import load_series
+from node.inputs.loader import load_series
 from plugins.api import Label
 
 SHAPE = (112, 112)

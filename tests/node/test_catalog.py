@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from node.catalog import Catalog, InstanceRecord, OutputFile
+from node.catalog.catalog import Catalog, InstanceRecord, OutputFile
 from tests.pgutil import PostgresServer
 
 

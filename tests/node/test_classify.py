@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from models.radscore.train import auc
-from node.cli import main
+from node.cli.main import main
 from plugins.lge.infarct_model import (
     CLINICAL_FEATURES,
     IMAGE_FEATURES,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from node.cli import main
+from node.cli.main import main
 from tests.netutil import REPO, dciodvfy_errors
 
 #: Per-slice tolerance of myocardial mean T1 against the phantom's tissue T1 when the slice
@@ -119,7 +119,7 @@ def test_route_explains_each_series(tmp_path: Path, capsys: pytest.CaptureFixtur
 
 
 def test_status_reads_the_catalog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from node.catalog import Catalog
+    from node.catalog.catalog import Catalog
     from tests.node.test_catalog import _record
 
     cat = Catalog(tmp_path / "data" / "catalog.sqlite3")

@@ -28,11 +28,11 @@ from models.phantoms.dicom_series import (
 from models.phantoms.maps import ContrastState
 from models.phantoms.study import write_synthetic_study
 from models.phantoms.t1map import make_t1map_stack
-from node import cli
 from node.analyses import assemble_options, descriptor
 from node.analyses.ecv import study_haematocrit
-from node.catalog import Catalog, InstanceRecord, OutputFile
-from node.companions import (
+from node.catalog.catalog import Catalog, InstanceRecord, OutputFile
+from node.cli import main as cli
+from node.inputs.companions import (
     Candidate,
     CompanionRole,
     cine_of_slices,
@@ -40,7 +40,7 @@ from node.companions import (
     find_companions,
     looks_like_cine,
 )
-from node.covariates import (
+from node.inputs.covariates import (
     HAEMATOCRIT_KEY,
     CovariateFolder,
     CovariatesError,
@@ -50,9 +50,9 @@ from node.covariates import (
     normalise_covariates,
     read_covariates_table,
 )
-from node.loader import load_series_files
+from node.inputs.loader import load_series_files
+from node.jobs.worker import WorkerPool
 from node.settings import Settings
-from node.worker import WorkerPool
 from tests.netutil import dciodvfy_errors
 
 ECV_ROLES = descriptor("ecv").companions
@@ -305,7 +305,7 @@ def test_worker_gives_ecv_jobs_the_native_map_and_haematocrit(study, tmp_path):
 
 
 def test_rest_haematocrit_is_stored_and_requeues_ecv(study, tmp_path):
-    from node.status import StatusServer
+    from node.status.report import StatusServer
 
     catalog = Catalog(tmp_path / "catalog.sqlite3")
     study_uid = study["truth"]["study_instance_uid"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from node.corrections import (
+from node.corrections.agreement import (
     MYOCARDIUM_ROLE,
     SCAR_ROLE,
     CorrectionError,
@@ -16,7 +16,7 @@ from node.corrections import (
     drift,
     summarise,
 )
-from node.corrections_intake import Segment, match_segments
+from node.corrections.intake import Segment, match_segments
 
 
 def _ring(shape: tuple[int, int], inner: float, outer: float) -> np.ndarray:
@@ -90,9 +90,9 @@ def test_reader_segments_match_by_type_then_region_then_label() -> None:
 def test_status_and_metrics_show_a_drifting_scanner(
     tmp_path: Path, catalog_location: str | Path
 ) -> None:
-    from node.catalog import Catalog, InstanceRecord
-    from node.metrics import metrics_text
-    from node.status import corrections_report, format_report, status_report
+    from node.catalog.catalog import Catalog, InstanceRecord
+    from node.status.metrics import metrics_text
+    from node.status.report import corrections_report, format_report, status_report
 
     catalog = Catalog(catalog_location)
     catalog.record_instance(InstanceRecord("1.1", "1.3", "1.2", "1.2.840.10008.5.1.4.1.1.4",
@@ -136,10 +136,10 @@ def test_a_reader_seg_is_shown_as_a_correction_not_unrouted(
     from pydicom.uid import generate_uid
 
     from bench.latency import Completeness, write_t1map_study
-    from node.catalog import Catalog, InstanceRecord
+    from node.catalog.catalog import Catalog, InstanceRecord
     from node.routing import load_rules
     from node.service import route_complete_series
-    from node.status import format_report, status_report
+    from node.status.report import format_report, status_report
 
     sources = [dcmread(p) for p in write_t1map_study(31, tmp_path / "t1", Completeness.KNOWN)]
     mask = np.zeros((len(sources), int(sources[0].Rows), int(sources[0].Columns)), bool)

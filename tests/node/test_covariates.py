@@ -15,8 +15,8 @@ import pytest
 from pydicom import dcmread
 
 from node.analyses.t1map import covariate_options
-from node.catalog import Catalog, InstanceRecord, OutputFile
-from node.covariates import (
+from node.catalog.catalog import Catalog, InstanceRecord, OutputFile
+from node.inputs.covariates import (
     CovariateFolder,
     CovariatesError,
     SuppliedCovariates,
@@ -24,8 +24,8 @@ from node.covariates import (
     merge_covariates,
     read_covariates_table,
 )
+from node.jobs.worker import WorkerPool
 from node.settings import Settings
-from node.worker import WorkerPool
 
 CLINICAL = {"sbp_mmhg": 120, "lvef_percent": 30, "lveddi_mm_per_m2": 35, "smoking": 1}
 STUDY = "1.2.826.0.1.3680043.8.498.1"
@@ -218,7 +218,7 @@ def _lge_study(seed: int, folder: Path) -> Any:
     labels (the analysis under test is the covariate path, not the LGE model)."""
     from models.phantoms.dicom_series import StudyInfo, lge_series_datasets, write_series
     from models.phantoms.lge import make_lge_stack
-    from node.loader import load_series
+    from node.inputs.loader import load_series
     from tests.plugins.test_lge import KnownLabels, _key
 
     rng = np.random.default_rng(seed)
@@ -237,8 +237,8 @@ def test_analyse_with_covariates_file_and_lge_of_the_same_study(
     import dataclasses
 
     from bench.latency import Completeness, write_t1map_study
-    from node import cli
-    from node.cli import main
+    from node.cli import main as cli
+    from node.cli.main import main
 
     seed = 4242  # one synthetic study: the T1 map and the LGE share its StudyInstanceUID
     t1_paths = write_t1map_study(seed, tmp_path / "in" / "t1", Completeness.KNOWN)
@@ -301,7 +301,7 @@ def _post(port: int, study: str, body: bytes, token: str) -> tuple[int, dict[str
 
 
 def test_status_server_stores_covariates_and_requeues(tmp_path: Path) -> None:
-    from node.status import StatusServer
+    from node.status.report import StatusServer
 
     catalog = Catalog(tmp_path / "catalog.sqlite3")
     _routed_series(catalog, tmp_path, "2.25.30", "t1map")
@@ -370,7 +370,7 @@ def test_posted_covariates_reanalyse_with_new_uids(tmp_path: Path) -> None:
         wait_for(lambda: len(pacs.received()) >= 2 * len(first), 120, interval=0.2)
         time.sleep(0.5)
         again = pacs.count_by_uid()
-        # A re-analysis is a new generation with new UIDs (node.uids: a PACS keeping the
+        # A re-analysis is a new generation with new UIDs (node.outputs.uids: a PACS keeping the
         # first copy of a UID, like Orthanc by default, would keep the stale objects).
         added = set(again) - set(first)
         assert len(added) == len(first), "re-analysis did not send a new set of objects"

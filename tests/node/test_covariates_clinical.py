@@ -20,8 +20,8 @@ import pytest
 from pydicom import dcmread
 
 from node.analyses import StudyFacts, assemble_options
-from node.catalog import Catalog
-from node.covariates import CovariateFolder, CovariatesError, parse_supplied
+from node.catalog.catalog import Catalog
+from node.inputs.covariates import CovariateFolder, CovariatesError, parse_supplied
 from node.settings import Settings
 from plugins.lge.clinical import ClinicalVariables, Sex, Tobacco, parse_clinical
 from plugins.lge.infarct_model import (
@@ -68,7 +68,7 @@ def synthetic_cohort(path: Path, n: int = 300, seed: int = 5) -> None:
 
 def train_model(folder: Path) -> Path:
     """A site infarct model trained by ``cmr-node classify train`` on :func:`synthetic_cohort`."""
-    from node.cli import main
+    from node.cli.main import main
 
     folder.mkdir(parents=True, exist_ok=True)
     table, model = folder / "cohort.csv", folder / "infarct-model.json"
@@ -155,7 +155,7 @@ def test_lge_descriptor_passes_typed_variables_or_the_refusal(tmp_path: Path) ->
 
 
 def test_posting_variables_requeues_the_lge_and_refuses_bad_ones(tmp_path: Path) -> None:
-    from node.status import StatusServer
+    from node.status.report import StatusServer
 
     catalog = Catalog(tmp_path / "catalog.sqlite3")
     _routed_series(catalog, tmp_path, "2.25.60", "lge")
@@ -195,8 +195,8 @@ def test_posting_variables_requeues_the_lge_and_refuses_bad_ones(tmp_path: Path)
 def test_analyse_reports_the_combined_probability_or_why_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from node import cli
-    from node.cli import main
+    from node.cli import main as cli
+    from node.cli.main import main
     from tests.node.test_covariates import _lge_study
 
     model_path = train_model(tmp_path / "site")

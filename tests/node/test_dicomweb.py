@@ -12,9 +12,9 @@ import pytest
 from pydicom import dcmread
 
 from models.phantoms.study import write_synthetic_study
-from node.cli import main
-from node.dicomweb import DicomWebError, make_client, parse_filters, search_studies
-from node.sender import OutboxSender
+from node.cli.main import main
+from node.delivery.dicomweb import DicomWebError, make_client, parse_filters, search_studies
+from node.delivery.sender import OutboxSender
 from node.settings import Destination, DestinationKind, SettingsError, settings_from_mapping
 from tests.netutil import wait_for
 from tests.node.test_sender import _queued, _settings
@@ -121,6 +121,6 @@ def test_dicomweb_destination_settings_and_filters(tmp_path: Path) -> None:
 
 
 def _stow() -> object:
-    from node.dicomweb import StowDelivery
+    from node.delivery.dicomweb import StowDelivery
 
     return StowDelivery()

@@ -17,8 +17,8 @@ from pydicom import dcmread
 
 from models.phantoms.dicom_series import stored_to_physical, write_series
 from models.phantoms.enhanced_mr import write_enhanced_molli_study
-from node.loader import load_series_files
-from node.pipeline import run_analysis, writer_settings
+from node.inputs.loader import load_series_files
+from node.jobs.pipeline import run_analysis, writer_settings
 from node.routing import load_rules, route
 from node.service import read_headers
 from tests.netutil import dciodvfy_errors

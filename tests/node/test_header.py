@@ -1,4 +1,5 @@
-"""The listener's header walk (node.header) gives what pydicom's reader gives, or steps aside."""
+"""The listener's header walk (node.receive.header) gives what pydicom's reader gives, or steps
+aside."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from models.phantoms.dicom_series import t1map_series_datasets
 from models.phantoms.t1map import make_t1map_stack
-from node.dimse import StoreError
-from node.header import scan_header
-from node.listener import (
+from node.network.dimse import StoreError
+from node.receive.header import scan_header
+from node.receive.listener import (
     HEADER_KEYWORDS,
     HEADER_TAGS,
     ReceivedHeader,

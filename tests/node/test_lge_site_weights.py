@@ -12,7 +12,7 @@ from pydicom import dcmread
 
 from models.lgeseg.site_data import SitePair, load_dicom_seg
 from models.lgeseg.two_stage import DEFAULT_LOCATOR, DEFAULT_SEGMENTER
-from node.cli import main
+from node.cli.main import main
 from node.settings import SettingsError, load_settings
 
 SR_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.88."

@@ -13,9 +13,9 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 
-from node.catalog import Catalog, SeriesState
-from node.dimse import StoreStatus
-from node.listener import StorageListener
+from node.catalog.catalog import Catalog, SeriesState
+from node.network.dimse import StoreStatus
+from node.receive.listener import StorageListener
 from node.settings import Settings
 from tests.netutil import free_port
 
@@ -129,8 +129,8 @@ def test_spool_reconciliation_records_orphans_and_quarantines_partial_files(
     tmp_path: Path,
 ) -> None:
     """A spool file whose catalog row was lost (power loss) is recorded again at start."""
-    from node.listener import reconcile_spool
-    from node.spool import instance_path
+    from node.catalog.spool import instance_path
+    from node.receive.listener import reconcile_spool
 
     h = Harness(tmp_path)
     ds = _mr()

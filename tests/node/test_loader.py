@@ -1,4 +1,4 @@
-"""Tests of node.loader: DICOM instances -> LoadedSeries in physical units."""
+"""Tests of node.inputs.loader: DICOM instances -> LoadedSeries in physical units."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000MCLossless, RLELossless
 
-from node.loader import LoadError, is_t1_map, load_series, load_series_files
+from node.inputs.loader import LoadError, is_t1_map, load_series, load_series_files
 from plugins.api import AnalysisError
 
 phantom_t1map = pytest.importorskip("models.phantoms.t1map")

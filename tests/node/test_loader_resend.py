@@ -13,7 +13,7 @@ from pydicom.uid import generate_uid
 
 from models.phantoms.dicom_series import StudyInfo, t1map_series_datasets, write_series
 from models.phantoms.t1map import make_heart_case, make_t1map_stack
-from node.pipeline import result_summary, run_analysis, writer_settings
+from node.jobs.pipeline import result_summary, run_analysis, writer_settings
 
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 

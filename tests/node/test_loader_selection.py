@@ -1,4 +1,7 @@
-"""node.loader chooses the images an analysis needs per slice position (node.selection)."""
+"""node.inputs.loader chooses the images an analysis needs per slice position.
+
+The choice is node.inputs.selection's.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from node.loader import load_series
+from node.inputs.loader import load_series
 from plugins.api import ContrastPhase
 
 SERIES = generate_uid()

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from node.catalog import Catalog, InstanceRecord, OutputFile
-from node.metrics import CONTENT_TYPE, MetricFamily, render
-from node.status import StatusServer
+from node.catalog.catalog import Catalog, InstanceRecord, OutputFile
+from node.status.metrics import CONTENT_TYPE, MetricFamily, render
+from node.status.report import StatusServer
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 _SAMPLE_RE = re.compile(rf"^({_NAME})(?:\{{(.*)\}})? (\S+)$")

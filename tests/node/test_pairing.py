@@ -10,8 +10,8 @@ from pydicom import Dataset
 
 from models.phantoms.dicom_series import StudyInfo, lge_series_datasets
 from models.phantoms.lge import make_lge_stack
-from node.cli import preferred_lge_partners
-from node.pairing import lge_reconstruction, preferred_partner, skip_reason
+from node.cli.main import preferred_lge_partners
+from node.completion.pairing import lge_reconstruction, preferred_partner, skip_reason
 from plugins.lge import LgeContrast
 
 

@@ -1,8 +1,8 @@
 """Tests of the Parametric Map writer for T1 fitted from MOLLI source images.
 
 The maps are built from a real ``molli`` result on a two-slice phantom source series, checked
-with dciodvfy, and read back through :mod:`node.loader`: T1 must survive within the storage
-quantisation (half of :data:`~node.writers.parametric_map.T1_STEP_MS`), with the source
+with dciodvfy, and read back through :mod:`node.inputs.loader`: T1 must survive within the storage
+quantisation (half of :data:`~node.outputs.writers.parametric_map.T1_STEP_MS`), with the source
 geometry.  The maps' UIDs follow the analysis generation as the SEG's and SRs' do: a
 re-analysis gets new ones, a restart of the same generation the same ones.
 """
@@ -19,11 +19,11 @@ import pytest
 from pydicom.dataset import Dataset
 
 from node.analyses import descriptor
-from node.loader import load_series, load_series_files
-from node.pipeline import encode_dataset
-from node.uids import content_digest, derived_uid
-from node.writers import Lineage, OutputObject, WriterError, WriterSettings, build_outputs
-from node.writers.parametric_map import (
+from node.inputs.loader import load_series, load_series_files
+from node.jobs.pipeline import encode_dataset
+from node.outputs.uids import content_digest, derived_uid
+from node.outputs.writers import Lineage, OutputObject, WriterError, WriterSettings, build_outputs
+from node.outputs.writers.parametric_map import (
     KIND_ECV,
     KIND_FIT,
     KIND_T1,

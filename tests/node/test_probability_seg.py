@@ -17,10 +17,10 @@ import numpy as np
 import pydicom
 import pytest
 
+from node.outputs.uids import derived_object_identity
+from node.outputs.writers import OptionalKind, WriterSettings, build_outputs
+from node.outputs.writers.seg import MAX_FRACTIONAL_VALUE, build_probability_segmentation
 from node.settings import SettingsError, settings_from_mapping
-from node.uids import derived_object_identity
-from node.writers import OptionalKind, WriterSettings, build_outputs
-from node.writers.seg import MAX_FRACTIONAL_VALUE, build_probability_segmentation
 from plugins.api import Label
 from plugins.lib.codes import SEGMENT_SCAR
 from tests.netutil import dciodvfy_errors
@@ -166,7 +166,7 @@ def test_outputs_probability_seg_setting(tmp_path: Path) -> None:
 def test_summary_tile_shades_exactly_the_uncertain_pixels(case: Case) -> None:
     from PIL import Image
 
-    from node.writers.summary import paste_uncertainty
+    from node.outputs.writers.summary import paste_uncertainty
     from plugins.lib.uncertainty import UNCERTAIN_ENTROPY_BITS, uncertainty_image
 
     s = case.result.slices[0]
@@ -191,7 +191,7 @@ def test_summary_tile_shades_exactly_the_uncertain_pixels(case: Case) -> None:
 
 
 def test_summary_caption_gives_the_uncertain_area(case: Case) -> None:
-    from node.writers.summary import uncertainty_caption
+    from node.outputs.writers.summary import uncertainty_caption
     from plugins.lib.uncertainty import uncertain_area_ratio
 
     s = case.result.slices[1]

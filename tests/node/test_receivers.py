@@ -1,4 +1,4 @@
-"""Several receiver processes on one DICOM port (node.receivers), node run as its own process.
+"""Several receiver processes on one DICOM port (node.receive.receivers), the node its own process.
 
 Which receiver serves a connection is read from ``/proc``: the process holding the socket
 whose TCP peer is the test's end of the connection.
@@ -20,7 +20,7 @@ from pydicom import Dataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from node.dimse import NoDelayAE
+from node.network.dimse import NoDelayAE
 from node.settings import SettingsError, load_settings
 from tests.netutil import NodeProcess, wait_for
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from node.audit import WITHHELD, withhold_values
+from node.catalog.audit import WITHHELD, withhold_values
 from node.routing import (
     ConditionResult,
     RouteDecision,

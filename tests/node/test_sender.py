@@ -12,8 +12,8 @@ from pynetdicom import AE, evt
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import SecondaryCaptureImageStorage  # type: ignore[attr-defined]
 
-from node.catalog import Catalog, InstanceRecord, OutputFile
-from node.sender import OutboxSender
+from node.catalog.catalog import Catalog, InstanceRecord, OutputFile
+from node.delivery.sender import OutboxSender
 from node.settings import Destination, SenderSettings, Settings
 from tests.netutil import PacsScp, free_port, wait_for
 

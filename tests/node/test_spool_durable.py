@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-import node.spool as spool
-from node.spool import FreeSpaceGauge, make_dirs_durable, write_new_or_replace
+import node.catalog.spool as spool
+from node.catalog.spool import FreeSpaceGauge, make_dirs_durable, write_new_or_replace
 
 
 @pytest.fixture()

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from node.catalog import Catalog
+from node.catalog.catalog import Catalog
 from node.settings import SettingsError, http_token, settings_from_mapping
-from node.status import StatusServer
+from node.status.report import StatusServer
 
 TOKEN = "s3cret-token-for-the-status-endpoint"
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from node.catalog import Catalog
-from node.covariates import CovariateFolder
-from node.status import StatusServer, host_name, write_token_file
+from node.catalog.catalog import Catalog
+from node.inputs.covariates import CovariateFolder
+from node.status.report import StatusServer, host_name, write_token_file
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 BODY = json.dumps({"sbp_mmhg": 120}).encode()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from node.status import format_report, key_numbers_text
-from node.worker import _short_summary
+from node.jobs.worker import _short_summary
+from node.status.report import format_report, key_numbers_text
 
 T1_RESULTS = {
     "analysis": "t1map",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pydicom
 import pytest
 
-from node.uids import content_digest, derived_object_identity
-from node.writers import WriterError
-from node.writers.sr import predecessor_documents
+from node.outputs.uids import content_digest, derived_object_identity
+from node.outputs.writers import WriterError
+from node.outputs.writers.sr import predecessor_documents
 
 
 def _identity(generation: int = 0, content: str = "abc", description: str = "cmr-node T1 SR"

@@ -17,9 +17,9 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
-from node.sender import OutboxSender
+from node.delivery.sender import OutboxSender
+from node.network.tls import TlsError, TlsSettings, client_context, parse_tls, server_context
 from node.settings import Destination, SettingsError, load_settings
-from node.tls import TlsError, TlsSettings, client_context, parse_tls, server_context
 from tests.netutil import NodeProcess, PacsScp, wait_for
 from tests.node.test_sender import _queued, _settings
 

@@ -6,8 +6,8 @@ import threading
 import time
 from pathlib import Path
 
-from node.catalog import Catalog, InstanceRecord
-from node.tracker import INCOMPLETE_COUNT_FACTOR, SeriesTracker
+from node.catalog.catalog import Catalog, InstanceRecord
+from node.completion.tracker import INCOMPLETE_COUNT_FACTOR, SeriesTracker
 from tests.netutil import wait_for
 
 STABLE_AGE_S = 0.3
@@ -59,7 +59,7 @@ def test_quiet_series_completes_after_stable_age_and_short_one_waits_longer(
 def test_released_series_completes_after_grace_unless_still_carried_or_short(
     tmp_path: Path,
 ) -> None:
-    from node.associations import AssociationLedger
+    from node.receive.associations import AssociationLedger
 
     catalog = Catalog(tmp_path / "catalog.sqlite3")
     ledger = AssociationLedger()
@@ -98,7 +98,7 @@ def test_released_series_completes_after_grace_unless_still_carried_or_short(
 
 
 def test_association_ledger_releases_a_series_with_its_last_association() -> None:
-    from node.associations import AssociationLedger
+    from node.receive.associations import AssociationLedger
 
     ledger = AssociationLedger()
     ledger.carry(1, "s")

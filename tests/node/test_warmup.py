@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-import node.warmup
-from node.pipeline import writer_settings
+import node.jobs.warmup
+from node.jobs.pipeline import writer_settings
+from node.jobs.warmup import warm_up_analyses
 from node.settings import WarmUp
-from node.warmup import warm_up_analyses
 
 
 def test_warm_up_rehearses_t1map_without_warnings_in_one_info_line(
@@ -22,10 +22,10 @@ def test_warm_up_rehearses_t1map_without_warnings_in_one_info_line(
     assert elapsed > 0
     records = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
     assert [r for r in records if r[1] >= logging.WARNING] == []
-    assert records == [("node.warmup", logging.INFO, f"analyses warmed up in {elapsed:.1f} s:"
+    assert records == [("node.jobs.warmup", logging.INFO, f"analyses warmed up in {elapsed:.1f} s:"
                         " t1map")]
     # The filter is gone: the thread's INFO lines pass again.
-    logging.getLogger("node.pipeline").info("after")
+    logging.getLogger("node.jobs.pipeline").info("after")
     assert caplog.records[-1].getMessage() == "after"
 
 
@@ -33,7 +33,7 @@ def test_load_only_loads_and_releases_the_workers(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rehearsed: list[Any] = []
-    monkeypatch.setattr(node.warmup, "run_analysis", lambda *a, **k: rehearsed.append(a))
+    monkeypatch.setattr(node.jobs.warmup, "run_analysis", lambda *a, **k: rehearsed.append(a))
     caplog.set_level(logging.INFO)
     loaded = threading.Event()
     elapsed = warm_up_analyses(["t1map"], writer_settings("test", None), loaded, WarmUp.LOAD)

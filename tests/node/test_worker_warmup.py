@@ -7,9 +7,9 @@ import threading
 import time
 from pathlib import Path
 
-from node.catalog import Catalog, InstanceRecord
+from node.catalog.catalog import Catalog, InstanceRecord
+from node.jobs.worker import IDLE_POLL_S, WorkerPool
 from node.settings import Settings
-from node.worker import IDLE_POLL_S, WorkerPool
 from tests.netutil import wait_for
 
 SERIES = "1.2.826.0.1.3680043.8.498.1"

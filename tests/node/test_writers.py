@@ -20,8 +20,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from node.writers import OutputKind, OutputObject, WriterSettings, build_outputs
-from node.writers.sr import CONTOUR_ONLY_REGIONS, shown_on_contour
+from node.outputs.writers import OutputKind, OutputObject, WriterSettings, build_outputs
+from node.outputs.writers.sr import CONTOUR_ONLY_REGIONS, shown_on_contour
 from plugins.api import (
     AnalysisResult,
     Code,
@@ -419,7 +419,7 @@ def test_uids_are_deterministic_per_series_version_and_kind(case: Case) -> None:
 
 
 def test_mismatched_series_is_refused(case: Case) -> None:
-    from node.writers import WriterError
+    from node.outputs.writers import WriterError
 
     result = replace(case.result, series_instance_uid="1.2.3.4")
     with pytest.raises(WriterError, match=r"1\.2\.3\.4"):
@@ -427,7 +427,7 @@ def test_mismatched_series_is_refused(case: Case) -> None:
 
 
 def test_label_without_segment_definition_is_refused(case: Case) -> None:
-    from node.writers import WriterError
+    from node.outputs.writers import WriterError
 
     labels = case.result.slices[0].labels.copy()
     labels[:3, :3] = Label.SCAR
@@ -644,7 +644,7 @@ def test_classical_method_is_identified_as_such(tmp_path: Path) -> None:
 
 
 def test_ring_becomes_one_keyhole_polygon_with_the_ring_area() -> None:
-    from node.writers.sr import polygon_area, region_polygons
+    from node.outputs.writers.sr import polygon_area, region_polygons
 
     labels = ring_labels((40.0, 50.0), 9.0, 15.0)
     ring = labels == Label.MYOCARDIUM
@@ -660,7 +660,7 @@ def test_ring_becomes_one_keyhole_polygon_with_the_ring_area() -> None:
 
 
 def test_separate_parts_give_separate_polygons_largest_first() -> None:
-    from node.writers.sr import region_polygons
+    from node.outputs.writers.sr import region_polygons
 
     mask = np.zeros((30, 30), dtype=bool)
     mask[2:6, 2:6] = True
@@ -679,7 +679,7 @@ def test_separate_parts_give_separate_polygons_largest_first() -> None:
 def test_summary_image_is_an_rgb_page_with_contours(
     case: Case, outputs: dict[str, OutputObject], tmp_path: Path
 ) -> None:
-    from node.writers.summary import render_summary
+    from node.outputs.writers.summary import render_summary
 
     ds = roundtrip(outputs["summary-image"].dataset, tmp_path / "summary.dcm")
     page = render_summary(case.result, case.series)
@@ -698,7 +698,7 @@ def test_summary_image_is_an_rgb_page_with_contours(
 
 
 def test_display_window_follows_field_strength_and_extra() -> None:
-    from node.writers.summary import display_window
+    from node.outputs.writers.summary import display_window
 
     low_field = make_case(field_strength=1.5)
     high_field = make_case(field_strength=3.0)
@@ -709,7 +709,7 @@ def test_display_window_follows_field_strength_and_extra() -> None:
 
 
 def test_measurement_lines_join_mean_and_sd() -> None:
-    from node.writers.summary import measurement_lines
+    from node.outputs.writers.summary import measurement_lines
 
     lines = measurement_lines(
         [
@@ -773,7 +773,7 @@ def test_result_without_labels_still_gives_summary_sr_and_image(tmp_path: Path) 
 
 
 def test_derived_uids_depend_on_every_part() -> None:
-    from node.uids import derived_uid
+    from node.outputs.uids import derived_uid
 
     base = derived_uid("1.2.3", "t1map", "0.1.0", "series", "seg")
     assert base == derived_uid("1.2.3", "t1map", "0.1.0", "series", "seg")
@@ -863,8 +863,8 @@ def test_multi_frame_source_is_referenced_per_frame(tmp_path: Path) -> None:
 
 
 def test_reference_range_statement_reaches_the_sr_and_the_summary(tmp_path: Path) -> None:
-    from node.writers import reference_range_text
-    from node.writers.summary import render_summary
+    from node.outputs.writers import reference_range_text
+    from node.outputs.writers.summary import render_summary
 
     case = make_case()
     statement = ("no reference range for this sequence (vendor unknown, sequence unknown, "

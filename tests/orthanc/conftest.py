@@ -17,8 +17,8 @@ from models.phantoms.dicom_series import (
     write_series,
 )
 from models.phantoms.t1map import make_heart_case, make_t1map_stack
-from node.orthanc_app import Registration, register
-from node.orthanc_node import OrthancNode
+from node.orthanc.app import Registration, register
+from node.orthanc.node import OrthancNode
 from tests.orthanc.fake_orthanc import FakeOrthanc
 
 

@@ -26,7 +26,7 @@ USER, PASSWORD = "admin", "cmr-test-password"
 
 @dataclass
 class OrthancProcess:
-    """Orthanc started through ``python -m node.orthanc_launch`` (which execs Orthanc)."""
+    """Orthanc started through ``python -m node.orthanc.launch`` (which execs Orthanc)."""
 
     workdir: Path
     pacs_port: int | None
@@ -69,7 +69,7 @@ class OrthancProcess:
             [
                 sys.executable,
                 "-m",
-                "node.orthanc_launch",
+                "node.orthanc.launch",
                 "--data",
                 str(self.data_dir),
                 "--config",

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from node import orthanc_launch
-from node.orthanc_launch import (
+from node.orthanc import launch as orthanc_launch
+from node.orthanc.launch import (
     OrthancLaunch,
     main,
     orthanc_environment,
@@ -47,7 +47,7 @@ def test_rendered_config_points_orthanc_at_the_plugin_and_the_node(tmp_path: Pat
     assert section["Config"] == str(node_config.resolve())
     assert section["DataDirectory"] == str((tmp_path / "data" / "node").resolve())
     assert section["SitePackages"] == site_packages()
-    assert (Path(section["Repository"]) / "node" / "orthanc_node.py").exists()
+    assert (Path(section["Repository"]) / "node" / "orthanc" / "node.py").exists()
 
 
 @needs_plugins

@@ -248,7 +248,7 @@ def test_rerun_sends_new_outputs_naming_their_predecessors(analysed: Analysed) -
     status, answer = orthanc.post(f"/cmr-node/series/{series_id}/rerun")
     assert status == 200 and answer["queued"] is True
     wait_until(lambda: len(_done_jobs(orthanc)) == 2, RESULT_TIMEOUT_S)
-    # A re-analysis is a new generation with new UIDs (node.uids: Orthanc keeps the first
+    # A re-analysis is a new generation with new UIDs (node.outputs.uids: Orthanc keeps the first
     # copy of a UID by default); its SRs name the SRs they replace.
     again = _output_uids(_done_jobs(orthanc)[1])
     assert again.keys() == analysed.outputs.keys()

@@ -14,11 +14,11 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from node.catalog import OutboxItem, OutputFile
-from node.orthanc_app import Registration, register
-from node.orthanc_node import IntakeReason, IntakeState, OrthancNode, own_output_reason
-from node.orthanc_rest import ASSETS_DIR, explorer_extension
-from node.sender import DeliveryError, OutboxSender
+from node.catalog.catalog import OutboxItem, OutputFile
+from node.delivery.sender import DeliveryError, OutboxSender
+from node.orthanc.app import Registration, register
+from node.orthanc.node import IntakeReason, IntakeState, OrthancNode, own_output_reason
+from node.orthanc.rest import ASSETS_DIR, explorer_extension
 from node.settings import DestinationKind, SettingsError, load_settings
 from tests.netutil import wait_for
 from tests.orthanc.conftest import as_output, write_node_config

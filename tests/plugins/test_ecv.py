@@ -35,7 +35,7 @@ from models.phantoms.dicom_series import (
 )
 from models.phantoms.maps import ContrastState
 from models.phantoms.t1map import make_t1map_stack
-from node.loader import load_series
+from node.inputs.loader import load_series
 from plugins import PLUGIN_NAMES, get_plugin
 from plugins.api import AnalysisError, AnalysisResult, LoadedSeries, Severity
 from plugins.ecv import (

@@ -11,9 +11,9 @@ import pytest
 from pydicom import Dataset
 
 from models.classify.train import CohortTable, train_infarct_model
-from node.writers import OutputKind, WriterSettings, build_outputs
-from node.writers.explain import PER_UNIT, STANDARDISED, model_explanations
-from node.writers.summary import render_summary
+from node.outputs.writers import OutputKind, WriterSettings, build_outputs
+from node.outputs.writers.explain import PER_UNIT, STANDARDISED, model_explanations
+from node.outputs.writers.summary import render_summary
 from plugins.api import AnalysisResult
 from plugins.lge import analyse
 from plugins.lib.radiomics.lvrr import PUBLISHED_MODELS

@@ -23,8 +23,8 @@ from pydicom.uid import generate_uid
 
 from models.phantoms.dicom_series import lge_series_datasets
 from models.phantoms.lge import LgeSlice, lge_case_truth, make_lge_stack
-from node.loader import load_series
-from node.writers import OutputKind, WriterSettings, build_outputs
+from node.inputs.loader import load_series
+from node.outputs.writers import OutputKind, WriterSettings, build_outputs
 from plugins import get_plugin
 from plugins.api import (
     AnalysisError,

@@ -31,8 +31,8 @@ from models.phantoms.dicom_series import (
     lge_series_datasets,
 )
 from models.phantoms.lge import LgeSlice, make_lge_stack
-from node.loader import load_series
-from node.writers import OutputKind, WriterSettings, build_outputs
+from node.inputs.loader import load_series
+from node.outputs.writers import OutputKind, WriterSettings, build_outputs
 from plugins.api import FloatImage, Label, LoadedSeries, SegmentationOutput
 from plugins.lge import LgeContrast, QCCode, analyse
 

@@ -26,7 +26,7 @@ import pytest
 from pydicom.dataset import Dataset
 from scipy import ndimage
 
-from node.loader import load_series, load_series_files
+from node.inputs.loader import load_series, load_series_files
 from plugins.api import AnalysisError, LoadedSeries, Severity, SourceFrame
 from plugins.molli import NAME, VERSION, analyse, derived_uids, extract_source, parse_ti_text
 from plugins.molli.analysis import (
@@ -132,7 +132,7 @@ def with_attributes(
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoadedSeries, list[Any]]:
-    """A two-slice Siemens MOLLI source series written to files and loaded by node.loader."""
+    """A two-slice Siemens MOLLI source series written to files and loaded by node.inputs.loader."""
     datasets, slices = molli_datasets(11, levels=("basal", "mid"))
     paths = dicom_series.write_series(datasets, tmp_path_factory.mktemp("molli"))
     series, _ = load_series_files(paths)
@@ -426,7 +426,7 @@ def test_analyse_phantom_source_series(written, result) -> None:
 
 
 def test_results_json_stays_small(result) -> None:
-    from node.pipeline import _jsonable
+    from node.jobs.pipeline import _jsonable
 
     text = json.dumps(_jsonable(dict(result.extra)))
     assert "fitted MOLLI maps" in text and len(text) < 200_000

@@ -26,8 +26,8 @@ from models.radscore.train import (
     train_radscore,
 )
 from node import __version__ as node_version
-from node import cli_radiomics as rcli
-from node.radiomics_export import ID_COLUMNS
+from node.cli import radiomics as rcli
+from node.outputs.radiomics_export import ID_COLUMNS
 from plugins.api import Label
 from plugins.lib.radiomics.features import (
     EXPECTED_FEATURE_COUNT,

@@ -15,7 +15,7 @@ pytest.importorskip("radiomics")
 
 from models.phantoms.t1map import PhantomSlice, make_t1map_slice
 from models.radscore.train import save_model
-from node import radiomics_export as rcli
+from node.outputs import radiomics_export as rcli
 from plugins.api import Label, LoadedSeries, Severity, SliceResult, SourceFrame
 from plugins.lib import codes
 from plugins.lib.radiomics.features import EXPECTED_FEATURE_COUNT
@@ -278,10 +278,10 @@ def test_t1map_result_sr_and_summary_carry_radscore_and_lvrr(tmp_path: Path) -> 
     ``plugins/t1map/analysis.py``)."""
     from models.phantoms.dicom_series import StudyInfo, t1map_series_datasets
     from models.phantoms.t1map import make_t1map_stack
-    from node.loader import load_series
-    from node.pipeline import writer_settings
-    from node.writers import build_outputs
-    from node.writers.summary import format_number, measurement_lines
+    from node.inputs.loader import load_series
+    from node.jobs.pipeline import writer_settings
+    from node.outputs.writers import build_outputs
+    from node.outputs.writers.summary import format_number, measurement_lines
     from plugins.t1map import analyse
     from plugins.t1map.segmenter import ClassicalSegmenter
     from tests.srutil import sr_numbers

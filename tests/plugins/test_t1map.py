@@ -33,7 +33,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from node.loader import load_series
+from node.inputs.loader import load_series
 from plugins import PLUGIN_NAMES, UnknownPluginError, get_plugin
 from plugins.api import (
     AnalysisResult,

@@ -12,7 +12,7 @@ from models.phantoms.anatomy import make_heart_case
 from models.phantoms.dicom_series import StudyInfo, t1map_long_axis_series_datasets
 from models.phantoms.long_axis import LongAxisSlice, Wall, make_t1map_long_axis
 from models.phantoms.t1map import make_t1map_stack
-from node.loader import load_series
+from node.inputs.loader import load_series
 from plugins.api import Label, LoadedSeries, SegmentationOutput, Severity, SourceFrame
 from plugins.t1map import analyse
 from plugins.t1map.analysis import QCCode, conservative_core

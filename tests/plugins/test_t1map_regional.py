@@ -11,7 +11,7 @@ import pytest
 from models.phantoms.anatomy import make_heart_case
 from models.phantoms.dicom_series import StudyInfo, t1map_series_datasets
 from models.phantoms.t1map import make_t1map_stack
-from node.loader import load_series
+from node.inputs.loader import load_series
 from plugins.api import Acquisition, AnalysisError, AnalysisResult, Label, LoadedSeries
 from plugins.lib import codes
 from plugins.lib.cardiac.regions import slice_segment_maps
@@ -128,7 +128,7 @@ def test_source_images_stored_with_the_map_are_not_analysed() -> None:
     for ds in sources:
         ds.SeriesInstanceUID = maps[0].SeriesInstanceUID
     # The node loads the series for the analysis it was routed to: the loader takes the maps
-    # and says which images it left out (node.selection).
+    # and says which images it left out (node.inputs.selection).
     series = load_series([*maps, *sources], "t1map")
     assert len(series.frames) == len(maps)
     assert any("left out 8 magnitude" in line for line in series.header["ImageSelection"])

@@ -17,7 +17,7 @@ from models.phantoms.dicom_series import (
     write_series,
 )
 from models.phantoms.t1map import make_heart_case, make_t1map_stack
-from node.loader import load_series_files
+from node.inputs.loader import load_series_files
 from node.routing import load_rules, route
 from node.service import read_headers
 from plugins import PLUGIN_NAMES

@@ -1,4 +1,4 @@
-"""The reactor pause of requested associations (node.dimse): no C-STORE response is lost.
+"""The reactor pause of requested associations (node.network.dimse): no C-STORE response is lost.
 
 pynetdicom 3.0.4's ``send_c_store`` pauses the association's reactor thread with a handshake
 that can read a stale "paused" flag (docs/pynetdicom-send-c-store-race.md).  Under CPU load
@@ -22,7 +22,7 @@ from pydicom import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 from pynetdicom.association import Association
 
-from node.dimse import NoDelayAE, ReactorCheckpoint, install_pause_handshake
+from node.network.dimse import NoDelayAE, ReactorCheckpoint, install_pause_handshake
 from tests.netutil import PacsScp
 
 pytestmark = pytest.mark.e2e
@@ -139,7 +139,7 @@ def test_every_requested_association_gets_the_node_pause(tmp_path: Path) -> None
 
 
 def test_the_pynetdicom_internals_the_workaround_relies_on() -> None:
-    """The pause protocol node.dimse assumes; a change in pynetdicom fails here first."""
+    """The pause protocol node.network.dimse assumes; a change in pynetdicom fails here first."""
     reactor = inspect.getsource(Association._run_reactor)
     paused = reactor.index("self._is_paused = True")
     assert reactor.index("self._reactor_checkpoint.wait()", paused) > paused

@@ -14,7 +14,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import CTImageStorage, ImplicitVRLittleEndian, generate_uid
 
-from node.dimse import StoreStatus
+from node.network.dimse import StoreStatus
 from tests.hardening.util import write_brain_series
 from tests.netutil import NodeProcess, send_files, wait_for
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from node.catalog import HUNG_WORKER_LEASES, Catalog
+from node.catalog.catalog import HUNG_WORKER_LEASES, Catalog
 from tests.node.test_catalog import _queue_jobs
 from tests.pgutil import PostgresServer
 

@@ -1,6 +1,6 @@
 """Load under CPU starvation: 8 concurrent associations while two processes burn the CPU.
 
-Starved of CPU, pynetdicom 3.0.4's requestor lost C-STORE responses (node.dimse,
+Starved of CPU, pynetdicom 3.0.4's requestor lost C-STORE responses (node.network.dimse,
 docs/pynetdicom-send-c-store-race.md): an association stalls and its sender times out, in
 most runs of this size on the two-core CI machine before the fix.  Every promise of
 bench.load must hold, and no response may be lost.

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from node.orthanc_app import register
-from node.orthanc_node import IntakeState
+from node.orthanc.app import register
+from node.orthanc.node import IntakeState
 from tests.orthanc.conftest import brain_files
 from tests.orthanc.fake_orthanc import FakeOrthanc
 

@@ -143,7 +143,7 @@ def viewer_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ViewerRun]:
     study_dir, node_out = work / "study", work / "node-out"
     _run([sys.executable, "-m", "models.phantoms", "--out", str(study_dir),
           "--seed", str(PHANTOM_SEED)], ANALYSE_TIMEOUT_S)
-    # ``python -m node`` is the ``cmr-node`` command (the same ``node.cli.main``).
+    # ``python -m node`` is the ``cmr-node`` command (the same ``node.cli.main.main``).
     config = work / "site.toml"
     config.write_text(SITE_CONFIG)
     _run([sys.executable, "-m", "node", "analyse", str(study_dir), "--out", str(node_out),

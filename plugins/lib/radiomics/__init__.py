@@ -9,6 +9,6 @@
     The five published logistic models of LV reverse remodelling.
 
 Training a rad-score model is :mod:`models.radscore.train`; the ``cmr-node radiomics``
-commands are :mod:`node.cli_radiomics`.  The submodules import pyradiomics and scikit-learn
+commands are :mod:`node.cli.radiomics`.  The submodules import pyradiomics and scikit-learn
 only when used.
 """

@@ -1,0 +1,8 @@
+"""Receiving: the DICOM listener that stores each instance before it answers the scanner.
+
+The first room of a series' path: the Storage and Verification SCP (:mod:`.listener`), its
+receiver processes behind one port (:mod:`.receivers`), the presentation contexts it offers,
+the header it reads from each data set, and the associations that carry each series (their
+release tells ``completion`` that a scanner has finished).  It may import ``network``,
+``catalog`` and :mod:`node.settings`, nothing else of the node.
+"""
