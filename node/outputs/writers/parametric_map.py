@@ -61,6 +61,7 @@ __all__ = [
     "build_parametric_maps",
     "fitted_series",
     "map_identity",
+    "parametric_map",
 ]
 
 KIND_T1: Final = "parametric-map"
@@ -208,7 +209,7 @@ def build_parametric_maps(
     )
     planes = [series.frames[i] for i in order]
     window = WINDOW_T1_MS["3" if (series.field_strength_t or 1.5) > 2 else "1.5"]
-    t1_map = _parametric_map(
+    t1_map = parametric_map(
         planes,
         referenced,
         t1_stored,
@@ -226,7 +227,7 @@ def build_parametric_maps(
         settings=settings,
         content_label=CONTENT_LABEL_T1,
     )
-    fit_map = _parametric_map(
+    fit_map = parametric_map(
         planes,
         referenced,
         r2_stored,
@@ -314,7 +315,7 @@ def build_ecv_map(
                   ECV_STEP_PERCENT)
         for k in order
     ])
-    ecv_map = _parametric_map(
+    ecv_map = parametric_map(
         planes,
         referenced,
         stored,
@@ -384,10 +385,10 @@ def _offset(base: int, kind: str) -> int:
     return number if number <= MAX_SERIES_NUMBER else SERIES_NUMBER_OFFSETS[kind]
 
 
-def _parametric_map(
+def parametric_map(
     planes: Sequence[SourceFrame],
     referenced: Sequence[pydicom.Dataset],
-    stored: npt.NDArray[np.uint16],
+    stored: npt.NDArray[np.uint16] | npt.NDArray[np.float32],
     *,
     mapping: hd.pm.RealWorldValueMapping,
     window: tuple[float, float],
@@ -395,6 +396,15 @@ def _parametric_map(
     settings: WriterSettings,
     content_label: str,
 ) -> hd.pm.ParametricMap:
+    """One Parametric Map instance of ``stored`` (one frame per plane, in the planes' order)
+    on the ``referenced`` source images, with the node's identity, the disclaimer and the
+    sources' body part and laterality.
+
+    Raises
+    ------
+    WriterError
+        If highdicom rejects the inputs or reorders the planes.
+    """
     first = planes[0]
     thickness = first.slice_thickness
     try:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import highdicom as hd
 import numpy as np
@@ -273,52 +273,18 @@ def build_segmentation(
     segments = used_segments(result)
     if not segments:
         return None
-    images, layout = _source_layout(series, sources)
-    multi_frame = any(frame.frame_number is not None for frame in series.frames)
-    planes = int(getattr(images[0], "NumberOfFrames", 1)) if multi_frame else len(images)
     shapes = {frame.pixels.shape for frame in series.frames}
     if len(shapes) != 1:
         raise WriterError(f"Frames of the series have different sizes {sorted(shapes)}.")
-    masks = segmentation_masks(result, series, segments, planes, layout, multi_frame)
-    plane_positions = None
-    if multi_frame and _shares_positions(images[0]):
-        masks, plane_positions = _analysed_planes(result, series, layout, masks)
-    try:
-        seg = hd.seg.Segmentation(
-            source_images=images,
-            pixel_array=masks,
-            plane_positions=plane_positions,
-            segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-            segment_descriptions=_segment_descriptions(result, segments),
-            series_instance_uid=identity.series_instance_uid,
-            series_number=identity.series_number,
-            sop_instance_uid=identity.sop_instance_uid,
-            instance_number=identity.instance_number,
-            manufacturer=settings.manufacturer,
-            manufacturer_model_name=settings.manufacturer_model_name,
-            software_versions=settings.software_versions,
-            device_serial_number=settings.device_serial_number,
-            content_description=SHORT_DISCLAIMER,
-            content_label=content_label(result),
-            content_creator_name=None,
-            series_description=identity.series_description,
-            institution_name=settings.institution_name,
-            omit_empty_frames=True,
-        )
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise WriterError(
-            f"Cannot build the SEG of series {series.series_instance_uid}: {exc}"
-        ) from exc
-    if plane_positions is not None:
-        _reference_analysed_frames(seg, series, result, layout)
-    seg.ImageComments = DISCLAIMER
-    logger.debug(
-        "SEG %s: %d segments, %d frames",
-        identity.sop_instance_uid,
-        len(segments),
-        seg.NumberOfFrames,
+    return _segmentation(
+        result, series, sources, settings=settings, identity=identity, what="SEG",
+        planes_of=lambda planes, layout, multi_frame: segmentation_masks(
+            result, series, segments, planes, layout, multi_frame),
+        segment_count=len(segments),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=_segment_descriptions(result, segments),
+        content_label=content_label(result),
     )
-    return seg
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,10 +423,40 @@ def build_probability_segmentation(
     segments = probability_segments(result)
     if not segments:
         return None
+    return _segmentation(
+        result, series, sources, settings=settings, identity=identity,
+        what="probability SEG",
+        planes_of=lambda planes, layout, multi_frame: probability_planes(
+            result, series, segments, planes, layout, multi_frame),
+        segment_count=len(segments),
+        segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
+        fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
+        max_fractional_value=MAX_FRACTIONAL_VALUE,
+        segment_descriptions=_probability_descriptions(result, segments),
+        content_label=content_label(result)[:MAX_CONTENT_LABEL_LENGTH - 5] + " PROB",
+    )
+
+
+def _segmentation(
+    result: AnalysisResult,
+    series: LoadedSeries,
+    sources: Sequence[pydicom.Dataset],
+    *,
+    settings: WriterSettings,
+    identity: DerivedObjectIdentity,
+    what: str,
+    planes_of: Callable[[int, Sequence[tuple[int, int]], bool], npt.NDArray[Any]],
+    segment_count: int,
+    **segmentation: Any,
+) -> hd.seg.Segmentation:
+    """A SEG instance of the planes ``planes_of(planes, layout, multi_frame)`` gives, on the
+    source images, with the node's identity and the disclaimer; ``segmentation`` are the
+    type-specific arguments of :class:`highdicom.seg.Segmentation` (type, segment
+    descriptions, content label); ``what`` names the object in errors and logs."""
     images, layout = _source_layout(series, sources)
     multi_frame = any(frame.frame_number is not None for frame in series.frames)
     planes = int(getattr(images[0], "NumberOfFrames", 1)) if multi_frame else len(images)
-    values = probability_planes(result, series, segments, planes, layout, multi_frame)
+    values = planes_of(planes, layout, multi_frame)
     plane_positions = None
     if multi_frame and _shares_positions(images[0]):
         values, plane_positions = _analysed_planes(result, series, layout, values)
@@ -469,10 +465,6 @@ def build_probability_segmentation(
             source_images=images,
             pixel_array=values,
             plane_positions=plane_positions,
-            segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
-            fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
-            max_fractional_value=MAX_FRACTIONAL_VALUE,
-            segment_descriptions=_probability_descriptions(result, segments),
             series_instance_uid=identity.series_instance_uid,
             series_number=identity.series_number,
             sop_instance_uid=identity.sop_instance_uid,
@@ -482,23 +474,19 @@ def build_probability_segmentation(
             software_versions=settings.software_versions,
             device_serial_number=settings.device_serial_number,
             content_description=SHORT_DISCLAIMER,
-            content_label=(content_label(result)[:MAX_CONTENT_LABEL_LENGTH - 5] + " PROB"),
             content_creator_name=None,
             series_description=identity.series_description,
             institution_name=settings.institution_name,
             omit_empty_frames=True,
+            **segmentation,
         )
     except (ValueError, TypeError, AttributeError) as exc:
         raise WriterError(
-            f"Cannot build the probability SEG of series {series.series_instance_uid}: {exc}"
+            f"Cannot build the {what} of series {series.series_instance_uid}: {exc}"
         ) from exc
     if plane_positions is not None:
         _reference_analysed_frames(seg, series, result, layout)
     seg.ImageComments = DISCLAIMER
-    logger.debug(
-        "probability SEG %s: %d segments, %d frames",
-        identity.sop_instance_uid,
-        len(segments),
-        seg.NumberOfFrames,
-    )
+    logger.debug("%s %s: %d segments, %d frames", what, identity.sop_instance_uid,
+                 segment_count, seg.NumberOfFrames)
     return seg

@@ -28,8 +28,9 @@ import pydicom
 from pydicom.sr.coding import Code as PydicomCode
 
 from node.outputs.uids import DerivedObjectIdentity
-from node.outputs.writers import SHORT_DISCLAIMER, WriterError, WriterSettings
-from plugins.api import DISCLAIMER, AnalysisResult, LoadedSeries
+from node.outputs.writers import WriterError, WriterSettings
+from node.outputs.writers.parametric_map import parametric_map
+from plugins.api import AnalysisResult, LoadedSeries
 from plugins.lib.uncertainty import uncertainty_image
 
 logger = logging.getLogger(__name__)
@@ -106,62 +107,23 @@ def build_uncertainty_map(
     stored = np.stack([
         by_frame.get(k, np.zeros(shape, dtype=np.float32)).astype(np.float32) for k in order
     ])
-    first = frames[order[0]]
-    try:
-        pm = hd.pm.ParametricMap(
-            source_images=[by_uid[frames[k].sop_instance_uid] for k in order],
-            pixel_array=stored,
-            series_instance_uid=identity.series_instance_uid,
-            series_number=identity.series_number,
-            sop_instance_uid=identity.sop_instance_uid,
-            instance_number=identity.instance_number,
-            manufacturer=settings.manufacturer,
-            manufacturer_model_name=settings.manufacturer_model_name,
-            software_versions=settings.software_versions,
-            device_serial_number=settings.device_serial_number,
-            contains_recognizable_visual_features=False,
-            real_world_value_mappings=[
-                hd.pm.RealWorldValueMapping(
-                    lut_label="UNCERTAINTY",
-                    lut_explanation="binary entropy of the segmenter's probability (bits)",
-                    unit=UCUM_BIT,
-                    value_range=(0.0, 1.0),
-                    slope=1.0,
-                    intercept=0.0,
-                    quantity_definition=QUANTITY_UNCERTAINTY,
-                )
-            ],
-            voi_lut_transformations=[
-                hd.VOILUTTransformation(window_center=WINDOW[0], window_width=WINDOW[1])
-            ],
-            content_description=SHORT_DISCLAIMER,
-            content_label=CONTENT_LABEL,
-            pixel_measures=hd.PixelMeasuresSequence(
-                pixel_spacing=first.pixel_spacing,
-                slice_thickness=first.slice_thickness or 1.0,
-            ),
-            plane_orientation=hd.PlaneOrientationSequence(
-                coordinate_system=hd.CoordinateSystemNames.PATIENT,
-                image_orientation=first.image_orientation,
-            ),
-            plane_positions=[
-                hd.PlanePositionSequence(
-                    coordinate_system=hd.CoordinateSystemNames.PATIENT,
-                    image_position=frames[k].image_position,
-                )
-                for k in order
-            ],
-            series_description=identity.series_description,
-            institution_name=settings.institution_name,
-        )
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise WriterError(
-            f"Cannot build the uncertainty map of series {series.series_instance_uid}: {exc}"
-        ) from exc
-    pm.ImageComments = DISCLAIMER
-    for keyword in ("BodyPartExamined", "Laterality"):
-        value = sources[0].get(keyword)
-        if value:
-            setattr(pm, keyword, value)
+    pm = parametric_map(
+        [frames[k] for k in order],
+        [by_uid[frames[k].sop_instance_uid] for k in order],
+        stored,
+        mapping=hd.pm.RealWorldValueMapping(
+            lut_label="UNCERTAINTY",
+            lut_explanation="binary entropy of the segmenter's probability (bits)",
+            unit=UCUM_BIT,
+            value_range=(0.0, 1.0),
+            slope=1.0,
+            intercept=0.0,
+            quantity_definition=QUANTITY_UNCERTAINTY,
+        ),
+        window=WINDOW,
+        identity=identity,
+        settings=settings,
+        content_label=CONTENT_LABEL,
+    )
     logger.debug("uncertainty map %s: %d frames", identity.sop_instance_uid, len(order))
     return pm
