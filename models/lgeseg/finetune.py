@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from models.lgeseg.evaluate_real import score_slice
+from models.lgeseg.evaluate_real import score_output
 from models.lgeseg.site_data import (
     EMIDEC_LABELS,
     SiteDataError,
@@ -61,6 +61,7 @@ from models.lgeseg.synth import (
 from models.lgeseg.two_stage import DEFAULT_LOCATOR, DEFAULT_SEGMENTER, TwoStageLgeSegmenter
 from models.segmentation import cosine_learning_rate, sha256_of
 from plugins.api import Label
+from plugins.lge.segmenter import LgeContrast
 
 logger = logging.getLogger(__name__)
 
@@ -211,12 +212,24 @@ def finetune(pairs: Sequence[Sequence[Any]], out: Path, *, base: Path = DEFAULT_
 
 def _score(segmenter: TwoStageLgeSegmenter, pairs: Sequence[Pair], spacing_mm: float
            ) -> list[dict[str, Any]]:
+    """Each case's slices segmented as one stack, as the LGE analysis does
+    (:meth:`~models.lgeseg.two_stage.TwoStageLgeSegmenter.segment_stack`), in file-name order
+    (the slice index of PNG and NIfTI names; SEG sources, named by UID, are then in no
+    anatomical order, which only weakens the stack chain), and scored per slice."""
     rows = []
-    for case, name, image, labels, spacing in pairs:
-        row = score_slice(segmenter, case, 0, image, labels, spacing or spacing_mm,
-                          myo_truth=OUR_MYO, scar_truth=OUR_SCAR)
-        rows.append({"case": case, "name": name, "segmented": row.segmented,
-                     "myo_dice": row.myo_dice, "scar_dice": row.scar_dice})
+    by_case: dict[str, list[Pair]] = {}
+    for pair in pairs:
+        by_case.setdefault(pair.case, []).append(pair)
+    for case, stack in by_case.items():
+        stack = sorted(stack, key=lambda pair: pair.name)
+        spacings = [(p.spacing_mm or spacing_mm, p.spacing_mm or spacing_mm) for p in stack]
+        outputs = segmenter.segment_stack([p.image for p in stack], spacings,
+                                          LgeContrast.MAGNITUDE)
+        for output, pair, spacing in zip(outputs, stack, spacings, strict=True):
+            row = score_output(output, case, 0, pair.labels, OUR_MYO, OUR_SCAR, pair.image,
+                               spacing[0])
+            rows.append({"case": case, "name": pair.name, "segmented": row.segmented,
+                         "myo_dice": row.myo_dice, "scar_dice": row.scar_dice})
     return rows
 
 
