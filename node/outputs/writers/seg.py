@@ -95,9 +95,21 @@ def segment_tracking_uid(result: AnalysisResult, label: Label) -> str:
 def _segment_descriptions(
     result: AnalysisResult, segments: dict[Label, tuple[int, SegmentDefinition]]
 ) -> list[hd.seg.SegmentDescription]:
+    return _descriptions(
+        result, segments,
+        lambda label, definition: (definition.name[:64], segment_tracking_uid(result, label)))
+
+
+def _descriptions(
+    result: AnalysisResult, segments: dict[Label, tuple[int, SegmentDefinition]],
+    named: Callable[[Label, SegmentDefinition], tuple[str, str]],
+) -> list[hd.seg.SegmentDescription]:
+    """One segment description per label, with the analysis' algorithm identification;
+    ``named`` gives each label's segment label (also its tracking ID) and tracking UID."""
     algorithm = algorithm_identification(result)
     descriptions = []
     for label, (number, definition) in segments.items():
+        name, tracking_uid = named(label, definition)
         anatomic_regions = (
             [to_pydicom_code(definition.anatomic_region)]
             if definition.anatomic_region is not None
@@ -106,13 +118,13 @@ def _segment_descriptions(
         descriptions.append(
             hd.seg.SegmentDescription(
                 segment_number=number,
-                segment_label=definition.name[:64],
+                segment_label=name,
                 segmented_property_category=to_pydicom_code(definition.category),
                 segmented_property_type=to_pydicom_code(definition.property_type),
                 algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
                 algorithm_identification=algorithm,
-                tracking_uid=segment_tracking_uid(result, label),
-                tracking_id=definition.name[:64],
+                tracking_uid=tracking_uid,
+                tracking_id=name,
                 anatomic_regions=anatomic_regions,
                 display_color=hd.color.CIELabColor.from_rgb(*definition.colour_rgb),
             )
@@ -319,36 +331,11 @@ def probability_segments(result: AnalysisResult) -> dict[Label, tuple[int, Segme
 def _probability_descriptions(
     result: AnalysisResult, segments: dict[Label, tuple[int, SegmentDefinition]]
 ) -> list[hd.seg.SegmentDescription]:
-    algorithm = algorithm_identification(result)
-    descriptions = []
-    for label, (number, definition) in segments.items():
-        name = PROBABILITY_SEGMENT_NAMES[label]
-        anatomic_regions = (
-            [to_pydicom_code(definition.anatomic_region)]
-            if definition.anatomic_region is not None
-            else None
-        )
-        descriptions.append(
-            hd.seg.SegmentDescription(
-                segment_number=number,
-                segment_label=name,
-                segmented_property_category=to_pydicom_code(definition.category),
-                segmented_property_type=to_pydicom_code(definition.property_type),
-                algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-                algorithm_identification=algorithm,
-                tracking_uid=derived_uid(
-                    result.series_instance_uid,
-                    result.analysis,
-                    result.provenance.algorithm_version,
-                    "probability-segment",
-                    label.name,
-                ),
-                tracking_id=name,
-                anatomic_regions=anatomic_regions,
-                display_color=hd.color.CIELabColor.from_rgb(*definition.colour_rgb),
-            )
-        )
-    return descriptions
+    return _descriptions(
+        result, segments,
+        lambda label, _: (PROBABILITY_SEGMENT_NAMES[label], derived_uid(
+            result.series_instance_uid, result.analysis, result.provenance.algorithm_version,
+            "probability-segment", label.name)))
 
 
 def probability_planes(
