@@ -328,16 +328,21 @@ class TwoStageLgeSegmenter:
         grid = normalise_grid(_resample(values, affine, LOCATE_GRID, float(values.min())))
         return self._locator_probabilities(grid), affine
 
-    def tiled_candidates(self, values: F32, limit: int) -> list[HeartCandidate]:
+    def tiled_candidates(self, values: F32, limit: int,
+                         whole: Sequence[HeartCandidate] | None = None) -> list[HeartCandidate]:
         """Heart candidates of the whole image and of the :data:`TILE_POSITIONS` tiles,
         scored as localiser heart probability per source pixel area (so that the scales
-        compare), a candidate within half a diameter of a better one dropped; best first."""
+        compare), a candidate within half a diameter of a better one dropped; best first.
+        ``whole``: the whole image's candidates (:meth:`scored_candidates` with ``limit``),
+        when already found."""
         rows, cols = values.shape
         side = float(max(rows, cols))
-        windows: list[tuple[tuple[float, float] | None, float | None]] = [(None, None)]
-        windows += [((fr * rows - 0.5, fc * cols - 0.5), side / 2.0)
-                    for fr in TILE_POSITIONS for fc in TILE_POSITIONS]
-        found = []
+        if whole is None:
+            whole = self.scored_candidates(values, limit=limit)
+        whole_area = (side / LOCATE_GRID) ** 2
+        found = [replace(c, score=c.score * whole_area) for c in whole]
+        windows = [((fr * rows - 0.5, fc * cols - 0.5), side / 2.0)
+                   for fr in TILE_POSITIONS for fc in TILE_POSITIONS]
         for centre, window in windows:
             prob, affine = self._locator_output(values, centre, window)
             area = abs(float(np.linalg.det(affine[0])))
@@ -472,7 +477,12 @@ class TwoStageLgeSegmenter:
         prepared = [self._prepare(image, spacing, contrast)
                     for image, spacing in zip(images, pixel_spacings, strict=True)]
         fresh = [(values, spacing, dict(details)) for values, spacing, details in prepared]
-        outputs = self._segment_prepared(prepared, contrast, offsets, tiled=False)
+        whole_found, located_s = [], []
+        for values, _, _ in prepared:
+            begin = time.perf_counter()
+            whole_found.append(self.scored_candidates(values, limit=STACK_CANDIDATES))
+            located_s.append(time.perf_counter() - begin)
+        outputs = self._segment_prepared(prepared, contrast, offsets, whole_found, located_s)
         whole = stack_ringness(outputs)
         if not self.tiled_hypothesis:
             return outputs
@@ -480,7 +490,12 @@ class TwoStageLgeSegmenter:
                                       "ringness_whole_image": round(whole, 3),
                                       "ringness_with_tiles": None}
         if whole < 1.0:  # a stack of closed rings cannot be beaten: tiles not tried
-            tiled = self._segment_prepared(fresh, contrast, offsets, tiled=True)
+            tiled_found, tiled_s = [], []
+            for (values, _, _), found in zip(fresh, whole_found, strict=True):
+                begin = time.perf_counter()
+                tiled_found.append(self.tiled_candidates(values, STACK_CANDIDATES, found))
+                tiled_s.append(time.perf_counter() - begin)
+            tiled = self._segment_prepared(fresh, contrast, offsets, tiled_found, tiled_s)
             with_tiles = stack_ringness(tiled)
             hypothesis["ringness_with_tiles"] = round(with_tiles, 3)
             if with_tiles > whole:
@@ -494,16 +509,11 @@ class TwoStageLgeSegmenter:
         prepared: Sequence[tuple[F32, tuple[float, float], dict[str, Any]]],
         contrast: LgeContrast,
         offsets: Sequence[tuple[float, float]] | None,
-        tiled: bool,
+        found: Sequence[Sequence[HeartCandidate]],
+        located_s: Sequence[float],
     ) -> list[SegmentationOutput]:
-        """:meth:`segment_stack` for one localisation hypothesis (``tiled``: candidates of
-        the whole image and of the tiles)."""
-        found, located_s = [], []
-        for values, _, _ in prepared:
-            begin = time.perf_counter()
-            found.append(self.tiled_candidates(values, STACK_CANDIDATES) if tiled
-                         else self.scored_candidates(values, limit=STACK_CANDIDATES))
-            located_s.append(time.perf_counter() - begin)
+        """:meth:`segment_stack` for one localisation hypothesis: each slice's heart
+        candidates ``found`` (in ``located_s`` seconds) chained, cropped and segmented."""
         chain = locate_stack(found, offsets)
         spent = list(located_s)
         orders: list[list[tuple[tuple[float, float], float]]] = []
