@@ -208,6 +208,7 @@ class Node:
         self.tracker = SeriesTracker(
             self.catalog, settings.stable_age_s, self._series_complete,
             release_grace_s=settings.release_grace_s, is_carried=self._carried,
+            count_grace_s=settings.count_grace_s,
         )
         self.listener = storage_receiver(
             settings, self.catalog, self._instance_stored, audit=self.audit,

@@ -162,6 +162,11 @@ class Settings:
     complete (0: releases are not used; node.completion.tracker). A scanner that sends one image per
     association opens the next one right after releasing the previous, well within it; one
     that pauses longer only costs a re-analysis (the late instance re-opens the series)."""
+    count_grace_s: float = 2.0
+    """Seconds without a further instance after a series' announced count (ImagesInAcquisition)
+    arrived at which it is complete, unless its association is released first (then at once).
+    The count is one acquisition's: an instance within the grace shows that the series holds
+    several (node.completion.tracker)."""
     min_free_disk_mb: int = 200
     worker_count: int = 1
     max_job_attempts: int = 3
@@ -401,6 +406,9 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
     release_grace = float(node.get("release_grace_s", 1.0))
     if release_grace < 0:
         raise SettingsError("node.release_grace_s must be 0 or more")
+    count_grace = float(node.get("count_grace_s", 2.0))
+    if count_grace < 0:
+        raise SettingsError("node.count_grace_s must be 0 or more")
     workers = int(node.get("worker_count", 1))
     if workers < 0:
         raise SettingsError("node.worker_count must be 0 or more")
@@ -419,6 +427,7 @@ def settings_from_mapping(raw: Mapping[str, Any], base_dir: Path) -> Settings:
         ),
         stable_age_s=stable_age,
         release_grace_s=release_grace,
+        count_grace_s=count_grace,
         min_free_disk_mb=int(node.get("min_free_disk_mb", 200)),
         worker_count=workers,
         max_job_attempts=max(1, int(node.get("max_job_attempts", 3))),

@@ -1,7 +1,8 @@
 """Decides when a series is complete.
 
 A series is complete when the number of instances announced in its headers
-(ImagesInAcquisition) has arrived; or ``release_grace_s`` seconds after the association that
+(ImagesInAcquisition) has arrived and ``count_grace_s`` passed without another (or the association
+that carried it was released); or ``release_grace_s`` seconds after the association that
 carried it was released (A-RELEASE; node.receive.associations) unless another association carries it
 again meanwhile, or its announced count is not reached; or when no instance arrived for
 ``stable_age_s`` seconds —
@@ -12,10 +13,19 @@ A late instance re-opens the series (the catalog raises its generation) and the 
 again, so the series is analysed anew and its outputs replaced (a re-opened series completes
 again by any of the three ways).
 
+ImagesInAcquisition counts the images of one *acquisition* (DICOM PS3.3 C.7.6.1, General Image
+Module: "Number of images that resulted from this acquisition of data"), and a series may hold
+several acquisitions (Acquisition Number, same module): a MOLLI series or a slice-by-slice LGE
+stack acquired one breath-hold per slice announces the images of each slice, not of the series.
+The count therefore completes a series only when exactly that many instances have arrived and no
+further one follows within ``count_grace_s``; a series holding more instances than announced
+(:attr:`CountState.OVERRUN`) completes as if it announced nothing (release or quiet time).
+
 A release completes a series only when its count is not known or reached: a scanner that
 announces twelve images and releases after ten may send the rest in the next association,
 and the count is the stronger statement. The grace covers scanners that open one association
-per image: each new association that carries the series pushes the completion further.
+per image: each new association that carries the series pushes the completion further.  A series
+whose count is reached completes at the release itself.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from enum import Enum
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -36,6 +47,26 @@ logger = logging.getLogger(__name__)
 INCOMPLETE_COUNT_FACTOR = 4.0
 """How many times ``stable_age_s`` a series waits while fewer instances than its headers
 announce have arrived."""
+
+
+class CountState(Enum):
+    """What the instance count announced in a series' headers says about the series."""
+
+    UNKNOWN = "no count in the headers"
+    SHORT = "fewer instances than announced"
+    REACHED = "the announced count arrived"
+    OVERRUN = "more instances than announced: the count is one acquisition's, not the series'"
+
+    @classmethod
+    def of(cls, state: SeriesState) -> CountState:
+        """The count state of a series from its catalog state."""
+        if not state.expected_count:
+            return cls.UNKNOWN
+        if state.instance_count < state.expected_count:
+            return cls.SHORT
+        if state.instance_count == state.expected_count:
+            return cls.REACHED
+        return cls.OVERRUN
 
 
 class SeriesTracker:
@@ -55,6 +86,9 @@ class SeriesTracker:
         complete (0: releases are ignored).
     is_carried
         Whether an open association still carries a series (checked when the grace ends).
+    count_grace_s
+        Seconds without a further instance after the announced count arrived at which the
+        series is complete (an instance within it shows the count was one acquisition's).
     """
 
     def __init__(
@@ -65,12 +99,14 @@ class SeriesTracker:
         *,
         release_grace_s: float = 0.0,
         is_carried: Callable[[str], bool] | None = None,
+        count_grace_s: float = 0.0,
     ) -> None:
         self._catalog = catalog
         self._stable_age_s = stable_age_s
         self._on_complete = on_complete
         self._release_grace_s = release_grace_s
         self._is_carried = is_carried
+        self._count_grace_s = count_grace_s
         self._lock = threading.Lock()
         self._armed: dict[str, float] = {}
         self._scheduler = BackgroundScheduler(
@@ -100,32 +136,35 @@ class SeriesTracker:
     def instance_stored(self, state: SeriesState) -> None:
         """Arm the completion check of the instance's series.
 
-        One timer per series: it is armed by the first instance, re-armed at once when the
-        announced count is reached, and otherwise re-arms itself when it finds the series
-        still receiving (cheap on the hot path: no scheduler call per instance).
+        One timer per series: it is armed by the first instance, re-armed when the announced
+        count is reached (``count_grace_s`` later), and otherwise re-arms itself when it finds
+        the series still receiving (cheap on the hot path: no scheduler call per instance).
         """
-        count_reached = bool(state.expected_count) and state.instance_count >= (
-            state.expected_count or 0
-        )
+        count_reached = CountState.of(state) is CountState.REACHED
         with self._lock:
             armed = self._armed.get(state.series_instance_uid)
             if armed is not None and not count_reached:
                 return
-            due = time.time() if count_reached else state.last_received + self._quiet_s(state)
+            due = state.last_received + self._quiet_s(state)
             self._armed[state.series_instance_uid] = due
         self._arm(state.series_instance_uid, due)
 
     def series_released(self, series_uids: list[str]) -> None:
-        """The last association carrying these series was released: complete each after the
-        grace (a later release of the same series pushes its completion further)."""
+        """The last association carrying these series was released: complete each whose
+        announced count arrived now, and the others after the grace (a later release of the
+        same series pushes their completion further)."""
         if self._release_grace_s <= 0:
             return
-        due = datetime.fromtimestamp(time.time() + self._release_grace_s)
+        now = time.time()
         for series_uid in series_uids:
+            found = self._catalog.series_state(series_uid)
+            reached = (found is not None and found[0] == "receiving"
+                       and CountState.of(found[1]) is CountState.REACHED)
+            due = now if reached else now + self._release_grace_s
             self._scheduler.add_job(
                 self._check_released,
                 trigger="date",
-                run_date=due,
+                run_date=datetime.fromtimestamp(due),
                 args=[series_uid],
                 id=f"{series_uid}-released",
                 replace_existing=True,
@@ -138,7 +177,7 @@ class SeriesTracker:
         if found is None or found[0] != "receiving":
             return
         _, state = found
-        if state.expected_count and state.instance_count < state.expected_count:
+        if CountState.of(state) is CountState.SHORT:
             logger.info(
                 "series %s released with %d of %d announced instances: waiting for the rest",
                 series_uid, state.instance_count, state.expected_count,
@@ -148,7 +187,10 @@ class SeriesTracker:
 
     def _quiet_s(self, state: SeriesState) -> float:
         """Seconds without a new instance after which the series counts as complete."""
-        if state.expected_count:
+        count = CountState.of(state)
+        if count is CountState.REACHED:
+            return self._count_grace_s
+        if count is CountState.SHORT:
             return self._stable_age_s * INCOMPLETE_COUNT_FACTOR
         return self._stable_age_s
 
@@ -169,18 +211,20 @@ class SeriesTracker:
         if found is None or found[0] != "receiving":
             return
         _, state = found
-        count_reached = bool(state.expected_count) and state.instance_count >= (
-            state.expected_count or 0
-        )
+        count = CountState.of(state)
         quiet_until = state.last_received + self._quiet_s(state)
-        if not count_reached and time.time() < quiet_until:
+        if time.time() < quiet_until:
             with self._lock:
                 if series_uid in self._armed:  # re-armed meanwhile by a count reached
                     return
                 self._armed[series_uid] = quiet_until
             self._arm(series_uid, quiet_until)
             return
-        self._complete(series_uid, state, "count from headers" if count_reached else "quiet time")
+        if count is CountState.OVERRUN:
+            logger.info("series %s holds %d instances, %d announced: count taken as one "
+                        "acquisition's", series_uid, state.instance_count, state.expected_count)
+        self._complete(series_uid, state,
+                       "count from headers" if count is CountState.REACHED else "quiet time")
 
     def _complete(self, series_uid: str, state: SeriesState, how: str) -> None:
         """Mark the series complete (unless it moved on meanwhile) and route it."""

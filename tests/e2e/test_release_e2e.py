@@ -205,3 +205,29 @@ def test_late_instance_after_release_reopens_and_replaces_outputs(
     assert late_uid in referenced
     jobs = node.query("SELECT generation, state FROM jobs ORDER BY id")
     assert [(r["generation"], r["state"]) for r in jobs] == [(0, "done"), (1, "done")]
+
+
+def test_series_of_breath_hold_acquisitions_is_not_completed_by_one_acquisitions_count(
+    tmp_path: Path, node: NodeProcess
+) -> None:
+    """ImagesInAcquisition counts one acquisition's images (PS3.3 C.7.6.1): a T1 map acquired
+    one breath-hold per slice announces 1 on each slice. Sent in one association, the series
+    must complete once, with its three slices, at the release — not after its first slice,
+    re-opened by each of the others."""
+    paths = _t1map_series(tmp_path, 507)
+    for number, path in enumerate(paths, start=1):
+        ds = dcmread(path)
+        ds.ImagesInAcquisition = 1
+        ds.AcquisitionNumber = number
+        ds.save_as(path)
+    uid = _series_uid(paths)
+    scanner = Scanner(node, paths)
+    scanner.send(*paths)
+    time.sleep(NOT_YET_S)  # the association stays open, longer than the count grace
+    assert _completed_at(node, uid) is None, "completed by one acquisition's count"
+    released = scanner.release()
+    assert _wait_completed(node, uid, RELEASED_WITHIN_S) - released < RELEASED_WITHIN_S
+    rows = node.query("SELECT generation, instance_count FROM series WHERE series_instance_uid=?",
+                      (uid,))
+    assert [(r["generation"], r["instance_count"]) for r in rows] == [(0, 3)]
+    assert node.query("SELECT * FROM events WHERE kind='series_reopened'") == []
