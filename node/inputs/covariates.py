@@ -63,6 +63,7 @@ __all__ = [
     "CovariateFolder",
     "CovariatesError",
     "CovariatesTable",
+    "PostedKeys",
     "SuppliedCovariates",
     "analysis_covariate_options",
     "clinical_options",
@@ -269,32 +270,89 @@ class CovariateFolder:
         return path, dict(supplied.values)
 
     def write_supplied(self, study_uid: str, raw: Any) -> tuple[Path, SuppliedCovariates]:
-        """Validate a study's covariates and clinical variables and write them atomically
-        as its sidecar.
+        """Validate a study's covariates and clinical variables, merged into its sidecar, and
+        write the sidecar atomically.
 
-        The file replaces any earlier sidecar of the study (all keys, not a merge).
+        ``raw`` is a merge patch of the stored object (JSON Merge Patch, RFC 7396): its keys
+        replace the stored ones, a key whose value is ``null`` is removed, the keys it does
+        not name are kept — so the LVRR covariates, a haematocrit and the clinical
+        variables can come from different systems.  A haematocrit, under any of its
+        spellings, replaces the stored one.  A stored sidecar that cannot be read is
+        replaced (logged).
 
         Returns
         -------
         tuple
-            The sidecar path and what was written (validated, in canonical units).
+            The sidecar path and everything the sidecar now holds (validated, in canonical
+            units).
 
         Raises
         ------
         CovariatesError
-            For an invalid study UID or invalid values; nothing is written then.
+            For an invalid study UID, a body that is not an object, or invalid values (of the
+            merged whole); nothing is written then.
         """
         if not valid_study_uid(study_uid):
             raise CovariatesError(f"{study_uid!r} is not a valid StudyInstanceUID.")
-        values, clinical = parse_supplied(raw)
+        if not isinstance(raw, Mapping):
+            raise CovariatesError("Covariates must be a JSON object of covariate name to value.")
         path = self.path_for(study_uid)
         if path is None:  # unreachable for a valid UID; kept for the type checker
             raise CovariatesError(f"{study_uid!r} cannot name a file.")
+        values, clinical = parse_supplied(_merge_patch(self._stored(path), raw))
         self.folder.mkdir(parents=True, exist_ok=True)
         document = supplied_document(values, clinical)
         write_atomic(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
         logger.info("covariates of study %s written to %s", study_uid, path)
         return path, SuppliedCovariates(values, f"sidecar {path.name}", clinical)
+
+    @staticmethod
+    def _stored(path: Path) -> dict[str, Any]:
+        """The sidecar's object as stored; empty when there is none or it cannot be read."""
+        if not path.is_file():
+            return {}
+        try:
+            stored = _read_json(path)
+        except CovariatesError as exc:
+            logger.warning("sidecar %s cannot be read and is replaced: %s", path.name, exc)
+            return {}
+        return dict(stored) if isinstance(stored, Mapping) else {}
+
+
+@dataclass(frozen=True)
+class PostedKeys:
+    """Which inputs a posted body names (set or removed), i.e. which analyses it concerns."""
+
+    lvrr: bool
+    """An LVRR covariate (the T1-map analysis)."""
+    haematocrit: bool
+    """The haematocrit (the ECV analysis)."""
+    clinical: bool
+    """A clinical variable of the infarct model, the LVEF included (the LGE analysis)."""
+
+    @classmethod
+    def of(cls, raw: Mapping[Any, Any]) -> PostedKeys:
+        """The kinds of input the keys of ``raw`` name."""
+        keys = [str(key) for key in raw]
+        return cls(
+            lvrr=any(k not in CLINICAL_KEYS and k.lower() not in HAEMATOCRIT_ALIASES
+                     for k in keys),
+            haematocrit=any(k.lower() in HAEMATOCRIT_ALIASES for k in keys),
+            clinical=any(k in CLINICAL_KEYS or k == LVEF_KEY for k in keys),
+        )
+
+
+def _merge_patch(stored: Mapping[str, Any], patch: Mapping[Any, Any]) -> dict[str, Any]:
+    """``stored`` with the top-level keys of ``patch`` applied (RFC 7396: null removes)."""
+    merged = dict(stored)
+    if any(str(key).lower() in HAEMATOCRIT_ALIASES for key in patch):
+        merged = {k: v for k, v in merged.items() if k.lower() not in HAEMATOCRIT_ALIASES}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(str(key), None)
+        else:
+            merged[str(key)] = value
+    return merged
 
 
 @dataclass(frozen=True)

@@ -26,11 +26,13 @@ over every route but ``/healthz``:
 ``POST /jobs/<id>/retry``   queue a failed job again
 ``POST /studies/<StudyInstanceUID>/covariates``
                             store a study's LVRR covariates (JSON object, keys as
-                            :func:`plugins.lib.radiomics.lvrr.parse_covariates` accepts) as its
-                            sidecar file and analyse its T1 maps again; a ``haematocrit``
-                            key (fraction or per cent) is kept for ECV and queues the study's
-                            ECV analyses again; the clinical variables of the site infarct
-                            model (:mod:`plugins.lge.clinical`) queue its LGE analyses again;
+                            :func:`plugins.lib.radiomics.lvrr.parse_covariates` accepts) in its
+                            sidecar file (merged: a JSON merge patch, RFC 7396 — keys not named
+                            are kept, ``null`` removes one) and analyse its T1 maps again; a
+                            ``haematocrit`` key (fraction or per cent) is kept for ECV and
+                            queues the study's ECV analyses again; the clinical variables of
+                            the site infarct model (:mod:`plugins.lge.clinical`) queue its LGE
+                            analyses again;
                             400 with the reason for invalid input (nothing stored)
 ``GET /studies/<StudyInstanceUID>/covariates``
                             the study's stored covariates (404 when none)
@@ -57,11 +59,11 @@ from node.catalog.catalog import Catalog
 from node.corrections.agreement import DRIFT_MARGIN, DRIFT_WINDOW, summarise
 from node.inputs.covariates import (
     ECV_ANALYSIS,
-    HAEMATOCRIT_KEY,
     LGE_ANALYSIS,
     T1MAP_ANALYSIS,
     CovariateFolder,
     CovariatesError,
+    PostedKeys,
     supplied_document,
 )
 from node.status.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -119,16 +121,17 @@ def post_covariates(
     except CovariatesError as exc:
         return 400, {"error": str(exc)}
     values = supplied.values
+    posted = PostedKeys.of(raw)
     requeued: list[int] = []
-    if supplied.clinical:
+    if posted.clinical:
         requeued += catalog.reanalyse_study(
             study_uid, LGE_ANALYSIS, f"clinical variables posted for the study ({path.name})"
         )
-    if any(key != HAEMATOCRIT_KEY for key in values):
+    if posted.lvrr:
         requeued += catalog.reanalyse_study(
             study_uid, T1MAP_ANALYSIS, f"LVRR covariates posted for the study ({path.name})"
         )
-    if HAEMATOCRIT_KEY in values:
+    if posted.haematocrit:
         requeued += catalog.reanalyse_study(
             study_uid, ECV_ANALYSIS, f"haematocrit posted for the study ({path.name})",
             states=("done", "running", "failed"),

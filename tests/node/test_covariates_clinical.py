@@ -192,6 +192,57 @@ def test_posting_variables_requeues_the_lge_and_refuses_bad_ones(tmp_path: Path)
         catalog.close()
 
 
+def test_posts_from_different_systems_merge_into_one_sidecar(tmp_path: Path) -> None:
+    """Clinical variables, then a haematocrit, then an LVRR covariate, each posted alone
+    over HTTP: the sidecar keeps all of them (a JSON merge patch), each post re-queues only
+    the analyses its keys concern, and ``null`` removes a key."""
+    from node.status.report import StatusServer
+
+    catalog = Catalog(tmp_path / "catalog.sqlite3")
+    _routed_series(catalog, tmp_path, "2.25.70", "lge")
+    _finish(catalog, tmp_path / "lge-0")
+    _routed_series(catalog, tmp_path, "2.25.71", "t1map")
+    _finish(catalog, tmp_path / "t1-0")
+    folder = CovariateFolder(tmp_path / "covariates")
+    server = StatusServer(catalog, "127.0.0.1", 0, lambda: None, covariates=folder)
+    server.start()
+    port = server.address[1]
+
+    def post(body: dict[str, Any]) -> dict[str, Any]:
+        status, answer = _post(port, STUDY, json.dumps(body).encode(), server.write_token)
+        assert status == 200, answer
+        return answer
+
+    def analyses(answer: dict[str, Any]) -> list[str]:
+        jobs = [catalog.job(job_id) for job_id in answer["requeued_jobs"]]
+        return sorted(str(job["analysis"]) for job in jobs if job is not None)
+
+    try:
+        clinical_only = {k: v for k, v in VARIABLES.items() if k != "lvef_percent"}
+        assert analyses(post(clinical_only)) == ["lge"]
+        assert analyses(post({"haematocrit": {"value": 41, "unit": "%"}})) == []  # no ECV
+        answer = post({"sbp_mmhg": 131})
+        assert analyses(answer) == ["t1map"]
+        stored = json.loads((tmp_path / "covariates" / f"{STUDY}.json").read_text())
+        assert parse_supplied(stored)[1] == parse_clinical(clinical_only)
+        assert stored["haematocrit"] == pytest.approx(0.41)
+        assert stored["sbp_mmhg"] == 131
+        assert answer["covariates"]["haematocrit"] == pytest.approx(0.41)
+        post({"hct": 0.38, "sbp_mmhg": None})  # another spelling replaces; null removes
+        stored = json.loads((tmp_path / "covariates" / f"{STUDY}.json").read_text())
+        assert stored["haematocrit"] == pytest.approx(0.38)
+        assert "sbp_mmhg" not in stored and "hct" not in stored
+        assert parse_supplied(stored)[1] == parse_clinical(clinical_only)
+        status, answer = _post(port, STUDY, json.dumps({"killip": 9}).encode(),
+                               server.write_token)
+        assert status == 400 and "killip" in answer["error"].lower()
+        after = json.loads((tmp_path / "covariates" / f"{STUDY}.json").read_text())
+        assert after == stored  # a refused patch changes nothing
+    finally:
+        server.stop()
+        catalog.close()
+
+
 def test_analyse_reports_the_combined_probability_or_why_not(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
