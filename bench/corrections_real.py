@@ -31,7 +31,7 @@ import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from models.lgeseg.evaluate_real import (
+from models.evaluation.lgeseg.evaluate_real import (
     ASSUMED_SPACING_MM,
     DEFAULT_DATA,
     EMIDEC_MYO,
