@@ -39,7 +39,8 @@ Stack = tuple[str, list[np.ndarray], list[tuple[float, float]], LgeContrast]
 
 
 def _stacks(limit: int) -> list[Stack]:
-    from models.evaluation.lgeseg.evaluate_real import ASSUMED_SPACING_MM, DEFAULT_DATA, load_emidec
+    from models.evaluation.lgeseg.evaluate_real import DEFAULT_DATA, load_emidec
+    from models.training.lgeseg.real_scores import ASSUMED_SPACING_MM
 
     emidec = DEFAULT_DATA / "emidec-dev"
     if (emidec / "images").is_dir():

@@ -31,14 +31,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from models.evaluation.lgeseg.evaluate_real import (
-    ASSUMED_SPACING_MM,
-    DEFAULT_DATA,
-    EMIDEC_MYO,
-    EMIDEC_SCAR,
-    OUR_MYO,
-    load_emidec,
-)
+from models.evaluation.lgeseg.evaluate_real import DEFAULT_DATA, load_emidec
+from models.training.lgeseg.real_scores import ASSUMED_SPACING_MM, EMIDEC_MYO, EMIDEC_SCAR, OUR_MYO
 from plugins.api import Label
 from plugins.lge.segmenter import LgeContrast
 from plugins.lib.uncertainty import (

@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -101,7 +101,7 @@ def write_chunks(
 
 def read_chunks(
     directory: Path,
-    make: Callable[[Mapping[str, npt.NDArray[np.generic]], int, npt.NDArray[np.float64]], T],
+    make: Callable[[Mapping[str, Any], int, npt.NDArray[np.float64]], T],
     *,
     prefix: str = "chunk",
     max_chunks: int | None = None,

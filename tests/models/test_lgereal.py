@@ -13,7 +13,6 @@ torch = pytest.importorskip("torch")
 
 from models.evaluation.lgeseg.evaluate_real import (  # noqa: E402
     DEFAULT_DATA,
-    EMIDEC_MYO,
     evaluate_emidec,
     summarise_emidec,
 )
@@ -28,6 +27,7 @@ from models.runtime.lgeseg.two_stage import (  # noqa: E402  # noqa: E402
     ring_plausibility,
 )
 from models.training.lgeseg.data import EVAL_SEED_START, eval_stack  # noqa: E402
+from models.training.lgeseg.real_scores import EMIDEC_MYO  # noqa: E402
 from models.training.lgeseg.synth import (  # noqa: E402
     IGNORE,
     heart_centre_and_diameter,

@@ -1,4 +1,6 @@
-"""Evaluate the LGE U-Net on held-out phantom stacks: ``python -m models.evaluation.lgeseg.evaluate``.
+"""Evaluate the LGE U-Net on held-out phantom stacks.
+
+``python -m models.evaluation.lgeseg.evaluate``.
 
 The held-out stacks (:func:`models.training.lgeseg.data.eval_stack`, seeds from
 :data:`~models.training.lgeseg.data.EVAL_SEED_START`, never used in training or checkpoint

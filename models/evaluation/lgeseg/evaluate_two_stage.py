@@ -1,13 +1,14 @@
 """Held-out phantom evaluation of the two-stage (sim-to-real) LGE segmenter.
 
-``python -m models.evaluation.lgeseg.evaluate_two_stage [--stacks 64] [--locator PT] [--segmenter PT]
-[--max-candidates N] [--scar-rule 3sd|none|...] [--localisation stack|slice] [--cascade]``
-scores the held-out phantom stacks of :mod:`models.evaluation.lgeseg.evaluate` (seeds from 950000, the
-same intensity mappings and design) with :class:`models.runtime.lgeseg.two_stage.TwoStageLgeSegmenter`
-and prints the same tables (myocardium and scar Dice, per cent scar slope / r / bias,
-presence accuracy); ``--json`` writes the summary.  With ``--cascade`` the stacks go through
-:class:`models.runtime.lgeseg.cascade.CascadeLgeSegmenter` (the committed one-stage U-Net where it is
-sure of the stack, else the two-stage segmenter).
+``python -m models.evaluation.lgeseg.evaluate_two_stage [--stacks 64] [--locator PT] [--segmenter
+PT] [--max-candidates N] [--scar-rule 3sd|none|...] [--localisation stack|slice] [--cascade]``
+scores the held-out phantom stacks of :mod:`models.evaluation.lgeseg.evaluate` (seeds from 950000,
+the same intensity mappings and design) with
+:class:`models.runtime.lgeseg.two_stage.TwoStageLgeSegmenter` and prints the same tables (myocardium
+and scar Dice, per cent scar slope / r / bias, presence accuracy); ``--json`` writes the summary.
+With ``--cascade`` the stacks go through
+:class:`models.runtime.lgeseg.cascade.CascadeLgeSegmenter` (the committed one-stage U-Net where it
+is sure of the stack, else the two-stage segmenter).
 """
 
 from __future__ import annotations
@@ -64,8 +65,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.cascade:
         evaluated = CascadeLgeSegmenter(UNetLgeSegmenter(), segmenter)
     started = time.perf_counter()
-    slices, stacks = evaluate_stacks(evaluated, args.stacks, args.seed_start,  # type: ignore[arg-type]
-                                     per_stack=args.localisation == "stack")
+    slices, stacks = evaluate_stacks(
+        evaluated, args.stacks, args.seed_start,  # type: ignore[arg-type]
+        per_stack=args.localisation == "stack")
     summary = summarise(slices, stacks)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

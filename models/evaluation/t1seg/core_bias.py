@@ -1,12 +1,14 @@
-"""Myocardial T1 core bias on realistic-border phantoms: ``python -m models.evaluation.t1seg.core_bias``.
+"""Myocardial T1 core bias on realistic-border phantoms.
+
+``python -m models.evaluation.t1seg.core_bias``.
 
 Expert readers report native myocardial T1 over a conservative mid-wall region (Messroghli DR
 et al., J Cardiovasc Magn Reson 2017;19:75).  This command measures how far each core rule of
 :mod:`plugins.t1map.analysis` (``options["core"]``) reads from the tissue T1 on held-out
 phantom subjects with realistic myocardial borders
-(:func:`models.evaluation.t1seg.evaluate.realistic_border_subject`: 6–8 mm slices, 2–5 mm endocardial
-motion, a trabecular layer; even seeds 1.5 T, odd seeds 3 T).  Every slice is segmented once
-per segmenter; each rule is then applied by :func:`~plugins.t1map.analysis.analyse` to the
+(:func:`models.evaluation.t1seg.evaluate.realistic_border_subject`: 6–8 mm slices, 2–5 mm
+endocardial motion, a trabecular layer; even seeds 1.5 T, odd seeds 3 T).  Every slice is segmented
+once per segmenter; each rule is then applied by :func:`~plugins.t1map.analysis.analyse` to the
 same contours.  Per slice it records the reported core mean minus
 
 * **tissue**: the noise-free tissue T1 over the mid-wall of the true contours (remote T1 plus

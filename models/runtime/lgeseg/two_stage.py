@@ -4,12 +4,12 @@
 relying on pixel spacing or field of view:
 
 1. **Localiser.**  The whole image, padded square with its minimum, is resampled to a
-   :data:`~models.training.lgeseg.synth.LOCATE_GRID` grid and normalised (1st / 99th percentiles of the
+   :data:`LOCATE_GRID` grid and normalised (1st / 99th percentiles of the
    grid to 0 / 1).  A small U-Net gives background / LV blood pool / myocardium; its heart
    components (LV + myocardium), most probable first, are the candidate LV centres and heart
    equivalent diameters (:func:`heart_candidates`).
-2. **Segmenter.**  A square crop of :data:`~models.training.lgeseg.synth.CROP_FACTOR` times that diameter
-   around that centre is resampled to a :data:`~models.training.lgeseg.synth.SEGMENT_GRID` grid and
+2. **Segmenter.**  A square crop of :data:`CROP_FACTOR` times that diameter
+   around that centre is resampled to a :data:`SEGMENT_GRID` grid and
    normalised the same way; a second U-Net gives the six LGE classes, averaged over the
    crop's eight dihedral views (``test_time_views``).  The crop is then re-centred once on
    the segmented heart and segmented again (``refine``), which corrects a localiser that was
@@ -18,8 +18,8 @@ relying on pixel spacing or field of view:
    (:func:`ring_plausibility`); otherwise the most ring-like is kept.
 3. **Labels, plausibility, uncertainty** exactly as the one-stage network
    (:func:`models.runtime.lgeseg.segmenter.labels_from_probabilities` and
-   :func:`~models.runtime.lgeseg.segmenter.segmentation_from_passes`): probabilities are mapped back to
-   every source pixel centre, the myocardium is one ring around an LV blood pool, and a slice
+   :func:`~models.runtime.lgeseg.segmenter.segmentation_from_passes`): probabilities are mapped back
+   to every source pixel centre, the myocardium is one ring around an LV blood pool, and a slice
    whose output is not such a ring is returned without labels and with a reason.
 4. **Scar is enhancement.**  Network scar not enhanced over the remote myocardium by
    :data:`SCAR_RULE` becomes myocardium (:func:`plugins.lge.quantify.enhancement_confirmed`).
@@ -463,10 +463,11 @@ class TwoStageLgeSegmenter:
     ) -> list[SegmentationOutput]:
         """Segment the slices of one short-axis stack, the heart localised per stack.
 
-        Every slice's localiser candidates enter :func:`models.runtime.lgeseg.stack_locate.locate_stack`;
-        each slice is segmented first at its point of that chain (its own candidate, or a
-        centre and size interpolated from its neighbours), then, if that crop is not a
-        myocardial ring, at its own other candidates, as :meth:`segment` does.
+        Every slice's localiser candidates enter
+        :func:`models.runtime.lgeseg.stack_locate.locate_stack`; each slice is segmented first at
+        its point of that chain (its own candidate, or a centre and size interpolated from its
+        neighbours), then, if that crop is not a myocardial ring, at its own other candidates, as
+        :meth:`segment` does.
 
         Parameters
         ----------
@@ -478,7 +479,8 @@ class TwoStageLgeSegmenter:
             PSIR or magnitude.
         offsets
             Each slice's grid offset in a common frame
-            (:func:`models.runtime.lgeseg.stack_locate.in_plane_offsets`); ``None``: one shared grid.
+            (:func:`models.runtime.lgeseg.stack_locate.in_plane_offsets`); ``None``: one shared
+            grid.
 
         Returns
         -------

@@ -27,7 +27,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -201,7 +201,7 @@ def generate_cache(directory: Path, n_subjects: int, seed_start: int = TRAIN_SEE
 
 def load_cache(directory: Path, max_chunks: int | None = None) -> list[CachedSlice]:
     """All slices of the cache chunks in ``directory`` (sorted by chunk name)."""
-    def make(data: Mapping[str, npt.NDArray[np.generic]], i: int,
+    def make(data: Mapping[str, Any], i: int,
              row: npt.NDArray[np.float64]) -> CachedSlice:
         return CachedSlice(data[f"psir_{i}"], data[f"magnitude_{i}"], data[f"labels_{i}"],
                            (float(row[0]), float(row[1])), float(row[2]), float(row[3]))

@@ -1,8 +1,8 @@
 """Site fine-tuning of the two-stage LGE segmenter on a site's own labelled slices.
 
 ``cmr-node models finetune --images DIR [--labels DIR] --out site_segment.pt`` (or
-``python -m models.training.lgeseg.finetune`` with the same arguments) adapts the segmenter stage (the
-localiser is kept) to a site's labelled slices: PNG slices with label PNGs, NIfTI images
+``python -m models.training.lgeseg.finetune`` with the same arguments) adapts the segmenter stage
+(the localiser is kept) to a site's labelled slices: PNG slices with label PNGs, NIfTI images
 with NIfTI masks, or DICOM SEG objects with their source images
 (:mod:`models.training.lgeseg.site_data`; EMIDEC label values by default, ``--label-map`` for
 others).  Training samples are heart-centred crops of the real images with the same
@@ -42,7 +42,6 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from models.evaluation.lgeseg.evaluate_real import score_output
 from models.runtime.lgeseg.two_stage import (
     CROP_FACTOR,
     DEFAULT_LOCATOR,
@@ -52,6 +51,7 @@ from models.runtime.lgeseg.two_stage import (
     normalise_grid,
 )
 from models.runtime.segmentation import sha256_of
+from models.training.lgeseg.real_scores import score_output
 from models.training.lgeseg.site_data import (
     EMIDEC_LABELS,
     SiteDataError,
@@ -215,8 +215,8 @@ def finetune(pairs: Sequence[Sequence[Any]], out: Path, *, base: Path = DEFAULT_
 def _score(segmenter: TwoStageLgeSegmenter, pairs: Sequence[Pair], spacing_mm: float
            ) -> list[dict[str, Any]]:
     """Each case's slices segmented as one stack, as the LGE analysis does
-    (:meth:`~models.runtime.lgeseg.two_stage.TwoStageLgeSegmenter.segment_stack`), in file-name order
-    (the slice index of PNG and NIfTI names; SEG sources, named by UID, are then in no
+    (:meth:`~models.runtime.lgeseg.two_stage.TwoStageLgeSegmenter.segment_stack`), in file-name
+    order (the slice index of PNG and NIfTI names; SEG sources, named by UID, are then in no
     anatomical order, which only weakens the stack chain), and scored per slice."""
     rows = []
     by_case: dict[str, list[Pair]] = {}

@@ -39,7 +39,7 @@ import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -266,7 +266,7 @@ def generate_fusion_cache(directory: Path, n_subjects: int,
 
 def load_fusion_cache(directory: Path, max_chunks: int | None = None) -> list[CachedPair]:
     """All pairs of the cache chunks in ``directory`` (sorted by chunk name)."""
-    def make(data: Mapping[str, npt.NDArray[np.generic]], i: int,
+    def make(data: Mapping[str, Any], i: int,
              row: npt.NDArray[np.float64]) -> CachedPair:
         return CachedPair(data[f"psir_{i}"], data[f"magnitude_{i}"], data[f"cine_{i}"],
                           data[f"labels_{i}"], (float(row[0]), float(row[1])), float(row[2]),

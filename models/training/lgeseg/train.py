@@ -15,7 +15,6 @@ validation stacks (otherwise MVO is merged into scar, and the record says so).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import time
@@ -40,6 +39,7 @@ from models.runtime.lgeseg.segmenter import (
     PERCENTILES,
 )
 from models.runtime.unet import UNet, UNetConfig, count_parameters
+from models.training.cli import start_logging, training_parser
 from models.training.lgeseg.data import (
     CHUNK_SUBJECTS,
     EVAL_SEED_START,
@@ -282,16 +282,11 @@ def train(settings: TrainSettings, weights: Path = DEFAULT_WEIGHTS,
 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    defaults = TrainSettings()
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--cache-dir", default=defaults.cache_dir)
-    parser.add_argument("--max-minutes", type=float, default=defaults.max_minutes)
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = training_parser(__doc__.splitlines()[0], TrainSettings(),
+                           DEFAULT_WEIGHTS).parse_args(argv)
+    start_logging()
     settings = TrainSettings(cache_dir=args.cache_dir, steps=args.steps,
-                             max_minutes=args.max_minutes)
+                             max_minutes=args.max_minutes, learning_rate=args.learning_rate)
     train(settings, args.weights, args.weights.with_suffix(".json"))
 
 

@@ -16,7 +16,6 @@ held-out metrics.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -49,6 +48,7 @@ from models.runtime.lgeseg.segmenter import (
 from models.runtime.lgeseg.segmenter import MODEL_NAME as LGE_MODEL_NAME
 from models.runtime.segmentation import load_unet
 from models.runtime.unet import UNet, UNetConfig, count_parameters
+from models.training.cli import start_logging, training_parser
 from models.training.lgeseg.data import EVAL_SEED_START, TRAIN_SLICES_PER_STACK
 from models.training.lgeseg.fusion_data import (
     CHUNK_SUBJECTS,
@@ -324,32 +324,28 @@ def train_fusion(settings: FusionTrainSettings, weights: Path = DEFAULT_FUSION_W
 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     defaults = FusionTrainSettings()
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--cache-dir", default=defaults.cache_dir)
+    parser = training_parser(__doc__.splitlines()[0], defaults, DEFAULT_FUSION_WEIGHTS)
     parser.add_argument("--subjects", type=int, default=defaults.train_subjects)
-    parser.add_argument("--max-minutes", type=float, default=defaults.max_minutes)
-    parser.add_argument("--weights", type=Path, default=DEFAULT_FUSION_WEIGHTS)
     parser.add_argument("--init-weights", type=Path, default=None,
                         help="LGE-only weights to start from (JSON beside them), e.g. a "
                              "--lge-only-control run; default: the committed LGE-only network")
     parser.add_argument("--border-scar-weight", type=float, default=defaults.border_scar_weight,
                         help="extra cross-entropy weight of scar bordering the LV blood pool")
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--model-version", default=MODEL_VERSION,
                         help="version recorded in the provenance")
     parser.add_argument("--lge-only-control", action="store_true",
                         help="train the one-channel control (write it elsewhere: --weights)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    start_logging()
     control = bool(args.lge_only_control)
     settings = FusionTrainSettings(
         cache_dir=args.cache_dir, steps=args.steps, train_subjects=args.subjects,
         max_minutes=args.max_minutes, lge_only_control=control,
         border_scar_weight=args.border_scar_weight, learning_rate=args.learning_rate,
         model_version=args.model_version,
-        command=" ".join(["python -m models.training.lgeseg.train_fusion", *(argv or sys.argv[1:])]),
+        command=" ".join(["python -m models.training.lgeseg.train_fusion",
+                          *(argv or sys.argv[1:])]),
         init_weights=str(args.init_weights) if args.init_weights else None,
         architecture=dataclasses.replace(FUSION_ARCHITECTURE, in_channels=1) if control
         else FUSION_ARCHITECTURE)

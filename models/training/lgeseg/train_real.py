@@ -1,9 +1,10 @@
 """Train the two stages of the sim-to-real LGE segmenter on domain-randomised samples.
 
-``--stage locate`` trains the localiser (whole image on a :data:`~models.training.lgeseg.synth.LOCATE_GRID`
-grid; background / LV blood pool / myocardium), ``--stage segment`` the segmenter (heart-centred
-crop on a :data:`~models.training.lgeseg.synth.SEGMENT_GRID` grid; the six LGE classes).  Samples come
-from :mod:`models.training.lgeseg.synth` on the label maps of :mod:`models.training.lgeseg.synth_cache`
+``--stage locate`` trains the localiser (whole image on a
+:data:`~models.runtime.lgeseg.two_stage.LOCATE_GRID` grid; background / LV blood pool / myocardium),
+``--stage segment`` the segmenter (heart-centred crop on a
+:data:`~models.runtime.lgeseg.two_stage.SEGMENT_GRID` grid; the six LGE classes).  Samples come from
+:mod:`models.training.lgeseg.synth` on the label maps of :mod:`models.training.lgeseg.synth_cache`
 (phantom subjects from seed 300000, rendered into ``--cache`` if absent, and the CC0 Sunnybrook
 slices).  Checkpoints are chosen on a fixed set of samples of held-out phantom subjects (seeds
 700000-700007, the LGE checkpoint-selection block).  No real LGE image is used.

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -133,7 +133,7 @@ def generate_cache(directory: Path, n_subjects: int, seed_start: int = TRAIN_SEE
 
 def load_cache(directory: Path, max_chunks: int | None = None) -> list[CachedSlice]:
     """All slices of the cache chunks in ``directory`` (sorted by chunk name)."""
-    def make(data: Mapping[str, npt.NDArray[np.generic]], i: int,
+    def make(data: Mapping[str, Any], i: int,
              row: npt.NDArray[np.float64]) -> CachedSlice:
         return CachedSlice(data[f"t1_{i}"], data[f"labels_{i}"], (float(row[0]), float(row[1])),
                            float(row[2]), LEVELS_PER_SUBJECT[int(row[3])])

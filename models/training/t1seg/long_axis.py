@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -100,7 +100,7 @@ def generate_long_axis_cache(directory: Path, n_views: int,
 
 def load_long_axis_cache(directory: Path, max_views: int | None = None) -> list[CachedSlice]:
     """The four-chamber views cached in ``directory`` (at most ``max_views``)."""
-    def make(data: Mapping[str, npt.NDArray[np.generic]], i: int,
+    def make(data: Mapping[str, Any], i: int,
              row: npt.NDArray[np.float64]) -> CachedSlice:
         return CachedSlice(data[f"t1_{i}"], data[f"labels_{i}"], (float(row[0]), float(row[1])),
                            float(row[2]), VIEW_4CH)

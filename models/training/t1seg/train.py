@@ -12,7 +12,6 @@ disjoint from both the training cache and the evaluation set.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import time
@@ -36,6 +35,7 @@ from models.runtime.t1seg.segmenter import (
     sha256_of,
 )
 from models.runtime.unet import UNet, UNetConfig, count_parameters
+from models.training.cli import start_logging, training_parser
 from models.training.loop import dice_loss as shared_dice_loss
 from models.training.loop import grid_dice, run_training
 from models.training.record import (
@@ -237,20 +237,15 @@ def train(settings: TrainSettings, weights: Path = DEFAULT_WEIGHTS,
 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     defaults = TrainSettings()
-    parser.add_argument("--steps", type=int, default=defaults.steps)
-    parser.add_argument("--cache-dir", default=defaults.cache_dir)
-    parser.add_argument("--max-minutes", type=float, default=defaults.max_minutes)
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser = training_parser(__doc__.splitlines()[0], defaults, DEFAULT_WEIGHTS)
     parser.add_argument("--long-axis-views", type=int, default=defaults.long_axis_views,
                         help="four-chamber views added to the training data (0: none)")
     parser.add_argument("--long-axis-cache-dir", default=defaults.long_axis_cache_dir)
     parser.add_argument("--init-weights", default=None,
                         help="start from these weights (fine-tuning)")
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    start_logging()
     settings = TrainSettings(cache_dir=args.cache_dir, steps=args.steps,
                              max_minutes=args.max_minutes,
                              long_axis_views=args.long_axis_views,
