@@ -19,9 +19,36 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainingOutcome", "cosine_learning_rate", "dice_loss", "grid_dice", "run_training"]
+__all__ = ["RunSettings", "TrainingOutcome", "cosine_learning_rate", "dice_loss", "grid_dice",
+           "run_training"]
 
 F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What every network's training run is set by: its cache, data sizes, the schedule of
+    :func:`run_training` and the seed (each trainer's settings add their own fields)."""
+
+    cache_dir: str = "/tmp/training_cache"
+    train_subjects: int = 500
+    val_subjects: int = 16
+    steps: int = 2000
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-5
+    warmup_steps: int = 50
+    validate_every: int = 200
+    max_minutes: float = 40.0
+    """Safety stop (wall clock); the run is reproducible only if it finishes its steps."""
+    seed: int = 20261122
+    dice_weight: float = 1.0
+
+    def schedule(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`run_training` that these settings fix."""
+        return {"steps": self.steps, "learning_rate": self.learning_rate,
+                "weight_decay": self.weight_decay, "warmup_steps": self.warmup_steps,
+                "validate_every": self.validate_every, "max_minutes": self.max_minutes}
 
 
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, n_classes: int,

@@ -27,7 +27,6 @@ import argparse
 import functools
 import json
 import logging
-import resource
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from models.evaluation.benchmark import benchmark_segment
 from models.phantoms.lge import LgeSlice, lge_case_truth
 from models.runtime.lgeseg.segmenter import DEFAULT_WEIGHTS as LGE_WEIGHTS
 from models.runtime.lgeseg.segmenter import MYOCARDIAL, UNetLgeSegmenter
@@ -313,27 +313,10 @@ def benchmark(weights: Path = LGE_WEIGHTS, n_slices: int = 20) -> dict[str, floa
 
     Run in a fresh process (see :func:`main`) so the memory figure is the model's own.
     """
-    import torch
-
-    torch.set_num_threads(1)
     items = [item for k in range(3) for item in eval_stack(EVAL_SEED_START + k)][:n_slices]
-    baseline_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    segmenter = UNetLgeSegmenter(weights)
-    segmenter.segment(items[0].image, items[0].pixel_spacing, LgeContrast.PSIR)
-    times = []
-    for item in items:
-        started = time.perf_counter()
-        segmenter.segment(item.image, item.pixel_spacing, LgeContrast(str(item.contrast)))
-        times.append(1000.0 * (time.perf_counter() - started))
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return {
-        "slices": len(times),
-        "ms_per_slice_mean": round(float(np.mean(times)), 1),
-        "ms_per_slice_p95": round(float(np.percentile(times, 95)), 1),
-        "peak_rss_mb": round(peak_mb, 1),
-        "rss_before_model_mb": round(baseline_mb, 1),
-        "threads": 1,
-    }
+    return benchmark_segment(
+        lambda: UNetLgeSegmenter(weights),
+        [(item.image, item.pixel_spacing, LgeContrast(str(item.contrast))) for item in items])
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

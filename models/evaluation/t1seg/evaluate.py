@@ -39,7 +39,6 @@ import argparse
 import functools
 import json
 import logging
-import resource
 import subprocess
 import sys
 import time
@@ -51,6 +50,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from models.evaluation.benchmark import benchmark_segment
 from models.phantoms.long_axis import LongAxisSlice
 from models.phantoms.t1map import (
     PhantomSlice,
@@ -427,28 +427,10 @@ def benchmark(weights: Path = DEFAULT_WEIGHTS, n_slices: int = 20) -> dict[str, 
 
     Run in a fresh process (see :func:`main`) so the memory figure is the model's own.
     """
-    import torch
-
-    torch.set_num_threads(1)
-    baseline_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    segmenter = UNetT1Segmenter(weights)
     slices = [p for k in range(n_slices // 3 + 1) for p in phantom_subject(EVAL_SEED_START + k)]
-    slices = slices[:n_slices]
-    segmenter.segment(slices[0].t1_ms, slices[0].pixel_spacing, 1.5)
-    times = []
-    for phantom in slices:
-        started = time.perf_counter()
-        segmenter.segment(phantom.t1_ms, phantom.pixel_spacing, phantom.field_strength_t)
-        times.append(1000.0 * (time.perf_counter() - started))
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return {
-        "slices": len(times),
-        "ms_per_slice_mean": round(float(np.mean(times)), 1),
-        "ms_per_slice_p95": round(float(np.percentile(times, 95)), 1),
-        "peak_rss_mb": round(peak_mb, 1),
-        "rss_before_model_mb": round(baseline_mb, 1),
-        "threads": 1,
-    }
+    return benchmark_segment(
+        lambda: UNetT1Segmenter(weights),
+        [(p.t1_ms, p.pixel_spacing, p.field_strength_t) for p in slices[:n_slices]])
 
 
 def cine_as_t1(image: npt.NDArray[np.generic], labels: npt.NDArray[np.uint8]

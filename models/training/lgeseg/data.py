@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -36,8 +36,6 @@ from models.phantoms.lge import Contrast, LgeSlice, ScarPattern, make_lge_stack
 from models.runtime.lgeseg.segmenter import GRID_SIZE, GRID_SPACING_MM, N_CLASSES, normalise
 from models.training import cache
 from models.training.augment import (
-    augmented_batch,
-    augmented_batches,
     grid_intensity,
     random_warp,
 )
@@ -56,9 +54,7 @@ __all__ = [
     "eval_stack",
     "generate_cache",
     "generator_fingerprint",
-    "iterate_batches",
     "load_cache",
-    "make_batch",
     "sample_geometry",
     "training_stack",
 ]
@@ -284,29 +280,7 @@ def augment(
     return image.astype(np.float32), labels
 
 
-def make_batch(
-    items: Sequence[CachedSlice],
-    indices: Sequence[int],
-    rng: np.random.Generator,
-    settings: AugmentationSettings | None = None,
-) -> tuple[F32, npt.NDArray[np.int64]]:
-    """Augmented inputs (batch, 1, grid, grid) and targets (batch, grid, grid)."""
-    return augmented_batch(items, indices, lambda item: augment(item, rng, settings))
-
-
-def iterate_batches(
-    items: Sequence[CachedSlice], batch_size: int, rng: np.random.Generator,
-    settings: AugmentationSettings | None = None,
-) -> Iterator[tuple[F32, npt.NDArray[np.int64]]]:
-    """Endless shuffled augmented batches over ``items``."""
-    return augmented_batches(items, batch_size, rng, lambda item: augment(item, rng, settings))
-
 if __name__ == "__main__":
-    import argparse
+    from models.training.cli import render_cache
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    parser = argparse.ArgumentParser(description="Render the LGE phantom training cache.")
-    parser.add_argument("directory", type=Path)
-    parser.add_argument("--subjects", type=int, default=500)
-    args = parser.parse_args()
-    generate_cache(args.directory, args.subjects)
+    render_cache("Render the LGE phantom training cache.", generate_cache, 500)

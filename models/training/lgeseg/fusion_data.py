@@ -51,8 +51,6 @@ from models.runtime.lgeseg.segmenter import GRID_SIZE, GRID_SPACING_MM, N_CLASSE
 from models.runtime.segmentation import grid_affine
 from models.training import cache
 from models.training.augment import (
-    augmented_batch,
-    augmented_batches,
     grid_intensity,
     warp_labels,
 )
@@ -71,9 +69,7 @@ __all__ = [
     "augment_pair",
     "fusion_fingerprint",
     "generate_fusion_cache",
-    "iterate_pair_batches",
     "load_fusion_cache",
-    "make_pair_batch",
     "matched_cines",
     "pair_stack",
 ]
@@ -344,33 +340,8 @@ def augment_pair(
     return np.stack([lge_grid, cine_grid]).astype(np.float32), labels
 
 
-def make_pair_batch(
-    items: Sequence[CachedPair],
-    indices: Sequence[int],
-    rng: np.random.Generator,
-    settings: AugmentationSettings | None = None,
-) -> tuple[F32, npt.NDArray[np.int64]]:
-    """Augmented inputs (batch, 2, grid, grid) and targets (batch, grid, grid)."""
-    return augmented_batch(items, indices, lambda item: augment_pair(item, rng, settings),
-                           add_channel=False)
-
-
-def iterate_pair_batches(
-    items: Sequence[CachedPair], batch_size: int, rng: np.random.Generator,
-    settings: AugmentationSettings | None = None,
-) -> Iterator[tuple[F32, npt.NDArray[np.int64]]]:
-    """Endless shuffled augmented batches over ``items``."""
-    return augmented_batches(items, batch_size, rng,
-                             lambda item: augment_pair(item, rng, settings), add_channel=False)
-
-
 if __name__ == "__main__":
-    import argparse
+    from models.training.cli import render_cache
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    parser = argparse.ArgumentParser(description="Render the LGE + cine training cache.")
-    parser.add_argument("directory", type=Path)
-    parser.add_argument("--subjects", type=int, default=400)
-    parser.add_argument("--chunks", type=int, nargs="*", default=None)
-    args = parser.parse_args()
-    generate_fusion_cache(args.directory, args.subjects, chunks=args.chunks)
+    render_cache("Render the LGE + cine training cache.", generate_fusion_cache, 400,
+                 chunks=True)

@@ -39,6 +39,7 @@ from models.runtime.lgeseg.segmenter import (
     PERCENTILES,
 )
 from models.runtime.unet import UNet, UNetConfig, count_parameters
+from models.training.augment import augmented_batch, augmented_batches
 from models.training.cli import start_logging, training_parser
 from models.training.lgeseg.data import (
     CHUNK_SUBJECTS,
@@ -48,15 +49,14 @@ from models.training.lgeseg.data import (
     TRAIN_SLICES_PER_STACK,
     VAL_SEED_START,
     AugmentationSettings,
+    augment,
     cached,
     eval_stack,
     generate_cache,
     generator_fingerprint,
-    iterate_batches,
     load_cache,
-    make_batch,
 )
-from models.training.loop import dice_loss, run_training
+from models.training.loop import RunSettings, dice_loss, run_training
 from models.training.record import (
     provenance_common,
     save_best,
@@ -86,22 +86,13 @@ MIN_MVO_DICE: Final = 0.5
 
 
 @dataclass(frozen=True)
-class TrainSettings:
+class TrainSettings(RunSettings):
     """Everything that determines a training run."""
 
     cache_dir: str = "/tmp/lgeseg_cache"
     train_subjects: int = 600
-    val_subjects: int = 16
     steps: int = 1900
-    batch_size: int = 16
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-5
-    warmup_steps: int = 50
-    validate_every: int = 200
     max_minutes: float = 33.5
-    """Safety stop (wall clock); the run is reproducible only if it finishes its steps."""
-    seed: int = 20261122
-    dice_weight: float = 1.0
     architecture: UNetConfig = field(default_factory=lambda: ARCHITECTURE)
     augmentation: AugmentationSettings = field(default_factory=AugmentationSettings)
 
@@ -181,7 +172,8 @@ def _validation_set(settings: TrainSettings
     items = [cached(item) for k in range(settings.val_subjects)
              for item in eval_stack(VAL_SEED_START + k)]
     rng = np.random.default_rng(settings.seed + 1)
-    return make_batch(items, list(range(len(items))), rng, settings.augmentation)
+    return augmented_batch(items, list(range(len(items))),
+                           lambda item: augment(item, rng, settings.augmentation))
 
 
 def train(settings: TrainSettings, weights: Path = DEFAULT_WEIGHTS,
@@ -204,15 +196,11 @@ def train(settings: TrainSettings, weights: Path = DEFAULT_WEIGHTS,
     train_started = time.perf_counter()
     outcome = run_training(
         model,
-        iterate_batches(items, settings.batch_size, rng, settings.augmentation),
+        augmented_batches(items, settings.batch_size, rng,
+                          lambda item: augment(item, rng, settings.augmentation)),
         lambda logits, target: lge_loss(logits, target, settings.dice_weight),
         lambda m: validation_scores(m, val_images, val_labels)["score"],
-        steps=settings.steps,
-        learning_rate=settings.learning_rate,
-        weight_decay=settings.weight_decay,
-        warmup_steps=settings.warmup_steps,
-        validate_every=settings.validate_every,
-        max_minutes=settings.max_minutes,
+        **settings.schedule(),
         score_name="val_score",
     )
     train_minutes = (time.perf_counter() - train_started) / 60.0

@@ -48,6 +48,7 @@ from models.runtime.lgeseg.segmenter import (
 from models.runtime.lgeseg.segmenter import MODEL_NAME as LGE_MODEL_NAME
 from models.runtime.segmentation import load_unet
 from models.runtime.unet import UNet, UNetConfig, count_parameters
+from models.training.augment import augmented_batch, augmented_batches
 from models.training.cli import start_logging, training_parser
 from models.training.lgeseg.data import EVAL_SEED_START, TRAIN_SLICES_PER_STACK
 from models.training.lgeseg.fusion_data import (
@@ -59,12 +60,11 @@ from models.training.lgeseg.fusion_data import (
     MAX_MISREGISTRATION_MM,
     AugmentationSettings,
     CachedPair,
+    augment_pair,
     cached_pair,
     fusion_fingerprint,
     generate_fusion_cache,
-    iterate_pair_batches,
     load_fusion_cache,
-    make_pair_batch,
     pair_stack,
 )
 from models.training.lgeseg.train import (
@@ -74,7 +74,7 @@ from models.training.lgeseg.train import (
     lge_loss,
     validation_scores,
 )
-from models.training.loop import run_training
+from models.training.loop import RunSettings, run_training
 from models.training.record import (
     provenance_common,
     save_best,
@@ -97,22 +97,15 @@ FIRST_CONV: Final = "encoders.0.0.weight"
 
 
 @dataclass(frozen=True)
-class FusionTrainSettings:
+class FusionTrainSettings(RunSettings):
     """Everything that determines a training run."""
 
     cache_dir: str = "/tmp/fusion/cache"
     train_subjects: int = 400
-    val_subjects: int = 16
     steps: int = 1500
-    batch_size: int = 16
     learning_rate: float = 1e-3
-    weight_decay: float = 1e-5
-    warmup_steps: int = 50
-    validate_every: int = 200
     max_minutes: float = 33.5
-    """Safety stop (wall clock); the run is reproducible only if it finishes its steps."""
     seed: int = 20261123
-    dice_weight: float = 1.0
     border_scar_weight: float = 0.0
     """Extra cross-entropy weight of scar bordering the LV blood pool (:func:`lge_loss`)."""
     init_from_lge: bool = True
@@ -169,8 +162,9 @@ def _validation_set(settings: FusionTrainSettings
         slices, cines = pair_stack(FUSION_VAL_SEED_START + k, evaluation=True)
         items.extend(cached_pair(s, c) for s, c in zip(slices, cines, strict=True))
     rng = np.random.default_rng(settings.seed + 1)
-    images, labels = make_pair_batch(items, list(range(len(items))), rng,
-                                     settings.augmentation)
+    images, labels = augmented_batch(
+        items, list(range(len(items))), lambda item: augment_pair(item, rng, settings.augmentation),
+        add_channel=False)
     return _channels(images, settings), labels
 
 
@@ -184,8 +178,9 @@ def _channels(images: npt.NDArray[np.float32], settings: FusionTrainSettings
 
 def _batches(items: list[CachedPair], settings: FusionTrainSettings, rng: np.random.Generator
              ) -> Iterator[tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]]:
-    for images, labels in iterate_pair_batches(items, settings.batch_size, rng,
-                                               settings.augmentation):
+    for images, labels in augmented_batches(
+            items, settings.batch_size, rng,
+            lambda item: augment_pair(item, rng, settings.augmentation), add_channel=False):
         yield _channels(images, settings), labels
 
 
@@ -228,12 +223,7 @@ def train_fusion(settings: FusionTrainSettings, weights: Path = DEFAULT_FUSION_W
         lambda logits, target: lge_loss(logits, target, settings.dice_weight,
                                         settings.border_scar_weight),
         lambda m: validation_scores(m, val_images, val_labels)["score"],
-        steps=settings.steps,
-        learning_rate=settings.learning_rate,
-        weight_decay=settings.weight_decay,
-        warmup_steps=settings.warmup_steps,
-        validate_every=settings.validate_every,
-        max_minutes=settings.max_minutes,
+        **settings.schedule(),
         score_name="val_score",
     )
     train_minutes = (time.perf_counter() - train_started) / 60.0

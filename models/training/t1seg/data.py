@@ -16,7 +16,7 @@ Subject seeds of the training cache and of the held-out evaluation set
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -33,7 +33,7 @@ from models.runtime.t1seg.segmenter import (
     T1_SCALE_MS,
 )
 from models.training import cache
-from models.training.augment import augmented_batch, augmented_batches, random_warp, smooth_field
+from models.training.augment import random_warp, smooth_field
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ __all__ = [
     "generate_cache",
     "generator_fingerprint",
     "load_cache",
-    "make_batch",
     "phantom_subject",
 ]
 
@@ -209,29 +208,7 @@ def augment(
     return image.astype(np.float32), labels
 
 
-def make_batch(
-    items: Sequence[CachedSlice],
-    indices: Sequence[int],
-    rng: np.random.Generator,
-    settings: AugmentationSettings | None = None,
-) -> tuple[F32, npt.NDArray[np.int64]]:
-    """Augmented inputs (batch, 1, grid, grid) and targets (batch, grid, grid)."""
-    return augmented_batch(items, indices, lambda item: augment(item, rng, settings))
-
-
-def iterate_batches(
-    items: Sequence[CachedSlice], batch_size: int, rng: np.random.Generator,
-    settings: AugmentationSettings | None = None,
-) -> Iterator[tuple[F32, npt.NDArray[np.int64]]]:
-    """Endless shuffled augmented batches over ``items``."""
-    return augmented_batches(items, batch_size, rng, lambda item: augment(item, rng, settings))
-
 if __name__ == "__main__":
-    import argparse
+    from models.training.cli import render_cache
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    parser = argparse.ArgumentParser(description="Render the phantom training cache.")
-    parser.add_argument("directory", type=Path)
-    parser.add_argument("--subjects", type=int, default=1000)
-    args = parser.parse_args()
-    generate_cache(args.directory, args.subjects)
+    render_cache("Render the phantom training cache.", generate_cache, 1000)

@@ -109,11 +109,7 @@ def load_long_axis_cache(directory: Path, max_views: int | None = None) -> list[
 
 
 if __name__ == "__main__":
-    import argparse
+    from models.training.cli import render_cache
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    parser = argparse.ArgumentParser(description="Render the four-chamber phantom cache.")
-    parser.add_argument("directory", type=Path)
-    parser.add_argument("--views", type=int, default=750)
-    args = parser.parse_args()
-    generate_long_axis_cache(args.directory, args.views)
+    render_cache("Render the four-chamber phantom cache.", generate_long_axis_cache, 750,
+                 count="views")

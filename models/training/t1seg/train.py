@@ -35,9 +35,10 @@ from models.runtime.t1seg.segmenter import (
     sha256_of,
 )
 from models.runtime.unet import UNet, UNetConfig, count_parameters
+from models.training.augment import augmented_batch, augmented_batches
 from models.training.cli import start_logging, training_parser
+from models.training.loop import RunSettings, grid_dice, run_training
 from models.training.loop import dice_loss as shared_dice_loss
-from models.training.loop import grid_dice, run_training
 from models.training.record import (
     provenance_common,
     save_best,
@@ -53,11 +54,10 @@ from models.training.t1seg.data import (
     TRAIN_SEED_START,
     AugmentationSettings,
     CachedSlice,
+    augment,
     generate_cache,
     generator_fingerprint,
-    iterate_batches,
     load_cache,
-    make_batch,
     phantom_subject,
 )
 from models.training.t1seg.long_axis import (
@@ -83,22 +83,13 @@ VAL_SEED_START: Final = 800_000
 
 
 @dataclass(frozen=True)
-class TrainSettings:
+class TrainSettings(RunSettings):
     """Everything that determines a training run."""
 
     cache_dir: str = "/tmp/t1seg_cache"
     train_subjects: int = 1000
     val_subjects: int = 24
     steps: int = 2800
-    batch_size: int = 16
-    learning_rate: float = 2e-3
-    weight_decay: float = 1e-5
-    warmup_steps: int = 50
-    validate_every: int = 200
-    max_minutes: float = 40.0
-    """Safety stop (wall clock); the run is reproducible only if it finishes its steps."""
-    seed: int = 20261122
-    dice_weight: float = 1.0
     architecture: UNetConfig = field(default_factory=lambda: ARCHITECTURE)
     long_axis_views: int = 0
     """Four-chamber long-axis views added to the training items (one per subject seed from
@@ -126,7 +117,8 @@ def _validation_set(settings: TrainSettings) -> tuple[np.ndarray, np.ndarray]:
         items += long_axis_items(range(LONG_AXIS_VAL_SEED_START,
                                        LONG_AXIS_VAL_SEED_START + settings.long_axis_val_views))
     rng = np.random.default_rng(settings.seed + 1)
-    return make_batch(items, list(range(len(items))), rng, settings.augmentation)
+    return augmented_batch(items, list(range(len(items))),
+                           lambda item: augment(item, rng, settings.augmentation))
 
 
 def train(settings: TrainSettings, weights: Path = DEFAULT_WEIGHTS,
@@ -159,15 +151,11 @@ def train(settings: TrainSettings, weights: Path = DEFAULT_WEIGHTS,
 
     outcome = run_training(
         model,
-        iterate_batches(items, settings.batch_size, rng, settings.augmentation),
+        augmented_batches(items, settings.batch_size, rng,
+                          lambda item: augment(item, rng, settings.augmentation)),
         loss_fn,
         lambda m: grid_dice(m, val_images, val_labels, (int(Label.MYOCARDIUM),)),
-        steps=settings.steps,
-        learning_rate=settings.learning_rate,
-        weight_decay=settings.weight_decay,
-        warmup_steps=settings.warmup_steps,
-        validate_every=settings.validate_every,
-        max_minutes=settings.max_minutes,
+        **settings.schedule(),
         score_name="val_myocardium_dice_grid",
     )
     weights_sha256 = save_best(model, outcome, weights)
