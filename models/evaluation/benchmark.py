@@ -1,15 +1,18 @@
-"""Inference time and memory of a segmenter, as the evaluations report them."""
+"""What the network evaluations share: the inference benchmark and the command line."""
 
 from __future__ import annotations
 
+import argparse
+import logging
 import resource
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["benchmark_segment"]
+__all__ = ["benchmark_segment", "evaluation_parser", "start_evaluation"]
 
 
 def _rss_mb() -> float:
@@ -54,3 +57,21 @@ def benchmark_segment(load: Callable[[], Any], calls: Sequence[tuple[Any, ...]]
         "rss_before_model_mb": round(baseline_mb, 1),
         "threads": 1,
     }
+
+
+def evaluation_parser(description: str, weights: Path) -> argparse.ArgumentParser:
+    """A parser with ``--weights`` (default ``weights``), ``--benchmark`` and ``--no-write``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--weights", type=Path, default=weights)
+    parser.add_argument("--benchmark", action="store_true",
+                        help="only run the inference benchmark and print it as JSON")
+    parser.add_argument("--no-write", action="store_true", help="do not update the JSON")
+    return parser
+
+
+def start_evaluation() -> None:
+    """INFO logging with times and logger names, and torch on one thread."""
+    import torch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(1)

@@ -21,7 +21,7 @@ import numpy.typing as npt
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PHANTOMS_DIR", "Sample", "file_fingerprint", "generator_fingerprint",
+__all__ = ["PHANTOMS_DIR", "Sample", "cached_items", "file_fingerprint", "generator_fingerprint",
            "read_chunks", "write_chunks"]
 
 PHANTOMS_DIR: Final = Path(__file__).resolve().parents[1] / "phantoms"
@@ -130,4 +130,40 @@ def read_chunks(
                 if max_items is not None and len(items) >= max_items:
                     return items
                 items.append(make(data, i, row))
+    return items
+
+
+def cached_items(
+    directory: Path,
+    n_subjects: int,
+    subjects_per_chunk: int,
+    generate: Callable[[Path, int], None],
+    load: Callable[[Path, int], list[T]],
+    samples_per_subject: int | None = None,
+) -> list[T]:
+    """The training items of ``n_subjects`` subjects, rendered into ``directory`` if absent.
+
+    Parameters
+    ----------
+    directory
+        Cache directory.
+    n_subjects, subjects_per_chunk
+        Subjects to train on and subjects per chunk file.
+    generate
+        The cache writer (``generate(directory, n_subjects)``).
+    load
+        The cache reader (``load(directory, n_chunks)``).
+    samples_per_subject
+        If given, the number of items is checked against it.
+
+    Raises
+    ------
+    RuntimeError
+        If the cache holds another number of items than expected (a stale cache).
+    """
+    generate(directory, n_subjects)
+    items = load(directory, math.ceil(n_subjects / subjects_per_chunk))
+    if samples_per_subject is not None and len(items) != n_subjects * samples_per_subject:
+        raise RuntimeError(f"The cache {directory} holds {len(items)} samples, expected "
+                           f"{n_subjects * samples_per_subject}")
     return items

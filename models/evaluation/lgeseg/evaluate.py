@@ -23,7 +23,6 @@ the weights' JSON under ``"evaluation"`` and are printed as Markdown tables.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import logging
@@ -38,7 +37,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from models.evaluation.benchmark import benchmark_segment
+from models.evaluation.benchmark import benchmark_segment, evaluation_parser, start_evaluation
 from models.phantoms.lge import LgeSlice, lge_case_truth
 from models.runtime.lgeseg.segmenter import DEFAULT_WEIGHTS as LGE_WEIGHTS
 from models.runtime.lgeseg.segmenter import MYOCARDIAL, UNetLgeSegmenter
@@ -367,21 +366,14 @@ def tables(summary: Mapping[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = evaluation_parser(__doc__.splitlines()[0], LGE_WEIGHTS)
     parser.add_argument("--stacks", type=int, default=DEFAULT_STACKS)
-    parser.add_argument("--weights", type=Path, default=LGE_WEIGHTS)
     parser.add_argument("--seed-start", type=int, default=EVAL_SEED_START,
                         help="first held-out seed (any seed from EVAL_SEED_START is held out); "
                              "results of other blocks go to the JSON under "
                              "evaluation_seeds_<start>")
-    parser.add_argument("--benchmark", action="store_true",
-                        help="only run the inference benchmark and print it as JSON")
-    parser.add_argument("--no-write", action="store_true", help="do not update the JSON")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    import torch
-
-    torch.set_num_threads(1)
+    start_evaluation()
     if args.benchmark:
         print(json.dumps(benchmark(args.weights)))
         return

@@ -35,7 +35,6 @@ values (cine, not T1; labels have no RV).  Results go to the weights' JSON under
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import logging
@@ -50,7 +49,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from models.evaluation.benchmark import benchmark_segment
+from models.evaluation.benchmark import benchmark_segment, evaluation_parser, start_evaluation
 from models.phantoms.long_axis import LongAxisSlice
 from models.phantoms.t1map import (
     PhantomSlice,
@@ -497,23 +496,16 @@ def _table(summary: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Command line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = evaluation_parser(__doc__.splitlines()[0], DEFAULT_WEIGHTS)
     parser.add_argument("--subjects", type=int, default=DEFAULT_SUBJECTS)
     parser.add_argument("--long-axis-views", type=int, default=DEFAULT_SUBJECTS,
                         help="held-out four-chamber views to score (0: none)")
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
-    parser.add_argument("--benchmark", action="store_true",
-                        help="only run the inference benchmark and print it as JSON")
     parser.add_argument("--no-classical", action="store_true")
-    parser.add_argument("--no-write", action="store_true", help="do not update the JSON")
     parser.add_argument("--border", choices=("plain", "realistic", "both"), default="plain",
                         help="phantom borders: the training renderer's, realistic ones "
                         "(slice thickness, endocardial motion, trabeculae), or both")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    import torch
-
-    torch.set_num_threads(1)
+    start_evaluation()
     if args.benchmark:
         print(json.dumps(benchmark(args.weights)))
         return

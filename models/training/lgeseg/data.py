@@ -246,16 +246,9 @@ def augment(
 ) -> tuple[F32, U8]:
     """A randomly transformed network input and its label image on the network grid.
 
-    Parameters
-    ----------
-    item
-        Cached slice.
-    rng
-        Random generator.
-    settings
-        Augmentation ranges; the defaults if ``None``.
-    grid_size
-        Side of the square network grid.
+    A vendor-like intensity mapping of the PSIR or magnitude reconstruction of ``item``,
+    normalised, warped onto the grid of side ``grid_size`` and changed in intensity, all
+    drawn from ``rng`` within ``settings`` (the defaults if ``None``).
 
     Returns
     -------

@@ -16,8 +16,8 @@ validation stacks (otherwise MVO is merged into scar, and the record says so).
 from __future__ import annotations
 
 import logging
-import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -40,6 +40,7 @@ from models.runtime.lgeseg.segmenter import (
 )
 from models.runtime.unet import UNet, UNetConfig, count_parameters
 from models.training.augment import augmented_batch, augmented_batches
+from models.training.cache import cached_items
 from models.training.cli import start_logging, training_parser
 from models.training.lgeseg.data import (
     CHUNK_SUBJECTS,
@@ -56,7 +57,7 @@ from models.training.lgeseg.data import (
     generator_fingerprint,
     load_cache,
 )
-from models.training.loop import RunSettings, dice_loss, run_training
+from models.training.loop import RunSettings, TrainingOutcome, dice_loss, run_training
 from models.training.record import (
     provenance_common,
     save_best,
@@ -68,7 +69,8 @@ from plugins.api import Label
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainSettings", "lge_loss", "scar_by_blood", "train", "validation_scores"]
+__all__ = ["LgeFit", "TrainSettings", "fit_lge", "lge_loss", "scar_by_blood", "train",
+           "validation_scores"]
 
 MODEL_VERSION: Final = "1.0.0"
 ARCHITECTURE: Final = UNetConfig(in_channels=1, n_classes=N_CLASSES, base_channels=8, depth=4,
@@ -167,6 +169,55 @@ def validation_scores(model: torch.nn.Module, images: npt.NDArray[np.float32],
             "score": 0.5 * (myo + scar)}
 
 
+@dataclass(frozen=True)
+class LgeFit:
+    """What :func:`fit_lge` returns.
+
+    Attributes
+    ----------
+    outcome
+        The training loop's outcome.
+    weights_sha256
+        SHA-256 of the written best checkpoint.
+    final
+        :func:`validation_scores` of the best checkpoint.
+    minutes
+        Minutes of the training loop.
+    """
+
+    outcome: TrainingOutcome
+    weights_sha256: str
+    final: dict[str, float]
+    minutes: float
+
+    def mvo_record(self) -> dict[str, Any]:
+        """Whether MVO is output as its own label (validation MVO Dice reaches
+        :data:`MIN_MVO_DICE`), and why, for the provenance record."""
+        mvo_output = self.final["mvo"] >= MIN_MVO_DICE
+        return {"mvo_output": bool(mvo_output),
+                "mvo_note": (f"validation MVO Dice {self.final['mvo']:.2f} "
+                             f"{'>=' if mvo_output else '<'} {MIN_MVO_DICE}: MVO is "
+                             f"{'labelled separately' if mvo_output else 'merged into scar'}")}
+
+
+def fit_lge(model: torch.nn.Module,
+            batches: Iterator[tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]],
+            loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+            val_images: npt.NDArray[np.float32], val_labels: npt.NDArray[np.int64],
+            settings: RunSettings, weights: Path) -> LgeFit:
+    """Train an LGE network on ``batches``, choosing the checkpoint by the validation score
+    (:func:`validation_scores`), write the best checkpoint to ``weights`` and score it."""
+    started = time.perf_counter()
+    outcome = run_training(
+        model, batches, loss_fn,
+        lambda m: validation_scores(m, val_images, val_labels)["score"],
+        **settings.schedule(), score_name="val_score")
+    minutes = (time.perf_counter() - started) / 60.0
+    weights_sha256 = save_best(model, outcome, weights)
+    return LgeFit(outcome, weights_sha256, validation_scores(model, val_images, val_labels),
+                  minutes)
+
+
 def _validation_set(settings: TrainSettings
                     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:
     items = [cached(item) for k in range(settings.val_subjects)
@@ -181,45 +232,28 @@ def train(settings: TrainSettings, weights: Path = DEFAULT_WEIGHTS,
     """Train, write the weights and provenance record, return the record."""
     seed_run(settings.seed)
     started = time.perf_counter()
-    cache = Path(settings.cache_dir)
-    generate_cache(cache, settings.train_subjects, TRAIN_SEED_START)
-    items = load_cache(cache, math.ceil(settings.train_subjects / CHUNK_SUBJECTS))
-    expected = settings.train_subjects * TRAIN_SLICES_PER_STACK
-    if len(items) != expected:
-        raise RuntimeError(f"The cache {cache} holds {len(items)} slices, expected {expected}")
+    items = cached_items(Path(settings.cache_dir), settings.train_subjects, CHUNK_SUBJECTS,
+                         generate_cache, load_cache, TRAIN_SLICES_PER_STACK)
     val_images, val_labels = _validation_set(settings)
     logger.info("training cache: %d slices, validation %d slices (%.0f s)", len(items),
                 len(val_images), time.perf_counter() - started)
 
     model = UNet(settings.architecture)
     rng = np.random.default_rng(settings.seed)
-    train_started = time.perf_counter()
-    outcome = run_training(
-        model,
-        augmented_batches(items, settings.batch_size, rng,
-                          lambda item: augment(item, rng, settings.augmentation)),
-        lambda logits, target: lge_loss(logits, target, settings.dice_weight),
-        lambda m: validation_scores(m, val_images, val_labels)["score"],
-        **settings.schedule(),
-        score_name="val_score",
-    )
-    train_minutes = (time.perf_counter() - train_started) / 60.0
-    weights_sha256 = save_best(model, outcome, weights)
-    final = validation_scores(model, val_images, val_labels)
-    mvo_output = final["mvo"] >= MIN_MVO_DICE
+    fit = fit_lge(model, augmented_batches(items, settings.batch_size, rng,
+                                           lambda item: augment(item, rng, settings.augmentation)),
+                  lambda logits, target: lge_loss(logits, target, settings.dice_weight),
+                  val_images, val_labels, settings, weights)
+    outcome, final = fit.outcome, fit.final
     record = {
         "model_name": MODEL_NAME,
         "model_version": MODEL_VERSION,
         "weights_file": weights.name,
-        "weights_sha256": weights_sha256,
+        "weights_sha256": fit.weights_sha256,
         "architecture": settings.architecture.to_dict(),
         "parameters": count_parameters(model),
         "classes": {str(int(label)): label.name.lower() for label in Label},
-        "mvo_output": bool(mvo_output),
-        "mvo_note": (
-            f"validation MVO Dice {final['mvo']:.2f} "
-            f"{'>=' if mvo_output else '<'} {MIN_MVO_DICE}: MVO is "
-            f"{'labelled separately' if mvo_output else 'merged into scar'}"),
+        **fit.mvo_record(),
         "input": {
             "normalisation": f"per image: percentiles {PERCENTILES[0]:g} and "
                              f"{PERCENTILES[1]:g} mapped to 0 and 1, clipped to "
@@ -259,7 +293,7 @@ def train(settings: TrainSettings, weights: Path = DEFAULT_WEIGHTS,
             "best_val_score": round(outcome.best_score, 4),
             "best_val_grid_dice": {k: round(v, 4) for k, v in final.items()},
             "history": outcome.history,
-            "training_loop_minutes": round(train_minutes, 1),
+            "training_loop_minutes": round(fit.minutes, 1),
             "minutes": round((time.perf_counter() - started) / 60.0, 1),
         }),
         "command": "python -m models.training.lgeseg.train",

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import sys
 import time
 from collections.abc import Iterator
@@ -49,6 +48,7 @@ from models.runtime.lgeseg.segmenter import MODEL_NAME as LGE_MODEL_NAME
 from models.runtime.segmentation import load_unet
 from models.runtime.unet import UNet, UNetConfig, count_parameters
 from models.training.augment import augmented_batch, augmented_batches
+from models.training.cache import cached_items
 from models.training.cli import start_logging, training_parser
 from models.training.lgeseg.data import EVAL_SEED_START, TRAIN_SLICES_PER_STACK
 from models.training.lgeseg.fusion_data import (
@@ -70,14 +70,13 @@ from models.training.lgeseg.fusion_data import (
 from models.training.lgeseg.train import (
     CE_WEIGHTS,
     DICE_WEIGHTS,
-    MIN_MVO_DICE,
+    fit_lge,
     lge_loss,
     validation_scores,
 )
-from models.training.loop import RunSettings, run_training
+from models.training.loop import RunSettings
 from models.training.record import (
     provenance_common,
-    save_best,
     seed_run,
     settings_record,
     write_record,
@@ -189,12 +188,8 @@ def train_fusion(settings: FusionTrainSettings, weights: Path = DEFAULT_FUSION_W
     """Train, write the weights and provenance record, return the record."""
     seed_run(settings.seed)
     started = time.perf_counter()
-    cache = Path(settings.cache_dir)
-    generate_fusion_cache(cache, settings.train_subjects, FUSION_TRAIN_SEED_START)
-    items = load_fusion_cache(cache, math.ceil(settings.train_subjects / CHUNK_SUBJECTS))
-    expected = settings.train_subjects * TRAIN_SLICES_PER_STACK
-    if len(items) != expected:
-        raise RuntimeError(f"The cache {cache} holds {len(items)} pairs, expected {expected}")
+    items = cached_items(Path(settings.cache_dir), settings.train_subjects, CHUNK_SUBJECTS,
+                         generate_fusion_cache, load_fusion_cache, TRAIN_SLICES_PER_STACK)
     val_images, val_labels = _validation_set(settings)
     logger.info("training cache: %d pairs, validation %d pairs (%.0f s)", len(items),
                 len(val_images), time.perf_counter() - started)
@@ -216,33 +211,20 @@ def train_fusion(settings: FusionTrainSettings, weights: Path = DEFAULT_FUSION_W
     initial_scores = validation_scores(model, val_images, val_labels)
     logger.info("validation before training: %s", initial_scores)
     rng = np.random.default_rng(settings.seed)
-    train_started = time.perf_counter()
-    outcome = run_training(
-        model,
-        _batches(items, settings, rng),
-        lambda logits, target: lge_loss(logits, target, settings.dice_weight,
-                                        settings.border_scar_weight),
-        lambda m: validation_scores(m, val_images, val_labels)["score"],
-        **settings.schedule(),
-        score_name="val_score",
-    )
-    train_minutes = (time.perf_counter() - train_started) / 60.0
-    weights_sha256 = save_best(model, outcome, weights)
-    final = validation_scores(model, val_images, val_labels)
-    mvo_output = final["mvo"] >= MIN_MVO_DICE
+    fit = fit_lge(model, _batches(items, settings, rng),
+                  lambda logits, target: lge_loss(logits, target, settings.dice_weight,
+                                                  settings.border_scar_weight),
+                  val_images, val_labels, settings, weights)
+    outcome, final = fit.outcome, fit.final
     record = {
         "model_name": LGE_MODEL_NAME if settings.lge_only_control else FUSION_MODEL_NAME,
         "model_version": settings.model_version,
         "weights_file": weights.name,
-        "weights_sha256": weights_sha256,
+        "weights_sha256": fit.weights_sha256,
         "architecture": settings.architecture.to_dict(),
         "parameters": count_parameters(model),
         "classes": {str(int(label)): label.name.lower() for label in Label},
-        "mvo_output": bool(mvo_output),
-        "mvo_note": (
-            f"validation MVO Dice {final['mvo']:.2f} "
-            f"{'>=' if mvo_output else '<'} {MIN_MVO_DICE}: MVO is "
-            f"{'labelled separately' if mvo_output else 'merged into scar'}"),
+        **fit.mvo_record(),
         "initial_weights": {
             "file": (settings.init_weights or DEFAULT_WEIGHTS.name) if settings.init_from_lge
             else None,
@@ -303,7 +285,7 @@ def train_fusion(settings: FusionTrainSettings, weights: Path = DEFAULT_FUSION_W
             "best_val_score": round(outcome.best_score, 4),
             "best_val_grid_dice": {k: round(v, 4) for k, v in final.items()},
             "history": outcome.history,
-            "training_loop_minutes": round(train_minutes, 1),
+            "training_loop_minutes": round(fit.minutes, 1),
             "minutes": round((time.perf_counter() - started) / 60.0, 1),
         }),
         "command": settings.command,

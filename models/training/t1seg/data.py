@@ -169,16 +169,9 @@ def augment(
 ) -> tuple[F32, U8]:
     """A randomly transformed network input and its label image on the network grid.
 
-    Parameters
-    ----------
-    item
-        Cached slice.
-    rng
-        Random generator.
-    settings
-        Augmentation ranges; the defaults if ``None``.
-    grid_size
-        Side of the square network grid.
+    The T1 map of ``item`` warped onto the grid of side ``grid_size``, scaled, biased,
+    blurred, noised and clipped, all drawn from ``rng`` within ``settings`` (the defaults if
+    ``None``).
 
     Returns
     -------

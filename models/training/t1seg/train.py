@@ -13,7 +13,6 @@ disjoint from both the training cache and the evaluation set.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from models.runtime.t1seg.segmenter import (
 )
 from models.runtime.unet import UNet, UNetConfig, count_parameters
 from models.training.augment import augmented_batch, augmented_batches
+from models.training.cache import cached_items
 from models.training.cli import start_logging, training_parser
 from models.training.loop import RunSettings, grid_dice, run_training
 from models.training.loop import dice_loss as shared_dice_loss
@@ -126,9 +126,8 @@ def train(settings: TrainSettings, weights: Path = DEFAULT_WEIGHTS,
     """Train, write the weights and provenance record, return the record."""
     seed_run(settings.seed)
     started = time.perf_counter()
-    cache = Path(settings.cache_dir)
-    generate_cache(cache, settings.train_subjects, TRAIN_SEED_START)
-    items = load_cache(cache, math.ceil(settings.train_subjects / CHUNK_SUBJECTS))
+    items = cached_items(Path(settings.cache_dir), settings.train_subjects, CHUNK_SUBJECTS,
+                         generate_cache, load_cache)
     n_short_axis = len(items)
     if settings.long_axis_views > 0:
         la_cache = Path(settings.long_axis_cache_dir)
