@@ -54,7 +54,7 @@ from models.training.augment import (
     grid_intensity,
     warp_labels,
 )
-from models.training.lgeseg.data import GENERATOR_FILES, eval_stack, training_stack
+from models.training.lgeseg.data import GENERATOR_FILES, CachedSlice, eval_stack, training_stack
 from models.training.lgeseg.data import AugmentationSettings as LgeAugmentation
 from plugins.lge.cine import register_translation, resample_to_frame, shift_image
 
@@ -131,16 +131,11 @@ class MatchedCine:
 
 
 @dataclass(frozen=True)
-class CachedPair:
-    """One training pair as stored in the cache (LGE reconstructions, aligned cine, labels)."""
+class CachedPair(CachedSlice):
+    """One training pair as stored in the cache: the LGE slice and its aligned cine."""
 
-    psir: F32
-    magnitude: F32
     cine: F32
-    labels: U8
-    pixel_spacing: tuple[float, float]
-    field_strength_t: float
-    position: float
+    """float32 cine on the LGE pixel grid (:attr:`MatchedCine.aligned`)."""
 
 
 def fusion_fingerprint() -> str:
@@ -264,17 +259,17 @@ def load_fusion_cache(directory: Path, max_chunks: int | None = None) -> list[Ca
     """All pairs of the cache chunks in ``directory`` (sorted by chunk name)."""
     def make(data: Mapping[str, Any], i: int,
              row: npt.NDArray[np.float64]) -> CachedPair:
-        return CachedPair(data[f"psir_{i}"], data[f"magnitude_{i}"], data[f"cine_{i}"],
-                          data[f"labels_{i}"], (float(row[0]), float(row[1])), float(row[2]),
-                          float(row[3]))
+        return CachedPair(data[f"psir_{i}"], data[f"magnitude_{i}"], data[f"labels_{i}"],
+                          (float(row[0]), float(row[1])), float(row[2]), float(row[3]),
+                          cine=data[f"cine_{i}"])
 
     return cache.read_chunks(directory, make, max_chunks=max_chunks)
 
 
 def cached_pair(item: LgeSlice, cine: MatchedCine) -> CachedPair:
     """A phantom slice and its matched cine in the cache's form."""
-    return CachedPair(item.psir, item.magnitude, cine.aligned, item.labels, item.pixel_spacing,
-                      item.field_strength_t, item.position)
+    return CachedPair(item.psir, item.magnitude, item.labels, item.pixel_spacing,
+                      item.field_strength_t, item.position, cine=cine.aligned)
 
 
 @dataclass(frozen=True)
