@@ -39,29 +39,29 @@ bench: setup
 # started from the first of them; then evaluate.
 train-models: setup
 	mkdir -p build/train
-	OMP_NUM_THREADS=1 $(VENV)/python -m models.t1seg.train --weights build/train/t1map_unet_1.0.pt
-	OMP_NUM_THREADS=1 $(VENV)/python -m models.t1seg.train --steps 1800 --max-minutes 30 \
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.training.t1seg.train --weights build/train/t1map_unet_1.0.pt
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.training.t1seg.train --steps 1800 --max-minutes 30 \
 		--long-axis-views 750 --init-weights build/train/t1map_unet_1.0.pt --learning-rate 1e-3
-	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.train --weights build/train/lge_unet_1.0.pt
-	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.train_fusion --lge-only-control \
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.training.lgeseg.train --weights build/train/lge_unet_1.0.pt
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.training.lgeseg.train_fusion --lge-only-control \
 		--init-weights build/train/lge_unet_1.0.pt --model-version 1.0.1 \
 		--weights build/train/lge_only_control.pt
-	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.train_fusion --lge-only-control \
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.training.lgeseg.train_fusion --lge-only-control \
 		--init-weights build/train/lge_only_control.pt --border-scar-weight 3 \
 		--model-version 1.0.3 --max-minutes 45 --weights build/train/lge_unet_1.0.3.pt
-	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.train_fusion --lge-only-control \
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.training.lgeseg.train_fusion --lge-only-control \
 		--init-weights build/train/lge_unet_1.0.3.pt --border-scar-weight 3 \
 		--model-version 1.1.0 --max-minutes 45 --weights models/weights/lge_unet.pt
-	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.train_fusion \
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.training.lgeseg.train_fusion \
 		--init-weights build/train/lge_only_control.pt --model-version 1.1.0
-	OMP_NUM_THREADS=1 $(VENV)/python -m models.t1seg.evaluate --long-axis-views 40
-	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.evaluate
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.evaluation.t1seg.evaluate --long-axis-views 40
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.evaluation.lgeseg.evaluate
 	# Sim-to-real two-stage LGE segmenter (issue 14): label maps, then localiser and segmenter.
-	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.synth_cache --out build/train/lgereal_cache --part 0 --parts 2
-	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.synth_cache --out build/train/lgereal_cache --part 1 --parts 2
-	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.train_real --stage locate --steps 1500 \
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.training.lgeseg.synth_cache --out build/train/lgereal_cache --part 0 --parts 2
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.training.lgeseg.synth_cache --out build/train/lgereal_cache --part 1 --parts 2
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.training.lgeseg.train_real --stage locate --steps 1500 \
 		--max-minutes 35 --cache build/train/lgereal_cache --out models/weights/lge_real_locate.pt
-	OMP_NUM_THREADS=1 $(VENV)/python -m models.lgeseg.train_real --stage segment --steps 1200 \
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.training.lgeseg.train_real --stage segment --steps 1200 \
 		--max-minutes 40 --cache build/train/lgereal_cache --out models/weights/lge_real_segment.pt
 
 # Send a synthetic MOLLI T1 map study to a running node (make run in another terminal).

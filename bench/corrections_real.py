@@ -31,15 +31,13 @@ import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from models.lgeseg.evaluate_real import (
+from models.evaluation.lgeseg.evaluate_real import DEFAULT_DATA, load_emidec, make_segmenter
+from models.training.lgeseg.real_scores import (
     ASSUMED_SPACING_MM,
-    DEFAULT_DATA,
     EMIDEC_MYO,
     EMIDEC_SCAR,
     OUR_MYO,
     OUR_SCAR,
-    load_emidec,
-    make_segmenter,
 )
 from node.corrections.intake import compare
 from node.outputs.writers.seg import to_pydicom_code

@@ -1,7 +1,7 @@
 """LGE-only against LGE + cine segmentation of held-out phantoms: ``python -m bench.lge_fusion``.
 
 Every held-out study (seeds from 950000: the LGE-only network's evaluation stacks,
-:func:`models.lgeseg.data.eval_stack`, never used to train either network) is written as
+:func:`models.training.lgeseg.data.eval_stack`, never used to train either network) is written as
 vendor-like DICOM: the LGE series (PSIR or magnitude; Siemens, Philips or GE encoding by
 seed) and a short-axis cine series of the same subject with its own matrix (208 x 256) and
 pixel spacing (1.4-1.8 mm), its own heart rate (the LGE's within a few per cent), four phases
@@ -36,8 +36,6 @@ from typing import Any, Final
 import numpy as np
 
 from bench.lge_methods import agreement
-from models.lgeseg.data import EVAL_SEED_START, eval_stack
-from models.lgeseg.fusion_segmenter import DEFAULT_FUSION_METADATA
 from models.phantoms.cine import (
     END_SYSTOLE_PHASE,
     CineSlice,
@@ -46,6 +44,8 @@ from models.phantoms.cine import (
 )
 from models.phantoms.dicom_series import StudyInfo, cine_series_datasets, lge_series_datasets
 from models.phantoms.lge import LgeSlice, lge_case_truth
+from models.runtime.lgeseg.fusion_segmenter import DEFAULT_FUSION_METADATA
+from models.training.lgeseg.data import EVAL_SEED_START, eval_stack
 from node.inputs.loader import load_series
 from plugins.api import AnalysisResult, Label, LoadedSeries
 from plugins.lge import analyse
@@ -135,11 +135,11 @@ def evaluate(n_stacks: int, seed_start: int = EVAL_SEED_START,
     torch.set_num_threads(1)
     fusion = lge_only = None
     if fusion_weights is not None:
-        from models.lgeseg.fusion_segmenter import UNetFusionSegmenter
+        from models.runtime.lgeseg.fusion_segmenter import UNetFusionSegmenter
 
         fusion = UNetFusionSegmenter(fusion_weights)
     if lge_weights is not None:
-        from models.lgeseg.segmenter import UNetLgeSegmenter
+        from models.runtime.lgeseg.segmenter import UNetLgeSegmenter
 
         lge_only = UNetLgeSegmenter(lge_weights)
     slice_rows: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
@@ -186,8 +186,8 @@ def segmentation_timing(n_slices: int = 20, seed_start: int = EVAL_SEED_START
     path (pairing, resampling through the geometry, registration, two-channel network)."""
     import torch
 
-    from models.lgeseg.fusion_segmenter import UNetFusionSegmenter
-    from models.lgeseg.segmenter import UNetLgeSegmenter
+    from models.runtime.lgeseg.fusion_segmenter import UNetFusionSegmenter
+    from models.runtime.lgeseg.segmenter import UNetLgeSegmenter
     from plugins.lge.cine import CineMatch, align_cine, pair_cine_frames, resample_to_frame
     from plugins.lge.segmenter import LgeContrast
 

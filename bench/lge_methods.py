@@ -35,7 +35,7 @@ from tests.netutil import REPO
 logger = logging.getLogger(__name__)
 
 SEED_START = 950_000
-"""Evaluation seeds: disjoint from every training and validation range of models.lgeseg."""
+"""Evaluation seeds: disjoint from every training and validation range of models.training.lgeseg."""
 VENDORS = ("siemens", "philips", "ge")
 CONTRASTS = ("psir", "magnitude")
 PATTERNS = tuple(ScarPattern)

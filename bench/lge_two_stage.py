@@ -1,8 +1,8 @@
 """Inference time of the whole LGE segmentation path on one core: ``python -m bench.lge_two_stage``.
 
 Every stack is segmented as the LGE analysis does by default (``segmenter = "cascade"``,
-:class:`models.lgeseg.cascade.CascadeLgeSegmenter`: the 1.1.0 U-Net until it is unsure of
-the stack, then :meth:`models.lgeseg.two_stage.TwoStageLgeSegmenter.segment_stack`:
+:class:`models.runtime.lgeseg.cascade.CascadeLgeSegmenter`: the 1.1.0 U-Net until it is unsure of
+the stack, then :meth:`models.runtime.lgeseg.two_stage.TwoStageLgeSegmenter.segment_stack`:
 localiser on every slice, stack chain, heart crops with eight test-time views and
 re-centring, stretch correction, post-processing, scar confirmation, twice: whole image and
 with half-size tiles); the time per slice is
@@ -39,7 +39,8 @@ Stack = tuple[str, list[np.ndarray], list[tuple[float, float]], LgeContrast]
 
 
 def _stacks(limit: int) -> list[Stack]:
-    from models.lgeseg.evaluate_real import ASSUMED_SPACING_MM, DEFAULT_DATA, load_emidec
+    from models.evaluation.lgeseg.evaluate_real import DEFAULT_DATA, load_emidec
+    from models.training.lgeseg.real_scores import ASSUMED_SPACING_MM
 
     emidec = DEFAULT_DATA / "emidec-dev"
     if (emidec / "images").is_dir():
@@ -50,8 +51,8 @@ def _stacks(limit: int) -> list[Stack]:
         return [(f"EMIDEC {case}", [image for _, image in sorted(items, key=lambda i: i[0])],
                  [spacing] * len(items), LgeContrast.MAGNITUDE)
                 for case, items in sorted(cases.items())][:limit]
-    from models.lgeseg.data import EVAL_SEED_START, eval_stack
-    from models.lgeseg.evaluate import loader_view
+    from models.evaluation.lgeseg.evaluate import loader_view
+    from models.training.lgeseg.data import EVAL_SEED_START, eval_stack
 
     found = []
     for seed in range(EVAL_SEED_START, EVAL_SEED_START + limit):
@@ -72,9 +73,9 @@ def run(limit: int, out: Path) -> dict[str, Any]:
     """Time the two-stage path and the 1.1.0 U-Net on ``limit`` stacks; write ``out``."""
     import torch
 
-    from models.lgeseg.cascade import CascadeLgeSegmenter
-    from models.lgeseg.segmenter import UNetLgeSegmenter
-    from models.lgeseg.two_stage import TwoStageLgeSegmenter
+    from models.runtime.lgeseg.cascade import CascadeLgeSegmenter
+    from models.runtime.lgeseg.segmenter import UNetLgeSegmenter
+    from models.runtime.lgeseg.two_stage import TwoStageLgeSegmenter
 
     torch.set_num_threads(1)
     unet = UNetLgeSegmenter()

@@ -5,7 +5,7 @@
 Per EMIDEC development case (``../shared/data/emidec-dev``, 20 real LGE cases, CC BY-NC-SA
 4.0, Lalande et al., Data 2020;5(4):89; measuring and choosing only, nothing trains) the
 slices are segmented as one stack by the committed two-stage network (assumed 1.25 mm
-pixels, as :mod:`models.lgeseg.evaluate_real`), and its myocardium and scar probabilities
+pixels, as :mod:`models.evaluation.lgeseg.evaluate_real`), and its myocardium and scar probabilities
 (:attr:`plugins.api.SegmentationOutput.probabilities`) are compared with the expert labels:
 
 * reliability: per probability decile, the mean probability and the share of pixels the
@@ -31,14 +31,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from models.lgeseg.evaluate_real import (
-    ASSUMED_SPACING_MM,
-    DEFAULT_DATA,
-    EMIDEC_MYO,
-    EMIDEC_SCAR,
-    OUR_MYO,
-    load_emidec,
-)
+from models.evaluation.lgeseg.evaluate_real import DEFAULT_DATA, load_emidec
+from models.training.lgeseg.real_scores import ASSUMED_SPACING_MM, EMIDEC_MYO, EMIDEC_SCAR, OUR_MYO
 from plugins.api import Label
 from plugins.lge.segmenter import LgeContrast
 from plugins.lib.uncertainty import (
@@ -98,7 +92,7 @@ def _dice(a: npt.NDArray[np.bool_], b: npt.NDArray[np.bool_]) -> float:
 
 def measure(data: Path) -> dict[str, Any]:
     """Segment every EMIDEC dev case and compare the probabilities with the labels."""
-    from models.lgeseg.site_weights import two_stage_segmenter
+    from models.runtime.lgeseg.site_weights import two_stage_segmenter
 
     segmenter = two_stage_segmenter(None)
     cases: dict[str, list[Any]] = defaultdict(list)

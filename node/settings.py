@@ -508,8 +508,8 @@ def _lge_segmenter(table: dict[str, Any], path: Callable[[str], Path]) -> None:
     if table.get("segmenter", "cascade") not in ("two-stage", "cascade"):
         raise SettingsError('analysis.lge.segmenter_weights needs segmenter = "two-stage" or '
                             '"cascade" (site weights fine-tune the two-stage segmenter)')
-    from models.lgeseg.site_weights import verify_weights
-    from models.segmentation import ModelUnavailableError
+    from models.runtime.lgeseg.site_weights import verify_weights
+    from models.runtime.segmentation import ModelUnavailableError
 
     resolved = path(weights)
     try:

@@ -3,7 +3,7 @@
 ``cmr-node classify train --table T.csv --outcome COL --out model.json [--folds K]
 [--bootstrap N] [--seed S] [--outcome-definition TEXT]``
 
-Training is :mod:`models.classify.train`; the model format and its use at analysis time
+Training is :mod:`models.training.classify.train`; the model format and its use at analysis time
 :mod:`plugins.lge.infarct_model`.  This module only wires them to the command line.
 """
 
@@ -49,7 +49,7 @@ def add_classify_commands(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train and write an infarct model."""
-    from models.classify.train import ClassifyTrainingError, train_from_csv
+    from models.training.classify.train import ClassifyTrainingError, train_from_csv
 
     try:
         report = train_from_csv(

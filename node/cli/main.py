@@ -562,9 +562,9 @@ def cmd_dicomweb(args: argparse.Namespace) -> int:
 
 
 def cmd_models_finetune(args: argparse.Namespace) -> int:
-    """``cmr-node models finetune`` (:mod:`models.lgeseg.finetune`)."""
-    from models.lgeseg.finetune import run
-    from models.lgeseg.site_data import SiteDataError
+    """``cmr-node models finetune`` (:mod:`models.training.lgeseg.finetune`)."""
+    from models.training.lgeseg.finetune import run
+    from models.training.lgeseg.site_data import SiteDataError
 
     _setup_logging("INFO")
     try:
@@ -660,7 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
         "finetune", help="fine-tune the two-stage LGE segmenter on the site's labelled slices "
         "(PNG, NIfTI or DICOM SEG); writes weights + provenance for [analysis.lge]"
     )
-    from models.lgeseg.finetune import add_arguments as add_finetune_arguments
+    from models.training.lgeseg.finetune import add_arguments as add_finetune_arguments
 
     add_finetune_arguments(p)
     p.set_defaults(func=cmd_models_finetune)

@@ -4,8 +4,8 @@
 ``cmr-node radiomics export DIR_OR_RESULTS... --out features.csv``
 ``cmr-node radiomics lvrr --covariates x.json [--radscore V] [--model NAME] [--json]``
 
-Training is :mod:`models.radscore.train`, the export :mod:`node.outputs.radiomics_export`, the LVRR
-models :mod:`plugins.lib.radiomics.lvrr`; this module only wires them to the command line.
+Training is :mod:`models.training.radscore.train`, the export :mod:`node.outputs.radiomics_export`,
+the LVRR models :mod:`plugins.lib.radiomics.lvrr`; this module only wires them to the command line.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def add_radiomics_commands(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train and write a rad-score model."""
-    from models.radscore.train import TrainingError, train_from_csv
+    from models.training.radscore.train import TrainingError, train_from_csv
 
     try:
         report = train_from_csv(

@@ -3,7 +3,7 @@
 Each source series the readers corrected becomes one folder ``DIR/<n>-<analysis>/`` with the
 latest correction (``seg.dcm``, the reader's DICOM SEG as received) and its source images
 (``sources/``), the layout ``cmr-node models finetune --images DIR --format dicom-seg`` reads
-(:func:`models.lgeseg.site_data.load_dicom_seg`: one SEG per source image, hence only the
+(:func:`models.training.lgeseg.site_data.load_dicom_seg`: one SEG per source image, hence only the
 latest correction of a series).  ``corrections.json`` lists what was exported with the
 agreement of each case.  Files are copied; the spool is not changed.
 """

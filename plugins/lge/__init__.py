@@ -31,10 +31,10 @@ def warm_up() -> None:
     """Load the trained LGE segmenters (torch; the LGE-only and LGE + cine U-Nets and the
     committed two-stage localiser + segmenter) now, and run each two-stage network once so
     that ``segmenter = "two-stage"`` meets its first series warm."""
-    from models.lgeseg.fusion_segmenter import default_fusion_segmenter
-    from models.lgeseg.segmenter import default_segmenter
-    from models.lgeseg.two_stage import cached_default
-    from models.segmentation import ModelUnavailableError
+    from models.runtime.lgeseg.fusion_segmenter import default_fusion_segmenter
+    from models.runtime.lgeseg.segmenter import default_segmenter
+    from models.runtime.lgeseg.two_stage import cached_default
+    from models.runtime.segmentation import ModelUnavailableError
 
     default_segmenter()
     default_fusion_segmenter()

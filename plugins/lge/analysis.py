@@ -375,8 +375,8 @@ def _segmenter(options: Mapping[str, Any]) -> tuple[LgeSegmenter, QCFlag | None]
     if chosen not in SEGMENTERS:
         raise AnalysisError(f"segmenter = {chosen!r} is not one of {', '.join(SEGMENTERS)}")
     if chosen in ("two-stage", "cascade"):
-        from models.lgeseg.site_weights import two_stage_segmenter
-        from models.segmentation import ModelUnavailableError
+        from models.runtime.lgeseg.site_weights import two_stage_segmenter
+        from models.runtime.segmentation import ModelUnavailableError
 
         weights = options.get("segmenter_weights")
         try:
@@ -388,7 +388,7 @@ def _segmenter(options: Mapping[str, Any]) -> tuple[LgeSegmenter, QCFlag | None]
             ) from exc
         if chosen == "two-stage":
             return two_stage, None
-    from models.lgeseg.segmenter import default_segmenter
+    from models.runtime.lgeseg.segmenter import default_segmenter
 
     found, unavailable = default_segmenter()
     if found is None:
@@ -397,7 +397,7 @@ def _segmenter(options: Mapping[str, Any]) -> tuple[LgeSegmenter, QCFlag | None]
             f"The LGE segmentation model is unavailable, so LGE cannot be analysed: {reason}"
         )
     if chosen == "cascade":
-        from models.lgeseg.cascade import CascadeLgeSegmenter
+        from models.runtime.lgeseg.cascade import CascadeLgeSegmenter
 
         return CascadeLgeSegmenter(found, two_stage), unavailable
     return found, unavailable
@@ -1166,7 +1166,7 @@ def _cine_context(options: Mapping[str, Any], flags: list[QCFlag]) -> _CineConte
                             looked_up)
     fusion: LgeSegmenter | None = options.get("cine_segmenter")
     if fusion is None:
-        from models.lgeseg.fusion_segmenter import default_fusion_segmenter
+        from models.runtime.lgeseg.fusion_segmenter import default_fusion_segmenter
 
         fusion, unavailable = default_fusion_segmenter()
         if fusion is None:
@@ -1186,7 +1186,7 @@ def _stack_outputs(series: LoadedSeries, stack: Sequence[int], contrast: LgeCont
     segment_stack = getattr(segmenter, "segment_stack", None)
     if segment_stack is None or not stack:
         return {}
-    from models.lgeseg.stack_locate import in_plane_offsets
+    from models.runtime.lgeseg.stack_locate import in_plane_offsets
 
     frames = [series.frames[i] for i in stack]
     offsets = in_plane_offsets([f.image_position for f in frames],

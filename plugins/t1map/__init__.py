@@ -29,7 +29,7 @@ from plugins.t1map.segmenter import (
 
 def warm_up() -> None:
     """Load the trained segmenter (torch and weights) and the radiomics library now."""
-    from models.t1seg.segmenter import default_segmenter
+    from models.runtime.t1seg.segmenter import default_segmenter
 
     default_segmenter()
     with contextlib.suppress(ImportError):  # the optional radiomics extra

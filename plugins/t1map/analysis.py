@@ -338,7 +338,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     segmenter: Segmenter | None = options.get("segmenter")
     if segmenter is None:
         # The trained U-Net if its weights are present and verified; torch loads only here.
-        from models.t1seg.segmenter import default_segmenter
+        from models.runtime.t1seg.segmenter import default_segmenter
 
         segmenter, unavailable = default_segmenter()
         if unavailable is not None:

@@ -141,7 +141,7 @@ class _Slice:
 @functools.cache
 def _segmenter() -> Any:
     """The committed two-stage LGE network, without its scar-enhancement rule."""
-    from models.lgeseg.two_stage import TwoStageLgeSegmenter
+    from models.runtime.lgeseg.two_stage import TwoStageLgeSegmenter
 
     return TwoStageLgeSegmenter(scar_rule=None)
 

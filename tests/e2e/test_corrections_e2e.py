@@ -26,7 +26,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from bench.latency import Completeness, write_t1map_study
-from models.lgeseg.site_data import load_dicom_seg
+from models.training.lgeseg.site_data import load_dicom_seg
 from plugins.api import Label
 from tests.netutil import REPO, NodeProcess, PacsScp, free_port, send_files, wait_for
 

@@ -1,4 +1,4 @@
-"""Test-time dihedral views (models.segmentation.predict_views): every view mapped back."""
+"""Test-time dihedral views (models.runtime.segmentation.predict_views): every view mapped back."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.segmentation import DIHEDRAL_VIEWS, predict_passes, predict_views
+from models.runtime.segmentation import DIHEDRAL_VIEWS, predict_passes, predict_views
 
 
 class _PixelWise(torch.nn.Module):

@@ -1,4 +1,4 @@
-"""Site fine-tuning from PNG, NIfTI and DICOM SEG (models.lgeseg.site_data / finetune)."""
+"""Site fine-tuning from PNG, NIfTI and DICOM SEG (models.training.lgeseg.site_data / finetune)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,13 @@ import numpy.typing as npt
 import pytest
 from pydicom import Dataset
 
-from models.lgeseg.finetune import data_sha256
-from models.lgeseg.site_data import (
+from models.phantoms.dicom_series import StudyInfo, lge_series_datasets, write_series
+from models.phantoms.lge import LgeSlice, make_lge_stack
+from models.runtime.lgeseg.site_weights import verify_weights
+from models.runtime.lgeseg.two_stage import DEFAULT_LOCATOR, DEFAULT_SEGMENTER, TwoStageLgeSegmenter
+from models.runtime.segmentation import sha256_of
+from models.training.lgeseg.finetune import data_sha256
+from models.training.lgeseg.site_data import (
     EMIDEC_LABELS,
     SiteDataError,
     load_dicom_seg,
@@ -21,11 +26,6 @@ from models.lgeseg.site_data import (
     load_site_data,
     parse_label_map,
 )
-from models.lgeseg.site_weights import verify_weights
-from models.lgeseg.two_stage import DEFAULT_LOCATOR, DEFAULT_SEGMENTER, TwoStageLgeSegmenter
-from models.phantoms.dicom_series import StudyInfo, lge_series_datasets, write_series
-from models.phantoms.lge import LgeSlice, make_lge_stack
-from models.segmentation import sha256_of
 from node.cli.main import main
 from plugins.api import Label, SegmentDefinition
 from plugins.lib import codes

@@ -1,4 +1,4 @@
-"""Tests of the LGE segmenter cascade (models.lgeseg.cascade): which network segments a
+"""Tests of the LGE segmenter cascade (models.runtime.lgeseg.cascade): which network segments a
 stack, and that every output names it."""
 
 from __future__ import annotations
@@ -8,7 +8,12 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from models.lgeseg.cascade import MIN_SURE_SHARE, SURE_UNCERTAINTY, CascadeLgeSegmenter, is_sure
+from models.runtime.lgeseg.cascade import (
+    MIN_SURE_SHARE,
+    SURE_UNCERTAINTY,
+    CascadeLgeSegmenter,
+    is_sure,
+)
 from plugins.api import FloatImage, Label, SegmentationOutput
 from plugins.lge.analysis import MAX_UNCERTAINTY
 from plugins.lge.segmenter import LgeContrast

@@ -18,8 +18,18 @@ import numpy as np
 import pytest
 import torch
 
-from models.lgeseg.data import training_stack
-from models.lgeseg.fusion_data import (
+from models.phantoms.cine import make_cine_slice
+from models.phantoms.lge import make_lge_stack
+from models.runtime.lgeseg.fusion_segmenter import (
+    DEFAULT_FUSION_METADATA,
+    DEFAULT_FUSION_WEIGHTS,
+    UNetFusionSegmenter,
+)
+from models.runtime.lgeseg.segmenter import DEFAULT_WEIGHTS, UNetLgeSegmenter
+from models.runtime.segmentation import ModelUnavailableError
+from models.runtime.unet import UNet
+from models.training.lgeseg.data import training_stack
+from models.training.lgeseg.fusion_data import (
     FUSION_TRAIN_SEED_START,
     FUSION_VAL_SEED_START,
     IDENTITY_ORIENTATION,
@@ -27,17 +37,7 @@ from models.lgeseg.fusion_data import (
     cached_pair,
     matched_cines,
 )
-from models.lgeseg.fusion_segmenter import (
-    DEFAULT_FUSION_METADATA,
-    DEFAULT_FUSION_WEIGHTS,
-    UNetFusionSegmenter,
-)
-from models.lgeseg.segmenter import DEFAULT_WEIGHTS, UNetLgeSegmenter
-from models.lgeseg.train_fusion import FUSION_ARCHITECTURE, initial_state
-from models.phantoms.cine import make_cine_slice
-from models.phantoms.lge import make_lge_stack
-from models.segmentation import ModelUnavailableError
-from models.unet import UNet
+from models.training.lgeseg.train_fusion import FUSION_ARCHITECTURE, initial_state
 from plugins.api import Label, LoadedSeries, SourceFrame
 from plugins.lge.cine import (
     CineMatch,
@@ -267,8 +267,8 @@ def test_fusion_weights_are_checked(tmp_path: Path) -> None:
 
 
 def test_augmentation_settings_extend_the_lge_ones() -> None:
-    from models.lgeseg.data import AugmentationSettings as LgeSettings
-    from models.lgeseg.fusion_data import AugmentationSettings
+    from models.training.lgeseg.data import AugmentationSettings as LgeSettings
+    from models.training.lgeseg.fusion_data import AugmentationSettings
 
     names = {f.name for f in dataclasses.fields(LgeSettings)}
     assert names < {f.name for f in dataclasses.fields(AugmentationSettings)}

@@ -1,4 +1,4 @@
-"""Tests of the per-stack heart localisation (models.lgeseg.stack_locate), on synthetic
+"""Tests of the per-stack heart localisation (models.runtime.lgeseg.stack_locate), on synthetic
 candidate lists."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from models.lgeseg.stack_locate import (
+from models.runtime.lgeseg.stack_locate import (
     HeartCandidate,
     choose_chain,
     fill_chain,
@@ -96,7 +96,7 @@ def _ring_passes(grid: int = 48) -> np.ndarray:
 @pytest.mark.parametrize("aspect", [0.5, 1.0, 2.0])
 def test_segmented_aspect_is_the_stretch_of_the_crop(aspect: float) -> None:
     pytest.importorskip("torch")
-    from models.lgeseg.two_stage import _square_affine, segmented_aspect
+    from models.runtime.lgeseg.two_stage import _square_affine, segmented_aspect
 
     affine = _square_affine((100.0, 120.0), 1.5, 48, aspect)
     found = segmented_aspect(_ring_passes(), affine)
@@ -110,8 +110,12 @@ def test_a_stretched_stack_is_segmented_round_again() -> None:
     pytest.importorskip("torch")
     from scipy import ndimage
 
-    from models.lgeseg.data import EVAL_SEED_START, eval_stack
-    from models.lgeseg.two_stage import DEFAULT_LOCATOR, DEFAULT_SEGMENTER, TwoStageLgeSegmenter
+    from models.runtime.lgeseg.two_stage import (
+        DEFAULT_LOCATOR,
+        DEFAULT_SEGMENTER,
+        TwoStageLgeSegmenter,
+    )
+    from models.training.lgeseg.data import EVAL_SEED_START, eval_stack
     from plugins.api import Label
     from plugins.lge.segmenter import LgeContrast
 

@@ -1,5 +1,5 @@
 """Tests of the tiled localisation hypothesis of the two-stage LGE segmenter
-(models.lgeseg.two_stage: tiled_candidates, stack_ringness, segment_stack)."""
+(models.runtime.lgeseg.two_stage: tiled_candidates, stack_ringness, segment_stack)."""
 
 from __future__ import annotations
 
@@ -10,19 +10,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from models.lgeseg.data import EVAL_SEED_START, eval_stack  # noqa: E402
-from models.lgeseg.evaluate_real import (  # noqa: E402
-    ASSUMED_SPACING_MM,
-    DEFAULT_DATA,
-    load_emidec,
-    score_output,
-)
-from models.lgeseg.two_stage import (  # noqa: E402
+from models.evaluation.lgeseg.evaluate_real import DEFAULT_DATA, load_emidec  # noqa: E402
+from models.runtime.lgeseg.two_stage import (  # noqa: E402
     DEFAULT_LOCATOR,
     DEFAULT_SEGMENTER,
     TwoStageLgeSegmenter,
     stack_ringness,
 )
+from models.training.lgeseg.data import EVAL_SEED_START, eval_stack  # noqa: E402
+from models.training.lgeseg.real_scores import ASSUMED_SPACING_MM, score_output  # noqa: E402
 from plugins.api import Label, SegmentationOutput  # noqa: E402
 from plugins.lge.segmenter import LgeContrast  # noqa: E402
 

@@ -1,5 +1,5 @@
 """Tests of the sim-to-real LGE pieces: label maps, randomised samples, the two-stage
-segmenter and the real-data evaluation (models.lgeseg.synth*, two_stage, evaluate_real)."""
+segmenter and the real-data evaluation (models.training.lgeseg.synth*, two_stage, evaluate_real)."""
 
 from __future__ import annotations
 
@@ -11,37 +11,37 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from models.lgeseg.data import EVAL_SEED_START, eval_stack  # noqa: E402
-from models.lgeseg.evaluate_real import (  # noqa: E402
+from models.evaluation.lgeseg.evaluate_real import (  # noqa: E402
     DEFAULT_DATA,
-    EMIDEC_MYO,
     evaluate_emidec,
     summarise_emidec,
 )
-from models.lgeseg.synth import (  # noqa: E402
-    IGNORE,
+from models.phantoms.anatomy import Structure  # noqa: E402
+from models.runtime.lgeseg.two_stage import (  # noqa: E402  # noqa: E402
+    DEFAULT_LOCATOR,
+    DEFAULT_SEGMENTER,
     LOCATE_GRID,
     SEGMENT_GRID,
+    TwoStageLgeSegmenter,
+    heart_candidates,
+    ring_plausibility,
+)
+from models.training.lgeseg.data import EVAL_SEED_START, eval_stack  # noqa: E402
+from models.training.lgeseg.real_scores import EMIDEC_MYO  # noqa: E402
+from models.training.lgeseg.synth import (  # noqa: E402
+    IGNORE,
     heart_centre_and_diameter,
     locate_sample,
     plant_scar,
     segment_sample,
 )
-from models.lgeseg.synth_cache import (  # noqa: E402
+from models.training.lgeseg.synth_cache import (  # noqa: E402
     GEN_MVO,
     GEN_SCAR,
     LabelMapSlice,
     phantom_generation_labels,
     sunnybrook_maps,
 )
-from models.lgeseg.two_stage import (  # noqa: E402
-    DEFAULT_LOCATOR,
-    DEFAULT_SEGMENTER,
-    TwoStageLgeSegmenter,
-    heart_candidates,
-    ring_plausibility,
-)
-from models.phantoms.anatomy import Structure  # noqa: E402
 from plugins.api import FloatImage, Label, SegmentationOutput  # noqa: E402
 from plugins.lge.quantify import CONFIRMATION_RULES, enhancement_confirmed  # noqa: E402
 from plugins.lge.segmenter import LgeContrast, LgeSegmenter  # noqa: E402
@@ -186,7 +186,7 @@ class _Oracle:
 
 @needs_emidec
 def test_evaluation_of_the_true_labels_is_perfect() -> None:
-    from models.lgeseg.evaluate_real import load_emidec
+    from models.evaluation.lgeseg.evaluate_real import load_emidec
 
     items = load_emidec(EMIDEC)
     truth = {hash(image.tobytes()): labels for _, _, image, labels in items}
@@ -211,8 +211,8 @@ def test_real_data_path_is_outside_the_repository() -> None:
 def test_site_finetuning_writes_weights_with_provenance(tmp_path: Path) -> None:
     import json
 
-    from models.lgeseg.finetune import data_sha256, finetune
-    from models.segmentation import sha256_of
+    from models.runtime.segmentation import sha256_of
+    from models.training.lgeseg.finetune import data_sha256, finetune
 
     item = _ring_slice()
     image = np.where(item.labels == Label.MYOCARDIUM, 20.0, 200.0).astype(np.float32)

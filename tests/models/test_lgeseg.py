@@ -1,4 +1,4 @@
-"""Tests of the trained LGE U-Net segmenter (models.lgeseg)."""
+"""Tests of the trained LGE U-Net segmenter (models.runtime.lgeseg)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from scipy import ndimage
 
 torch = pytest.importorskip("torch")
 
-from models.lgeseg import segmenter as lge_module  # noqa: E402
-from models.lgeseg.data import EVAL_SEED_START, PATTERNS, eval_stack  # noqa: E402
-from models.lgeseg.segmenter import (  # noqa: E402
+from models.phantoms.lge import LgeSlice, ScarPattern  # noqa: E402
+from models.runtime.lgeseg import segmenter as lge_module  # noqa: E402
+from models.runtime.lgeseg.segmenter import (  # noqa: E402
     DEFAULT_METADATA,
     DEFAULT_WEIGHTS,
     MODEL_UNAVAILABLE,
@@ -25,8 +25,8 @@ from models.lgeseg.segmenter import (  # noqa: E402
     labels_from_probabilities,
     normalise,
 )
-from models.phantoms.lge import LgeSlice, ScarPattern  # noqa: E402
-from models.segmentation import sha256_of  # noqa: E402
+from models.runtime.segmentation import sha256_of  # noqa: E402
+from models.training.lgeseg.data import EVAL_SEED_START, PATTERNS, eval_stack  # noqa: E402
 from plugins.api import Label, Severity  # noqa: E402
 from plugins.lge.segmenter import LgeContrast, LgeSegmenter  # noqa: E402
 
@@ -232,7 +232,7 @@ def test_default_segmenter_is_cached_and_flags_missing_weights(
 
 
 def test_border_weight_falls_on_scar_next_to_the_blood_pool_only() -> None:
-    from models.lgeseg.train import BORDER_PX, lge_loss, scar_by_blood
+    from models.training.lgeseg.train import BORDER_PX, lge_loss, scar_by_blood
 
     target = torch.zeros((1, 40, 40), dtype=torch.long)
     target[0, 10:20, 10:30] = int(Label.LV_BLOOD_POOL)

@@ -1,4 +1,4 @@
-"""Tests of the trained T1-map U-Net segmenter (models.t1seg)."""
+"""Tests of the trained T1-map U-Net segmenter (models.runtime.t1seg)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from models.evaluation.t1seg.evaluate import series_from_phantoms  # noqa: E402
 from models.phantoms.t1map import make_t1map_slice  # noqa: E402
-from models.t1seg import segmenter as unet_module  # noqa: E402
-from models.t1seg.data import EVAL_SEED_START, phantom_subject  # noqa: E402
-from models.t1seg.evaluate import series_from_phantoms  # noqa: E402
-from models.t1seg.segmenter import (  # noqa: E402
+from models.runtime.t1seg import segmenter as unet_module  # noqa: E402
+from models.runtime.t1seg.segmenter import (  # noqa: E402
     DEFAULT_METADATA,
     DEFAULT_WEIGHTS,
     MODEL_UNAVAILABLE,
@@ -25,6 +24,7 @@ from models.t1seg.segmenter import (  # noqa: E402
     postprocess,
     sha256_of,
 )
+from models.training.t1seg.data import EVAL_SEED_START, phantom_subject  # noqa: E402
 from plugins.api import Label, Severity  # noqa: E402
 from plugins.t1map.analysis import analyse  # noqa: E402
 from plugins.t1map.segmenter import ClassicalSegmenter, Segmenter  # noqa: E402
@@ -189,7 +189,7 @@ def test_analysis_falls_back_when_weights_are_missing(
 
 
 def test_shared_batching_shuffles_whole_batches_reproducibly() -> None:
-    from models.segmentation import augmented_batches
+    from models.training.augment import augmented_batches
 
     items = [np.full((4, 4), i, dtype=np.float32) for i in range(10)]
 

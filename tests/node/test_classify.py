@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.radscore.train import auc
+from models.training.radscore.train import auc
 from node.cli.main import main
 from plugins.lge.infarct_model import (
     CLINICAL_FEATURES,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 
-from models.lgeseg.site_data import SitePair, load_dicom_seg
-from models.lgeseg.two_stage import DEFAULT_LOCATOR, DEFAULT_SEGMENTER
+from models.runtime.lgeseg.two_stage import DEFAULT_LOCATOR, DEFAULT_SEGMENTER
+from models.training.lgeseg.site_data import SitePair, load_dicom_seg
 from node.cli.main import main
 from node.settings import SettingsError, load_settings
 
@@ -74,9 +74,9 @@ def test_site_weights_whose_sha256_differs_from_their_record_are_refused(
 @pytest.mark.skipif(not (DEFAULT_LOCATOR.exists() and DEFAULT_SEGMENTER.exists()),
                     reason="two-stage weights not committed")
 def test_analyse_with_site_weights_names_them_in_every_output(tmp_path: Path) -> None:
-    from models.lgeseg.finetune import finetune
     from models.phantoms.dicom_series import StudyInfo, lge_series_datasets, write_series
     from models.phantoms.lge import make_lge_stack
+    from models.training.lgeseg.finetune import finetune
 
     _, slices = make_lge_stack(np.random.default_rng(8), n_slices=2,
                                scar_pattern="ischaemic_lad", s_range=(0.35, 0.65))

@@ -157,7 +157,7 @@ def test_phantom_with_an_unsegmentable_slice_is_indeterminate() -> None:
 def test_site_model_combines_clinical_variables_with_the_image_features() -> None:
     import numpy as np
 
-    from models.classify.train import CohortTable, train_infarct_model
+    from models.training.classify.train import CohortTable, train_infarct_model
     from plugins.lge.infarct_model import NO_MODEL_MESSAGE
 
     rng = np.random.default_rng(5)
@@ -204,7 +204,8 @@ def test_site_model_combines_clinical_variables_with_the_image_features() -> Non
 
 
 def test_real_data_evaluation_calls_each_case_from_its_slices() -> None:
-    from models.lgeseg.evaluate_real import RealSlice, call_scores, case_call
+    from models.evaluation.lgeseg.evaluate_real import call_scores, case_call
+    from models.training.lgeseg.real_scores import RealSlice
 
     def row(index: int, segmented: bool, lesions: tuple[tuple[str, float], ...],
             scar: int) -> RealSlice:

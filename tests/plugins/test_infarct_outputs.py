@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pydicom import Dataset
 
-from models.classify.train import CohortTable, train_infarct_model
+from models.training.classify.train import CohortTable, train_infarct_model
 from node.outputs.writers import OutputKind, WriterSettings, build_outputs
 from node.outputs.writers.explain import PER_UNIT, STANDARDISED, model_explanations
 from node.outputs.writers.summary import render_summary

@@ -22,8 +22,6 @@ import pydicom
 import pytest
 import torch
 
-from models.lgeseg.fusion_segmenter import DEFAULT_FUSION_WEIGHTS, FUSION_MODEL_NAME
-from models.lgeseg.segmenter import MODEL_NAME
 from models.phantoms.cine import CineSlice, matched_cine_stack
 from models.phantoms.dicom_series import (
     StudyInfo,
@@ -31,6 +29,8 @@ from models.phantoms.dicom_series import (
     lge_series_datasets,
 )
 from models.phantoms.lge import LgeSlice, make_lge_stack
+from models.runtime.lgeseg.fusion_segmenter import DEFAULT_FUSION_WEIGHTS, FUSION_MODEL_NAME
+from models.runtime.lgeseg.segmenter import MODEL_NAME
 from node.inputs.loader import load_series
 from node.outputs.writers import OutputKind, WriterSettings, build_outputs
 from plugins.api import FloatImage, Label, LoadedSeries, SegmentationOutput
@@ -267,7 +267,7 @@ class _Stacked(Labels):
 
 def test_the_cascade_names_the_network_it_chose_and_gates_an_unsure_fusion(
         study: Study) -> None:
-    from models.lgeseg.cascade import CascadeLgeSegmenter
+    from models.runtime.lgeseg.cascade import CascadeLgeSegmenter
 
     unsure_first = _Unsure("one-stage", study.table, 0.9)
     fallback = _Stacked("two-stage", study.table)

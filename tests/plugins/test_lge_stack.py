@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from models.lgeseg.stack_locate import in_plane_offsets
+from models.runtime.lgeseg.stack_locate import in_plane_offsets
 from plugins.api import FloatImage, Label, SegmentationOutput
 from plugins.lge import LgeContrast, analyse
 from tests.plugins.test_lge import KnownLabels, make_stack
@@ -55,7 +55,7 @@ def test_a_stack_segmenter_gets_the_whole_stack_once_with_its_geometry() -> None
 
 def test_two_stage_analysis_localises_the_heart_per_stack() -> None:
     pytest.importorskip("torch")
-    from models.lgeseg.two_stage import DEFAULT_LOCATOR, DEFAULT_SEGMENTER
+    from models.runtime.lgeseg.two_stage import DEFAULT_LOCATOR, DEFAULT_SEGMENTER
 
     if not (DEFAULT_LOCATOR.exists() and DEFAULT_SEGMENTER.exists()):
         pytest.skip("two-stage weights not committed")
@@ -69,7 +69,7 @@ def test_two_stage_analysis_localises_the_heart_per_stack() -> None:
 
 def test_warm_up_preloads_the_two_stage_segmenter() -> None:
     pytest.importorskip("torch")
-    from models.lgeseg.two_stage import DEFAULT_LOCATOR, DEFAULT_SEGMENTER, cached_default
+    from models.runtime.lgeseg.two_stage import DEFAULT_LOCATOR, DEFAULT_SEGMENTER, cached_default
     from plugins.lge import warm_up
 
     if not (DEFAULT_LOCATOR.exists() and DEFAULT_SEGMENTER.exists()):

@@ -16,7 +16,7 @@ pytest.importorskip("radiomics")
 pytest.importorskip("sklearn")
 
 from models.phantoms.t1map import PhantomSlice, make_t1map_slice
-from models.radscore.train import (
+from models.training.radscore.train import (
     FeatureTable,
     auc,
     delong_covariance,
@@ -431,7 +431,7 @@ def test_training_recovers_a_planted_sparse_model() -> None:
 
 
 def test_training_without_signal_or_events_fails() -> None:
-    from models.radscore.train import TrainingError
+    from models.training.radscore.train import TrainingError
 
     table = _cohort()
     few = FeatureTable(table.feature_names, table.x[:30], np.r_[np.ones(3), np.zeros(27)]

@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("radiomics")
 
 from models.phantoms.t1map import PhantomSlice, make_t1map_slice
-from models.radscore.train import save_model
+from models.training.radscore.train import save_model
 from node.outputs import radiomics_export as rcli
 from plugins.api import Label, LoadedSeries, Severity, SliceResult, SourceFrame
 from plugins.lib import codes

@@ -5,7 +5,8 @@ Realistic-border phantoms (:func:`models.phantoms.t1map.sample_border_realism`: 
 do.  The default core (``"midwall"``) must read the tissue T1 of the true mid-wall there: the
 target is |median bias| <= 10 ms per field strength (the field report asks for <= 10 ms against
 an expert's mid-wall region).  Seeds are fixed and lie outside the held-out range of
-``models.t1seg.core_bias`` that chose the default, so the test is not the data it was chosen on.
+``models.evaluation.t1seg.core_bias`` that chose the default, so the test is not the data it was
+chosen on.
 
 The thin-wall tests use concentric rings painted with blood, myocardial and epicardial T1 and
 blurred by a point-spread function of a 2 mm acquired resolution, with the true labels as the
@@ -157,7 +158,7 @@ def _analyse_ring(labels: np.ndarray, t1: np.ndarray, spacing: float, rule: str 
 def realistic_biases() -> dict[str, dict[float, list[float | None]]]:
     """Per core rule and field strength: reported minus tissue T1 of every slice (None:
     no value), with the default segmenter (the trained U-Net when its weights are present)."""
-    from models.t1seg.segmenter import default_segmenter
+    from models.runtime.t1seg.segmenter import default_segmenter
 
     segmenter, _ = default_segmenter()
     inner = segmenter if segmenter is not None else phantom_classical()
