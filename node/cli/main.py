@@ -679,7 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cmr-node``."""
-    from node.catalog.catalog import CatalogError
+    from node.catalog.store import CatalogError
     from node.routing import RulesError
 
     args = build_parser().parse_args(argv)

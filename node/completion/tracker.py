@@ -29,7 +29,8 @@ from datetime import datetime, timedelta
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from node.catalog.catalog import Catalog, SeriesState
+from node.catalog.catalog import Catalog
+from node.catalog.series import SeriesState
 
 logger = logging.getLogger(__name__)
 
