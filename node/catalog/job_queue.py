@@ -36,7 +36,6 @@ class Job:
     """The worker that claimed it (``host/name#thread``)."""
 
 
-
 @dataclass(frozen=True)
 class OutputFile:
     """A written output file the outbox must deliver."""
@@ -45,8 +44,6 @@ class OutputFile:
     sop_instance_uid: str
     sop_class_uid: str
     kind: str
-
-
 
 
 class JobQueue(CatalogStore):

@@ -27,8 +27,6 @@ class OutboxItem:
     attempts: int
 
 
-
-
 class Outbox(CatalogStore):
     """Deliveries of the written outputs, and reader corrections of them."""
 

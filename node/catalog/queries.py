@@ -16,7 +16,6 @@ def _job_dict(row: Any) -> dict[str, Any]:
     return item
 
 
-
 class StatusQueries(CatalogStore):
     """What the catalog holds, as dictionaries of its rows."""
 

@@ -41,8 +41,6 @@ class SeriesState:
     reopened: bool
 
 
-
-
 class SeriesRecords(CatalogStore):
     """Received instances and the state of their series."""
 

@@ -68,7 +68,6 @@ class ConnectionAwareQueue(queue.Queue[Any]):
                     return super().get(block=False)
 
 
-
 def tune_association(event: Any) -> None:
     """Shorten the DUL's idle poll and make its ACSE queue notice a closed connection.
 

@@ -131,7 +131,6 @@ def _dataset_offset(raw: bytes) -> int | None:
     return end if position == end else None
 
 
-
 def _expected_pixel_bytes(ds: Dataset) -> int | None:
     """Length uncompressed Pixel Data must have, or None when the image size is not stated.
 

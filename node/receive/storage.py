@@ -109,8 +109,6 @@ def _same_in_another_syntax(stored: Path, raw: bytes, record: InstanceRecord) ->
         return False
 
 
-
-
 class InstanceStorage:
     """The C-STORE and C-ECHO handlers of the listener.
 

@@ -105,8 +105,6 @@ class SectorAnchor(enum.StrEnum):
     insertion points (less sensitive to an error in one of them)."""
 
 
-
-
 @dataclass(frozen=True)
 class SegmentStats:
     """Statistics of a value over one AHA segment.
@@ -146,8 +144,6 @@ class SegmentTransmurality:
     max_fraction: float | None
     mean_fraction: float | None
     area_fraction: float | None
-
-
 
 
 # --------------------------------------------------------------------------------------------

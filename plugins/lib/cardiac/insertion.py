@@ -90,7 +90,6 @@ DIRECT_CONTACT_PX: Final = 1.5
 """RV blood starting within this many pixels of the epicardial border touches it."""
 
 
-
 class InsertionMethod(enum.StrEnum):
     """How the anterior and inferior insertion points were told apart."""
 
@@ -98,7 +97,6 @@ class InsertionMethod(enum.StrEnum):
     """From ImageOrientationPatient."""
     CHIRALITY = "chirality"
     """Assuming a standard (not mirrored) short-axis view."""
-
 
 
 @dataclass(frozen=True)
