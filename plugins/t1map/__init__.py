@@ -18,13 +18,8 @@ from plugins.t1map.analysis import (
     conservative_core,
     measurement_core,
 )
-from plugins.t1map.segmenter import (
-    ClassicalSegmenter,
-    SegmentationOutput,
-    Segmenter,
-    TissueRanges,
-    tissue_ranges,
-)
+from plugins.t1map.segmenter import ClassicalSegmenter, SegmentationOutput, Segmenter
+from plugins.t1map.tissue import TissueRanges, tissue_ranges
 
 
 def warm_up() -> None:

@@ -136,17 +136,12 @@ from plugins.t1map.long_axis import (
     long_axis_series_measurements,
     measure_long_axis,
 )
+from plugins.t1map.polar import polar_sample
 from plugins.t1map.reference import ReferenceRange, describe_missing, reference_range
 from plugins.t1map.regional import aha_t1, segment_measurements
-from plugins.t1map.segmenter import (
-    ClassicalSegmenter,
-    SegmentationOutput,
-    Segmenter,
-    TissueRanges,
-    polar_sample,
-    tissue_ranges,
-)
+from plugins.t1map.segmenter import ClassicalSegmenter, SegmentationOutput, Segmenter
 from plugins.t1map.texture import mid_slice_radiomics, radiomics_measurements
+from plugins.t1map.tissue import TissueRanges, tissue_ranges
 
 logger = logging.getLogger(__name__)
 
