@@ -13,7 +13,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from plugins.api import LoadedSeries, SliceResult, SourceFrame
-from plugins.t1map import analysis as t1map_analysis
+from plugins.t1map.frames import PARALLEL_COSINE
 
 MAX_PAIR_DISTANCE_MM: Final = 2.0
 """Largest distance between a post-contrast plane and its native partner: a quarter of the
@@ -64,7 +64,7 @@ def pair_frames(
 
 def plane_distance_mm(a: SourceFrame, b: SourceFrame) -> float | None:
     """Distance between two parallel image planes (mm); ``None`` when not parallel."""
-    if abs(float(np.dot(a.normal, b.normal))) < t1map_analysis.PARALLEL_COSINE:
+    if abs(float(np.dot(a.normal, b.normal))) < PARALLEL_COSINE:
         return None
     offset = np.asarray(a.image_position, np.float64) - np.asarray(b.image_position, np.float64)
     return abs(float(np.dot(b.normal, offset)))

@@ -99,6 +99,7 @@ from plugins.ecv.report import (
     table_row,
 )
 from plugins.t1map import analysis as t1map_analysis
+from plugins.t1map.frames import source_image_frames, unit_scale
 
 logger = logging.getLogger(__name__)
 
@@ -254,7 +255,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     flags: list[QCFlag] = []
     haematocrit, hct_source = _haematocrit(options, flags)
 
-    post_scale, _ = t1map_analysis._unit_scale(series.frames)
+    post_scale, _ = unit_scale(series.frames)
     if post_scale is None:
         units = ", ".join(sorted({f.units for f in series.frames}))
         raise AnalysisError(f"The post-contrast map's values are not T1 in ms (units {units}).")
@@ -265,7 +266,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     }
     native_options["radiomics"] = False
     base = t1map_analysis.analyse(native, native_options)
-    native_scale, _ = t1map_analysis._unit_scale(native.frames)
+    native_scale, _ = unit_scale(native.frames)
     if native_scale is None:
         raise AnalysisError("The native T1 map's values are not T1 in ms; no ECV.")
     flags.extend(_native_flags(base))
@@ -278,7 +279,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         s.frame_index: s for s in base.slices
         if s.frame_index not in failed_native and s.analysed_region is not None
     }
-    excluded = t1map_analysis.source_image_frames(series.frames)
+    excluded = source_image_frames(series.frames)
     pairs, unpaired = pair_frames(series, native, native_slices, excluded)
     for index in unpaired:
         flags.append(QCFlag(

@@ -9,15 +9,9 @@ from __future__ import annotations
 
 import contextlib
 
-from plugins.t1map.analysis import (
-    ALGORITHM_NAME,
-    NAME,
-    VERSION,
-    QCCode,
-    analyse,
-    conservative_core,
-    measurement_core,
-)
+from plugins.t1map.analysis import analyse, conservative_core, measurement_core
+from plugins.t1map.qc import QCCode
+from plugins.t1map.report import ALGORITHM_NAME, NAME, VERSION
 from plugins.t1map.segmenter import ClassicalSegmenter, SegmentationOutput, Segmenter
 from plugins.t1map.tissue import TissueRanges, tissue_ranges
 
