@@ -49,7 +49,8 @@ from models.training.lgeseg.data import EVAL_SEED_START, eval_stack
 from node.inputs.loader import load_series
 from plugins.api import AnalysisResult, Label, LoadedSeries
 from plugins.lge import analyse
-from plugins.lge.analysis import PRESENCE_PERCENT, QCCode
+from plugins.lge.analysis import PRESENCE_PERCENT
+from plugins.lge.qc import QCCode
 from tests.netutil import REPO
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ from pydicom import Dataset, dcmread
 
 from node.analyses import arrivals
 from node.catalog.audit import AuditLog, withhold_values
-from node.catalog.catalog import Catalog, SeriesState
+from node.catalog.catalog import Catalog
+from node.catalog.series import SeriesState
 from node.completion.pairing import lge_reconstruction, preferred_partner, skip_reason
 from node.completion.tracker import SeriesTracker
 from node.corrections.intake import take_correction
@@ -25,8 +26,8 @@ from node.inputs.covariates import CovariateFolder
 from node.jobs.pipeline import writer_settings
 from node.jobs.warmup import start_warm_up
 from node.jobs.worker import WorkerPool
-from node.receive.listener import reconcile_spool
 from node.receive.receivers import storage_receiver
+from node.receive.spool_recovery import reconcile_spool
 from node.routing import RouteDecision, RuleSet, load_rules, route
 from node.settings import DestinationKind, Settings, http_token
 from node.status.report import StatusServer

@@ -19,7 +19,7 @@ from typing import Any
 from node.analyses.base import AnalysisDescriptor, Arrival, StudyFacts, supplied_or_error
 from node.inputs.companions import CompanionRole, CompanionSpec, cine_of_slices, looks_like_cine
 from node.inputs.covariates import clinical_options, has_clinical
-from plugins.lge.analysis import QCCode
+from plugins.lge.qc import QCCode
 
 CINE = CompanionSpec(
     CompanionRole.CINE, (), cine_of_slices, "short-axis cine of the same slices",

@@ -148,8 +148,9 @@ class PostgresDatabase:
 
     def _connect(self) -> psycopg.Connection[dict[str, Any]]:
         # TCP keepalives both ways: the server ends the session of a lost machine (and drops
-        # the worker-name lock its jobs' lease depends on, node.catalog.catalog.requeue_stale)
-        # within about idle + count x interval seconds, not the operating system's two hours.
+        # the worker-name lock its jobs' lease depends on, JobQueue.requeue_stale of
+        # node.catalog.job_queue) within about idle + count x interval seconds, not the
+        # operating system's two hours.
         return psycopg.connect(
             self.url, row_factory=dict_row, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
             application_name="cmr-node", keepalives=1, keepalives_idle=KEEPALIVE_IDLE_S,

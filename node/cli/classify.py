@@ -14,36 +14,23 @@ import sys
 from typing import Any
 
 from node import __version__
+from node.cli.groups import add_command_group, add_training_command
 
 __all__ = ["add_classify_commands"]
 
 
 def add_classify_commands(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``classify train`` on a parser's subparsers.
-
-    Parameters
-    ----------
-    subparsers
-        The object returned by ``ArgumentParser.add_subparsers()``.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-        The ``classify`` parser; each command sets ``func(args) -> int``.
-    """
-    parser = subparsers.add_parser("classify", help="infarct classifier: train a site model")
-    sub = parser.add_subparsers(dest="classify_command", required=True)
-    p = sub.add_parser("train", help="train an infarct model from a cohort table")
-    p.add_argument("--table", required=True,
-                   help="CSV: one row per patient, clinical and image feature columns")
-    p.add_argument("--outcome", required=True, help="outcome column (1 infarct, 0 not)")
-    p.add_argument("--out", required=True, help="model file to write (JSON)")
-    p.add_argument("--outcome-definition", help="what outcome 1 means (default: column name)")
-    p.add_argument("--folds", type=int, default=5, help="stratified cross-validation folds")
-    p.add_argument("--bootstrap", type=int, default=1000,
-                   help="bootstrap resamples of the CV AUC interval")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_train)
+    """Register ``classify train`` on ``subparsers`` (of ``ArgumentParser.add_subparsers()``);
+    returns the ``classify`` parser, whose command sets ``func(args) -> int``."""
+    parser, sub = add_command_group(subparsers, "classify",
+                                    "infarct classifier: train a site model")
+    add_training_command(
+        sub, "train an infarct model from a cohort table", cmd_train,
+        table_help="CSV: one row per patient, clinical and image feature columns",
+        outcome_help="outcome column (1 infarct, 0 not)",
+        folds=5, folds_help="stratified cross-validation folds",
+        bootstrap_help="bootstrap resamples of the CV AUC interval",
+    )
     return parser
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from node import __version__
+from node.cli.groups import add_command_group, with_config
 from node.settings import Settings, SettingsError, load_settings
 
 logger = logging.getLogger(__name__)
@@ -580,11 +581,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cmr-node {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", help="site configuration (TOML); default $CMR_NODE_CONFIG")
-        p.add_argument("--data-dir", dest="data_dir", help="override node.data_dir")
-        return p
-
     p = with_config(sub.add_parser("run", help="run the node"))
     p.add_argument("--ae-title", dest="ae_title")
     p.add_argument("--port", dest="listen_port", type=int)
@@ -645,17 +641,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=cmd_status)
 
+    from node.cli.classify import add_classify_commands
+    from node.cli.corrections import add_corrections_commands
     from node.cli.radiomics import add_radiomics_commands
-    from node.corrections.export import add_corrections_commands
 
     add_radiomics_commands(sub)
-    from node.cli.classify import add_classify_commands
-
     add_classify_commands(sub)
     add_corrections_commands(sub)
 
-    models = sub.add_parser("models", help="network weights of this site")
-    models_sub = models.add_subparsers(dest="models_command", required=True)
+    _, models_sub = add_command_group(sub, "models", "network weights of this site")
     p = models_sub.add_parser(
         "finetune", help="fine-tune the two-stage LGE segmenter on the site's labelled slices "
         "(PNG, NIfTI or DICOM SEG); writes weights + provenance for [analysis.lge]"
@@ -679,7 +673,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cmr-node``."""
-    from node.catalog.catalog import CatalogError
+    from node.catalog.store import CatalogError
     from node.routing import RulesError
 
     args = build_parser().parse_args(argv)

@@ -17,36 +17,22 @@ from pathlib import Path
 from typing import Any
 
 from node import __version__
+from node.cli.groups import add_command_group, add_training_command
 from node.outputs.radiomics_export import export_features
 
 __all__ = ["add_radiomics_commands"]
 
 
 def add_radiomics_commands(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``radiomics train|export|lvrr`` on a parser's subparsers.
-
-    Parameters
-    ----------
-    subparsers
-        The object returned by ``ArgumentParser.add_subparsers()``.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-        The ``radiomics`` parser; each command sets ``func(args) -> int``.
-    """
-    parser = subparsers.add_parser("radiomics", help="T1 radiomics: train, export, LVRR")
-    sub = parser.add_subparsers(dest="radiomics_command", required=True)
-
-    p = sub.add_parser("train", help="train a rad-score model from a cohort table")
-    p.add_argument("--table", required=True, help="CSV: one row per patient")
-    p.add_argument("--outcome", required=True, help="outcome column (0/1)")
-    p.add_argument("--out", required=True, help="model file to write (JSON)")
-    p.add_argument("--outcome-definition", help="what outcome 1 means (default: column name)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
-    p.add_argument("--folds", type=int, default=10, help="cross-validation folds")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_train)
+    """Register ``radiomics train|export|lvrr`` on ``subparsers`` (of
+    ``ArgumentParser.add_subparsers()``); returns the ``radiomics`` parser, whose commands
+    set ``func(args) -> int``."""
+    parser, sub = add_command_group(subparsers, "radiomics", "T1 radiomics: train, export, LVRR")
+    add_training_command(
+        sub, "train a rad-score model from a cohort table", cmd_train,
+        table_help="CSV: one row per patient", outcome_help="outcome column (0/1)",
+        folds=10, folds_help="cross-validation folds", bootstrap_help="bootstrap resamples",
+    )
 
     p = sub.add_parser("export", help="export radiomic features of analysed studies to CSV")
     p.add_argument("paths", nargs="+", help="results.json files or folders searched for them")

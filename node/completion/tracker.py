@@ -40,7 +40,8 @@ from enum import Enum
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from node.catalog.catalog import Catalog, SeriesState
+from node.catalog.catalog import Catalog
+from node.catalog.series import SeriesState
 
 logger = logging.getLogger(__name__)
 

@@ -2,6 +2,6 @@
 
 A SEG that a reader corrected and stored back is recognised and matched (:mod:`.intake`), its
 agreement with the node's own segmentation measured (:mod:`.agreement`), and the corrected cases
-exported for site fine-tuning (:mod:`.export`).  It may import ``inputs``, ``catalog``,
-:mod:`node.settings` and ``plugins``.
+exported for site fine-tuning (:mod:`.export`; its command is :mod:`node.cli.corrections`).
+It may import ``inputs``, ``catalog``, :mod:`node.settings` and ``plugins``.
 """

@@ -1,4 +1,4 @@
-"""``cmr-node corrections export DIR``: the corrected cases, for site fine-tuning.
+"""The corrected cases, for site fine-tuning (``cmr-node corrections export DIR``).
 
 Each source series the readers corrected becomes one folder ``DIR/<n>-<analysis>/`` with the
 latest correction (``seg.dcm``, the reader's DICOM SEG as received) and its source images
@@ -10,17 +10,15 @@ agreement of each case.  Files are copied; the spool is not changed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 from node.catalog.catalog import Catalog
 
-__all__ = ["add_corrections_commands", "export_corrections"]
+__all__ = ["ExportError", "export_corrections"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,47 +80,3 @@ def export_corrections(catalog: Catalog, out_dir: Path, analysis: str | None = N
     (out_dir / "corrections.json").write_text(json.dumps(cases, indent=2) + "\n")
     logger.info("exported %d corrected cases to %s", len(cases), out_dir)
     return cases
-
-
-def _cmd_export(args: argparse.Namespace) -> int:
-    from node.settings import load_settings
-
-    settings = load_settings(Path(args.config) if args.config else None)
-    if args.data_dir:
-        settings = settings.with_overrides(data_dir=Path(args.data_dir).resolve())
-    catalog = Catalog(settings.catalog_location)
-    try:
-        cases = export_corrections(catalog, Path(args.out_dir), args.analysis)
-    except ExportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        catalog.close()
-    print(f"exported {len(cases)} corrected case(s) to {args.out_dir}"
-          " (cmr-node models finetune --images DIR --format dicom-seg)")
-    return 0
-
-
-def add_corrections_commands(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``corrections export`` on a parser's subparsers.
-
-    Parameters
-    ----------
-    subparsers
-        The object returned by ``ArgumentParser.add_subparsers()``.
-
-    Returns
-    -------
-    argparse.ArgumentParser
-        The ``corrections`` parser; its command sets ``func(args) -> int``.
-    """
-    parser = subparsers.add_parser("corrections", help="readers' corrections of node SEGs")
-    sub = parser.add_subparsers(dest="corrections_command", required=True)
-    p = sub.add_parser("export", help="write the corrected cases (DICOM SEG + sources) for"
-                                      " cmr-node models finetune")
-    p.add_argument("out_dir", metavar="DIR", help="empty or new folder")
-    p.add_argument("--analysis", help="only corrections of this analysis (e.g. lge)")
-    p.add_argument("--config", help="site configuration (TOML); default $CMR_NODE_CONFIG")
-    p.add_argument("--data-dir", dest="data_dir", help="override node.data_dir")
-    p.set_defaults(func=_cmd_export)
-    return parser

@@ -28,7 +28,7 @@ from dicomweb_client.api import DICOMwebClient
 from pydicom import Dataset, dcmread
 from requests import RequestException, Session
 
-from node.catalog.catalog import OutboxItem
+from node.catalog.outbox import OutboxItem
 from node.catalog.spool import safe_uid, write_atomic
 from node.delivery.sender import DeliveryError
 from node.settings import Destination

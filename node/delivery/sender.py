@@ -30,7 +30,8 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import _config as pynetdicom_config
 
 from node.catalog.audit import AuditLog
-from node.catalog.catalog import Catalog, OutboxItem
+from node.catalog.catalog import Catalog
+from node.catalog.outbox import OutboxItem
 from node.network.dimse import NoDelayAE, is_accepted
 from node.network.tls import client_context
 from node.settings import Destination, DestinationKind, Settings

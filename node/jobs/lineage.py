@@ -17,7 +17,8 @@ import logging
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from node.catalog.catalog import Catalog, Job
+from node.catalog.catalog import Catalog
+from node.catalog.job_queue import Job
 from node.outputs.writers import Lineage, OutputKind
 
 logger = logging.getLogger(__name__)

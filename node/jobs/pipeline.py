@@ -21,7 +21,7 @@ from pydicom.filebase import DicomBytesIO
 
 from node import __version__
 from node.analyses import descriptor
-from node.catalog.catalog import OutputFile
+from node.catalog.job_queue import OutputFile
 from node.catalog.spool import write_atomic
 from node.inputs.loader import load_series_files
 from node.outputs.writers import Lineage, OutputObject, WriterError, WriterSettings

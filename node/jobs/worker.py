@@ -35,7 +35,8 @@ from pydicom import dcmread
 
 from node.analyses import StudyFacts, assemble_options, descriptor, requeues_after
 from node.catalog.audit import withhold_values
-from node.catalog.catalog import Catalog, Job
+from node.catalog.catalog import Catalog
+from node.catalog.job_queue import Job
 from node.inputs.companions import Candidate, CompanionSpec
 from node.inputs.covariates import CovariateFolder, SuppliedCovariates, lge_results_covariates
 from node.jobs.lineage import job_lineage

@@ -48,7 +48,9 @@ from pydicom.errors import InvalidDicomError
 
 from node import __version__
 from node.catalog.audit import withhold_values, withhold_values_in_logs
-from node.catalog.catalog import Catalog, InstanceRecord, OutboxItem, SeriesState
+from node.catalog.catalog import Catalog
+from node.catalog.outbox import OutboxItem
+from node.catalog.series import InstanceRecord, SeriesState
 from node.catalog.spool import instance_path, safe_uid, write_new_or_replace
 from node.catalog.sqlitedb import SqliteDatabase
 from node.delivery.dicomweb import StowDelivery

@@ -67,7 +67,8 @@ from typing import Any
 from pydicom import Dataset
 
 from node.catalog.audit import AuditLog
-from node.catalog.catalog import Catalog, SeriesState
+from node.catalog.catalog import Catalog
+from node.catalog.series import SeriesState
 from node.network.dimse import LISTEN_BACKLOG
 from node.receive.associations import AssociationLedger
 from node.receive.listener import StorageListener

@@ -7,6 +7,7 @@ The node calls :func:`analyse` with a post-contrast T1-map series and, in
 
 from __future__ import annotations
 
+from plugins.ecv.alignment import estimate_shift
 from plugins.ecv.analysis import (
     ALGORITHM_NAME,
     COMPANION_NATIVE,
@@ -15,12 +16,11 @@ from plugins.ecv.analysis import (
     VERSION,
     EcvMaps,
     HaematocritError,
-    QCCode,
     analyse,
     derived_map_uids,
-    estimate_shift,
     parse_haematocrit,
 )
+from plugins.ecv.qc import QCCode
 
 
 def warm_up() -> None:

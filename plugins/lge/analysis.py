@@ -21,34 +21,34 @@ Scar is quantified only where the image can show it: when the remote myocardium 
 than the LV blood pool (:data:`INVERTED_NULLING_RATIO`; a far too short inversion time, or
 diffusely enhancing myocardium as in amyloidosis), every scar and MVO value is withheld with
 the reason and a FAILURE flag; the contours and LV mass are still reported.
+
+This module holds the method: segmenters, cine, the per-slice loop and the infarct call.  The
+frames analysed are :mod:`plugins.lge.stack`'s, the contrast :mod:`plugins.lge.contrast`'s,
+the scar of each slice and the stack's totals and checks :mod:`plugins.lge.measure`'s, the AHA
+segments, location and pattern :mod:`plugins.lge.regional`'s, the measurements, tables and
+provenance :mod:`plugins.lge.report`'s, the site model's combined call
+:mod:`plugins.lge.combined`'s and the flag codes :mod:`plugins.lge.qc`'s.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
-import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
 
 from plugins.api import (
     AnalysisError,
     AnalysisResult,
-    Code,
-    FloatImage,
     Label,
-    LabelImage,
     LoadedSeries,
     Measurement,
     Provenance,
     QCFlag,
     SegmentationOutput,
-    SegmentDefinition,
     Severity,
     SliceResult,
     SourceFrame,
@@ -61,36 +61,53 @@ from plugins.lge.cine import (
     resample_to_frame,
     trigger_time,
 )
+from plugins.lge.combined import combined_infarct
+from plugins.lge.contrast import MAGNITUDE_ASSUMED, detect_contrast
 from plugins.lge.infarct import InfarctAssessment, assess_infarct, infarct_finding
+from plugins.lge.measure import (
+    MYOCARDIAL_DENSITY_G_PER_ML,
+    AnalysedSlice,
+    ScarMethod,
+    SegmentationMode,
+    keep_wall_scar,
+    quantify_slices,
+    scar_totals,
+    series_qc_flags,
+    slice_spacing,
+    without_scar_values,
+)
+from plugins.lge.qc import QCCode
 from plugins.lge.quantify import (
     DEFAULT_N_SD,
-    ENHANCED_LABELS,
-    FWHM_FLOOR_SD,
     MYOCARDIAL_LABELS,
     N_SD_RANGE,
-    Layer,
     Lesion,
-    RemoteReference,
-    fwhm_scar,
-    lesions,
-    nsd_scar,
-    remote_reference,
     signal_zero,
 )
+from plugins.lge.regional import aha_block, classify, find_lesions
+from plugins.lge.report import (
+    NAME,
+    SEGMENTS,
+    build_provenance,
+    lesion_row,
+    network_rows,
+    network_text,
+    rounded,
+    segment_measurements,
+    series_measurements,
+    slice_measurements,
+    slice_row,
+)
 from plugins.lge.segmenter import LgeContrast, LgeSegmenter
+from plugins.lge.stack import stack_frames
 from plugins.lib import codes
-from plugins.lib.cardiac.aha import SEGMENT_NAMES, assign_levels, transmurality
-from plugins.lib.cardiac.regions import SliceSegments, merged_wall, slice_segment_maps
+from plugins.lib.cardiac.aha import assign_levels
+from plugins.lib.cardiac.regions import merged_wall, slice_segment_maps
 from plugins.lib.uncertainty import MAX_UNCERTAIN_AREA_RATIO, uncertain_area_ratio
 
 logger = logging.getLogger(__name__)
 
-NAME: Final = "lge"
-VERSION: Final = "0.1.0"
-ALGORITHM_NAME: Final = "cmr-node lge"
 
-MYOCARDIAL_DENSITY_G_PER_ML: Final = 1.05
-"""Density of myocardium (g/ml)."""
 PRESENCE_PERCENT: Final = 1.0
 """LGE is called present when scar is at least this per cent of LV mass."""
 SEGMENTERS: Final = ("cascade", "unet", "two-stage")
@@ -101,268 +118,10 @@ where it is sure of the stack, else the two-stage segmenter), the one-stage U-Ne
 DEFAULT_SEGMENTER: Final = "cascade"
 MAX_UNCERTAINTY: Final = 0.35
 """Segmentation uncertainty above which a slice is flagged (as for the T1 network)."""
-MAX_NULLING_RATIO: Final = 0.3
-"""Remote myocardium brighter than this fraction of the blood pool (both above zero signal)
-is poorly nulled (a wrong inversion time): magnitude thresholds then underestimate scar."""
-INVERTED_NULLING_RATIO: Final = 1.0
-"""Remote myocardium brighter than the blood pool itself: the inversion time was far from the
-myocardial null (or the whole myocardium enhances, as in cardiac amyloidosis), scar has no
-contrast against it, and scar extent is not reported (SCMR post-processing recommendations:
-quantify LGE only on images with nulled remote myocardium)."""
-LV_MASS_PLAUSIBLE_G: Final = (40.0, 400.0)
-"""LV myocardial mass outside this range is implausible for an adult LV stack."""
-MAX_METHOD_SPREAD_POINTS: Final = 10.0
-"""Network, n-SD and FWHM %scar further apart than this (percentage points) are flagged."""
-SEPTAL_SEGMENTS: Final = frozenset({2, 3, 8, 9, 14})
-"""AHA segments of the interventricular septum."""
-SIDE_FRACTION: Final = 0.1
-"""Less than this fraction of scar on one side (septal / non-septal) counts as none there."""
-MULTIPLE_LAYER_FRACTION: Final = 0.2
-"""Pattern "multiple": at least two wall layers each hold this fraction of the scar area."""
-FOCAL_SEGMENT_FRACTION: Final = 0.9
-"""Pattern "focal": at least this fraction of the scar lies in one AHA segment."""
-MIN_SEPTAL_MIDWALL_MM2: Final = 10.0
-"""Septal mid-wall LGE is present when such lesions cover at least this area."""
-PARALLEL_COSINE: Final = 0.99
-"""Frames whose normals' cosine is at least this belong to one stack."""
-DEFAULT_SLICE_SPACING_MM: Final = 10.0
-"""Slab of a single slice without SliceThickness (typical LGE spacing)."""
-
-
-class QCCode:
-    """Stable QC codes of the LGE analysis."""
-
-    SLICE_NOT_SEGMENTED = "slice_not_segmented"
-    SEGMENTATION_UNCERTAIN = "segmentation_uncertain"
-    PIXEL_UNCERTAINTY_HIGH = "pixel_uncertainty_high"
-    SCAR_OUTSIDE_MYOCARDIUM = "scar_outside_myocardium"
-    LV_MASS_IMPLAUSIBLE = "lv_mass_implausible"
-    POOR_NULLING = "poor_myocardial_nulling"
-    INVERTED_NULLING = "myocardium_brighter_than_blood"
-    METHODS_DISAGREE = "scar_methods_disagree"
-    REMOTE_BORROWED = "remote_reference_borrowed"
-    REMOTE_NOT_FOUND = "remote_reference_not_found"
-    SINGLE_SLICE = "single_slice_volume"
-    NO_SLICE_ANALYSED = "no_slice_analysed"
-    MODEL_UNAVAILABLE = "trained_model_unavailable"
-    NOT_PARALLEL_STACK = "not_parallel_stack"
-    CONTRAST_ASSUMED = "contrast_assumed"
-    BOTH_RECONSTRUCTIONS = "both_reconstructions_in_series"
-    REPEATED_POSITION = "repeated_slice_position"
-    CINE_FUSION = "cine_fusion"
-    CINE_NOT_USED = "cine_not_used"
-    FUSION_UNAVAILABLE = "fusion_model_unavailable"
-    INFARCT_MODEL_UNUSABLE = "infarct_model_unusable"
-
-
-class SegmentationMode(enum.StrEnum):
-    """Which inputs segmented a slice (``extra["slices"][i]["mode"]``)."""
-
-    LGE = "lge"
-    """The LGE image alone (LGE-only network)."""
-    LGE_CINE = "lge+cine"
-    """The LGE image and the matched cine image (two-channel network)."""
 
 
 COMPANION_CINE: Final = "cine"
 """Role of the study's short-axis cine series in ``options["companions"]``."""
-
-
-class Location(enum.StrEnum):
-    """Where LGE lies, as readers classify it."""
-
-    ABSENT = "absent"
-    SEPTAL = "septal only"
-    NON_SEPTAL = "non-septal only"
-    BOTH = "septal and non-septal"
-    RV_INSERTION = "RV insertion point only"
-    UNKNOWN = "unknown (no RV insertion points)"
-
-
-class Pattern(enum.StrEnum):
-    """The LGE pattern of the heart."""
-
-    NONE = "none"
-    SUBENDOCARDIAL = "subendocardial"
-    MID_WALL = "mid-wall"
-    SUBEPICARDIAL = "subepicardial"
-    TRANSMURAL = "transmural"
-    FOCAL = "focal"
-    MULTIPLE = "multiple"
-
-
-class ScarMethod(enum.StrEnum):
-    """How scar was delineated."""
-
-    NETWORK = "network"
-    NSD = "n-SD"
-    FWHM = "FWHM"
-
-
-SEGMENTS: Final[tuple[SegmentDefinition, ...]] = (
-    codes.SEGMENT_LGE_MYOCARDIUM,
-    codes.SEGMENT_SCAR,
-    codes.SEGMENT_MVO,
-    codes.SEGMENT_LV_BLOOD_POOL,
-    codes.SEGMENT_RV_BLOOD_POOL,
-)
-
-_PSIR_TOKENS: Final = frozenset({"PSIR", "R_IR", "REAL", "PHASE_SENSITIVE", "PSMDE"})
-_MAGNITUDE_TOKENS: Final = frozenset({"M", "MAG", "MAGNITUDE", "M_IR", "M_SE"})
-_PSIR_NAME: Final = re.compile(r"psir|psmde|phase[ _-]?sens", re.IGNORECASE)
-_MAGNITUDE_NAME: Final = re.compile(r"(?<![a-z])mag", re.IGNORECASE)
-
-
-MAGNITUDE_ASSUMED: Final = (
-    "no PSIR or magnitude marker in ImageType or names and no negative pixel: magnitude assumed"
-)
-
-
-def contrast_from_names(
-    image_type: Sequence[str] | None, names: Sequence[str]
-) -> tuple[LgeContrast | None, str]:
-    """PSIR or magnitude from ImageType values and series names, or ``None`` if they don't say.
-
-    Parameters
-    ----------
-    image_type
-        ImageType values.
-    names
-        SeriesDescription, ProtocolName and similar texts.
-
-    Returns
-    -------
-    tuple
-        The contrast (``None`` when undecided) and the evidence, for the record.
-    """
-    tokens = {str(t).upper() for t in (image_type or ())}
-    if tokens & _PSIR_TOKENS:
-        return LgeContrast.PSIR, f"ImageType {'/'.join(sorted(tokens & _PSIR_TOKENS))}"
-    description = " ".join(str(n) for n in names if n)
-    if _PSIR_NAME.search(description) and not _MAGNITUDE_NAME.search(description):
-        return LgeContrast.PSIR, f"series name {description.strip()!r}"
-    if tokens & _MAGNITUDE_TOKENS or _MAGNITUDE_NAME.search(description):
-        return LgeContrast.MAGNITUDE, "ImageType or series name marks magnitude"
-    return None, "no PSIR or magnitude marker in ImageType or names"
-
-
-def detect_contrast(series: LoadedSeries) -> tuple[LgeContrast, str]:
-    """PSIR or magnitude from ImageType, names and pixel signs, with the evidence used."""
-    image_type = series.header.get("ImageType") or (
-        series.frames[0].attributes.get("ImageType") if series.frames else None
-    )
-    names = [str(series.header.get(k) or "") for k in ("SeriesDescription", "ProtocolName")]
-    contrast, evidence = contrast_from_names(image_type, names)
-    if contrast is LgeContrast.PSIR:
-        return contrast, evidence
-    if any(float(np.nanmin(f.pixels)) < 0.0 for f in series.frames):
-        return LgeContrast.PSIR, "negative pixel values (signed real reconstruction)"
-    if contrast is None:
-        return LgeContrast.MAGNITUDE, MAGNITUDE_ASSUMED
-    return contrast, evidence
-
-
-@dataclass
-class _Slice:
-    index: int
-    frame: SourceFrame
-    labels: LabelImage
-    uncertainty: float | None
-    details: Mapping[str, Any]
-    zero: float
-    remote: RemoteReference | None = None
-    scar: dict[ScarMethod, npt.NDArray[np.bool_]] | None = None
-    mvo: dict[ScarMethod, npt.NDArray[np.bool_]] | None = None
-    fwhm_threshold: float | None = None
-    level: str = "unknown"
-    mode: SegmentationMode = SegmentationMode.LGE
-    cine: Mapping[str, Any] | None = None
-    probabilities: Mapping[Label, FloatImage] = field(default_factory=dict)
-
-    @property
-    def pixel_area(self) -> float:
-        return float(self.frame.pixel_spacing[0] * self.frame.pixel_spacing[1])
-
-    @property
-    def myocardium(self) -> npt.NDArray[np.bool_]:
-        return np.isin(self.labels, MYOCARDIAL_LABELS)
-
-    @property
-    def lv_blood(self) -> npt.NDArray[np.bool_]:
-        return np.asarray(self.labels == Label.LV_BLOOD_POOL)
-
-    def area(self, mask: npt.NDArray[np.bool_]) -> float:
-        return float(mask.sum()) * self.pixel_area
-
-
-SAME_POSITION_MM: Final = 0.5
-"""Frames closer than this along the stack normal are the same slice position."""
-
-
-def stack_frames(series: LoadedSeries, prefer: LgeContrast) -> tuple[list[int], list[QCFlag]]:
-    """The frames to analyse: one per position of the short-axis stack, base order by location.
-
-    Frames of another orientation (long-axis views stored in the series) are left out; when a
-    series holds both reconstructions (Philips stores PSIR and magnitude together) only the
-    preferred one is kept; of repeated images at one position the last acquired is kept.
-    """
-    flags: list[QCFlag] = []
-    normals = [f.normal for f in series.frames]
-    groups: list[list[int]] = []
-    for index, normal in enumerate(normals):
-        for group in groups:
-            if abs(float(np.dot(normals[group[0]], normal))) >= PARALLEL_COSINE:
-                group.append(index)
-                break
-        else:
-            groups.append([index])
-    stack = max(groups, key=len)
-    if len(stack) < len(series.frames):
-        flags.append(QCFlag(
-            QCCode.NOT_PARALLEL_STACK, Severity.INFO,
-            f"{len(series.frames) - len(stack)} frame(s) are not parallel to the short-axis "
-            "stack (long-axis views) and were not analysed.",
-        ))
-    kinds = {
-        i: contrast_from_names(series.frames[i].attributes.get("ImageType"), [])[0]
-        for i in stack
-    }
-    if {LgeContrast.PSIR, LgeContrast.MAGNITUDE} <= set(kinds.values()):
-        kept = [i for i in stack if kinds[i] in (prefer, None)]
-        flags.append(QCFlag(
-            QCCode.BOTH_RECONSTRUCTIONS, Severity.INFO,
-            f"The series holds PSIR and magnitude images; the {prefer.name} images were "
-            f"analysed ({len(stack) - len(kept)} other frame(s) left out).",
-        ))
-        stack = kept
-    by_position: dict[int, list[int]] = {}
-    for i in stack:
-        key = round(series.frames[i].slice_location / SAME_POSITION_MM)
-        by_position.setdefault(key, []).append(i)
-    chosen = []
-    repeated = 0
-    for indices in by_position.values():
-        latest = max(indices, key=lambda i: (
-            _number(series.frames[i].attributes.get("InstanceNumber")),
-            series.frames[i].frame_number or 0,
-        ))
-        chosen.append(latest)
-        repeated += len(indices) - 1
-    if repeated:
-        flags.append(QCFlag(
-            QCCode.REPEATED_POSITION, Severity.INFO,
-            f"{repeated} image(s) repeat a slice position; the last acquired of each position "
-            "was analysed.",
-        ))
-    chosen.sort(key=lambda i: series.frames[i].slice_location)
-    return chosen, flags
-
-
-def _number(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return 0.0
 
 
 def _segmenter(options: Mapping[str, Any]) -> tuple[LgeSegmenter, QCFlag | None]:
@@ -425,31 +184,6 @@ def _n_sd(options: Mapping[str, Any]) -> float:
     if not low <= value <= high:
         raise AnalysisError(f"n_sd = {value:g} is outside the accepted range {low:g}-{high:g}")
     return value
-
-
-def _keep_wall_scar(labels: LabelImage) -> tuple[LabelImage, int]:
-    """Labels with enhancement outside the main LV wall removed; and how many pixels were."""
-    wall = np.isin(labels, MYOCARDIAL_LABELS)
-    components, count = ndimage.label(wall)
-    if count <= 1:
-        return labels, 0
-    sizes = ndimage.sum(wall, components, range(1, count + 1))
-    main = components == (int(np.argmax(sizes)) + 1)
-    outside = np.isin(labels, ENHANCED_LABELS) & ~main
-    cleaned = labels.copy()
-    cleaned[outside] = Label.BACKGROUND
-    return cleaned, int(outside.sum())
-
-
-def _slice_spacing(slices: Sequence[_Slice]) -> tuple[float, str]:
-    locations = sorted({round(s.frame.slice_location, 1) for s in slices})
-    if len(locations) >= 2:
-        gaps = np.diff(locations)
-        return float(np.median(gaps)), "median distance between slice centres"
-    thickness = slices[0].frame.slice_thickness if slices else None
-    if thickness:
-        return float(thickness), "SliceThickness of the single slice"
-    return DEFAULT_SLICE_SPACING_MM, "assumed (single slice without SliceThickness)"
 
 
 def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
@@ -521,7 +255,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         contrast, evidence = LgeContrast(str(options["contrast"]).lower()), "option"
     else:
         contrast, evidence = detect_contrast(series)
-    provenance = _provenance(segmenter, n_sd)
+    provenance = build_provenance(segmenter, n_sd)
     if evidence == MAGNITUDE_ASSUMED:
         flags.append(QCFlag(
             QCCode.CONTRAST_ASSUMED, Severity.INFO,
@@ -541,7 +275,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     # stack the cascade gave to the two-stage network, its slices count only where it is sure.
     fused_must_be_sure = (chosen_because is not None
                           and segmenter is getattr(cascade, "fallback", None))
-    analysed: list[_Slice] = []
+    analysed: list[AnalysedSlice] = []
     for index in stack:
         frame = series.frames[index]
         image = np.asarray(frame.pixels, dtype=np.float32)
@@ -556,7 +290,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
                 frame_index=index,
             ))
             continue
-        labels, outside = _keep_wall_scar(labels)
+        labels, outside = keep_wall_scar(labels)
         if outside:
             flags.append(QCFlag(
                 QCCode.SCAR_OUTSIDE_MYOCARDIUM, Severity.WARNING,
@@ -579,19 +313,20 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
                 "contours where the summary image shades them.",
                 frame_index=index,
             ))
-        analysed.append(_Slice(index, frame, labels, output.uncertainty, dict(output.details),
-                               signal_zero(image, contrast), mode=mode, cine=cine_row,
-                               probabilities=output.probabilities))
+        analysed.append(AnalysedSlice(index, frame, labels, output.uncertainty,
+                                      dict(output.details), signal_zero(image, contrast),
+                                      mode=mode, cine=cine_row,
+                                      probabilities=output.probabilities))
     used = [s for s in analysed if s.mode is SegmentationMode.LGE_CINE]
     flags.extend(_cine_flags(cine, analysed, len(stack)))
-    provenance = _provenance(segmenter, n_sd, cine.segmenter if used else None,
+    provenance = build_provenance(segmenter, n_sd, cine.segmenter if used else None,
                              (len(used), len(analysed) - len(used)),
                              None if chosen_because is None
-                             else f"{_network_text(cascade)}: {chosen_because}")
+                             else f"{network_text(cascade)}: {chosen_because}")
     if not analysed:
         return _empty_result(series, flags, provenance, "no slice could be segmented", contrast)
 
-    _quantify_slices(analysed, n_sd, flags)
+    quantify_slices(analysed, n_sd, flags)
     levels = assign_levels(
         [s.frame.slice_location for s in analysed],
         [s.area(s.lv_blood) for s in analysed],
@@ -603,19 +338,20 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     )
     flags.extend(regional_flags)
 
-    spacing_mm, spacing_source = _slice_spacing(analysed)
+    spacing_mm, spacing_source = slice_spacing(analysed)
     if len({round(s.frame.slice_location, 1) for s in analysed}) < 2:
         flags.append(QCFlag(
             QCCode.SINGLE_SLICE, Severity.WARNING,
             f"Only one slice position: volumes and masses use a {spacing_mm:g} mm slab "
             f"({spacing_source}) and do not describe the whole LV.",
         ))
-    totals = _totals(analysed, spacing_mm)
-    flags.extend(_series_flags(analysed, totals))
+    totals = scar_totals(analysed, spacing_mm)
+    flags.extend(series_qc_flags(analysed, totals))
     by_frame = {s.index: s for s in analysed}
-    aha = _aha_block(divided, by_frame)
-    found = _lesions(analysed, divided)
-    classification = _classify(found, totals[ScarMethod.NETWORK]["percent"])
+    aha = aha_block(divided, by_frame)
+    found = find_lesions(analysed, divided)
+    classification = classify(found, totals[ScarMethod.NETWORK]["percent"],
+                              PRESENCE_PERCENT)
     withheld = next((f.message for f in flags if f.code == QCCode.INVERTED_NULLING), None)
     if withheld is not None:
         classification = {"present": None, "not_assessed_reason": withheld}
@@ -624,19 +360,19 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         SliceResult(
             frame_index=s.index,
             labels=s.labels,
-            measurements=_withheld(_slice_measurements(s), withheld),
+            measurements=without_scar_values(slice_measurements(s), withheld),
             level=s.level,
             analysed_region=s.remote.mask if s.remote is not None else None,
             probabilities=s.probabilities,
         )
         for s in analysed
     )
-    measurements = _withheld((*_series_measurements(totals), *_segment_measurements(aha)),
+    measurements = without_scar_values((*series_measurements(totals), *segment_measurements(aha)),
                              withheld)
     extra: dict[str, Any] = {
         "display_name": "LGE scar",
         "shaded_region": f"remote myocardium (reference of the {n_sd:g}-SD threshold)",
-        "slices": [_slice_row(s, spacing_mm) for s in analysed],
+        "slices": [slice_row(s, spacing_mm) for s in analysed],
         "lge": {
             "contrast": str(contrast),
             "contrast_evidence": evidence,
@@ -644,18 +380,18 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             "slice_spacing_mm": round(spacing_mm, 2),
             "slice_spacing_source": spacing_source,
             "myocardial_density_g_per_ml": MYOCARDIAL_DENSITY_G_PER_ML,
-            "methods": {str(m): _rounded(v) for m, v in totals.items()},
+            "methods": {str(m): rounded(v) for m, v in totals.items()},
             "presence_percent": PRESENCE_PERCENT,
             **classification,
-            "lesions": [_lesion_row(lesion) for lesion in found],
+            "lesions": [lesion_row(lesion) for lesion in found],
             "cine": _cine_summary(cine, analysed),
-            "networks": _networks(segmenter, cine.segmenter, analysed),
+            "networks": network_rows(segmenter, cine.segmenter, analysed),
         },
     }
     if aha is not None:
         extra["aha"] = aha
     infarct = _infarct(found, totals, spacing_mm, aha, flags, withheld, len(analysed))
-    combined = _combined_infarct(options, totals, analysed, spacing_mm, withheld, flags)
+    combined = combined_infarct(options, totals, analysed, spacing_mm, withheld, flags)
     extra["infarct"] = {**infarct.as_json(), "combined": combined}
     return AnalysisResult(
         analysis=NAME,
@@ -675,64 +411,6 @@ _SCAR_QC: Final = frozenset({
     QCCode.POOR_NULLING, QCCode.METHODS_DISAGREE, QCCode.REMOTE_NOT_FOUND,
 })
 """QC codes that lower the confidence of the infarct call."""
-
-
-def _combined_infarct(options: Mapping[str, Any],
-                      totals: Mapping[ScarMethod, Mapping[str, float]],
-                      analysed: Sequence[_Slice], spacing_mm: float, withheld: str | None,
-                      flags: list[QCFlag]) -> dict[str, Any]:
-    """The site model's probability of infarction from the clinical variables and the image
-    features (``options["infarct_model"]``, ``options["clinical"]``), or why there is none."""
-    from plugins.lge.clinical import ClinicalVariables
-    from plugins.lge.infarct_model import (
-        CLINICAL_FEATURES,
-        NO_MODEL_MESSAGE,
-        InfarctModel,
-        InfarctModelError,
-        combined_probability,
-        load_infarct_model,
-    )
-
-    configured = options.get("infarct_model")
-    if not configured:
-        return {"available": False, "configured": False, "reason": NO_MODEL_MESSAGE}
-    if options.get("clinical_error"):
-        return {"available": False, "configured": True,
-                "reason": f"The study's clinical variables were refused "
-                          f"({options['clinical_error']}): the infarct call is from the images "
-                          "alone."}
-    clinical = options.get("clinical")
-    if isinstance(clinical, ClinicalVariables):
-        clinical = clinical.features()
-    if not isinstance(clinical, Mapping) or not clinical:
-        return {"available": False, "configured": True,
-                "reason": "No clinical variables supplied for the study: the infarct call is "
-                          "from the images alone."}
-    if withheld is not None:
-        return {"available": False, "configured": True,
-                "reason": f"Image features withheld: {withheld}"}
-    net = totals[ScarMethod.NETWORK]
-    values = {
-        "scar_percent": net["percent"],
-        "enhanced_volume_ml": net["scar_volume_ml"],
-        "myocardium_volume_ml": net["myocardium_volume_ml"],
-        "lv_volume_ml": sum(s.area(s.lv_blood) for s in analysed) * spacing_mm / 1000.0,
-    }
-    try:
-        unknown = sorted(str(k) for k in clinical if str(k) not in CLINICAL_FEATURES)
-        if unknown:
-            raise InfarctModelError(f"unknown clinical variable(s) {', '.join(unknown)}; "
-                                    f"known: {', '.join(CLINICAL_FEATURES)}")
-        values |= {str(k): float(v) for k, v in clinical.items()}
-        model = configured if isinstance(configured, InfarctModel) \
-            else load_infarct_model(str(configured))
-        result = combined_probability(model, values)
-    except (InfarctModelError, TypeError, ValueError) as exc:
-        flags.append(QCFlag(QCCode.INFARCT_MODEL_UNUSABLE, Severity.WARNING,
-                            f"The site infarct model could not be applied: {exc}"))
-        return {"available": False, "configured": True, "reason": str(exc)}
-    return {**result.as_json(), "configured": True,
-            "clinical_source": options.get("clinical_source")}
 
 
 def _infarct(found: Sequence[Lesion], totals: Mapping[ScarMethod, Mapping[str, float]],
@@ -756,382 +434,6 @@ def _infarct(found: Sequence[Lesion], totals: Mapping[ScarMethod, Mapping[str, f
         scar_warnings=sorted({f.code for f in flags if f.code in _SCAR_QC
                               and f.severity is not Severity.INFO}),
     )
-
-
-def _quantify_slices(analysed: Sequence[_Slice], n_sd: float, flags: list[QCFlag]) -> None:
-    for item in analysed:
-        item.remote = remote_reference(
-            np.asarray(item.frame.pixels, dtype=np.float32), item.labels, item.frame.pixel_spacing
-        )
-    pooled = [s.remote for s in analysed if s.remote is not None]
-    for item in analysed:
-        image = np.asarray(item.frame.pixels, dtype=np.float32)
-        spacing = item.frame.pixel_spacing
-        myo, blood = item.myocardium, item.lv_blood
-        network = np.isin(item.labels, ENHANCED_LABELS)
-        network_mvo = np.asarray(item.labels == Label.MVO)
-        remote = item.remote
-        if remote is None and pooled:
-            remote = min(pooled, key=lambda r: abs(r.mean - float(np.median(image[myo]))))
-            flags.append(QCFlag(
-                QCCode.REMOTE_BORROWED, Severity.INFO,
-                "Too little unenhanced myocardium on this slice for a remote reference; the "
-                "closest reference of another slice was used for n-SD.",
-                frame_index=item.index,
-            ))
-        if remote is None:
-            flags.append(QCFlag(
-                QCCode.REMOTE_NOT_FOUND, Severity.WARNING,
-                "No remote myocardium on any slice: the n-SD method could not be applied here.",
-                frame_index=item.index,
-            ))
-            nsd = np.zeros_like(myo)
-            nsd_mvo = np.zeros_like(myo)
-        else:
-            nsd, nsd_mvo = nsd_scar(image, myo, blood, remote, n_sd, spacing)
-        fwhm, fwhm_mvo, threshold = fwhm_scar(
-            image, myo, blood, network | nsd, item.zero, spacing,
-            floor=None if remote is None else remote.mean + FWHM_FLOOR_SD * remote.sd,
-        )
-        # MVO is not enhanced, so no threshold sees it; readers add it to the scar by hand.
-        nsd_mvo, fwhm_mvo = nsd_mvo | (network_mvo & ~nsd), fwhm_mvo | (network_mvo & ~fwhm)
-        nsd, fwhm = nsd | nsd_mvo, fwhm | fwhm_mvo
-        item.scar = {ScarMethod.NETWORK: network | network_mvo, ScarMethod.NSD: nsd,
-                     ScarMethod.FWHM: fwhm}
-        item.mvo = {ScarMethod.NETWORK: network_mvo, ScarMethod.NSD: nsd_mvo,
-                    ScarMethod.FWHM: fwhm_mvo}
-        item.fwhm_threshold = threshold
-
-
-def _totals(analysed: Sequence[_Slice], spacing_mm: float) -> dict[ScarMethod, dict[str, float]]:
-    myo_ml = sum(s.area(s.myocardium) for s in analysed) * spacing_mm / 1000.0
-    totals: dict[ScarMethod, dict[str, float]] = {}
-    for method in ScarMethod:
-        scar_ml = sum(s.area(s.scar[method]) for s in analysed if s.scar) * spacing_mm / 1000.0
-        mvo_ml = sum(s.area(s.mvo[method]) for s in analysed if s.mvo) * spacing_mm / 1000.0
-        totals[method] = {
-            "myocardium_volume_ml": myo_ml,
-            "myocardium_mass_g": myo_ml * MYOCARDIAL_DENSITY_G_PER_ML,
-            "scar_volume_ml": scar_ml,
-            "scar_mass_g": scar_ml * MYOCARDIAL_DENSITY_G_PER_ML,
-            "percent": 100.0 * scar_ml / myo_ml if myo_ml > 0 else 0.0,
-            "mvo_mass_g": mvo_ml * MYOCARDIAL_DENSITY_G_PER_ML,
-            "mvo_percent": 100.0 * mvo_ml / myo_ml if myo_ml > 0 else 0.0,
-        }
-    return totals
-
-
-def _nulling_ratio(analysed: Sequence[_Slice]) -> float | None:
-    """Median over slices of remote-myocardium over LV blood-pool signal (above zero signal)."""
-    ratios = []
-    for s in analysed:
-        blood = s.lv_blood
-        if s.remote is None or not blood.any():
-            continue
-        blood_signal = float(np.median(s.frame.pixels[blood])) - s.zero
-        if blood_signal > 0:
-            ratios.append((s.remote.mean - s.zero) / blood_signal)
-    return float(np.median(ratios)) if ratios else None
-
-
-def _withheld(measurements: Sequence[Measurement], reason: str | None
-              ) -> tuple[Measurement, ...]:
-    """``measurements`` with every scar and MVO value removed and ``reason`` given instead."""
-    if reason is None:
-        return tuple(measurements)
-    return tuple(
-        replace(m, value=None, reason=reason)
-        if m.region in (Label.SCAR, Label.MVO) else m
-        for m in measurements)
-
-
-def _series_flags(analysed: Sequence[_Slice],
-                  totals: Mapping[ScarMethod, Mapping[str, float]]) -> list[QCFlag]:
-    flags: list[QCFlag] = []
-    mass = totals[ScarMethod.NETWORK]["myocardium_mass_g"]
-    low, high = LV_MASS_PLAUSIBLE_G
-    if len(analysed) >= 3 and not low <= mass <= high:
-        flags.append(QCFlag(
-            QCCode.LV_MASS_IMPLAUSIBLE, Severity.WARNING,
-            f"LV myocardial mass {mass:.0f} g is outside {low:.0f}-{high:.0f} g: check coverage "
-            "and contours.",
-        ))
-    ratio = _nulling_ratio(analysed)
-    if ratio is not None and ratio > INVERTED_NULLING_RATIO:
-        flags.append(QCFlag(
-            QCCode.INVERTED_NULLING, Severity.FAILURE,
-            f"Remote myocardium is {100 * ratio:.0f} % of the blood-pool signal, brighter than "
-            "the blood: the inversion time was far from the myocardial null, or the whole "
-            "myocardium enhances (e.g. cardiac amyloidosis). Scar has no contrast against "
-            "such myocardium, so scar extent is not reported.",
-        ))
-    elif ratio is not None and ratio > MAX_NULLING_RATIO:
-        flags.append(QCFlag(
-            QCCode.POOR_NULLING, Severity.WARNING,
-            f"Remote myocardium is {100 * ratio:.0f} % of the blood-pool "
-            f"signal (nulled myocardium: < {100 * MAX_NULLING_RATIO:.0f} %): the inversion time "
-            "was probably wrong; threshold methods may underestimate scar.",
-        ))
-    percents = [totals[m]["percent"] for m in ScarMethod]
-    if max(percents) - min(percents) > MAX_METHOD_SPREAD_POINTS:
-        text = ", ".join(f"{m} {totals[m]['percent']:.1f} %" for m in ScarMethod)
-        flags.append(QCFlag(
-            QCCode.METHODS_DISAGREE, Severity.WARNING,
-            f"Scar extent differs between methods by more than {MAX_METHOD_SPREAD_POINTS:g} "
-            f"points ({text}): review the scar contours.",
-        ))
-    return flags
-
-
-def _aha_block(divided: Sequence[SliceSegments],
-               by_frame: Mapping[int, _Slice]) -> dict[str, Any] | None:
-    if not divided:
-        return None
-    myo_area: dict[int, float] = {}
-    scar_area: dict[int, float] = {}
-    max_transmural: dict[int, float] = {}
-    for item in divided:
-        sl = by_frame[item.frame_index]
-        assert sl.scar is not None
-        scar = sl.scar[ScarMethod.NETWORK]
-        extent = transmurality(scar, item.segments, centre=item.insertion.centre,
-                               pixel_spacing=sl.frame.pixel_spacing)
-        for number in (int(n) for n in np.unique(item.segments) if n > 0):
-            in_segment = item.segments == number
-            myo_area[number] = myo_area.get(number, 0.0) + sl.area(in_segment)
-            scar_area[number] = scar_area.get(number, 0.0) + sl.area(in_segment & scar)
-            fraction = extent[number].max_fraction if number in extent else None
-            if fraction is not None:
-                max_transmural[number] = max(max_transmural.get(number, 0.0), fraction)
-    segments: dict[str, Any] = {}
-    for number in sorted(myo_area):
-        percent = 100.0 * scar_area[number] / myo_area[number] if myo_area[number] else 0.0
-        transmural = max_transmural.get(number)
-        segments[str(number)] = {
-            "name": SEGMENT_NAMES[number],
-            "myocardium_area_mm2": round(myo_area[number], 1),
-            "scar_percent": round(percent, 1),
-            "max_transmurality_percent": None if transmural is None
-            else round(100.0 * transmural, 1),
-            "mean": round(percent, 1),
-        }
-    return {
-        "model": "AHA 16-segment (Cerqueira et al., Circulation 2002;105:539-542)",
-        "quantity": "Scar",
-        "unit": "%",
-        "region": "network scar (MVO included) as per cent of the segment's myocardium",
-        "segments": segments,
-        "display_range": (0.0, 100.0),
-        "insertion_points": {str(i.frame_index): i.insertion.as_dict() for i in divided},
-    }
-
-
-def _lesions(analysed: Sequence[_Slice], divided: Sequence[SliceSegments]) -> list[Lesion]:
-    maps = {item.frame_index: item for item in divided}
-    found: list[Lesion] = []
-    for s in analysed:
-        assert s.scar is not None
-        item = maps.get(s.index)
-        found.extend(lesions(
-            s.index,
-            s.scar[ScarMethod.NETWORK],
-            s.myocardium,
-            s.lv_blood,
-            s.frame.pixel_spacing,
-            segments=item.segments if item is not None else None,
-            insertion=item.insertion if item is not None else None,
-        ))
-    return found
-
-
-def _classify(found: Sequence[Lesion], percent: float) -> dict[str, Any]:
-    """Location, pattern and septal mid-wall LGE from the lesions."""
-    if percent < PRESENCE_PERCENT or not found:
-        return {"present": False, "location": str(Location.ABSENT),
-                "pattern": str(Pattern.NONE), "septal_midwall": False}
-    total = sum(lesion.area_mm2 for lesion in found)
-    if all(lesion.at_insertion for lesion in found):
-        location = Location.RV_INSERTION
-    else:
-        sided = [lesion for lesion in found if lesion.septal_fraction is not None]
-        septal = sum(lesion.area_mm2 * (lesion.septal_fraction or 0.0) for lesion in sided)
-        counted = sum(lesion.area_mm2 for lesion in sided)
-        other = counted - septal
-        if counted == 0:
-            location = Location.UNKNOWN
-        elif septal < SIDE_FRACTION * counted:
-            location = Location.NON_SEPTAL
-        elif other < SIDE_FRACTION * counted:
-            location = Location.SEPTAL
-        else:
-            location = Location.BOTH
-    by_layer: dict[Layer, float] = {}
-    for lesion in found:
-        by_layer[lesion.layer] = by_layer.get(lesion.layer, 0.0) + lesion.area_mm2
-    major = [layer for layer, area in by_layer.items() if area >= MULTIPLE_LAYER_FRACTION * total]
-    per_segment: dict[int, int] = {}
-    for lesion in found:
-        for n, c in lesion.segments.items():
-            per_segment[n] = per_segment.get(n, 0) + c
-    segment_pixels = sum(per_segment.values())
-    if len(major) >= 2:
-        pattern = Pattern.MULTIPLE
-    elif segment_pixels and max(per_segment.values()) >= FOCAL_SEGMENT_FRACTION * segment_pixels:
-        pattern = Pattern.FOCAL
-    else:
-        pattern = Pattern(str(max(by_layer, key=lambda layer: by_layer[layer])))
-    septal_midwall_area = sum(
-        lesion.area_mm2 for lesion in found
-        if lesion.layer is Layer.MID_WALL and (lesion.septal_fraction or 0.0) >= 0.5
-    )
-    return {
-        "present": True,
-        "location": str(location),
-        "pattern": str(pattern),
-        "layers_mm2": {str(k): round(v, 1) for k, v in by_layer.items()},
-        "septal_midwall": septal_midwall_area >= MIN_SEPTAL_MIDWALL_MM2,
-        "septal_midwall_area_mm2": round(septal_midwall_area, 1),
-    }
-
-
-def _measurement(key: str, name: Code, value: float | None, unit: Code, region: Label,
-                 site: Code | None = None, digits: int = 1) -> Measurement:
-    return Measurement(key=key, name=name, value=None if value is None else round(value, digits),
-                       unit=unit, region=region, site=site)
-
-
-def _series_measurements(totals: Mapping[ScarMethod, Mapping[str, float]]) -> list[Measurement]:
-    net = totals[ScarMethod.NETWORK]
-    return [
-        _measurement("lv_myocardium_volume_ml", codes.VOLUME, net["myocardium_volume_ml"],
-                     codes.UCUM_MILLILITER, Label.MYOCARDIUM),
-        _measurement("lv_myocardium_mass_g", codes.MASS, net["myocardium_mass_g"],
-                     codes.UCUM_GRAM, Label.MYOCARDIUM),
-        _measurement("scar_volume_ml", codes.VOLUME, net["scar_volume_ml"],
-                     codes.UCUM_MILLILITER, Label.SCAR, digits=2),
-        _measurement("scar_mass_g", codes.MASS, net["scar_mass_g"], codes.UCUM_GRAM, Label.SCAR,
-                     digits=2),
-        _measurement("scar_percent_lv_mass", codes.SCAR_EXTENT, net["percent"],
-                     codes.UCUM_PERCENT, Label.SCAR),
-        _measurement("scar_percent_lv_mass_nsd", codes.SCAR_EXTENT_NSD,
-                     totals[ScarMethod.NSD]["percent"], codes.UCUM_PERCENT, Label.SCAR),
-        _measurement("scar_percent_lv_mass_fwhm", codes.SCAR_EXTENT_FWHM,
-                     totals[ScarMethod.FWHM]["percent"], codes.UCUM_PERCENT, Label.SCAR),
-        _measurement("mvo_mass_g", codes.MASS, net["mvo_mass_g"], codes.UCUM_GRAM, Label.MVO,
-                     digits=2),
-        _measurement("mvo_percent_lv_mass", codes.MVO_EXTENT, net["mvo_percent"],
-                     codes.UCUM_PERCENT, Label.MVO),
-    ]
-
-
-def _segment_measurements(aha: Mapping[str, Any] | None) -> list[Measurement]:
-    if aha is None:
-        return []
-    found: list[Measurement] = []
-    for number, item in aha["segments"].items():
-        site = codes.AHA_SEGMENT_SITES[int(number)]
-        found.append(_measurement(f"segment_{number}_scar_percent", codes.AREA_FRACTION,
-                                  item["scar_percent"], codes.UCUM_PERCENT, Label.SCAR, site))
-        found.append(_measurement(
-            f"segment_{number}_max_transmurality_percent", codes.MAX_TRANSMURALITY,
-            item["max_transmurality_percent"], codes.UCUM_PERCENT, Label.SCAR, site))
-    return found
-
-
-def _slice_measurements(s: _Slice) -> tuple[Measurement, ...]:
-    assert s.scar is not None
-    myo = s.area(s.myocardium)
-    scar = s.area(s.scar[ScarMethod.NETWORK])
-    wall = _measurement("myocardium_area_mm2", codes.AREA, myo, codes.UCUM_SQUARE_MILLIMETER,
-                        Label.MYOCARDIUM)
-    if scar == 0.0:  # nothing to outline; results.json still lists the zero
-        return (wall,)
-    return (
-        wall,
-        _measurement("scar_area_mm2", codes.AREA, scar, codes.UCUM_SQUARE_MILLIMETER,
-                     Label.SCAR),
-        _measurement("scar_percent_of_slice", codes.AREA_FRACTION,
-                     100.0 * scar / myo if myo else None, codes.UCUM_PERCENT, Label.SCAR),
-    )
-
-
-def _slice_row(s: _Slice, spacing_mm: float) -> dict[str, Any]:
-    assert s.scar is not None and s.mvo is not None
-    return {
-        "frame_index": s.index,
-        "sop_instance_uid": s.frame.sop_instance_uid,
-        "frame_number": s.frame.frame_number,
-        "slice_location_mm": round(s.frame.slice_location, 2),
-        "level": s.level,
-        "mode": str(s.mode),
-        "cine": dict(s.cine) if s.cine is not None else None,
-        "myocardium_area_mm2": round(s.area(s.myocardium), 1),
-        "lv_blood_pool_area_mm2": round(s.area(s.lv_blood), 1),
-        "scar_area_mm2": {str(m): round(s.area(v), 1) for m, v in s.scar.items()},
-        "mvo_area_mm2": {str(m): round(s.area(v), 1) for m, v in s.mvo.items()},
-        "slab_mm": round(spacing_mm, 2),
-        "signal_zero": s.zero,
-        "remote": None if s.remote is None else {
-            "mean": round(s.remote.mean, 2), "sd": round(s.remote.sd, 2),
-            "pixels": int(s.remote.mask.sum()),
-            "arc_deg": [round(a, 1) for a in s.remote.arc_deg],
-        },
-        "fwhm_threshold": None if s.fwhm_threshold is None else round(s.fwhm_threshold, 2),
-        "segmentation_uncertainty": None if s.uncertainty is None else round(s.uncertainty, 3),
-        "segmenter": dict(s.details),
-    }
-
-
-def _lesion_row(lesion: Lesion) -> dict[str, Any]:
-    return {
-        "frame_index": lesion.frame_index,
-        "area_mm2": round(lesion.area_mm2, 1),
-        "layer": str(lesion.layer),
-        "segments": {str(k): v for k, v in sorted(lesion.segments.items())},
-        "septal_fraction": None if lesion.septal_fraction is None
-        else round(lesion.septal_fraction, 2),
-        "at_rv_insertion": lesion.at_insertion,
-    }
-
-
-def _rounded(values: Mapping[str, float]) -> dict[str, float]:
-    return {k: round(v, 2) for k, v in values.items()}
-
-
-def _network_text(segmenter: LgeSegmenter) -> str:
-    text = f"{segmenter.name} {segmenter.version}"
-    if segmenter.weights_sha256:
-        text += f" (weights sha256 {segmenter.weights_sha256})"
-    return text
-
-
-def _provenance(segmenter: LgeSegmenter, n_sd: float, fusion: LgeSegmenter | None = None,
-                counts: tuple[int, int] = (0, 0), chosen_by: str | None = None) -> Provenance:
-    """The method record; with ``fusion`` (used on ``counts[0]`` slices, the LGE-only
-    segmenter on ``counts[1]``) both networks are named and the fusion network is the model;
-    ``chosen_by`` says which cascade chose the LGE-only network and why."""
-    if fusion is None:
-        segmentation = f"LV myocardium, scar and MVO by {segmenter.name} {segmenter.version}"
-        if chosen_by:
-            segmentation += f" (chosen by {chosen_by})"
-    else:
-        with_cine, alone = counts
-        segmentation = (
-            f"LV myocardium, scar and MVO by {_network_text(fusion)} from the LGE and the "
-            f"matched cine image on {with_cine} slice(s)"
-        )
-        if alone:
-            segmentation += f" and by {_network_text(segmenter)} from the LGE alone on {alone}"
-    method = (
-        f"{segmentation}; scar also by "
-        f"{n_sd:g}-SD over automatically found remote myocardium and by FWHM; volumes from slice "
-        f"areas x spacing between slices; mass at {MYOCARDIAL_DENSITY_G_PER_ML} g/ml."
-    )
-    model = fusion if fusion is not None else segmenter
-    if model.weights_sha256 is None:
-        return Provenance(ALGORITHM_NAME, VERSION, method)
-    return Provenance(ALGORITHM_NAME, VERSION, method, model_name=model.name,
-                      model_version=model.version, model_sha256=model.weights_sha256)
 
 
 @dataclass(frozen=True)
@@ -1253,7 +555,7 @@ def _segment_slice(
     return output, SegmentationMode.LGE_CINE, row
 
 
-def _cine_flags(cine: _CineContext, analysed: Sequence[_Slice], n_stack: int
+def _cine_flags(cine: _CineContext, analysed: Sequence[AnalysedSlice], n_stack: int
                 ) -> list[QCFlag]:
     """One INFO flag saying which slices used the matched cine, or why none did."""
     used = [s for s in analysed if s.mode is SegmentationMode.LGE_CINE]
@@ -1278,7 +580,7 @@ def _cine_flags(cine: _CineContext, analysed: Sequence[_Slice], n_stack: int
     )]
 
 
-def _cine_summary(cine: _CineContext, analysed: Sequence[_Slice]) -> dict[str, Any]:
+def _cine_summary(cine: _CineContext, analysed: Sequence[AnalysedSlice]) -> dict[str, Any]:
     used = sum(s.mode is SegmentationMode.LGE_CINE for s in analysed)
     return {
         "series_instance_uid": cine.series_uid,
@@ -1286,20 +588,6 @@ def _cine_summary(cine: _CineContext, analysed: Sequence[_Slice]) -> dict[str, A
         "slices_lge_only": len(analysed) - used,
         "reason": cine.reason,
     }
-
-
-def _networks(segmenter: LgeSegmenter, fusion: LgeSegmenter | None,
-              analysed: Sequence[_Slice]) -> list[dict[str, Any]]:
-    """Name, version, weights hash and slice count of each network that segmented slices."""
-    rows = []
-    for mode, network in ((SegmentationMode.LGE, segmenter),
-                          (SegmentationMode.LGE_CINE, fusion)):
-        count = sum(s.mode is mode for s in analysed)
-        if network is None or not count:
-            continue
-        rows.append({"mode": str(mode), "name": network.name, "version": network.version,
-                     "weights_sha256": network.weights_sha256, "slices": count})
-    return rows
 
 
 def _empty_result(series: LoadedSeries, flags: list[QCFlag], provenance: Provenance,

@@ -37,7 +37,7 @@ from scipy import ndimage
 
 from plugins.api import FloatImage, Label, LabelImage
 from plugins.lge.segmenter import LgeContrast
-from plugins.lib.cardiac.aha import InsertionPoints
+from plugins.lib.cardiac.insertion import InsertionPoints
 
 __all__ = [
     "CONFIRMATION_RULES",

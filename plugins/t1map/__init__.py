@@ -9,22 +9,11 @@ from __future__ import annotations
 
 import contextlib
 
-from plugins.t1map.analysis import (
-    ALGORITHM_NAME,
-    NAME,
-    VERSION,
-    QCCode,
-    analyse,
-    conservative_core,
-    measurement_core,
-)
-from plugins.t1map.segmenter import (
-    ClassicalSegmenter,
-    SegmentationOutput,
-    Segmenter,
-    TissueRanges,
-    tissue_ranges,
-)
+from plugins.t1map.analysis import analyse, conservative_core, measurement_core
+from plugins.t1map.qc import QCCode
+from plugins.t1map.report import ALGORITHM_NAME, NAME, VERSION
+from plugins.t1map.segmenter import ClassicalSegmenter, SegmentationOutput, Segmenter
+from plugins.t1map.tissue import TissueRanges, tissue_ranges
 
 
 def warm_up() -> None:

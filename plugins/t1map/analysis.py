@@ -84,30 +84,16 @@ reported.
 
 Quality control
 ---------------
-Every flag has a stable code (:class:`QCCode`).  Per slice: myocardium area, ring closure and
-wall thickness implausible; wall thinner than 3.5 pixels (partial volume everywhere); few
-core pixels; T1 outside the physiological range for the field strength; heterogeneous core
-T1 (SD > 8 % of the mean) or one 60-degree sector deviating by > 10 % (focal disease or an
-artefact such as an off-resonance band); implausible blood T1; segmentation uncertain;
-slice not segmentable (FAILURE, no values).  Per series: unknown field strength, units not
-ms (FAILURE when the values cannot be T1 in ms), missing levels, no slice analysed.
-
-Slice levels
-------------
-Parallel slices are ordered along their normal.  With three or more slice positions the
-first, middle and last thirds are basal, mid and apical; the end towards which the LV cavity
-area grows (sign of the regression of cavity area on position over the segmented slices) is
-basal, as the LV tapers towards the apex.  With fewer than three positions, or when fewer
-than two slices were segmented, the level is "unknown".
+Every flag has a stable code (:class:`~plugins.t1map.qc.QCCode`); the checks are
+:mod:`plugins.t1map.qc`'s, the slice levels :mod:`plugins.t1map.frames`'.  The slice's numbers
+and measurements are :mod:`plugins.t1map.measurements`', the result's tables and provenance
+:mod:`plugins.t1map.report`'s.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Final
 
 import numpy as np
@@ -117,18 +103,20 @@ from scipy import ndimage
 from plugins.api import (
     AnalysisError,
     AnalysisResult,
-    Code,
     Label,
     LoadedSeries,
-    Measurement,
-    Provenance,
     QCFlag,
-    SegmentDefinition,
     Severity,
     SliceResult,
     SourceFrame,
 )
-from plugins.lib import codes
+from plugins.t1map.frames import (
+    field_strength,
+    slice_levels,
+    source_image_frames,
+    stack_indices,
+    unit_scale,
+)
 from plugins.t1map.long_axis import (
     LongAxisFrameResult,
     long_axis_frames,
@@ -136,31 +124,38 @@ from plugins.t1map.long_axis import (
     long_axis_series_measurements,
     measure_long_axis,
 )
-from plugins.t1map.reference import ReferenceRange, describe_missing, reference_range
-from plugins.t1map.regional import aha_t1, segment_measurements
-from plugins.t1map.segmenter import (
-    ClassicalSegmenter,
-    SegmentationOutput,
-    Segmenter,
-    TissueRanges,
-    polar_sample,
-    tissue_ranges,
+from plugins.t1map.measurements import (
+    SliceStats,
+    ray_wall_profile,
+    sector_spread,
+    series_t1_measurements,
+    slice_t1_measurements,
 )
+from plugins.t1map.qc import MAX_UNCERTAINTY, QCCode, series_qc_flags, slice_qc_flags
+from plugins.t1map.reference import reference_range
+from plugins.t1map.regional import aha_t1, segment_measurements
+from plugins.t1map.report import (
+    NAME,
+    SEGMENTS,
+    build_provenance,
+    empty_result,
+    method_details,
+    reference_block,
+    table_row,
+)
+from plugins.t1map.segmenter import ClassicalSegmenter, SegmentationOutput, Segmenter
 from plugins.t1map.texture import mid_slice_radiomics, radiomics_measurements
+from plugins.t1map.tissue import tissue_ranges
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ALGORITHM_NAME",
-    "NAME",
-    "VERSION",
-    "QCCode",
+    "CORE_RULES",
     "analyse",
+    "conservative_core",
+    "measurement_core",
 ]
 
-NAME: Final = "t1map"
-VERSION: Final = "0.3.0"
-ALGORITHM_NAME: Final = "cmr-node t1map"
 
 CORE_FRACTION_ENDO: Final = 0.4
 """Fraction of the local wall depth excluded at the endocardial border."""
@@ -192,81 +187,6 @@ CONSERVATIVE_FRACTION: Final = 0.2
 """Fraction of the local wall depth the "conservative" core excludes at each border."""
 MIN_CORE_PIXELS: Final = 20
 """Fewer core pixels than this makes a slice mean unreliable (SD/sqrt(n) > ~10 ms)."""
-MYOCARDIUM_AREA_MM2: Final = (250.0, 5000.0)
-"""Plausible short-axis myocardial area, apex to hypertrophied base."""
-WALL_THICKNESS_MM: Final = (3.0, 18.0)
-"""Plausible median LV wall thickness of a slice (thin apex to severe hypertrophy)."""
-MIN_WALL_PIXELS: Final = 3.5
-"""Median wall thickness, in pixels, below which no core pixel is free of partial volume:
-one pixel clear of each border plus about one pixel of blur (acquired resolution is coarser
-than the reconstructed pixel)."""
-MIN_RING_CLOSURE: Final = 0.9
-"""Fraction of rays from the LV centre that must cross myocardium."""
-MAX_UNCERTAINTY: Final = 0.35
-"""Segmenter uncertainty above which the contour is flagged as doubtful."""
-MAX_CORE_SD_FRACTION: Final = 0.08
-MAX_SECTOR_DEVIATION_FRACTION: Final = 0.10
-"""Largest deviation of one 60-degree sector's core mean from the median sector, as a fraction
-of the slice mean (~100 ms at 1.5 T).  Noise moves a sector mean by < 10 ms, the normal
-septal-lateral difference is < 25 ms and partial volume in a thin or blurred sector adds up to
-~60 ms on the phantoms; focal lesions and off-resonance bands exceed it."""
-N_SECTORS: Final = 6
-MIN_SECTOR_PIXELS: Final = 10
-"""Core T1 SD above this fraction of the mean suggests artefact or contamination."""
-PARALLEL_COSINE: Final = 0.99
-"""Normals with |cos| above this are treated as parallel (same stack)."""
-
-_S_TO_MS = 1000.0
-
-
-class QCCode:
-    """Stable codes of the quality-control flags this analysis raises."""
-
-    UNITS_NOT_MS = "units_not_ms"
-    SEGMENTERS_DISAGREE = "segmenters_disagree"
-    SOURCE_FRAMES_EXCLUDED = "source_frames_excluded"
-    UNITS_CONVERTED = "units_converted"
-    FIELD_STRENGTH_UNKNOWN = "field_strength_unknown"
-    SLICE_UNSEGMENTABLE = "slice_unsegmentable"
-    MYOCARDIUM_AREA_IMPLAUSIBLE = "myocardium_area_implausible"
-    MYOCARDIUM_RING_OPEN = "myocardium_ring_open"
-    WALL_THICKNESS_IMPLAUSIBLE = "wall_thickness_implausible"
-    THIN_WALL_PARTIAL_VOLUME = "thin_wall_partial_volume"
-    SEGMENTATION_UNCERTAIN = "segmentation_uncertain"
-    TOO_FEW_CORE_PIXELS = "too_few_core_pixels"
-    T1_OUT_OF_RANGE = "t1_out_of_range"
-    T1_HETEROGENEOUS = "t1_heterogeneous"
-    T1_REGIONAL_VARIATION = "t1_regional_variation"
-    BLOOD_T1_IMPLAUSIBLE = "blood_t1_implausible"
-    SLICES_MISSING = "slices_missing"
-    NOT_SHORT_AXIS_STACK = "not_short_axis_stack"
-    NO_SLICE_ANALYSED = "no_slice_analysed"
-
-
-SEGMENTS: Final[tuple[SegmentDefinition, ...]] = (
-    codes.SEGMENT_LV_BLOOD_POOL,
-    codes.SEGMENT_MYOCARDIUM,
-    codes.SEGMENT_RV_BLOOD_POOL,
-)
-
-
-@dataclass
-class _SliceStats:
-    """Numbers measured on one slice (before turning them into Measurements)."""
-
-    frame_index: int
-    labels: npt.NDArray[np.uint8]
-    core: npt.NDArray[np.bool_]
-    core_values: npt.NDArray[np.float64]
-    blood_values: npt.NDArray[np.float64]
-    myocardium_area_mm2: float
-    lv_area_mm2: float
-    wall_thickness_mm: float | None
-    ring_closure: float
-    uncertainty: float | None
-    details: Mapping[str, Any]
-    pixel_mm: float
-    sector_spread_ms: float | None
 
 
 # --------------------------------------------------------------------------------------------
@@ -279,25 +199,6 @@ class _SliceStats:
 #: is just inside MOLLI's own test-retest limits of agreement (about -39 to +34 ms): a
 #: disagreement larger than the measurement's reproducibility is a contour question.
 CROSS_CHECK_T1_MS: Final = 30.0
-
-_MAP_IMAGE_TYPE = re.compile(r"^T1[ _]?MAP$|^T1$", re.IGNORECASE)
-
-
-def source_image_frames(frames: Sequence[SourceFrame]) -> set[int]:
-    """Frames that are not T1 maps in a series that also holds T1-map frames.
-
-    Philips may store the MOLLI source images and the fitted map in one series; only
-    frames whose ImageType names a T1 map are analysed then. When no frame says it is a
-    map, nothing is excluded (the router already decided the series is a map).
-    """
-    is_map = []
-    for frame in frames:
-        image_type = frame.attributes.get("ImageType") or ()
-        values = [image_type] if isinstance(image_type, str) else list(image_type)
-        is_map.append(any(_MAP_IMAGE_TYPE.match(str(v).strip()) for v in values))
-    if not any(is_map) or all(is_map):
-        return set()
-    return {i for i, flag in enumerate(is_map) if not flag}
 
 
 def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
@@ -349,7 +250,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     if core_rule not in CORE_RULES:
         raise AnalysisError(f"options['core'] must be one of {CORE_RULES}, not {core_rule!r}")
 
-    field = _field_strength(series, options)
+    field = field_strength(series, options)
     if field is None:
         flags.append(
             QCFlag(
@@ -362,14 +263,14 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         )
     ranges = tissue_ranges(field)
 
-    scale, unit_flag = _unit_scale(series.frames)
+    scale, unit_flag = unit_scale(series.frames)
     if unit_flag is not None:
         flags.append(unit_flag)
-    provenance = _provenance(segmenter, core_rule)
+    provenance = build_provenance(segmenter, core_description(core_rule))
     if scale is None:
-        return _empty_result(series, flags, provenance, "pixel values are not T1 in ms")
+        return empty_result(series, flags, provenance, "pixel values are not T1 in ms")
 
-    stack = _stack_indices(series.frames)
+    stack = stack_indices(series.frames)
     # Four-chamber long-axis frames get septal/lateral wall values instead of AHA segments.
     long_axis = long_axis_frames(series, stack)
     stack = [i for i in stack if i not in long_axis]
@@ -401,7 +302,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         else None
     )
     cross_checks: dict[int, dict[str, float]] = {}
-    stats: dict[int, _SliceStats] = {}
+    stats: dict[int, SliceStats] = {}
     long_axis_results: dict[int, LongAxisFrameResult] = {}
     segmenter_4ch = long_axis_segmenter(segmenter) if long_axis else segmenter
     probabilities: dict[int, Mapping[Label, npt.NDArray[np.float32]]] = {}
@@ -442,7 +343,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             continue
         stats[index] = slice_stats
 
-    levels = _levels(series.frames, stack, stats)
+    levels = slice_levels(series.frames, stack, stats)
     slices: list[SliceResult] = []
     table: list[dict[str, Any]] = []
     failed_slices: set[int] = set()
@@ -455,9 +356,9 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             continue
         slice_stats = stats.get(index)
         if slice_stats is None:
-            table.append(_table_row(series.frames[index], index, levels[index], None, []))
+            table.append(table_row(series.frames[index], index, levels[index], None, []))
             continue
-        slice_flags = _slice_flags(slice_stats, ranges, min_core)
+        slice_flags = slice_qc_flags(slice_stats, ranges, min_core)
         check = cross_checks.get(index)
         if check is not None and abs(check["t1_difference_ms"]) > CROSS_CHECK_T1_MS:
             slice_flags.append(
@@ -477,26 +378,27 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             SliceResult(
                 frame_index=index,
                 labels=slice_stats.labels,
-                measurements=_slice_measurements(slice_stats),
+                measurements=slice_t1_measurements(slice_stats),
                 level=levels[index],
                 analysed_region=slice_stats.core,
                 probabilities=probabilities.get(index, {}),
             )
         )
         table.append(
-            _table_row(series.frames[index], index, levels[index], slice_stats, slice_flags)
+            table_row(series.frames[index], index, levels[index], slice_stats, slice_flags)
         )
 
     usable = [s for i, s in sorted(stats.items()) if i not in failed_slices]
-    series_measurements = _series_measurements(usable)
+    series_measurements = series_t1_measurements(usable)
     if stack or not long_axis:  # a long-axis-only series has no short-axis slice to miss
-        flags.extend(_series_flags(stack, usable, levels, ranges))
+        flags.extend(series_qc_flags(stack, usable, levels, ranges))
     series_measurements = (*series_measurements,
                            *long_axis_series_measurements(list(long_axis_results.values())))
 
     extra: dict[str, Any] = {
         "slices": table,
-        "method": _method_details(segmenter, field, ranges, scale, min_core, core_rule),
+        "method": method_details(segmenter, field, ranges, scale,
+                                  _core_details(core_rule, min_core)),
     }
     if cross_checks:
         extra["cross_check"] = {
@@ -509,7 +411,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         normal = reference_range(series.acquisition, field, options.get("normal_ranges"))
     except ValueError as exc:
         raise AnalysisError(f"Invalid normal T1 ranges in the analysis options: {exc}") from exc
-    extra["reference_range"] = _reference_block(series, field, normal)
+    extra["reference_range"] = reference_block(series, field, normal)
     aha_block, aha_flags = aha_t1(series, good, scale, field, normal)
     flags.extend(aha_flags)
     if aha_block is not None:
@@ -539,73 +441,6 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         provenance=provenance,
         extra=extra,
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Inputs
-# --------------------------------------------------------------------------------------------
-
-
-def _field_strength(series: LoadedSeries, options: Mapping[str, Any]) -> float | None:
-    value = options.get("field_strength_t")
-    if value is not None:
-        return float(value)
-    field = series.field_strength_t
-    if field is None or not math.isfinite(field) or field <= 0:
-        return None
-    # Some scanners store gauss or millitesla; tesla values lie between 0.1 and 11.7.
-    if field > 1000:
-        field = field / 10000.0
-    elif field > 20:
-        field = field / 1000.0
-    return field
-
-
-def _unit_scale(frames: Sequence[SourceFrame]) -> tuple[float | None, QCFlag | None]:
-    """Factor from the frames' units to ms, and a flag describing any doubt."""
-    units = {frame.units for frame in frames}
-    if units == {"ms"}:
-        return 1.0, None
-    if units == {"s"}:
-        return _S_TO_MS, QCFlag(
-            QCCode.UNITS_CONVERTED,
-            Severity.INFO,
-            "The map is stored in seconds; values were converted to ms.",
-        )
-    if units <= {"1", ""}:
-        sample = np.concatenate([np.ravel(frame.pixels) for frame in frames])
-        high = float(np.percentile(sample, 99)) if sample.size else 0.0
-        if high < 100.0:
-            return None, QCFlag(
-                QCCode.UNITS_NOT_MS,
-                Severity.FAILURE,
-                "The map declares no unit and its values (99th percentile "
-                f"{high:.3g}) are far below T1 in ms; it is not analysed.",
-            )
-        return 1.0, QCFlag(
-            QCCode.UNITS_NOT_MS,
-            Severity.WARNING,
-            "The map declares no unit (no real-world value mapping and not recognised as a "
-            "T1 map); pixel values were assumed to be T1 in ms.",
-        )
-    return None, QCFlag(
-        QCCode.UNITS_NOT_MS,
-        Severity.FAILURE,
-        f"The map's values are in {', '.join(sorted(units))}, not ms; it is not analysed.",
-    )
-
-
-def _stack_indices(frames: Sequence[SourceFrame]) -> list[int]:
-    """Indices of the frames parallel to the most common slice orientation."""
-    normals = [frame.normal for frame in frames]
-    best: list[int] = []
-    for reference in normals:
-        members = [
-            i for i, n in enumerate(normals) if abs(float(np.dot(n, reference))) > PARALLEL_COSINE
-        ]
-        if len(members) > len(best):
-            best = members
-    return best
 
 
 # --------------------------------------------------------------------------------------------
@@ -749,42 +584,11 @@ def _blood_values(
     return values[keep]
 
 
-def ray_wall_profile(
-    labels: npt.NDArray[np.uint8],
-    spacing: tuple[float, float],
-    n_angles: int = 72,
-) -> tuple[float, float | None]:
-    """Ring closure and median wall thickness from rays cast from the LV centre.
-
-    Returns
-    -------
-    tuple[float, float | None]
-        Fraction of rays that cross myocardium, and the median myocardial thickness (mm)
-        along those rays (``None`` when no ray does).
-    """
-    myocardium = labels == Label.MYOCARDIUM
-    heart = myocardium | (labels == Label.LV_BLOOD_POOL)
-    rr, cc = np.nonzero(heart)
-    if rr.size == 0:
-        return 0.0, None
-    centre = (float(rr.mean() * spacing[0]), float(cc.mean() * spacing[1]))
-    extent = float(np.hypot(np.ptp(rr) * spacing[0], np.ptp(cc) * spacing[1])) + 5.0
-    step = 0.25 * min(spacing)
-    radii = np.arange(0.0, extent, step)
-    angles = np.linspace(0.0, 2 * np.pi, n_angles, endpoint=False)
-    hits = polar_sample(myocardium.astype(np.float64), centre, spacing, angles, radii, order=0)
-    counts = (hits >= 0.5).sum(axis=1)
-    crossed = counts > 0
-    closure = float(np.mean(crossed))
-    thickness = float(np.median(counts[crossed] * step)) if crossed.any() else None
-    return closure, thickness
-
-
 def _cross_check(
     index: int,
     frame: SourceFrame,
     t1: npt.NDArray[np.float32],
-    primary: _SliceStats,
+    primary: SliceStats,
     checker: Segmenter,
     field: float | None,
     core_rule: str,
@@ -816,7 +620,7 @@ def _measure_slice(
     t1: npt.NDArray[np.float32],
     output: SegmentationOutput,
     core_rule: str = CORE_RULES[0],
-) -> _SliceStats | None:
+) -> SliceStats | None:
     labels = np.asarray(output.labels, dtype=np.uint8)
     if labels.shape != t1.shape:
         raise AnalysisError(
@@ -837,7 +641,7 @@ def _measure_slice(
             fraction_epi=CONSERVATIVE_FRACTION, margin_endo_mm=0.0, margin_epi_mm=0.0,
         )
     closure, thickness = ray_wall_profile(labels, spacing)
-    return _SliceStats(
+    return SliceStats(
         frame_index=index,
         labels=labels,
         core=core,
@@ -850,395 +654,12 @@ def _measure_slice(
         uncertainty=output.uncertainty,
         details=dict(output.details),
         pixel_mm=float(np.sqrt(pixel_area)),
-        sector_spread_ms=_sector_spread(t1, core, labels, spacing),
+        sector_spread_ms=sector_spread(t1, core, labels, spacing),
     )
-
-
-def _sector_spread(
-    t1: npt.NDArray[np.float32],
-    core: npt.NDArray[np.bool_],
-    labels: npt.NDArray[np.uint8],
-    spacing: tuple[float, float],
-) -> float | None:
-    """Largest |sector mean - median sector mean| of the core over 60-degree sectors (ms)."""
-    heart = (labels == Label.MYOCARDIUM) | (labels == Label.LV_BLOOD_POOL)
-    rr, cc = np.nonzero(heart)
-    if rr.size == 0 or not core.any():
-        return None
-    centre = (float(rr.mean() * spacing[0]), float(cc.mean() * spacing[1]))
-    yy, xx = np.nonzero(core)
-    angle = np.mod(np.arctan2(yy * spacing[0] - centre[0], xx * spacing[1] - centre[1]), 2 * np.pi)
-    sector = np.minimum((angle / (2 * np.pi) * N_SECTORS).astype(int), N_SECTORS - 1)
-    values = np.asarray(t1[yy, xx], dtype=np.float64)
-    means = [
-        float(values[sector == k].mean())
-        for k in range(N_SECTORS)
-        if np.count_nonzero(sector == k) >= MIN_SECTOR_PIXELS
-    ]
-    if len(means) < 3:
-        return None
-    middle = float(np.median(means))
-    return max(abs(m - middle) for m in means)
-
-
-def _stat(values: npt.NDArray[np.float64], kind: str) -> float | None:
-    if values.size == 0:
-        return None
-    if kind == "mean":
-        return float(np.mean(values))
-    if kind == "median":
-        return float(np.median(values))
-    if kind == "sd":
-        return float(np.std(values, ddof=1)) if values.size > 1 else None
-    raise ValueError(kind)
-
-
-def _t1_measurements(
-    prefix: str,
-    region: Label,
-    values: npt.NDArray[np.float64],
-    reason: str | None,
-    statistics: Sequence[tuple[str, Code]] = (
-        ("mean", codes.MEAN),
-        ("median", codes.MEDIAN),
-        ("sd", codes.STANDARD_DEVIATION),
-    ),
-) -> list[Measurement]:
-    measurements: list[Measurement] = []
-    for kind, derivation in statistics:
-        value = _stat(values, kind) if reason is None else None
-        measurements.append(
-            Measurement(
-                key=f"{prefix}_t1_{kind}_ms",
-                name=codes.T1,
-                value=None if value is None else round(value, 2),
-                unit=codes.UCUM_MILLISECOND,
-                region=region,
-                derivation=derivation,
-                reason=reason
-                if reason is not None
-                else (None if value is not None else "too few pixels"),
-            )
-        )
-    return measurements
-
-
-def _slice_measurements(stats: _SliceStats) -> tuple[Measurement, ...]:
-    n_core = int(stats.core_values.size)
-    core_reason = None if n_core > 0 else "no core pixels (wall too thin)"
-    measurements = _t1_measurements("myocardium", Label.MYOCARDIUM, stats.core_values, core_reason)
-    measurements.append(
-        Measurement(
-            key="myocardium_core_pixels",
-            name=codes.NUMBER_OF_PIXELS,
-            value=float(n_core),
-            unit=codes.UCUM_PIXELS,
-            region=Label.MYOCARDIUM,
-        )
-    )
-    measurements.append(
-        Measurement(
-            key="myocardium_area_mm2",
-            name=codes.AREA,
-            value=round(stats.myocardium_area_mm2, 1),
-            unit=codes.UCUM_SQUARE_MILLIMETER,
-            region=Label.MYOCARDIUM,
-        )
-    )
-    measurements.append(
-        Measurement(
-            key="myocardium_wall_thickness_median_mm",
-            name=codes.WALL_THICKNESS,
-            value=None if stats.wall_thickness_mm is None else round(stats.wall_thickness_mm, 2),
-            unit=codes.UCUM_MILLIMETER,
-            region=Label.MYOCARDIUM,
-            derivation=codes.MEDIAN,
-            reason=None if stats.wall_thickness_mm is not None else "no ray crosses the wall",
-        )
-    )
-    measurements.append(
-        Measurement(
-            key="lv_blood_pool_area_mm2",
-            name=codes.AREA,
-            value=round(stats.lv_area_mm2, 1),
-            unit=codes.UCUM_SQUARE_MILLIMETER,
-            region=Label.LV_BLOOD_POOL,
-        )
-    )
-    blood_reason = None if stats.blood_values.size else "no LV blood pool found"
-    measurements.extend(
-        _t1_measurements(
-            "lv_blood",
-            Label.LV_BLOOD_POOL,
-            stats.blood_values,
-            blood_reason,
-            statistics=(("mean", codes.MEAN),),
-        )
-    )
-    return tuple(measurements)
 
 
 # --------------------------------------------------------------------------------------------
-# Quality control
-# --------------------------------------------------------------------------------------------
-
-
-def _range_text(ranges: TissueRanges) -> str:
-    if ranges.field_strength_t is None:
-        return "for an unknown field strength (1.5 T and 3 T ranges combined)"
-    return f"at {ranges.field_strength_t:g} T"
-
-
-def _slice_flags(stats: _SliceStats, ranges: TissueRanges, min_core: int) -> list[QCFlag]:
-    index = stats.frame_index
-    flags: list[QCFlag] = []
-    low_area, high_area = MYOCARDIUM_AREA_MM2
-    if not low_area <= stats.myocardium_area_mm2 <= high_area:
-        flags.append(
-            QCFlag(
-                QCCode.MYOCARDIUM_AREA_IMPLAUSIBLE,
-                Severity.WARNING,
-                f"Segmented myocardium area {stats.myocardium_area_mm2:.0f} mm2 is outside the "
-                f"plausible {low_area:.0f}-{high_area:.0f} mm2.",
-                index,
-            )
-        )
-    if stats.ring_closure < MIN_RING_CLOSURE:
-        flags.append(
-            QCFlag(
-                QCCode.MYOCARDIUM_RING_OPEN,
-                Severity.WARNING,
-                f"The myocardial ring is open: only {100 * stats.ring_closure:.0f} % of "
-                "directions from the LV centre cross myocardium.",
-                index,
-            )
-        )
-    low_wall, high_wall = WALL_THICKNESS_MM
-    if stats.wall_thickness_mm is None or not low_wall <= stats.wall_thickness_mm <= high_wall:
-        shown = (
-            "unknown" if stats.wall_thickness_mm is None else (f"{stats.wall_thickness_mm:.1f} mm")
-        )
-        flags.append(
-            QCFlag(
-                QCCode.WALL_THICKNESS_IMPLAUSIBLE,
-                Severity.WARNING,
-                f"Median wall thickness {shown} is outside the plausible "
-                f"{low_wall:g}-{high_wall:g} mm.",
-                index,
-            )
-        )
-    if stats.wall_thickness_mm is not None:
-        pixels_across = stats.wall_thickness_mm / stats.pixel_mm
-        if pixels_across < MIN_WALL_PIXELS:
-            flags.append(
-                QCFlag(
-                    QCCode.THIN_WALL_PARTIAL_VOLUME,
-                    Severity.WARNING,
-                    f"The wall is only {pixels_across:.1f} pixels thick: every pixel mixes "
-                    "myocardium with blood or epicardial tissue, so T1 is biased.",
-                    index,
-                )
-            )
-    if stats.uncertainty is not None and stats.uncertainty > MAX_UNCERTAINTY:
-        flags.append(
-            QCFlag(
-                QCCode.SEGMENTATION_UNCERTAIN,
-                Severity.WARNING,
-                f"The segmenter reports low confidence ({stats.uncertainty:.2f}) for this slice.",
-                index,
-            )
-        )
-    n_core = stats.core_values.size
-    if n_core == 0:
-        flags.append(
-            QCFlag(
-                QCCode.TOO_FEW_CORE_PIXELS,
-                Severity.FAILURE,
-                "No myocardial pixels lie far enough from both borders to measure T1 without "
-                "partial volume.",
-                index,
-            )
-        )
-    elif n_core < min_core:
-        flags.append(
-            QCFlag(
-                QCCode.TOO_FEW_CORE_PIXELS,
-                Severity.WARNING,
-                f"Only {n_core} core pixels (fewer than {min_core}): the slice mean is imprecise.",
-                index,
-            )
-        )
-    mean = _stat(stats.core_values, "mean")
-    if mean is not None:
-        low, high = ranges.myocardium
-        if not low <= mean <= high:
-            flags.append(
-                QCFlag(
-                    QCCode.T1_OUT_OF_RANGE,
-                    Severity.WARNING,
-                    f"Myocardial T1 {mean:.0f} ms is outside the physiological "
-                    f"{low:.0f}-{high:.0f} ms {_range_text(ranges)}: check the map and the "
-                    "contours.",
-                    index,
-                )
-            )
-        sd = _stat(stats.core_values, "sd")
-        if sd is not None and sd > MAX_CORE_SD_FRACTION * mean:
-            flags.append(
-                QCFlag(
-                    QCCode.T1_HETEROGENEOUS,
-                    Severity.WARNING,
-                    f"Myocardial T1 varies widely (SD {sd:.0f} ms): artefact, contour "
-                    "contamination or focal disease; review the map.",
-                    index,
-                )
-            )
-        if stats.sector_spread_ms is not None and (
-            stats.sector_spread_ms > MAX_SECTOR_DEVIATION_FRACTION * mean
-        ):
-            flags.append(
-                QCFlag(
-                    QCCode.T1_REGIONAL_VARIATION,
-                    Severity.WARNING,
-                    f"One wall region differs from the rest by {stats.sector_spread_ms:.0f} ms: "
-                    "focal disease or an artefact (e.g. an off-resonance band); the slice mean "
-                    "mixes them.",
-                    index,
-                )
-            )
-    blood = _stat(stats.blood_values, "mean")
-    low_blood, high_blood = ranges.blood_plausible
-    if blood is None or not low_blood <= blood <= high_blood:
-        shown = "not measurable" if blood is None else f"{blood:.0f} ms"
-        flags.append(
-            QCFlag(
-                QCCode.BLOOD_T1_IMPLAUSIBLE,
-                Severity.WARNING,
-                f"LV blood T1 {shown} is outside the plausible {low_blood:.0f}-"
-                f"{high_blood:.0f} ms {_range_text(ranges)}.",
-                index,
-            )
-        )
-    return flags
-
-
-def _series_flags(
-    stack: Sequence[int],
-    usable: Sequence[_SliceStats],
-    levels: Sequence[str],
-    ranges: TissueRanges,
-) -> list[QCFlag]:
-    flags: list[QCFlag] = []
-    if not usable:
-        flags.append(
-            QCFlag(
-                QCCode.NO_SLICE_ANALYSED,
-                Severity.FAILURE,
-                "No slice could be analysed: no global myocardial T1 is reported.",
-            )
-        )
-        return flags
-    present = {levels[s.frame_index] for s in usable}
-    expected = {"basal", "mid", "apical"}
-    missing = sorted(expected - present)
-    if len(stack) >= 3 and missing:
-        flags.append(
-            QCFlag(
-                QCCode.SLICES_MISSING,
-                Severity.WARNING,
-                f"No analysed slice at level(s) {', '.join(missing)}: the global value does "
-                "not cover the whole ventricle.",
-            )
-        )
-    elif len(stack) < 3:
-        flags.append(
-            QCFlag(
-                QCCode.SLICES_MISSING,
-                Severity.INFO,
-                f"The series has {len(stack)} short-axis slice position(s), fewer than "
-                "basal, mid and apical.",
-            )
-        )
-    values = np.concatenate([s.core_values for s in usable])
-    if values.size:
-        mean = float(values.mean())
-        low, high = ranges.myocardium
-        if not low <= mean <= high:
-            flags.append(
-                QCFlag(
-                    QCCode.T1_OUT_OF_RANGE,
-                    Severity.WARNING,
-                    f"Global myocardial T1 {mean:.0f} ms is outside the physiological "
-                    f"{low:.0f}-{high:.0f} ms {_range_text(ranges)}.",
-                )
-            )
-    return flags
-
-
-# --------------------------------------------------------------------------------------------
-# Series level
-# --------------------------------------------------------------------------------------------
-
-
-def _series_measurements(usable: Sequence[_SliceStats]) -> tuple[Measurement, ...]:
-    reason = None if usable else "no slice could be analysed"
-    core = np.concatenate([s.core_values for s in usable]) if usable else np.empty(0, np.float64)
-    blood = np.concatenate([s.blood_values for s in usable]) if usable else np.empty(0, np.float64)
-    if reason is None and core.size == 0:
-        reason = "no core pixels on any slice"
-    measurements = _t1_measurements("global_myocardium", Label.MYOCARDIUM, core, reason)
-    measurements.append(
-        Measurement(
-            key="global_myocardium_core_pixels",
-            name=codes.NUMBER_OF_PIXELS,
-            value=float(core.size),
-            unit=codes.UCUM_PIXELS,
-            region=Label.MYOCARDIUM,
-        )
-    )
-    blood_reason = None if blood.size else (reason or "no LV blood pool found")
-    measurements.extend(
-        _t1_measurements(
-            "global_lv_blood",
-            Label.LV_BLOOD_POOL,
-            blood,
-            blood_reason,
-            statistics=(("mean", codes.MEAN),),
-        )
-    )
-    return tuple(measurements)
-
-
-def _levels(
-    frames: Sequence[SourceFrame], stack: Sequence[int], stats: Mapping[int, _SliceStats]
-) -> list[str]:
-    """basal / mid / apical for the stack frames, "unknown" otherwise."""
-    levels = ["unknown"] * len(frames)
-    if not stack:
-        return levels
-    normal = frames[stack[0]].normal
-    location = {i: float(np.dot(normal, np.asarray(frames[i].image_position))) for i in stack}
-    positions = sorted({round(value, 1) for value in location.values()})
-    if len(positions) < 3:
-        return levels
-    rank = {position: k for k, position in enumerate(positions)}
-    third = {i: min(2, rank[round(location[i], 1)] * 3 // len(positions)) for i in stack}
-    # Which end is basal: the LV cavity shrinks towards the apex, so the sign of the
-    # regression of cavity area on position (over the segmented slices) tells the direction.
-    measured = [(rank[round(location[i], 1)], stats[i].lv_area_mm2) for i in stack if i in stats]
-    ranks = np.asarray([r for r, _ in measured], dtype=np.float64)
-    areas = np.asarray([a for _, a in measured], dtype=np.float64)
-    if ranks.size < 2 or np.ptp(ranks) == 0 or np.ptp(areas) == 0:
-        return levels
-    slope = float(np.polyfit(ranks, areas, 1)[0])
-    names = ("basal", "mid", "apical") if slope < 0 else ("apical", "mid", "basal")
-    for i in stack:
-        levels[i] = names[third[i]]
-    return levels
-
-
-# --------------------------------------------------------------------------------------------
-# Provenance and extra
+# Description of the core (provenance, method details)
 # --------------------------------------------------------------------------------------------
 
 
@@ -1258,136 +679,8 @@ def core_description(core_rule: str) -> str:
     )
 
 
-def _provenance(segmenter: Segmenter, core_rule: str) -> Provenance:
-    core_text = core_description(core_rule)
-    if segmenter.weights_sha256 is None:
-        method = (
-            f"LV segmentation by {segmenter.name} {segmenter.version} (classical, no trained "
-            "weights): field-strength-specific T1 thresholds, blood-pool detection and a polar "
-            f"border search. {core_text}"
-        )
-        return Provenance(ALGORITHM_NAME, VERSION, method)
-    method = (
-        f"LV segmentation by the trained model {segmenter.name} {segmenter.version}. {core_text}"
-    )
-    return Provenance(
-        ALGORITHM_NAME,
-        VERSION,
-        method,
-        model_name=segmenter.name,
-        model_version=segmenter.version,
-        model_sha256=segmenter.weights_sha256,
-    )
-
-
-def _empty_result(
-    series: LoadedSeries, flags: list[QCFlag], provenance: Provenance, reason: str
-) -> AnalysisResult:
-    flags = [
-        *flags,
-        QCFlag(
-            QCCode.NO_SLICE_ANALYSED,
-            Severity.FAILURE,
-            f"No slice was analysed: {reason}.",
-        ),
-    ]
-    measurements = (
-        *_t1_measurements("global_myocardium", Label.MYOCARDIUM, np.empty(0), reason),
-        *_t1_measurements(
-            "global_lv_blood",
-            Label.LV_BLOOD_POOL,
-            np.empty(0),
-            reason,
-            statistics=(("mean", codes.MEAN),),
-        ),
-    )
-    return AnalysisResult(
-        analysis=NAME,
-        series_instance_uid=series.series_instance_uid,
-        segments=SEGMENTS,
-        slices=(),
-        measurements=tuple(measurements),
-        qc_flags=tuple(flags),
-        provenance=provenance,
-        extra={"slices": [], "method": {"not_analysed_reason": reason}},
-    )
-
-
-def _reference_block(
-    series: LoadedSeries, field: float | None, normal: ReferenceRange | None
-) -> dict[str, Any]:
-    """``extra["reference_range"]``: the matching range, or why there is none."""
-    acquisition = series.acquisition
-    if normal is None:
-        return {
-            "available": False,
-            "text": describe_missing(acquisition, field),
-            "acquisition": {
-                "vendor": acquisition.vendor,
-                "sequence_family": acquisition.sequence_family,
-                "field_strength_t": field,
-            },
-        }
-    return {
-        "available": True,
-        "text": (
-            f"{normal.vendor} {normal.sequence_family} {normal.field_strength_t:g} T: "
-            f"{normal.mean_ms:g} +/- {normal.sd_ms:g} ms ({normal.source})"
-        ),
-        "range": normal.as_dict(),
-    }
-
-
-def _round(value: float | None, digits: int = 2) -> float | None:
-    return None if value is None else round(float(value), digits)
-
-
-def _table_row(
-    frame: SourceFrame,
-    index: int,
-    level: str,
-    stats: _SliceStats | None,
-    flags: Sequence[QCFlag],
-) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "frame_index": index,
-        "sop_instance_uid": frame.sop_instance_uid,
-        "frame_number": frame.frame_number,
-        "slice_location_mm": round(frame.slice_location, 2),
-        "level": level,
-    }
-    if stats is None:
-        row["status"] = "not segmented"
-        return row
-    failed = any(flag.severity is Severity.FAILURE for flag in flags)
-    row.update(
-        {
-            "status": "failed" if failed else "analysed",
-            "myocardium_t1_mean_ms": _round(_stat(stats.core_values, "mean")),
-            "myocardium_t1_median_ms": _round(_stat(stats.core_values, "median")),
-            "myocardium_t1_sd_ms": _round(_stat(stats.core_values, "sd")),
-            "myocardium_core_pixels": int(stats.core_values.size),
-            "myocardium_area_mm2": _round(stats.myocardium_area_mm2, 1),
-            "lv_blood_pool_area_mm2": _round(stats.lv_area_mm2, 1),
-            "lv_blood_t1_mean_ms": _round(_stat(stats.blood_values, "mean")),
-            "wall_thickness_median_mm": _round(stats.wall_thickness_mm),
-            "ring_closure": _round(stats.ring_closure, 3),
-            "segmentation_uncertainty": _round(stats.uncertainty, 3),
-            "qc_flags": [flag.code for flag in flags],
-            "segmenter": dict(stats.details),
-        }
-    )
-    return row
-
-
-def _method_details(
-    segmenter: Segmenter,
-    field: float | None,
-    ranges: TissueRanges,
-    scale: float,
-    min_core: int,
-    core_rule: str,
-) -> dict[str, Any]:
+def _core_details(core_rule: str, min_core: int) -> dict[str, Any]:
+    """The core block of ``extra["method"]``: the rule, its fractions and margins."""
     if core_rule == "midwall":
         core: dict[str, Any] = {
             "rule": core_rule,
@@ -1412,28 +705,6 @@ def _method_details(
         }
     core["min_core_pixels"] = min_core
     core["description"] = core_description(core_rule)
-    return {
-        "algorithm": ALGORITHM_NAME,
-        "version": VERSION,
-        "segmenter": {
-            "name": segmenter.name,
-            "version": segmenter.version,
-            "weights_sha256": segmenter.weights_sha256,
-            "kind": "classical, no trained weights"
-            if segmenter.weights_sha256 is None
-            else "trained model",
-        },
-        "field_strength_t": field,
-        "unit_scale_to_ms": scale,
-        "ranges_ms": {
-            "blood_search": list(ranges.blood),
-            "myocardium_plausible": list(ranges.myocardium),
-            "blood_plausible": list(ranges.blood_plausible),
-        },
-        "core": core,
-        "blood": "LV blood pool at least 2 mm from the endocardium, papillary-muscle pixels "
-        "(low tail) removed",
-        "series_statistics": "pixel-weighted over the cores of all slices without FAILURE flags",
-        "levels": "thirds of the ordered slice positions; the end with the larger LV cavity is "
-        "basal; 'unknown' with fewer than three positions",
-    }
+    return core
+
+

@@ -53,7 +53,8 @@ from plugins.api import (
     SourceFrame,
 )
 from plugins.lib import codes
-from plugins.t1map.segmenter import Segmenter, TissueRanges
+from plugins.t1map.segmenter import Segmenter
+from plugins.t1map.tissue import TissueRanges
 
 logger = logging.getLogger(__name__)
 

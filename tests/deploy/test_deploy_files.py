@@ -36,7 +36,7 @@ from node.settings import DEFAULTS_PATH, Settings, load_settings
 from node.status.report import StatusServer
 from plugins import PLUGIN_NAMES
 from plugins.lge import LgeContrast
-from plugins.lge.analysis import N_SD_RANGE
+from plugins.lge.quantify import N_SD_RANGE
 from plugins.t1map.reference import parse_site_ranges
 
 yaml = pytest.importorskip("yaml", reason="PyYAML parses the compose and Kubernetes files")

@@ -25,7 +25,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from models.phantoms.dicom_series import StudyInfo, non_cardiac_mr_series_datasets
 from node.inputs.loader import LoadError, load_series
 from node.network.dimse import StoreError
-from node.receive.listener import instance_record, parse_header, validate_instance
+from node.receive.instance import instance_record, parse_header, validate_instance
 from tests.hardening.util import StreamResult, send_stream, sop_uid, write_brain_series
 from tests.netutil import NodeProcess
 

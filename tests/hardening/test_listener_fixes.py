@@ -11,7 +11,7 @@ import pytest
 from pydicom.dataelem import DataElement
 
 from node.network.dimse import StoreStatus
-from node.receive.listener import CONNECTION_CHECK_S
+from node.receive.dul import CONNECTION_CHECK_S
 from tests.node.test_listener import Harness, _mr
 
 
@@ -105,7 +105,7 @@ def test_unknown_vr_cannot_be_understood() -> None:
     import struct
 
     from node.network.dimse import StoreError
-    from node.receive.listener import file_meta_bytes, parse_header
+    from node.receive.instance import file_meta_bytes, parse_header
 
     syntax = "1.2.840.10008.1.2.1"
     element = struct.pack("<HH", 0x0008, 0x0060) + b"CS" + struct.pack("<H", 2) + b"MR"
@@ -123,7 +123,7 @@ def test_malformed_header_element_is_refused_by_the_parser() -> None:
     import struct
 
     from node.network.dimse import StoreError
-    from node.receive.listener import file_meta_bytes, parse_header
+    from node.receive.instance import file_meta_bytes, parse_header
 
     syntax = "1.2.840.10008.1.2.1"
     images_in_acquisition = struct.pack("<HH", 0x0020, 0x1002) + b"I\x00" + struct.pack("<H", 2)

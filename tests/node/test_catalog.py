@@ -12,7 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from node.catalog.catalog import Catalog, InstanceRecord, OutputFile
+from node.catalog.catalog import Catalog
+from node.catalog.job_queue import OutputFile
+from node.catalog.series import InstanceRecord
 from tests.pgutil import PostgresServer
 
 

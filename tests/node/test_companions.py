@@ -30,7 +30,9 @@ from models.phantoms.study import write_synthetic_study
 from models.phantoms.t1map import make_t1map_stack
 from node.analyses import assemble_options, descriptor
 from node.analyses.ecv import study_haematocrit
-from node.catalog.catalog import Catalog, InstanceRecord, OutputFile
+from node.catalog.catalog import Catalog
+from node.catalog.job_queue import OutputFile
+from node.catalog.series import InstanceRecord
 from node.cli import main as cli
 from node.inputs.companions import (
     Candidate,

@@ -90,7 +90,8 @@ def test_reader_segments_match_by_type_then_region_then_label() -> None:
 def test_status_and_metrics_show_a_drifting_scanner(
     tmp_path: Path, catalog_location: str | Path
 ) -> None:
-    from node.catalog.catalog import Catalog, InstanceRecord
+    from node.catalog.catalog import Catalog
+    from node.catalog.series import InstanceRecord
     from node.status.metrics import metrics_text
     from node.status.report import corrections_report, format_report, status_report
 
@@ -136,7 +137,8 @@ def test_a_reader_seg_is_shown_as_a_correction_not_unrouted(
     from pydicom.uid import generate_uid
 
     from bench.latency import Completeness, write_t1map_study
-    from node.catalog.catalog import Catalog, InstanceRecord
+    from node.catalog.catalog import Catalog
+    from node.catalog.series import InstanceRecord
     from node.routing import load_rules
     from node.service import route_complete_series
     from node.status.report import format_report, status_report

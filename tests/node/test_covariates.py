@@ -15,7 +15,9 @@ import pytest
 from pydicom import dcmread
 
 from node.analyses.t1map import covariate_options
-from node.catalog.catalog import Catalog, InstanceRecord, OutputFile
+from node.catalog.catalog import Catalog
+from node.catalog.job_queue import OutputFile
+from node.catalog.series import InstanceRecord
 from node.inputs.covariates import (
     CovariateFolder,
     CovariatesError,

@@ -21,7 +21,7 @@ from models.phantoms.dicom_series import t1map_series_datasets
 from models.phantoms.t1map import make_t1map_stack
 from node.network.dimse import StoreError
 from node.receive.header import scan_header
-from node.receive.listener import (
+from node.receive.instance import (
     HEADER_KEYWORDS,
     HEADER_TAGS,
     ReceivedHeader,

@@ -13,7 +13,8 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE
 
-from node.catalog.catalog import Catalog, SeriesState
+from node.catalog.catalog import Catalog
+from node.catalog.series import SeriesState
 from node.network.dimse import StoreStatus
 from node.receive.listener import StorageListener
 from node.settings import Settings
@@ -130,7 +131,7 @@ def test_spool_reconciliation_records_orphans_and_quarantines_partial_files(
 ) -> None:
     """A spool file whose catalog row was lost (power loss) is recorded again at start."""
     from node.catalog.spool import instance_path
-    from node.receive.listener import reconcile_spool
+    from node.receive.spool_recovery import reconcile_spool
 
     h = Harness(tmp_path)
     ds = _mr()

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from node.catalog.catalog import Catalog, InstanceRecord, OutputFile
+from node.catalog.catalog import Catalog
+from node.catalog.job_queue import OutputFile
+from node.catalog.series import InstanceRecord
 from node.status.metrics import CONTENT_TYPE, MetricFamily, render
 from node.status.report import StatusServer
 

@@ -166,7 +166,7 @@ def test_outputs_probability_seg_setting(tmp_path: Path) -> None:
 def test_summary_tile_shades_exactly_the_uncertain_pixels(case: Case) -> None:
     from PIL import Image
 
-    from node.outputs.writers.summary import paste_uncertainty
+    from node.outputs.writers.tiles import paste_uncertainty
     from plugins.lib.uncertainty import UNCERTAIN_ENTROPY_BITS, uncertainty_image
 
     s = case.result.slices[0]
@@ -191,7 +191,7 @@ def test_summary_tile_shades_exactly_the_uncertain_pixels(case: Case) -> None:
 
 
 def test_summary_caption_gives_the_uncertain_area(case: Case) -> None:
-    from node.outputs.writers.summary import uncertainty_caption
+    from node.outputs.writers.tiles import uncertainty_caption
     from plugins.lib.uncertainty import uncertain_area_ratio
 
     s = case.result.slices[1]

@@ -1,6 +1,6 @@
 """The private pynetdicom internals the listener tunes still exist and mean what it assumes.
 
-``StorageListener._tune_association`` (node/receive/listener.py) sets, when a connection opens, two
+``tune_association`` (node/receive/dul.py) sets, when a connection opens, two
 private attributes of the association's DUL service provider (pynetdicom 3.0,
 ``pynetdicom/dul.py``):
 
@@ -8,7 +8,7 @@ private attributes of the association's DUL service provider (pynetdicom 3.0,
   each C-STORE response waits for the next poll, so the listener shortens it
   (``DUL_POLL_S``);
 * ``to_user_queue`` -- the queue from the DUL to the association (ACSE primitives); the
-  listener replaces it with :class:`node.receive.listener.ConnectionAwareQueue`, whose blocking
+  listener replaces it with :class:`node.receive.dul.ConnectionAwareQueue`, whose blocking
   ``get`` ends when the connection is gone.  That queue reads ``dul.socket.socket``,
   ``dul._kill_thread`` and ``dul.is_alive()``.
 
@@ -37,7 +37,8 @@ from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[at
 from pynetdicom.transport import RequestHandler
 
 from node.catalog.catalog import Catalog
-from node.receive.listener import DUL_POLL_S, ConnectionAwareQueue, StorageListener
+from node.receive.dul import DUL_POLL_S, ConnectionAwareQueue
+from node.receive.listener import StorageListener
 from node.receive.presentation import CheapCopyContext, cheap_copy_contexts
 from node.settings import Settings
 from tests.netutil import free_port, wait_for

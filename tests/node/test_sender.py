@@ -12,7 +12,9 @@ from pynetdicom import AE, evt
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import SecondaryCaptureImageStorage  # type: ignore[attr-defined]
 
-from node.catalog.catalog import Catalog, InstanceRecord, OutputFile
+from node.catalog.catalog import Catalog
+from node.catalog.job_queue import OutputFile
+from node.catalog.series import InstanceRecord
 from node.delivery.sender import OutboxSender
 from node.settings import Destination, SenderSettings, Settings
 from tests.netutil import PacsScp, free_port, wait_for

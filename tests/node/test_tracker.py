@@ -6,7 +6,8 @@ import threading
 import time
 from pathlib import Path
 
-from node.catalog.catalog import Catalog, InstanceRecord
+from node.catalog.catalog import Catalog
+from node.catalog.series import InstanceRecord
 from node.completion.tracker import INCOMPLETE_COUNT_FACTOR, CountState, SeriesTracker
 from tests.netutil import wait_for
 

@@ -7,7 +7,8 @@ import threading
 import time
 from pathlib import Path
 
-from node.catalog.catalog import Catalog, InstanceRecord
+from node.catalog.catalog import Catalog
+from node.catalog.series import InstanceRecord
 from node.jobs.worker import IDLE_POLL_S, WorkerPool
 from node.settings import Settings
 from tests.netutil import wait_for

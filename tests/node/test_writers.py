@@ -698,7 +698,7 @@ def test_summary_image_is_an_rgb_page_with_contours(
 
 
 def test_display_window_follows_field_strength_and_extra() -> None:
-    from node.outputs.writers.summary import display_window
+    from node.outputs.writers.tiles import display_window
 
     low_field = make_case(field_strength=1.5)
     high_field = make_case(field_strength=3.0)
@@ -709,7 +709,7 @@ def test_display_window_follows_field_strength_and_extra() -> None:
 
 
 def test_measurement_lines_join_mean_and_sd() -> None:
-    from node.outputs.writers.summary import measurement_lines
+    from node.outputs.writers.page_text import measurement_lines
 
     lines = measurement_lines(
         [

@@ -14,7 +14,8 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import generate_uid
 
-from node.catalog.catalog import OutboxItem, OutputFile
+from node.catalog.job_queue import OutputFile
+from node.catalog.outbox import OutboxItem
 from node.delivery.sender import DeliveryError, OutboxSender
 from node.orthanc.app import Registration, register
 from node.orthanc.node import IntakeReason, IntakeState, OrthancNode, own_output_reason

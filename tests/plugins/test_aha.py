@@ -14,16 +14,18 @@ from models.phantoms.anatomy import HeartCase, rv_insertion_angles
 from models.phantoms.t1map import PhantomSlice, make_t1map_stack
 from plugins.api import Label
 from plugins.lib.cardiac.aha import (
-    InsertionMethod,
     SectorAnchor,
     assign_levels,
-    find_rv_insertion_points,
-    rv_insertion_points,
     segment_map,
     segment_statistics,
     transmurality,
 )
 from plugins.lib.cardiac.bullseye import render_bullseye, segment_at
+from plugins.lib.cardiac.insertion import (
+    InsertionMethod,
+    find_rv_insertion_points,
+    rv_insertion_points,
+)
 
 Point = tuple[float, float]
 # A typical short-axis orientation: image right = patient left(-posterior), image down =

@@ -281,7 +281,7 @@ def test_t1map_result_sr_and_summary_carry_radscore_and_lvrr(tmp_path: Path) -> 
     from node.inputs.loader import load_series
     from node.jobs.pipeline import writer_settings
     from node.outputs.writers import build_outputs
-    from node.outputs.writers.summary import format_number, measurement_lines
+    from node.outputs.writers.page_text import format_number, measurement_lines
     from plugins.t1map import analyse
     from plugins.t1map.segmenter import ClassicalSegmenter
     from tests.srutil import sr_numbers

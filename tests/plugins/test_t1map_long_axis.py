@@ -15,7 +15,7 @@ from models.phantoms.t1map import make_t1map_stack
 from node.inputs.loader import load_series
 from plugins.api import Label, LoadedSeries, SegmentationOutput, Severity, SourceFrame
 from plugins.t1map import analyse
-from plugins.t1map.analysis import QCCode, conservative_core
+from plugins.t1map.analysis import conservative_core
 from plugins.t1map.long_axis import (
     LATERAL_WALL,
     LEVEL_4CH,
@@ -25,6 +25,7 @@ from plugins.t1map.long_axis import (
     long_axis_segmenter,
     wall_geometry,
 )
+from plugins.t1map.qc import QCCode
 
 SHAPE = (112, 112)
 SPACING = (2.0, 2.0)

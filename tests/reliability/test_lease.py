@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from node.catalog.catalog import HUNG_WORKER_LEASES, Catalog
+from node.catalog.catalog import Catalog
+from node.catalog.job_queue import HUNG_WORKER_LEASES
 from tests.node.test_catalog import _queue_jobs
 from tests.pgutil import PostgresServer
 

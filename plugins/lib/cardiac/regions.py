@@ -16,7 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from plugins.api import Label, LabelImage, LoadedSeries, QCFlag, Severity
-from plugins.lib.cardiac.aha import InsertionPoints, lv_centre, rv_insertion_points, segment_map
+from plugins.lib.cardiac.aha import segment_map
+from plugins.lib.cardiac.insertion import InsertionPoints, lv_centre, rv_insertion_points
 
 logger = logging.getLogger(__name__)
 
