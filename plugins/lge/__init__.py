@@ -8,8 +8,6 @@ The node calls :func:`analyse` with a loaded PSIR or magnitude LGE series.  See
 
 from __future__ import annotations
 
-import logging
-
 from plugins.lge.analysis import (
     ALGORITHM_NAME,
     NAME,
@@ -24,26 +22,6 @@ from plugins.lge.analysis import (
 )
 from plugins.lge.segmenter import LgeContrast, LgeSegmenter
 
-logger = logging.getLogger(__name__)
-
-
-def warm_up() -> None:
-    """Load the trained LGE segmenters (torch; the LGE-only and LGE + cine U-Nets and the
-    committed two-stage localiser + segmenter) now, and run each two-stage network once so
-    that ``segmenter = "two-stage"`` meets its first series warm."""
-    from models.lgeseg.fusion_segmenter import default_fusion_segmenter
-    from models.lgeseg.segmenter import default_segmenter
-    from models.lgeseg.two_stage import cached_default
-    from models.segmentation import ModelUnavailableError
-
-    default_segmenter()
-    default_fusion_segmenter()
-    try:
-        cached_default().rehearse()
-    except (ModelUnavailableError, ImportError) as exc:
-        logger.warning("two-stage LGE segmenter not preloaded: %s", exc)
-
-
 __all__ = [
     "ALGORITHM_NAME",
     "NAME",
@@ -57,5 +35,4 @@ __all__ = [
     "analyse",
     "contrast_from_names",
     "detect_contrast",
-    "warm_up",
 ]

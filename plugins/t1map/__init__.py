@@ -7,8 +7,6 @@ for the replaceable segmentation interface.
 
 from __future__ import annotations
 
-import contextlib
-
 from plugins.t1map.analysis import (
     ALGORITHM_NAME,
     NAME,
@@ -26,16 +24,6 @@ from plugins.t1map.segmenter import (
     tissue_ranges,
 )
 
-
-def warm_up() -> None:
-    """Load the trained segmenter (torch and weights) and the radiomics library now."""
-    from models.t1seg.segmenter import default_segmenter
-
-    default_segmenter()
-    with contextlib.suppress(ImportError):  # the optional radiomics extra
-        import radiomics  # noqa: F401  (import cost paid before the first series)
-
-
 __all__ = [
     "ALGORITHM_NAME",
     "NAME",
@@ -49,5 +37,4 @@ __all__ = [
     "conservative_core",
     "measurement_core",
     "tissue_ranges",
-    "warm_up",
 ]

@@ -127,6 +127,7 @@ from plugins.api import (
     Severity,
     SliceResult,
     SourceFrame,
+    injected,
 )
 from plugins.lib import codes
 from plugins.t1map.long_axis import (
@@ -311,8 +312,12 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         Optional settings:
 
         ``segmenter``
-            A :class:`~plugins.t1map.segmenter.Segmenter` (default: the trained U-Net of
-            :mod:`models.t1seg`, or the classical one with an INFO flag if it is unavailable).
+            Required: the :class:`~plugins.t1map.segmenter.Segmenter`.  The node gives the
+            trained U-Net of :mod:`models.t1seg`, or the classical one when the U-Net is
+            unavailable (:mod:`node.analyses.t1map`).
+        ``segmenter_flag``
+            A QC flag about the segmenter given (the trained model unavailable), reported
+            first.
         ``field_strength_t``
             Field strength in tesla overriding the header's MagneticFieldStrength.
         ``min_core_pixels``
@@ -329,21 +334,15 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     Raises
     ------
     plugins.api.AnalysisError
-        If the series has no frames, or ``options["core"]`` is not one of :data:`CORE_RULES`.
+        If the series has no frames, ``options["segmenter"]`` is missing, or
+        ``options["core"]`` is not one of :data:`CORE_RULES`.
     """
     if not series.frames:
         raise AnalysisError(f"Series {series.series_instance_uid} has no frames to analyse.")
 
-    flags: list[QCFlag] = []
-    segmenter: Segmenter | None = options.get("segmenter")
-    if segmenter is None:
-        # The trained U-Net if its weights are present and verified; torch loads only here.
-        from models.t1seg.segmenter import default_segmenter
-
-        segmenter, unavailable = default_segmenter()
-        if unavailable is not None:
-            flags.append(unavailable)
-        segmenter = segmenter or ClassicalSegmenter()
+    segmenter: Segmenter = injected(options, "segmenter", "the LV segmenter")
+    unavailable = options.get("segmenter_flag")
+    flags: list[QCFlag] = [unavailable] if isinstance(unavailable, QCFlag) else []
     min_core = int(options.get("min_core_pixels", MIN_CORE_PIXELS))
     core_rule = str(options.get("core", CORE_RULES[0]))
     if core_rule not in CORE_RULES:

@@ -33,7 +33,15 @@ from models.phantoms.dicom_series import (
 from models.phantoms.lge import LgeSlice, make_lge_stack
 from node.inputs.loader import load_series
 from node.outputs.writers import OutputKind, WriterSettings, build_outputs
-from plugins.api import FloatImage, Label, LoadedSeries, SegmentationOutput
+from plugins.api import (
+    AnalysisError,
+    FloatImage,
+    Label,
+    LoadedSeries,
+    QCFlag,
+    SegmentationOutput,
+    Severity,
+)
 from plugins.lge import LgeContrast, QCCode, analyse
 
 MYOCARDIAL = (int(Label.MYOCARDIUM), int(Label.SCAR), int(Label.MVO))
@@ -181,6 +189,27 @@ def test_cine_at_other_positions_is_not_used() -> None:
     assert any(f.code == QCCode.CINE_NOT_USED for f in result.qc_flags)
     assert not any(f.code == QCCode.CINE_FUSION for f in result.qc_flags)
     assert result.provenance.model_name == "lge-only"
+
+
+def test_an_unavailable_fusion_network_is_flagged_and_every_slice_uses_the_lge(
+    study: Study,
+) -> None:
+    flag = QCFlag(QCCode.FUSION_UNAVAILABLE, Severity.INFO,
+                  "The LGE + cine segmentation model is unavailable (missing); every slice was"
+                  " segmented from the LGE alone.")
+    result = analyse(study.lge, _options(study, cine_segmenter=None, cine_segmenter_flag=flag))
+    assert flag in result.qc_flags
+    assert {row["mode"] for row in result.extra["slices"]} == {"lge"}
+    assert {row["cine"]["reason"] for row in result.extra["slices"]} == {
+        "the LGE + cine network is unavailable"}
+
+
+def test_a_cine_without_the_fusion_option_is_an_analysis_error(study: Study) -> None:
+    options = _options(study)
+    del options["cine_segmenter"]
+    with pytest.raises(AnalysisError, match=r"options\['cine_segmenter'\] is missing"):
+        analyse(study.lge, options)
+    assert analyse(study.lge, {**options, "use_cine": False}).slices
 
 
 def test_missing_cine_gives_the_reason_and_the_lge_path(study: Study) -> None:
