@@ -43,6 +43,7 @@ from plugins.api import (
     Severity,
 )
 from plugins.lge import LgeContrast, QCCode, analyse
+from tests.networks import node_options
 
 MYOCARDIAL = (int(Label.MYOCARDIUM), int(Label.SCAR), int(Label.MVO))
 CINE_SHAPE = (208, 256)
@@ -240,8 +241,7 @@ def _texts(ds: pydicom.Dataset) -> list[str]:
 @pytest.mark.skipif(not DEFAULT_FUSION_WEIGHTS.exists(), reason="no trained fusion weights")
 def test_trained_networks_on_a_study_with_cine(study: Study, tmp_path: Path) -> None:
     torch.set_num_threads(1)
-    options = {"companions": {"cine": study.cine}}
-    result = analyse(study.lge, options)
+    result = analyse(study.lge, node_options("lge", companions={"cine": study.cine}))
     rows = result.extra["slices"]
     assert rows and {row["mode"] for row in rows} == {"lge+cine"}
     assert result.provenance.model_name == FUSION_MODEL_NAME
