@@ -419,7 +419,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     series
         A short-axis LGE stack (PSIR or magnitude), one image per slice position.
     options
-        Optional settings:
+        Settings (``segmenter`` is required, the others optional):
 
         ``segmenter``
             Required: the :class:`~plugins.lge.segmenter.LgeSegmenter`.  The node gives the

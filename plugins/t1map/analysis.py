@@ -309,7 +309,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     series
         A loaded T1 map series (pixel values in ms, or seconds, which are converted).
     options
-        Optional settings:
+        Settings (``segmenter`` is required, the others optional):
 
         ``segmenter``
             Required: the :class:`~plugins.t1map.segmenter.Segmenter`.  The node gives the
