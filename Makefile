@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv/bin
 CONFIG ?=
 
-.PHONY: setup run orthanc test test-fast test-viewer lint bench train-models demo clean
+.PHONY: setup run orthanc test test-fast test-viewer lint bench train-models warmup-series demo clean
 
 setup:
 	@deploy/setup.sh
@@ -31,6 +31,11 @@ lint: setup
 
 bench: setup
 	$(VENV)/python -m bench.run
+
+# The phantom series the node rehearses its analyses on at start (node/defaults/warmup,
+# committed; tests/node/test_warmup.py checks they are what the phantom generator writes).
+warmup-series: setup
+	OMP_NUM_THREADS=1 $(VENV)/python -m models.phantoms.warmup --out node/defaults/warmup
 
 # Reproduce the committed weights on one CPU thread (phantom caches in /tmp; about 4 h in
 # all): T1 U-Net 1.0.0, its four-chamber fine-tuning (1.1.0); LGE U-Net 1.0.0, three

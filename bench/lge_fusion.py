@@ -46,6 +46,7 @@ from models.phantoms.dicom_series import StudyInfo, cine_series_datasets, lge_se
 from models.phantoms.lge import LgeSlice, lge_case_truth
 from models.runtime.lgeseg.fusion_segmenter import DEFAULT_FUSION_METADATA
 from models.training.lgeseg.data import EVAL_SEED_START, eval_stack
+from node.analyses import with_networks
 from node.inputs.loader import load_series
 from plugins.api import AnalysisResult, Label, LoadedSeries
 from plugins.lge import analyse
@@ -164,6 +165,7 @@ def evaluate(n_stacks: int, seed_start: int = EVAL_SEED_START,
                 options["cine_segmenter"] = fusion
             if lge_only is not None:
                 options["segmenter"] = lge_only
+            options = with_networks("lge", options)  # the node's networks where none given
             started = time.perf_counter()
             result = analyse(lge, options)
             elapsed = time.perf_counter() - started

@@ -26,6 +26,7 @@ import numpy as np
 
 from models.phantoms.dicom_series import lge_series_datasets
 from models.phantoms.lge import ScarPattern, lge_case_truth, make_lge_stack
+from node.analyses import with_networks
 from node.inputs.loader import load_series
 from plugins.api import FloatImage, LoadedSeries, SegmentationOutput
 from plugins.lge import LgeContrast, ScarMethod, analyse
@@ -108,7 +109,8 @@ def evaluate(n_cases: int, segmenter_kind: str) -> dict[str, Any]:
     seconds: list[float] = []
     for seed in range(SEED_START, SEED_START + n_cases):
         series, truth, labels = make_case(seed)
-        options: dict[str, Any] = {"segmenter": labels} if segmenter_kind == "labels" else {}
+        options: dict[str, Any] = (
+            {"segmenter": labels} if segmenter_kind == "labels" else with_networks("lge", {}))
         started = time.perf_counter()
         result = analyse(series, options)
         seconds.append(time.perf_counter() - started)

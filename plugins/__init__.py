@@ -3,20 +3,21 @@
 Each plugin is a subpackage (``plugins.t1map``, ...) exposing ``NAME``, ``VERSION`` and a pure
 ``analyse(series, options) -> AnalysisResult`` (see :class:`plugins.api.AnalysisPlugin`).
 Plugins are imported only when asked for, so the node does not pay for plugins it never runs.
+A plugin builds no segmentation network: the networks it uses are given in its options
+(:func:`plugins.api.injected`; the node builds them, :mod:`node.analyses`).
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterable
 from typing import cast
 
 from plugins.api import AnalysisPlugin
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PLUGIN_NAMES", "UnknownPluginError", "get_plugin", "warm_up"]
+__all__ = ["PLUGIN_NAMES", "UnknownPluginError", "get_plugin"]
 
 _PLUGIN_MODULES: dict[str, str] = {
     "ecv": "plugins.ecv",
@@ -64,18 +65,3 @@ def get_plugin(name: str) -> AnalysisPlugin:
     module = importlib.import_module(module_name)
     logger.debug("Loaded analysis plugin %s from %s", name, module_name)
     return cast(AnalysisPlugin, module)
-
-
-def warm_up(names: Iterable[str]) -> None:
-    """Import the named plugins and let each load what it needs (models, libraries) ahead of
-    the first series; a plugin opts in with a module-level ``warm_up()``. Failures are
-    logged, not raised: the first analysis will meet and report them."""
-    for name in names:
-        try:
-            module = get_plugin(name)
-            hook = getattr(module, "warm_up", None)
-            if callable(hook):
-                hook()
-            logger.debug("analysis %s ready", name)
-        except Exception:
-            logger.exception("warm-up of analysis %s failed", name)

@@ -434,6 +434,35 @@ class AnalysisError(Exception):
     """The series cannot be analysed; the message is a reason a person understands."""
 
 
+def injected(options: Mapping[str, Any], key: str, what: str) -> Any:
+    """The object the caller gave as ``options[key]``: a segmentation network, which an
+    analysis never builds itself (the node builds it from the site's settings,
+    :mod:`node.analyses`, and tests give their own).
+
+    Parameters
+    ----------
+    options
+        The analysis's options.
+    key
+        The option holding the object.
+    what
+        What the object is, for the error message (e.g. "the LV segmenter").
+
+    Raises
+    ------
+    AnalysisError
+        When the option is missing, or holds a name instead of an object.
+    """
+    value = options.get(key)
+    if value is None or isinstance(value, str):
+        given = "missing" if value is None else f"the name {value!r}, not an object"
+        raise AnalysisError(
+            f"options[{key!r}] is {given}: {what} is given by the caller (the node builds it"
+            " from the site's settings in node.analyses)"
+        )
+    return value
+
+
 class AnalysisPlugin(Protocol):
     """What the node needs from an analysis plugin module."""
 

@@ -5,7 +5,7 @@ Each module ``node.analyses.<name>`` declares ``DESCRIPTOR``, an
 ``plugins.<name>`` besides calling it (options from the study, companion series, re-analysis
 triggers, outputs, status key numbers).  Adding an analysis adds one module here; nothing
 else in the node names it.  An analysis without a module (a site's own plugin) gets the
-defaults: its configured options, no companions, the standard outputs.
+defaults: its configured options, no companions, no networks, the standard outputs.
 
 The functions below are what the workers, ``cmr-node analyse`` and the Orthanc mode call.
 """
@@ -39,6 +39,7 @@ __all__ = [
     "descriptors",
     "requeues_after",
     "standard_outputs",
+    "with_networks",
 ]
 
 _NOT_ANALYSES = frozenset({"base"})
@@ -70,7 +71,8 @@ def assemble_options(
     paths: Sequence[Path],
     facts: StudyFacts,
 ) -> dict[str, Any]:
-    """The plugin options of one series: the site's, the study's data, the companions.
+    """The plugin options of one series: the site's, the study's data, the companions, and
+    the segmentation networks the plugin uses (:func:`with_networks`).
 
     Parameters
     ----------
@@ -82,6 +84,11 @@ def assemble_options(
         The series' files (companions are matched against its geometry).
     facts
         What the caller knows of the study.
+
+    Raises
+    ------
+    plugins.api.AnalysisError
+        When a network the site selected is unavailable.
     """
     declared = descriptor(analysis)
     options = dict(configured)
@@ -89,7 +96,19 @@ def assemble_options(
     if declared.companions:
         candidates: Sequence[Candidate] = facts.candidates(declared.companions)
         options.update(companion_options(declared.companions, paths, candidates))
-    return options
+    return with_networks(analysis, options)
+
+
+def with_networks(analysis: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with the segmentation networks of ``analysis`` added, as the node gives
+    them to the plugin (objects already in ``options`` are kept).
+
+    Raises
+    ------
+    plugins.api.AnalysisError
+        When a network the options select is unavailable.
+    """
+    return {**options, **descriptor(analysis).networks(options)}
 
 
 def requeues_after(

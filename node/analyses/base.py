@@ -6,6 +6,9 @@ node-side descriptor (``node.analyses.<name>``) says everything else the node mu
 * ``study_options``: options taken from the study's data (covariates, haematocrit ...),
   on top of the site's ``[analysis.<name>]`` settings;
 * ``companions``: the other series of the study it reads, by role (:mod:`node.inputs.companions`);
+* ``networks``: the segmentation networks the plugin is given in its options, built from
+  the site's settings (a plugin imports nothing from ``models``);
+* ``warm_up``: loads those networks (and libraries) at start, ahead of the first series;
 * ``requeues``: which finished analyses of the same study queue it again;
 * ``arrivals``: which newly completed series of the study queue it again;
 * ``build_outputs``: the DICOM objects written for its result (default: SEG, SRs, summary
@@ -175,6 +178,14 @@ def _no_options(facts: StudyFacts) -> dict[str, Any]:
     return {}
 
 
+def _no_networks(options: Mapping[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+def _nothing_to_load() -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class AnalysisDescriptor:
     """Everything the node does for one analysis besides calling its plugin.
@@ -187,6 +198,13 @@ class AnalysisDescriptor:
         Options from the study's data, merged over the site's settings.
     companions
         Companion roles (:mod:`node.inputs.companions`).
+    networks
+        The plugin's segmentation networks as options (e.g. ``segmenter``), built from the
+        options assembled so far (the site's settings, the study's, the companions); an
+        option already holding an object is kept.  Raises ``AnalysisError`` when a network
+        the site selected is unavailable.
+    warm_up
+        Loads what the analysis needs (networks, libraries) ahead of the first series.
     requeues
         Finished analyses of the study that queue this one again.
     arrivals
@@ -203,6 +221,8 @@ class AnalysisDescriptor:
     name: str
     study_options: Callable[[StudyFacts], dict[str, Any]] = _no_options
     companions: tuple[CompanionSpec, ...] = ()
+    networks: Callable[[Mapping[str, Any]], dict[str, Any]] = _no_networks
+    warm_up: Callable[[], None] = _nothing_to_load
     requeues: tuple[Requeue, ...] = ()
     arrivals: tuple[Arrival, ...] = ()
     build_outputs: OutputBuilder = standard_outputs

@@ -4,7 +4,8 @@ Companion: the native T1 map of the same slices (a series routed to ``t1map``). 
 the study: its haematocrit (sidecar, REST or ``--covariates``; an invalid sidecar gives
 ``haematocrit_error``), over the site's configured value.  Besides the usual outputs the
 pixel-wise ECV map is written as a Parametric Map.  When a native T1 map of the study has been
-analysed, the study's done and failed ECV jobs are queued again (they may have lacked it).
+analysed, the study's done and failed ECV jobs are queued again (they may have lacked it).  The
+native map is segmented by the T1-map segmenter (:func:`node.analyses.t1map.t1_networks`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from pydicom import Dataset
 
 from node.analyses.base import AnalysisDescriptor, Requeue, StudyFacts, supplied_or_error
+from node.analyses.t1map import load_t1_networks, t1_networks
 from node.inputs.companions import CompanionRole, CompanionSpec, covers_any_slice
 from node.inputs.covariates import SuppliedCovariates, haematocrit_options
 from node.outputs.writers import Lineage, OutputObject, WriterSettings, build_outputs
@@ -67,6 +69,8 @@ DESCRIPTOR = AnalysisDescriptor(
             states=("done", "failed"),
         ),
     ),
+    networks=t1_networks,
+    warm_up=load_t1_networks,
     build_outputs=ecv_outputs,
     key_numbers=("global_myocardium_ecv_percent",),
 )

@@ -3,7 +3,8 @@
 Companion: the scanner's T1 map of the same slices (a series routed to ``t1map``), to
 compare the fit with.  The fitted maps are written first, as Parametric Maps (new UIDs per
 analysis generation, as every output); the SEG, SRs and summary reference them instead of the
-source images.
+source images.  The fitted maps are segmented by the T1-map segmenter
+(:func:`node.analyses.t1map.t1_networks`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pydicom import Dataset
 
 from node.analyses.base import AnalysisDescriptor
+from node.analyses.t1map import load_t1_networks, t1_networks
 from node.inputs.companions import CompanionRole, CompanionSpec, covers_any_slice
 from node.outputs.writers import Lineage, OutputObject, WriterSettings, build_outputs
 from plugins.api import AnalysisResult, LoadedSeries
@@ -44,6 +46,8 @@ DESCRIPTOR = AnalysisDescriptor(
             "scanner T1 map of the same slices",
         ),
     ),
+    networks=t1_networks,
+    warm_up=load_t1_networks,
     build_outputs=molli_outputs,
     key_numbers=("global_myocardium_t1_mean_ms",),
 )

@@ -293,10 +293,10 @@ def cmd_analyse(args: argparse.Namespace) -> int:
             lge_covariates=partial(lge_by_study.get, study_uid),
             candidates=partial(_study_candidates, study_uid, groups, all_headers, decisions),
         )
-        options = assemble_options(
-            analysis, settings.analysis_options.get(analysis, {}), paths, facts
-        )
         try:
+            options = assemble_options(
+                analysis, settings.analysis_options.get(analysis, {}), paths, facts
+            )
             run = run_analysis(paths, analysis, options, writer)
             files = write_outputs(run, out / series_uid)
             summary = result_summary(run, files)

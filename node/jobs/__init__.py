@@ -4,6 +4,5 @@
 :mod:`.worker` takes jobs from the catalog and queues their outputs for delivery;
 :mod:`.lineage` knows which delivered results a re-analysis replaces; :mod:`.warmup` makes the
 first job as fast as the next.  It may import ``analyses``, ``inputs``, ``outputs``, ``catalog``,
-:mod:`node.settings` and ``plugins`` (the warm-up also ``models.phantoms``); the composition
-root (:mod:`node.service`) starts it.
+:mod:`node.settings` and ``plugins``; the composition root (:mod:`node.service`) starts it.
 """

@@ -1,14 +1,16 @@
 """Warm-up at start, so that the first series is analysed as fast as the next ones.
 
-Loading the weights (each plugin's ``warm_up``) is not enough: the first analysis of a process
-also pays the imports of its writers and libraries (highdicom, scikit-image, pyradiomics),
-highdicom's tables of the standard, the first inference of each network and the first feature
-extraction: 1.3 s of the first 3.54 s time to result of a 3-slice T1 map (issue 16). The
-warm-up therefore also analyses one synthetic phantom series (:mod:`models.phantoms`) of each
-analysis that has one, builds and writes its outputs into a temporary folder and discards
-them. It runs in a background thread of each process that runs analysis workers, after the
-listener accepts associations; a series that arrives meanwhile is analysed as soon as a worker
-takes it (the two share the loaded models).
+Loading the weights (each analysis descriptor's ``warm_up``, :mod:`node.analyses`) is not
+enough: the first analysis of a process also pays the imports of its writers and libraries
+(highdicom, scikit-image, pyradiomics), highdicom's tables of the standard, the first
+inference of each network and the first feature extraction: 1.3 s of the first 3.54 s time to
+result of a 3-slice T1 map (issue 16). The warm-up therefore also analyses one small synthetic
+series of each analysis that has one (:data:`REHEARSAL_SERIES`: a 3-slice T1 map and a
+4-slice LGE stack, committed DICOM files written by ``make warmup-series`` from the phantom
+generator, :mod:`models.phantoms.warmup`), builds and writes its outputs into a temporary
+folder and discards them. It runs in a background thread of each process that runs analysis
+workers, after the listener accepts associations; a series that arrives meanwhile is analysed
+as soon as a worker takes it (the two share the loaded models).
 
 ``[node] warm_up`` chooses how much is done (:class:`node.settings.WarmUp`): the rehearsal
 (default), loading only, or nothing.  The rehearsal costs each start about a full analysis
@@ -23,51 +25,38 @@ import logging
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
+from node.analyses import descriptor, with_networks
 from node.jobs.pipeline import run_analysis, write_outputs
 from node.outputs.writers import WriterSettings
 from node.settings import WarmUp
-from plugins import warm_up as load_plugins
+from plugins import get_plugin
 
 logger = logging.getLogger(__name__)
 
-#: Seed of the phantom series analysed at start (any fixed value: the result is discarded).
-WARM_UP_SEED = 16
-#: Slices of the LGE phantom: enough for every step of the analysis, fewer than a real stack.
-LGE_WARM_UP_SLICES = 4
+REHEARSAL_SERIES = Path(__file__).parents[1] / "defaults" / "warmup"
+"""One folder of DICOM files per analysis whose first run is rehearsed (``t1map``, ``lge``;
+the others only load), written by ``make warmup-series``."""
 
 
-def _t1map_series(folder: Path) -> list[Path]:
-    from models.phantoms.dicom_series import StudyInfo, t1map_series_datasets, write_series
-    from models.phantoms.t1map import make_t1map_stack
-
-    rng = np.random.default_rng(WARM_UP_SEED)
-    _, slices = make_t1map_stack(rng, field_strength_t=1.5, levels=("basal", "mid", "apical"))
-    datasets = t1map_series_datasets(slices, vendor="siemens", field_strength_t=1.5, rng=rng,
-                                     study=StudyInfo.synthetic(WARM_UP_SEED))
-    return list(write_series(datasets, folder))
+def rehearsal_series(analysis: str) -> list[Path]:
+    """The files of the series ``analysis`` is rehearsed on (none: it only loads)."""
+    return sorted((REHEARSAL_SERIES / analysis).glob("*.dcm"))
 
 
-def _lge_series(folder: Path) -> list[Path]:
-    from models.phantoms.dicom_series import StudyInfo, lge_series_datasets, write_series
-    from models.phantoms.lge import make_lge_stack
-
-    rng = np.random.default_rng(WARM_UP_SEED)
-    _, slices = make_lge_stack(rng, n_slices=LGE_WARM_UP_SLICES, field_strength_t=1.5)
-    datasets = lge_series_datasets(slices, vendor="siemens",
-                                   study=StudyInfo.synthetic(WARM_UP_SEED))
-    return list(write_series(datasets, folder))
-
-
-#: Analyses whose first run is rehearsed on a phantom series (the others only load).
-PHANTOM_SERIES: dict[str, Callable[[Path], list[Path]]] = {
-    "t1map": _t1map_series,
-    "lge": _lge_series,
-}
+def load_analyses(names: Sequence[str]) -> None:
+    """Import the named plugins and load what each needs (its descriptor's ``warm_up``:
+    networks, libraries). Failures are logged, not raised: the first analysis will meet and
+    report them."""
+    for name in names:
+        try:
+            get_plugin(name)
+            descriptor(name).warm_up()
+            logger.debug("analysis %s ready", name)
+        except Exception:
+            logger.exception("warm-up of analysis %s failed", name)
 
 
 class _QuietRehearsal(logging.Filter):
@@ -115,7 +104,7 @@ def warm_up_analyses(names: Sequence[str], writer: WriterSettings,
         handler.addFilter(quiet)
     try:
         try:
-            load_plugins(names)
+            load_analyses(names)
         finally:
             if loaded is not None:
                 loaded.set()
@@ -149,11 +138,11 @@ def freeze_heap() -> None:
 def _rehearse(names: Sequence[str], writer: WriterSettings) -> None:
     with tempfile.TemporaryDirectory(prefix="cmr-node-warm-up-") as tmp:
         for name in names:
-            make = PHANTOM_SERIES.get(name)
-            if make is None:
+            paths = rehearsal_series(name)
+            if not paths:
                 continue
             try:
-                run = run_analysis(make(Path(tmp) / name), name, {}, writer)
+                run = run_analysis(paths, name, with_networks(name, {}), writer)
                 write_outputs(run, Path(tmp) / name / "outputs")
             except Exception:
                 logger.warning("warm-up run of analysis %s failed", name, exc_info=True)

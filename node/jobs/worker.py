@@ -110,7 +110,7 @@ class WorkerPool:
         Parameters
         ----------
         ready
-            Set once the analyses are warmed up (:func:`plugins.warm_up`); the threads claim
+            Set once the analyses are loaded (:mod:`node.jobs.warmup`); the threads claim
             no job before.  Warming up imports torch and loads weights, which holds the GIL
             for seconds at a time under CPU load (7 s measured at a load of 18): a job
             claimed meanwhile could not be heartbeated and would lose its lease to another

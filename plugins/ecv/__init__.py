@@ -22,14 +22,6 @@ from plugins.ecv.analysis import (
 )
 from plugins.ecv.qc import QCCode
 
-
-def warm_up() -> None:
-    """Load what the native-map segmentation needs (segmenter weights)."""
-    from plugins.t1map import warm_up as t1map_warm_up
-
-    t1map_warm_up()
-
-
 __all__ = [
     "ALGORITHM_NAME",
     "COMPANION_NATIVE",
@@ -43,5 +35,4 @@ __all__ = [
     "derived_map_uids",
     "estimate_shift",
     "parse_haematocrit",
-    "warm_up",
 ]

@@ -3,10 +3,11 @@
 Method
 ------
 1. **Native segmentation.** The native map (``options["companions"]["native_t1map"]``) is
-   analysed by the unchanged :func:`plugins.t1map.analysis.analyse` (the trained U-Net by
-   default).  Post-contrast maps have other T1 ranges than the network was trained on, so the
-   LV labels, the conservative myocardial core and the slice levels come from the native
-   map and are transferred to the post-contrast frames.
+   analysed by the unchanged :func:`plugins.t1map.analysis.analyse` (with the T1 segmenter
+   given in the options: the node gives the trained U-Net).  Post-contrast maps have other
+   T1 ranges than the network was trained on, so the LV labels, the conservative myocardial
+   core and the slice levels come from the native map and are transferred to the
+   post-contrast frames.
 2. **Pairing.** Each post-contrast frame is paired with the analysed native frame of the same
    orientation whose plane lies within :data:`MAX_PAIR_DISTANCE_MM` of it (nearest wins).
 3. **Alignment.** The native map is resampled onto the post-contrast pixel grid (patient
@@ -233,7 +234,8 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             The patient's haematocrit (fraction or per cent) and where it came from.
         ``haematocrit_error``
             Why a supplied haematocrit was refused (reported as a flag).
-        ``segmenter``, ``field_strength_t``, ``min_core_pixels``, ``normal_ranges``
+        ``segmenter`` (required), ``segmenter_flag``, ``field_strength_t``,
+        ``min_core_pixels``, ``normal_ranges``
             Passed to the native T1-map analysis.
 
     Returns
@@ -261,7 +263,8 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         raise AnalysisError(f"The post-contrast map's values are not T1 in ms (units {units}).")
     native_options = {
         key: options[key]
-        for key in ("segmenter", "field_strength_t", "min_core_pixels", "normal_ranges")
+        for key in ("segmenter", "segmenter_flag", "field_strength_t", "min_core_pixels",
+                    "normal_ranges")
         if key in options
     }
     native_options["radiomics"] = False

@@ -10,8 +10,6 @@ pattern, :mod:`plugins.lge.report` for the measurements and provenance,
 
 from __future__ import annotations
 
-import logging
-
 from plugins.lge.analysis import analyse
 from plugins.lge.contrast import contrast_from_names, detect_contrast
 from plugins.lge.measure import ScarMethod
@@ -19,26 +17,6 @@ from plugins.lge.qc import QCCode
 from plugins.lge.regional import Location, Pattern
 from plugins.lge.report import ALGORITHM_NAME, NAME, VERSION
 from plugins.lge.segmenter import LgeContrast, LgeSegmenter
-
-logger = logging.getLogger(__name__)
-
-
-def warm_up() -> None:
-    """Load the trained LGE segmenters (torch; the LGE-only and LGE + cine U-Nets and the
-    committed two-stage localiser + segmenter) now, and run each two-stage network once so
-    that ``segmenter = "two-stage"`` meets its first series warm."""
-    from models.runtime.lgeseg.fusion_segmenter import default_fusion_segmenter
-    from models.runtime.lgeseg.segmenter import default_segmenter
-    from models.runtime.lgeseg.two_stage import cached_default
-    from models.runtime.segmentation import ModelUnavailableError
-
-    default_segmenter()
-    default_fusion_segmenter()
-    try:
-        cached_default().rehearse()
-    except (ModelUnavailableError, ImportError) as exc:
-        logger.warning("two-stage LGE segmenter not preloaded: %s", exc)
-
 
 __all__ = [
     "ALGORITHM_NAME",
@@ -53,5 +31,4 @@ __all__ = [
     "analyse",
     "contrast_from_names",
     "detect_contrast",
-    "warm_up",
 ]

@@ -1,9 +1,9 @@
 """LGE analysis: LV myocardium and scar, %scar by three methods, AHA segments, location, pattern.
 
-For every slice of a short-axis LGE stack the segmenter (by default the trained network of
-:mod:`models.lgeseg`; the two-channel LGE + cine network for slices that have a matched image
-in the study's cine, see :mod:`plugins.lge.cine`) gives LV blood pool, myocardium, RV blood
-pool, scar and MVO.  Scar is
+For every slice of a short-axis LGE stack the segmenter given in the options (the node gives
+the trained network the site chose, :mod:`node.analyses.lge`; the two-channel LGE + cine
+network for slices that have a matched image in the study's cine, see
+:mod:`plugins.lge.cine`) gives LV blood pool, myocardium, RV blood pool, scar and MVO.  Scar is
 then also measured with the two classical thresholds readers use (n-SD over automatically
 found remote myocardium, and FWHM), so the report gives a range.  Volumes are slice areas
 times the spacing between slice centres (the stack is treated as contiguous slabs, the
@@ -52,6 +52,7 @@ from plugins.api import (
     Severity,
     SliceResult,
     SourceFrame,
+    injected,
 )
 from plugins.lge.cine import (
     CineMatch,
@@ -103,6 +104,7 @@ from plugins.lge.stack import stack_frames
 from plugins.lib import codes
 from plugins.lib.cardiac.aha import assign_levels
 from plugins.lib.cardiac.regions import merged_wall, slice_segment_maps
+from plugins.lib.stack_geometry import in_plane_offsets
 from plugins.lib.uncertainty import MAX_UNCERTAIN_AREA_RATIO, uncertain_area_ratio
 
 logger = logging.getLogger(__name__)
@@ -110,12 +112,6 @@ logger = logging.getLogger(__name__)
 
 PRESENCE_PERCENT: Final = 1.0
 """LGE is called present when scar is at least this per cent of LV mass."""
-SEGMENTERS: Final = ("cascade", "unet", "two-stage")
-"""Values of the ``segmenter`` option: :mod:`models.lgeseg.cascade` (the one-stage U-Net
-where it is sure of the stack, else the two-stage segmenter), the one-stage U-Net alone
-(:mod:`models.lgeseg.segmenter`) or the two-stage segmenter alone
-(:mod:`models.lgeseg.two_stage`)."""
-DEFAULT_SEGMENTER: Final = "cascade"
 MAX_UNCERTAINTY: Final = 0.35
 """Segmentation uncertainty above which a slice is flagged (as for the T1 network)."""
 
@@ -124,48 +120,13 @@ COMPANION_CINE: Final = "cine"
 """Role of the study's short-axis cine series in ``options["companions"]``."""
 
 
-def _segmenter(options: Mapping[str, Any]) -> tuple[LgeSegmenter, QCFlag | None]:
-    """The segmenter object given, or the one ``segmenter`` / ``segmenter_weights`` name."""
-    chosen = options.get("segmenter")
-    if chosen is not None and not isinstance(chosen, str):
-        return chosen, None
-    if chosen is None:
-        chosen = DEFAULT_SEGMENTER
-    if chosen not in SEGMENTERS:
-        raise AnalysisError(f"segmenter = {chosen!r} is not one of {', '.join(SEGMENTERS)}")
-    if chosen in ("two-stage", "cascade"):
-        from models.runtime.lgeseg.site_weights import two_stage_segmenter
-        from models.runtime.segmentation import ModelUnavailableError
-
-        weights = options.get("segmenter_weights")
-        try:
-            two_stage = two_stage_segmenter(str(weights) if weights else None)
-        except (ModelUnavailableError, ImportError) as exc:
-            raise AnalysisError(
-                f"The selected {chosen} LGE segmenter is unavailable, so LGE cannot be "
-                f"analysed: the two-stage network: {exc}"
-            ) from exc
-        if chosen == "two-stage":
-            return two_stage, None
-    from models.runtime.lgeseg.segmenter import default_segmenter
-
-    found, unavailable = default_segmenter()
-    if found is None:
-        reason = unavailable.message if unavailable is not None else "no LGE model"
-        raise AnalysisError(
-            f"The LGE segmentation model is unavailable, so LGE cannot be analysed: {reason}"
-        )
-    if chosen == "cascade":
-        from models.runtime.lgeseg.cascade import CascadeLgeSegmenter
-
-        return CascadeLgeSegmenter(found, two_stage), unavailable
-    return found, unavailable
 
 
 def _network_used(segmenter: LgeSegmenter, outputs: Iterable[SegmentationOutput]
                   ) -> tuple[LgeSegmenter, str | None]:
-    """The network of a cascade (:mod:`models.lgeseg.cascade`) that segmented the stack and
-    why it was chosen; ``segmenter`` itself and ``None`` for any other segmenter."""
+    """The network of a cascade (a segmenter with ``networks()``, as
+    :mod:`models.runtime.lgeseg.cascade`) that segmented the stack and why it was chosen;
+    ``segmenter`` itself and ``None`` for any other segmenter."""
     networks = getattr(segmenter, "networks", None)
     if networks is None:
         return segmenter, None
@@ -194,19 +155,15 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     series
         A short-axis LGE stack (PSIR or magnitude), one image per slice position.
     options
-        Optional settings:
+        Settings (``segmenter`` is required, the others optional):
 
         ``segmenter``
-            An :class:`~plugins.lge.segmenter.LgeSegmenter`, or one of :data:`SEGMENTERS`:
-            ``"cascade"`` (default; :mod:`models.lgeseg.cascade`: the one-stage U-Net for a
-            stack it is sure of, else the two-stage segmenter; the network that segmented
-            the stack is the one named in the provenance), ``"unet"`` (the one-stage
-            network of :mod:`models.lgeseg.segmenter` alone) or ``"two-stage"``
-            (:mod:`models.lgeseg.two_stage` alone).  A segmenter with ``segment_stack`` gets
-            the whole stack at once, with the frames' geometry.
-        ``segmenter_weights``
-            With ``"two-stage"`` or ``"cascade"``: site two-stage segmenter weights
-            (``cmr-node models finetune``) instead of the committed ones.
+            Required: the :class:`~plugins.lge.segmenter.LgeSegmenter`.  The node gives the
+            network the site chose (``[analysis.lge] segmenter``, :mod:`node.analyses.lge`);
+            a cascade (a segmenter with ``networks()``) names in the provenance the network
+            that segmented the stack.  A segmenter with ``segment_stack`` gets the whole
+            stack at once, with the frames' geometry
+            (:func:`plugins.lib.stack_geometry.in_plane_offsets`).
         ``n_sd``
             n of the n-SD method (default 5, accepted 2-6).
         ``contrast``
@@ -220,8 +177,10 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             (:mod:`plugins.lge.cine` pairs, resamples and aligns it); the others by the
             LGE-only network.  Each slice's mode is in ``extra["slices"][i]["mode"]``.
         ``cine_segmenter``
-            The segmenter for slices with a matched cine (default: the trained LGE + cine
-            network of :mod:`models.lgeseg.fusion_segmenter`).
+            Required with a cine companion (and ``use_cine``): the segmenter for slices with
+            a matched cine (the node gives the trained LGE + cine network), or ``None`` when
+            that network is unavailable (every slice is then segmented from the LGE alone)
+            with ``cine_segmenter_flag``, the QC flag saying why.
         ``use_cine``
             ``False`` segments every slice from the LGE alone (default ``True``).
         ``infarct_model`` / ``clinical`` / ``clinical_source``
@@ -244,13 +203,13 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     Raises
     ------
     plugins.api.AnalysisError
-        If the series has no frames, the model is unavailable or an option is invalid.
+        If the series has no frames, a required option is missing or an option is invalid.
     """
     if not series.frames:
         raise AnalysisError(f"Series {series.series_instance_uid} has no frames to analyse.")
     n_sd = _n_sd(options)
-    segmenter, unavailable = _segmenter(options)
-    flags: list[QCFlag] = [unavailable] if unavailable is not None else []
+    segmenter: LgeSegmenter = injected(options, "segmenter", "the LGE segmenter")
+    flags: list[QCFlag] = []
     if options.get("contrast"):
         contrast, evidence = LgeContrast(str(options["contrast"]).lower()), "option"
     else:
@@ -466,30 +425,32 @@ def _cine_context(options: Mapping[str, Any], flags: list[QCFlag]) -> _CineConte
     if not options.get("use_cine", True):
         return _CineContext(found, uid, None, "the cine is not used (option use_cine off)",
                             looked_up)
-    fusion: LgeSegmenter | None = options.get("cine_segmenter")
+    if "cine_segmenter" not in options:
+        raise AnalysisError(
+            "options['cine_segmenter'] is missing: with a cine companion the LGE + cine"
+            " segmenter (or None when it is unavailable) is given by the caller (the node"
+            " builds it in node.analyses)"
+        )
+    fusion: LgeSegmenter | None = options["cine_segmenter"]
     if fusion is None:
-        from models.runtime.lgeseg.fusion_segmenter import default_fusion_segmenter
-
-        fusion, unavailable = default_fusion_segmenter()
-        if fusion is None:
-            if unavailable is not None:
-                flags.append(unavailable)
-            return _CineContext(found, uid, None, "the LGE + cine network is unavailable",
-                                looked_up)
+        unavailable = options.get("cine_segmenter_flag")
+        if isinstance(unavailable, QCFlag):
+            flags.append(unavailable)
+        return _CineContext(found, uid, None, "the LGE + cine network is unavailable",
+                            looked_up)
     return _CineContext(found, uid, fusion, None, looked_up)
 
 
 def _stack_outputs(series: LoadedSeries, stack: Sequence[int], contrast: LgeContrast,
                    segmenter: LgeSegmenter) -> dict[int, SegmentationOutput]:
     """LGE-only outputs of the whole stack at once, by frame index, when the segmenter
-    localises the heart per stack (``segment_stack``, :mod:`models.lgeseg.two_stage`), with
-    the frames' ImagePositionPatient / ImageOrientationPatient placing the slices; else
-    empty (each slice is then segmented alone)."""
+    localises the heart per stack (``segment_stack``, as
+    :mod:`models.runtime.lgeseg.two_stage`), with the frames' ImagePositionPatient /
+    ImageOrientationPatient placing the slices; else empty (each slice is then segmented
+    alone)."""
     segment_stack = getattr(segmenter, "segment_stack", None)
     if segment_stack is None or not stack:
         return {}
-    from models.runtime.lgeseg.stack_locate import in_plane_offsets
-
     frames = [series.frames[i] for i in stack]
     offsets = in_plane_offsets([f.image_position for f in frames],
                                [f.image_orientation for f in frames],

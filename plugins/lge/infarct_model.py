@@ -1,8 +1,8 @@
 """A site's infarct model: file format, validation and the combined probability.
 
 A site trains the model on its own cohort with ``cmr-node classify train``
-(:mod:`models.classify.train`); none is shipped and no coefficient is built in.  Without a model
-file the LGE analysis reports the image-only call (:mod:`plugins.lge.infarct`) as such.
+(:mod:`models.training.classify.train`); none is shipped and no coefficient is built in. Without
+a model file the LGE analysis reports the image-only call (:mod:`plugins.lge.infarct`) as such.
 
 File format (JSON, UTF-8)::
 

@@ -20,14 +20,6 @@ from plugins.molli.analysis import (
 from plugins.molli.fit import FitResult, fit_molli
 from plugins.molli.source import MolliSource, extract_source, parse_ti_text
 
-
-def warm_up() -> None:
-    """Load what the T1-map analysis of the fitted maps needs (segmenter weights)."""
-    from plugins.t1map import warm_up as t1map_warm_up
-
-    t1map_warm_up()
-
-
 __all__ = [
     "ALGORITHM_NAME",
     "NAME",
@@ -42,5 +34,4 @@ __all__ = [
     "extract_source",
     "fit_molli",
     "parse_ti_text",
-    "warm_up",
 ]

@@ -7,23 +7,11 @@ for the replaceable segmentation interface.
 
 from __future__ import annotations
 
-import contextlib
-
 from plugins.t1map.analysis import analyse, conservative_core, measurement_core
 from plugins.t1map.qc import QCCode
 from plugins.t1map.report import ALGORITHM_NAME, NAME, VERSION
 from plugins.t1map.segmenter import ClassicalSegmenter, SegmentationOutput, Segmenter
 from plugins.t1map.tissue import TissueRanges, tissue_ranges
-
-
-def warm_up() -> None:
-    """Load the trained segmenter (torch and weights) and the radiomics library now."""
-    from models.runtime.t1seg.segmenter import default_segmenter
-
-    default_segmenter()
-    with contextlib.suppress(ImportError):  # the optional radiomics extra
-        import radiomics  # noqa: F401  (import cost paid before the first series)
-
 
 __all__ = [
     "ALGORITHM_NAME",
@@ -38,5 +26,4 @@ __all__ = [
     "conservative_core",
     "measurement_core",
     "tissue_ranges",
-    "warm_up",
 ]

@@ -42,7 +42,7 @@ region, 21 ms with the rim margin).
 This expert-style "midwall" core is the default (``options["core"]``, setting
 ``[analysis.t1map] core``); "conservative", the middle 60 % of the segmented wall at least
 ``CORE_MARGIN_PX`` pixels from either border (the default of versions 0.1–0.2), remains an
-option.  Measured with ``python -m models.t1seg.core_bias`` on 40 held-out subjects with
+option.  Measured with ``python -m models.evaluation.t1seg.core_bias`` on 40 held-out subjects with
 realistic borders (seeds 900000–900039: 6–8 mm slices, 2–5 mm endocardial motion, a 2–4 mm
 trabecular layer), reported minus the tissue T1 of the true mid-wall, median [5th, 95th
 percentile] (SD) over 60 / 59 slices:
@@ -109,6 +109,7 @@ from plugins.api import (
     Severity,
     SliceResult,
     SourceFrame,
+    injected,
 )
 from plugins.t1map.frames import (
     field_strength,
@@ -209,11 +210,15 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     series
         A loaded T1 map series (pixel values in ms, or seconds, which are converted).
     options
-        Optional settings:
+        Settings (``segmenter`` is required, the others optional):
 
         ``segmenter``
-            A :class:`~plugins.t1map.segmenter.Segmenter` (default: the trained U-Net of
-            :mod:`models.t1seg`, or the classical one with an INFO flag if it is unavailable).
+            Required: the :class:`~plugins.t1map.segmenter.Segmenter`.  The node gives the
+            trained U-Net of :mod:`models.t1seg`, or the classical one when the U-Net is
+            unavailable (:mod:`node.analyses.t1map`).
+        ``segmenter_flag``
+            A QC flag about the segmenter given (the trained model unavailable), reported
+            first.
         ``field_strength_t``
             Field strength in tesla overriding the header's MagneticFieldStrength.
         ``min_core_pixels``
@@ -230,21 +235,15 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     Raises
     ------
     plugins.api.AnalysisError
-        If the series has no frames, or ``options["core"]`` is not one of :data:`CORE_RULES`.
+        If the series has no frames, ``options["segmenter"]`` is missing, or
+        ``options["core"]`` is not one of :data:`CORE_RULES`.
     """
     if not series.frames:
         raise AnalysisError(f"Series {series.series_instance_uid} has no frames to analyse.")
 
-    flags: list[QCFlag] = []
-    segmenter: Segmenter | None = options.get("segmenter")
-    if segmenter is None:
-        # The trained U-Net if its weights are present and verified; torch loads only here.
-        from models.runtime.t1seg.segmenter import default_segmenter
-
-        segmenter, unavailable = default_segmenter()
-        if unavailable is not None:
-            flags.append(unavailable)
-        segmenter = segmenter or ClassicalSegmenter()
+    segmenter: Segmenter = injected(options, "segmenter", "the LV segmenter")
+    unavailable = options.get("segmenter_flag")
+    flags: list[QCFlag] = [unavailable] if isinstance(unavailable, QCFlag) else []
     min_core = int(options.get("min_core_pixels", MIN_CORE_PIXELS))
     core_rule = str(options.get("core", CORE_RULES[0]))
     if core_rule not in CORE_RULES:

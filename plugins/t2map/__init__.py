@@ -3,6 +3,6 @@ per AHA segment, with quality control.  See :mod:`plugins.t2map.analysis`."""
 
 from __future__ import annotations
 
-from plugins.t2map.analysis import ALGORITHM_NAME, NAME, T2, VERSION, QCCode, analyse, warm_up
+from plugins.t2map.analysis import ALGORITHM_NAME, NAME, T2, VERSION, QCCode, analyse
 
-__all__ = ["ALGORITHM_NAME", "NAME", "T2", "VERSION", "QCCode", "analyse", "warm_up"]
+__all__ = ["ALGORITHM_NAME", "NAME", "T2", "VERSION", "QCCode", "analyse"]

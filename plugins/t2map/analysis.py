@@ -5,21 +5,22 @@ bSSFP map as Siemens MyoMaps, Philips and GE reconstruct it, or any other T2 map
 
 Segmentation
 ------------
-T2 maps show blood bright and myocardium dark, as a magnitude LGE image does.  Of the two
-committed networks, the two-stage LGE segmenter (:mod:`models.lgeseg.two_stage`: localiser
-then segmenter, each input normalised to its own 1st / 99th percentiles, trained on
-domain-randomised phantom and Sunnybrook label maps) is used, run as for a magnitude image
-with its scar labels counted as myocardium.  On 18 phantom T2-map slices (3 subjects at 1.5
-and 3 T, :func:`models.phantoms.maps.t2_map`) its myocardium had a median Dice of 0.94 against
-the phantom labels (all slices >= 0.7); the T1-map U-Net, which reads physical T1 values
-without normalisation, found no myocardium on raw T2 maps (Dice 0 on every slice) and a median
-Dice of 0.80 (14 of 18 slices >= 0.7) after mapping T2 linearly onto T1-like values, so it is
-not used.  On 60 further lesion-free slices (10 subjects per field) the median Dice was 0.91;
-two slices (Dice 0.03 and 0.0) were mis-segmented and are caught by the QC below (no core /
-implausible T2); over the 57 usable slices the slice mean T2 differed from the phantom's tissue
-T2 by -3.0 ms [-18.2, +7.8] at 1.5 T and +1.5 ms [-6.9, +44.7] at 3 T (the same core on the
-exact labels: -4.6 [-20.4, +1.4] and -1.2 [-8.1, +1.7]).  Neither network has seen
-a real T2 map: the values are to be checked on a site's own maps before clinical use.
+T2 maps show blood bright and myocardium dark, as a magnitude LGE image does.  The segmenter is
+given in ``options["segmenter"]``; the node gives (:mod:`node.analyses.t2map`), of the two
+committed networks, the two-stage LGE segmenter (:mod:`models.runtime.lgeseg.two_stage`:
+localiser then segmenter, each input normalised to its own 1st / 99th percentiles, trained on
+domain-randomised phantom and Sunnybrook label maps) without its scar-enhancement rule, run as
+for a magnitude image with its scar labels counted as myocardium.  On 18 phantom T2-map slices
+(3 subjects at 1.5 and 3 T, :func:`models.phantoms.maps.t2_map`) its myocardium had a median
+Dice of 0.94 against the phantom labels (all slices >= 0.7); the T1-map U-Net, which reads
+physical T1 values without normalisation, found no myocardium on raw T2 maps (Dice 0 on every
+slice) and a median Dice of 0.80 (14 of 18 slices >= 0.7) after mapping T2 linearly onto
+T1-like values, so it is not used.  On 60 further lesion-free slices (10 subjects per field)
+the median Dice was 0.91; two slices (Dice 0.03 and 0.0) were mis-segmented and are caught by
+the QC below (no core / implausible T2); over the 57 usable slices the slice mean T2 differed
+from the phantom's tissue T2 by -3.0 ms [-18.2, +7.8] at 1.5 T and +1.5 ms [-6.9, +44.7] at 3 T
+(the same core on the exact labels: -4.6 [-20.4, +1.4] and -1.2 [-8.1, +1.7]).  Neither network
+has seen a real T2 map: the values are to be checked on a site's own maps before clinical use.
 
 Values
 ------
@@ -53,7 +54,6 @@ usable slice; no reference range.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -74,7 +74,9 @@ from plugins.api import (
     SegmentationOutput,
     Severity,
     SliceResult,
+    injected,
 )
+from plugins.lge.segmenter import LgeContrast, LgeSegmenter
 from plugins.lib import codes
 from plugins.lib.cardiac.aha import SEGMENT_NAMES, assign_levels, segment_statistics
 from plugins.lib.cardiac.regions import slice_segment_maps
@@ -88,7 +90,7 @@ from plugins.t1map.reference import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ALGORITHM_NAME", "NAME", "T2", "VERSION", "QCCode", "analyse", "warm_up"]
+__all__ = ["ALGORITHM_NAME", "NAME", "T2", "VERSION", "QCCode", "analyse"]
 
 NAME: Final = "t2map"
 VERSION: Final = "0.1.0"
@@ -138,24 +140,9 @@ class _Slice:
     uncertainty: float | None
 
 
-@functools.cache
-def _segmenter() -> Any:
-    """The committed two-stage LGE network, without its scar-enhancement rule."""
-    from models.runtime.lgeseg.two_stage import TwoStageLgeSegmenter
-
-    return TwoStageLgeSegmenter(scar_rule=None)
-
-
-def warm_up() -> None:
-    """Load the segmentation network (torch and weights) ahead of the first series."""
-    _segmenter()
-
-
-def _segment(pixels: npt.NDArray[np.float32], spacing: tuple[float, float]
-             ) -> SegmentationOutput:
-    from plugins.lge.segmenter import LgeContrast
-
-    output: SegmentationOutput = _segmenter().segment(pixels, spacing, LgeContrast.MAGNITUDE)
+def _segment(segmenter: LgeSegmenter, pixels: npt.NDArray[np.float32],
+             spacing: tuple[float, float]) -> SegmentationOutput:
+    output: SegmentationOutput = segmenter.segment(pixels, spacing, LgeContrast.MAGNITUDE)
     labels = np.where(np.isin(output.labels, _MYOCARDIAL_LABELS), np.uint8(Label.MYOCARDIUM),
                       output.labels).astype(np.uint8)
     return SegmentationOutput(labels, output.uncertainty, output.reason, output.details)
@@ -206,28 +193,32 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     series
         T2 maps in ms (``SourceFrame.units == "ms"``).
     options
+        ``segmenter`` (required): the LV segmenter, an
+        :class:`~plugins.lge.segmenter.LgeSegmenter` run as for a magnitude LGE image.
         ``normal_ranges``: the site's reference ranges (see the module description).
 
     Raises
     ------
     AnalysisError
-        If the series has no frame, or a site range is malformed.
+        If the series has no frame, the segmenter is missing, or a site range is malformed.
     """
     if not series.frames:
         raise AnalysisError("The series has no images.")
+    segmenter: LgeSegmenter = injected(options, "segmenter", "the LV segmenter")
     flags: list[QCFlag] = []
     units = {frame.units for frame in series.frames}
     if units != {"ms"}:
         flags.append(QCFlag(QCCode.UNITS_NOT_MS, Severity.FAILURE,
                             f"The map's values are in {', '.join(sorted(units))}, not ms; it is"
                             " not analysed."))
-        return _result(series, (), (), flags, {"display_window": DISPLAY_WINDOW_MS})
+        return _result(series, (), (), flags, {"display_window": DISPLAY_WINDOW_MS},
+                       segmenter)
     reference, reference_text = _reference(series, options)
     usable: list[_Slice] = []
     slices: list[tuple[int, npt.NDArray[np.uint8], list[Measurement]]] = []
     for index, frame in enumerate(series.frames):
         pixels = np.asarray(frame.pixels, dtype=np.float32)
-        output = _segment(pixels, frame.pixel_spacing)
+        output = _segment(segmenter, pixels, frame.pixel_spacing)
         labels = output.labels
         myocardium = labels == Label.MYOCARDIUM
         if output.reason is not None or not myocardium.any():
@@ -281,7 +272,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     if not usable:
         flags.append(QCFlag(QCCode.NO_USABLE_SLICE, Severity.FAILURE,
                             "No slice gave a usable myocardial T2."))
-        return _result(series, slice_results, (), flags, extra)
+        return _result(series, slice_results, (), flags, extra, segmenter)
     if reference is None:
         flags.append(QCFlag(QCCode.NO_REFERENCE_RANGE, Severity.INFO, reference_text))
     pooled = np.concatenate([s.values[s.core & np.isfinite(s.values)] for s in usable])
@@ -296,7 +287,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     if aha is not None:
         extra["aha"] = aha
         measurements += _segment_measurements(aha)
-    return _result(series, slice_results, tuple(measurements), flags, extra)
+    return _result(series, slice_results, tuple(measurements), flags, extra, segmenter)
 
 
 def _levels(series: LoadedSeries,
@@ -355,25 +346,21 @@ def _segment_measurements(aha: Mapping[str, Any]) -> list[Measurement]:
     return found
 
 
-def _provenance() -> Provenance:
+def _provenance(segmenter: LgeSegmenter) -> Provenance:
     method = (
         "LV segmentation of each T2 map by the two-stage LGE network (run as for a magnitude"
         " image, scar labels counted as myocardium); T2 statistics over a conservative"
         " mid-wall myocardial core, per slice, pooled over slices and per AHA segment."
     )
-    try:
-        segmenter = _segmenter()
-    except Exception as exc:  # weights missing or torch absent: the analysis says so
-        raise AnalysisError(f"the segmentation network is unavailable: {exc}") from exc
     return Provenance(ALGORITHM_NAME, VERSION, method, model_name=segmenter.name,
                       model_version=segmenter.version, model_sha256=segmenter.weights_sha256)
 
 
 def _result(series: LoadedSeries, slices: tuple[SliceResult, ...],
             measurements: tuple[Measurement, ...], flags: list[QCFlag],
-            extra: Mapping[str, Any]) -> AnalysisResult:
+            extra: Mapping[str, Any], segmenter: LgeSegmenter) -> AnalysisResult:
     return AnalysisResult(
         analysis=NAME, series_instance_uid=series.series_instance_uid, segments=SEGMENTS,
         slices=slices, measurements=measurements, qc_flags=tuple(flags),
-        provenance=_provenance(), extra=extra,
+        provenance=_provenance(segmenter), extra=extra,
     )

@@ -22,6 +22,7 @@ from models.phantoms.dicom_series import t1map_series_datasets, write_series
 from models.phantoms.philips_style import write_philips_style_study
 from node.jobs.pipeline import run_analysis, writer_settings
 from tests.netutil import NodeProcess, PacsScp, dciodvfy_errors, send_files, wait_for
+from tests.networks import node_options
 
 pytestmark = pytest.mark.e2e
 
@@ -41,7 +42,7 @@ def assert_same_t1_as_tidy_maps(study: dict, t1: dict, folder: Path) -> None:
                                  study=study["study"], series_number=12, slice_gap_mm=8.0)
     for ds in tidy:
         ds.BodyPartExamined = "HEART"
-    tidy_run = run_analysis(write_series(tidy, folder), "t1map", {},
+    tidy_run = run_analysis(write_series(tidy, folder), "t1map", node_options("t1map"),
                             writer_settings("cmr-node", None))
     tidy_means = [m.value for sl in tidy_run.result.slices for m in sl.measurements
                   if m.key == "myocardium_t1_mean_ms"]

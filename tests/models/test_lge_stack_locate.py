@@ -12,9 +12,9 @@ from models.runtime.lgeseg.stack_locate import (
     HeartCandidate,
     choose_chain,
     fill_chain,
-    in_plane_offsets,
     locate_stack,
 )
+from plugins.lib.stack_geometry import in_plane_offsets
 
 
 def _heart(row: float, col: float, diameter: float = 40.0, score: float = 100.0
@@ -73,16 +73,6 @@ def test_a_shifted_field_of_view_is_not_a_moving_heart() -> None:
     filled = fill_chain([[_heart(100, 120)], [], [_heart(72, 121)]], [0, None, 0], offsets)
     assert filled[1] is not None
     assert np.allclose(filled[1].centre, (101.0, 120.5))
-
-
-def test_offsets_follow_the_row_and_column_directions_of_an_oblique_plane() -> None:
-    row_dir = np.array([0.6, 0.8, 0.0])
-    col_dir = np.array([0.0, 0.0, -1.0])
-    first = np.array([10.0, -20.0, 30.0])
-    moved = first + 12.0 * row_dir + 5.0 * col_dir + 8.0 * np.cross(row_dir, col_dir)
-    offsets = in_plane_offsets([first, moved], [(*row_dir, *col_dir)] * 2,
-                               [(1.25, 2.0), (1.25, 2.0)])
-    assert offsets[1] == pytest.approx((5.0 / 1.25, 12.0 / 2.0))
 
 
 def _ring_passes(grid: int = 48) -> np.ndarray:

@@ -28,6 +28,7 @@ from models.training.t1seg.data import EVAL_SEED_START, phantom_subject  # noqa:
 from plugins.api import Label, Severity  # noqa: E402
 from plugins.t1map.analysis import analyse  # noqa: E402
 from plugins.t1map.segmenter import ClassicalSegmenter, Segmenter  # noqa: E402
+from tests.networks import node_options  # noqa: E402
 
 TEST_SUBJECT_SEEDS = (EVAL_SEED_START + 500, EVAL_SEED_START + 501)
 """Held-out subjects (evaluation seed range, never used in training), one per field strength."""
@@ -163,7 +164,7 @@ def test_postprocess_removes_islands_and_fills_the_cavity() -> None:
 
 def test_analysis_uses_the_unet_by_default() -> None:
     slices = phantom_subject(TEST_SUBJECT_SEEDS[0])
-    result = analyse(series_from_phantoms(slices, "2.25.77"), {})
+    result = analyse(series_from_phantoms(slices, "2.25.77"), node_options("t1map"))
     assert result.provenance.model_sha256 == sha256_of(DEFAULT_WEIGHTS)
     assert not any(flag.code == MODEL_UNAVAILABLE for flag in result.qc_flags)
     overridden = analyse(series_from_phantoms(slices, "2.25.78"),
@@ -180,7 +181,7 @@ def test_analysis_falls_back_when_weights_are_missing(
         found, flag = default_segmenter()
         assert found is None and flag is not None and flag.severity is Severity.INFO
         slices = phantom_subject(TEST_SUBJECT_SEEDS[1])[:1]
-        result = analyse(series_from_phantoms(slices, "2.25.79"), {})
+        result = analyse(series_from_phantoms(slices, "2.25.79"), node_options("t1map"))
         assert result.provenance.model_sha256 is None
         assert any(f.code == MODEL_UNAVAILABLE and f.severity is Severity.INFO
                    for f in result.qc_flags)

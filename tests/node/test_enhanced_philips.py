@@ -22,6 +22,7 @@ from node.jobs.pipeline import run_analysis, writer_settings
 from node.routing import load_rules, route
 from node.service import read_headers
 from tests.netutil import dciodvfy_errors
+from tests.networks import node_options
 
 N_SLICES = 3
 
@@ -78,7 +79,8 @@ def test_router_routes_enhanced_like_the_classic_philips_series(
 def test_t1map_seg_derives_from_the_map_frames(enhanced: dict, tmp_path: Path) -> None:
     # Several frames share each slice position (the IR frames and the map): the SEG has one
     # plane per analysed map frame and derives each from that map frame only.
-    run = run_analysis([enhanced["path"]], "t1map", {}, writer_settings("cmr-node", None))
+    run = run_analysis([enhanced["path"]], "t1map", node_options("t1map"),
+                       writer_settings("cmr-node", None))
     seg = next(o.dataset for o in run.outputs if o.kind == "seg")
     path = tmp_path / "seg.dcm"
     seg.save_as(path, enforce_file_format=True)
@@ -103,7 +105,8 @@ def test_molli_fit_and_scanner_map_comparison_match_the_classic_series(
     # The same acquisition, enhanced or classic, gives the same MOLLI fit and comparison.
     classic_paths = write_series(enhanced["classic"], tmp_path / "classic")
     settings = writer_settings("cmr-node", None)
-    multi = run_analysis([enhanced["path"]], "molli", {}, settings).result.extra["molli"]
-    classic = run_analysis(classic_paths, "molli", {}, settings).result.extra["molli"]
+    options = node_options("molli")
+    multi = run_analysis([enhanced["path"]], "molli", options, settings).result.extra["molli"]
+    classic = run_analysis(classic_paths, "molli", options, settings).result.extra["molli"]
     assert len(multi["scanner_map_comparison"]) == N_SLICES
     assert multi["scanner_map_comparison"] == classic["scanner_map_comparison"]

@@ -14,6 +14,7 @@ from pydicom.uid import generate_uid
 from models.phantoms.dicom_series import StudyInfo, t1map_series_datasets, write_series
 from models.phantoms.t1map import make_heart_case, make_t1map_stack
 from node.jobs.pipeline import result_summary, run_analysis, writer_settings
+from tests.networks import node_options
 
 SEG_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 
@@ -44,7 +45,7 @@ def test_resent_slice_and_stray_ct_instance_are_left_out_not_crashed_on(
         *write_series([ct], tmp_path / "ct"),
     ]
 
-    run = run_analysis(paths, "t1map", {}, writer_settings("cmr-node", None))
+    run = run_analysis(paths, "t1map", node_options("t1map"), writer_settings("cmr-node", None))
 
     used = {frame.sop_instance_uid for frame in run.series.frames}
     assert len(run.series.frames) == len(datasets)

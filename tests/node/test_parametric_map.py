@@ -35,6 +35,7 @@ from node.outputs.writers.parametric_map import (
 from plugins.molli import analyse
 from plugins.t1map import ClassicalSegmenter
 from tests.netutil import dciodvfy_errors
+from tests.networks import node_options
 
 molli_tests = pytest.importorskip("tests.plugins.test_molli")
 
@@ -209,8 +210,8 @@ def test_the_ecv_map_gets_new_uids_per_generation() -> None:
         slices, study=info, rng=rng, contrast=state,
         slice_gap_mm=float(native[0].SpacingBetweenSlices), field_strength_t=1.5)
     series = load_series(post)
-    result = analyse_ecv(series, {"companions": {COMPANION_NATIVE: load_series(native)},
-                                  "haematocrit": 0.42})
+    result = analyse_ecv(series, node_options(
+        "ecv", companions={COMPANION_NATIVE: load_series(native)}, haematocrit=0.42))
     build = descriptor("ecv").build_outputs
     uids = [_uids(build(result, series, post, SETTINGS, Lineage(g))[1]) for g in (0, 0, 1)]
     assert KIND_ECV in uids[0] and uids[1] == uids[0]

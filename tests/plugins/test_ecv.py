@@ -47,6 +47,7 @@ from plugins.ecv import (
     parse_haematocrit,
 )
 from plugins.lib import codes
+from tests.networks import node_options
 
 SLICE_TOLERANCE_POINTS = 1.5
 GLOBAL_TOLERANCE_POINTS = 1.0
@@ -85,7 +86,7 @@ def studies() -> list[Study]:
 
 
 def _options(study: Study, **extra: Any) -> dict[str, Any]:
-    return {"companions": {COMPANION_NATIVE: study.native}, **extra}
+    return node_options("ecv", companions={COMPANION_NATIVE: study.native}, **extra)
 
 
 def _values(measurements: Any) -> Mapping[str, Any]:
@@ -197,7 +198,8 @@ def test_native_map_of_other_slices_is_an_analysis_error(studies):
         for f in study.native.frames
     ))
     with pytest.raises(AnalysisError, match="within 2 mm"):
-        analyse(study.post, {"companions": {COMPANION_NATIVE: moved}, "haematocrit": 0.4})
+        analyse(study.post, node_options("ecv", companions={COMPANION_NATIVE: moved},
+                                         haematocrit=0.4))
 
 
 def _shifted(series: LoadedSeries, shift: tuple[float, float]) -> LoadedSeries:

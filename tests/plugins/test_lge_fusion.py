@@ -33,8 +33,17 @@ from models.runtime.lgeseg.fusion_segmenter import DEFAULT_FUSION_WEIGHTS, FUSIO
 from models.runtime.lgeseg.segmenter import MODEL_NAME
 from node.inputs.loader import load_series
 from node.outputs.writers import OutputKind, WriterSettings, build_outputs
-from plugins.api import FloatImage, Label, LoadedSeries, SegmentationOutput
+from plugins.api import (
+    AnalysisError,
+    FloatImage,
+    Label,
+    LoadedSeries,
+    QCFlag,
+    SegmentationOutput,
+    Severity,
+)
 from plugins.lge import LgeContrast, QCCode, analyse
+from tests.networks import node_options
 
 MYOCARDIAL = (int(Label.MYOCARDIUM), int(Label.SCAR), int(Label.MVO))
 CINE_SHAPE = (208, 256)
@@ -183,6 +192,27 @@ def test_cine_at_other_positions_is_not_used() -> None:
     assert result.provenance.model_name == "lge-only"
 
 
+def test_an_unavailable_fusion_network_is_flagged_and_every_slice_uses_the_lge(
+    study: Study,
+) -> None:
+    flag = QCFlag(QCCode.FUSION_UNAVAILABLE, Severity.INFO,
+                  "The LGE + cine segmentation model is unavailable (missing); every slice was"
+                  " segmented from the LGE alone.")
+    result = analyse(study.lge, _options(study, cine_segmenter=None, cine_segmenter_flag=flag))
+    assert flag in result.qc_flags
+    assert {row["mode"] for row in result.extra["slices"]} == {"lge"}
+    assert {row["cine"]["reason"] for row in result.extra["slices"]} == {
+        "the LGE + cine network is unavailable"}
+
+
+def test_a_cine_without_the_fusion_option_is_an_analysis_error(study: Study) -> None:
+    options = _options(study)
+    del options["cine_segmenter"]
+    with pytest.raises(AnalysisError, match=r"options\['cine_segmenter'\] is missing"):
+        analyse(study.lge, options)
+    assert analyse(study.lge, {**options, "use_cine": False}).slices
+
+
 def test_missing_cine_gives_the_reason_and_the_lge_path(study: Study) -> None:
     reason = "the study has no short-axis cine of the same slices"
     options = _options(study, companions={}, companion_reasons={"cine": reason})
@@ -211,8 +241,7 @@ def _texts(ds: pydicom.Dataset) -> list[str]:
 @pytest.mark.skipif(not DEFAULT_FUSION_WEIGHTS.exists(), reason="no trained fusion weights")
 def test_trained_networks_on_a_study_with_cine(study: Study, tmp_path: Path) -> None:
     torch.set_num_threads(1)
-    options = {"companions": {"cine": study.cine}}
-    result = analyse(study.lge, options)
+    result = analyse(study.lge, node_options("lge", companions={"cine": study.cine}))
     rows = result.extra["slices"]
     assert rows and {row["mode"] for row in rows} == {"lge+cine"}
     assert result.provenance.model_name == FUSION_MODEL_NAME

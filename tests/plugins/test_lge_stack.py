@@ -1,5 +1,5 @@
-"""LGE analysis with a segmenter that localises the heart per stack (``segment_stack``), and
-the preloading of the two-stage segmenter."""
+"""LGE analysis with a segmenter that localises the heart per stack (``segment_stack``), and the
+stack geometry it is given (:mod:`plugins.lib.stack_geometry`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from models.runtime.lgeseg.stack_locate import in_plane_offsets
 from plugins.api import FloatImage, Label, SegmentationOutput
 from plugins.lge import LgeContrast, analyse
+from plugins.lib.stack_geometry import in_plane_offsets
+from tests.networks import node_options
 from tests.plugins.test_lge import KnownLabels, make_stack
 
 
@@ -60,20 +61,18 @@ def test_two_stage_analysis_localises_the_heart_per_stack() -> None:
     if not (DEFAULT_LOCATOR.exists() and DEFAULT_SEGMENTER.exists()):
         pytest.skip("two-stage weights not committed")
     stack = make_stack(4, "ischaemic_lad", n_slices=4)
-    result = analyse(stack.series, {"segmenter": "two-stage", "use_cine": False})
+    result = analyse(stack.series, node_options("lge", segmenter="two-stage", use_cine=False))
     assert len(result.slices) >= 3
     rows = result.extra["slices"]
     assert all(str(r["segmenter"]["heart_localisation"]).startswith("stack chain")
                for r in rows)
 
 
-def test_warm_up_preloads_the_two_stage_segmenter() -> None:
-    pytest.importorskip("torch")
-    from models.runtime.lgeseg.two_stage import DEFAULT_LOCATOR, DEFAULT_SEGMENTER, cached_default
-    from plugins.lge import warm_up
-
-    if not (DEFAULT_LOCATOR.exists() and DEFAULT_SEGMENTER.exists()):
-        pytest.skip("two-stage weights not committed")
-    cached_default.cache_clear()
-    warm_up()
-    assert cached_default.cache_info().currsize == 1
+def test_offsets_follow_the_row_and_column_directions_of_an_oblique_plane() -> None:
+    row_dir = np.array([0.6, 0.8, 0.0])
+    col_dir = np.array([0.0, 0.0, -1.0])
+    first = np.array([10.0, -20.0, 30.0])
+    moved = first + 12.0 * row_dir + 5.0 * col_dir + 8.0 * np.cross(row_dir, col_dir)
+    offsets = in_plane_offsets([first, moved], [(*row_dir, *col_dir)] * 2,
+                               [(1.25, 2.0), (1.25, 2.0)])
+    assert offsets[1] == pytest.approx((5.0 / 1.25, 12.0 / 2.0))

@@ -38,6 +38,7 @@ from plugins.molli.analysis import (
 from plugins.molli.fit import fit_molli, look_locker_signal
 from plugins.molli.source import MIN_DISTINCT_TIS, TiSource
 from plugins.t1map import ClassicalSegmenter
+from tests.networks import node_options
 
 phantom_t1map = pytest.importorskip("models.phantoms.t1map")
 dicom_series = pytest.importorskip("models.phantoms.dicom_series")
@@ -529,7 +530,7 @@ def test_unfittable_slice_is_flagged_not_fatal(written) -> None:
 def test_default_segmenter_on_fitted_maps() -> None:
     """The production path: the trained U-Net segments the node's fitted maps."""
     datasets, slices = molli_datasets(13, levels=("basal", "mid", "apical"))
-    outcome = analyse(load_series(datasets), {})
+    outcome = analyse(load_series(datasets), node_options("molli"))
     assert outcome.provenance.model_sha256 is not None  # the trained model was used
     assert len(outcome.slices) == 3
     truth = slices[0].truth["myocardium_t1_true_ms"]

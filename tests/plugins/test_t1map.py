@@ -56,6 +56,7 @@ from plugins.t1map import (
     measurement_core,
     tissue_ranges,
 )
+from tests.networks import node_options
 
 phantom_t1map = pytest.importorskip("models.phantoms.t1map")
 dicom_series = pytest.importorskip("models.phantoms.dicom_series")
@@ -180,7 +181,7 @@ def accuracy() -> list[_SliceOutcome]:
         vendor = VENDORS[n % len(VENDORS)]
         datasets = dicom_series.t1map_series_datasets(slices, vendor=vendor)
         series = load_series(datasets)
-        result = analyse(series, {})
+        result = analyse(series, node_options("t1map"))
         by_frame = {s.frame_index: s for s in result.slices}
         for frame_index, frame in enumerate(series.frames):
             phantom = slices[int(frame.attributes["InstanceNumber"]) - 1]
@@ -289,7 +290,7 @@ def test_levels_follow_the_cavity_size(accuracy: list[_SliceOutcome]) -> None:
 @pytest.fixture(scope="module")
 def stack_result() -> tuple[list[Any], AnalysisResult]:
     slices = _stack(301, streaks=False)
-    return slices, analyse(_series_from_slices(slices, field=3.0), {})
+    return slices, analyse(_series_from_slices(slices, field=3.0), node_options("t1map"))
 
 
 def test_result_structure_and_provenance(stack_result: tuple[list[Any], AnalysisResult]) -> None:
@@ -366,7 +367,7 @@ def test_reversed_slice_order_still_finds_base(
     stack_result: tuple[list[Any], AnalysisResult],
 ) -> None:
     slices, _result = stack_result
-    result = analyse(_series_from_slices(list(reversed(slices)), field=3.0), {})
+    result = analyse(_series_from_slices(list(reversed(slices)), field=3.0), node_options("t1map"))
     levels = {s.frame_index: s.level for s in result.slices}
     expected = {0: "apical", 1: "mid", 2: "basal"}
     for index, level in levels.items():
@@ -380,7 +381,7 @@ def test_reversed_slice_order_still_finds_base(
 
 def test_brain_series_yields_failures_not_values() -> None:
     series = load_series(dicom_series.non_cardiac_mr_series_datasets(n_slices=3))
-    result = analyse(series, {})
+    result = analyse(series, node_options("t1map"))
     assert result.slices == ()
     assert result.has_failure
     assert QCCode.NO_SLICE_ANALYSED in {f.code for f in result.qc_flags}
@@ -416,7 +417,7 @@ def test_noise_yields_failures_not_values(kind: str, field: float | None) -> Non
             )
         )
     header = {} if field is None else {"MagneticFieldStrength": field}
-    result = analyse(LoadedSeries("2.25.1", "2.25.2", tuple(frames), header), {})
+    result = analyse(LoadedSeries("2.25.1", "2.25.2", tuple(frames), header), node_options("t1map"))
     assert result.slices == ()
     codes_raised = [f.code for f in result.qc_flags]
     assert codes_raised.count(QCCode.SLICE_UNSEGMENTABLE) == 3
@@ -432,7 +433,7 @@ def test_one_unsegmentable_slice_leaves_the_others(
     noise = np.random.default_rng(3).uniform(0, 3000, series.frames[1].pixels.shape)
     frames = list(series.frames)
     frames[1] = dataclasses.replace(frames[1], pixels=noise.astype(np.float32))
-    result = analyse(dataclasses.replace(series, frames=tuple(frames)), {})
+    result = analyse(dataclasses.replace(series, frames=tuple(frames)), node_options("t1map"))
     assert [s.frame_index for s in result.slices] == [0, 2]
     failures = [f for f in result.qc_flags if f.severity is Severity.FAILURE]
     assert [(f.code, f.frame_index) for f in failures] == [(QCCode.SLICE_UNSEGMENTABLE, 1)]
@@ -442,7 +443,8 @@ def test_one_unsegmentable_slice_leaves_the_others(
 
 def test_map_in_seconds_is_converted(stack_result: tuple[list[Any], AnalysisResult]) -> None:
     slices, reference = stack_result
-    result = analyse(_series_from_slices(slices, units="s", scale=1e-3, field=3.0), {})
+    result = analyse(_series_from_slices(slices, units="s", scale=1e-3, field=3.0),
+                     node_options("t1map"))
     assert QCCode.UNITS_CONVERTED in {f.code for f in result.qc_flags}
     assert _value(result.measurements, "global_myocardium_t1_mean_ms") == pytest.approx(
         _value(reference.measurements, "global_myocardium_t1_mean_ms"), abs=0.5
@@ -453,11 +455,12 @@ def test_map_in_other_units_is_not_analysed(
     stack_result: tuple[list[Any], AnalysisResult],
 ) -> None:
     slices, _ = stack_result
-    result = analyse(_series_from_slices(slices, units="%", field=3.0), {})
+    result = analyse(_series_from_slices(slices, units="%", field=3.0), node_options("t1map"))
     assert result.slices == ()
     flag = next(f for f in result.qc_flags if f.code == QCCode.UNITS_NOT_MS)
     assert flag.severity is Severity.FAILURE
-    small = analyse(_series_from_slices(slices, units="1", scale=1e-3, field=3.0), {})
+    small = analyse(_series_from_slices(slices, units="1", scale=1e-3, field=3.0),
+                    node_options("t1map"))
     assert small.slices == ()
     assert small.has_failure
 
@@ -466,7 +469,7 @@ def test_unitless_map_with_ms_values_is_analysed_with_warning(
     stack_result: tuple[list[Any], AnalysisResult],
 ) -> None:
     slices, _ = stack_result
-    result = analyse(_series_from_slices(slices, units="1", field=3.0), {})
+    result = analyse(_series_from_slices(slices, units="1", field=3.0), node_options("t1map"))
     flag = next(f for f in result.qc_flags if f.code == QCCode.UNITS_NOT_MS)
     assert flag.severity is Severity.WARNING
     assert len(result.slices) == 3
@@ -476,7 +479,7 @@ def test_unknown_field_strength_is_flagged_and_still_measured(
     stack_result: tuple[list[Any], AnalysisResult],
 ) -> None:
     slices, reference = stack_result
-    result = analyse(_series_from_slices(slices, field=None), {})
+    result = analyse(_series_from_slices(slices, field=None), node_options("t1map"))
     flag = next(f for f in result.qc_flags if f.code == QCCode.FIELD_STRENGTH_UNKNOWN)
     assert flag.severity is Severity.WARNING
     assert "unknown" in flag.message.lower()
@@ -491,7 +494,8 @@ def test_field_strength_option_overrides_header(
     stack_result: tuple[list[Any], AnalysisResult],
 ) -> None:
     slices, _ = stack_result
-    result = analyse(_series_from_slices(slices, field=None), {"field_strength_t": 3.0})
+    result = analyse(_series_from_slices(slices, field=None),
+                     node_options("t1map", field_strength_t=3.0))
     assert QCCode.FIELD_STRENGTH_UNKNOWN not in {f.code for f in result.qc_flags}
     assert result.extra["method"]["field_strength_t"] == 3.0
 

@@ -24,6 +24,7 @@ from plugins import PLUGIN_NAMES
 from plugins.api import Label, Severity
 from plugins.t1map.analysis import conservative_core
 from plugins.t2map import T2, QCCode, analyse
+from tests.networks import node_options
 
 #: Slice mean T2 over the analysis' core minus the same statistic over the phantom's exact
 #: labels.  Measured on the 57 usable of 60 lesion-free phantom slices (10 subjects at each of
@@ -49,7 +50,7 @@ def phantom(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 
 def test_every_slice_is_segmented_and_measured_like_the_exact_labels(phantom):
-    result = analyse(phantom["series"], {})
+    result = analyse(phantom["series"], node_options("t2map"))
     assert result.analysis == "t2map" and not result.has_failure
     assert len(result.slices) == len(phantom["slices"]) == 3
     by_uid = {str(ds.SOPInstanceUID): (ds, s)
@@ -83,21 +84,21 @@ def test_a_site_range_matching_vendor_sequence_and_field_gives_a_z_score(phantom
     site = {"local": {"vendor": "siemens", "sequence_family": "t2_prep",
                       "field_strength_t": phantom["field"], "mean_ms": 50.0, "sd_ms": 4.0,
                       "source": "test range, not a clinical value"}}
-    result = analyse(series, {"normal_ranges": site})
+    result = analyse(series, node_options("t2map", normal_ranges=site))
     values = {m.key: m.value for m in result.measurements}
     mean = values["global_myocardium_t2_mean_ms"]
     assert mean is not None
     assert values["global_myocardium_t2_z_score"] == pytest.approx((mean - 50.0) / 4.0, abs=0.01)
     other = {"local": {**site["local"], "field_strength_t": 4.5 - phantom["field"]}}
     assert "global_myocardium_t2_z_score" not in {
-        m.key for m in analyse(series, {"normal_ranges": other}).measurements}
+        m.key for m in analyse(series, node_options("t2map", normal_ranges=other)).measurements}
 
 
 def test_a_map_not_in_ms_is_not_analysed(phantom):
     series = phantom["series"]
     unitless = dataclasses.replace(series, frames=tuple(
         dataclasses.replace(f, units="1") for f in series.frames))
-    result = analyse(unitless, {})
+    result = analyse(unitless, node_options("t2map"))
     assert result.has_failure and not result.slices
     assert [f.code for f in result.qc_flags] == [QCCode.UNITS_NOT_MS]
 
@@ -106,7 +107,7 @@ def test_no_myocardium_is_a_failure_not_a_number(phantom):
     series = phantom["series"]
     blank = dataclasses.replace(series, frames=tuple(
         dataclasses.replace(f, pixels=np.zeros_like(f.pixels)) for f in series.frames))
-    result = analyse(blank, {})
+    result = analyse(blank, node_options("t2map"))
     codes = [f.code for f in result.qc_flags]
     assert result.has_failure and QCCode.NO_USABLE_SLICE in codes
     assert codes.count(QCCode.SLICE_NOT_SEGMENTED) == len(series.frames)

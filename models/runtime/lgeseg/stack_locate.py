@@ -10,9 +10,10 @@ candidates, skipped slices allowed at a cost); slices left without a chosen cand
 centre and diameter interpolated from the chain (:func:`fill_chain`).
 
 Centres are compared in one common frame: when the slices' ImagePositionPatient and
-ImageOrientationPatient are given, :func:`in_plane_offsets` places each slice's pixel grid in
-the first slice's (row, column) axes, so a shifted field of view does not look like a moving
-heart; without geometry the slices are assumed to share one pixel grid.
+ImageOrientationPatient are given, the analysis places each slice's pixel grid in the first
+slice's (row, column) axes (:func:`plugins.lib.stack_geometry.in_plane_offsets`), so a shifted
+field of view does not look like a moving heart; without geometry the slices are assumed to
+share one pixel grid.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ __all__ = [
     "HeartCandidate",
     "choose_chain",
     "fill_chain",
-    "in_plane_offsets",
     "locate_stack",
 ]
 
@@ -87,40 +87,6 @@ class ChainPoint:
     candidate: int | None
 
 
-def in_plane_offsets(
-    positions: Sequence[Sequence[float]],
-    orientations: Sequence[Sequence[float]],
-    spacings: Sequence[tuple[float, float]],
-) -> list[tuple[float, float]]:
-    """Where each slice's first pixel lies in the first slice's (row, column) pixel axes.
-
-    A pixel (r, c) of slice ``i`` is at (r, c) + offset ``i`` in the common frame (rotation
-    between slices, which a short-axis stack does not have, is ignored).
-
-    Parameters
-    ----------
-    positions
-        ImagePositionPatient of each slice (mm).
-    orientations
-        ImageOrientationPatient of each slice (row direction cosines, then column).
-    spacings
-        PixelSpacing of each slice: (row spacing, column spacing) in mm.
-    """
-    if not positions:
-        return []
-    first = np.asarray(positions[0], dtype=np.float64)
-    cosines = np.asarray(orientations[0], dtype=np.float64)
-    along_row, along_column = cosines[:3], cosines[3:]
-    row_mm, column_mm = spacings[0]
-    offsets = []
-    for position in positions:
-        delta = np.asarray(position, dtype=np.float64) - first
-        # Columns advance along the row direction, rows along the column direction.
-        offsets.append((float(delta @ along_column) / row_mm,
-                        float(delta @ along_row) / column_mm))
-    return offsets
-
-
 def _pair_cost(a: HeartCandidate, b: HeartCandidate, shift_a: npt.NDArray[np.float64],
                shift_b: npt.NDArray[np.float64], gap: int) -> float:
     distance = float(np.hypot(*(np.add(b.centre, shift_b) - np.add(a.centre, shift_a))))
@@ -146,8 +112,9 @@ def choose_chain(
     candidates
         Per slice, in stack order, its heart candidates (possibly none).
     offsets
-        Per slice, its grid offset in the common frame (:func:`in_plane_offsets`); ``None``
-        for slices sharing one pixel grid.
+        Per slice, its grid offset in the common frame
+        (:func:`plugins.lib.stack_geometry.in_plane_offsets`); ``None`` for slices sharing
+        one pixel grid.
     skip_cost
         Cost of a slice without a chosen candidate.
 

@@ -479,8 +479,7 @@ class TwoStageLgeSegmenter:
             PSIR or magnitude.
         offsets
             Each slice's grid offset in a common frame
-            (:func:`models.runtime.lgeseg.stack_locate.in_plane_offsets`); ``None``: one shared
-            grid.
+            (:func:`plugins.lib.stack_geometry.in_plane_offsets`); ``None``: one shared grid.
 
         Returns
         -------

@@ -10,7 +10,7 @@ what makes a useful two-channel network trainable within the time budget on one 
 Reproducible: fixed subject seeds, initialisation, batch order and augmentation seeds, one
 CPU thread.  Weights go to ``models/weights/lge_cine_unet.pt`` and their provenance
 (generator fingerprint, seed ranges, settings, data sizes, SHA-256, the initial weights'
-hash) to ``lge_cine_unet.json``; ``python -m models.lgeseg.evaluate_fusion`` adds the
+hash) to ``lge_cine_unet.json``; ``python -m bench.lge_fusion`` measures the
 held-out metrics.
 """
 

@@ -8,7 +8,7 @@
 :mod:`~plugins.lib.radiomics.lvrr`
     The five published logistic models of LV reverse remodelling.
 
-Training a rad-score model is :mod:`models.radscore.train`; the ``cmr-node radiomics``
+Training a rad-score model is :mod:`models.training.radscore.train`; the ``cmr-node radiomics``
 commands are :mod:`node.cli.radiomics`.  The submodules import pyradiomics and scikit-learn
 only when used.
 """

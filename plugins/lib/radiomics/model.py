@@ -1,6 +1,6 @@
 """Rad-score model files: format, validation and scoring.
 
-A rad-score model is trained by a site on its own cohort (:mod:`models.radscore.train`);
+A rad-score model is trained by a site on its own cohort (:mod:`models.training.radscore.train`);
 none is shipped, and the published study's 16 features and coefficients are unknown.  When no
 model file is installed the caller reports the features and :data:`NO_MODEL_MESSAGE`.
 
