@@ -30,7 +30,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, _config
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from models.phantoms.dicom_series import t1map_series_datasets
+from models.phantoms.dicom_maps import t1map_series_datasets
 from models.phantoms.t1map import make_t1map_stack
 from node.network.dimse import NoDelayAE, is_accepted
 from tests.netutil import NodeProcess, free_port, wait_for

@@ -29,12 +29,10 @@ import numpy as np
 from pydicom import dcmread
 
 from bench.ingest import BenchError, Sender, StoreRun, send_timed
-from models.phantoms.dicom_series import (
-    StudyInfo,
-    lge_series_datasets,
-    t1map_series_datasets,
-    write_series,
-)
+from models.phantoms.dicom_build import write_series
+from models.phantoms.dicom_lge import lge_series_datasets
+from models.phantoms.dicom_maps import t1map_series_datasets
+from models.phantoms.dicom_study import StudyInfo
 from models.phantoms.lge import ISCHAEMIC_PATTERNS, make_lge_stack
 from models.phantoms.t1map import make_t1map_stack
 from tests.netutil import NodeProcess, PacsScp

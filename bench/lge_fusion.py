@@ -42,7 +42,8 @@ from models.phantoms.cine import (
     matched_cine_stack,
     sample_cine_acquisition,
 )
-from models.phantoms.dicom_series import StudyInfo, cine_series_datasets, lge_series_datasets
+from models.phantoms.dicom_lge import cine_series_datasets, lge_series_datasets
+from models.phantoms.dicom_study import StudyInfo
 from models.phantoms.lge import LgeSlice, lge_case_truth
 from models.runtime.lgeseg.fusion_segmenter import DEFAULT_FUSION_METADATA
 from models.training.lgeseg.data import EVAL_SEED_START, eval_stack

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from models.phantoms.dicom_series import lge_series_datasets
+from models.phantoms.dicom_lge import lge_series_datasets
 from models.phantoms.lge import ScarPattern, lge_case_truth, make_lge_stack
 from node.analyses import with_networks
 from node.inputs.loader import load_series

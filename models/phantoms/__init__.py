@@ -2,8 +2,11 @@
 
 The T1-map API (``make_t1map_slice``, ``make_t1map_stack``, ``PhantomSlice``,
 ``make_heart_case``) lives in :mod:`models.phantoms.t1map`, four-chamber long-axis maps
-(``make_t1map_long_axis``) in :mod:`models.phantoms.long_axis`; DICOM writing in
-:mod:`models.phantoms.dicom_series`; the command line in ``python -m models.phantoms``.
+(``make_t1map_long_axis``) in :mod:`models.phantoms.long_axis`; DICOM series in
+:mod:`models.phantoms.dicom_study` (vendors, study facts), :mod:`models.phantoms.dicom_build`
+(shared instance building, writing), :mod:`models.phantoms.dicom_maps` (parametric maps),
+:mod:`models.phantoms.dicom_lge` (LGE, cine, TI scout) and
+:mod:`models.phantoms.dicom_noncardiac`; the command line in ``python -m models.phantoms``.
 """
 
 from models.phantoms.anatomy import HeartCase, Phenotype, Structure, render_slice

@@ -48,7 +48,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import EnhancedMRImageStorage
 
-from models.phantoms.dicom_series import StudyInfo, Vendor, _file_meta, _uid, write_series
+from models.phantoms.dicom_build import _file_meta, write_series
+from models.phantoms.dicom_study import StudyInfo, Vendor, _uid
 from models.phantoms.philips_style import (
     CARELESS_BODY_PART,
     PHILIPS_INVERSION_DELAY,

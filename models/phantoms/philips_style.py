@@ -1,6 +1,6 @@
 """A synthetic cardiac study written the way a Philips scanner really sends it.
 
-What differs from the generator's tidy series (:mod:`models.phantoms.dicom_series`), each a
+What differs from the generator's tidy series (:mod:`models.phantoms.dicom_maps`), each a
 convention the node must read (issue 19; sources in ``docs/vendor-conventions.md``):
 
 * **Maps and source images in one series**: the native MOLLI series holds, per slice, the
@@ -31,16 +31,14 @@ from typing import Any, Final
 import numpy as np
 from pydicom.dataset import Dataset
 
-from models.phantoms.dicom_series import (
-    StudyInfo,
-    Vendor,
-    _uid,
-    lge_series_datasets,
+from models.phantoms.dicom_build import write_series
+from models.phantoms.dicom_lge import lge_series_datasets
+from models.phantoms.dicom_maps import (
     molli_source_series_datasets,
     postcontrast_t1map_series_datasets,
     t1map_series_datasets,
-    write_series,
 )
+from models.phantoms.dicom_study import StudyInfo, Vendor, _uid
 from models.phantoms.lge import make_lge_stack
 from models.phantoms.maps import ContrastState
 from models.phantoms.t1map import PhantomSlice, make_heart_case, make_t1map_stack

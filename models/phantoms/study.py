@@ -14,19 +14,17 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
-from models.phantoms.dicom_series import (
-    SeriesKind,
-    StudyInfo,
-    Vendor,
+from models.phantoms.dicom_build import write_series
+from models.phantoms.dicom_maps import (
     ecv_map_series_datasets,
     molli_source_series_datasets,
-    non_cardiac_mr_series_datasets,
     postcontrast_t1map_series_datasets,
     t1map_enhanced_dataset,
     t1map_series_datasets,
     t2map_series_datasets,
-    write_series,
 )
+from models.phantoms.dicom_noncardiac import non_cardiac_mr_series_datasets
+from models.phantoms.dicom_study import SeriesKind, StudyInfo, Vendor
 from models.phantoms.maps import ContrastState
 from models.phantoms.t1map import PhantomSlice, make_t1map_stack
 from models.phantoms.tissues import check_field_strength

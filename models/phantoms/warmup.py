@@ -26,12 +26,10 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from models.phantoms.dicom_series import (
-    StudyInfo,
-    lge_series_datasets,
-    t1map_series_datasets,
-    write_series,
-)
+from models.phantoms.dicom_build import write_series
+from models.phantoms.dicom_lge import lge_series_datasets
+from models.phantoms.dicom_maps import t1map_series_datasets
+from models.phantoms.dicom_study import StudyInfo
 from models.phantoms.lge import make_lge_stack
 from models.phantoms.t1map import make_t1map_stack
 

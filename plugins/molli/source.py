@@ -4,7 +4,7 @@ Where vendors put the inversion time
 ------------------------------------
 * **InversionTime (0018,0082)** on every source image: Siemens MyoMaps / MOLLI WIP, Philips
   classic MR images, GE, and this project's phantom writer
-  (:func:`models.phantoms.dicom_series.molli_source_series_datasets`).  Enhanced MR images
+  (:func:`models.phantoms.dicom_maps.molli_source_series_datasets`).  Enhanced MR images
   (Philips multi-frame) carry it per frame in the MR Modifier functional group
   (InversionTimes), which :mod:`node.inputs.loader` copies into the frame's ``InversionTime``.
 * **ImageComments** as text such as ``"TI 123"``, ``"TI: 123.5"``, ``"TI=123ms"``,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 
-from models.phantoms.dicom_series import write_lge_study_series
+from models.phantoms.dicom_lge import write_lge_study_series
 from plugins.lge.clinical import parse_clinical
 from plugins.lge.infarct_model import combined_probability, load_infarct_model
 from plugins.lib.codes import INFARCT_PROBABILITY

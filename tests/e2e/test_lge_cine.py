@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from models.phantoms.dicom_series import write_lge_study_series
+from models.phantoms.dicom_lge import write_lge_study_series
 from models.runtime.lgeseg.fusion_segmenter import DEFAULT_FUSION_WEIGHTS, FUSION_MODEL_NAME
 from tests.netutil import NodeProcess, PacsScp, dciodvfy_errors, send_files, wait_for
 

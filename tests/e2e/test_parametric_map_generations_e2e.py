@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from models.phantoms.dicom_series import write_series
+from models.phantoms.dicom_build import write_series
 from node.outputs.writers.parametric_map import KIND_FIT, KIND_T1
 from tests.netutil import NodeProcess, PacsScp, dciodvfy_errors, send_files, wait_for
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from pydicom import dcmread
 
-from models.phantoms.dicom_series import t1map_series_datasets, write_series
+from models.phantoms.dicom_build import write_series
+from models.phantoms.dicom_maps import t1map_series_datasets
 from models.phantoms.philips_style import write_philips_style_study
 from node.jobs.pipeline import run_analysis, writer_settings
 from tests.netutil import NodeProcess, PacsScp, dciodvfy_errors, send_files, wait_for

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 
-from models.phantoms.dicom_series import write_lge_study_series
+from models.phantoms.dicom_lge import write_lge_study_series
 from tests.netutil import NodeProcess, PacsScp, dciodvfy_errors, send_files, wait_for
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 
-from models.phantoms.dicom_series import StudyInfo, t1map_series_datasets, write_series
+from models.phantoms.dicom_build import write_series
+from models.phantoms.dicom_maps import t1map_series_datasets
+from models.phantoms.dicom_study import StudyInfo
 from models.phantoms.t1map import make_heart_case, make_t1map_stack
 from node.network.dimse import NoDelayAE
 from tests.netutil import NodeProcess, PacsScp, wait_for

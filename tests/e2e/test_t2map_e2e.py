@@ -11,12 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.phantoms.dicom_series import (
-    StudyInfo,
-    stored_to_physical,
-    t2map_series_datasets,
-    write_series,
-)
+from models.phantoms.dicom_build import stored_to_physical, write_series
+from models.phantoms.dicom_maps import t2map_series_datasets
+from models.phantoms.dicom_study import StudyInfo
 from models.phantoms.t1map import make_heart_case, make_t1map_stack
 from plugins.t1map.analysis import conservative_core
 from tests.e2e.test_node_e2e import RESULT_TIMEOUT_S, SEG_CLASS, SR_CLASSES

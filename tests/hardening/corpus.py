@@ -25,13 +25,10 @@ from pydicom.uid import (
 )
 from pynetdicom.dsutils import split_dataset
 
-from models.phantoms.dicom_series import (
-    StudyInfo,
-    non_cardiac_mr_series_datasets,
-    t1map_enhanced_dataset,
-    t1map_series_datasets,
-    write_series,
-)
+from models.phantoms.dicom_build import write_series
+from models.phantoms.dicom_maps import t1map_enhanced_dataset, t1map_series_datasets
+from models.phantoms.dicom_noncardiac import non_cardiac_mr_series_datasets
+from models.phantoms.dicom_study import StudyInfo
 from tests.hardening.util import SMALL_SHAPE
 
 SUCCESS = 0x0000

@@ -22,7 +22,8 @@ from hypothesis.configuration import set_hypothesis_home_dir
 from pydicom import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from models.phantoms.dicom_series import StudyInfo, non_cardiac_mr_series_datasets
+from models.phantoms.dicom_noncardiac import non_cardiac_mr_series_datasets
+from models.phantoms.dicom_study import StudyInfo
 from node.inputs.loader import LoadError, load_series
 from node.network.dimse import StoreError
 from node.receive.instance import instance_record, parse_header, validate_instance

@@ -14,12 +14,10 @@ from pydicom import dcmread
 from pynetdicom import _config
 from pynetdicom.dsutils import split_dataset
 
-from models.phantoms.dicom_series import (
-    StudyInfo,
-    non_cardiac_mr_series_datasets,
-    t1map_series_datasets,
-    write_series,
-)
+from models.phantoms.dicom_build import write_series
+from models.phantoms.dicom_maps import t1map_series_datasets
+from models.phantoms.dicom_noncardiac import non_cardiac_mr_series_datasets
+from models.phantoms.dicom_study import StudyInfo
 from models.phantoms.t1map import make_heart_case, make_t1map_stack
 from node.network.dimse import NoDelayAE
 from tests.netutil import NodeProcess, PacsScp

@@ -11,7 +11,9 @@ import numpy.typing as npt
 import pytest
 from pydicom import Dataset
 
-from models.phantoms.dicom_series import StudyInfo, lge_series_datasets, write_series
+from models.phantoms.dicom_build import write_series
+from models.phantoms.dicom_lge import lge_series_datasets
+from models.phantoms.dicom_study import StudyInfo
 from models.phantoms.lge import LgeSlice, make_lge_stack
 from models.runtime.lgeseg.site_weights import verify_weights
 from models.runtime.lgeseg.two_stage import DEFAULT_LOCATOR, DEFAULT_SEGMENTER, TwoStageLgeSegmenter

@@ -12,7 +12,7 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from models.phantoms import dicom_series as dcm
+from models.phantoms import dicom_build, dicom_lge, dicom_study
 from models.phantoms.__main__ import main as cli_main
 from models.phantoms.anatomy import Structure, make_heart_case
 from models.phantoms.cine import (
@@ -368,18 +368,18 @@ def _decoded(ds: pydicom.Dataset) -> np.ndarray:
 @pytest.mark.parametrize("vendor", ["siemens", "philips", "ge"])
 def test_lge_and_cine_series_round_trip(vendor: str, stacks: dict, tmp_path: Path) -> None:
     slices = stacks["ischaemic_rca"][0]
-    study = dcm.StudyInfo.synthetic(21)
-    psir = dcm.lge_series_datasets(slices, vendor=vendor, study=study, contrast="psir")
-    mag = dcm.lge_series_datasets(slices, vendor=vendor, study=study, contrast="magnitude")
+    study = dicom_study.StudyInfo.synthetic(21)
+    psir = dicom_lge.lge_series_datasets(slices, vendor=vendor, study=study, contrast="psir")
+    mag = dicom_lge.lge_series_datasets(slices, vendor=vendor, study=study, contrast="magnitude")
     cines = matched_cine_stack(np.random.default_rng(0), slices, phases=(0.0, 0.35))
-    cine = dcm.cine_series_datasets(cines, vendor=vendor, study=study)
-    zero = {"siemens": dcm.SIEMENS_PSIR_OFFSET, "philips": 0.0, "ge": 0.0}[vendor]
-    paths = dcm.write_series(psir + mag + cine, tmp_path)
+    cine = dicom_lge.cine_series_datasets(cines, vendor=vendor, study=study)
+    zero = {"siemens": dicom_lge.SIEMENS_PSIR_OFFSET, "philips": 0.0, "ge": 0.0}[vendor]
+    paths = dicom_build.write_series(psir + mag + cine, tmp_path)
     back = [pydicom.dcmread(p) for p in paths]
     psir_back, mag_back = back[:len(slices)], back[len(slices):2 * len(slices)]
     cine_back = back[2 * len(slices):]
     assert len({ds.SeriesInstanceUID for ds in back}) == 3
-    step = dcm.PHILIPS_PSIR_RESCALE_SLOPE if vendor == "philips" else 1.0
+    step = dicom_lge.PHILIPS_PSIR_RESCALE_SLOPE if vendor == "philips" else 1.0
     for s, p, m in zip(slices, psir_back, mag_back, strict=True):
         assert np.allclose(_decoded(p) - zero, s.psir, atol=0.51 * step + 1e-6)
         assert np.allclose(_decoded(m), s.magnitude, atol=0.51)
@@ -444,8 +444,8 @@ def test_cli_with_lge_writes_truth_and_valid_files(tmp_path: Path) -> None:
 @pytest.mark.skipif(not DCIODVFY, reason="dciodvfy (dicom3tools) is not installed")
 @pytest.mark.parametrize("vendor", ["philips", "ge"])
 def test_dciodvfy_reports_no_errors_on_lge_series(vendor: str, tmp_path: Path) -> None:
-    written = dcm.write_lge_study_series(tmp_path, seed=6, vendor=vendor, n_slices=3,
-                                         scar_pattern="patchy")
+    written = dicom_lge.write_lge_study_series(tmp_path, seed=6, vendor=vendor, n_slices=3,
+                                               scar_pattern="patchy")
     for series in written["series"]:
         path = tmp_path / series["instances"][0]["file"]
         assert not _dciodvfy_errors(path), series["kind"]

@@ -13,7 +13,7 @@ import pydicom
 import pytest
 from scipy import ndimage, optimize
 
-from models.phantoms import dicom_series as dcm
+from models.phantoms import dicom_build, dicom_maps, dicom_noncardiac, dicom_study
 from models.phantoms.__main__ import main as cli_main
 from models.phantoms.anatomy import LEVELS, HeartCase, RenderedSlice, Structure
 from models.phantoms.t1map import (
@@ -356,10 +356,10 @@ def test_molli_source_images_fit_back_to_t1() -> None:
 @pytest.mark.parametrize("vendor", ["siemens", "philips", "ge"])
 def test_t1map_series_round_trip(vendor: str, study_slices: list[PhantomSlice],
                                  tmp_path: Path) -> None:
-    study = dcm.StudyInfo.synthetic(5)
-    datasets = dcm.t1map_series_datasets(study_slices, vendor=vendor, study=study,
-                                         rng=np.random.default_rng(1))
-    paths = dcm.write_series(datasets, tmp_path)
+    study = dicom_study.StudyInfo.synthetic(5)
+    datasets = dicom_maps.t1map_series_datasets(study_slices, vendor=vendor, study=study,
+                                                rng=np.random.default_rng(1))
+    paths = dicom_build.write_series(datasets, tmp_path)
     assert len(paths) == len(study_slices)
     read = [pydicom.dcmread(p) for p in paths]
     tolerance = 0.125 + 1e-6 if vendor == "philips" else 0.5 + 1e-6
@@ -375,7 +375,7 @@ def test_t1map_series_round_trip(vendor: str, study_slices: list[PhantomSlice],
         assert ds.PixelRepresentation == 0 and ds.BitsAllocated == 16
         assert (ds.Rows, ds.Columns) == s.shape
         assert tuple(float(v) for v in ds.PixelSpacing) == pytest.approx(s.pixel_spacing)
-        values = dcm.stored_to_physical(ds)
+        values = dicom_build.stored_to_physical(ds)
         assert np.max(np.abs(values - s.t1_ms)) <= tolerance
         orientation = np.array([float(v) for v in ds.ImageOrientationPatient])
         row, col = orientation[:3], orientation[3:]
@@ -395,14 +395,14 @@ def test_t1map_series_round_trip(vendor: str, study_slices: list[PhantomSlice],
 
 
 def test_vendor_naming_and_encoding(study_slices: list[PhantomSlice]) -> None:
-    study = dcm.StudyInfo.synthetic(6)
-    siemens = dcm.t1map_series_datasets(study_slices, vendor="siemens", study=study)[0]
+    study = dicom_study.StudyInfo.synthetic(6)
+    siemens = dicom_maps.t1map_series_datasets(study_slices, vendor="siemens", study=study)[0]
     assert siemens.Manufacturer == "SIEMENS"
     assert list(siemens.ImageType) == ["DERIVED", "PRIMARY", "T1 MAP", "MOCO"]
     assert siemens.SequenceName.startswith("*tfi2d1_")
     assert "T1MAP" in siemens.SeriesDescription and "MOLLI" in siemens.SeriesDescription
     np.testing.assert_array_equal(siemens.pixel_array, np.rint(study_slices[0].t1_ms))
-    philips = dcm.t1map_series_datasets(study_slices, vendor="philips", study=study)[0]
+    philips = dicom_maps.t1map_series_datasets(study_slices, vendor="philips", study=study)[0]
     assert philips.Manufacturer.startswith("Philips")
     assert list(philips.ImageType) == ["DERIVED", "PRIMARY", "T1", "T1"]
     rwv = philips.RealWorldValueMappingSequence[0]
@@ -411,31 +411,31 @@ def test_vendor_naming_and_encoding(study_slices: list[PhantomSlice]) -> None:
     wrong = philips.pixel_array * float(philips.RescaleSlope) + float(philips.RescaleIntercept)
     myo = study_slices[0].labels == Label.MYOCARDIUM
     assert abs(np.mean(wrong[myo]) - np.mean(study_slices[0].t1_ms[myo])) > 500.0
-    ge = dcm.t1map_series_datasets(study_slices, vendor="ge", study=study)[0]
+    ge = dicom_maps.t1map_series_datasets(study_slices, vendor="ge", study=study)[0]
     assert ge.Manufacturer == "GE MEDICAL SYSTEMS"
     assert list(ge.ImageType) == ["DERIVED", "PRIMARY", "T1MAP"]
     with pytest.raises(ValueError, match="vendor"):
-        dcm.t1map_series_datasets(study_slices, vendor="toshiba")
+        dicom_maps.t1map_series_datasets(study_slices, vendor="toshiba")
 
 
 def test_negative_series_headers(study_slices: list[PhantomSlice]) -> None:
-    study = dcm.StudyInfo.synthetic(7)
-    source = dcm.molli_source_series_datasets(study_slices[1], study=study)
+    study = dicom_study.StudyInfo.synthetic(7)
+    source = dicom_maps.molli_source_series_datasets(study_slices[1], study=study)
     assert len(source) == 8
     tis = [float(ds.InversionTime) for ds in source]
     assert len(set(tis)) == 8 and 100.0 <= min(tis) <= 120.0
     assert all(ds.ImageType[0] == "ORIGINAL" for ds in source)
-    post = dcm.postcontrast_t1map_series_datasets(study_slices, study=study)
+    post = dicom_maps.postcontrast_t1map_series_datasets(study_slices, study=study)
     assert post[0].ContrastBolusAgent and "POST" in post[0].SeriesDescription
     myo = study_slices[1].labels == Label.MYOCARDIUM
-    post_myo = float(np.median(dcm.stored_to_physical(post[1])[myo]))
+    post_myo = float(np.median(dicom_build.stored_to_physical(post[1])[myo]))
     assert 300.0 < post_myo < 650.0
-    t2 = dcm.t2map_series_datasets(study_slices, study=study)
+    t2 = dicom_maps.t2map_series_datasets(study_slices, study=study)
     assert "T2" in t2[0].SeriesDescription
-    assert 40.0 < float(np.median(dcm.stored_to_physical(t2[1])[myo])) < 65.0
-    ecv = dcm.ecv_map_series_datasets(study_slices, study=study, vendor="philips")
-    assert 18.0 < float(np.median(dcm.stored_to_physical(ecv[1])[myo])) < 45.0
-    brain = dcm.non_cardiac_mr_series_datasets(study=study)
+    assert 40.0 < float(np.median(dicom_build.stored_to_physical(t2[1])[myo])) < 65.0
+    ecv = dicom_maps.ecv_map_series_datasets(study_slices, study=study, vendor="philips")
+    assert 18.0 < float(np.median(dicom_build.stored_to_physical(ecv[1])[myo])) < 45.0
+    brain = dicom_noncardiac.non_cardiac_mr_series_datasets(study=study)
     assert brain[0].BodyPartExamined == "BRAIN"
     every = source + post + t2 + ecv + brain
     assert {ds.StudyInstanceUID for ds in every} == {study.study_instance_uid}
@@ -443,13 +443,13 @@ def test_negative_series_headers(study_slices: list[PhantomSlice]) -> None:
 
 
 def test_enhanced_multiframe_t1map(study_slices: list[PhantomSlice], tmp_path: Path) -> None:
-    study = dcm.StudyInfo.synthetic(8)
-    single = dcm.t1map_series_datasets(study_slices, vendor="philips", study=study)
-    enhanced = dcm.t1map_enhanced_dataset(single, study=study)
-    path = dcm.write_series([enhanced], tmp_path)[0]
+    study = dicom_study.StudyInfo.synthetic(8)
+    single = dicom_maps.t1map_series_datasets(study_slices, vendor="philips", study=study)
+    enhanced = dicom_maps.t1map_enhanced_dataset(single, study=study)
+    path = dicom_build.write_series([enhanced], tmp_path)[0]
     ds = pydicom.dcmread(path)
     assert int(ds.NumberOfFrames) == len(study_slices)
-    values = dcm.stored_to_physical(ds)
+    values = dicom_build.stored_to_physical(ds)
     for frame, s in zip(values, study_slices, strict=True):
         assert np.max(np.abs(frame - s.t1_ms)) <= 0.125 + 1e-6
 
@@ -500,7 +500,7 @@ def test_cli_is_deterministic_and_truth_matches_files(tmp_path: Path) -> None:
 
 def test_synthetic_study_of_a_leap_day_has_a_birth_date() -> None:
     # Seed 255 draws 29 February 2024 as the study day.
-    from models.phantoms.dicom_series import StudyInfo
+    from models.phantoms.dicom_study import StudyInfo
 
     info = StudyInfo.synthetic(255)
     assert len(info.patient_birth_date) == 8 and info.patient_birth_date < "20240229"

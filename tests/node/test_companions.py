@@ -20,11 +20,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.phantoms.dicom_series import (
-    StudyInfo,
-    t1map_series_datasets,
-    write_lge_study_series,
-)
+from models.phantoms.dicom_lge import write_lge_study_series
+from models.phantoms.dicom_maps import t1map_series_datasets
+from models.phantoms.dicom_study import StudyInfo
 from models.phantoms.maps import ContrastState
 from models.phantoms.study import write_synthetic_study
 from models.phantoms.t1map import make_t1map_stack

@@ -218,7 +218,9 @@ def test_an_lge_job_finishing_later_requeues_the_t1_map(tmp_path: Path) -> None:
 def _lge_study(seed: int, folder: Path) -> Any:
     """A PSIR LGE series of the synthetic study ``seed``, and a segmenter that knows its
     labels (the analysis under test is the covariate path, not the LGE model)."""
-    from models.phantoms.dicom_series import StudyInfo, lge_series_datasets, write_series
+    from models.phantoms.dicom_build import write_series
+    from models.phantoms.dicom_lge import lge_series_datasets
+    from models.phantoms.dicom_study import StudyInfo
     from models.phantoms.lge import make_lge_stack
     from node.inputs.loader import load_series
     from tests.plugins.test_lge import KnownLabels, _key

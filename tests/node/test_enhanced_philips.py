@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 
-from models.phantoms.dicom_series import stored_to_physical, write_series
+from models.phantoms.dicom_build import stored_to_physical, write_series
 from models.phantoms.enhanced_mr import write_enhanced_molli_study
 from node.inputs.loader import load_series_files
 from node.jobs.pipeline import run_analysis, writer_settings

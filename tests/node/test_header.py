@@ -17,7 +17,7 @@ from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRBigEndian, ImplicitVRLittleEndian
 
-from models.phantoms.dicom_series import t1map_series_datasets
+from models.phantoms.dicom_maps import t1map_series_datasets
 from models.phantoms.t1map import make_t1map_stack
 from node.network.dimse import StoreError
 from node.receive.header import scan_header

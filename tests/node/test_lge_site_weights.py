@@ -74,7 +74,9 @@ def test_site_weights_whose_sha256_differs_from_their_record_are_refused(
 @pytest.mark.skipif(not (DEFAULT_LOCATOR.exists() and DEFAULT_SEGMENTER.exists()),
                     reason="two-stage weights not committed")
 def test_analyse_with_site_weights_names_them_in_every_output(tmp_path: Path) -> None:
-    from models.phantoms.dicom_series import StudyInfo, lge_series_datasets, write_series
+    from models.phantoms.dicom_build import write_series
+    from models.phantoms.dicom_lge import lge_series_datasets
+    from models.phantoms.dicom_study import StudyInfo
     from models.phantoms.lge import make_lge_stack
     from models.training.lgeseg.finetune import finetune
 

@@ -16,8 +16,9 @@ from node.inputs.loader import LoadError, is_t1_map, load_series, load_series_fi
 from plugins.api import AnalysisError
 
 phantom_t1map = pytest.importorskip("models.phantoms.t1map")
-dicom_series = pytest.importorskip("models.phantoms.dicom_series")
-
+dicom_build = pytest.importorskip("models.phantoms.dicom_build")
+dicom_maps = pytest.importorskip("models.phantoms.dicom_maps")
+dicom_noncardiac = pytest.importorskip("models.phantoms.dicom_noncardiac")
 VENDORS = ("siemens", "philips", "ge")
 # Stored-value quantisation of the phantom writer: 1 ms (Siemens, GE), 0.25 ms (Philips).
 QUANTUM_MS = {"siemens": 1.0, "philips": 0.25, "ge": 1.0}
@@ -32,14 +33,14 @@ def stack() -> list:
 
 
 def _datasets(stack: list, vendor: str) -> list[Dataset]:
-    return dicom_series.t1map_series_datasets(stack, vendor=vendor)
+    return dicom_maps.t1map_series_datasets(stack, vendor=vendor)
 
 
 @pytest.mark.parametrize("vendor", VENDORS)
 def test_round_trip_through_files_gives_phantom_t1_in_ms(
     stack: list, vendor: str, tmp_path: Path
 ) -> None:
-    paths = dicom_series.write_series(_datasets(stack, vendor), tmp_path)
+    paths = dicom_build.write_series(_datasets(stack, vendor), tmp_path)
     series, sources = load_series_files(list(reversed(paths)))
 
     assert len(sources) == len(paths)
@@ -104,7 +105,7 @@ def test_real_world_value_item_in_ms_is_preferred(stack: list) -> None:
 
 def test_enhanced_multiframe_matches_single_frame_series(stack: list) -> None:
     single = _datasets(stack, "philips")
-    enhanced = dicom_series.t1map_enhanced_dataset(single)
+    enhanced = dicom_maps.t1map_enhanced_dataset(single)
     assert "PerFrameFunctionalGroupsSequence" in enhanced
     multi = load_series([enhanced])
     classic = load_series(single)
@@ -219,7 +220,7 @@ def test_non_dicom_file_is_a_load_error(tmp_path: Path) -> None:
 
 
 def test_non_t1_series_has_unitless_values() -> None:
-    series = load_series(dicom_series.non_cardiac_mr_series_datasets(n_slices=2))
+    series = load_series(dicom_noncardiac.non_cardiac_mr_series_datasets(n_slices=2))
     assert not is_t1_map(series.header)
     assert {frame.units for frame in series.frames} == {"1"}
 

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from pydicom.uid import generate_uid
 
-from models.phantoms.dicom_series import StudyInfo, t1map_series_datasets, write_series
+from models.phantoms.dicom_build import write_series
+from models.phantoms.dicom_maps import t1map_series_datasets
+from models.phantoms.dicom_study import StudyInfo
 from models.phantoms.t1map import make_heart_case, make_t1map_stack
 from node.jobs.pipeline import result_summary, run_analysis, writer_settings
 from tests.networks import node_options

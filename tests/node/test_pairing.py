@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from pydicom import Dataset
 
-from models.phantoms.dicom_series import StudyInfo, lge_series_datasets
+from models.phantoms.dicom_lge import lge_series_datasets
+from models.phantoms.dicom_study import StudyInfo
 from models.phantoms.lge import make_lge_stack
 from node.cli.main import preferred_lge_partners
 from node.completion.pairing import lge_reconstruction, preferred_partner, skip_reason

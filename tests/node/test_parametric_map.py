@@ -191,11 +191,8 @@ def test_a_reanalysis_gets_new_map_uids_and_a_restart_the_same(case: dict[str, A
 def test_the_ecv_map_gets_new_uids_per_generation() -> None:
     import numpy as np
 
-    from models.phantoms.dicom_series import (
-        StudyInfo,
-        postcontrast_t1map_series_datasets,
-        t1map_series_datasets,
-    )
+    from models.phantoms.dicom_maps import postcontrast_t1map_series_datasets, t1map_series_datasets
+    from models.phantoms.dicom_study import StudyInfo
     from models.phantoms.maps import ContrastState
     from models.phantoms.t1map import make_t1map_stack
     from plugins.ecv import COMPANION_NATIVE

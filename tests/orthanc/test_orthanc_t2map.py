@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.phantoms.dicom_series import StudyInfo, t2map_series_datasets, write_series
+from models.phantoms.dicom_build import write_series
+from models.phantoms.dicom_maps import t2map_series_datasets
+from models.phantoms.dicom_study import StudyInfo
 from models.phantoms.t1map import make_heart_case, make_t1map_stack
 from tests.netutil import PacsScp, storescu
 from tests.orthanc.orthancutil import ORTHANC_AVAILABLE, OrthancProcess, wait_until

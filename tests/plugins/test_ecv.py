@@ -28,11 +28,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from models.phantoms.dicom_series import (
-    StudyInfo,
-    postcontrast_t1map_series_datasets,
-    t1map_series_datasets,
-)
+from models.phantoms.dicom_maps import postcontrast_t1map_series_datasets, t1map_series_datasets
+from models.phantoms.dicom_study import StudyInfo
 from models.phantoms.maps import ContrastState
 from models.phantoms.t1map import make_t1map_stack
 from node.inputs.loader import load_series

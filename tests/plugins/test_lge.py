@@ -21,7 +21,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from models.phantoms.dicom_series import lge_series_datasets
+from models.phantoms.dicom_lge import lge_series_datasets
 from models.phantoms.lge import LgeSlice, lge_case_truth, make_lge_stack
 from node.inputs.loader import load_series
 from node.outputs.writers import OutputKind, WriterSettings, build_outputs

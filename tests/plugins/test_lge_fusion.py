@@ -23,11 +23,8 @@ import pytest
 import torch
 
 from models.phantoms.cine import CineSlice, matched_cine_stack
-from models.phantoms.dicom_series import (
-    StudyInfo,
-    cine_series_datasets,
-    lge_series_datasets,
-)
+from models.phantoms.dicom_lge import cine_series_datasets, lge_series_datasets
+from models.phantoms.dicom_study import StudyInfo
 from models.phantoms.lge import LgeSlice, make_lge_stack
 from models.runtime.lgeseg.fusion_segmenter import DEFAULT_FUSION_WEIGHTS, FUSION_MODEL_NAME
 from models.runtime.lgeseg.segmenter import MODEL_NAME

@@ -41,7 +41,9 @@ from plugins.t1map import ClassicalSegmenter
 from tests.networks import node_options
 
 phantom_t1map = pytest.importorskip("models.phantoms.t1map")
-dicom_series = pytest.importorskip("models.phantoms.dicom_series")
+dicom_build = pytest.importorskip("models.phantoms.dicom_build")
+dicom_maps = pytest.importorskip("models.phantoms.dicom_maps")
+dicom_study = pytest.importorskip("models.phantoms.dicom_study")
 anatomy = pytest.importorskip("models.phantoms.anatomy")
 
 TIS_5_3_3 = np.array([110.0, 1110.0, 2110.0, 3110.0, 4110.0, 190.0, 1190.0, 2190.0])
@@ -85,14 +87,14 @@ def molli_datasets(
     _, slices = phantom_t1map.make_t1map_stack(
         rng, field_strength_t=field_strength_t, levels=tuple(levels), shape=(192, 192)
     )
-    study = dicom_series.StudyInfo.synthetic(seed)
+    study = dicom_study.StudyInfo.synthetic(seed)
     if heart_rate_bpm is not None:
         study = dataclasses.replace(study, heart_rate_bpm=heart_rate_bpm)
     datasets: list[Dataset] = []
     located: list[tuple[float, Any]] = []
     series_uid = None
     for index, phantom in enumerate(slices):
-        part = dicom_series.molli_source_series_datasets(
+        part = dicom_maps.molli_source_series_datasets(
             phantom,
             vendor=vendor,
             study=study,
@@ -135,7 +137,7 @@ def with_attributes(
 def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[LoadedSeries, list[Any]]:
     """A two-slice Siemens MOLLI source series written to files and loaded by node.inputs.loader."""
     datasets, slices = molli_datasets(11, levels=("basal", "mid"))
-    paths = dicom_series.write_series(datasets, tmp_path_factory.mktemp("molli"))
+    paths = dicom_build.write_series(datasets, tmp_path_factory.mktemp("molli"))
     series, _ = load_series_files(paths)
     return series, slices
 
@@ -261,7 +263,7 @@ def test_vendor_series_give_the_written_inversion_times(vendor: str) -> None:
     written = [float(ds.InversionTime) for ds in datasets]
     assert list(source.slices[0].inversion_times_ms) == written  # acquisition order kept
     assert source.heart_rate_bpm == pytest.approx(
-        dicom_series.StudyInfo.synthetic(5).heart_rate_bpm, abs=0.5
+        dicom_study.StudyInfo.synthetic(5).heart_rate_bpm, abs=0.5
     )
     # The phantom writes HeartRate; the loader passes it on, and it wins over the TI spacing.
     assert source.heart_rate_source == "HeartRate"

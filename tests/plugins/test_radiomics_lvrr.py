@@ -276,7 +276,8 @@ def test_series_feature_export_and_cohort_export(
 def test_t1map_result_sr_and_summary_carry_radscore_and_lvrr(tmp_path: Path) -> None:
     """Through ``plugins.t1map.analyse`` and the writers (needs the measurements hook in
     ``plugins/t1map/analysis.py``)."""
-    from models.phantoms.dicom_series import StudyInfo, t1map_series_datasets
+    from models.phantoms.dicom_maps import t1map_series_datasets
+    from models.phantoms.dicom_study import StudyInfo
     from models.phantoms.t1map import make_t1map_stack
     from node.inputs.loader import load_series
     from node.jobs.pipeline import writer_settings

@@ -59,8 +59,8 @@ from plugins.t1map import (
 from tests.networks import node_options
 
 phantom_t1map = pytest.importorskip("models.phantoms.t1map")
-dicom_series = pytest.importorskip("models.phantoms.dicom_series")
-
+dicom_maps = pytest.importorskip("models.phantoms.dicom_maps")
+dicom_noncardiac = pytest.importorskip("models.phantoms.dicom_noncardiac")
 logger = logging.getLogger(__name__)
 
 ACCURACY_SEEDS = tuple(range(300, 308))
@@ -179,7 +179,7 @@ def accuracy() -> list[_SliceOutcome]:
     for n, seed in enumerate(ACCURACY_SEEDS):
         slices = _stack(seed)
         vendor = VENDORS[n % len(VENDORS)]
-        datasets = dicom_series.t1map_series_datasets(slices, vendor=vendor)
+        datasets = dicom_maps.t1map_series_datasets(slices, vendor=vendor)
         series = load_series(datasets)
         result = analyse(series, node_options("t1map"))
         by_frame = {s.frame_index: s for s in result.slices}
@@ -380,7 +380,7 @@ def test_reversed_slice_order_still_finds_base(
 
 
 def test_brain_series_yields_failures_not_values() -> None:
-    series = load_series(dicom_series.non_cardiac_mr_series_datasets(n_slices=3))
+    series = load_series(dicom_noncardiac.non_cardiac_mr_series_datasets(n_slices=3))
     result = analyse(series, node_options("t1map"))
     assert result.slices == ()
     assert result.has_failure

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from models.phantoms.anatomy import make_heart_case
-from models.phantoms.dicom_series import StudyInfo, t1map_series_datasets
+from models.phantoms.dicom_maps import t1map_series_datasets
+from models.phantoms.dicom_study import StudyInfo
 from models.phantoms.t1map import make_t1map_stack
 from node.inputs.loader import load_series
 from plugins.api import Acquisition, AnalysisError, AnalysisResult, Label, LoadedSeries
@@ -115,7 +116,7 @@ def test_radiomics_can_be_turned_off() -> None:
 
 def test_source_images_stored_with_the_map_are_not_analysed() -> None:
     """Philips may store MOLLI source images and the map in one series."""
-    from models.phantoms.dicom_series import molli_source_series_datasets
+    from models.phantoms.dicom_maps import molli_source_series_datasets
 
     rng = np.random.default_rng(4245)
     heart = make_heart_case(rng, field_strength_t=1.5, lesion_probability=0.0)

@@ -10,12 +10,9 @@ import numpy as np
 import pytest
 from pydicom.uid import generate_uid
 
-from models.phantoms.dicom_series import (
-    StudyInfo,
-    stored_to_physical,
-    t2map_series_datasets,
-    write_series,
-)
+from models.phantoms.dicom_build import stored_to_physical, write_series
+from models.phantoms.dicom_maps import t2map_series_datasets
+from models.phantoms.dicom_study import StudyInfo
 from models.phantoms.t1map import make_heart_case, make_t1map_stack
 from node.inputs.loader import load_series_files
 from node.routing import load_rules, route

@@ -11,7 +11,7 @@ import numpy as np
 from pydicom import dcmread
 
 from bench.ingest import write_instance_set
-from models.phantoms.dicom_series import t1map_series_datasets
+from models.phantoms.dicom_maps import t1map_series_datasets
 from models.phantoms.t1map import make_t1map_stack
 from tests.netutil import NodeProcess, send_files
 

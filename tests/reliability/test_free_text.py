@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 from pydicom import dcmread
 
-from models.phantoms.dicom_series import StudyInfo, lge_series_datasets, write_series
+from models.phantoms.dicom_build import write_series
+from models.phantoms.dicom_lge import lge_series_datasets
+from models.phantoms.dicom_study import StudyInfo
 from models.phantoms.lge import make_lge_stack
 from tests.hardening.util import write_brain_series
 from tests.netutil import NodeProcess, free_port, send_files, wait_for
