@@ -1,6 +1,6 @@
 """Balanced SSFP cine phantoms of short-axis slices, matched to a subject's LGE images.
 
-A cine slice shows the same :class:`~models.phantoms.anatomy.HeartCase` at one cardiac
+A cine slice shows the same :class:`~models.phantoms.heart_geometry.HeartCase` at one cardiac
 phase.  The heart contracts with a simple volume curve: end-diastole (phase 0) and
 diastasis (late diastole, where LGE is acquired) show the subject's resting geometry; at
 end-systole (~35 % of the RR interval) the cavity shrinks and the wall thickens so that the
@@ -26,14 +26,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from models.phantoms.anatomy import (
-    STRUCTURE_TISSUE,
-    HeartCase,
-    Phenotype,
-    RenderedSlice,
-    Structure,
-    render_slice,
-)
+from models.phantoms.anatomy import STRUCTURE_TISSUE, Phenotype, Structure
+from models.phantoms.heart_geometry import HeartCase
+from models.phantoms.heart_rendering import RenderedSlice, render_slice
 from models.phantoms.lge import LgeSlice, level_name
 from models.phantoms.t1map import _fit_heart_in_view, kspace_window, lowpass, smooth_field
 from models.phantoms.tissues import PROTON_DENSITY, T2_MS, Tissue

@@ -22,7 +22,6 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 from pydicom.uid import MRImageStorage
 
-from models.phantoms.anatomy import make_heart_case
 from models.phantoms.cine import CineSlice, matched_cine_stack
 from models.phantoms.dicom_build import (
     _base_dataset,
@@ -42,6 +41,7 @@ from models.phantoms.dicom_study import (
     _study,
     _uid,
 )
+from models.phantoms.heart_sampling import make_heart_case
 from models.phantoms.lge import (
     Contrast,
     LgeSlice,

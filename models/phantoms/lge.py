@@ -1,7 +1,7 @@
 """Late gadolinium enhancement (LGE) phantoms: scar patterns, IR magnitude and PSIR images.
 
-An LGE slice is rendered from the same :class:`~models.phantoms.anatomy.HeartCase` as the
-subject's T1 maps and cine images.  The subject's :class:`~models.phantoms.anatomy.Scar`
+An LGE slice is rendered from the same :class:`~models.phantoms.heart_geometry.HeartCase` as the
+subject's T1 maps and cine images.  The subject's :class:`~models.phantoms.heart_geometry.Scar`
 (ischaemic infarcts in coronary territories with microvascular obstruction, mid-wall
 septal stripes, RV insertion-point enhancement, patchy hypertrophic fibrosis,
 subepicardial myocarditis) is defined in the heart's own coordinates, so every slice of a
@@ -38,23 +38,12 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from models.phantoms.anatomy import (
-    STRUCTURE_TISSUE,
-    Harmonics,
-    HeartCase,
-    Phenotype,
-    RenderedSlice,
-    Scar,
-    ScarFractions,
-    ScarRegion,
-    ScarShape,
-    Structure,
-    make_heart_case,
-    render_scar,
-    render_slice,
-    rv_insertion_angles,
-)
+from models.phantoms.anatomy import STRUCTURE_TISSUE, Phenotype, Structure
+from models.phantoms.heart_geometry import Harmonics, HeartCase, Scar, ScarRegion, ScarShape
+from models.phantoms.heart_rendering import RenderedSlice, render_slice
+from models.phantoms.heart_sampling import make_heart_case
 from models.phantoms.maps import TISSUE_ECV, ContrastState
+from models.phantoms.scar_rendering import ScarFractions, render_scar, rv_insertion_angles
 from models.phantoms.t1map import (
     _fit_heart_in_view,
     kspace_window,
@@ -891,7 +880,7 @@ def make_lge_slice(
     rng
         Random generator; the same state gives the same slice.
     heart
-        The subject; its :attr:`~models.phantoms.anatomy.HeartCase.scar` is imaged (none:
+        The subject; its :attr:`~models.phantoms.heart_geometry.HeartCase.scar` is imaged (none:
         no enhancement).  Give it a scar with :func:`sample_scar` and
         ``heart.with_scar(...)``.
     level

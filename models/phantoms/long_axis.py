@@ -1,11 +1,11 @@
 """Four-chamber long-axis native T1-map phantoms of the same subjects as the short-axis maps.
 
-The anatomy (:mod:`models.phantoms.anatomy`) describes a subject as a stack of short-axis
-cross-sections along the LV long axis (position ``s``: 0 mitral annulus, 1 apex).  The
+The anatomy (:mod:`models.phantoms.heart_geometry`) describes a subject as a stack of
+short-axis cross-sections along the LV long axis (position ``s``: 0 mitral annulus, 1 apex).  The
 four-chamber plane contains the LV long axis and the heart-local septal-lateral direction,
 so every image row of a four-chamber view at long-axis position ``s`` is the line through
 the LV centre of the short-axis cross-section at ``s`` along that direction.  Each row is
-rendered by painting exactly the structures of :func:`~models.phantoms.anatomy.render_slice`
+rendered by painting exactly the structures of :func:`~models.phantoms.heart_rendering.render_slice`
 onto that line (supersampled for partial volume); rows are then turned into a T1 map with the
 tissue T1 values, texture, motion blur, bias, off-resonance bands, limited resolution, fitting
 noise and background handling of :mod:`models.phantoms.t1map`.
@@ -22,7 +22,7 @@ What the short-axis model does not describe is added here and is labelled backgr
 * **Right-ventricular apex**: the RV cavity along the septal line tapers to nothing at a
   subject-specific ``s`` of 0.8–0.95 (the RV is shorter than the LV).
 * **The LV length** (mitral annulus to endocardial apex) is not part of
-  :class:`~models.phantoms.anatomy.HeartCase`; it is drawn from the basal cavity diameter
+  :class:`~models.phantoms.heart_geometry.HeartCase`; it is drawn from the basal cavity diameter
   and a sphericity index (diameter / length) per phenotype (about 0.5–0.65 normal,
   0.65–0.85 dilated; Ambale-Venkatesh B et al., Circ Cardiovasc Imaging 2010;3:164 and
   Mannaerts HF et al., Eur Heart J 2004;25:680 give LV sphericity indices of that order).
@@ -44,17 +44,11 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from models.phantoms.anatomy import (
-    _TABLE_THETA,
-    STRUCTURE_LABEL,
-    STRUCTURE_TISSUE,
-    Ellipse,
-    Harmonics,
-    HeartCase,
+from models.phantoms.anatomy import STRUCTURE_LABEL, STRUCTURE_TISSUE, Phenotype, Structure
+from models.phantoms.heart_geometry import _TABLE_THETA, Ellipse, Harmonics, HeartCase
+from models.phantoms.heart_rendering import (
     Inside,
-    Phenotype,
     RenderedSlice,
-    Structure,
     _Canvas,
     _paint_body,
     _paint_heart,

@@ -26,7 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from models.phantoms.anatomy import STRUCTURE_TISSUE, HeartCase, RenderedSlice, Structure
+from models.phantoms.anatomy import STRUCTURE_TISSUE, Structure
+from models.phantoms.heart_geometry import HeartCase
+from models.phantoms.heart_rendering import RenderedSlice
 from models.phantoms.t1map import PhantomSlice, kspace_window, lowpass
 from models.phantoms.tissues import PROTON_DENSITY, Tissue, check_field_strength
 

@@ -1,6 +1,6 @@
 """Native MOLLI T1-map phantoms of short-axis slices, with exact labels and truth values.
 
-A phantom slice is rendered from a :class:`~models.phantoms.anatomy.HeartCase` with
+A phantom slice is rendered from a :class:`~models.phantoms.heart_geometry.HeartCase` with
 partial-volume fractions, turned into a T1 map in milliseconds by signal-weighted mixing of
 the subject's tissue T1 values, then given what real MOLLI maps show: limited acquired
 resolution (k-space truncation, Gibbs ringing and interpolation), breathing/motion blur,
@@ -27,17 +27,10 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from models.phantoms.anatomy import (
-    LEVEL_POSITION_RANGES,
-    LEVELS,
-    STRUCTURE_TISSUE,
-    Blob,
-    HeartCase,
-    RenderedSlice,
-    Structure,
-    make_heart_case,
-    render_slice,
-)
+from models.phantoms.anatomy import LEVEL_POSITION_RANGES, LEVELS, STRUCTURE_TISSUE, Structure
+from models.phantoms.heart_geometry import Blob, HeartCase
+from models.phantoms.heart_rendering import RenderedSlice, render_slice
+from models.phantoms.heart_sampling import make_heart_case
 from models.phantoms.tissues import PROTON_DENSITY, T2_MS, Tissue, check_field_strength
 from plugins.api import Label
 from plugins.t1map.analysis import conservative_core

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from models.phantoms import dicom_build, dicom_lge, dicom_study
 from models.phantoms.__main__ import main as cli_main
-from models.phantoms.anatomy import Structure, make_heart_case
+from models.phantoms.anatomy import Structure
 from models.phantoms.cine import (
     END_SYSTOLE_PHASE,
     contraction,
@@ -22,6 +22,7 @@ from models.phantoms.cine import (
     make_cine_slice,
     matched_cine_stack,
 )
+from models.phantoms.heart_sampling import make_heart_case
 from models.phantoms.lge import (
     AHA_TERRITORY,
     LgeSlice,

@@ -7,9 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from models.phantoms.anatomy import Structure, make_heart_case
+from models.phantoms.anatomy import Structure
 from models.phantoms.dicom_maps import t1map_long_axis_series_datasets, t1map_series_datasets
 from models.phantoms.dicom_study import StudyInfo
+from models.phantoms.heart_sampling import make_heart_case
 from models.phantoms.long_axis import (
     VIEW_4CH,
     LongAxisSlice,

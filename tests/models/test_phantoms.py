@@ -15,7 +15,9 @@ from scipy import ndimage, optimize
 
 from models.phantoms import dicom_build, dicom_maps, dicom_noncardiac, dicom_study
 from models.phantoms.__main__ import main as cli_main
-from models.phantoms.anatomy import LEVELS, HeartCase, RenderedSlice, Structure
+from models.phantoms.anatomy import LEVELS, Structure
+from models.phantoms.heart_geometry import HeartCase
+from models.phantoms.heart_rendering import RenderedSlice
 from models.phantoms.t1map import (
     MAX_T1_MS,
     BorderRealism,

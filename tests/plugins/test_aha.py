@@ -10,7 +10,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from models.phantoms.anatomy import HeartCase, rv_insertion_angles
+from models.phantoms.heart_geometry import HeartCase
+from models.phantoms.scar_rendering import rv_insertion_angles
 from models.phantoms.t1map import PhantomSlice, make_t1map_stack
 from plugins.api import Label
 from plugins.lib.cardiac.aha import (

@@ -45,7 +45,6 @@ dicom_build = pytest.importorskip("models.phantoms.dicom_build")
 dicom_maps = pytest.importorskip("models.phantoms.dicom_maps")
 dicom_study = pytest.importorskip("models.phantoms.dicom_study")
 anatomy = pytest.importorskip("models.phantoms.anatomy")
-
 TIS_5_3_3 = np.array([110.0, 1110.0, 2110.0, 3110.0, 4110.0, 190.0, 1190.0, 2190.0])
 """MOLLI 5(3)3 at 60 bpm, acquisition order."""
 OPTIONS = {"segmenter": ClassicalSegmenter()}

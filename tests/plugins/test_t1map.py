@@ -659,7 +659,7 @@ def test_core_is_measured_away_from_a_blood_mixed_endocardial_rim() -> None:
     # Realistic 3 T borders (8 mm slice, 4 mm endocardial motion, a trabecular layer) and a
     # contour one pixel inside the blood-mixed zone, as a network draws on a blurred map:
     # the former core (20 % per border, no rim) read tens of ms high on thin walls.
-    from models.phantoms.anatomy import make_heart_case
+    from models.phantoms.heart_sampling import make_heart_case
 
     border = phantom_t1map.BorderRealism(
         slice_thickness_mm=8.0, endocardial_motion_mm=4.0, trabecular_layer_mm=3.0,

@@ -8,9 +8,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from models.phantoms.anatomy import make_heart_case
 from models.phantoms.dicom_maps import t1map_long_axis_series_datasets
 from models.phantoms.dicom_study import StudyInfo
+from models.phantoms.heart_sampling import make_heart_case
 from models.phantoms.long_axis import LongAxisSlice, Wall, make_t1map_long_axis
 from models.phantoms.t1map import make_t1map_stack
 from node.inputs.loader import load_series

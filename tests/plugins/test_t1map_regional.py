@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.phantoms.anatomy import make_heart_case
 from models.phantoms.dicom_maps import t1map_series_datasets
 from models.phantoms.dicom_study import StudyInfo
+from models.phantoms.heart_sampling import make_heart_case
 from models.phantoms.t1map import make_t1map_stack
 from node.inputs.loader import load_series
 from plugins.api import Acquisition, AnalysisError, AnalysisResult, Label, LoadedSeries

@@ -77,7 +77,9 @@ FOV_RANGE_MM: Final = (290.0, 400.0)
 MAX_MATRIX: Final = 320
 ASPECT_RATIOS: Final = (1.0, 0.875, 0.8125, 0.75)
 """Short side / long side of the reconstruction matrix (e.g. 256 x 208 = 0.8125)."""
-GENERATOR_FILES: Final = ("anatomy.py", "lge.py", "maps.py", "t1map.py", "tissues.py")
+GENERATOR_FILES: Final = ("anatomy.py", "heart_geometry.py", "heart_rendering.py",
+                          "heart_sampling.py", "lge.py", "maps.py", "scar_rendering.py",
+                          "t1map.py", "tissues.py")
 """Sources of ``models.phantoms`` that the LGE phantoms depend on."""
 
 F32 = npt.NDArray[np.float32]

@@ -3,7 +3,7 @@
 Every LGE slice of a phantom subject (:func:`models.training.lgeseg.data.training_stack` or
 :func:`~models.training.lgeseg.data.eval_stack`, unchanged, so the LGE images are bit-identical to
 the LGE-only network's data for the same seed) is paired with a bSSFP cine image of the same
-:class:`~models.phantoms.anatomy.HeartCase` at the same long-axis position
+:class:`~models.phantoms.heart_geometry.HeartCase` at the same long-axis position
 (:func:`models.phantoms.cine.make_cine_slice`), drawn from a separate random stream of the
 seed.  The cine differs from the LGE as a real cine series does:
 

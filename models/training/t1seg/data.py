@@ -87,7 +87,8 @@ class CachedSlice:
     level: str
 
 
-GENERATOR_FILES: Final = ("anatomy.py", "t1map.py", "tissues.py")
+GENERATOR_FILES: Final = ("anatomy.py", "heart_geometry.py", "heart_rendering.py",
+                          "heart_sampling.py", "t1map.py", "tissues.py")
 """Sources of ``models.phantoms`` that the T1-map phantoms depend on."""
 
 
