@@ -33,7 +33,8 @@ from models.phantoms.dicom_build import write_series
 from models.phantoms.dicom_lge import lge_series_datasets
 from models.phantoms.dicom_maps import t1map_series_datasets
 from models.phantoms.dicom_study import StudyInfo
-from models.phantoms.lge import ISCHAEMIC_PATTERNS, make_lge_stack
+from models.phantoms.lge import make_lge_stack
+from models.phantoms.lge_scar import ISCHAEMIC_PATTERNS
 from models.phantoms.t1map import make_t1map_stack
 from tests.netutil import NodeProcess, PacsScp
 

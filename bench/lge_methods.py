@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from models.phantoms.dicom_lge import lge_series_datasets
-from models.phantoms.lge import ScarPattern, lge_case_truth, make_lge_stack
+from models.phantoms.lge import lge_case_truth, make_lge_stack
+from models.phantoms.lge_scar import ScarPattern
 from node.analyses import with_networks
 from node.inputs.loader import load_series
 from plugins.api import FloatImage, LoadedSeries, SegmentationOutput

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from models.phantoms.dicom_lge import write_lge_study_series
 from models.phantoms.dicom_study import Vendor
-from models.phantoms.lge import ScarPattern
+from models.phantoms.lge_scar import ScarPattern
 from models.phantoms.study import TRUTH_FILE, write_synthetic_study
 
 

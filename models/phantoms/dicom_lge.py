@@ -42,14 +42,9 @@ from models.phantoms.dicom_study import (
     _uid,
 )
 from models.phantoms.heart_sampling import make_heart_case
-from models.phantoms.lge import (
-    Contrast,
-    LgeSlice,
-    draw_scar_pattern,
-    lge_case_truth,
-    make_lge_stack,
-    make_ti_scout,
-)
+from models.phantoms.lge import LgeSlice, lge_case_truth, make_lge_stack, make_ti_scout
+from models.phantoms.lge_acquisition import Contrast
+from models.phantoms.lge_scar import draw_scar_pattern
 
 logger = logging.getLogger(__name__)
 
@@ -459,7 +454,7 @@ def write_lge_study_series(
     seed, vendor, field_strength_t
         As for ``write_synthetic_study`` (same seed: same patient, study and subject).
     scar_pattern
-        A :class:`~models.phantoms.lge.ScarPattern` value; random if ``None``.
+        A :class:`~models.phantoms.lge_scar.ScarPattern` value; random if ``None``.
     n_slices
         Slices of the LGE and cine stacks.
 

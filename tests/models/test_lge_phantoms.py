@@ -24,17 +24,15 @@ from models.phantoms.cine import (
 )
 from models.phantoms.heart_sampling import make_heart_case
 from models.phantoms.lge import (
-    AHA_TERRITORY,
     LgeSlice,
-    ScarPattern,
     lge_case_truth,
     make_lge_slice,
     make_lge_stack,
     make_ti_scout,
-    sample_lge_acquisition,
-    sample_scar,
     stack_positions,
 )
+from models.phantoms.lge_acquisition import sample_lge_acquisition
+from models.phantoms.lge_scar import AHA_TERRITORY, ScarPattern, sample_scar
 from plugins.api import Label
 
 SHAPE = (128, 128)

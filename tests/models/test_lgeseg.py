@@ -12,7 +12,8 @@ from scipy import ndimage
 
 torch = pytest.importorskip("torch")
 
-from models.phantoms.lge import LgeSlice, ScarPattern  # noqa: E402
+from models.phantoms.lge import LgeSlice  # noqa: E402
+from models.phantoms.lge_scar import ScarPattern  # noqa: E402
 from models.runtime.lgeseg import segmenter as lge_module  # noqa: E402
 from models.runtime.lgeseg.segmenter import (  # noqa: E402
     DEFAULT_METADATA,

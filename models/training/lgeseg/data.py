@@ -32,7 +32,9 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from models.phantoms.lge import Contrast, LgeSlice, ScarPattern, make_lge_stack
+from models.phantoms.lge import LgeSlice, make_lge_stack
+from models.phantoms.lge_acquisition import Contrast
+from models.phantoms.lge_scar import ScarPattern
 from models.runtime.lgeseg.segmenter import GRID_SIZE, GRID_SPACING_MM, N_CLASSES, normalise
 from models.training import cache
 from models.training.augment import (
@@ -78,8 +80,9 @@ MAX_MATRIX: Final = 320
 ASPECT_RATIOS: Final = (1.0, 0.875, 0.8125, 0.75)
 """Short side / long side of the reconstruction matrix (e.g. 256 x 208 = 0.8125)."""
 GENERATOR_FILES: Final = ("anatomy.py", "heart_geometry.py", "heart_rendering.py",
-                          "heart_sampling.py", "lge.py", "maps.py", "scar_rendering.py",
-                          "t1map.py", "tissues.py")
+                          "heart_sampling.py", "lge.py", "lge_acquisition.py", "lge_image.py",
+                          "lge_scar.py", "maps.py", "scar_rendering.py", "t1map.py",
+                          "tissues.py")
 """Sources of ``models.phantoms`` that the LGE phantoms depend on."""
 
 F32 = npt.NDArray[np.float32]

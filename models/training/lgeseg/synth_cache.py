@@ -38,7 +38,8 @@ import numpy as np
 import numpy.typing as npt
 
 from models.phantoms.anatomy import Structure
-from models.phantoms.lge import Contrast, make_lge_stack
+from models.phantoms.lge import make_lge_stack
+from models.phantoms.lge_acquisition import Contrast
 from models.training.lgeseg.data import FIELD_STRENGTHS_T, PATTERNS
 from plugins.api import Label
 
