@@ -40,7 +40,8 @@ def one_thread() -> Iterator[None]:
 
 def time_fit(runs: int) -> dict[str, Any]:
     """Fit time of one 256 x 256 x 8 phantom slice: background masked, and every pixel."""
-    from models.phantoms.t1map import make_molli_source, make_t1map_slice
+    from models.phantoms.molli_source import make_molli_source
+    from models.phantoms.t1map import make_t1map_slice
     from plugins.molli.fit import fit_molli
 
     rng = np.random.default_rng(SEED)
@@ -69,7 +70,8 @@ def time_fit(runs: int) -> dict[str, Any]:
 def accuracy(seeds: Sequence[int]) -> list[dict[str, Any]]:
     """Error of the fitted T1 in pure myocardium and blood of phantom slices."""
     from models.phantoms.anatomy import Structure
-    from models.phantoms.t1map import make_molli_source, make_t1map_slice
+    from models.phantoms.molli_source import make_molli_source
+    from models.phantoms.t1map import make_t1map_slice
     from plugins.molli.fit import fit_molli
 
     rows = []

@@ -16,13 +16,8 @@ from models.phantoms.anatomy import Phenotype, Structure
 from models.phantoms.heart_geometry import HeartCase
 from models.phantoms.heart_rendering import render_slice
 from models.phantoms.long_axis import LongAxisSlice, make_t1map_long_axis
-from models.phantoms.t1map import (
-    PhantomSlice,
-    make_heart_case,
-    make_molli_source,
-    make_t1map_slice,
-    make_t1map_stack,
-)
+from models.phantoms.molli_source import make_molli_source
+from models.phantoms.t1map import PhantomSlice, make_heart_case, make_t1map_slice, make_t1map_stack
 from models.phantoms.tissues import Tissue
 
 __all__ = [

@@ -30,7 +30,8 @@ from models.phantoms.anatomy import STRUCTURE_TISSUE, Phenotype, Structure
 from models.phantoms.heart_geometry import HeartCase
 from models.phantoms.heart_rendering import RenderedSlice, render_slice
 from models.phantoms.lge import LgeSlice, level_name
-from models.phantoms.t1map import _fit_heart_in_view, kspace_window, lowpass, smooth_field
+from models.phantoms.t1map_acquisition import _fit_heart_in_view
+from models.phantoms.t1map_synthesis import kspace_window, lowpass, smooth_field
 from models.phantoms.tissues import PROTON_DENSITY, T2_MS, Tissue
 
 __all__ = [

@@ -49,7 +49,8 @@ from models.phantoms.dicom_study import (
 )
 from models.phantoms.long_axis import LongAxisSlice
 from models.phantoms.maps import ContrastState, ecv_map, postcontrast_t1_map, t2_map
-from models.phantoms.t1map import PhantomSlice, make_molli_source
+from models.phantoms.molli_source import make_molli_source
+from models.phantoms.t1map import PhantomSlice
 
 
 def t1map_series_datasets(
@@ -222,7 +223,7 @@ def molli_source_series_datasets(
 ) -> list[Dataset]:
     """MOLLI inversion-recovery source images of one slice: one instance per TI.
 
-    The images come from :func:`~models.phantoms.t1map.make_molli_source`; InversionTime
+    The images come from :func:`~models.phantoms.molli_source.make_molli_source`; InversionTime
     and TriggerTime are set per instance, ordered by acquisition.  ``slice_index`` places
     the slice in the short-axis stack geometry (1 = mid of basal/mid/apical).
     """

@@ -48,11 +48,8 @@ from models.phantoms.lge_scar import (
     sample_scar,
 )
 from models.phantoms.scar_rendering import ScarFractions, render_scar, rv_insertion_angles
-from models.phantoms.t1map import (
-    _fit_heart_in_view,
-    kspace_window,
-    lowpass,
-)
+from models.phantoms.t1map_acquisition import _fit_heart_in_view
+from models.phantoms.t1map_synthesis import kspace_window, lowpass
 from models.phantoms.tissues import PROTON_DENSITY, Tissue, check_field_strength
 from plugins.api import Label
 

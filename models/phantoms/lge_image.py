@@ -24,11 +24,7 @@ from models.phantoms.lge_acquisition import (
     post_contrast_t1,
 )
 from models.phantoms.scar_rendering import ScarFractions
-from models.phantoms.t1map import (
-    kspace_window,
-    lowpass,
-    smooth_field,
-)
+from models.phantoms.t1map_synthesis import kspace_window, lowpass, smooth_field
 from models.phantoms.tissues import PROTON_DENSITY, Tissue
 from plugins.api import Label
 

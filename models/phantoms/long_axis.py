@@ -54,20 +54,22 @@ from models.phantoms.heart_rendering import (
     _paint_heart,
     choose_supersample,
 )
-from models.phantoms.t1map import (
-    MAX_T1_MS,
-    TEXTURE_AMPLITUDE,
+from models.phantoms.t1map import _resolve_case
+from models.phantoms.t1map_acquisition import (
     BackgroundMode,
     T1MapAcquisition,
+    sample_geometry,
+    sample_t1map_acquisition,
+)
+from models.phantoms.t1map_synthesis import (
+    MAX_T1_MS,
+    TEXTURE_AMPLITUDE,
     _motion_blur,
     _off_resonance_band,
-    _resolve_case,
     _structure_t1,
     _texture,
     kspace_window,
     lowpass,
-    sample_geometry,
-    sample_t1map_acquisition,
     smooth_field,
 )
 from models.phantoms.tissues import PROTON_DENSITY, Tissue

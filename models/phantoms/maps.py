@@ -29,7 +29,8 @@ import numpy.typing as npt
 from models.phantoms.anatomy import STRUCTURE_TISSUE, Structure
 from models.phantoms.heart_geometry import HeartCase
 from models.phantoms.heart_rendering import RenderedSlice
-from models.phantoms.t1map import PhantomSlice, kspace_window, lowpass
+from models.phantoms.t1map import PhantomSlice
+from models.phantoms.t1map_synthesis import kspace_window, lowpass
 from models.phantoms.tissues import PROTON_DENSITY, Tissue, check_field_strength
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ from models.phantoms.long_axis import (
     make_t1map_long_axis,
     sample_long_axis_geometry,
 )
-from models.phantoms.t1map import make_t1map_stack, sample_t1map_acquisition
+from models.phantoms.t1map import make_t1map_stack
+from models.phantoms.t1map_acquisition import sample_t1map_acquisition
 from node.inputs.loader import load_series
 from plugins.api import Label
 

@@ -18,17 +18,10 @@ from models.phantoms.__main__ import main as cli_main
 from models.phantoms.anatomy import LEVELS, Structure
 from models.phantoms.heart_geometry import HeartCase
 from models.phantoms.heart_rendering import RenderedSlice
-from models.phantoms.t1map import (
-    MAX_T1_MS,
-    BorderRealism,
-    PhantomSlice,
-    make_heart_case,
-    make_molli_source,
-    make_t1map_slice,
-    make_t1map_stack,
-    molli_inversion_times,
-    sample_border_realism,
-)
+from models.phantoms.molli_source import make_molli_source, molli_inversion_times
+from models.phantoms.t1map import PhantomSlice, make_heart_case, make_t1map_slice, make_t1map_stack
+from models.phantoms.t1map_acquisition import BorderRealism, sample_border_realism
+from models.phantoms.t1map_synthesis import MAX_T1_MS
 from models.phantoms.tissues import (
     BLOOD_T1_RANGE_MS,
     DIFFUSE_DISEASE_MAX_MS,

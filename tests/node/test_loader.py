@@ -15,7 +15,7 @@ from pydicom.uid import JPEG2000MCLossless, RLELossless
 from node.inputs.loader import LoadError, is_t1_map, load_series, load_series_files
 from plugins.api import AnalysisError
 
-phantom_t1map = pytest.importorskip("models.phantoms.t1map")
+t1map = pytest.importorskip("models.phantoms.t1map")
 dicom_build = pytest.importorskip("models.phantoms.dicom_build")
 dicom_maps = pytest.importorskip("models.phantoms.dicom_maps")
 dicom_noncardiac = pytest.importorskip("models.phantoms.dicom_noncardiac")
@@ -28,7 +28,7 @@ MAX_12_BIT = 4095.0
 @pytest.fixture(scope="module")
 def stack() -> list:
     """Three short-axis phantom slices (basal, mid, apical) of one 3 T subject."""
-    _case, slices = phantom_t1map.make_t1map_stack(np.random.default_rng(7), field_strength_t=3.0)
+    _case, slices = t1map.make_t1map_stack(np.random.default_rng(7), field_strength_t=3.0)
     return slices
 
 

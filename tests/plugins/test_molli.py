@@ -40,7 +40,8 @@ from plugins.molli.source import MIN_DISTINCT_TIS, TiSource
 from plugins.t1map import ClassicalSegmenter
 from tests.networks import node_options
 
-phantom_t1map = pytest.importorskip("models.phantoms.t1map")
+molli_source = pytest.importorskip("models.phantoms.molli_source")
+t1map = pytest.importorskip("models.phantoms.t1map")
 dicom_build = pytest.importorskip("models.phantoms.dicom_build")
 dicom_maps = pytest.importorskip("models.phantoms.dicom_maps")
 dicom_study = pytest.importorskip("models.phantoms.dicom_study")
@@ -83,7 +84,7 @@ def molli_datasets(
     the order of the fitted slices.
     """
     rng = np.random.default_rng(seed)
-    _, slices = phantom_t1map.make_t1map_stack(
+    _, slices = t1map.make_t1map_stack(
         rng, field_strength_t=field_strength_t, levels=tuple(levels), shape=(192, 192)
     )
     study = dicom_study.StudyInfo.synthetic(seed)
@@ -217,8 +218,8 @@ def test_phantom_source_fit_matches_truth() -> None:
     rng = np.random.default_rng(21)
     structure = anatomy.Structure
     for field in (1.5, 3.0):
-        phantom = phantom_t1map.make_t1map_slice(rng, field_strength_t=field, level="mid")
-        images, tis = phantom_t1map.make_molli_source(rng, phantom, snr=50.0)
+        phantom = t1map.make_t1map_slice(rng, field_strength_t=field, level="mid")
+        images, tis = molli_source.make_molli_source(rng, phantom, snr=50.0)
         fit = fit_molli(images, tis)
         for tissue, truth in (
             (structure.LV_MYOCARDIUM, phantom.truth["myocardium_t1_true_ms"]),

@@ -58,7 +58,8 @@ from plugins.t1map import (
 )
 from tests.networks import node_options
 
-phantom_t1map = pytest.importorskip("models.phantoms.t1map")
+t1map = pytest.importorskip("models.phantoms.t1map")
+t1map_acquisition = pytest.importorskip("models.phantoms.t1map_acquisition")
 dicom_maps = pytest.importorskip("models.phantoms.dicom_maps")
 dicom_noncardiac = pytest.importorskip("models.phantoms.dicom_noncardiac")
 logger = logging.getLogger(__name__)
@@ -100,12 +101,12 @@ def _field(seed: int) -> float:
 def _stack(seed: int, *, streaks: bool = True) -> list[Any]:
     """Phantom basal/mid/apical slices of one subject."""
     field = _field(seed)
-    acquisition = phantom_t1map.sample_t1map_acquisition(
+    acquisition = t1map_acquisition.sample_t1map_acquisition(
         np.random.default_rng(10_000 + seed), field
     )
     if not streaks:
         acquisition = dataclasses.replace(acquisition, streak_probability=0.0)
-    _case, slices = phantom_t1map.make_t1map_stack(
+    _case, slices = t1map.make_t1map_stack(
         np.random.default_rng(seed), field_strength_t=field, acquisition=acquisition
     )
     return slices
@@ -661,16 +662,16 @@ def test_core_is_measured_away_from_a_blood_mixed_endocardial_rim() -> None:
     # the former core (20 % per border, no rim) read tens of ms high on thin walls.
     from models.phantoms.heart_sampling import make_heart_case
 
-    border = phantom_t1map.BorderRealism(
+    border = t1map_acquisition.BorderRealism(
         slice_thickness_mm=8.0, endocardial_motion_mm=4.0, trabecular_layer_mm=3.0,
         trabecular_count=60, n_renders=7)
     former, current = [], []
     for seed in range(1, 9):
         rng = np.random.default_rng(seed)
         heart = make_heart_case(rng, field_strength_t=3.0, lesion_probability=0.0)
-        acquisition = dataclasses.replace(phantom_t1map.sample_t1map_acquisition(rng, 3.0),
+        acquisition = dataclasses.replace(t1map_acquisition.sample_t1map_acquisition(rng, 3.0),
                                           streak_probability=0.0)
-        s = phantom_t1map.make_t1map_slice(
+        s = t1map.make_t1map_slice(
             rng, field_strength_t=3.0, level="mid", shape=(160, 160),
             pixel_spacing=(1.4, 1.4), heart=heart, acquisition=acquisition, border=border)
         labels = s.labels.copy()

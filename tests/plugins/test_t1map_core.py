@@ -1,6 +1,7 @@
 """The myocardial T1 core: the default reads tissue T1 on realistic borders; thin walls.
 
-Realistic-border phantoms (:func:`models.phantoms.t1map.sample_border_realism`: 6–8 mm slices,
+Realistic-border phantoms
+(:func:`models.phantoms.t1map_acquisition.sample_border_realism`: 6–8 mm slices,
 2–5 mm endocardial motion, a trabecular layer) mix blood into the inner wall as real MOLLI maps
 do.  The default core (``"midwall"``) must read the tissue T1 of the true mid-wall there: the
 target is |median bias| <= 10 ms per field strength (the field report asks for <= 10 ms against
@@ -31,8 +32,8 @@ from plugins.t1map.analysis import (
     measurement_core,
 )
 
-phantom_t1map = pytest.importorskip("models.phantoms.t1map")
-
+t1map = pytest.importorskip("models.phantoms.t1map")
+t1map_acquisition = pytest.importorskip("models.phantoms.t1map_acquisition")
 REALISTIC_SEEDS = tuple(range(7100, 7110))
 """Ten subjects (even 1.5 T, odd 3 T): 15 slices per field strength."""
 MAX_MEDIAN_BIAS_MS = 10.0
@@ -165,8 +166,8 @@ def realistic_biases() -> dict[str, dict[float, list[float | None]]]:
     out: dict[str, dict[float, list[float | None]]] = {"default": {}, "conservative": {}}
     for seed in REALISTIC_SEEDS:
         field = (1.5, 3.0)[seed % 2]
-        border = phantom_t1map.sample_border_realism(np.random.default_rng(seed + 1_000_000))
-        _, slices = phantom_t1map.make_t1map_stack(
+        border = t1map_acquisition.sample_border_realism(np.random.default_rng(seed + 1_000_000))
+        _, slices = t1map.make_t1map_stack(
             np.random.default_rng(seed), field_strength_t=field, border=border)
         series = _series([s.t1_ms for s in slices], slices[0].pixel_spacing, field)
         once = _Once(inner)

@@ -17,7 +17,7 @@ once with the U-Net and once with the classical segmenter.  Per slice:
   over the core) minus the tissue T1 over the true core within 60 degrees of the septum.
 
 ``--border realistic`` scores the same held-out subjects rendered with realistic myocardial
-borders (:func:`models.phantoms.t1map.sample_border_realism`: 6–8 mm slices, endocardial
+borders (:func:`models.phantoms.t1map_acquisition.sample_border_realism`: 6–8 mm slices, endocardial
 motion, a trabecular layer), the cohort that exposes endocardial partial volume.
 
 Four-chamber long-axis views (seeds from
@@ -51,12 +51,9 @@ import numpy.typing as npt
 
 from models.evaluation.benchmark import benchmark_segment, evaluation_parser, start_evaluation
 from models.phantoms.long_axis import LongAxisSlice
-from models.phantoms.t1map import (
-    PhantomSlice,
-    make_t1map_stack,
-    pixel_angles,
-    sample_border_realism,
-)
+from models.phantoms.t1map import PhantomSlice, make_t1map_stack
+from models.phantoms.t1map_acquisition import sample_border_realism
+from models.phantoms.t1map_synthesis import pixel_angles
 from models.runtime.t1seg.segmenter import DEFAULT_WEIGHTS, UNetT1Segmenter
 from models.training.t1seg.data import (
     EVAL_SEED_START,
@@ -128,7 +125,7 @@ def realistic_border_subject(seed: int) -> list[PhantomSlice]:
     """The subject of :func:`~models.training.t1seg.data.phantom_subject` with realistic borders.
 
     Same field-strength rule (even seeds 1.5 T, odd 3 T); the anatomy and map are drawn
-    anew with :func:`~models.phantoms.t1map.sample_border_realism`.
+    anew with :func:`~models.phantoms.t1map_acquisition.sample_border_realism`.
     """
     rng = np.random.default_rng(seed)
     border = sample_border_realism(np.random.default_rng(seed + BORDER_SEED_OFFSET))

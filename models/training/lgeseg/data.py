@@ -82,7 +82,7 @@ ASPECT_RATIOS: Final = (1.0, 0.875, 0.8125, 0.75)
 GENERATOR_FILES: Final = ("anatomy.py", "heart_geometry.py", "heart_rendering.py",
                           "heart_sampling.py", "lge.py", "lge_acquisition.py", "lge_image.py",
                           "lge_scar.py", "maps.py", "scar_rendering.py", "t1map.py",
-                          "tissues.py")
+                          "t1map_acquisition.py", "t1map_synthesis.py", "tissues.py")
 """Sources of ``models.phantoms`` that the LGE phantoms depend on."""
 
 F32 = npt.NDArray[np.float32]

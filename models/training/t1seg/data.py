@@ -88,7 +88,8 @@ class CachedSlice:
 
 
 GENERATOR_FILES: Final = ("anatomy.py", "heart_geometry.py", "heart_rendering.py",
-                          "heart_sampling.py", "t1map.py", "tissues.py")
+                          "heart_sampling.py", "t1map.py", "t1map_acquisition.py",
+                          "t1map_synthesis.py", "tissues.py")
 """Sources of ``models.phantoms`` that the T1-map phantoms depend on."""
 
 
