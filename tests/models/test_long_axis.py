@@ -11,13 +11,8 @@ from models.phantoms.anatomy import Structure
 from models.phantoms.dicom_maps import t1map_long_axis_series_datasets, t1map_series_datasets
 from models.phantoms.dicom_study import StudyInfo
 from models.phantoms.heart_sampling import make_heart_case
-from models.phantoms.long_axis import (
-    VIEW_4CH,
-    LongAxisSlice,
-    Wall,
-    make_t1map_long_axis,
-    sample_long_axis_geometry,
-)
+from models.phantoms.long_axis import VIEW_4CH, LongAxisSlice, make_t1map_long_axis
+from models.phantoms.long_axis_rendering import Wall, sample_long_axis_geometry
 from models.phantoms.t1map import make_t1map_stack
 from models.phantoms.t1map_acquisition import sample_t1map_acquisition
 from node.inputs.loader import load_series

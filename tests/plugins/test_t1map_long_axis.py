@@ -11,7 +11,8 @@ import pytest
 from models.phantoms.dicom_maps import t1map_long_axis_series_datasets
 from models.phantoms.dicom_study import StudyInfo
 from models.phantoms.heart_sampling import make_heart_case
-from models.phantoms.long_axis import LongAxisSlice, Wall, make_t1map_long_axis
+from models.phantoms.long_axis import LongAxisSlice, make_t1map_long_axis
+from models.phantoms.long_axis_rendering import Wall
 from models.phantoms.t1map import make_t1map_stack
 from node.inputs.loader import load_series
 from plugins.api import Label, LoadedSeries, SegmentationOutput, Severity, SourceFrame

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "LONG_AXIS_EVAL_SEED_START",
+    "LONG_AXIS_GENERATOR_FILES",
     "LONG_AXIS_TRAIN_SEED_START",
     "LONG_AXIS_VAL_SEED_START",
     "generate_long_axis_cache",
@@ -47,13 +48,13 @@ CHUNK_VIEWS: Final = 50
 """Views per cache file."""
 
 
-LONG_AXIS_GENERATOR_FILE: Final = "long_axis.py"
-"""Source of ``models.phantoms`` that adds the four-chamber view to the short-axis generator."""
+LONG_AXIS_GENERATOR_FILES: Final = ("long_axis.py", "long_axis_rendering.py")
+"""Sources of ``models.phantoms`` that add the four-chamber view to the short-axis generator."""
 
 
 def long_axis_generator_fingerprint() -> str:
-    """SHA-256 of the four-chamber generator's source (on top of the short-axis generator's)."""
-    return cache.file_fingerprint(LONG_AXIS_GENERATOR_FILE)
+    """SHA-256 of the four-chamber generator's sources (on top of the short-axis generator's)."""
+    return cache.generator_fingerprint(LONG_AXIS_GENERATOR_FILES)
 
 
 def phantom_long_axis(seed: int) -> LongAxisSlice:

@@ -62,6 +62,7 @@ from models.training.t1seg.data import (
 )
 from models.training.t1seg.long_axis import (
     LONG_AXIS_EVAL_SEED_START,
+    LONG_AXIS_GENERATOR_FILES,
     LONG_AXIS_TRAIN_SEED_START,
     LONG_AXIS_VAL_SEED_START,
     generate_long_axis_cache,
@@ -192,7 +193,8 @@ def train(settings: TrainSettings, weights: Path = DEFAULT_WEIGHTS,
             "real_data": "none (Sunnybrook cine used only as a sanity check in evaluation)",
             **({"long_axis": {
                 "generator": "models.phantoms.long_axis.make_t1map_long_axis",
-                "generator_file": "models/phantoms/long_axis.py",
+                "generator_files": [f"models/phantoms/{name}"
+                                    for name in LONG_AXIS_GENERATOR_FILES],
                 "generator_source_sha256": long_axis_generator_fingerprint(),
                 "views_per_subject": 1,
                 "train_seeds": [LONG_AXIS_TRAIN_SEED_START,
