@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import ndimage
 
 from models.phantoms.anatomy import STRUCTURE_TISSUE, Structure
 from models.phantoms.heart_geometry import HeartCase
@@ -28,23 +27,20 @@ from models.phantoms.long_axis_rendering import (
 )
 from models.phantoms.t1map import _resolve_case
 from models.phantoms.t1map_acquisition import (
-    BackgroundMode,
     T1MapAcquisition,
     sample_geometry,
     sample_t1map_acquisition,
 )
 from models.phantoms.t1map_synthesis import (
-    MAX_T1_MS,
     TEXTURE_AMPLITUDE,
     _motion_blur,
     _off_resonance_band,
     _structure_t1,
     _texture,
-    kspace_window,
-    lowpass,
+    acquire_map,
     smooth_field,
 )
-from models.phantoms.tissues import PROTON_DENSITY, Tissue
+from models.phantoms.tissues import PROTON_DENSITY
 from plugins.api import Label
 
 __all__ = [
@@ -161,35 +157,8 @@ def _t1_map(rng: np.random.Generator, la: RenderedLongAxis, case: HeartCase,
     if band:
         image = image + _off_resonance_band(rng, rendered, dataclasses.replace(
             case, rotation_rad=0.0))
-    window = kspace_window(shape, acq.kspace_fraction(spacing))
-    floor = 0.05 * PROTON_DENSITY[Tissue.MYOCARDIUM]
-    sigma = (4.0 / spacing[0], 4.0 / spacing[1])
-    spread = ndimage.gaussian_filter(image * blurred_signal, sigma) / np.maximum(
-        ndimage.gaussian_filter(blurred_signal, sigma), 1e-3)
-    filled = np.where(blurred_signal > floor, image, spread).astype(np.float32)
-    image = lowpass(filled, window)
-    blurred_signal = np.clip(lowpass(blurred_signal, window), 0.0, None)
-    myo_t1 = case.tissues.myocardium_t1_ms
-    pd_myo = PROTON_DENSITY[Tissue.MYOCARDIUM]
-    rel_signal = np.maximum(blurred_signal / pd_myo, 0.05)
-    depth = 1.0 + 0.2 * smooth_field(rng, shape, order=2)
-    sd = acq.noise_sd_ms * (np.clip(image, 50.0, None) / myo_t1) ** 1.2 / np.sqrt(rel_signal)
-    sd = sd * depth
-    white = rng.standard_normal(shape).astype(np.float32)
-    correlated = lowpass(white, window)
-    correlated /= float(correlated.std()) or 1.0
-    noisy = image + sd * correlated
-    low = blurred_signal < acq.signal_threshold * pd_myo
-    if acq.background is BackgroundMode.ZERO:
-        noisy = np.where(low, 0.0, noisy)
-    elif acq.background is BackgroundMode.NOISE:
-        speckle = rng.gamma(1.5, 900.0, size=shape) * (rng.random(shape) < 0.7)
-        noisy = np.where(low, speckle, noisy)
-    else:
-        wild = rng.uniform(0.0, MAX_T1_MS, size=shape) * (rng.random(shape) < 0.3)
-        noisy = np.where(low & (wild > 0), wild, noisy)
-    noisy = np.clip(noisy, 0.0, MAX_T1_MS).astype(np.float32)
-    return noisy, image.astype(np.float32), clean, signal, band
+    noisy, image = acquire_map(rng, image, blurred_signal, case, acq, spacing)
+    return noisy, image, clean, signal, band
 
 
 def _mean(values: F32, mask: npt.NDArray[np.bool_]) -> float:

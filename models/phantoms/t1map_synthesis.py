@@ -194,6 +194,15 @@ def _t1_map(
     band = bool(rng.random() < acq.streak_probability)
     if band:
         image = image + _off_resonance_band(rng, rendered, case)
+    noisy, image = acquire_map(rng, image, blurred_signal, case, acq, spacing)
+    return noisy, image, clean, signal, band
+
+
+def acquire_map(rng: np.random.Generator, image: F32, blurred_signal: F32, case: HeartCase,
+                acq: T1MapAcquisition, spacing: tuple[float, float]) -> tuple[F32, F32]:
+    """The scanner's map of a (motion-blurred, biased) T1 image: limited resolution and
+    fitting noise; returns the noisy map and the noiseless one at that resolution."""
+    shape = image.shape
     # Limited acquired resolution (zero-filled interpolation: blur and Gibbs ringing).
     # Pixels without signal carry no T1, so they are first filled from nearby tissue, so
     # that lung and air do not drag tissue values towards zero.
@@ -227,7 +236,7 @@ def _t1_map(
         wild = rng.uniform(0.0, MAX_T1_MS, size=shape) * (rng.random(shape) < 0.3)
         noisy = np.where(low & (wild > 0), wild, noisy)
     noisy = np.clip(noisy, 0.0, MAX_T1_MS).astype(np.float32)
-    return noisy, image.astype(np.float32), clean, signal, band
+    return noisy, image.astype(np.float32)
 
 
 def _truth(
