@@ -48,7 +48,6 @@ CINE = CompanionSpec(
 )
 
 
-
 def study_clinical(facts: StudyFacts) -> dict[str, Any]:
     """The study's clinical variables, as plugin options (nothing when none were supplied)."""
     if facts.study_uid is None:

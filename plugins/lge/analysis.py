@@ -120,8 +120,6 @@ COMPANION_CINE: Final = "cine"
 """Role of the study's short-axis cine series in ``options["companions"]``."""
 
 
-
-
 def _network_used(segmenter: LgeSegmenter, outputs: Iterable[SegmentationOutput]
                   ) -> tuple[LgeSegmenter, str | None]:
     """The network of a cascade (a segmenter with ``networks()``, as
