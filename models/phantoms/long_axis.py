@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from models.phantoms.anatomy import STRUCTURE_TISSUE, Structure
 from models.phantoms.heart_geometry import HeartCase
 from models.phantoms.long_axis_rendering import (
     F32,
@@ -32,15 +31,13 @@ from models.phantoms.t1map_acquisition import (
     sample_t1map_acquisition,
 )
 from models.phantoms.t1map_synthesis import (
-    TEXTURE_AMPLITUDE,
     _motion_blur,
     _off_resonance_band,
-    _structure_t1,
     _texture,
     acquire_map,
+    partial_volume_map,
     smooth_field,
 )
-from models.phantoms.tissues import PROTON_DENSITY
 from plugins.api import Label
 
 __all__ = [
@@ -114,31 +111,12 @@ def _clean_map(rng: np.random.Generator, la: RenderedLongAxis, case: HeartCase
                ) -> tuple[F32, F32]:
     """Signal-weighted partial-volume T1 map and relative signal map of the view."""
     rendered = la.rendered
-    t1 = _structure_t1(case)
-    myo_structures = {Structure.LV_MYOCARDIUM, Structure.LV_LESION, Structure.PAPILLARY_MUSCLE,
-                      Structure.RV_WALL, Structure.RV_TRABECULAE}
     texture = _texture(rng, rendered.labels.shape, rendered.pixel_spacing)
     # The short-axis maps add gradient/2 * -cos(angle): +gradient/2 in the septum, -gradient/2
     # in the lateral wall, which is what the septal-lateral line crosses; smooth at the apex.
     side = la.lateral_mm / np.sqrt(la.lateral_mm**2 + 9.0)
     gradient = (-0.5 * case.tissues.septal_lateral_gradient_ms * side).astype(np.float32)
-    weighted = np.zeros(rendered.labels.shape, dtype=np.float32)
-    signal = np.zeros_like(weighted)
-    for structure in Structure:
-        frac = rendered.fractions[int(structure)]
-        if not frac.any():
-            continue
-        tissue = STRUCTURE_TISSUE[structure]
-        weight = frac * PROTON_DENSITY[tissue]
-        value: F32 = t1[structure] * (1.0 + TEXTURE_AMPLITUDE[tissue] * texture)
-        if structure in myo_structures:
-            value = value + gradient
-        if structure is Structure.LV_LESION:
-            value = value + rendered.lesion_rise_ms
-        weighted += weight * value
-        signal += weight
-    clean = np.where(signal > 1e-6, weighted / np.maximum(signal, 1e-6), 0.0)
-    return clean.astype(np.float32), signal.astype(np.float32)
+    return partial_volume_map(rendered, case, texture, gradient)
 
 
 def _t1_map(rng: np.random.Generator, la: RenderedLongAxis, case: HeartCase,

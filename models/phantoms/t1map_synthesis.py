@@ -10,6 +10,7 @@ blur, a smooth bias, off-resonance bands and fitting noise.  :func:`smooth_field
 from __future__ import annotations
 
 import math
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -72,17 +73,18 @@ def _texture(rng: np.random.Generator, shape: tuple[int, int],
     return field / (float(field.std()) or 1.0)
 
 
-def _clean_map(rng: np.random.Generator, rendered: RenderedSlice, case: HeartCase
-               ) -> tuple[F32, F32]:
-    """Signal-weighted partial-volume T1 map and relative signal map."""
+MYOCARDIAL_STRUCTURES: Final = frozenset({
+    Structure.LV_MYOCARDIUM, Structure.LV_LESION, Structure.PAPILLARY_MUSCLE,
+    Structure.RV_WALL, Structure.RV_TRABECULAE,
+})
+"""Structures that carry the myocardial septal-lateral T1 gradient."""
+
+
+def partial_volume_map(rendered: RenderedSlice, case: HeartCase, texture: F32, gradient: F32
+                       ) -> tuple[F32, F32]:
+    """Signal-weighted partial-volume T1 map and relative signal map of a rendered view, with
+    the tissue ``texture`` and the myocardial ``gradient`` (ms) applied."""
     t1 = _structure_t1(case)
-    myo_structures = {Structure.LV_MYOCARDIUM, Structure.LV_LESION, Structure.PAPILLARY_MUSCLE,
-                      Structure.RV_WALL, Structure.RV_TRABECULAE}
-    angles = pixel_angles(rendered, case)
-    texture = _texture(rng, rendered.labels.shape, rendered.pixel_spacing)
-    # Septal T1 is usually slightly higher than lateral.
-    gradient = (0.5 * case.tissues.septal_lateral_gradient_ms * -np.cos(angles)).astype(
-        np.float32)
     weighted = np.zeros(rendered.labels.shape, dtype=np.float32)
     signal = np.zeros_like(weighted)
     for structure in Structure:
@@ -92,7 +94,7 @@ def _clean_map(rng: np.random.Generator, rendered: RenderedSlice, case: HeartCas
         tissue = STRUCTURE_TISSUE[structure]
         weight = frac * PROTON_DENSITY[tissue]
         value: F32 = t1[structure] * (1.0 + TEXTURE_AMPLITUDE[tissue] * texture)
-        if structure in myo_structures:
+        if structure in MYOCARDIAL_STRUCTURES:
             value = value + gradient
         if structure is Structure.LV_LESION:
             value = value + rendered.lesion_rise_ms
@@ -100,6 +102,17 @@ def _clean_map(rng: np.random.Generator, rendered: RenderedSlice, case: HeartCas
         signal += weight
     clean = np.where(signal > 1e-6, weighted / np.maximum(signal, 1e-6), 0.0)
     return clean.astype(np.float32), signal.astype(np.float32)
+
+
+def _clean_map(rng: np.random.Generator, rendered: RenderedSlice, case: HeartCase
+               ) -> tuple[F32, F32]:
+    """Signal-weighted partial-volume T1 map and relative signal map."""
+    angles = pixel_angles(rendered, case)
+    texture = _texture(rng, rendered.labels.shape, rendered.pixel_spacing)
+    # Septal T1 is usually slightly higher than lateral.
+    gradient = (0.5 * case.tissues.septal_lateral_gradient_ms * -np.cos(angles)).astype(
+        np.float32)
+    return partial_volume_map(rendered, case, texture, gradient)
 
 
 def smooth_field(rng: np.random.Generator, shape: tuple[int, int], order: int = 2) -> F32:
