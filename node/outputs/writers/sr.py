@@ -45,6 +45,7 @@ from node.outputs.writers import (
 )
 from node.outputs.writers.explain import model_explanations
 from node.outputs.writers.seg import segment_tracking_uid, to_pydicom_code, used_segments
+from node.outputs.writers.sr_document import comprehensive_sr
 from plugins.api import (
     DISCLAIMER,
     AnalysisResult,
@@ -356,7 +357,7 @@ def _report_document(
     identity: DerivedObjectIdentity,
     evidence: Sequence[pydicom.Dataset],
     predecessor: pydicom.Dataset | None = None,
-) -> hd.sr.ComprehensiveSR:
+) -> hd.SOPClass:
     report = hd.sr.MeasurementReport(
         observation_context=_observation_context(settings),
         procedure_reported=to_pydicom_code(settings.procedure_reported),
@@ -365,7 +366,7 @@ def _report_document(
     )
     report[0].ContentSequence.append(_document_texts(result, document_texts))
     try:
-        document = hd.sr.ComprehensiveSR(
+        document = comprehensive_sr(
             evidence=list(evidence),
             content=report[0],
             series_instance_uid=identity.series_instance_uid,
@@ -373,9 +374,6 @@ def _report_document(
             sop_instance_uid=identity.sop_instance_uid,
             instance_number=identity.instance_number,
             manufacturer=settings.manufacturer,
-            is_complete=True,
-            is_final=False,
-            is_verified=False,
             institution_name=settings.institution_name,
             series_description=identity.series_description,
             previous_versions=predecessor_documents(predecessor, evidence),
@@ -557,7 +555,7 @@ def build_roi_report(
     settings: WriterSettings,
     identity: DerivedObjectIdentity,
     predecessor: pydicom.Dataset | None = None,
-) -> hd.sr.ComprehensiveSR | None:
+) -> hd.SOPClass | None:
     """Build the TID 1500 report with one planar ROI group per analysed slice and region.
 
     Parameters
@@ -574,7 +572,7 @@ def build_roi_report(
 
     Returns
     -------
-    highdicom.sr.ComprehensiveSR or None
+    highdicom.SOPClass or None
         ``None`` when no slice has a region to outline.
     """
     segments = used_segments(result)
@@ -618,7 +616,7 @@ def build_summary_report(
     identity: DerivedObjectIdentity,
     segmentation: pydicom.Dataset | None,
     predecessor: pydicom.Dataset | None = None,
-) -> hd.sr.ComprehensiveSR:
+) -> hd.SOPClass:
     """Build the TID 1500 report of the series-level values, QC flags and method.
 
     Parameters
@@ -638,7 +636,7 @@ def build_summary_report(
 
     Returns
     -------
-    highdicom.sr.ComprehensiveSR
+    highdicom.SOPClass
     """
     segments = used_segments(result) if segmentation is not None else {}
     algorithm = sr_algorithm_identification(result)
