@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +28,17 @@ LabelImage = npt.NDArray[np.uint8]
 # --------------------------------------------------------------------------------------------
 
 
+UNWRITTEN_SOP_INSTANCE_UID: Final = "unwritten-derived-object"
+"""``sop_instance_uid`` of the frames of an object a plugin derives for the node to write
+(e.g. the T1 maps fitted from MOLLI source images).
+
+The node's writer gives that object its Series and SOP Instance UIDs (new ones for each
+analysis generation) and keeps the frame numbers the plugin gave; wherever the result names
+such a frame, the node names the written object instead.  Not a DICOM UID, so no archive,
+viewer or ``results.json`` reader can mistake it for the identity of a stored object.
+"""
+
+
 @dataclass(frozen=True)
 class SourceFrame:
     """One 2-D image of a series, in physical units, with its geometry.
@@ -38,7 +49,9 @@ class SourceFrame:
         Values in ``units`` (for a T1 map: milliseconds), float32, shape (rows, columns).
         Rescale slope/intercept or real-world value mapping already applied.
     sop_instance_uid, sop_class_uid
-        Identify the stored instance the frame comes from.
+        Identify the stored instance the frame comes from
+        (:data:`UNWRITTEN_SOP_INSTANCE_UID` for a frame of an object the node has yet to
+        write).
     frame_number
         1-based frame number inside a multi-frame instance, ``None`` for single-frame.
     image_position

@@ -2,8 +2,8 @@
 
 Companion: the scanner's T1 map of the same slices (a series routed to ``t1map``), to
 compare the fit with.  The fitted maps are written first, as Parametric Maps (new UIDs per
-analysis generation, as every output); the SEG, SRs and summary reference them instead of the
-source images.  The fitted maps are segmented by the T1-map segmenter
+analysis generation, as every output); the SEG, SRs, summary and ``results.json`` reference
+them instead of the source images.  The fitted maps are segmented by the T1-map segmenter
 (:func:`node.analyses.t1map.t1_networks`).
 """
 
@@ -24,7 +24,11 @@ def molli_outputs(
     result: AnalysisResult, series: LoadedSeries, sources: Sequence[Dataset],
     settings: WriterSettings, lineage: Lineage | None = None,
 ) -> tuple[LoadedSeries, list[OutputObject]]:
-    """The fitted maps (Parametric Maps), then the usual outputs referencing them."""
+    """The fitted maps (Parametric Maps), then the usual outputs referencing them.
+
+    The series returned is the fitted series with its frames naming the T1 map as written,
+    which ``results.json`` names too.
+    """
     fitted = result.extra.get("molli")
     if not (isinstance(fitted, Mapping) and "maps" in fitted):
         return series, build_outputs(result, series, sources, settings=settings,

@@ -2,6 +2,13 @@
 
 The same function serves the listener's workers and the offline ``cmr-node analyse``; the
 outputs an analysis writes are declared in its descriptor (:mod:`node.analyses`).
+
+Every UID ``results.json`` (:func:`result_summary`) names is that of an input instance or of
+an object the node wrote for the generation analysed: ``outputs`` gives each written object's
+Series and SOP Instance UIDs, and a frame of an object derived by the plugin (the T1 maps a
+``molli`` result fits, whose frames carry :data:`plugins.api.UNWRITTEN_SOP_INSTANCE_UID`) is
+named by the SOP Instance UID and frame number of the object as written, in the slice table and
+in the plugin's own tables (``extra``).
 """
 
 from __future__ import annotations
@@ -26,7 +33,15 @@ from node.catalog.spool import write_atomic
 from node.inputs.loader import load_series_files
 from node.outputs.writers import Lineage, OutputObject, WriterError, WriterSettings
 from plugins import get_plugin
-from plugins.api import AnalysisError, AnalysisResult, LoadedSeries, Measurement, QCFlag
+from plugins.api import (
+    UNWRITTEN_SOP_INSTANCE_UID,
+    AnalysisError,
+    AnalysisResult,
+    LoadedSeries,
+    Measurement,
+    QCFlag,
+    SourceFrame,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -204,8 +219,18 @@ def flag_json(flag: QCFlag) -> dict[str, Any]:
 
 
 def result_summary(run: PipelineRun, output_files: Sequence[OutputFile]) -> dict[str, Any]:
-    """The results.json entry of an analysed series."""
+    """The results.json entry of an analysed series.
+
+    Raises
+    ------
+    OutputWriteError
+        When the result names a frame of a derived object the node did not write (a frame
+        still carrying :data:`plugins.api.UNWRITTEN_SOP_INSTANCE_UID`).
+    """
     series, result = run.series, run.result
+    series_uids = {
+        str(obj.dataset.SOPInstanceUID): str(obj.dataset.SeriesInstanceUID) for obj in run.outputs
+    }
     slices = []
     for sl in result.slices:
         frame = series.frames[sl.frame_index]
@@ -223,7 +248,7 @@ def result_summary(run: PipelineRun, output_files: Sequence[OutputFile]) -> dict
             }
         )
     prov = result.provenance
-    return {
+    summary = {
         "status": "analysed",
         "analysis": result.analysis,
         "study_instance_uid": series.study_instance_uid,
@@ -252,12 +277,68 @@ def result_summary(run: PipelineRun, output_files: Sequence[OutputFile]) -> dict
             "node_version": __version__,
         },
         "outputs": {
-            f.kind: {"file": f.path.name, "sop_instance_uid": f.sop_instance_uid}
+            f.kind: {
+                "file": f.path.name,
+                "series_instance_uid": series_uids.get(f.sop_instance_uid),
+                "sop_instance_uid": f.sop_instance_uid,
+            }
             for f in output_files
         },
         "timings_s": {k: round(v, 4) for k, v in run.timings.items()},
-        "extra": _jsonable(dict(result.extra)),
+        "extra": written_frame_references(_jsonable(dict(result.extra)), series.frames),
     }
+    if _names_unwritten(summary):
+        raise OutputWriteError(
+            f"the {result.analysis} result of series {series.series_instance_uid} names a "
+            "frame of a derived object the node did not write; results.json would name no "
+            "stored object"
+        )
+    return summary
+
+
+def written_frame_references(value: Any, frames: Sequence[SourceFrame]) -> Any:
+    """``value`` with its references to derived frames naming the objects as written.
+
+    Parameters
+    ----------
+    value
+        JSON-ready data (a plugin's ``extra``, made JSON-ready by :func:`_jsonable`).
+    frames
+        The frames of the analysed series as the outputs name them (the series the
+        descriptor's ``build_outputs`` returned).
+
+    Returns
+    -------
+    Any
+        ``value`` where every mapping whose ``sop_instance_uid`` is
+        :data:`plugins.api.UNWRITTEN_SOP_INSTANCE_UID` and whose ``frame_index`` indexes
+        ``frames`` has the SOP Instance UID and frame number of that frame instead; other
+        mappings are unchanged.
+    """
+    if isinstance(value, list):
+        return [written_frame_references(v, frames) for v in value]
+    if not isinstance(value, dict):
+        return value
+    resolved = {k: written_frame_references(v, frames) for k, v in value.items()}
+    index = resolved.get("frame_index")
+    if (
+        resolved.get("sop_instance_uid") == UNWRITTEN_SOP_INSTANCE_UID
+        and isinstance(index, int)
+        and 0 <= index < len(frames)
+    ):
+        frame = frames[index]
+        resolved["sop_instance_uid"] = frame.sop_instance_uid
+        resolved["frame_number"] = frame.frame_number
+    return resolved
+
+
+def _names_unwritten(value: Any) -> bool:
+    """Whether JSON-ready ``value`` still holds :data:`plugins.api.UNWRITTEN_SOP_INSTANCE_UID`."""
+    if isinstance(value, dict):
+        return any(_names_unwritten(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_names_unwritten(v) for v in value)
+    return value == UNWRITTEN_SOP_INSTANCE_UID
 
 
 def _jsonable(value: Any) -> Any:

@@ -17,7 +17,6 @@ from plugins.ecv.analysis import (
     EcvMaps,
     HaematocritError,
     analyse,
-    derived_map_uids,
     parse_haematocrit,
 )
 from plugins.ecv.qc import QCCode
@@ -32,7 +31,6 @@ __all__ = [
     "HaematocritError",
     "QCCode",
     "analyse",
-    "derived_map_uids",
     "estimate_shift",
     "parse_haematocrit",
 ]

@@ -30,7 +30,9 @@ Frames of the result
 --------------------
 Slice results, labels and flags index the frames of the *post-contrast* series (the input).
 ``extra["ecv"]["maps"]`` holds an :class:`EcvMaps` (the pixel-wise ECV on those frames) for
-the Parametric Map writer when a haematocrit is known.
+the Parametric Map writer when a haematocrit is known.  The plugin proposes no identity for
+that map: the node gives every output object its UIDs (new ones for each analysis
+generation) and lists them with its outputs in ``results.json``.
 
 Quality control
 ---------------
@@ -61,10 +63,8 @@ per-slice measurement :mod:`plugins.ecv.measure`'s, the measurements and tables 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -113,7 +113,6 @@ __all__ = [
     "EcvMaps",
     "HaematocritError",
     "analyse",
-    "derived_map_uids",
     "parse_haematocrit",
 ]
 
@@ -127,9 +126,6 @@ COMPANION_NATIVE: Final = "native_t1map"
 HAEMATOCRIT_RANGE: Final = (0.15, 0.70)
 """Accepted haematocrit (fraction); 15-70 is read as per cent.  Outside it lies severe
 anaemia or polycythaemia beyond which a laboratory value is more likely a typing error."""
-
-UUID_ROOT: Final = "2.25."
-UID_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_OID, "cmr-node ecv parametric maps")
 
 
 class HaematocritError(ValueError):
@@ -183,34 +179,17 @@ class EcvMaps:
         Indices into the post-contrast series' frames.
     ecv_percent
         Per frame, ECV in per cent (0 where either map has no value).
-    series_instance_uid, sop_instance_uid
-        Identifiers the Parametric Map must carry (:func:`derived_map_uids`).
     haematocrit
         The haematocrit used.
     """
 
     frame_indices: tuple[int, ...]
     ecv_percent: tuple[npt.NDArray[np.float32], ...]
-    series_instance_uid: str
-    sop_instance_uid: str
     haematocrit: float
 
     def __str__(self) -> str:
         """Short description (what ``results.json`` shows instead of the arrays)."""
-        return (
-            f"<ECV maps: {len(self.ecv_percent)} frame(s), Parametric Map "
-            f"{self.sop_instance_uid}>"
-        )
-
-
-def derived_map_uids(post_series_uid: str, version: str = VERSION) -> tuple[str, str]:
-    """Deterministic (Series, SOP Instance) UIDs of the ECV Parametric Map of a series."""
-
-    def uid(*parts: str) -> str:
-        name = json.dumps([post_series_uid, NAME, version, *parts])
-        return f"{UUID_ROOT}{uuid.uuid5(UID_NAMESPACE, name).int}"
-
-    return uid("ecv-map", "series"), uid("ecv-map", "instance")
+        return f"<ECV maps: {len(self.ecv_percent)} frame(s), haematocrit {self.haematocrit:.2f}>"
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,15 +330,11 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         extra["aha"] = aha_block
         measurements.extend(segment_measurements(aha_block, haematocrit, hct_source))
     if haematocrit is not None and usable:
-        series_uid, sop_uid = derived_map_uids(series.series_instance_uid)
         extra["ecv"]["maps"] = EcvMaps(
             frame_indices=tuple(v.frame_index for v in usable),
             ecv_percent=tuple((100.0 * v.pixel_ecv).astype(np.float32) for v in usable),
-            series_instance_uid=series_uid,
-            sop_instance_uid=sop_uid,
             haematocrit=haematocrit,
         )
-        extra["ecv"]["uids"] = {"series_instance_uid": series_uid, "sop_instance_uid": sop_uid}
     logger.info(
         "ecv %s (native %s): %d/%d slice(s), haematocrit %s, %d flag(s)",
         series.series_instance_uid, native.series_instance_uid, len(usable), len(pairs),

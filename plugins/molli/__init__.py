@@ -12,10 +12,8 @@ from plugins.molli.analysis import (
     NAME,
     VERSION,
     FittedMaps,
-    MolliUids,
     QCCode,
     analyse,
-    derived_uids,
 )
 from plugins.molli.fit import FitResult, fit_molli
 from plugins.molli.source import MolliSource, extract_source, parse_ti_text
@@ -27,10 +25,8 @@ __all__ = [
     "FitResult",
     "FittedMaps",
     "MolliSource",
-    "MolliUids",
     "QCCode",
     "analyse",
-    "derived_uids",
     "extract_source",
     "fit_molli",
     "parse_ti_text",

@@ -10,11 +10,13 @@ Frames of the result
 --------------------
 ``SliceResult.frame_index`` and ``QCFlag.frame_index`` index the frames of the *fitted*
 series, one per fitted slice position, in slice order (``extra["molli"]["maps"].series``).
-Those frames are the frames of one Parametric Map instance whose Series and SOP Instance
-UIDs are derived from the source series UID and :data:`VERSION`
-(``extra["molli"]["uids"]``), so a writer emits the Parametric Map with exactly those UIDs
-and the SEG and SR reference it.  The fitted series keeps the *source* series' instance UID
-(it is the analysed input), so writers derive their own output UIDs from the source series.
+Those frames are the frames of one T1 Parametric Map instance the node writes; their
+``frame_number`` is the frame's number in that map.  The plugin does not know the map's
+identity: the node gives every output object its UIDs (new ones for each analysis
+generation), so the frames carry :data:`plugins.api.UNWRITTEN_SOP_INSTANCE_UID`, and the node
+names the written map wherever the result refers to them (the SEG, the SRs,
+``results.json``).  The fitted series keeps the *source* series' instance UID (it is the
+analysed input), from which the node derives its output UIDs.
 
 Quality control
 ---------------
@@ -41,9 +43,7 @@ spacing and matrix, plane within :data:`SCANNER_MAP_MAX_DISTANCE_MM`).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -52,6 +52,7 @@ import numpy as np
 import numpy.typing as npt
 
 from plugins.api import (
+    UNWRITTEN_SOP_INSTANCE_UID,
     AnalysisError,
     AnalysisResult,
     Code,
@@ -82,10 +83,8 @@ __all__ = [
     "PARAMETRIC_MAP_SOP_CLASS_UID",
     "VERSION",
     "FittedMaps",
-    "MolliUids",
     "QCCode",
     "analyse",
-    "derived_uids",
 ]
 
 NAME: Final = "molli"
@@ -132,11 +131,6 @@ SCANNER_MAP_MAX_DISTANCE_MM: Final = 2.0
 COMPANION_SCANNER_MAP: Final = "scanner_map"
 """Role of the scanner's T1 map series in ``options["companions"]``."""
 
-UUID_ROOT: Final = "2.25."
-"""UID root of UIDs made from a UUID (DICOM PS3.5 B.2)."""
-UID_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_OID, "cmr-node molli parametric maps")
-"""Namespace of the name-based UUIDs of the fitted maps; changing it changes every UID."""
-
 _SCANNER_DIFFERENCE: Final = Code(
     "t1-fit-minus-scanner", codes.PRIVATE_SCHEME, "T1 difference, node fit minus scanner map"
 )
@@ -155,36 +149,16 @@ class QCCode:
 
 
 @dataclass(frozen=True)
-class MolliUids:
-    """Identifiers of the Parametric Maps built from one source series.
-
-    Attributes
-    ----------
-    t1_series_instance_uid, t1_sop_instance_uid
-        The fitted T1 map (one multi-frame instance, one frame per slice).
-    fit_series_instance_uid, fit_sop_instance_uid
-        The goodness-of-fit (R^2) map, in its own series.
-    """
-
-    t1_series_instance_uid: str
-    t1_sop_instance_uid: str
-    fit_series_instance_uid: str
-    fit_sop_instance_uid: str
-
-    def as_dict(self) -> dict[str, str]:
-        """The UIDs keyed by field name."""
-        return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
 class FittedMaps:
     """The fitted maps of a source series, for the Parametric Map writer.
 
     Attributes
     ----------
     series
-        The fitted T1 maps as a series (frames in ms, one per slice, with the Parametric
-        Map's SOP Instance UID and frame numbers); the series the t1map analysis ran on.
+        The fitted T1 maps as a series (frames in ms, one per slice, with their frame
+        numbers in the T1 Parametric Map and :data:`plugins.api.UNWRITTEN_SOP_INSTANCE_UID`
+        for the map's SOP Instance UID, which the node gives); the series the t1map
+        analysis ran on.
     t1_ms, r_squared, nrmse, valid
         Per slice (same order as ``series.frames``): T1 (ms, 0 where not fitted), R^2,
         normalised RMS residual and validity mask.
@@ -192,8 +166,6 @@ class FittedMaps:
         Per slice, the indices into the *source* series' frames that were fitted.
     source_sop_instance_uids
         Per slice, the SOP Instance UIDs of those source frames.
-    uids
-        Identifiers the Parametric Maps must carry.
     """
 
     series: LoadedSeries
@@ -203,44 +175,11 @@ class FittedMaps:
     valid: tuple[npt.NDArray[np.bool_], ...]
     source_frame_indices: tuple[tuple[int, ...], ...]
     source_sop_instance_uids: tuple[tuple[str, ...], ...]
-    uids: MolliUids
 
     def __str__(self) -> str:
         """Short description (what ``results.json`` shows instead of the arrays)."""
         rows, columns = self.t1_ms[0].shape if self.t1_ms else (0, 0)
-        return (
-            f"<fitted MOLLI maps: {len(self.t1_ms)} slice(s) of {rows}x{columns}, "
-            f"Parametric Map {self.uids.t1_sop_instance_uid}>"
-        )
-
-
-def derived_uids(source_series_uid: str, version: str = VERSION) -> MolliUids:
-    """Deterministic UIDs of the Parametric Maps fitted from a source series.
-
-    Parameters
-    ----------
-    source_series_uid
-        SeriesInstanceUID of the MOLLI source series.
-    version
-        Algorithm version; a new version gives new UIDs (a new result, not a replacement).
-
-    Returns
-    -------
-    MolliUids
-        ``2.25`` UIDs (name-based UUIDs, DICOM PS3.5 B.2) that depend only on the
-        arguments.
-    """
-
-    def uid(*parts: str) -> str:
-        name = json.dumps([source_series_uid, NAME, version, *parts])
-        return f"{UUID_ROOT}{uuid.uuid5(UID_NAMESPACE, name).int}"
-
-    return MolliUids(
-        t1_series_instance_uid=uid("parametric-map", "t1", "series"),
-        t1_sop_instance_uid=uid("parametric-map", "t1", "instance"),
-        fit_series_instance_uid=uid("parametric-map", "r-squared", "series"),
-        fit_sop_instance_uid=uid("parametric-map", "r-squared", "instance"),
-    )
+        return f"<fitted MOLLI maps: {len(self.t1_ms)} slice(s) of {rows}x{columns}>"
 
 
 def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
@@ -261,7 +200,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     plugins.api.AnalysisResult
         The t1map result on the fitted maps, with MOLLI QC flags, provenance naming the fit,
         and ``extra["molli"]``: inversion times, heart rate, per-slice fit quality, scanner
-        comparison, ``uids`` and ``maps`` (a :class:`FittedMaps`).
+        comparison and ``maps`` (a :class:`FittedMaps`).
 
     Raises
     ------
@@ -269,7 +208,6 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         If no slice position has usable inversion times, or the t1map analysis raises.
     """
     source = extract_source(series)
-    uids = derived_uids(series.series_instance_uid)
     min_signal = float(options.get("min_relative_signal", MIN_RELATIVE_SIGNAL))
     fits: list[FitResult] = []
     for molli_slice in source.slices:
@@ -285,7 +223,7 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             raise AnalysisError(
                 f"The T1 fit failed on the slice at {molli_slice.location_mm:.1f} mm: {exc}"
             ) from exc
-    maps = _fitted_maps(series, source, fits, uids)
+    maps = _fitted_maps(series, source, fits)
     base = t1map_analysis.analyse(maps.series, options)
 
     flags = list(base.qc_flags)
@@ -343,7 +281,6 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
         "scanner_map_comparison": comparisons,
         "scanner_map_threshold_ms": MAX_SCANNER_DIFFERENCE_MS,
         "notes": list(source.notes),
-        "uids": uids.as_dict(),
         "maps": maps,
     }
     logger.info(
@@ -386,7 +323,7 @@ def _frame_numbers(slices: Sequence[MolliSlice]) -> list[int]:
 
 
 def _fitted_maps(
-    series: LoadedSeries, source: MolliSource, fits: Sequence[FitResult], uids: MolliUids
+    series: LoadedSeries, source: MolliSource, fits: Sequence[FitResult]
 ) -> FittedMaps:
     frames: list[SourceFrame] = []
     numbers = _frame_numbers(source.slices)
@@ -395,7 +332,7 @@ def _fitted_maps(
         frames.append(
             SourceFrame(
                 pixels=fit.t1_ms.astype(np.float32),
-                sop_instance_uid=uids.t1_sop_instance_uid,
+                sop_instance_uid=UNWRITTEN_SOP_INSTANCE_UID,
                 sop_class_uid=PARAMETRIC_MAP_SOP_CLASS_UID,
                 frame_number=number,
                 image_position=reference.image_position,
@@ -438,7 +375,6 @@ def _fitted_maps(
         source_sop_instance_uids=tuple(
             tuple(series.frames[i].sop_instance_uid for i in s.frame_indices) for s in source.slices
         ),
-        uids=uids,
     )
 
 

@@ -27,8 +27,14 @@ from pydicom.dataset import Dataset
 from scipy import ndimage
 
 from node.inputs.loader import load_series, load_series_files
-from plugins.api import AnalysisError, LoadedSeries, Severity, SourceFrame
-from plugins.molli import NAME, VERSION, analyse, derived_uids, extract_source, parse_ti_text
+from plugins.api import (
+    UNWRITTEN_SOP_INSTANCE_UID,
+    AnalysisError,
+    LoadedSeries,
+    Severity,
+    SourceFrame,
+)
+from plugins.molli import NAME, VERSION, analyse, extract_source, parse_ti_text
 from plugins.molli.analysis import (
     MAX_SCANNER_DIFFERENCE_MS,
     PARAMETRIC_MAP_SOP_CLASS_UID,
@@ -404,11 +410,11 @@ def test_analyse_phantom_source_series(written, result) -> None:
     assert "Look-Locker" in result.provenance.method
     maps = result.extra["molli"]["maps"]
     assert isinstance(maps, FittedMaps) and len(maps.t1_ms) == 2
-    uids = derived_uids(series.series_instance_uid)
-    assert result.extra["molli"]["uids"] == uids.as_dict()
+    # The node gives the Parametric Maps their identity; the plugin proposes none.
+    assert "uids" not in result.extra["molli"]
     frames = maps.series.frames
     for frame in frames:
-        assert frame.sop_instance_uid == uids.t1_sop_instance_uid
+        assert frame.sop_instance_uid == UNWRITTEN_SOP_INSTANCE_UID
         assert frame.sop_class_uid == PARAMETRIC_MAP_SOP_CLASS_UID
         assert frame.units == "ms"
     # Loader order (ascending location); frame numbers in the Parametric Map's plane order.
@@ -433,15 +439,6 @@ def test_results_json_stays_small(result) -> None:
 
     text = json.dumps(_jsonable(dict(result.extra)))
     assert "fitted MOLLI maps" in text and len(text) < 200_000
-
-
-def test_uids_are_deterministic_and_versioned(written, result) -> None:
-    uid = written[0].series_instance_uid
-    assert derived_uids(uid) == derived_uids(uid)
-    other = derived_uids(uid, "9.9.9")
-    assert other.t1_sop_instance_uid != derived_uids(uid).t1_sop_instance_uid
-    values = list(derived_uids(uid).as_dict().values())
-    assert len(set(values)) == 4 and all(v.startswith("2.25.") and len(v) <= 64 for v in values)
 
 
 def test_heart_rate_outside_range_is_flagged() -> None:

@@ -23,12 +23,15 @@ The MOLLI maps reference the MOLLI source images they were fitted from.  Each ma
 Series and SOP Instance UIDs as the SEG, SRs and summary image do
 (:func:`node.outputs.uids.derived_object_identity`: input series, analysis and version, kind, digest
 of the input instances, analysis *generation*), so a re-analysis sends new maps in new
-series while running one generation again (a restart) rebuilds identical ones.  The UIDs the
-plugin proposes (``extra["molli"]["uids"]``, ``extra["ecv"]["uids"]``) know no generation and
-are not used; :func:`fitted_series` gives the fitted series whose frames reference the T1 map
-as built, for the SEG and SR.  Integer storage is used (not float pixel data) because most
-viewers and :mod:`node.inputs.loader` read integer pixel data with a real-world value mapping, and
-it is lossless at these steps.
+series while running one generation again (a restart) rebuilds identical ones.  The plugins
+propose no identity for the maps: the fitted frames of a ``molli`` result carry
+:data:`plugins.api.UNWRITTEN_SOP_INSTANCE_UID`, and :func:`fitted_series` gives the fitted
+series whose frames reference the T1 map as built (its SOP Instance UID, the frame numbers
+the plugin gave), for the SEG, SRs, summary image and ``results.json``
+(:func:`node.jobs.pipeline.result_summary`, which lists each map's UIDs among the outputs).
+Integer storage is used (not float pixel data) because most viewers and
+:mod:`node.inputs.loader` read integer pixel data with a real-world value mapping, and it is
+lossless at these steps.
 """
 
 from __future__ import annotations
@@ -141,8 +144,10 @@ def map_identity(
 def fitted_series(result: AnalysisResult, t1_map: pydicom.Dataset) -> LoadedSeries:
     """The fitted T1 series of a ``molli`` result, its frames referencing ``t1_map``.
 
-    The SEG, SRs and summary image are built on this series: they then reference the T1 map
-    as built (its generation's SOP Instance UID), not the UID the plugin proposed.
+    The SEG, SRs, summary image and ``results.json`` are built on this series: they then
+    reference the T1 map as built (its generation's SOP Instance UID, with the frame numbers
+    the plugin gave the fitted frames), never the plugin's placeholder
+    (:data:`plugins.api.UNWRITTEN_SOP_INSTANCE_UID`).
     """
     series: LoadedSeries = _fitted_maps(result).series
     uid = str(t1_map.SOPInstanceUID)
@@ -359,7 +364,7 @@ def _check_frame_order(pm: hd.pm.ParametricMap, planes: Sequence[SourceFrame]) -
 def _fitted_maps(result: AnalysisResult) -> Any:
     block = result.extra.get("molli")
     maps = block.get("maps") if isinstance(block, Mapping) else None
-    required = ("series", "t1_ms", "r_squared", "source_sop_instance_uids", "uids")
+    required = ("series", "t1_ms", "r_squared", "source_sop_instance_uids")
     if maps is None or not all(hasattr(maps, name) for name in required):
         raise WriterError(
             f"The {result.analysis} result of series {result.series_instance_uid} holds no "
