@@ -94,6 +94,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import numpy as np
@@ -324,10 +325,6 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
             continue
         probabilities[index] = output.probabilities
         slice_stats = _measure_slice(index, frame, t1, output, core_rule)
-        if slice_stats is not None and cross_checker is not None:
-            check = _cross_check(index, frame, t1, slice_stats, cross_checker, field, core_rule)
-            if check is not None:
-                cross_checks[index] = check
         if slice_stats is None:
             flags.append(
                 QCFlag(
@@ -344,34 +341,18 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
 
     levels = slice_levels(series.frames, stack, stats)
     slices: list[SliceResult] = []
-    table: list[dict[str, Any]] = []
+    slice_flags: dict[int, list[QCFlag]] = {}
     failed_slices: set[int] = set()
     for index in range(len(series.frames)):
         if (found_long_axis := long_axis_results.get(index)) is not None:
-            flags.extend(found_long_axis.flags)
             if found_long_axis.slice_result is not None:
                 slices.append(found_long_axis.slice_result)
-            table.append(found_long_axis.table_row)
             continue
         slice_stats = stats.get(index)
         if slice_stats is None:
-            table.append(table_row(series.frames[index], index, levels[index], None, []))
             continue
-        slice_flags = slice_qc_flags(slice_stats, ranges, min_core)
-        check = cross_checks.get(index)
-        if check is not None and abs(check["t1_difference_ms"]) > CROSS_CHECK_T1_MS:
-            slice_flags.append(
-                QCFlag(
-                    QCCode.SEGMENTERS_DISAGREE,
-                    Severity.WARNING,
-                    f"The classical segmenter's myocardial T1 differs by "
-                    f"{check['t1_difference_ms']:+.0f} ms (myocardium overlap Dice "
-                    f"{check['myocardium_dice']:.2f}): review the contour.",
-                    frame_index=index,
-                )
-            )
-        flags.extend(slice_flags)
-        if any(flag.severity is Severity.FAILURE for flag in slice_flags):
+        slice_flags[index] = slice_qc_flags(slice_stats, ranges, min_core)
+        if any(flag.severity is Severity.FAILURE for flag in slice_flags[index]):
             failed_slices.add(index)
         slices.append(
             SliceResult(
@@ -383,8 +364,49 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
                 probabilities=probabilities.get(index, {}),
             )
         )
+
+    # The radiomic features (of the slices as segmented) and the classical cross-check (which
+    # only adds WARNING flags) are independent; both spend much of their time outside the GIL.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="t1map-radiomics") as pool:
+        radiomics = pool.submit(
+            mid_slice_radiomics, series, tuple(slices), frozenset(failed_slices), scale, options
+        )
+        if cross_checker is not None:
+            for index, slice_stats in sorted(stats.items()):
+                frame = series.frames[index]
+                t1 = np.asarray(frame.pixels, dtype=np.float32) * np.float32(scale)
+                check = _cross_check(
+                    index, frame, t1, slice_stats, cross_checker, field, core_rule
+                )
+                if check is not None:
+                    cross_checks[index] = check
+        radiomics_block, radiomics_flags = radiomics.result()
+
+    table: list[dict[str, Any]] = []
+    for index in range(len(series.frames)):
+        if (found_long_axis := long_axis_results.get(index)) is not None:
+            flags.extend(found_long_axis.flags)
+            table.append(found_long_axis.table_row)
+            continue
+        slice_stats = stats.get(index)
+        if slice_stats is None:
+            table.append(table_row(series.frames[index], index, levels[index], None, []))
+            continue
+        check = cross_checks.get(index)
+        if check is not None and abs(check["t1_difference_ms"]) > CROSS_CHECK_T1_MS:
+            slice_flags[index].append(
+                QCFlag(
+                    QCCode.SEGMENTERS_DISAGREE,
+                    Severity.WARNING,
+                    f"The classical segmenter's myocardial T1 differs by "
+                    f"{check['t1_difference_ms']:+.0f} ms (myocardium overlap Dice "
+                    f"{check['myocardium_dice']:.2f}): review the contour.",
+                    frame_index=index,
+                )
+            )
+        flags.extend(slice_flags[index])
         table.append(
-            table_row(series.frames[index], index, levels[index], slice_stats, slice_flags)
+            table_row(series.frames[index], index, levels[index], slice_stats, slice_flags[index])
         )
 
     usable = [s for i, s in sorted(stats.items()) if i not in failed_slices]
@@ -416,9 +438,6 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
     if aha_block is not None:
         extra["aha"] = aha_block
         series_measurements = (*series_measurements, *segment_measurements(aha_block))
-    radiomics_block, radiomics_flags = mid_slice_radiomics(
-        series, slices, failed_slices, scale, options
-    )
     flags.extend(radiomics_flags)
     if radiomics_block is not None:
         extra["radiomics"] = radiomics_block

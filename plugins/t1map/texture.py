@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, Final
 
 import numpy as np
@@ -70,7 +71,7 @@ class TextureCode:
 def mid_slice_radiomics(
     series: LoadedSeries,
     slices: Sequence[SliceResult],
-    failed_frames: set[int],
+    failed_frames: AbstractSet[int],
     scale: float,
     options: Mapping[str, Any],
 ) -> tuple[dict[str, Any] | None, list[QCFlag]]:
@@ -127,7 +128,7 @@ def mid_slice_radiomics(
 def _features_and_radscore(
     series: LoadedSeries,
     slices: Sequence[SliceResult],
-    failed_frames: set[int],
+    failed_frames: AbstractSet[int],
     scale: float,
     options: Mapping[str, Any],
 ) -> tuple[dict[str, Any], list[QCFlag]]:
