@@ -104,8 +104,10 @@ def segment_at(x: float, y: float, centre: tuple[float, float], radius: float) -
     return first + int(((angle - 60.0) % 360.0) // 60.0)
 
 
+@lru_cache(maxsize=8)
 def _segment_raster(size: int, radius: float) -> npt.NDArray[np.int8]:
-    """Segment number of every pixel of a ``size`` square bullseye of ``radius`` pixels."""
+    """Segment number of every pixel of a ``size`` square bullseye of ``radius`` pixels
+    (read-only: one array per geometry serves every rendering)."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64) + 0.5
     dx, dy = xx - size / 2.0, size / 2.0 - yy
     r = np.hypot(dx, dy) / radius
@@ -113,7 +115,9 @@ def _segment_raster(size: int, radius: float) -> npt.NDArray[np.int8]:
     apical = 13 + (((angle - 45.0) % 360.0) // 90.0)
     ring = np.where(r >= RING_EDGES[2], 1, 7) + (((angle - 60.0) % 360.0) // 60.0)
     out = np.where(r < RING_EDGES[1], apical, ring)
-    return np.where(r < 1.0, out, 0).astype(np.int8)
+    raster = np.where(r < 1.0, out, 0).astype(np.int8)
+    raster.flags.writeable = False
+    return raster
 
 
 def _text_colour(fill: tuple[int, int, int]) -> tuple[int, int, int]:
