@@ -441,6 +441,35 @@ class OrthancProcess(ScpProcess):
 
 
 @dataclass
+class OrthancNodeProcess(ScpProcess):
+    """Orthanc with the cmr-node plugin, as ``python -m node.orthanc.launch`` starts it (the
+    node's receive path when Orthanc is in front: Orthanc stores and indexes each instance, the
+    plugin's change callback sees it), analyses off as for the node's own listener."""
+
+    ae_title: str = "CMRORTHANC"
+    name: str = "orthanc-node"
+    http_port: int = field(default_factory=free_port)
+    node_settings: str = ""
+    """The node's TOML settings (e.g. analyses disabled)."""
+
+    @property
+    def settings_path(self) -> Path:
+        """The node's settings file given to the launcher."""
+        return self.workdir / "node.toml"
+
+    def prepare(self) -> None:
+        super().prepare()
+        self.settings_path.write_text(self.node_settings)
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "node.orthanc.launch", "--data", str(self.workdir / "data"),
+            "--config", str(self.settings_path), "--http-port", str(self.http_port),
+            "--dicom-port", str(self.port), "--aet", self.ae_title, "--no-dicomweb",
+        ]  # fmt: skip
+
+
+@dataclass
 class CheckoutNodeProcess(NodeProcess):
     """The node of another checkout of the project (e.g. the main branch), same venv.
 
@@ -503,6 +532,13 @@ def write_instance_set(template: Dataset, count: int, out_dir: Path) -> list[Pat
 # ------------------------------------------------------------------------------ measurement
 
 
+RATIO_PAIRS: tuple[tuple[str, str], ...] = (
+    ("node", "orthanc"), ("orthanc-node", "orthanc"), ("node", "baseline"),
+    ("baseline", "orthanc"),
+)
+"""Ingest rate ratios reported (target, reference), each computed round by round."""
+
+
 @dataclass(frozen=True)
 class IngestTarget:
     """A receiver of the ingest measurement."""
@@ -559,7 +595,7 @@ class IngestResult:
                 "runs": [r.as_dict() for r in runs],
             }
         ratios = {}
-        for a, b in (("node", "orthanc"), ("node", "baseline"), ("baseline", "orthanc")):
+        for a, b in RATIO_PAIRS:
             values = self.ratios(a, b, associations)
             if values:
                 ratios[f"{a}/{b}"] = {

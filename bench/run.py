@@ -32,11 +32,13 @@ from typing import Any
 import numpy as np
 
 from bench.ingest import (
+    RATIO_PAIRS,
     SENDER_DESCRIPTIONS,
     BenchError,
     CheckoutNodeProcess,
     IngestResult,
     IngestTarget,
+    OrthancNodeProcess,
     OrthancProcess,
     Sender,
     StorescpProcess,
@@ -78,8 +80,6 @@ NODE_START_TIMEOUT_S = 180.0
 INGEST_STABLE_AGE_S = 3600.0
 NO_ANALYSIS_CONFIG = "[analysis.t1map]\nenabled = false\n[analysis.lge]\nenabled = false\n"
 WARMUP_INSTANCES = 10
-#: Ingest rate ratios reported, each computed round by round.
-RATIO_PAIRS = (("node", "orthanc"), ("node", "baseline"), ("baseline", "orthanc"))
 SEED = 20240601
 
 
@@ -248,6 +248,7 @@ class Benchmark:
             for other in (
                 StorescpProcess(self.workdir / "storescp"),
                 OrthancProcess(self.workdir / "orthanc"),
+                OrthancNodeProcess(self.workdir / "orthanc-node", node_settings=NO_ANALYSIS_CONFIG),
             ):
                 stack.callback(other.stop)
                 try:
@@ -476,14 +477,14 @@ class Benchmark:
                 f"Ingest: {ing.instances} MR instances of {ing.instance_bytes / 1000:.0f} kB in one"
                 f" association, median of {self.args.ingest_repeats}",
                 f"  sender: {SENDER_DESCRIPTIONS[ing.sender]}",
-                f"  {'receiver':<10} {'median/s':>9}   runs (instances/s)",
+                f"  {'receiver':<12} {'median/s':>9}   runs (instances/s)",
             ]
             for name, runs in ing.runs.items():
                 rates = ", ".join(f"{r.rate_per_s:.0f}" for r in runs)
                 failures = sum(r.failures for r in runs)
                 note = f"  ({failures} refused)" if failures else ""
                 lines.append(
-                    f"  {name:<10} {_s(ing.median_rate(name), 1):>9}   {rates}{note}"
+                    f"  {name:<12} {_s(ing.median_rate(name), 1):>9}   {rates}{note}"
                 )
             lines += _ratio_line(ing, 1)
             for k, table in sorted(ing.concurrent.items()):
@@ -496,7 +497,7 @@ class Benchmark:
                     failures = sum(r.failures for r in runs)
                     note = f"  ({failures} refused)" if failures else ""
                     lines.append(
-                        f"  {name:<10} {_s(ing.median_rate(name, k), 1):>9}   {rates}{note}"
+                        f"  {name:<12} {_s(ing.median_rate(name, k), 1):>9}   {rates}{note}"
                     )
                 lines += _ratio_line(ing, k)
             lines.append("")
