@@ -189,23 +189,11 @@ def test_a_reanalysis_gets_new_map_uids_and_a_restart_the_same(case: dict[str, A
 
 
 def test_the_ecv_map_gets_new_uids_per_generation() -> None:
-    import numpy as np
-
-    from models.phantoms.dicom_maps import postcontrast_t1map_series_datasets, t1map_series_datasets
-    from models.phantoms.dicom_study import StudyInfo
-    from models.phantoms.maps import ContrastState
-    from models.phantoms.t1map import make_t1map_stack
     from plugins.ecv import COMPANION_NATIVE
     from plugins.ecv import analyse as analyse_ecv
+    from tests.node.ecv_fixtures import native_and_postcontrast
 
-    rng = np.random.default_rng([400, 1])
-    _, slices = make_t1map_stack(rng, field_strength_t=1.5)
-    info = StudyInfo.synthetic(400)
-    native = t1map_series_datasets(slices, study=info, rng=rng, field_strength_t=1.5)
-    state = ContrastState(blood_t1_post_ms=350.0, myocardial_ecv=0.3, lesion_ecv=0.55)
-    post = postcontrast_t1map_series_datasets(
-        slices, study=info, rng=rng, contrast=state,
-        slice_gap_mm=float(native[0].SpacingBetweenSlices), field_strength_t=1.5)
+    native, post = native_and_postcontrast()
     series = load_series(post)
     result = analyse_ecv(series, node_options(
         "ecv", companions={COMPANION_NATIVE: load_series(native)}, haematocrit=0.42))
