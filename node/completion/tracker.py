@@ -20,6 +20,8 @@ stack acquired one breath-hold per slice announces the images of each slice, not
 The count therefore completes a series only when exactly that many instances have arrived and no
 further one follows within ``count_grace_s``; a series holding more instances than announced
 (:attr:`CountState.OVERRUN`) completes as if it announced nothing (release or quiet time).
+Inside Orthanc the same rule completes a series (node.orthanc.counting), Orthanc's
+``STABLE_SERIES`` taking the place of the quiet time; there is no release signal there.
 
 A release completes a series only when its count is not known or reached: a scanner that
 announces twelve images and releases after ten may send the rest in the next association,
@@ -61,11 +63,17 @@ class CountState(Enum):
     @classmethod
     def of(cls, state: SeriesState) -> CountState:
         """The count state of a series from its catalog state."""
-        if not state.expected_count:
+        return cls.of_counts(state.instance_count, state.expected_count)
+
+    @classmethod
+    def of_counts(cls, instance_count: int, expected_count: int | None) -> CountState:
+        """The count state of a series holding ``instance_count`` distinct instances whose
+        headers announce ``expected_count`` (None or 0: no count)."""
+        if not expected_count:
             return cls.UNKNOWN
-        if state.instance_count < state.expected_count:
+        if instance_count < expected_count:
             return cls.SHORT
-        if state.instance_count == state.expected_count:
+        if instance_count == expected_count:
             return cls.REACHED
         return cls.OVERRUN
 

@@ -2,7 +2,8 @@
 
 ``orthanc/plugin.py`` (the script Orthanc runs) calls :func:`register` with the ``orthanc``
 module.  This module only wires: it reads the node's settings from Orthanc's configuration,
-builds the :class:`~node.orthanc.node.OrthancNode`, registers its change callback, the REST
+builds the :class:`~node.orthanc.node.OrthancNode`, registers its change callback (new
+instances are counted, stable series handed over, start and stop), the REST
 routes of :mod:`node.orthanc.rest` and the Explorer extension, and sends the node's log
 records to Orthanc's log.  The node and its routes know nothing of each other's wiring, so
 imports run one way: this module -> :mod:`.rest` -> :mod:`.node`.
@@ -132,7 +133,9 @@ def register(
 
     def on_change(change_type: int, _level: int, resource_id: str) -> None:
         try:
-            if change_type == change.STABLE_SERIES:
+            if change_type == change.NEW_INSTANCE:
+                node.instance_stored(resource_id)
+            elif change_type == change.STABLE_SERIES:
                 node.series_stable(resource_id)
             elif change_type == change.ORTHANC_STARTED:
                 node.start()

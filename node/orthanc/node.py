@@ -1,16 +1,18 @@
-"""The node inside Orthanc: series that Orthanc declares stable go through the node's queue.
+"""The node inside Orthanc: complete series go through the node's queue.
 
 Orthanc runs ``orthanc/plugin.py``, which calls :func:`node.orthanc.app.register` with the
 ``orthanc`` module (injected, so this module never imports it and is testable with a fake).
 The path of a series::
 
-    STABLE_SERIES ──▶ intake row (SQLite, in the node's catalog file) ──▶ intake thread:
-        fetch instances (REST, in-process) into the spool ──▶ catalog ──▶ router ──▶ job queue
+    count reached or STABLE_SERIES ──▶ intake row (SQLite, in the node's catalog file)
+        ──▶ intake thread: fetch instances (REST, in-process) into the spool ──▶ catalog
+        ──▶ router ──▶ job queue
         ──▶ worker pool (node pipeline and writers) ──▶ outbox ──▶ local Orthanc (POST /instances)
                                                                └─▶ DICOM peers (C-STORE)
 
-Orthanc's change callback only inserts the intake row and returns: fetching, routing and
-analysis run in the node's threads. Every step is durable: intake rows, jobs and outbox rows
+Orthanc's change callback does little and returns: a new instance is counted from Orthanc's
+index (no file is read), a stable series gets its intake row; fetching, routing and analysis
+run in the node's threads. Every step is durable: intake rows, jobs and outbox rows
 live in SQLite, so an Orthanc restart (even ``kill -9``) resumes where it stopped.
 
 Outputs are delivered through the node's own outbox rather than Orthanc's
@@ -21,12 +23,18 @@ failed Orthanc store job is not retried by Orthanc.
 The node's own outputs come back as new series (the outbox stores them into Orthanc) and
 Orthanc declares them stable in turn; they are recognised and skipped (:func:`own_output_reason`).
 
-Completion is Orthanc's: a series is analysed once Orthanc declares it stable (``StableAge``
-seconds without a new instance). The stand-alone listener completes a series when the scanner
-releases its association (node.receive.associations); Orthanc gives plugins no such event (its
-change callbacks report new and stable resources, ``OnStoredInstance`` one instance, jobs their own
-progress), and ``OrthancPluginSetStableStatus`` (plugin SDK, 2025) only lets a plugin declare
-stability it must learn elsewhere (Orthanc Book, "Changing the Stable status of a resource").
+A series is complete, and handed to the intake, when the instance count its headers announce
+(ImagesInAcquisition) has arrived and ``[node] count_grace_s`` passed without another
+(:mod:`node.orthanc.counting`, the listener's rule: node.completion.tracker.CountState), or
+else when Orthanc declares it stable (``StableAge`` seconds without a new instance); a series
+completed by its count and unchanged since is not handed over again at its ``STABLE_SERIES``.
+The stand-alone listener also completes a series when the scanner releases its association
+(node.receive.associations); Orthanc gives plugins no such event (its change callbacks report
+new and stable resources, ``OnStoredInstance`` one instance, jobs their own progress), and
+``OrthancPluginSetStableStatus`` (plugin SDK, 2025) only lets a plugin declare stability it must
+learn elsewhere (Orthanc Book, "Changing the Stable status of a resource").  A late instance
+after a completion makes Orthanc declare the series stable again, and the intake then records it
+as a new generation of the series (node.catalog), analysed anew as with the listener.
 """
 
 from __future__ import annotations
@@ -58,6 +66,8 @@ from node.delivery.sender import DeliveryError, OutboxSender
 from node.jobs.pipeline import writer_settings
 from node.jobs.warmup import start_warm_up
 from node.jobs.worker import WorkerPool
+from node.orthanc.counting import THREAD_NAME as COUNT_THREAD_NAME
+from node.orthanc.counting import CountCompletion
 from node.routing import RuleSet, load_rules
 from node.service import route_complete_series
 from node.settings import Destination, DestinationKind, Settings
@@ -75,8 +85,8 @@ INTAKE_IDLE_POLL_S = 1.0
 INTAKE_RETRY_BASE_S = 2.0
 STOP_TIMEOUT_S = 5.0
 #: Names of the node's threads that use the catalog (workers: node.jobs.worker; outbox:
-#: node.delivery.sender; intake).
-THREAD_PREFIXES = ("worker-", "outbox-sender", "orthanc-intake")
+#: node.delivery.sender; intake; completion by count: node.orthanc.counting).
+THREAD_PREFIXES = ("worker-", "outbox-sender", "orthanc-intake", COUNT_THREAD_NAME)
 HEADER_KEYWORDS = (
     "SOPClassUID",
     "SOPInstanceUID",
@@ -151,7 +161,11 @@ class IntakeReason(enum.StrEnum):
     """Why a series was handed to the node."""
 
     STABLE = "stable"
+    """Orthanc declared it stable."""
+    COUNT = "count"
+    """The instance count its headers announce arrived (node.orthanc.counting)."""
     RERUN = "rerun"
+    """An operator asked for it."""
 
 
 class IntakeError(Exception):
@@ -436,6 +450,7 @@ class OrthancNode:
             },
         )
         self.workers = WorkerPool(self.settings, self.catalog, on_outputs=self.sender.wake)
+        self.counter = CountCompletion(api, self.settings.count_grace_s, self._count_reached)
         self.started_at: float | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -444,7 +459,8 @@ class OrthancNode:
     # ------------------------------------------------------------------ life cycle
 
     def start(self, *, warm: bool = True) -> None:
-        """Start the intake thread, workers and sender; resume what a previous run left."""
+        """Start the intake thread, workers, sender and the completion by count; resume what a
+        previous run left."""
         self._stop.clear()
         self.sender.start()
         self.workers.start()  # re-queues jobs left running
@@ -458,6 +474,7 @@ class OrthancNode:
             target=self._intake_loop, name="orthanc-intake", daemon=True
         )
         self._intake_thread.start()
+        self.counter.start()
         if warm:
             start_warm_up(sorted(self.available),
                           writer_settings(self.settings.manufacturer,
@@ -483,6 +500,7 @@ class OrthancNode:
         self._stop.set()
         self._wake.set()
         threads = [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIXES)]
+        self.counter.stop(timeout=timeout)
         if self._intake_thread is not None:
             self._intake_thread.join(timeout=timeout)
             self._intake_thread = None
@@ -506,11 +524,32 @@ class OrthancNode:
 
     # ------------------------------------------------------------------ Orthanc events
 
-    def series_stable(self, orthanc_series_id: str) -> int:
-        """Orthanc declared a series stable: record it durably and return at once."""
+    def instance_stored(self, orthanc_instance_id: str) -> None:
+        """Orthanc stored an instance: count it towards its series' announced count."""
+        self.counter.instance_stored(orthanc_instance_id)
+
+    def series_stable(self, orthanc_series_id: str) -> int | None:
+        """Orthanc declared a series stable: record it durably and return at once.
+
+        Returns
+        -------
+        int or None
+            The intake row; None when the series was handed over by its count and no instance
+            arrived since.
+        """
+        if self.counter.series_stable(orthanc_series_id):
+            logger.debug("Orthanc series %s stable: already complete by its count",
+                         orthanc_series_id)
+            return None
         intake_id = self.store.enqueue(orthanc_series_id, IntakeReason.STABLE)
         self._wake.set()
         return intake_id
+
+    def _count_reached(self, orthanc_series_id: str) -> None:
+        """The instances a series announces arrived (node.orthanc.counting): hand it over as
+        :meth:`series_stable` does."""
+        self.store.enqueue(orthanc_series_id, IntakeReason.COUNT)
+        self._wake.set()
 
     def rerun(self, orthanc_series_id: str) -> int:
         """Fetch and analyse a series again (an operator's request)."""

@@ -296,9 +296,18 @@ def validate_instance(
 
 def _expected_count(ds: Dataset) -> int | None:
     """Number of instances the series will hold, when the header states it reliably."""
-    if str(ds.SOPClassUID) in ENHANCED_SOP_CLASSES:
+    return expected_count(str(ds.SOPClassUID), ds.get("ImagesInAcquisition"))
+
+
+def expected_count(sop_class_uid: str, value: str | int | None) -> int | None:
+    """The instance count an ImagesInAcquisition ``value`` announces, when it is a reliable one.
+
+    None for enhanced (multi-frame) objects, whose count is of frames, and for a missing,
+    unreadable or implausible value (the Orthanc plugin reads the same attribute through
+    Orthanc's REST API: node.orthanc.counting).
+    """
+    if sop_class_uid in ENHANCED_SOP_CLASSES:
         return None
-    value = ds.get("ImagesInAcquisition")
     try:
         count = int(value) if value not in (None, "") else 0
     except (TypeError, ValueError):

@@ -51,11 +51,12 @@ def as_output(path: Path, series_uid: str, description: str = "cmr-node T1 map S
     return ds
 
 
-def write_node_config(folder: Path, extra: str = "") -> Path:
-    """A node settings file with the data under ``folder/node`` and one analysis enabled."""
+def write_node_config(folder: Path, extra: str = "", node: str = "") -> Path:
+    """A node settings file with the data under ``folder/node`` and one analysis enabled
+    (``node``: more lines of its ``[node]`` table; ``extra``: more tables)."""
     path = folder / "node.toml"
     path.write_text(
-        f'[node]\ndata_dir = "{folder / "node"}"\nlog_level = "INFO"\n'
+        f'[node]\ndata_dir = "{folder / "node"}"\nlog_level = "INFO"\n{node}'
         "[sender]\nretry_initial_s = 0.2\nretry_max_s = 1.0\nnetwork_timeout_s = 5\n"
         f"{extra}"
     )

@@ -1,9 +1,10 @@
 """A stand-in for Orthanc's ``orthanc`` module: an in-memory store with the REST calls the node
 uses, and a way to call the REST routes the plugin registers.
 
-It holds real DICOM bytes and answers like Orthanc 1.10 does (JSON of ``/series/{id}``,
-``/instances/{id}/file``, ``POST /instances`` with ``Status`` Success or AlreadyStored,
-``OrthancException`` "Unknown resource" for a missing resource).
+It holds real DICOM bytes and answers like Orthanc 1.10 does (JSON of ``/series/{id}`` and
+``/instances/{id}``, ``/instances/{id}/file``, ``/instances/{id}/metadata/SopClassUid``,
+``POST /instances`` with ``Status`` Success or AlreadyStored, ``OrthancException``
+"Unknown resource" for a missing resource).
 """
 
 from __future__ import annotations
@@ -99,11 +100,14 @@ class FakeOrthanc:
         if status == "Success":
             self.files[instance_id] = raw
             self.instance_series[instance_id] = series_id
-        self.series_tags[series_id] = {
-            "SeriesInstanceUID": series_uid,
-            "SeriesDescription": str(ds.get("SeriesDescription", "")),
-            "Modality": str(ds.get("Modality", "")),
-        }
+        if series_id not in self.series_tags:  # Orthanc keeps the first instance's
+            self.series_tags[series_id] = {
+                "SeriesInstanceUID": series_uid,
+                "SeriesDescription": str(ds.get("SeriesDescription", "")),
+                "Modality": str(ds.get("Modality", "")),
+            }
+            if ds.get("ImagesInAcquisition") not in (None, ""):
+                self.series_tags[series_id]["ImagesInAcquisition"] = str(ds.ImagesInAcquisition)
         self.series_study[series_id] = study_id
         return instance_id, series_id, status
 
@@ -135,6 +139,26 @@ class FakeOrthanc:
                     "Type": "Series",
                 }
             ).encode()
+        if m := re.fullmatch(r"/instances/([^/]+)", uri):
+            if m.group(1) not in self.files:
+                raise self._unknown()
+            ds = dcmread(io.BytesIO(self.files[m.group(1)]), stop_before_pixels=True)
+            return json.dumps(
+                {
+                    "ID": m.group(1),
+                    "MainDicomTags": {
+                        "SOPInstanceUID": str(ds.SOPInstanceUID),
+                        "InstanceNumber": str(ds.get("InstanceNumber", "")),
+                    },
+                    "ParentSeries": self.instance_series[m.group(1)],
+                    "Type": "Instance",
+                }
+            ).encode()
+        if m := re.fullmatch(r"/instances/([^/]+)/metadata/SopClassUid", uri):
+            if m.group(1) not in self.files:
+                raise self._unknown()
+            ds = dcmread(io.BytesIO(self.files[m.group(1)]), stop_before_pixels=True)
+            return str(ds.SOPClassUID).encode()
         if m := re.fullmatch(r"/instances/([^/]+)/file", uri):
             if m.group(1) not in self.files:
                 raise self._unknown()
