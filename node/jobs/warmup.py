@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
+from contextvars import ContextVar
 from pathlib import Path
 
 from node.analyses import descriptor, with_networks
@@ -59,16 +60,18 @@ def load_analyses(names: Sequence[str]) -> None:
             logger.exception("warm-up of analysis %s failed", name)
 
 
-class _QuietRehearsal(logging.Filter):
-    """Drops the INFO and DEBUG records of one thread (the rehearsal's analyses log as real
-    ones would); warnings and errors pass."""
+_REHEARSING: ContextVar[bool] = ContextVar("cmr_node_warm_up_rehearsal", default=False)
+"""True in the warm-up's context: its thread, and the threads an analysis hands work to in
+its caller's context (``contextvars.copy_context().run``)."""
 
-    def __init__(self, thread: threading.Thread) -> None:
-        super().__init__()
-        self._ident = thread.ident
+
+class _QuietRehearsal(logging.Filter):
+    """Drops the INFO and DEBUG records logged in the warm-up's context (the rehearsal's
+    analyses log as real ones would); warnings and errors pass, and so does every other
+    thread's record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or record.thread != self._ident
+        return record.levelno >= logging.WARNING or not _REHEARSING.get()
 
 
 def warm_up_analyses(names: Sequence[str], writer: WriterSettings,
@@ -98,10 +101,11 @@ def warm_up_analyses(names: Sequence[str], writer: WriterSettings,
             loaded.set()
         logger.info("analyses not warmed up (node.warm_up = off): the first job loads them")
         return 0.0
-    quiet = _QuietRehearsal(threading.current_thread())
+    quiet = _QuietRehearsal()
     handlers = list(logging.getLogger().handlers)
     for handler in handlers:
         handler.addFilter(quiet)
+    rehearsing = _REHEARSING.set(True)
     try:
         try:
             load_analyses(names)
@@ -112,6 +116,7 @@ def warm_up_analyses(names: Sequence[str], writer: WriterSettings,
             _rehearse(names, writer)
         freeze_heap()
     finally:
+        _REHEARSING.reset(rehearsing)
         for handler in handlers:
             handler.removeFilter(quiet)
     elapsed = time.perf_counter() - started

@@ -92,6 +92,7 @@ and measurements are :mod:`plugins.t1map.measurements`', the result's tables and
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -367,9 +368,11 @@ def analyse(series: LoadedSeries, options: Mapping[str, Any]) -> AnalysisResult:
 
     # The radiomic features (of the slices as segmented) and the classical cross-check (which
     # only adds WARNING flags) are independent; both spend much of their time outside the GIL.
+    # The features are computed in the caller's context (e.g. the node's logging context).
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="t1map-radiomics") as pool:
         radiomics = pool.submit(
-            mid_slice_radiomics, series, tuple(slices), frozenset(failed_slices), scale, options
+            contextvars.copy_context().run, mid_slice_radiomics, series, tuple(slices),
+            frozenset(failed_slices), scale, options,
         )
         if cross_checker is not None:
             for index, slice_stats in sorted(stats.items()):
