@@ -54,6 +54,14 @@ def _arrive(fake: FakeOrthanc, raw: bytes) -> tuple[str, str]:
     return instance_id, series_id
 
 
+def _arrive_series(fake: FakeOrthanc, paths: list[Path]) -> str:
+    """Every instance of a series arrives in order; returns the Orthanc series."""
+    series_id = ""
+    for path in paths:
+        _, series_id = _arrive(fake, path.read_bytes())
+    return series_id
+
+
 def _intake(node: OrthancNode) -> list[tuple[str, str]]:
     conn = sqlite3.connect(str(node.settings.catalog_path))
     try:
@@ -93,9 +101,7 @@ def test_series_is_handed_over_once_its_count_arrived_and_the_grace_passed(
     caplog.set_level(logging.INFO, logger="node.orthanc.counting")
     assert len(t1_paths) == 3
     assert dcmread(t1_paths[0], stop_before_pixels=True).ImagesInAcquisition == 3
-    series_id = ""
-    for path in t1_paths:
-        _, series_id = _arrive(fake, path.read_bytes())
+    series_id = _arrive_series(fake, t1_paths)
     last = time.monotonic()
     assert node.counter.count_state(series_id) is CountState.REACHED
     assert _intake(node) == []  # the grace has not passed yet
@@ -118,9 +124,7 @@ def test_series_is_handed_over_once_its_count_arrived_and_the_grace_passed(
 def test_instance_after_the_count_completion_leads_to_a_new_generation(
     fake: FakeOrthanc, node: OrthancNode, t1_paths: list[Path]
 ) -> None:
-    series_id = ""
-    for path in t1_paths:
-        _, series_id = _arrive(fake, path.read_bytes())
+    series_id = _arrive_series(fake, t1_paths)
     wait_for(lambda: _intake(node), 5 * GRACE_S + 2.0, interval=0.02)
     first = _run_next(node)
     uid = str(dcmread(t1_paths[0], stop_before_pixels=True).SeriesInstanceUID)
@@ -146,9 +150,7 @@ def test_instance_after_the_count_completion_leads_to_a_new_generation(
 def test_stable_series_before_the_grace_ends_is_handed_over_once(
     fake: FakeOrthanc, node: OrthancNode, t1_paths: list[Path]
 ) -> None:
-    series_id = ""
-    for path in t1_paths:
-        _, series_id = _arrive(fake, path.read_bytes())
+    series_id = _arrive_series(fake, t1_paths)
     fake.change(ChangeType.STABLE_SERIES, series_id)  # StableAge shorter than count_grace_s
     time.sleep(GRACE_S * 2.5)
     assert _intake(node) == [(series_id, IntakeReason.STABLE)]
