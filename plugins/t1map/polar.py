@@ -72,13 +72,31 @@ def radius_at(
     return np.interp(np.mod(query - angles[0], 2 * np.pi) + angles[0], extended_angles, extended)
 
 
+def padded_box(mask: npt.NDArray[np.bool_], margin: int = 1) -> tuple[slice, slice]:
+    """Rows and columns of a mask's bounding box grown by ``margin`` pixels (within the image).
+
+    With ``margin`` >= 1 a crop to this box has the same distance transform, hole filling,
+    convex hull and connectivity inside it as the whole image (every pixel outside is 0 and a
+    ring of 0 separates the box from them); an empty mask gives the whole image.
+    """
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return slice(0, mask.shape[0]), slice(0, mask.shape[1])
+    return (slice(max(0, int(rows[0]) - margin), int(rows[-1]) + margin + 1),
+            slice(max(0, int(cols[0]) - margin), int(cols[-1]) + margin + 1))
+
+
 def inscribed_centre(
     mask: npt.NDArray[np.bool_], spacing: tuple[float, float]
 ) -> tuple[float, float]:
     """Centre (mm) of the largest inscribed disk: robust to regions attached to the cavity."""
-    distance = ndimage.distance_transform_edt(mask, sampling=spacing)
+    box = padded_box(mask)
+    distance = ndimage.distance_transform_edt(mask[box], sampling=spacing)
     peak = float(distance.max())
     rr, cc = np.nonzero(distance >= 0.85 * peak)
+    rr = rr + box[0].start
+    cc = cc + box[1].start
     return float(rr.mean() * spacing[0]), float(cc.mean() * spacing[1])
 
 
@@ -208,18 +226,19 @@ def circular_dp(
     tripled = np.concatenate([cost, cost, cost])
     total = tripled[0].copy()
     back = np.zeros(tripled.shape, dtype=np.int64)
-    states = np.arange(n_states)
+    jumps = np.arange(-max_jump, max_jump + 1)
+    # sources[j, s] = state reached from by jump j into state s; invalid sources cost inf.
+    sources = np.arange(n_states)[np.newaxis, :] - jumps[:, np.newaxis]
+    valid = (sources >= 0) & (sources < n_states)
+    safe_sources = np.where(valid, sources, 0)
+    penalties = np.where(valid, jump_penalty * np.abs(jumps)[:, np.newaxis], np.inf)
+    columns = np.arange(n_states)
     for i in range(1, tripled.shape[0]):
-        best = np.full(n_states, np.inf)
-        arg = np.zeros(n_states, dtype=np.int64)
-        for jump in range(-max_jump, max_jump + 1):
-            source = states - jump
-            valid = (source >= 0) & (source < n_states)
-            candidate = np.full(n_states, np.inf)
-            candidate[valid] = total[source[valid]] + jump_penalty * abs(jump)
-            better = candidate < best
-            best[better] = candidate[better]
-            arg[better] = source[better]
+        candidates = total[safe_sources] + penalties
+        # The first jump (in -max_jump..max_jump order) of least cost, as a strict "<" scan.
+        choice = np.argmin(candidates, axis=0)
+        best = candidates[choice, columns]
+        arg = np.where(np.isfinite(best), safe_sources[choice, columns], 0)
         total = best + tripled[i]
         back[i] = arg
     path = np.empty(tripled.shape[0], dtype=np.int64)

@@ -68,6 +68,7 @@ from plugins.t1map.polar import (
     endocardial_crossings,
     epicardial_costs,
     inscribed_centre,
+    padded_box,
     pixel_polar_coordinates,
     polar_sample,
     radius_at,
@@ -350,7 +351,9 @@ class ClassicalSegmenter:
         half_diag: float,
     ) -> _Candidate | None:
         """Score a blood region as LV cavity, ``None`` if it cannot be one."""
-        filled = ndimage.binary_fill_holes(region)
+        box = padded_box(region)
+        filled = np.zeros(region.shape, dtype=bool)
+        filled[box] = ndimage.binary_fill_holes(region[box])
         rr, cc = np.nonzero(filled)
         if rr.size < 8:
             return None

@@ -13,7 +13,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from plugins.api import Label
-from plugins.t1map.polar import inscribed_centre, polar_sample
+from plugins.t1map.polar import inscribed_centre, padded_box, polar_sample
 
 WILD_FRACTION: Final = 0.25
 """Relative distance from the local median that marks a pixel as a fit failure."""
@@ -150,14 +150,20 @@ def split_at_necks(
     from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
+    box = padded_box(region)
     # Fill holes first: papillary muscles inside the cavity must not create necks.
-    filled = ndimage.binary_fill_holes(region)
+    filled = ndimage.binary_fill_holes(region[box])
     distance = ndimage.distance_transform_edt(filled, sampling=spacing)
     markers, n_markers = ndimage.label(h_maxima(distance, depth_mm))
     if n_markers < 2:
         return []
     parts = watershed(-distance, markers, mask=filled)
-    return [np.asarray(parts == k) for k in range(1, n_markers + 1)]
+    found = []
+    for k in range(1, n_markers + 1):
+        part = np.zeros(region.shape, dtype=bool)
+        part[box] = parts == k
+        found.append(part)
+    return found
 
 
 def add_rv(
@@ -221,8 +227,9 @@ def smoothness_map(
 
 def relative_spread(image: npt.NDArray[np.float64], region: npt.NDArray[np.bool_]) -> float:
     """Robust relative spread (1.4826 MAD / median) of raw values in a region's interior."""
-    inner = ndimage.binary_erosion(region, iterations=1)
-    values = image[inner if np.count_nonzero(inner) >= 10 else region]
+    box = padded_box(region)
+    inner = ndimage.binary_erosion(region[box], iterations=1)
+    values = image[box][inner if np.count_nonzero(inner) >= 10 else region[box]]
     median = float(np.median(values))
     if median <= 0:
         return np.inf
@@ -233,7 +240,7 @@ def solidity_of(mask: npt.NDArray[np.bool_]) -> float:
     """Area over convex-hull area."""
     from skimage.morphology import convex_hull_image
 
-    hull = convex_hull_image(mask)
+    hull = convex_hull_image(mask[padded_box(mask)])
     hull_area = float(np.count_nonzero(hull))
     return float(np.count_nonzero(mask)) / hull_area if hull_area else 0.0
 
