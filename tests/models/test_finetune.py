@@ -173,6 +173,31 @@ def test_finetune_from_png(tmp_path: Path,
 
 
 @needs_weights
+@pytest.mark.parametrize("batch_norm", ["frozen", "trained"])
+def test_finetune_recipe_options(tmp_path: Path, batch_norm: str,
+                                 stacks: list[tuple[StudyInfo, list[LgeSlice]]]) -> None:
+    """``--learning-rate`` and ``--batch-norm`` reach the training and its record: frozen
+    keeps the base network's batch-norm statistics, trained adapts them."""
+    import torch
+
+    _write_png(tmp_path / "png", stacks)
+    record = _finetune(tmp_path, tmp_path / "png" / "images", "--labels",
+                       str(tmp_path / "png" / "labels"), "--learning-rate", "0.002",
+                       "--batch-norm", batch_norm)
+    assert record["learning_rate"] == 0.002
+    assert record["freeze_batch_norm"] is (batch_norm == "frozen")
+    assert "--learning-rate 0.002 --batch-norm " + batch_norm in record["command"]
+    base = torch.load(DEFAULT_SEGMENTER, map_location="cpu")
+    tuned = torch.load(tmp_path / "site" / "site_segment.pt", map_location="cpu")
+    statistics = [k for k in base if k.endswith(("running_mean", "running_var"))]
+    assert statistics
+    unchanged = all(torch.equal(base[k], tuned[k]) for k in statistics)
+    assert unchanged is (batch_norm == "frozen")
+    convolutions = [k for k in base if k.endswith("weight") and base[k].ndim == 4]
+    assert any(not torch.equal(base[k], tuned[k]) for k in convolutions)
+
+
+@needs_weights
 def test_finetune_from_nifti(tmp_path: Path,
                              stacks: list[tuple[StudyInfo, list[LgeSlice]]]) -> None:
     _write_nifti(tmp_path / "nii", stacks)

@@ -100,11 +100,10 @@ def _reference_dp(cost: npt.NDArray[np.float64], max_jump: int, jump_penalty: fl
                         best[state], arg[state] = candidate, source
         total = best + tripled[i]
         back[i] = arg
-    path = np.empty(tripled.shape[0], dtype=np.int64)
-    path[-1] = int(np.argmin(total))
-    for i in range(tripled.shape[0] - 1, 0, -1):
-        path[i - 1] = back[i, path[i]]
-    return path[n_angles: 2 * n_angles]
+    reversed_path = [int(np.argmin(total))]
+    for row in back[:0:-1]:
+        reversed_path.append(int(row[reversed_path[-1]]))
+    return np.array(reversed_path[::-1][n_angles: 2 * n_angles], dtype=np.int64)
 
 
 @pytest.mark.parametrize("seed", range(12))

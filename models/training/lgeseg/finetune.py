@@ -76,6 +76,12 @@ UNKNOWN_NEAR_MYOCARDIUM_MM: Final = 0.0
 RV, let the network thicken the myocardium: Dice 0.31 against 0.40 without fine-tuning)."""
 ASSUMED_SPACING_MM: Final = 1.25
 """Pixel spacing of slices whose format carries none (PNG)."""
+STEPS: Final = 300
+"""Default number of fine-tuning steps (batches)."""
+LEARNING_RATE: Final = 5e-4
+"""Default peak learning rate (AdamW, cosine schedule after 20 warm-up steps)."""
+FREEZE_BATCH_NORM: Final = True
+"""Default: keep the base network's batch-norm statistics and affine parameters."""
 OUR_MYO: Final = (int(Label.MYOCARDIUM), int(Label.SCAR), int(Label.MVO))
 OUR_SCAR: Final = (int(Label.SCAR), int(Label.MVO))
 
@@ -132,10 +138,10 @@ def real_sample(rng: np.random.Generator, image: npt.NDArray[np.float32],
 
 
 def finetune(pairs: Sequence[Sequence[Any]], out: Path, *, base: Path = DEFAULT_SEGMENTER,
-             steps: int = 300, learning_rate: float = 5e-4, batch_size: int = 8,
+             steps: int = STEPS, learning_rate: float = LEARNING_RATE, batch_size: int = 8,
              seed: int = 0, spacing_mm: float = ASSUMED_SPACING_MM,
              validation: Mapping[str, Any] | None = None,
-             freeze_batch_norm: bool = True,
+             freeze_batch_norm: bool = FREEZE_BATCH_NORM,
              unknown_near_mm: float = UNKNOWN_NEAR_MYOCARDIUM_MM,
              command: str | None = None, data_kind: str | None = None) -> dict[str, Any]:
     """Fine-tune the segmenter stage from ``base`` on ``pairs``; write ``out`` + JSON.
@@ -239,6 +245,8 @@ def cross_validate(pairs: Sequence[Sequence[Any]], folds: int, out_dir: Path, *,
                    base: Path = DEFAULT_SEGMENTER, batch_size: int = 8,
                    spacing_mm: float = ASSUMED_SPACING_MM,
                    unknown_near_mm: float = UNKNOWN_NEAR_MYOCARDIUM_MM,
+                   learning_rate: float = LEARNING_RATE,
+                   freeze_batch_norm: bool = FREEZE_BATCH_NORM,
                    command: str | None = None) -> dict[str, Any]:
     """K-fold (by case) fine-tuning from ``base`` and scoring, ``base`` scored on the same
     folds; fold weights ``fold<k>_segment.pt`` in ``out_dir`` (``command`` and the fold in
@@ -258,6 +266,7 @@ def cross_validate(pairs: Sequence[Sequence[Any]], folds: int, out_dir: Path, *,
         weights = out_dir / f"fold{fold}_segment.pt"
         finetune(train, weights, base=base, steps=steps, batch_size=batch_size,
                  spacing_mm=spacing_mm, seed=fold, unknown_near_mm=unknown_near_mm,
+                 learning_rate=learning_rate, freeze_batch_norm=freeze_batch_norm,
                  command=f"{command or 'cross_validate'} (fold {fold} of {folds}, test cases "
                          f"{', '.join(sorted(test_cases))})")
         tuned = TwoStageLgeSegmenter(DEFAULT_LOCATOR, weights)
@@ -277,7 +286,8 @@ def cross_validate(pairs: Sequence[Sequence[Any]], folds: int, out_dir: Path, *,
 
     per_fold = [round(float(np.mean([r["myo_dice"] for r in results if r["fold"] == k])), 4)
                 for k in range(folds)]
-    return {"folds": folds, "steps": steps, "fine_tuned": summary(results),
+    return {"folds": folds, "steps": steps, "learning_rate": learning_rate,
+            "freeze_batch_norm": freeze_batch_norm, "fine_tuned": summary(results),
             "fine_tuned_myo_dice_per_fold": per_fold, "base": summary(base_rows),
             "slices": results}
 
@@ -298,8 +308,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="weights file to write (.pt)")
     parser.add_argument("--base", type=Path, default=DEFAULT_SEGMENTER,
                         help="segmenter weights to start from (default: the committed ones)")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE,
+                        help="peak learning rate (AdamW, cosine schedule)")
+    parser.add_argument("--batch-norm", choices=("frozen", "trained"),
+                        default="frozen" if FREEZE_BATCH_NORM else "trained",
+                        help="keep the base network's batch-norm statistics (frozen) or "
+                        "adapt them to the site's images (trained)")
     parser.add_argument("--spacing", type=float, default=ASSUMED_SPACING_MM,
                         help="pixel spacing (mm) of slices without one (PNG)")
     parser.add_argument("--cross-validate", type=int, default=0, metavar="K",
@@ -312,7 +328,7 @@ def command_line(args: argparse.Namespace, program: str) -> str:
     """The command that gives ``args`` (recorded in the provenance)."""
     words = [program]
     for option in ("images", "labels", "kind", "label_map", "out", "base", "steps", "batch_size",
-                   "spacing",
+                   "learning_rate", "batch_norm", "spacing",
                    "cross_validate", "unknown_near_mm"):
         value = getattr(args, option)
         if value is not None:
@@ -342,13 +358,16 @@ def run(args: argparse.Namespace, program: str) -> int:
         result = cross_validate(pairs, args.cross_validate, args.out.parent, steps=args.steps,
                                 base=args.base, batch_size=args.batch_size,
                                 spacing_mm=args.spacing, unknown_near_mm=args.unknown_near_mm,
+                                learning_rate=args.learning_rate,
+                                freeze_batch_norm=args.batch_norm == "frozen",
                                 command=command_line(args, program))
         args.out.with_suffix(".cv.json").write_text(json.dumps(result, indent=2) + "\n")
         logger.info("base %s; fine-tuned %s", result["base"], result["fine_tuned"])
         validation = {key: result[key] for key in
                       ("folds", "base", "fine_tuned", "fine_tuned_myo_dice_per_fold")}
     record = finetune(pairs, args.out, base=args.base, steps=args.steps,
-                      batch_size=args.batch_size,
+                      batch_size=args.batch_size, learning_rate=args.learning_rate,
+                      freeze_batch_norm=args.batch_norm == "frozen",
                       spacing_mm=args.spacing, unknown_near_mm=args.unknown_near_mm,
                       validation=validation, command=command_line(args, program),
                       data_kind=kind)
