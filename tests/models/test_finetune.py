@@ -16,9 +16,14 @@ from models.phantoms.dicom_lge import lge_series_datasets
 from models.phantoms.dicom_study import StudyInfo
 from models.phantoms.lge import LgeSlice, make_lge_stack
 from models.runtime.lgeseg.site_weights import verify_weights
-from models.runtime.lgeseg.two_stage import DEFAULT_LOCATOR, DEFAULT_SEGMENTER, TwoStageLgeSegmenter
+from models.runtime.lgeseg.two_stage import (
+    DEFAULT_LOCATOR,
+    DEFAULT_SEGMENTER,
+    NORMALISED_RANGE,
+    TwoStageLgeSegmenter,
+)
 from models.runtime.segmentation import sha256_of
-from models.training.lgeseg.finetune import data_sha256
+from models.training.lgeseg.finetune import data_sha256, real_sample
 from models.training.lgeseg.site_data import (
     EMIDEC_LABELS,
     SiteDataError,
@@ -176,15 +181,17 @@ def test_finetune_from_png(tmp_path: Path,
 @pytest.mark.parametrize("batch_norm", ["frozen", "trained"])
 def test_finetune_recipe_options(tmp_path: Path, batch_norm: str,
                                  stacks: list[tuple[StudyInfo, list[LgeSlice]]]) -> None:
-    """``--learning-rate`` and ``--batch-norm`` reach the training and its record: frozen
-    keeps the base network's batch-norm statistics, trained adapts them."""
+    """``--learning-rate``, ``--batch-norm`` and ``--corruption-share`` reach the training
+    and its record: frozen keeps the base network's batch-norm statistics, trained adapts
+    them."""
     import torch
 
     _write_png(tmp_path / "png", stacks)
     record = _finetune(tmp_path, tmp_path / "png" / "images", "--labels",
                        str(tmp_path / "png" / "labels"), "--learning-rate", "0.002",
-                       "--batch-norm", batch_norm)
+                       "--batch-norm", batch_norm, "--corruption-share", "0.5")
     assert record["learning_rate"] == 0.002
+    assert record["corruption_share"] == 0.5
     assert record["freeze_batch_norm"] is (batch_norm == "frozen")
     assert "--learning-rate 0.002 --batch-norm " + batch_norm in record["command"]
     base = torch.load(DEFAULT_SEGMENTER, map_location="cpu")
@@ -321,3 +328,42 @@ def test_site_weights_never_go_into_the_committed_folder(
                  str(tmp_path / "labels"), "--out", str(out), "--steps", "1"]) == 2
     assert "never go into" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_corruption_share_outside_zero_to_one_is_refused(
+        tmp_path: Path, stacks: list[tuple[StudyInfo, list[LgeSlice]]],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    _write_png(tmp_path, stacks[:1])
+    out = tmp_path / "site" / "site_segment.pt"
+    assert main(["models", "finetune", "--images", str(tmp_path / "images"), "--labels",
+                 str(tmp_path / "labels"), "--out", str(out), "--steps", "1",
+                 "--corruption-share", "1.5"]) == 2
+    assert "corruption share must lie in [0, 1]" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_corrupted_crops_keep_their_target() -> None:
+    """A corrupted crop is another image of the same target, normalised as the network's
+    input; with no corruption the crop is the plain jittered one (same random draws)."""
+    rng_image = np.random.default_rng(3)
+    labels = np.zeros((96, 96), dtype=np.uint8)
+    rows, cols = np.indices(labels.shape)
+    radius = np.hypot(rows - 48, cols - 50)
+    labels[radius < 16] = Label.MYOCARDIUM
+    labels[radius < 10] = Label.LV_BLOOD_POOL
+    image = (rng_image.uniform(0.0, 20.0, labels.shape)
+             + 100.0 * (labels == Label.LV_BLOOD_POOL)).astype(np.float32)
+    plain = real_sample(np.random.default_rng(9), image, labels, 1.25)
+    corrupted_any = False
+    for seed in range(6):
+        crop, target = real_sample(np.random.default_rng(seed), image, labels, 1.25,
+                                   corruption_share=1.0)
+        reference_crop, reference_target = real_sample(np.random.default_rng(seed), image,
+                                                       labels, 1.25)
+        assert np.array_equal(target, reference_target)
+        assert crop.dtype == np.float32 and crop.shape == plain[0].shape
+        assert NORMALISED_RANGE[0] <= float(crop.min()) < float(crop.max()) <= NORMALISED_RANGE[1]
+        corrupted_any |= not np.allclose(crop, reference_crop)
+    assert corrupted_any
+    assert np.array_equal(real_sample(np.random.default_rng(9), image, labels, 1.25,
+                                      corruption_share=0.0)[0], plain[0])

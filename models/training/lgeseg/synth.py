@@ -173,9 +173,10 @@ def _appearance(rng: np.random.Generator, gen: U8) -> F32:
     return image
 
 
-def _corrupt(rng: np.random.Generator, image: npt.NDArray[Any],
-             outside: npt.NDArray[np.bool_]) -> F32:
-    """Resolution, blur, bias, ghosts / motion, noise, gamma, 8-bit quantisation."""
+def corrupt(rng: np.random.Generator, image: npt.NDArray[Any],
+            outside: npt.NDArray[np.bool_]) -> F32:
+    """Resolution, blur, bias, ghosts / motion, noise, gamma, 8-bit quantisation of a
+    non-negative square image (``outside`` the field of view set to 0)."""
     size = image.shape[0]
     if rng.random() < 0.35:
         axis = int(rng.integers(2))
@@ -234,7 +235,7 @@ def _render(rng: np.random.Generator, item: LabelMapSlice, matrix: npt.NDArray[n
             0.6 if item.source == "sunnybrook" else 0.25):
         plant_scar(rng, gen, target)
     image = physics if physics is not None else _appearance(rng, gen)
-    return _corrupt(rng, image, outside), target, outside
+    return corrupt(rng, image, outside), target, outside
 
 
 def locate_sample(rng: np.random.Generator, item: LabelMapSlice,
