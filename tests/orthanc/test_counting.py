@@ -8,7 +8,6 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 
 from node.completion.tracker import CountState
-from node.orthanc.app import Registration, register
+from node.orthanc.app import Registration
 from node.orthanc.counting import THREAD_NAME
 from node.orthanc.node import IntakeOutcome, IntakeReason, IntakeState, OrthancNode
 from tests.netutil import wait_for
@@ -34,17 +33,11 @@ def fake(tmp_path: Path) -> FakeOrthanc:
 
 
 @pytest.fixture()
-def registered(fake: FakeOrthanc) -> Iterator[Registration]:
-    registration = register(fake, configure_logging=False)
-    registration.node.counter.start()  # the node's other threads are not needed here
-    yield registration
-    registration.node.stop(timeout=5)
-    registration.node.close()
-
-
-@pytest.fixture()
-def node(registered: Registration) -> OrthancNode:
-    return registered.node
+def registered(registered: Registration) -> Registration:
+    """The conftest's registration with the count completer running (the node's other
+    threads are not needed here)."""
+    registered.node.counter.start()
+    return registered
 
 
 def _arrive(fake: FakeOrthanc, raw: bytes) -> tuple[str, str]:
